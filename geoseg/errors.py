@@ -1,0 +1,57 @@
+"""Exceptions and warnings raised by geoseg.
+
+Every error derives from :class:`GeosegError` *and* from the matching builtin
+(``ValueError``, ``OSError``, ...), so callers can catch either. Messages say
+which file or value was wrong, what was found, what was expected and how to
+fix it. This module imports nothing from the rest of geoseg.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GeosegError",
+    "TileError",
+    "RasterReadError",
+    "RasterWriteError",
+    "GridMismatchError",
+    "ClassFileError",
+    "ConfigError",
+    "GeosegWarning",
+    "NoDataWarning",
+]
+
+
+class GeosegError(Exception):
+    """Base class of every error geoseg raises on purpose."""
+
+
+class TileError(GeosegError, ValueError):
+    """A tile size or overlap that cannot make a valid tile grid."""
+
+
+class RasterReadError(GeosegError, OSError):
+    """A raster that cannot be opened or read as expected (corrupt, not georeferenced, ...)."""
+
+
+class RasterWriteError(GeosegError, OSError):
+    """An output raster that cannot be written (directory missing, not writable, disk full)."""
+
+
+class GridMismatchError(GeosegError, ValueError):
+    """Two rasters that should share a grid (CRS, transform, size) do not."""
+
+
+class ClassFileError(GeosegError, ValueError):
+    """A class file (YAML) that does not follow the class-file convention."""
+
+
+class ConfigError(GeosegError, ValueError):
+    """A bad option or configuration value."""
+
+
+class GeosegWarning(UserWarning):
+    """Base class of geoseg's warnings."""
+
+
+class NoDataWarning(GeosegWarning):
+    """A raster has no nodata value, so every pixel is taken as valid."""

@@ -1,0 +1,534 @@
+"""All raster file access: open and check, read tiles, write rasters atomically (GeoTIFF / COG).
+
+This is the only module that opens raster files; the pure modules (grid, stitch,
+vectorize, areas) take arrays, an :class:`~affine.Affine` and a CRS.
+
+Conventions
+-----------
+* A pixel is **valid** when every band holds data (``rule="all"``, the default): a pixel
+  clouded or missing on one date of a multi-date stack is unobserved, never guessed.
+  ``rule="any"`` keeps pixels with data on at least one band. Nodata comes from the
+  file's nodata value (NaN included) or, without one, from its internal mask.
+* Reads outside the raster are **padded**: ``"reflect"`` (default; mirror the edge
+  pixels without repeating them, like ``numpy.pad(mode="reflect")``) or ``"constant"``
+  (fill value, default 0). Padded pixels are never valid.
+* Writes go to a temporary file beside the target and are renamed into place only when
+  complete, so no reader ever sees a half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.windows import Window
+
+from .classes import NODATA, ClassTable
+from .errors import GridMismatchError, NoDataWarning, RasterReadError, RasterWriteError
+from .grid import Tile, TileGrid
+from .stitch import trim
+from .types import Shape2d
+
+__all__ = [
+    "RasterInfo",
+    "TileData",
+    "raster_info",
+    "open_raster",
+    "read_tile",
+    "iter_tiles",
+    "valid_mask",
+    "check_same_grid",
+    "RasterWriter",
+    "mask_writer",
+    "read_mask_classes",
+    "atomic_path",
+]
+
+PadMode = Literal["reflect", "constant"]
+ValidRule = Literal["all", "any"]
+
+
+@dataclass(frozen=True, slots=True)
+class RasterInfo:
+    """What geoseg needs to know of a raster, read without reading pixels."""
+
+    path: str
+    crs: CRS
+    transform: Affine
+    shape: Shape2d
+    count: int
+    dtype: str
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+    block_shape: tuple[int, int]
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size ``(x, y)`` in CRS units, both positive."""
+        return (abs(self.transform.a), abs(self.transform.e))
+
+
+@dataclass(frozen=True, slots=True)
+class TileData:
+    """Pixels of one tile's read window: ``array`` (bands, h, w) and ``valid`` (h, w) bool."""
+
+    tile: Tile
+    array: np.ndarray
+    valid: np.ndarray
+
+
+def _read_error(path: str | os.PathLike[str], err: Exception) -> RasterReadError:
+    p = str(path)
+    if not os.path.exists(p) and "://" not in p and not p.startswith("/vsi"):
+        return RasterReadError(f"{p}: file not found; check the path")
+    msg = str(err).split("\n")[0]
+    return RasterReadError(
+        f"{p}: cannot be read as a raster ({msg}); expected a GeoTIFF or another format GDAL reads "
+        f"- check that the file is complete (not truncated) and is an image, not e.g. a vector file"
+    )
+
+
+def _check_georeferencing(src: Any, path: str) -> None:
+    if src.crs is None:
+        raise RasterReadError(
+            f"{path}: has no CRS; geoseg needs georeferenced rasters to write georeferenced outputs "
+            f"- assign one, e.g. `gdal_edit.py -a_srs EPSG:32643 {path}`"
+        )
+    t = src.transform
+    if t.b != 0 or t.d != 0:
+        raise RasterReadError(
+            f"{path}: has a rotated or sheared transform {tuple(t)[:6]}; expected a north-up grid "
+            f"- warp it first, e.g. `gdalwarp {path} northup.tif`"
+        )
+    if t.a <= 0 or t.e >= 0:
+        raise RasterReadError(
+            f"{path}: pixel size ({t.a}, {t.e}) is not north-up (x must grow east, y must fall south); "
+            f"warp it first, e.g. `gdalwarp {path} northup.tif`"
+        )
+
+
+def _info(src: Any, path: str) -> RasterInfo:
+    return RasterInfo(
+        path=path,
+        crs=src.crs,
+        transform=src.transform,
+        shape=Shape2d(src.height, src.width),
+        count=src.count,
+        dtype=src.dtypes[0],
+        nodata=src.nodata,
+        descriptions=tuple(src.descriptions),
+        block_shape=tuple(src.block_shapes[0]),  # type: ignore[arg-type]
+    )
+
+
+@contextmanager
+def open_raster(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """Open a raster for reading and check it is georeferenced and north-up.
+
+    Raises
+    ------
+    RasterReadError
+        Missing, unreadable or corrupt file; no CRS; rotated or sheared transform.
+    """
+    p = str(path)
+    try:
+        src = rasterio.open(p)
+    except (RasterioIOError, RasterioError) as e:
+        raise _read_error(p, e) from None
+    try:
+        _check_georeferencing(src, p)
+        yield src
+    finally:
+        src.close()
+
+
+def raster_info(path: str | os.PathLike[str]) -> RasterInfo:
+    """Read a raster's georeferencing and layout (no pixels) and check it.
+
+    Examples
+    --------
+    >>> raster_info("no/such.tif")
+    Traceback (most recent call last):
+    ...
+    geoseg.errors.RasterReadError: no/such.tif: file not found; check the path
+    """
+    with open_raster(path) as src:
+        return _info(src, str(path))
+
+
+def valid_mask(array: np.ndarray, nodata: float | None, rule: ValidRule = "all") -> np.ndarray:
+    """Return a ``(h, w)`` bool mask of pixels holding data in ``array`` (bands, h, w).
+
+    Examples
+    --------
+    >>> a = np.array([[[0, 5]], [[3, 0]]], dtype="uint16")
+    >>> valid_mask(a, 0).tolist(), valid_mask(a, 0, "any").tolist()
+    ([[False, False]], [[True, True]])
+    """
+    if array.ndim == 2:
+        array = array[None]
+    if nodata is None:
+        nod = np.zeros(array.shape, bool)
+        if np.issubdtype(array.dtype, np.floating):
+            nod = np.isnan(array)
+    elif np.isnan(nodata):
+        nod = np.isnan(array)
+    elif np.issubdtype(array.dtype, np.integer):
+        info = np.iinfo(array.dtype)
+        if float(nodata).is_integer() and info.min <= nodata <= info.max:
+            nod = array == array.dtype.type(nodata)
+        else:  # a nodata value the dtype cannot hold marks nothing
+            nod = np.zeros(array.shape, bool)
+    else:
+        nod = (array == nodata) | np.isnan(array)
+    if rule == "all":
+        return ~nod.any(axis=0)
+    if rule == "any":
+        return ~nod.all(axis=0)
+    raise ValueError(f"rule must be 'all' or 'any', got {rule!r}")
+
+
+def read_tile(
+    src: Any,
+    tile: Tile,
+    pad: PadMode = "reflect",
+    fill: float = 0,
+    rule: ValidRule = "all",
+    indexes: Sequence[int] | None = None,
+) -> TileData:
+    """Read ``tile.read`` from an open dataset, padding outside the raster.
+
+    Only the part of the window inside the raster is read (block-aligned reads when
+    tiles match the file's blocks); the rest is padded with ``pad``. The valid mask comes
+    from the nodata value, NaN, or the dataset's internal mask, and is False on padding.
+
+    Parameters
+    ----------
+    src : rasterio dataset
+        Open for reading (see :func:`open_raster`).
+    tile : Tile
+        From :func:`geoseg.grid.tile_grid` over this raster's shape.
+    pad : {"reflect", "constant"}
+        How pixels outside the raster are filled.
+    fill : number
+        The fill value for ``pad="constant"``.
+    rule : {"all", "any"}
+        A pixel is valid when all (or any) of its bands hold data.
+    indexes : sequence of int, optional
+        1-based band indexes to read (all bands by default).
+    """
+    if pad not in ("reflect", "constant"):
+        raise ValueError(f"pad must be 'reflect' or 'constant', got {pad!r}")
+    h, w = src.height, src.width
+    r = tile.read
+    r0, c0 = int(r.row_off), int(r.col_off)
+    r1, c1 = r0 + int(r.height), c0 + int(r.width)
+    ir0, ic0, ir1, ic1 = max(r0, 0), max(c0, 0), min(r1, h), min(c1, w)
+    if ir0 >= ir1 or ic0 >= ic1:
+        raise ValueError(f"tile {tile.key} does not intersect the raster of shape {(h, w)}; was it made for it?")
+    inner = Window(ic0, ir0, ic1 - ic0, ir1 - ir0)
+    idx = list(indexes) if indexes is not None else list(range(1, src.count + 1))
+    try:
+        arr = src.read(idx, window=inner)
+    except (RasterioIOError, RasterioError) as e:
+        raise RasterReadError(
+            f"{src.name}: reading window {tile.key} {inner} failed ({str(e).splitlines()[0]}); "
+            f"the file may be truncated or corrupt - re-download or re-export it"
+        ) from None
+    if src.nodata is None and not np.issubdtype(arr.dtype, np.floating) and any(
+        MaskFlags.per_dataset in f for f in src.mask_flag_enums
+    ):
+        valid = src.read_masks(1, window=inner) > 0
+    else:
+        valid = valid_mask(arr, src.nodata, rule)
+    widths = ((ir0 - r0, r1 - ir1), (ic0 - c0, c1 - ic1))
+    if any(v for pair in widths for v in pair):
+        if pad == "reflect":
+            arr = np.pad(arr, ((0, 0), *widths), mode="reflect")
+        else:
+            arr = np.pad(arr, ((0, 0), *widths), mode="constant", constant_values=fill)
+        valid = np.pad(valid, widths, mode="constant", constant_values=False)
+    return TileData(tile, arr, valid)
+
+
+def iter_tiles(
+    src: Any,
+    grid: TileGrid,
+    pad: PadMode = "reflect",
+    rule: ValidRule = "all",
+    indexes: Sequence[int] | None = None,
+) -> Iterator[TileData]:
+    """Read every tile of ``grid`` from an open dataset, in grid order (see :func:`read_tile`)."""
+    if (src.height, src.width) != tuple(grid.shape):
+        raise ValueError(
+            f"{src.name}: raster is {src.height}x{src.width} px but the grid was made for "
+            f"{grid.shape.height}x{grid.shape.width}; build the grid from this raster"
+        )
+    for tile in grid:
+        yield read_tile(src, tile, pad=pad, rule=rule, indexes=indexes)
+
+
+def check_same_grid(a: RasterInfo, b: RasterInfo, tolerance: float = 1e-6) -> None:
+    """Raise :class:`GridMismatchError` unless ``a`` and ``b`` share CRS, transform and size."""
+    problems = []
+    if tuple(a.shape) != tuple(b.shape):
+        problems.append(f"size {b.shape.width}x{b.shape.height} (expected {a.shape.width}x{a.shape.height})")
+    if a.crs != b.crs:
+        problems.append(f"CRS {b.crs.to_string()} (expected {a.crs.to_string()})")
+    if not a.transform.almost_equals(b.transform, precision=tolerance * max(a.res)):
+        problems.append(f"transform {tuple(b.transform)[:6]} (expected {tuple(a.transform)[:6]})")
+    if problems:
+        raise GridMismatchError(
+            f"{b.path} is not on the grid of {a.path}: " + "; ".join(problems)
+            + f" - resample it onto the grid, e.g. `gdalwarp -te <bounds> -tr <res> -t_srs <crs> {b.path} aligned.tif`"
+        )
+
+
+def atomic_path(path: str | os.PathLike[str]) -> Path:
+    """A unique temporary name beside ``path`` (same directory, so rename is atomic)."""
+    p = Path(path)
+    return p.with_name(f".{p.name}.partial-{uuid.uuid4().hex[:12]}{p.suffix}")
+
+
+class RasterWriter:
+    """Write a raster window by window, atomically; optionally as a Cloud-Optimised GeoTIFF.
+
+    Use as a context manager. Pixels are written to a tiled, DEFLATE-compressed temporary
+    GeoTIFF beside the target; on a clean exit it is converted to a COG (internal tiles,
+    overviews) when ``cog=True`` and renamed into place. On an error nothing is left at the
+    target and the temporary file is removed. Memory stays bounded by what you pass to
+    :meth:`write` plus GDAL's block cache.
+
+    Parameters
+    ----------
+    path : path
+        The target file.
+    shape, transform, crs
+        The grid of the output (copy them from the input to keep georeferencing exact).
+    count, dtype, nodata
+        Bands, data type and nodata value.
+    colormap : mapping, optional
+        A GDAL colour table for band 1 (``{value: (r, g, b, a)}``).
+    tags : mapping, optional
+        Dataset metadata tags.
+    band_descriptions : sequence of str, optional
+        One description per band.
+    cog : bool
+        Write a Cloud-Optimised GeoTIFF (default) or a plain tiled GeoTIFF.
+    overview_resampling : str
+        ``"mode"`` for class masks, ``"average"`` for reflectance.
+    blocksize : int
+        Internal tile size.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        shape: tuple[int, int],
+        transform: Affine,
+        crs: CRS | str,
+        count: int = 1,
+        dtype: str = "uint8",
+        nodata: float | None = None,
+        colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+        tags: Mapping[str, str] | None = None,
+        band_descriptions: Sequence[str] | None = None,
+        cog: bool = True,
+        overview_resampling: str = "mode",
+        blocksize: int = 512,
+        predictor: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.transform = transform
+        self.crs = crs
+        self.count = count
+        self.dtype = np.dtype(dtype).name
+        self.nodata = nodata
+        self.colormap = dict(colormap) if colormap else None
+        self.tags = dict(tags) if tags else {}
+        self.band_descriptions = list(band_descriptions) if band_descriptions else None
+        self.cog = cog
+        self.overview_resampling = overview_resampling
+        self.blocksize = blocksize
+        self.predictor = predictor if predictor is not None else (1 if self.dtype == "uint8" else 2)
+        self._tmp: Path | None = None
+        self._ds: Any = None
+
+    def __enter__(self) -> "RasterWriter":
+        parent = self.path.parent
+        if not parent.exists():
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise RasterWriteError(
+                    f"{self.path}: cannot create the output directory {parent} ({e.strerror}); "
+                    f"choose a writable location"
+                ) from None
+        if not os.access(parent, os.W_OK):
+            raise RasterWriteError(
+                f"{self.path}: the directory {parent} is not writable; choose another output path "
+                f"or fix its permissions"
+            )
+        self._tmp = atomic_path(self.path.with_suffix(".tif"))
+        bs = self.blocksize
+        profile = dict(
+            driver="GTiff",
+            height=self.shape[0],
+            width=self.shape[1],
+            count=self.count,
+            dtype=self.dtype,
+            crs=self.crs,
+            transform=self.transform,
+            nodata=self.nodata,
+            tiled=True,
+            blockxsize=bs,
+            blockysize=bs,
+            compress="DEFLATE",
+            predictor=self.predictor,
+            bigtiff="IF_SAFER",
+            interleave="pixel" if self.count > 1 else "band",
+        )
+        try:
+            self._ds = rasterio.open(self._tmp, "w", **profile)
+            if self.colormap:
+                self._ds.write_colormap(1, self.colormap)
+            if self.tags:
+                self._ds.update_tags(**self.tags)
+            if self.band_descriptions:
+                for i, d in enumerate(self.band_descriptions, start=1):
+                    self._ds.set_band_description(i, d)
+        except (RasterioIOError, RasterioError, OSError) as e:
+            self._abort()
+            raise RasterWriteError(f"{self.path}: cannot create the output ({e}); check free space and permissions") from None
+        return self
+
+    def write(self, array: np.ndarray, window: Window, indexes: int | Sequence[int] | None = None) -> None:
+        """Write ``array`` ((bands,) h, w) at ``window`` (inside the raster)."""
+        if self._ds is None:
+            raise RuntimeError("RasterWriter.write() called outside its `with` block")
+        try:
+            if array.ndim == 2:
+                self._ds.write(array, indexes if indexes is not None else 1, window=window)
+            else:
+                self._ds.write(array, indexes, window=window)
+        except (RasterioIOError, RasterioError, OSError) as e:
+            raise RasterWriteError(
+                f"{self.path}: writing window {window} failed ({str(e).splitlines()[0]}); "
+                f"check free disk space, then run again"
+            ) from None
+
+    def write_tile(self, tile: Tile, array: np.ndarray) -> None:
+        """Write the core of a tile output ``array`` (over the tile's read window) in place."""
+        self.write(trim(tile, array), tile.core)
+
+    def _abort(self) -> None:
+        if self._ds is not None:
+            try:
+                self._ds.close()
+            except Exception:  # noqa: BLE001 - closing a broken dataset while failing anyway
+                pass
+            self._ds = None
+        if self._tmp is not None:
+            for f in (self._tmp, Path(str(self._tmp) + ".aux.xml")):
+                f.unlink(missing_ok=True)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self._abort()
+            return
+        assert self._tmp is not None
+        final_tmp = self._tmp
+        try:
+            self._ds.close()
+            self._ds = None
+            if self.cog:
+                final_tmp = atomic_path(self.path)
+                rasterio.shutil.copy(
+                    self._tmp,
+                    final_tmp,
+                    driver="COG",
+                    COMPRESS="DEFLATE",
+                    PREDICTOR="YES" if self.predictor == 2 else "NO",
+                    BLOCKSIZE=str(self.blocksize),
+                    RESAMPLING=self.overview_resampling.upper(),
+                    OVERVIEWS="AUTO",
+                    BIGTIFF="IF_SAFER",
+                    NUM_THREADS="ALL_CPUS",
+                )
+                self._tmp.unlink(missing_ok=True)
+            os.replace(final_tmp, self.path)
+        except (RasterioIOError, RasterioError, OSError) as e:
+            final_tmp.unlink(missing_ok=True)
+            self._abort()
+            raise RasterWriteError(
+                f"{self.path}: finishing the output failed ({str(e).splitlines()[0]}); "
+                f"check free disk space, then run again"
+            ) from None
+
+
+def mask_writer(
+    path: str | os.PathLike[str],
+    *,
+    shape: tuple[int, int],
+    transform: Affine,
+    crs: CRS | str,
+    classes: ClassTable,
+    tags: Mapping[str, str] | None = None,
+) -> RasterWriter:
+    """A :class:`RasterWriter` for a class mask: uint8, nodata 255, class colours, COG.
+
+    The class table is stored in the metadata tag ``GEOSEG_CLASSES`` (JSON) so that any
+    mask geoseg writes carries its class names and colours.
+    """
+    all_tags = {"GEOSEG_CLASSES": json.dumps(classes.to_dict()["classes"])}
+    all_tags.update(tags or {})
+    return RasterWriter(
+        path,
+        shape=shape,
+        transform=transform,
+        crs=crs,
+        count=1,
+        dtype="uint8",
+        nodata=NODATA,
+        colormap=classes.colormap(),
+        tags=all_tags,
+        band_descriptions=["class"],
+        cog=True,
+        overview_resampling="mode",
+    )
+
+
+def read_mask_classes(path: str | os.PathLike[str]) -> ClassTable | None:
+    """The class table embedded in a mask written by geoseg, or None for other masks."""
+    with open_raster(path) as src:
+        raw = src.tags().get("GEOSEG_CLASSES")
+    if raw is None:
+        return None
+    return ClassTable.from_dict(json.loads(raw), f"{path} (GEOSEG_CLASSES tag)")
+
+
+def warn_no_nodata(info: RasterInfo) -> None:
+    """Warn that ``info`` has no nodata value, so every pixel counts as observed."""
+    if info.nodata is None:
+        warnings.warn(
+            f"{info.path}: no nodata value set; every pixel is taken as observed "
+            f"(set one with `gdal_edit.py -a_nodata 0 {info.path}` if it has a collar)",
+            NoDataWarning,
+            stacklevel=2,
+        )
