@@ -56,6 +56,7 @@ __all__ = [
     "mask_writer",
     "read_mask_classes",
     "atomic_path",
+    "count_differences",
 ]
 
 PadMode = Literal["reflect", "constant"]
@@ -296,6 +297,25 @@ def check_same_grid(a: RasterInfo, b: RasterInfo, tolerance: float = 1e-6) -> No
             f"{b.path} is not on the grid of {a.path}: " + "; ".join(problems)
             + f" - resample it onto the grid, e.g. `gdalwarp -te <bounds> -tr <res> -t_srs <crs> {b.path} aligned.tif`"
         )
+
+
+def count_differences(a: str | os.PathLike[str], b: str | os.PathLike[str], block: int = 1024) -> int:
+    """Count pixels that differ between two rasters on the same grid, block by block.
+
+    Memory stays bounded by one ``block x block`` window of each raster.
+    """
+    check_same_grid(raster_info(a), raster_info(b))
+    diff = 0
+    with open_raster(a) as sa, open_raster(b) as sb:
+        if sa.count != sb.count:
+            raise GridMismatchError(f"{b} has {sb.count} bands (expected {sa.count}, like {a})")
+        for r in range(0, sa.height, block):
+            for c in range(0, sa.width, block):
+                win = Window(c, r, min(block, sa.width - c), min(block, sa.height - r))
+                x, y = sa.read(window=win), sb.read(window=win)
+                same = (x == y) | (np.isnan(x) & np.isnan(y)) if x.dtype.kind == "f" else x == y
+                diff += int((~same.all(axis=0)).sum())
+    return diff
 
 
 def atomic_path(path: str | os.PathLike[str]) -> Path:

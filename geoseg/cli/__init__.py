@@ -1,0 +1,1 @@
+"""The ``geoseg`` command line. The library never imports this package."""

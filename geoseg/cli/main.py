@@ -1,0 +1,79 @@
+"""``geoseg``: the command group, shared error handling and logging.
+
+Each subcommand lives in its own module, parses its options, calls one library
+function and prints. Errors raised on purpose (:class:`geoseg.errors.GeosegError`)
+and OS errors become one clean line on standard error and exit status 1; ``--debug``
+shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import GeosegError
+
+log = logging.getLogger("geoseg")
+
+
+class GeosegGroup(click.Group):
+    """A click group that turns library errors into one line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("geoseg: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:  # noqa: BLE001 - the CLI boundary: one line, never a traceback
+            if (ctx.obj or {}).get("debug"):
+                raise
+            if isinstance(e, (GeosegError, OSError)):
+                msg = str(e)
+            else:
+                msg = f"internal error {type(e).__name__}: {e} (run with --debug for the traceback and report it)"
+            click.echo(f"Error: {msg}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=GeosegGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="geoseg")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logging).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
+    """Turn large satellite GeoTIFFs into per-field crop maps and per-district crop areas.
+
+    \b
+    Start with the demo, which makes a synthetic Punjab region and runs the pipeline:
+        geoseg demo
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from . import demo, synth
+
+    cli.add_command(synth.synth)
+    cli.add_command(demo.demo)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="geoseg")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])
