@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .classes import NODATA, ClassTable, CropClass, default_classes, load_classes
 from .errors import (
+    CheckpointError,
     ClassFileError,
     ConfigError,
     GeosegError,
@@ -31,6 +32,7 @@ __all__ = [
     "GeosegError",
     "GeosegWarning",
     "ClassFileError",
+    "CheckpointError",
     "ConfigError",
     "GridMismatchError",
     "NoDataWarning",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ class ClassTable:
     """An ordered, validated tuple of :class:`CropClass` (ids ``0..K-1``)."""
 
     classes: tuple[CropClass, ...]
-    source: str = "<memory>"
+    source: str = field(default="<memory>", compare=False)
 
     def __post_init__(self) -> None:
         if not self.classes:

@@ -16,6 +16,7 @@ __all__ = [
     "GridMismatchError",
     "ClassFileError",
     "ConfigError",
+    "CheckpointError",
     "GeosegWarning",
     "NoDataWarning",
 ]
@@ -47,6 +48,10 @@ class ClassFileError(GeosegError, ValueError):
 
 class ConfigError(GeosegError, ValueError):
     """A bad option or configuration value."""
+
+
+class CheckpointError(GeosegError, ValueError):
+    """A model checkpoint that is missing, damaged, tampered with or does not fit the input."""
 
 
 class GeosegWarning(UserWarning):

@@ -61,9 +61,11 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import demo, synth
+    from . import demo, predict, stack, synth
 
     cli.add_command(synth.synth)
+    cli.add_command(stack.stack)
+    cli.add_command(predict.predict)
     cli.add_command(demo.demo)
 
 

@@ -1,0 +1,41 @@
+"""``geoseg predict``: a crop mask (and confidence) for one scene from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .progress import progress_bar
+
+
+@click.command("predict")
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="Checkpoint directory (model.safetensors + model.json).")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Class mask to write (COG, uint8, 255 = nodata).")
+@click.option("--confidence", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write max-softmax confidence (COG, uint8 x 255, 0 = nodata).")
+@click.option("--tile", type=int, default=None, help="Tile size in pixels (default 512).")
+@click.option("--overlap", type=int, default=None, help="Halo per side in pixels (default: the model's).")
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def predict(model_dir: Path, image: Path, out: Path, confidence: Path | None, tile: int | None,
+            overlap: int | None, batch_size: int, device: str) -> None:
+    """Predict IMAGE tile by tile into a georeferenced crop mask.
+
+    \b
+    Example:
+        geoseg predict --model models/punjab demo/region/scene.tif --out mask.tif --confidence conf.tif
+    """
+    from ..predict import predict_scene
+
+    with progress_bar("tiles") as advance:
+        res = predict_scene(model_dir, image, out, confidence=confidence, tile=tile, overlap=overlap,
+                            batch_size=batch_size, device=device, progress=advance)
+    click.echo(f"{res.tiles} tiles on {res.device} in {res.seconds:.1f} s "
+               f"(pixels read / scene pixels = {res.read_ratio:.2f})")
+    click.echo(f"mask: {res.mask}")
+    if res.confidence:
+        click.echo(f"confidence: {res.confidence}")

@@ -1,0 +1,119 @@
+"""Model inference on batches of tiles: normalise, forward, class + confidence. torch only.
+
+Confidence is the maximum softmax probability scaled to uint8 (1..255); 0 marks nodata.
+Classes are uint8 with 255 for nodata. On CUDA the forward pass runs channels-last under
+bf16 autocast; everywhere it runs under :func:`torch.inference_mode`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .classes import NODATA
+
+__all__ = ["pick_device", "normalise", "forward_logits", "predict_proba", "predict_batch"]
+
+
+def pick_device(device: str = "auto") -> str:
+    """``"cuda"`` when asked for (or ``"auto"`` and a GPU is present), else ``"cpu"``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from .errors import ConfigError
+
+        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
+    return device
+
+
+def normalise(
+    array: np.ndarray, valid: np.ndarray, mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
+    """Standardise ``array`` ((B,) C, H, W) per band; invalid pixels become 0 (the band mean).
+
+    Examples
+    --------
+    >>> a = np.array([[[10.0, 0.0]], [[4.0, 0.0]]])  # 2 bands, 1 x 2 pixels
+    >>> normalise(a, np.array([[True, False]]), [6.0, 2.0], [2.0, 1.0]).tolist()
+    [[[2.0, 0.0]], [[2.0, 0.0]]]
+    """
+    m = np.asarray(mean, dtype=np.float32)
+    s = np.asarray(std, dtype=np.float32)
+    c = array.shape[-3]
+    if m.size != c or s.size != c:
+        raise ValueError(f"normalisation has {m.size} means / {s.size} stds for {c} bands")
+    shape = (c, 1, 1)
+    x = (array.astype(np.float32) - m.reshape(shape)) / np.maximum(s, 1e-6).reshape(shape)
+    bad = ~valid[..., None, :, :] if valid.ndim == array.ndim - 1 else ~valid
+    x = np.where(bad | ~np.isfinite(x), np.float32(0), x)
+    return x.astype(np.float32, copy=False)
+
+
+def forward_logits(model: Any, x: Any) -> Any:
+    """Logits at the input's resolution: reduced-resolution outputs are upsampled bilinearly."""
+    import torch.nn.functional as F
+
+    logits = model(x)
+    if tuple(logits.shape[-2:]) != tuple(x.shape[-2:]):
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return logits
+
+
+def predict_proba(model: Any, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Class probabilities (B, K, H, W) float32 for a normalised batch ``x`` (B, C, H, W)."""
+    import torch
+
+    with torch.inference_mode():
+        return torch.softmax(_logits(model, x, device), dim=1).cpu().numpy()
+
+
+def _logits(model: Any, x: np.ndarray, device: str) -> Any:
+    """Float32 logits for a normalised numpy batch; channels-last bf16 autocast on CUDA."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+    if device.startswith("cuda"):
+        t = t.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return forward_logits(model, t).float()
+    return forward_logits(model, t).float()
+
+
+def predict_batch(
+    model: Any,
+    arrays: np.ndarray,
+    valids: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predict a batch of raw tiles.
+
+    Parameters
+    ----------
+    arrays : ndarray (B, C, H, W)
+        Raw pixel values as read from the raster.
+    valids : ndarray (B, H, W) bool
+        Valid-data masks of the tiles.
+    mean, std : sequence of float
+        Per-band normalisation statistics from the model card.
+
+    Returns
+    -------
+    classes : ndarray (B, H, W) uint8, 255 where invalid
+    confidence : ndarray (B, H, W) uint8, max softmax x 255 (at least 1), 0 where invalid
+    """
+    import torch
+
+    x = normalise(arrays, valids, mean, std)
+    with torch.inference_mode():
+        conf, cls = torch.softmax(_logits(model, x, device), dim=1).max(dim=1)
+        classes = cls.to(torch.uint8).cpu().numpy()
+        confidence = torch.clamp(torch.round(conf * 255), 1, 255).to(torch.uint8).cpu().numpy()
+    classes[~valids] = NODATA
+    confidence[~valids] = 0
+    return classes, confidence

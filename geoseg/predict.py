@@ -1,0 +1,150 @@
+"""Predict a whole scene with a checkpoint, tile by tile, into a mask COG (and a confidence COG).
+
+Memory stays bounded by one batch of tiles, whatever the scene size. The single-process
+loop here is what ``geoseg predict`` runs; ``geoseg run`` distributes the same per-batch
+work (:func:`predict_tiles`) over Dask workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CheckpointError
+from .grid import DEFAULT_TILE, Tile, TileGrid, tile_grid
+from .infer import pick_device, predict_batch
+from .io import RasterInfo, RasterWriter, mask_writer, open_raster, raster_info, read_tile
+from .model import ModelCard, load_checkpoint
+
+__all__ = ["PredictResult", "check_input", "predict_tiles", "predict_scene", "scene_grid"]
+
+
+@dataclass(frozen=True, slots=True)
+class PredictResult:
+    """Where a prediction went and what it cost."""
+
+    mask: Path
+    confidence: Path | None
+    tiles: int
+    read_ratio: float
+    device: str
+    seconds: float
+
+
+def check_input(card: ModelCard, info: RasterInfo, model_dir: str | Path = "the model") -> None:
+    """Raise :class:`CheckpointError` when ``info``'s bands do not fit what ``card`` expects."""
+    if info.count != card.in_channels:
+        expected = f" ({', '.join(card.bands[:6])}{', ...' if len(card.bands) > 6 else ''})" if card.bands else ""
+        raise CheckpointError(
+            f"{info.path}: has {info.count} bands, but {model_dir} expects {card.in_channels}{expected}; "
+            f"stack the inputs in the model's band order (`geoseg stack OUT.vrt FILE...`) or use a model "
+            f"trained on {info.count}-band images"
+        )
+    names = list(info.descriptions)
+    if card.bands and all(names) and names != card.bands and sorted(names) == sorted(card.bands):
+        first = next(i for i, (a, b) in enumerate(zip(names, card.bands)) if a != b)
+        raise CheckpointError(
+            f"{info.path}: band order differs from what {model_dir} expects (band {first + 1} is "
+            f"{names[first]!r}, expected {card.bands[first]!r}); re-stack the bands in the model's order"
+        )
+
+
+def scene_grid(card: ModelCard, info: RasterInfo, tile: int | None = None, overlap: int | None = None) -> TileGrid:
+    """The inference tile grid for a scene: 512 px tiles by default, the card's overlap."""
+    return tile_grid(
+        info.shape,
+        info.transform,
+        size=tile or DEFAULT_TILE,
+        overlap=card.overlap if overlap is None else overlap,
+        multiple=card.multiple,
+    )
+
+
+def _batches(items: Sequence[Tile], n: int) -> Iterator[Sequence[Tile]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def predict_tiles(
+    model: Any, card: ModelCard, src: Any, tiles: Sequence[Tile], device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``tiles`` from an open dataset and predict them as one batch.
+
+    Returns ``(classes, confidence)``, each (B, size, size) uint8 over the read windows.
+    """
+    data = [read_tile(src, t, rule=card.valid_rule) for t in tiles]  # type: ignore[arg-type]
+    arrays = np.stack([d.array for d in data])
+    valids = np.stack([d.valid for d in data])
+    return predict_batch(model, arrays, valids, card.band_mean, card.band_std, device)
+
+
+def predict_scene(
+    model_dir: str | Path,
+    image: str | Path,
+    out_mask: str | Path,
+    *,
+    confidence: str | Path | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> PredictResult:
+    """Predict ``image`` with the checkpoint in ``model_dir``.
+
+    Parameters
+    ----------
+    model_dir : path
+        A checkpoint directory (``model.safetensors`` + ``model.json``).
+    image : path
+        A georeferenced raster with the bands the model expects, in its order.
+    out_mask : path
+        The class mask to write (COG, uint8, 255 = nodata, the image's grid).
+    confidence : path, optional
+        Also write the confidence raster (COG, uint8 max softmax x 255, 0 = nodata).
+    tile, overlap : int, optional
+        Tile size (default 512) and overlap (default: the model card's).
+    batch_size : int
+        Tiles per forward pass.
+    device : {"auto", "cpu", "cuda"}
+    progress : callable, optional
+        ``progress(done, total)`` after each batch.
+    """
+    t0 = time.perf_counter()
+    dev = pick_device(device)
+    model, card = load_checkpoint(model_dir, dev)
+    info = raster_info(image)
+    check_input(card, info, model_dir)
+    grid = scene_grid(card, info, tile, overlap)
+    conf_path = Path(confidence) if confidence is not None else None
+    with ExitStack() as stack:
+        src = stack.enter_context(open_raster(image))
+        masks = stack.enter_context(
+            mask_writer(out_mask, shape=info.shape, transform=info.transform, crs=info.crs, classes=card.classes,
+                        tags={"GEOSEG_MODEL_SHA256": card.weights_sha256})
+        )
+        confs = None
+        if conf_path is not None:
+            confs = stack.enter_context(
+                RasterWriter(conf_path, shape=info.shape, transform=info.transform, crs=info.crs, dtype="uint8",
+                             nodata=0, band_descriptions=["confidence"], overview_resampling="average",
+                             tags={"GEOSEG_CONFIDENCE": "max softmax probability x 255; 0 = nodata"})
+            )
+        done = 0
+        for batch in _batches(grid.tiles, max(1, batch_size)):
+            classes, conf = predict_tiles(model, card, src, batch, dev)
+            for t, c, p in zip(batch, classes, conf):
+                masks.write_tile(t, c)
+                if confs is not None:
+                    confs.write_tile(t, p)
+            done += len(batch)
+            if progress:
+                progress(done, len(grid))
+    return PredictResult(Path(out_mask), conf_path, len(grid), grid.read_ratio, dev, time.perf_counter() - t0)
+

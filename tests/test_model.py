@@ -1,0 +1,175 @@
+"""Model registry, shapes, the checkpoint format, and refusing anything that could run code."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from geoseg.classes import default_classes
+from geoseg.errors import CheckpointError, ConfigError, TileError
+from geoseg.grid import tile_grid
+from geoseg.infer import forward_logits, normalise, predict_batch
+from geoseg.model import (
+    ModelCard,
+    build_from_card,
+    build_model,
+    load_checkpoint,
+    load_state_dict_file,
+    read_card,
+    save_checkpoint,
+    tile_multiple,
+)
+
+
+def _card(**kw):  # type: ignore[no-untyped-def]
+    base = dict(arch="unet", encoder="resnet18", in_channels=4, classes=default_classes(),
+                arch_kwargs={"encoder_depth": 4, "decoder_channels": [128, 64, 32, 16]},
+                bands=["B", "G", "R", "NIR"], band_mean=[1000.0] * 4, band_std=[500.0] * 4)
+    base.update(kw)
+    return ModelCard(**base)
+
+
+@pytest.mark.parametrize("arch", ["unet", "deeplabv3plus", "segformer"])
+def test_each_architecture_keeps_a_non_square_tile_shape(arch):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = build_model(arch, in_channels=16, num_classes=7).eval()
+    x = torch.randn(2, 16, 64, 96)
+    with torch.inference_mode():
+        y = forward_logits(model, x)
+    assert tuple(y.shape) == (2, 7, 64, 96)
+
+
+def test_reduced_resolution_output_is_upsampled_before_argmax():
+    class Quarter(torch.nn.Module):
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return torch.nn.functional.avg_pool2d(x[:, :3], 4)
+
+    y = forward_logits(Quarter(), torch.randn(1, 4, 32, 48))
+    assert tuple(y.shape) == (1, 3, 32, 48)
+
+
+def test_tile_multiples_follow_the_encoder_output_stride():
+    assert tile_multiple("unet") == 16
+    assert tile_multiple("deeplabv3plus") == 16
+    assert tile_multiple("segformer") == 32
+    assert tile_multiple("unet", "resnet18", {"encoder_depth": 5}) == 32
+    with pytest.raises(TileError, match=r"not divisible by 32; use 32 or 64"):
+        tile_grid((100, 100), size=48, overlap=8, multiple=tile_multiple("segformer"))
+
+
+def test_unknown_architecture_and_encoder_list_the_choices():
+    with pytest.raises(ConfigError, match=r"unknown architecture 'pspnet'; choose one of \['deeplabv3plus', 'segformer', 'unet'\]"):
+        build_model("pspnet")
+    with pytest.raises(ConfigError, match=r"unknown encoder 'resnet19'; use an smp encoder name \(e\.g\. \[.*'resnet18'"):
+        build_model("unet", "resnet19")
+
+
+def test_build_never_downloads(monkeypatch):  # type: ignore[no-untyped-def]
+    import huggingface_hub
+
+    def boom(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("download attempted")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", boom)
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    build_model("unet", "resnet18", 16, 7)
+    build_model("segformer", "mit_b0", 16, 7)
+
+
+def test_checkpoint_round_trip_keeps_weights_and_card(tmp_path):  # type: ignore[no-untyped-def]
+    torch.manual_seed(1)
+    card = _card(metrics={"miou": 0.5}, tile=128, overlap=16)
+    model = build_from_card(card).eval()
+    written = save_checkpoint(tmp_path / "m", model, card)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.safetensors"]
+    assert len(written.weights_sha256) == 64 and written.geoseg_version
+    loaded, card2 = load_checkpoint(tmp_path / "m")
+    assert card2 == written
+    assert card2.classes.names == default_classes().names and card2.band_mean == [1000.0] * 4
+    x = torch.randn(1, 4, 64, 64)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(model(x).numpy(), loaded(x).numpy())
+    # Nothing temporary left beside it.
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_tampered_weights_are_refused(tmp_path):  # type: ignore[no-untyped-def]
+    save_checkpoint(tmp_path / "m", build_from_card(_card()), _card())
+    w = tmp_path / "m" / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: sha256 .* does not match model\.json"):
+        load_checkpoint(tmp_path / "m")
+
+
+def test_missing_files_and_bad_json_are_named(tmp_path):  # type: ignore[no-untyped-def]
+    with pytest.raises(CheckpointError, match="no such checkpoint directory"):
+        read_card(tmp_path / "none")
+    save_checkpoint(tmp_path / "m", build_from_card(_card()), _card())
+    (tmp_path / "m" / "model.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"model\.json: not valid JSON"):
+        read_card(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is missing"):
+        read_card(tmp_path / "m")
+
+
+def test_weights_of_another_architecture_name_the_keys(tmp_path):  # type: ignore[no-untyped-def]
+    save_checkpoint(tmp_path / "m", build_from_card(_card()), _card())
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    card["in_channels"] = 16  # the weights were trained on 4 bands
+    card["weights_sha256"] = ""
+    (tmp_path / "m" / "model.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match=r"weights do not fit the architecture in model\.json: .*of another shape \(e\.g\. encoder\.conv1\.weight: \(64, 4, 7, 7\) vs \(64, 16, 7, 7\)\)"):
+        load_checkpoint(tmp_path / "m")
+
+
+class _Evil:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_runs_code_is_refused(tmp_path):  # type: ignore[no-untyped-def]
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "encoder.pth"
+    with open(bad, "wb") as f:
+        pickle.dump({"conv1.weight": _Evil(str(marker))}, f)
+    with pytest.raises(CheckpointError, match=r"encoder\.pth: refused to load .*weights_only=True"):
+        load_state_dict_file(bad)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match=r"a pickle-based weights file"):
+        load_checkpoint(bad)
+
+
+def test_plain_tensor_state_dicts_load(tmp_path):  # type: ignore[no-untyped-def]
+    sd = {"w": torch.ones(2, 2)}
+    torch.save(sd, tmp_path / "sd.pt")
+    torch.save({"state_dict": sd}, tmp_path / "wrapped.pt")
+    assert torch.equal(load_state_dict_file(tmp_path / "sd.pt")["w"], sd["w"])
+    assert torch.equal(load_state_dict_file(tmp_path / "wrapped.pt")["w"], sd["w"])
+
+
+def test_predict_batch_marks_nodata_and_scales_confidence():
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", 4, 7).eval()
+    arrays = np.random.default_rng(0).integers(1, 3000, (2, 4, 32, 32)).astype("uint16")
+    valid = np.ones((2, 32, 32), bool)
+    valid[0, :5] = False
+    classes, conf = predict_batch(model, arrays, valid, [1000.0] * 4, [500.0] * 4)
+    assert classes.dtype == np.uint8 and conf.dtype == np.uint8
+    assert (classes[~valid] == 255).all() and (classes[valid] < 7).all()
+    assert (conf[~valid] == 0).all() and conf[valid].min() >= 255 // 7
+    x = normalise(arrays, valid, [1000.0] * 4, [500.0] * 4)
+    with torch.inference_mode():
+        probs = torch.softmax(model(torch.from_numpy(x)), 1)
+    np.testing.assert_array_equal(classes[valid], probs.argmax(1).numpy().astype("uint8")[valid])
+    np.testing.assert_allclose(conf[valid], np.round(probs.max(1).values.numpy() * 255)[valid], atol=1)
