@@ -54,6 +54,7 @@ __all__ = [
     "check_same_grid",
     "RasterWriter",
     "mask_writer",
+    "confidence_writer",
     "read_mask_classes",
     "atomic_path",
     "count_differences",
@@ -531,6 +532,23 @@ def mask_writer(
         band_descriptions=["class"],
         cog=True,
         overview_resampling="mode",
+    )
+
+
+def confidence_writer(
+    path: str | os.PathLike[str], *, shape: tuple[int, int], transform: Affine, crs: CRS | str
+) -> RasterWriter:
+    """A :class:`RasterWriter` for a confidence raster: uint8 max softmax x 255, nodata 0, COG."""
+    return RasterWriter(
+        path,
+        shape=shape,
+        transform=transform,
+        crs=crs,
+        dtype="uint8",
+        nodata=0,
+        band_descriptions=["confidence"],
+        overview_resampling="average",
+        tags={"GEOSEG_CONFIDENCE": "max softmax probability x 255; 0 = nodata"},
     )
 
 

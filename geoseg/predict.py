@@ -19,7 +19,7 @@ import numpy as np
 from .errors import CheckpointError
 from .grid import DEFAULT_TILE, Tile, TileGrid, tile_grid
 from .infer import pick_device, predict_batch
-from .io import RasterInfo, RasterWriter, mask_writer, open_raster, raster_info, read_tile
+from .io import RasterInfo, confidence_writer, mask_writer, open_raster, raster_info, read_tile
 from .model import ModelCard, load_checkpoint
 
 __all__ = ["PredictResult", "check_input", "predict_tiles", "predict_scene", "scene_grid"]
@@ -132,9 +132,7 @@ def predict_scene(
         confs = None
         if conf_path is not None:
             confs = stack.enter_context(
-                RasterWriter(conf_path, shape=info.shape, transform=info.transform, crs=info.crs, dtype="uint8",
-                             nodata=0, band_descriptions=["confidence"], overview_resampling="average",
-                             tags={"GEOSEG_CONFIDENCE": "max softmax probability x 255; 0 = nodata"})
+                confidence_writer(conf_path, shape=info.shape, transform=info.transform, crs=info.crs)
             )
         done = 0
         for batch in _batches(grid.tiles, max(1, batch_size)):

@@ -58,14 +58,19 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
     ctx.obj["debug"] = debug
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    if verbose < 2:  # Dask's own INFO chatter only with -vv
+        for name in ("distributed", "bokeh", "tornado"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _register() -> None:
-    from . import demo, predict, stack, synth
+    from . import demo, predict, run, stack, synth
 
     cli.add_command(synth.synth)
     cli.add_command(stack.stack)
     cli.add_command(predict.predict)
+    cli.add_command(run.run)
+    cli.add_command(run.runs)
     cli.add_command(demo.demo)
 
 

@@ -1,0 +1,109 @@
+"""``geoseg run`` and ``geoseg runs``: region-wide batch runs and their catalog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .progress import progress_bar
+
+
+@click.command("run")
+@click.argument("workflow", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--resume", is_flag=True, help="Continue the newest unfinished run of this workflow.")
+@click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT); overrides cluster.scheduler.")
+@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), help="Where runs are recorded.")
+@click.option("--store", type=click.Path(file_okay=False, path_type=Path), help="Tile store root (default tiles/).")
+@click.option("--quiet", is_flag=True, help="Print only the run directory.")
+def run(workflow: Path, resume: bool, scheduler: str | None, runs_dir: Path | None, store: Path | None,
+        quiet: bool) -> None:
+    """Run a workflow on Dask; the last line printed is the run directory.
+
+    \b
+    Examples:
+        geoseg run workflows/demo.yaml
+        geoseg run workflows/example-punjab.yaml --scheduler tcp://10.0.0.5:8786
+        geoseg run workflows/demo.yaml --resume        # after a failure or a kill
+    \b
+    Exit status: 0 done, 1 failed (one line on stderr says why), 130 interrupted.
+    """
+    from ..workflow.config import load_workflow
+    from ..workflow.run import run_workflow
+
+    cfg = load_workflow(workflow, runs_dir=runs_dir, store=store, scheduler=scheduler)
+    say = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    with progress_bar("tiles") as advance:
+        res = run_workflow(cfg, resume=resume, progress=advance, say=say)
+    if not quiet:
+        if res.stale_lock:
+            click.echo(f"note: took over a stale lock from pid {res.stale_lock.get('pid')}", err=True)
+        click.echo(f"run {res.run_id}: {res.tiles} tiles ({res.tiles_skipped} reused from the store)")
+        click.echo("stage timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()))
+        for k, v in res.outputs.items():
+            click.echo(f"  {k}: {v}")
+    click.echo(str(res.run_dir))
+
+
+@click.group("runs", invoke_without_command=True)
+@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def runs(ctx: click.Context, runs_dir: Path, as_json: bool) -> None:
+    """List recorded runs (name, id, status, scenes, tiles, duration).
+
+    \b
+    Examples:
+        geoseg runs
+        geoseg runs show 20261124T2130
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["runs_dir"] = runs_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..workflow.record import Catalog
+
+    rows = Catalog(runs_dir / "catalog.sqlite").list()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no runs recorded under {runs_dir}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "run id", "status", "scenes", "tiles", "duration")
+    for r in rows:
+        secs = r["seconds"]
+        table.add_row(r["name"], r["run_id"], r["status"], str(r["scenes"] or ""),
+                      f"{r['tiles_done'] or 0}/{r['tiles_total'] or 0}", f"{secs:.0f} s" if secs else "")
+    Console().print(table)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+@click.pass_context
+def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Print the manifest summary of one run (a unique prefix of the id is enough)."""
+    from ..workflow.record import Catalog, read_manifest
+
+    row = Catalog(ctx.obj["runs_dir"] / "catalog.sqlite").get(run_id)
+    m = read_manifest(Path(row["run_dir"]))
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+        return
+    click.echo(f"run {m['run_id']} of {m['name']}: {m['status']}")
+    click.echo(f"workflow: {m['workflow']} (sha256 {m['workflow_sha256'][:12]})")
+    click.echo(f"model: {m['model']['path']} ({m['model']['arch']}/{m['model']['encoder']}, "
+               f"sha256 {m['model']['weights_sha256'][:12]})")
+    click.echo(f"started {m.get('started')}, ended {m.get('ended', '-')}, resumed {m.get('resumed', 0)} time(s)")
+    if m.get("error"):
+        click.echo(f"error: {m['error']}")
+    for k, v in (m.get("timings") or {}).items():
+        click.echo(f"  {k}: {v:.1f} s")
+    for k, v in (m.get("outputs") or {}).items():
+        click.echo(f"  {k}: {v}")

@@ -1,0 +1,377 @@
+"""Workflow files (``workflows/*.yaml``) -> a validated, frozen :class:`RunConfig`.
+
+Relative paths in a workflow are relative to the workflow file's folder. Validation
+happens on load and names the file and the key: unknown keys, wrong types, missing
+files, a tile size the model cannot take, a scene whose band count differs from the
+model's. See the README ("Workflow files") for the full reference.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError, GeosegError
+
+__all__ = ["SceneSpec", "ClusterSpec", "OutputSpec", "RunConfig", "load_workflow", "FIELD_FORMATS"]
+
+FIELD_FORMATS = ("parquet", "gpkg", "fgb", "geojson", "shp")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """One scene: a raster file, or per-date/per-band files stacked in the given order."""
+
+    name: str
+    paths: tuple[Path, ...]
+
+    @property
+    def is_stack(self) -> bool:
+        return len(self.paths) > 1
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where the graph runs: an embedded LocalCluster or an existing scheduler."""
+
+    scheduler: str = "local"
+    workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str = "auto"
+    resources: dict[str, float] = field(default_factory=dict)
+    dashboard: bool = True
+
+    @property
+    def is_local(self) -> bool:
+        return self.scheduler == "local"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    mask: bool = True
+    confidence: bool = True
+    fields: tuple[str, ...] = ("parquet", "gpkg")
+    min_area_ha: float = 0.1
+    exclude_classes: tuple[str, ...] = ("background",)
+    district_areas: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated workflow."""
+
+    path: Path
+    name: str
+    scenes: tuple[SceneSpec, ...]
+    model: Path
+    tile: int
+    overlap: int
+    batch_size: int
+    tiles_per_task: int
+    device: str
+    districts: Path | None
+    name_field: str | None
+    outputs: OutputSpec
+    cluster: ClusterSpec
+    store: Path
+    runs_dir: Path
+    crs: str | None
+    text: str = field(repr=False, default="")
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the workflow file's content."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+_TOP = {
+    "name", "scenes", "model", "tile", "overlap", "batch_size", "tiles_per_task", "device", "districts",
+    "outputs", "cluster", "store", "runs_dir", "crs", "description",
+}
+
+
+class _Reader:
+    """Typed access to a YAML mapping with errors that name the file and the key."""
+
+    def __init__(self, path: Path, data: dict[str, Any], prefix: str = "") -> None:
+        self.path, self.data, self.prefix = path, data, prefix
+
+    def err(self, key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{self.path}: key '{self.prefix}{key}': {msg}")
+
+    def check_keys(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.data) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"{self.path}: unknown key(s) {[self.prefix + k for k in unknown]}; allowed here: {sorted(allowed)}"
+            )
+
+    def get(self, key: str, typ: type | tuple[type, ...], default: Any = ..., *, required: bool = False) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if required or default is ...:
+                raise self.err(key, "is required")
+            return default
+        v = self.data[key]
+        if isinstance(v, bool) and typ in (int, float, (int, float)):
+            raise self.err(key, f"expected a number, found {v!r}")
+        if typ is float and isinstance(v, int):
+            return float(v)
+        if not isinstance(v, typ):
+            names = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+            raise self.err(key, f"expected {names}, found {type(v).__name__} {v!r}")
+        return v
+
+    def sub(self, key: str) -> "_Reader":
+        v = self.get(key, dict, {})
+        return _Reader(self.path, v, f"{self.prefix}{key}.")
+
+    def path_(self, key: str, base: Path, *, must_exist: bool = True, default: Any = ..., kind: str = "file") -> Path:
+        raw = self.get(key, str, default)
+        if raw is None:
+            return None  # type: ignore[return-value]
+        p = Path(raw).expanduser()
+        p = p if p.is_absolute() else (base / p)
+        if must_exist and not p.exists():
+            raise self.err(key, f"{kind} {p} does not exist; fix the path (relative paths are relative to the workflow file)")
+        return p
+
+
+def _scenes(r: _Reader, base: Path) -> tuple[SceneSpec, ...]:
+    raw = r.get("scenes", list, required=True)
+    if not raw:
+        raise r.err("scenes", "is empty; list at least one scene")
+    out: list[SceneSpec] = []
+    for i, item in enumerate(raw):
+        key = f"scenes[{i}]"
+        if isinstance(item, str):
+            item = {"path": item}
+        if not isinstance(item, dict):
+            raise r.err(key, f"expected a path or a mapping with path/glob/stack, found {item!r}")
+        s = _Reader(r.path, item, f"{key}.")
+        s.check_keys({"path", "glob", "stack", "name"})
+        given = [k for k in ("path", "glob", "stack") if k in item]
+        if len(given) != 1:
+            raise r.err(key, f"give exactly one of path, glob or stack (found {given or 'none'})")
+        name = s.get("name", str, None)
+        if name is not None and not _NAME.match(name):
+            raise s.err("name", f"{name!r} is not a plain name (letters, digits, '_', '-', '.')")
+        if "path" in item:
+            p = s.path_("path", base)
+            out.append(SceneSpec(name or p.stem, (p,)))
+        elif "glob" in item:
+            pattern = s.get("glob", str)
+            full = pattern if Path(pattern).is_absolute() else str(base / pattern)
+            matches = sorted(globmod.glob(full))
+            if not matches:
+                raise s.err("glob", f"{full!r} matches no file; check the pattern")
+            for m in matches:
+                out.append(SceneSpec(Path(m).stem, (Path(m),)))
+        else:
+            files = s.get("stack", list)
+            if not files or not all(isinstance(f, str) for f in files):
+                raise s.err("stack", "expected a list of file paths, in band order")
+            paths = []
+            for j, f in enumerate(files):
+                p = Path(f).expanduser()
+                p = p if p.is_absolute() else base / p
+                if not p.exists():
+                    raise s.err(f"stack[{j}]", f"file {p} does not exist; fix the path")
+                paths.append(p)
+            if name is None:
+                raise s.err("name", "is required for a stack (it names the stacked scene)")
+            out.append(SceneSpec(name, tuple(paths)))
+    names = [s.name for s in out]
+    seen: dict[str, int] = {}
+    final = []
+    for s in out:  # make names unique, in order
+        n = seen.get(s.name, 0)
+        seen[s.name] = n + 1
+        final.append(s if n == 0 else SceneSpec(f"{s.name}-{n + 1}", s.paths))
+    del names
+    return tuple(final)
+
+
+def load_workflow(
+    path: str | Path,
+    *,
+    runs_dir: str | Path | None = None,
+    store: str | Path | None = None,
+    scheduler: str | None = None,
+    check_inputs: bool = True,
+) -> RunConfig:
+    """Read and validate a workflow file.
+
+    Parameters
+    ----------
+    path : path
+        The YAML file (read with ``yaml.safe_load``).
+    runs_dir, store, scheduler : optional
+        Override the file's ``runs_dir``, ``store`` and ``cluster.scheduler``.
+    check_inputs : bool
+        Also open the model card and every scene to check band counts and tile size.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the key for every problem found.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: workflow file not found; pass the path of a workflows/*.yaml file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read the workflow ({e}); expected a UTF-8 YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: YAML syntax error{where}: {problem}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of keys (name, scenes, model, ...), found {type(data).__name__}")
+    base = p.resolve().parent
+    r = _Reader(p, data)
+    r.check_keys(_TOP)
+    name = r.get("name", str, required=True)
+    if not _NAME.match(name):
+        raise r.err("name", f"{name!r} is not a plain name (letters, digits, '_', '-', '.'; it names folders)")
+    scenes = _scenes(r, base)
+    model = r.path_("model", base, kind="model directory")
+    tile = r.get("tile", int, 512)
+    overlap = r.get("overlap", int, None)
+    batch_size = r.get("batch_size", int, 4)
+    tiles_per_task = r.get("tiles_per_task", int, 16)
+    for key, v, lo in (("tile", tile, 16), ("batch_size", batch_size, 1), ("tiles_per_task", tiles_per_task, 1)):
+        if v < lo:
+            raise r.err(key, f"must be at least {lo}, found {v}")
+    if tile % 16:
+        lo = tile // 16 * 16
+        raise r.err("tile", f"{tile} is not divisible by 16; use {lo or 16} or {lo + 16}")
+    device = r.get("device", str, "auto")
+    if device not in ("auto", "cpu", "cuda"):
+        raise r.err("device", f"{device!r}; expected auto, cpu or cuda")
+    crs = r.get("crs", str, None)
+    if crs is not None:
+        from rasterio.crs import CRS
+        from rasterio.errors import CRSError
+
+        try:
+            CRS.from_user_input(crs)
+        except CRSError:
+            raise r.err("crs", f"{crs!r} is not a CRS GDAL knows; use e.g. EPSG:32643") from None
+
+    d = r.sub("districts")
+    d.check_keys({"path", "name_field"})
+    districts = d.path_("path", base, default=None, kind="district boundary file") if d.data else None
+    name_field = d.get("name_field", str, "district") if d.data else None
+
+    o = r.sub("outputs")
+    o.check_keys({"mask", "confidence", "fields", "min_area_ha", "exclude_classes", "district_areas"})
+    fields = o.get("fields", list, ["parquet", "gpkg"])
+    bad = [f for f in fields if f not in FIELD_FORMATS]
+    if bad:
+        raise o.err("fields", f"unknown format(s) {bad}; choose from {list(FIELD_FORMATS)}")
+    outputs = OutputSpec(
+        mask=True,
+        confidence=o.get("confidence", bool, True),
+        fields=tuple(fields),
+        min_area_ha=o.get("min_area_ha", float, 0.1),
+        exclude_classes=tuple(o.get("exclude_classes", list, ["background"])),
+        district_areas=o.get("district_areas", bool, True),
+    )
+    if o.get("mask", bool, True) is False:
+        raise o.err("mask", "the mask is the run's primary output and cannot be switched off")
+    if outputs.district_areas and districts is None:
+        raise r.err("districts", "is required when outputs.district_areas is true (give path and name_field)")
+
+    c = r.sub("cluster")
+    c.check_keys({"scheduler", "workers", "threads_per_worker", "memory_limit", "resources", "dashboard"})
+    res = c.get("resources", dict, {})
+    for k, v in res.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise c.err(f"resources.{k}", f"expected a positive number, found {v!r}")
+    sched = scheduler or c.get("scheduler", str, "local")
+    if sched != "local" and not re.match(r"^(tcp|tls|inproc|ws|wss|ucx)://", sched):
+        raise c.err("scheduler", f"{sched!r}; use 'local' or a scheduler address such as tcp://host:8786")
+    cluster = ClusterSpec(
+        scheduler=sched,
+        workers=c.get("workers", int, 2),
+        threads_per_worker=c.get("threads_per_worker", int, 1),
+        memory_limit=str(c.get("memory_limit", (str, int), "auto")),
+        resources={str(k): float(v) for k, v in res.items()},
+        dashboard=c.get("dashboard", bool, True),
+    )
+    if cluster.workers < 1 or cluster.threads_per_worker < 1:
+        raise c.err("workers", "workers and threads_per_worker must be at least 1")
+
+    def _dir(key: str, override: str | Path | None, default: str) -> Path:
+        if override is not None:
+            return Path(override).resolve()
+        raw = r.get(key, str, None)
+        if raw is None:
+            return Path(default).resolve()
+        q = Path(raw).expanduser()
+        return q if q.is_absolute() else (base / q).resolve()
+
+    cfg = RunConfig(
+        path=p.resolve(),
+        name=name,
+        scenes=scenes,
+        model=model,
+        tile=tile,
+        overlap=overlap if overlap is not None else -1,
+        batch_size=batch_size,
+        tiles_per_task=tiles_per_task,
+        device=device,
+        districts=districts,
+        name_field=name_field,
+        outputs=outputs,
+        cluster=cluster,
+        store=_dir("store", store, "tiles"),
+        runs_dir=_dir("runs_dir", runs_dir, "runs"),
+        crs=crs,
+        text=text,
+    )
+    if check_inputs:
+        cfg = _check_inputs(cfg, r)
+    return cfg
+
+
+def _check_inputs(cfg: RunConfig, r: _Reader) -> RunConfig:
+    from dataclasses import replace
+
+    from ..io import raster_info
+    from ..model import read_card
+
+    try:
+        card = read_card(cfg.model)
+    except GeosegError as e:
+        raise r.err("model", str(e)) from None
+    if cfg.tile % card.multiple:
+        lo = cfg.tile // card.multiple * card.multiple
+        raise r.err("tile", f"{cfg.tile} is not divisible by {card.multiple}, which the model "
+                            f"({card.arch}/{card.encoder}) needs; use {lo or card.multiple} or {lo + card.multiple}")
+    overlap = card.overlap if cfg.overlap < 0 else cfg.overlap
+    if cfg.tile - 2 * overlap <= 0:
+        raise r.err("overlap", f"{overlap} leaves no core in a {cfg.tile} px tile; use less than {cfg.tile // 2}")
+    for i, s in enumerate(cfg.scenes):
+        try:
+            counts = [raster_info(p).count for p in s.paths]
+        except GeosegError as e:
+            raise r.err(f"scenes[{i}]", str(e)) from None
+        if sum(counts) != card.in_channels:
+            raise r.err(
+                f"scenes[{i}]",
+                f"scene {s.name!r} has {sum(counts)} bands but the model {cfg.model} expects {card.in_channels}; "
+                f"stack the scene's files in the model's band order ({', '.join(card.bands[:4])}, ...)",
+            )
+    return replace(cfg, overlap=overlap)

@@ -1,0 +1,373 @@
+"""Execute a workflow on Dask: infer tiles -> assemble scenes -> mosaic -> fields -> district areas.
+
+The graph: per scene, one ``infer_batch`` task per batch of tiles (annotated with the
+workflow's worker resources, e.g. ``GPU: 1``), then ``assemble_scene`` depending on all
+of that scene's batches; then the mosaic over all scenes, block-wise polygonisation and
+district aggregation. It runs on an embedded LocalCluster or on any scheduler address.
+This module wires tasks and records runs; the maths lives in the pure modules.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import logging
+import platform
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, GeosegError
+from ..grid import tile_grid
+from ..io import raster_info
+from ..model import read_card
+from ..stack import stack_rasters
+from .config import RunConfig
+from .record import Catalog, RunLock, read_manifest, write_manifest
+from .tasks import assemble_scene, infer_batch
+
+__all__ = ["RunResult", "run_workflow", "connect"]
+
+log = logging.getLogger("geoseg.run")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    status: str
+    outputs: dict[str, str]
+    timings: dict[str, float]
+    tiles: int
+    tiles_skipped: int
+    dashboard: str | None
+    stale_lock: dict[str, Any] | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("geoseg", "numpy", "rasterio", "torch", "segmentation-models-pytorch", "dask", "distributed",
+                "shapely", "geopandas", "pyogrio", "pyarrow"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        import rasterio
+
+        out["gdal"] = rasterio.__gdal_version__
+    except ImportError:
+        pass
+    return out
+
+
+def _input_record(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"path": str(path), "bytes": st.st_size, "mtime": st.st_mtime}
+
+
+def connect(cfg: RunConfig, stack: ExitStack) -> Any:
+    """A distributed Client: an embedded LocalCluster, or the workflow's scheduler address."""
+    from distributed import Client, LocalCluster
+
+    c = cfg.cluster
+    if c.is_local:
+        cluster = stack.enter_context(
+            LocalCluster(
+                n_workers=c.workers,
+                threads_per_worker=c.threads_per_worker,
+                processes=True,
+                memory_limit=c.memory_limit if c.memory_limit != "auto" else "auto",
+                resources=c.resources or None,
+                dashboard_address=":0",
+                silence_logs=logging.ERROR,
+            )
+        )
+        client = stack.enter_context(Client(cluster))
+    else:
+        try:
+            client = stack.enter_context(Client(c.scheduler, timeout="20s"))
+        except OSError as e:
+            raise ConfigError(
+                f"{cfg.path}: cannot reach the Dask scheduler at {c.scheduler} ({e}); start it with "
+                f"`dask scheduler` and workers with `dask worker {c.scheduler}`, or use cluster.scheduler: local"
+            ) from None
+        try:
+            client.wait_for_workers(1, timeout=60)
+        except TimeoutError:
+            raise ConfigError(
+                f"{cfg.path}: the scheduler at {c.scheduler} has no workers after 60 s; start some with "
+                f"`dask worker {c.scheduler}`"
+            ) from None
+    _check_resources(cfg, client)
+    return client
+
+
+def _check_resources(cfg: RunConfig, client: Any) -> None:
+    """Fail fast when no worker offers the resources inference tasks need (Dask would wait forever)."""
+    need = cfg.cluster.resources
+    if not need:
+        return
+    workers = client.scheduler_info()["workers"]
+    ok = [a for a, w in workers.items() if all(w.get("resources", {}).get(k, 0) >= v for k, v in need.items())]
+    if not ok:
+        offered = {a: w.get("resources", {}) for a, w in workers.items()}
+        raise ConfigError(
+            f"{cfg.path}: inference tasks need worker resources {need}, but no worker offers them "
+            f"(workers: {offered or 'none'}); start workers with `dask worker {cfg.cluster.scheduler} "
+            f"--resources GPU=1`, or remove cluster.resources from the workflow"
+        )
+
+
+def _new_run_id(cfg: RunConfig) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + cfg.sha256[:6]
+
+
+def _resumable(runs_root: Path) -> Path | None:
+    """The newest run directory of this workflow that did not finish."""
+    candidates = sorted((p for p in runs_root.glob("*/manifest.json")), reverse=True)
+    for m in candidates:
+        try:
+            if read_manifest(m.parent).get("status") != "done":
+                return m.parent
+        except GeosegError:
+            continue
+    return None
+
+
+def run_workflow(
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    progress: Progress | None = None,
+    say: Callable[[str], None] = lambda s: None,
+) -> RunResult:
+    """Run ``cfg``; with ``resume``, continue the newest unfinished run of the workflow.
+
+    ``progress(done, total)`` is called as tile batches finish; ``say`` receives status lines
+    (the dashboard address, stage names).
+    """
+    runs_root = cfg.runs_dir / cfg.name
+    catalog = Catalog(cfg.runs_dir / "catalog.sqlite")
+    with RunLock(runs_root / ".lock") as lock:
+        run_dir = _resumable(runs_root) if resume else None
+        if resume and run_dir is None:
+            say(f"nothing to resume under {runs_root}: starting a new run")
+        if run_dir is None:
+            run_id = _new_run_id(cfg)
+            run_dir = runs_root / run_id
+            run_dir.mkdir(parents=True, exist_ok=False)
+            started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            previous: dict[str, Any] = {}
+        else:
+            run_id = run_dir.name
+            previous = read_manifest(run_dir)
+            if previous.get("workflow_sha256") != cfg.sha256:
+                raise ConfigError(
+                    f"{cfg.path}: the workflow changed since run {run_id} started; resuming would mix two "
+                    f"configurations - start a new run (without --resume)"
+                )
+            started = previous.get("started", "")
+        (run_dir / "logs").mkdir(exist_ok=True)
+        card = read_card(cfg.model)
+        manifest: dict[str, Any] = {
+            "run_id": run_id,
+            "name": cfg.name,
+            "status": "running",
+            "workflow": str(cfg.path),
+            "workflow_sha256": cfg.sha256,
+            "workflow_text": cfg.text,
+            "model": {"path": str(cfg.model), "weights_sha256": card.weights_sha256, "arch": card.arch,
+                      "encoder": card.encoder, "classes": card.classes.names},
+            "inputs": [_input_record(p) for s in cfg.scenes for p in s.paths],
+            "versions": _versions(),
+            "started": started,
+            "resumed": previous.get("resumed", 0) + (1 if previous else 0),
+            "host": platform.node(),
+        }
+        write_manifest(run_dir, manifest)
+        catalog.upsert(run_id=run_id, name=cfg.name, status="running", scenes=len(cfg.scenes), tiles_done=0,
+                       tiles_total=0, started=started, ended=None, seconds=None, run_dir=str(run_dir),
+                       workflow=str(cfg.path), error=None)
+        t_start = time.perf_counter()
+        try:
+            result = _execute(cfg, card, run_id, run_dir, catalog, progress, say)
+        except BaseException as e:
+            manifest.update(status="failed", error=f"{type(e).__name__}: {e}",
+                            ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            write_manifest(run_dir, manifest)
+            catalog.upsert(run_id=run_id, status="failed", error=str(e)[:500], ended=manifest["ended"],
+                           seconds=time.perf_counter() - t_start, run_dir=str(run_dir), name=cfg.name)
+            raise
+        ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        manifest.update(status="done", ended=ended, timings=result.timings, outputs=result.outputs,
+                        tiles=result.tiles, tiles_skipped=result.tiles_skipped, stats=result.stats)
+        write_manifest(run_dir, manifest)
+        catalog.upsert(run_id=run_id, name=cfg.name, status="done", tiles_done=result.tiles,
+                       tiles_total=result.tiles, ended=ended, seconds=sum(result.timings.values()),
+                       run_dir=str(run_dir), error=None)
+        result.stale_lock = lock.stale_taken
+        return result
+
+
+def _execute(
+    cfg: RunConfig, card: Any, run_id: str, run_dir: Path, catalog: Catalog, progress: Progress | None,
+    say: Callable[[str], None],
+) -> RunResult:
+    from distributed import as_completed
+
+    timings: dict[str, float] = {}
+    outputs: dict[str, str] = {}
+    t = time.perf_counter()
+    # --- plan: scenes (stacking per-date files), grids, batches
+    scenes: list[tuple[str, Path]] = []
+    for s in cfg.scenes:
+        if s.is_stack:
+            vrt = run_dir / "inputs" / f"{s.name}.vrt"
+            stack_rasters(vrt, list(s.paths))
+            scenes.append((s.name, vrt))
+        else:
+            scenes.append((s.name, s.paths[0]))
+    plans = []
+    total = 0
+    for name, path in scenes:
+        info = raster_info(path)
+        grid = tile_grid(info.shape, info.transform, size=cfg.tile, overlap=cfg.overlap, multiple=card.multiple)
+        n = cfg.tiles_per_task
+        batches = [grid.tiles[i : i + n] for i in range(0, len(grid), n)]
+        plans.append((name, path, info, grid, batches))
+        total += len(grid)
+    timings["plan"] = time.perf_counter() - t
+
+    with ExitStack() as stack:
+        t = time.perf_counter()
+        client = connect(cfg, stack)
+        dashboard = client.dashboard_link if cfg.cluster.dashboard else None
+        if dashboard:
+            say(f"Dask dashboard: {dashboard}")
+        timings["cluster"] = time.perf_counter() - t
+
+        # --- infer: one task per batch of tiles, resource-annotated
+        t = time.perf_counter()
+        futures = {}
+        store_roots = {}
+        for name, path, info, grid, batches in plans:
+            root = cfg.store / cfg.name / run_id / name
+            store_roots[name] = root
+            for b, tiles in enumerate(batches):
+                fut = client.submit(
+                    infer_batch, str(path), str(cfg.model), str(root), b, tiles,
+                    batch_size=cfg.batch_size, device=cfg.device, threads=cfg.cluster.threads_per_worker,
+                    resources=cfg.cluster.resources or None, key=f"infer-{name}-{b:05d}-{run_id}", pure=False,
+                )
+                futures[fut] = (name, b)
+        done = skipped = 0
+        infer_compute = 0.0
+        loads: dict[str, int] = {}
+        workers: dict[str, int] = {}
+        for fut in as_completed(list(futures)):
+            rec = fut.result()
+            done += rec["tiles"]
+            skipped += rec["tiles"] if rec["skipped"] else 0
+            infer_compute += rec.get("compute_seconds", 0.0)
+            loads[str(rec.get("worker"))] = rec["loads"]
+            workers[str(rec.get("worker"))] = workers.get(str(rec.get("worker")), 0) + 1
+            if progress:
+                progress(done, total)
+        catalog.upsert(run_id=run_id, tiles_done=done, tiles_total=total, run_dir=str(run_dir), name=cfg.name,
+                       status="running")
+        timings["infer"] = time.perf_counter() - t
+
+        # --- assemble each scene from the store, then mosaic
+        t = time.perf_counter()
+        single = len(plans) == 1 and (cfg.crs is None or plans[0][2].crs == _crs(cfg.crs))
+        scene_outputs = []
+        assemble_futures = []
+        for name, path, info, grid, batches in plans:
+            if single:
+                m, c = run_dir / "mask.tif", (run_dir / "confidence.tif" if cfg.outputs.confidence else None)
+            else:
+                m, c = run_dir / "scenes" / name / "mask.tif", run_dir / "scenes" / name / "confidence.tif"
+            scene_outputs.append((m, c))
+            assemble_futures.append(client.submit(
+                assemble_scene, str(store_roots[name]), grid, info.crs.to_wkt(), card.classes.to_dict(), str(m),
+                str(c) if c else None, key=f"assemble-{name}-{run_id}", pure=False,
+            ))
+        client.gather(assemble_futures)
+        if not single:
+            from ..mosaic import mosaic_masks
+
+            mosaic_masks([m for m, _ in scene_outputs], run_dir / "mask.tif",
+                         confidences=[c for _, c in scene_outputs],
+                         out_confidence=run_dir / "confidence.tif" if cfg.outputs.confidence else None,
+                         classes=card.classes, crs=cfg.crs)
+        outputs["mask"] = str(run_dir / "mask.tif")
+        if cfg.outputs.confidence:
+            outputs["confidence"] = str(run_dir / "confidence.tif")
+        timings["mosaic"] = time.perf_counter() - t
+
+        # --- fields and district areas
+        stats: dict[str, Any] = {"model_loads_per_worker": loads, "infer_tasks_per_worker": workers}
+        if cfg.outputs.fields:
+            t = time.perf_counter()
+            say("polygonising fields")
+            outputs.update(_fields(cfg, card, run_id, run_dir, client))
+            timings["polygonise"] = time.perf_counter() - t
+        if cfg.outputs.district_areas and cfg.districts is not None:
+            t = time.perf_counter()
+            say("summing district areas")
+            outputs.update(_district_areas(cfg, card, run_dir))
+            timings["district_areas"] = time.perf_counter() - t
+    stats["infer_compute_seconds"] = infer_compute
+    return RunResult(run_id, run_dir, "done", outputs, timings, total, skipped, dashboard, stats=stats)
+
+
+def _crs(value: str) -> Any:
+    from rasterio.crs import CRS
+
+    return CRS.from_user_input(value)
+
+
+def _fields(cfg: RunConfig, card: Any, run_id: str, run_dir: Path, client: Any) -> dict[str, str]:
+    from ..vector_io import write_vector
+    from ..vectorize import polygonize_raster
+
+    gdf = polygonize_raster(
+        run_dir / "mask.tif",
+        confidence=run_dir / "confidence.tif" if cfg.outputs.confidence else None,
+        classes=card.classes,
+        min_area_ha=cfg.outputs.min_area_ha,
+        exclude=cfg.outputs.exclude_classes,
+        client=client,
+        districts=cfg.districts,
+        name_field=cfg.name_field,
+        run_id=run_id,
+    )
+    out = {}
+    for fmt in cfg.outputs.fields:
+        path = run_dir / f"fields.{fmt}"
+        write_vector(gdf, path, classes=card.classes)
+        out[f"fields_{fmt}"] = str(path)
+    if "parquet" not in cfg.outputs.fields:  # the query engine reads the Parquet copy
+        write_vector(gdf, run_dir / "fields.parquet", classes=card.classes)
+        out["fields_parquet"] = str(run_dir / "fields.parquet")
+    return out
+
+
+def _district_areas(cfg: RunConfig, card: Any, run_dir: Path) -> dict[str, str]:
+    from ..areas import district_areas_raster
+    from ..vector_io import write_table
+
+    df = district_areas_raster(run_dir / "mask.tif", cfg.districts, cfg.name_field, classes=card.classes)
+    out = {}
+    for ext in ("csv", "parquet"):
+        path = run_dir / f"district_areas.{ext}"
+        write_table(df, path)
+        out[f"district_areas_{ext}"] = str(path)
+    return out
+

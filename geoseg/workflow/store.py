@@ -1,0 +1,100 @@
+"""The tile store: per-tile outputs of a run, written atomically and verified on resume.
+
+Layout: ``<store>/<workflow>/<run-id>/<scene>/``
+
+* ``<tile-key>.tif`` — the tile's **core** window as a small GeoTIFF with the scene's
+  georeferencing: band 1 the class (uint8, 255 nodata), band 2 the confidence (uint8,
+  0 nodata). Each tile is written by exactly one task, under a temporary name, then renamed.
+* ``batch-<n>.json`` — the batch record: for each tile of the batch, its file's sha256.
+  Written (atomically) only after all of the batch's tiles. A batch counts as done only
+  when its record exists *and* every tile file still has the recorded hash, so a
+  truncated or damaged tile is detected and its batch recomputed.
+
+The batch (not the tile) is the unit of work and of resume: a batch is always predicted
+whole, so a resumed run computes each tile with exactly the same batch as an
+uninterrupted run, and its outputs are byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..grid import Tile
+from ..io import RasterWriter, atomic_path, open_raster
+
+__all__ = ["SceneStore"]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class SceneStore:
+    """The store folder of one scene of one run."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def tile_path(self, tile: Tile) -> Path:
+        return self.root / f"{tile.key}.tif"
+
+    def record_path(self, batch: int) -> Path:
+        return self.root / f"batch-{batch:05d}.json"
+
+    def write_batch(
+        self,
+        batch: int,
+        tiles: Sequence[Tile],
+        classes: Sequence[np.ndarray],
+        confidence: Sequence[np.ndarray],
+        crs: object,
+    ) -> dict[str, str]:
+        """Write the cores of a batch's tiles, then its record; return ``{tile key: sha256}``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        hashes = {}
+        for t, c, p in zip(tiles, classes, confidence):
+            path = self.tile_path(t)
+            core_tf = t.transform @ _translation(t)
+            with RasterWriter(path, shape=(int(t.core.height), int(t.core.width)), transform=core_tf, crs=crs,
+                              count=2, dtype="uint8", cog=False, blocksize=256) as w:
+                rows, cols = t.core_in_read
+                from rasterio.windows import Window
+
+                win = Window(0, 0, int(t.core.width), int(t.core.height))
+                w.write(np.stack([c[rows, cols], p[rows, cols]]), win)
+            hashes[t.key] = _sha256(path)
+        rec = self.record_path(batch)
+        tmp = atomic_path(rec)
+        tmp.write_text(json.dumps({"batch": batch, "tiles": hashes}, indent=1), encoding="utf-8")
+        os.replace(tmp, rec)
+        return hashes
+
+    def batch_done(self, batch: int, tiles: Sequence[Tile]) -> bool:
+        """True when the batch record exists and every tile file matches its recorded hash."""
+        rec = self.record_path(batch)
+        try:
+            hashes = json.loads(rec.read_text(encoding="utf-8"))["tiles"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        for t in tiles:
+            path = self.tile_path(t)
+            if hashes.get(t.key) is None or not path.is_file() or _sha256(path) != hashes[t.key]:
+                return False
+        return True
+
+    def read_tile(self, tile: Tile) -> np.ndarray:
+        """The stored core of ``tile``: (2, core_h, core_w) uint8 (class, confidence)."""
+        with open_raster(self.tile_path(tile)) as src:
+            return src.read()
+
+
+def _translation(t: Tile):  # type: ignore[no-untyped-def]
+    from affine import Affine
+
+    return Affine.translation(t.core.col_off - t.read.col_off, t.core.row_off - t.read.row_off)

@@ -1,0 +1,151 @@
+"""Functions that run on Dask workers. Each opens what it needs inside ``rasterio.Env``.
+
+The model is loaded once per worker process and cached (keyed by checkpoint path,
+weights hash and device). Inference reads the next batch of tiles on a thread while the
+model computes the current one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+
+from ..grid import Tile, TileGrid
+from ..infer import pick_device, predict_batch
+from ..io import confidence_writer, mask_writer, open_raster, read_tile
+from ..model import ModelCard, load_checkpoint, read_card
+from .store import SceneStore
+
+__all__ = ["infer_batch", "assemble_scene", "cached_model"]
+
+_MODELS: dict[tuple[str, str, str], tuple[Any, ModelCard]] = {}
+_LOCK = threading.Lock()
+#: How many times this process has loaded a model (tests check "once per worker").
+LOADS = {"count": 0}
+
+
+def cached_model(model_dir: str | Path, device: str) -> tuple[Any, ModelCard]:
+    """The checkpoint's model on ``device``, loaded once per process."""
+    card = read_card(model_dir)
+    key = (str(Path(model_dir).resolve()), card.weights_sha256, device)
+    with _LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = load_checkpoint(model_dir, device)
+            LOADS["count"] += 1
+        return _MODELS[key]
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def infer_batch(
+    scene: str,
+    model_dir: str,
+    store_root: str,
+    batch: int,
+    tiles: Sequence[Tile],
+    *,
+    batch_size: int = 4,
+    device: str = "auto",
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Predict one batch of tiles of ``scene`` into the tile store (skipped when already done).
+
+    Returns a small record: batch number, tile count, whether it was skipped, seconds,
+    the device and the model load count of this worker process.
+    """
+    t0 = time.perf_counter()
+    store = SceneStore(store_root)
+    if store.batch_done(batch, tiles):
+        return {"batch": batch, "tiles": len(tiles), "worker": _worker_address(), "skipped": True, "seconds": 0.0,
+                "loads": LOADS["count"]}
+    dev = pick_device(device)
+    _set_threads(threads)
+    model, card = cached_model(model_dir, dev)
+    groups = [list(tiles[i : i + batch_size]) for i in range(0, len(tiles), batch_size)]
+    classes: list[np.ndarray] = []
+    confidence: list[np.ndarray] = []
+    compute = 0.0
+    with rasterio.Env(GDAL_CACHEMAX=256), open_raster(scene) as src, ThreadPoolExecutor(1) as reader:
+
+        def load(group: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
+            data = [read_tile(src, t, rule=card.valid_rule) for t in group]  # type: ignore[arg-type]
+            return np.stack([d.array for d in data]), np.stack([d.valid for d in data])
+
+        pending = reader.submit(load, groups[0])
+        for i in range(len(groups)):
+            arrays, valids = pending.result()
+            if i + 1 < len(groups):
+                pending = reader.submit(load, groups[i + 1])  # read ahead while the model runs
+            tc = time.perf_counter()
+            c, p = predict_batch(model, arrays, valids, card.band_mean, card.band_std, dev)
+            compute += time.perf_counter() - tc
+            classes.extend(c)
+            confidence.extend(p)
+        crs = src.crs
+    store.write_batch(batch, tiles, classes, confidence, crs)
+    return {
+        "batch": batch,
+        "tiles": len(tiles),
+        "worker": _worker_address(),
+        "skipped": False,
+        "seconds": time.perf_counter() - t0,
+        "compute_seconds": compute,
+        "device": dev,
+        "loads": LOADS["count"],
+    }
+
+
+def assemble_scene(
+    store_root: str,
+    grid: TileGrid,
+    crs_wkt: str,
+    classes_dict: dict[str, Any],
+    out_mask: str,
+    out_confidence: str | None,
+    *_deps: Any,
+) -> dict[str, Any]:
+    """Write the stored tile cores of one scene into a mask COG (and a confidence COG)."""
+    from ..classes import ClassTable
+
+    t0 = time.perf_counter()
+    store = SceneStore(store_root)
+    classes = ClassTable.from_dict(classes_dict)
+    shape = tuple(grid.shape)
+    with rasterio.Env(GDAL_CACHEMAX=256), ExitStack() as stack:
+        masks = stack.enter_context(
+            mask_writer(out_mask, shape=shape, transform=grid.transform, crs=crs_wkt, classes=classes)  # type: ignore[arg-type]
+        )
+        confs = None
+        if out_confidence:
+            confs = stack.enter_context(
+                confidence_writer(out_confidence, shape=shape, transform=grid.transform, crs=crs_wkt)  # type: ignore[arg-type]
+            )
+        for t in grid:
+            data = store.read_tile(t)
+            masks.write(data[0], t.core)
+            if confs is not None:
+                confs.write(data[1], t.core)
+    return {"mask": out_mask, "confidence": out_confidence, "seconds": time.perf_counter() - t0}
+
+
+def _worker_address() -> str | None:
+    """The address of the Dask worker running this task (None outside a worker)."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except ValueError:
+        return None

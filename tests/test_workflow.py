@@ -1,0 +1,277 @@
+"""Workflow runs on real Dask clusters: local, external scheduler, GPU routing, resume, lock, mosaics."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from geoseg.errors import ConfigError
+from geoseg.predict import predict_scene
+from geoseg.workflow.config import load_workflow
+from geoseg.workflow.record import Catalog, RunLock, RunLockedError
+from geoseg.workflow.run import run_workflow
+
+from .workflow_helpers import write_model, write_scene, write_workflow
+
+TF = Affine(10, 0, 560000, 0, -10, 3420000)
+GEOSEG = [sys.executable, "-m", "geoseg.cli.main"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):  # type: ignore[no-untyped-def]
+    return write_model(tmp_path_factory.mktemp("m") / "model")
+
+
+@pytest.fixture
+def project(tmp_path, model_dir):  # type: ignore[no-untyped-def]
+    """A folder with scene.tif (300 x 250 px), the model and a workflow file."""
+    write_scene(tmp_path / "scene.tif", 300, 250, TF)
+    shutil.copytree(model_dir, tmp_path / "model")
+    write_workflow(tmp_path / "wf.yaml")
+    return tmp_path
+
+
+def _read(path):  # type: ignore[no-untyped-def]
+    with rasterio.open(path) as d:
+        return d.read(), d.crs, d.transform
+
+
+# ------------------------------------------------------------------ config validation
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"tile": 100}, r"key 'tile': 100 is not divisible by 16; use 96 or 112"),
+        ({"tile": "big"}, r"key 'tile': expected int, found str 'big'"),
+        ({"scenes": ["nope.tif"]}, r"key 'scenes\[0\]\.path': file .*nope\.tif does not exist"),
+        ({"model": "nomodel"}, r"key 'model': model directory .*nomodel does not exist"),
+        ({"colour": 1}, r"unknown key\(s\) \['colour'\]"),
+        ({"outputs": {"fields": ["kml"], "district_areas": False}}, r"key 'outputs\.fields': unknown format\(s\) \['kml'\]"),
+        ({"outputs": {"fields": []}}, r"key 'districts': is required when outputs\.district_areas is true"),
+        ({"cluster": {"scheduler": "10.0.0.1:8786"}}, r"key 'cluster\.scheduler': '10\.0\.0\.1:8786'; use 'local' or a scheduler address"),
+        ({"cluster": {"resources": {"GPU": "one"}}}, r"key 'cluster\.resources\.GPU': expected a positive number"),
+        ({"overlap": 40}, r"key 'overlap': 40 leaves no core in a 64 px tile"),
+    ],
+)
+def test_bad_workflows_name_the_file_and_key(project, override, message):  # type: ignore[no-untyped-def]
+    write_workflow(project / "bad.yaml", **override)
+    with pytest.raises(ConfigError, match=message) as e:
+        load_workflow(project / "bad.yaml")
+    assert "bad.yaml" in str(e.value)
+
+
+def test_yaml_syntax_error_and_band_count(project, tmp_path):  # type: ignore[no-untyped-def]
+    (project / "syntax.yaml").write_text("name: t\nscenes: [scene.tif\n")
+    with pytest.raises(ConfigError, match=r"syntax\.yaml: YAML syntax error at line 3"):
+        load_workflow(project / "syntax.yaml")
+    with rasterio.open(project / "three.tif", "w", driver="GTiff", height=20, width=20, count=3, dtype="uint16",
+                       crs="EPSG:32643", transform=TF) as d:
+        d.write(np.ones((3, 20, 20), "uint16"))
+    write_workflow(project / "bands.yaml", scenes=["three.tif"])
+    with pytest.raises(ConfigError, match=r"key 'scenes\[0\]': scene 'three' has 3 bands but the model .* expects 4"):
+        load_workflow(project / "bands.yaml")
+
+
+def test_relative_paths_resolve_against_the_workflow_file(project, monkeypatch, tmp_path_factory):  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    cfg = load_workflow(project / "wf.yaml")
+    assert cfg.scenes[0].paths[0] == project / "scene.tif"
+    assert cfg.store == (project / "store").resolve() and cfg.overlap == 16
+
+
+# ------------------------------------------------------------------ local cluster
+
+
+def test_local_cluster_run_matches_single_process_prediction(project):  # type: ignore[no-untyped-def]
+    import torch
+
+    cfg = load_workflow(project / "wf.yaml")
+    res = run_workflow(cfg)
+    assert res.status == "done" and res.tiles == 10 * 8 and res.tiles_skipped == 0
+    mask, crs, tf = _read(res.run_dir / "mask.tif")
+    assert crs.to_epsg() == 32643 and tf == TF and mask.shape == (1, 300, 250)
+    # Same tiles, same batches, one torch thread: the single-process prediction gives the same bytes.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        predict_scene(project / "model", project / "scene.tif", project / "single.tif",
+                      confidence=project / "single_conf.tif", tile=64, overlap=16, batch_size=2)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(mask, _read(project / "single.tif")[0])
+    np.testing.assert_array_equal(_read(res.run_dir / "confidence.tif")[0], _read(project / "single_conf.tif")[0])
+    assert (mask[0, :3] == 255).all() and (mask[0, 3:] < 7).all()
+    # Each worker process loaded the model once, however many batches it ran.
+    assert set(res.stats["model_loads_per_worker"].values()) == {1}
+    assert sum(res.stats["infer_tasks_per_worker"].values()) == 20
+    # Recorded: manifest and catalog.
+    m = json.loads((res.run_dir / "manifest.json").read_text())
+    assert m["status"] == "done" and m["workflow_sha256"] == cfg.sha256 and set(m["timings"]) >= {"infer", "mosaic"}
+    assert m["model"]["weights_sha256"] and m["inputs"][0]["bytes"] == (project / "scene.tif").stat().st_size
+    row = Catalog(cfg.runs_dir / "catalog.sqlite").get(res.run_id)
+    assert (row["status"], row["tiles_done"], row["tiles_total"], row["scenes"]) == ("done", 80, 80, 1)
+
+
+def test_lock_refuses_a_second_run_and_takes_over_stale_locks(project):  # type: ignore[no-untyped-def]
+    cfg = load_workflow(project / "wf.yaml")
+    lock_path = cfg.runs_dir / cfg.name / ".lock"
+    with RunLock(lock_path):
+        with pytest.raises(RunLockedError, match=r"\.lock: this workflow is already running \(pid \d+"):
+            run_workflow(cfg)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_path.write_text(json.dumps({"host": os.uname().nodename, "pid": dead.pid, "since": "then"}))
+    res = run_workflow(cfg)
+    assert res.stale_lock is not None and res.stale_lock["pid"] == dead.pid
+    assert not lock_path.exists()
+
+
+def test_kill_then_resume_gives_byte_identical_outputs(project, tmp_path_factory):  # type: ignore[no-untyped-def]
+    # The uninterrupted reference, in a copy of the project.
+    ref = tmp_path_factory.mktemp("ref")
+    for name in ("scene.tif", "wf.yaml"):
+        shutil.copy(project / name, ref / name)
+    shutil.copytree(project / "model", ref / "model")
+    ref_dir = run_workflow(load_workflow(ref / "wf.yaml")).run_dir
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([*GEOSEG, "run", str(project / "wf.yaml"), "--quiet"], cwd=project, env=env,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((project / "store").rglob("batch-*.json"))) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    records = sorted((project / "store").rglob("batch-*.json"))
+    assert 3 <= len(records) < 20, "the kill should land part way through inference"
+    # Damage one finished tile: the checksum must catch it and its batch be recomputed.
+    victim = sorted((project / "store").rglob("r000_c*.tif"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+
+    out = subprocess.run([*GEOSEG, "run", str(project / "wf.yaml"), "--resume"], cwd=project, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    run_dir = Path(out.stdout.strip().splitlines()[-1])
+    assert run_dir.parent == project / "runs" / "t" and len(list(run_dir.parent.iterdir())) == 1
+    reused = int(out.stdout.split("(")[1].split()[0])
+    assert 0 < reused <= (len(records) - 1) * 4
+    for name in ("mask.tif", "confidence.tif"):
+        assert (run_dir / name).read_bytes() == (ref_dir / name).read_bytes(), name
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert m["status"] == "done" and m["resumed"] == 1
+
+
+# ------------------------------------------------------------------ external scheduler and GPU routing
+
+
+@pytest.fixture
+def external_cluster(tmp_path):  # type: ignore[no-untyped-def]
+    """A real `dask scheduler` and two `dask worker` processes on loopback; worker 'gpu' offers GPU=1."""
+    sched_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(sched_file)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    deadline = time.time() + 60
+    while not sched_file.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    address = json.loads(sched_file.read_text())["address"]
+    for name, extra in (("gpu", ["--resources", "GPU=1"]), ("cpu", [])):
+        procs.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
+                                       "--nworkers", "1", "--name", name, "--no-dashboard", *extra], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    from distributed import Client
+
+    with Client(address, timeout="30s") as c:
+        c.wait_for_workers(2, timeout=60)
+        names = {w["name"]: a for a, w in c.scheduler_info()["workers"].items()}
+    yield address, names
+    for p in procs:
+        os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        p.wait(timeout=30)
+
+
+def test_external_scheduler_routes_inference_to_gpu_workers(project, external_cluster):  # type: ignore[no-untyped-def]
+    address, names = external_cluster
+    # Any worker: both take inference tasks.
+    write_workflow(project / "any.yaml", name="any", cluster={"scheduler": address, "dashboard": False})
+    res = run_workflow(load_workflow(project / "any.yaml"))
+    assert res.tiles == 80 and set(res.stats["infer_tasks_per_worker"]) == {names["gpu"], names["cpu"]}
+    # GPU: 1 -> only the worker started with --resources GPU=1 gets inference tasks.
+    write_workflow(project / "gpu.yaml", name="gpu", cluster={"scheduler": address, "resources": {"GPU": 1}})
+    res2 = run_workflow(load_workflow(project / "gpu.yaml"))
+    assert res2.stats["infer_tasks_per_worker"] == {names["gpu"]: 20}
+    assert (res2.run_dir / "mask.tif").read_bytes() == (res.run_dir / "mask.tif").read_bytes()
+
+
+def test_a_resource_no_worker_offers_fails_fast(project, external_cluster):  # type: ignore[no-untyped-def]
+    address, _ = external_cluster
+    write_workflow(project / "tpu.yaml", name="tpu", cluster={"scheduler": address, "resources": {"TPU": 1}})
+    t0 = time.time()
+    with pytest.raises(ConfigError, match=r"inference tasks need worker resources \{'TPU': 1\.0\}, but no worker offers them"):
+        run_workflow(load_workflow(project / "tpu.yaml"))
+    assert time.time() - t0 < 30
+    m = json.loads(next((project / "runs" / "tpu").glob("*/manifest.json")).read_text())
+    assert m["status"] == "failed" and "TPU" in m["error"]
+
+
+def test_unreachable_scheduler_is_one_clear_error(project):  # type: ignore[no-untyped-def]
+    out = subprocess.run([*GEOSEG, "run", str(project / "wf.yaml"), "--scheduler", "tcp://127.0.0.1:9"],
+                         cwd=project, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in lines[0]
+
+
+# ------------------------------------------------------------------ several scenes
+
+
+def test_overlapping_scenes_count_each_location_once(project):  # type: ignore[no-untyped-def]
+    # Scene b overlaps the lower half of scene a and extends below it (same CRS, same pixel grid).
+    write_scene(project / "b.tif", 200, 250, TF @ Affine.translation(0, 200), seed=5)
+    write_workflow(project / "two.yaml", name="two", scenes=["scene.tif", "b.tif"])
+    res = run_workflow(load_workflow(project / "two.yaml"))
+    mosaic, crs, tf = _read(res.run_dir / "mask.tif")
+    a = _read(res.run_dir / "scenes" / "scene" / "mask.tif")[0][0]
+    b = _read(res.run_dir / "scenes" / "b" / "mask.tif")[0][0]
+    assert tf == TF and mosaic.shape == (1, 400, 250)
+    m = mosaic[0]
+    # First valid scene wins where they overlap; b fills the rest (its collar rows inside a are taken from a).
+    np.testing.assert_array_equal(m[:300], a)
+    np.testing.assert_array_equal(m[300:], b[100:])
+    # Each pixel counted once: the valid area of the mosaic is the union, not the sum.
+    assert (m != 255).sum() == (a != 255).sum() + (b[100:] != 255).sum()
+
+
+def test_scenes_in_two_utm_zones_mosaic_onto_one_grid(project):  # type: ignore[no-untyped-def]
+    # The same ground, delivered in UTM 43N and (reprojected) in UTM 44N.
+    from rasterio.warp import calculate_default_transform, reproject
+
+    with rasterio.open(project / "scene.tif") as src:
+        tf44, w, h = calculate_default_transform(src.crs, "EPSG:32644", src.width, src.height, *src.bounds)
+        profile = src.profile | {"crs": "EPSG:32644", "transform": tf44, "width": w, "height": h}
+        with rasterio.open(project / "z44.tif", "w", **profile) as dst:
+            for i in range(1, 5):
+                reproject(rasterio.band(src, i), rasterio.band(dst, i), resampling=rasterio.enums.Resampling.nearest)
+            dst.descriptions = src.descriptions
+    write_workflow(project / "zones.yaml", name="zones", scenes=["z44.tif", "scene.tif"], crs="EPSG:32643")
+    res = run_workflow(load_workflow(project / "zones.yaml"))
+    mosaic, crs, tf = _read(res.run_dir / "mask.tif")
+    assert crs.to_epsg() == 32643 and tf.a == 10
+    only43 = _read(res.run_dir / "scenes" / "scene" / "mask.tif")[0][0]
+    n43, n = (only43 != 255).sum(), (mosaic[0] != 255).sum()
+    # The two scenes show the same ground: the mosaic counts it once (about one scene's area, not two).
+    assert 0.97 * n43 <= n <= 1.03 * n43

@@ -1,0 +1,61 @@
+"""Small inputs for workflow tests: scenes, a random-weight checkpoint, a workflow file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+import yaml
+from affine import Affine
+
+from geoseg.classes import default_classes
+from geoseg.model import ModelCard, build_from_card, save_checkpoint
+
+BANDS = [f"2024-06-15 {b}" for b in ["B", "G", "R", "NIR"]]
+
+
+def write_scene(path: Path, h: int, w: int, transform: Affine, crs: str = "EPSG:32643", seed: int = 0) -> np.ndarray:
+    """A smooth 4-band uint16 scene (fields-like blobs), nodata 0 on a 3 px collar."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([
+        1000 + 800 * np.sin(xx / 17.0 + k) * np.cos(yy / 23.0 - k) + rng.normal(0, 40, (h, w)) for k in range(4)
+    ]).clip(1, 60000).astype("uint16")
+    a[:, :3, :] = 0
+    with rasterio.open(path, "w", driver="GTiff", height=h, width=w, count=4, dtype="uint16", nodata=0, crs=crs,
+                       transform=transform, tiled=True, blockxsize=64, blockysize=64) as d:
+        d.write(a)
+        for i, n in enumerate(BANDS, start=1):
+            d.set_band_description(i, n)
+    return a
+
+
+def write_model(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    card = ModelCard(arch="unet", encoder="resnet18", in_channels=4, classes=default_classes(),
+                     arch_kwargs={"encoder_depth": 4, "decoder_channels": [128, 64, 32, 16]}, bands=BANDS,
+                     band_mean=[1000.0] * 4, band_std=[600.0] * 4, tile=64, overlap=16)
+    save_checkpoint(path, build_from_card(card), card)
+    return path
+
+
+def write_workflow(path: Path, **overrides: Any) -> Path:
+    wf: dict[str, Any] = {
+        "name": "t",
+        "scenes": ["scene.tif"],
+        "model": "model",
+        "tile": 64,
+        "overlap": 16,
+        "tiles_per_task": 4,
+        "batch_size": 2,
+        "outputs": {"fields": [], "district_areas": False},
+        "cluster": {"workers": 2, "threads_per_worker": 1, "dashboard": False},
+        "store": "store",
+        "runs_dir": "runs",
+    }
+    wf.update(overrides)
+    path.write_text(yaml.safe_dump(wf, sort_keys=False))
+    return path
