@@ -205,7 +205,10 @@ def tile_multiple(arch: str = DEFAULT_ARCH, encoder: str | None = None, arch_kwa
     >>> tile_multiple("unet"), tile_multiple("unet", "resnet18", {"encoder_depth": 5}), tile_multiple("segformer")
     (16, 32, 32)
     """
-    model = build_model(arch, encoder, 3, 2, **(arch_kwargs or {}))
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # probing must not consume the caller's random stream
+        model = build_model(arch, encoder, 3, 2, **(arch_kwargs or {}))
     return max(16, int(getattr(model.encoder, "output_stride", 32)))
 
 
@@ -232,7 +235,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: Any, card: ModelCard) -
     tmp.mkdir()
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "geoseg": _version()})
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})  # fixed metadata: same weights, same bytes
         card = dataclasses.replace(card, weights_sha256=sha256_file(tmp / WEIGHTS), geoseg_version=_version())
         (tmp / CARD).write_text(card.to_json(), encoding="utf-8")
         old = None
@@ -312,7 +315,10 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[
             f"{d / WEIGHTS}: sha256 {actual[:16]}... does not match model.json ({card.weights_sha256[:16]}...); "
             f"the weights were changed or damaged - restore the checkpoint from its source"
         )
-    model = build_from_card(card)
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # random init is overwritten; keep the caller's RNG untouched
+        model = build_from_card(card)
     state = load_state_dict_file(d / WEIGHTS)
     load_into(model, state, str(d / WEIGHTS))
     return model.to(device).eval(), card

@@ -11,7 +11,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 # conda-forge names that differ from PyPI names.
-CONDA_TO_PYPI = {"pytorch": "torch", "distributed": "dask"}
+CONDA_TO_PYPI = {"pytorch": "torch", "distributed": "dask", "python-duckdb": "duckdb"}
 # conda-only packages: the interpreter, GDAL (bundled in rasterio's wheels on PyPI), pip itself.
 CONDA_ONLY = {"python", "gdal", "pip"}
 

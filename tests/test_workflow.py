@@ -148,7 +148,7 @@ def test_kill_then_resume_gives_byte_identical_outputs(project, tmp_path_factory
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([*GEOSEG, "run", str(project / "wf.yaml"), "--quiet"], cwd=project, env=env,
-                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((project / "store").rglob("batch-*.json"))) < 3:
         time.sleep(0.05)

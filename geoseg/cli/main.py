@@ -64,11 +64,16 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import demo, predict, run, stack, synth
+    from . import areas, demo, evaluate, polygonize, predict, query, run, stack, synth, train
 
     cli.add_command(synth.synth)
     cli.add_command(stack.stack)
+    cli.add_command(train.train)
+    cli.add_command(evaluate.evaluate)
     cli.add_command(predict.predict)
+    cli.add_command(polygonize.polygonize)
+    cli.add_command(areas.areas)
+    cli.add_command(query.query)
     cli.add_command(run.run)
     cli.add_command(run.runs)
     cli.add_command(demo.demo)

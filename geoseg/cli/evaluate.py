@@ -1,0 +1,43 @@
+"""``geoseg evaluate``: score a checkpoint against labels (mIoU, per-class IoU/F1, confusion matrix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .progress import progress_bar
+
+
+@click.command("evaluate")
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="Checkpoint directory (model.safetensors + model.json).")
+@click.option("--image", required=True, type=click.Path(path_type=Path), help="Image with the model's bands.")
+@click.option("--labels", required=True, type=click.Path(path_type=Path),
+              help="Label raster on the image grid, or a vector file with --label-field.")
+@click.option("--label-field", default=None, help="Attribute of a vector label file holding class id or name.")
+@click.option("--window", default=None, metavar="ROW,COL,HEIGHT,WIDTH",
+              help="Score only this window of the image (e.g. a held-out block).")
+@click.option("--tile", type=int, default=None, help="Tile size in pixels (default: the model's).")
+@click.option("--overlap", type=int, default=None, help="Halo per side in pixels (default: the model's).")
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+def evaluate(model_dir: Path, image: Path, labels: Path, label_field: str | None, window: str | None,
+             tile: int | None, overlap: int | None, batch_size: int, device: str, as_json: bool) -> None:
+    """Predict IMAGE tile by tile and compare with LABELS.
+
+    mIoU is the mean IoU over the classes present in the labels or the prediction;
+    pixel accuracy is shown too but is dominated by the commonest class.
+
+    \b
+    Example:
+        geoseg evaluate --model models/punjab --image region2/scene.tif \\
+            --labels region2/labels.tif --window 1024,1024,1024,1024 --json
+    """
+    from ..evaluate import evaluate as evaluate_model
+
+    with progress_bar("tiles") as advance:
+        res = evaluate_model(model_dir, image, labels, window=window, label_field=label_field, tile=tile,
+                             overlap=overlap, batch_size=batch_size, device=device, progress=advance)
+    click.echo(res.to_json() if as_json else res.summary())

@@ -1,0 +1,35 @@
+"""``geoseg query``: SQL and shortcuts over a run's fields and district table (DuckDB)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("query")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("sql", required=False)
+@click.option("--district", help="Shortcut: the district table for this district (any case).")
+@click.option("--crop", help="Shortcut: this crop in every district (any case).")
+@click.option("--compare", type=click.Path(file_okay=False, path_type=Path),
+              help="Another run: change in hectares per district and crop from RUN_DIR to it.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def query(run_dir: Path, sql: str | None, district: str | None, crop: str | None, compare: Path | None,
+          fmt: str) -> None:
+    """Query a run's outputs with SQL: views `fields`, `fields_geo` and `district_areas`.
+
+    Without SQL, print the district table, or one district (--district) or crop (--crop),
+    or the change against another run (--compare).
+
+    \b
+    Examples:
+        geoseg query runs/punjab/RUN "SELECT district, crop, sum(area_ha) AS ha FROM fields GROUP BY ALL"
+        geoseg query runs/punjab/RUN --district Ludhiana
+        geoseg query runs/punjab/RUN --crop rice --format csv > rice.csv
+        geoseg query runs/punjab/RUN_2023 --compare runs/punjab/RUN_2024
+    """
+    from ..query import format_table, run_query
+
+    df = run_query(run_dir, sql, district=district, crop=crop, compare=compare)
+    click.echo(format_table(df, fmt))

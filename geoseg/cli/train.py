@@ -1,0 +1,65 @@
+"""``geoseg train``: train a segmentation model on labelled scenes into a checkpoint directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
+    miou = m.get("val_miou")
+    acc = m.get("val_pixel_accuracy")
+    click.echo(
+        f"epoch {epoch:>3}/{total}  loss {m['loss']:.4f}  val mIoU {miou:.3f}  (pixel acc {acc:.3f})  "
+        f"lr {m['lr']:.2e}  {m['seconds']:.0f} s{'  *best' if m.get('best') else ''}"
+    )
+
+
+@click.command("train")
+@click.option("--image", "images", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Input image (repeat with --labels for several scenes).")
+@click.option("--labels", "labels", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Label raster on the image grid, or a vector file with --label-field (one per --image).")
+@click.option("--classes", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Class file (YAML): the ids and names the labels use.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Checkpoint directory to write (model.safetensors + model.json).")
+@click.option("--arch", type=click.Choice(["unet", "deeplabv3plus", "segformer"], case_sensitive=False), default=None,
+              help="Architecture [default: unet, or that of --init-from].")
+@click.option("--encoder", default=None, help="smp encoder name [default: resnet18; mit_b0 for segformer].")
+@click.option("--tile", type=int, default=256, show_default=True,
+              help="Training chip size in pixels (a multiple of 16 for the default U-Net).")
+@click.option("--epochs", type=int, default=40, show_default=True, help="Most epochs (early stopping may end sooner).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same split, chips and weights.")
+@click.option("--init-from", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint directory to fine-tune, or encoder weights (.safetensors/.pt/.pth).")
+@click.option("--label-field", default=None, help="Attribute of a vector label file holding class id or name.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--loss", type=click.Choice(["ce+dice", "ce", "dice"]), default="ce+dice", show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Chips per optimisation step.")
+@click.option("--time-limit", type=float, default=None,
+              help="Minutes of wall clock; stops cleanly before, keeping the best epoch.")
+def train(images: tuple[Path, ...], labels: tuple[Path, ...], classes: Path, out: Path, arch: str | None,
+          encoder: str | None, tile: int, epochs: int, seed: int, init_from: Path | None, label_field: str | None,
+          device: str, loss: str, batch_size: int, time_limit: float | None) -> None:
+    """Train a crop segmentation model from images and labels.
+
+    Chips are drawn from the scene away from spatially held-out validation blocks
+    (one block in five); the epoch with the best validation mIoU is saved, with its
+    scores and the band statistics, in OUT/model.json.
+
+    \b
+    Examples:
+        geoseg train --image region/scene.tif --labels region/labels.tif \\
+            --classes region/classes.yaml --out models/punjab --time-limit 10
+        geoseg train --image scene.tif --labels fields.gpkg --label-field crop \\
+            --classes classes.yaml --out models/ft --init-from models/punjab
+    """
+    from ..train import train as train_model
+
+    res = train_model(list(images), list(labels), classes, out, arch=arch, encoder=encoder, tile=tile,
+                      epochs=epochs, seed=seed, init_from=init_from, label_field=label_field, device=device,
+                      loss=loss, batch_size=batch_size, time_limit=time_limit, progress=_epoch_line)
+    click.echo(res.summary())

@@ -1,0 +1,573 @@
+"""All reading and writing of vector files and tables (pyogrio, geopandas, pyarrow).
+
+Formats, chosen by extension or by name:
+
+============  ==================  ==============================================================
+name          extensions          notes
+============  ==================  ==============================================================
+``gpkg``      ``.gpkg``           GeoPackage; carries a QGIS layer style (``layer_styles``
+                                  table) so that fields open in their class colours
+``parquet``   ``.parquet``        GeoParquet 1.1 (geopandas + pyarrow), zstd, bbox covering
+``fgb``       ``.fgb``            FlatGeobuf with a spatial index
+``geojson``   ``.geojson``        RFC 7946: always EPSG:4326 (reprojected), exteriors
+              ``.json``           counter-clockwise, 7 decimals (about 1 cm)
+``shp``       ``.shp``            ESRI Shapefile (+ ``.qml`` style beside it); attribute names
+                                  longer than 10 characters are shortened by :data:`SHP_NAMES`
+                                  and restored by :func:`read_vector`
+============  ==================  ==============================================================
+
+Every write goes to a temporary name beside the target and is renamed into place when
+complete (for a Shapefile, its parts are renamed one by one, the ``.shp`` last).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from .classes import ClassTable
+from .errors import GeosegError, GeosegWarning
+from .io import atomic_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    import geopandas as gpd
+    import pandas as pd
+
+__all__ = [
+    "VectorReadError",
+    "VectorWriteError",
+    "VectorFormatError",
+    "DistrictError",
+    "DistrictWarning",
+    "DistrictProblem",
+    "Districts",
+    "FORMATS",
+    "SHP_NAMES",
+    "vector_driver",
+    "read_vector",
+    "read_districts",
+    "write_vector",
+    "write_table",
+    "read_table",
+    "qgis_style",
+]
+
+log = logging.getLogger(__name__)
+
+#: Format name -> (GDAL driver or "Parquet", extensions).
+FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gpkg": ("GPKG", (".gpkg",)),
+    "parquet": ("Parquet", (".parquet", ".geoparquet")),
+    "fgb": ("FlatGeobuf", (".fgb",)),
+    "geojson": ("GeoJSON", (".geojson", ".json")),
+    "shp": ("ESRI Shapefile", (".shp",)),
+}
+#: Attribute names too long for a Shapefile (10 characters) and their short forms.
+SHP_NAMES = {"perimeter_m": "perim_m", "confidence": "confidence"}
+_SHP_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qml")
+_SHP_STALE = (".qix", ".sbn", ".sbx", ".shp.xml")
+
+
+class VectorReadError(GeosegError, OSError):
+    """A vector file that is missing or cannot be read."""
+
+
+class VectorWriteError(GeosegError, OSError):
+    """A vector file or table that cannot be written."""
+
+
+class VectorFormatError(GeosegError, ValueError):
+    """An output format (extension or name) geoseg cannot write."""
+
+
+class DistrictError(GeosegError, ValueError):
+    """A district boundary file that cannot be used (no CRS, no such name field, no polygons...)."""
+
+
+class DistrictWarning(GeosegWarning):
+    """Some districts were skipped or repaired (null or invalid geometry, repeated names)."""
+
+
+@dataclass(frozen=True)
+class DistrictProblem:
+    """One district that was skipped, repaired or is otherwise worth a note."""
+
+    district: str
+    problem: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.district}: {self.problem}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class Districts:
+    """District polygons ready for area sums: valid, non-empty, in the requested CRS."""
+
+    gdf: "gpd.GeoDataFrame"
+    name_field: str
+    source: str
+    problems: tuple[DistrictProblem, ...] = field(default=())
+
+    @property
+    def names(self) -> np.ndarray:
+        return np.asarray(self.gdf[self.name_field].astype(object).to_numpy(), dtype=object)
+
+
+# --------------------------------------------------------------------------------------
+# formats
+def vector_driver(path: str | os.PathLike[str], driver: str | None = None) -> tuple[str, str]:
+    """Return ``(format name, driver)`` for ``path`` (by extension) or for ``driver``.
+
+    ``driver`` may be a format name (``gpkg``, ``parquet``, ``fgb``, ``geojson``, ``shp``)
+    or a GDAL driver name (``GPKG``, ``FlatGeobuf``, ...).
+
+    Examples
+    --------
+    >>> vector_driver("fields.fgb")
+    ('fgb', 'FlatGeobuf')
+    >>> vector_driver("out.dat", "gpkg")
+    ('gpkg', 'GPKG')
+    >>> vector_driver("fields.kml")
+    Traceback (most recent call last):
+    ...
+    geoseg.vector_io.VectorFormatError: fields.kml: cannot tell the output format from the extension '.kml'; use one of .gpkg, .parquet, .geoparquet, .fgb, .geojson, .json, .shp or name the format (gpkg, parquet, fgb, geojson, shp)
+    """
+    if driver is not None:
+        key = str(driver).strip()
+        for name, (drv, _) in FORMATS.items():
+            if key.lower() in (name, drv.lower()):
+                return name, drv
+        raise VectorFormatError(
+            f"{path}: unknown output format {driver!r}; use one of {', '.join(FORMATS)} "
+            f"(or a GDAL driver name: {', '.join(d for d, _ in FORMATS.values())})"
+        )
+    p = str(path).lower()
+    for name, (drv, exts) in FORMATS.items():
+        if any(p.endswith(e) for e in exts):
+            return name, drv
+    exts_all = ", ".join(e for _, es in FORMATS.values() for e in es)
+    suffix = Path(str(path)).suffix or "(none)"
+    raise VectorFormatError(
+        f"{path}: cannot tell the output format from the extension {suffix!r}; use one of {exts_all} "
+        f"or name the format ({', '.join(FORMATS)})"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# reading
+def read_vector(path: str | os.PathLike[str], *, layer: str | int | None = None,
+                columns: Sequence[str] | None = None) -> "gpd.GeoDataFrame":
+    """Read any vector file GDAL reads, or GeoParquet, into a GeoDataFrame.
+
+    Shapefile attribute names shortened by :func:`write_vector` are restored.
+
+    Raises
+    ------
+    VectorReadError
+        Missing or unreadable file.
+    """
+    import geopandas as gpd
+    import pyogrio
+
+    p = str(path)
+    if "://" not in p and not p.startswith("/vsi") and not os.path.exists(p):
+        raise VectorReadError(f"{p}: file not found; check the path")
+    try:
+        if p.lower().endswith((".parquet", ".geoparquet")):
+            gdf = gpd.read_parquet(p, columns=list(columns) + ["geometry"] if columns else None)
+        else:
+            kw: dict[str, Any] = {}
+            if layer is not None:
+                kw["layer"] = layer
+            elif p.lower().endswith(".gpkg"):  # skip the QGIS style table that write_vector adds
+                layers = [str(n) for n, _ in pyogrio.list_layers(p)]
+                data = [n for n in layers if n != "layer_styles"]
+                if len(layers) > 1 and data:
+                    kw["layer"] = data[0]
+            if columns is not None:
+                kw["columns"] = list(columns)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                gdf = pyogrio.read_dataframe(p, **kw)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise VectorReadError(
+            f"{p}: cannot be read as a vector file ({first}); expected a GeoPackage, Shapefile, GeoJSON, "
+            f"FlatGeobuf, GeoParquet or another format GDAL reads"
+        ) from None
+    if p.lower().endswith(".shp"):
+        back = {short: long for long, short in SHP_NAMES.items() if short != long}
+        gdf = gdf.rename(columns={k: v for k, v in back.items() if k in gdf.columns and v not in gdf.columns})
+    if not isinstance(gdf, gpd.GeoDataFrame):
+        raise VectorReadError(f"{p}: has no geometry column; expected a layer of polygons")
+    return gdf
+
+
+def read_districts(
+    source: str | os.PathLike[str] | "gpd.GeoDataFrame",
+    name_field: str,
+    *,
+    crs: Any = None,
+    layer: str | int | None = None,
+    warn: bool = True,
+) -> Districts:
+    """Read district boundaries, check them, repair what can be repaired and report the rest.
+
+    * A missing ``name_field`` or a file without CRS is an error naming what exists.
+    * Null and empty geometries (the real India file has two), and non-polygon features,
+      are skipped; invalid geometries are repaired (``make_valid``, polygon parts kept).
+      Each is listed in ``problems`` and, with ``warn``, in one :class:`DistrictWarning`.
+    * Repeated names are listed in ``problems`` but not warned about here: the area
+      functions warn about those that reach their table (their areas are summed under
+      one name).
+    * Boundaries are reprojected to ``crs`` when given.
+
+    Raises
+    ------
+    VectorReadError
+        Missing or unreadable file.
+    DistrictError
+        No such attribute, no CRS, or no usable polygon at all.
+    """
+    import geopandas as gpd
+    import shapely
+
+    if isinstance(source, gpd.GeoDataFrame):
+        gdf, src = source.copy(), "<districts>"
+    else:
+        src = str(source)
+        gdf = read_vector(src, layer=layer)
+    if not name_field:
+        raise DistrictError(f"{src}: no name field given; pass the attribute that names a district "
+                            f"(one of {_columns(gdf)})")
+    if name_field not in gdf.columns:
+        close = [c for c in gdf.columns if c.lower() == name_field.lower()]
+        hint = f" - did you mean {close[0]!r}?" if close else ""
+        raise DistrictError(
+            f"{src}: has no attribute {name_field!r}; the attributes are {_columns(gdf)}{hint}"
+        )
+    if gdf.crs is None:
+        raise DistrictError(
+            f"{src}: has no CRS, so it cannot be matched to the raster; set one, e.g. "
+            f"`ogr2ogr -a_srs EPSG:4326 fixed.gpkg {src}`"
+        )
+    problems: list[DistrictProblem] = []
+    names = gdf[name_field].astype(object).where(gdf[name_field].notna(), None)
+    names = names.map(lambda v: None if v is None else str(v))
+    geom = gdf.geometry.values.to_numpy() if hasattr(gdf.geometry.values, "to_numpy") else np.asarray(gdf.geometry.values)
+    geom = np.asarray(geom, dtype=object)
+    keep = np.ones(len(gdf), bool)
+
+    def label(i: int) -> str:
+        return names.iloc[i] if names.iloc[i] is not None else f"feature #{i}"
+
+    null = shapely.is_missing(geom) | shapely.is_empty(geom)
+    for i in np.flatnonzero(null):
+        problems.append(DistrictProblem(label(i), "null geometry", "skipped"))
+    keep &= ~null
+    nonpoly = keep & ~np.isin(shapely.get_type_id(geom), [3, 6])
+    for i in np.flatnonzero(nonpoly):
+        problems.append(DistrictProblem(label(i), "not a polygon",
+                                        f"{shapely.get_type_id(geom[i])!r} geometry type skipped"))
+    keep &= ~nonpoly
+    invalid = keep & ~shapely.is_valid(geom)
+    if invalid.any():
+        reasons = shapely.is_valid_reason(geom[invalid])
+        fixed = shapely.make_valid(geom[invalid], method="structure", keep_collapsed=False)
+        geom = geom.copy()
+        geom[invalid] = fixed
+        for i, why in zip(np.flatnonzero(invalid), reasons):
+            problems.append(DistrictProblem(label(i), "invalid geometry repaired", str(why)))
+        empty_now = keep & (shapely.is_empty(geom) | ~np.isin(shapely.get_type_id(geom), [3, 6, 7]))
+        for i in np.flatnonzero(empty_now & invalid):
+            problems.append(DistrictProblem(label(i), "invalid geometry", "nothing polygonal left; skipped"))
+        keep &= ~empty_now
+    if names.isna().any():
+        for i in np.flatnonzero(names.isna().to_numpy() & keep):
+            problems.append(DistrictProblem(label(i), "no name", f"{name_field} is empty; skipped"))
+        keep &= names.notna().to_numpy()
+    counts = names[keep].value_counts()
+    for name, n in counts[counts > 1].items():
+        problems.append(DistrictProblem(str(name), "repeated name",
+                                        f"{n} features; their areas are summed - use a unique name field"))
+    out = gpd.GeoDataFrame({name_field: names[keep].to_numpy()}, geometry=geom[keep], crs=gdf.crs)
+    out = out.reset_index(drop=True)
+    if len(out) == 0:
+        raise DistrictError(
+            f"{src}: no usable district polygon ({len(gdf)} features: "
+            + "; ".join(str(p) for p in problems[:5]) + ("; ..." if len(problems) > 5 else "")
+            + "); expected polygons with a name in " + repr(name_field)
+        )
+    if crs is not None and out.crs != crs:
+        out = out.to_crs(crs)
+        bad = ~shapely.is_valid(out.geometry.values)
+        if bad.any():  # reprojection can fold a few rings
+            out.loc[bad, "geometry"] = shapely.make_valid(out.geometry.values[bad], method="structure",
+                                                          keep_collapsed=False)
+    if warn and problems:
+        shown = [p for p in problems if p.problem not in ("no overlap", "repeated name")]
+        if shown:
+            warnings.warn(
+                f"{src}: {len(shown)} district problem(s): " + "; ".join(str(p) for p in shown[:8])
+                + ("; ..." if len(shown) > 8 else ""),
+                DistrictWarning,
+                stacklevel=2,
+            )
+    return Districts(out, name_field, src, tuple(problems))
+
+
+def _columns(gdf: Any) -> list[str]:
+    return [str(c) for c in gdf.columns if c != getattr(gdf, "_geometry_column_name", "geometry")]
+
+
+# --------------------------------------------------------------------------------------
+# writing
+def _prepare_dir(path: Path) -> None:
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VectorWriteError(f"{path}: cannot create the directory {parent} ({e.strerror}); "
+                               f"choose a writable location") from None
+    if not os.access(parent, os.W_OK):
+        raise VectorWriteError(f"{path}: the directory {parent} is not writable; choose another output path")
+
+
+def write_vector(
+    gdf: "gpd.GeoDataFrame",
+    path: str | os.PathLike[str],
+    driver: str | None = None,
+    classes: ClassTable | None = None,
+    *,
+    layer: str | None = None,
+) -> Path:
+    """Write ``gdf`` atomically in the format of ``path``'s extension (or ``driver``).
+
+    Parameters
+    ----------
+    gdf : GeoDataFrame
+        With a CRS; the CRS is written with the data (GeoJSON is reprojected to EPSG:4326).
+    path : path
+        Target file; its directory is created if missing.
+    driver : str, optional
+        Format name or GDAL driver, overriding the extension.
+    classes : ClassTable, optional
+        Class colours for the QGIS style (GeoPackage: embedded; Shapefile: ``.qml``
+        beside it), applied to a ``class_id`` column.
+    layer : str, optional
+        Layer name (GeoPackage; default: the file name without extension).
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    VectorFormatError
+        Unknown extension or format name.
+    VectorWriteError
+        No CRS, or the file cannot be written.
+    """
+    import geopandas as gpd
+    import pyogrio
+
+    p = Path(path)
+    name, drv = vector_driver(p, driver)
+    if not isinstance(gdf, gpd.GeoDataFrame):
+        raise VectorWriteError(f"{p}: expected a GeoDataFrame, got {type(gdf).__name__}")
+    if gdf.crs is None:
+        raise VectorWriteError(f"{p}: the data has no CRS; set one (gdf.set_crs(...)) before writing")
+    _prepare_dir(p)
+    lyr = layer or p.stem
+    style = qgis_style(classes) if (classes is not None and "class_id" in gdf.columns) else None
+    try:
+        if name == "shp":
+            _write_shapefile(gdf, p, style)
+            return p
+        tmp = atomic_path(p)
+        try:
+            if name == "parquet":
+                gdf.to_parquet(tmp, index=False, compression="zstd", write_covering_bbox=True)
+            elif name == "geojson":
+                out = gdf.to_crs("EPSG:4326") if not gdf.crs.equals("EPSG:4326") else gdf
+                pyogrio.write_dataframe(out, tmp, driver="GeoJSON", layer=lyr, RFC7946="YES")
+            else:
+                pyogrio.write_dataframe(gdf, tmp, driver=drv, layer=lyr)
+                if name == "gpkg" and style is not None:
+                    _add_gpkg_style(tmp, lyr, style)
+            os.replace(tmp, p)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except GeosegError:
+        raise
+    except Exception as e:  # noqa: BLE001 - GDAL/pyarrow errors become one clear line
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise VectorWriteError(f"{p}: writing {drv} failed ({first}); check free space and permissions") from None
+    return p
+
+
+def _write_shapefile(gdf: "gpd.GeoDataFrame", p: Path, style: str | None) -> None:
+    import pyogrio
+
+    geom_col = gdf.geometry.name
+    rename = {c: s for c, s in SHP_NAMES.items() if c in gdf.columns and c != s}
+    long = [c for c in gdf.columns if c != geom_col and len(str(rename.get(c, c))) > 10]
+    if long:
+        raise VectorWriteError(
+            f"{p}: attribute names {long} are longer than the 10 characters a Shapefile allows; rename them or "
+            f"write a GeoPackage (.gpkg) instead"
+        )
+    tmpdir = p.with_name(f".{p.name}.partial-{uuid.uuid4().hex[:12]}")
+    tmpdir.mkdir()
+    try:
+        pyogrio.write_dataframe(gdf.rename(columns=rename), tmpdir / p.name, driver="ESRI Shapefile",
+                                encoding="UTF-8")
+        if style is not None:
+            (tmpdir / (p.stem + ".qml")).write_text(style, encoding="utf-8")
+        for ext in _SHP_STALE:
+            p.with_name(p.stem + ext).unlink(missing_ok=True)
+        made = {f.name for f in tmpdir.iterdir()}
+        for ext in [e for e in _SHP_PARTS if e != ".shp"] + [".shp"]:
+            part = p.stem + ext
+            if part in made:
+                os.replace(tmpdir / part, p.with_name(part))
+            elif ext == ".qml":
+                p.with_name(part).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _add_gpkg_style(path: Path, layer: str, qml: str) -> None:
+    """Embed a QGIS default style for ``layer`` (the ``layer_styles`` table QGIS reads)."""
+    import pandas as pd
+    import pyogrio
+
+    styles = pd.DataFrame(
+        {
+            "f_table_catalog": [""],
+            "f_table_schema": [""],
+            "f_table_name": [layer],
+            "f_geometry_column": ["geom"],
+            "styleName": [layer],
+            "styleQML": [qml],
+            "styleSLD": [""],
+            "useAsDefault": [True],
+            "description": ["geoseg crop classes"],
+            "owner": [""],
+            "ui": [""],
+            "update_time": [pd.Timestamp("2000-01-01T00:00:00")],
+        }
+    )
+    pyogrio.write_dataframe(styles, path, layer="layer_styles", driver="GPKG")
+
+
+def qgis_style(classes: ClassTable, attribute: str = "class_id") -> str:
+    """A QGIS style (QML): fields filled in their class colours, categorised on ``attribute``.
+
+    Examples
+    --------
+    >>> from geoseg.classes import default_classes
+    >>> qml = qgis_style(default_classes())
+    >>> 'attr="class_id"' in qml and 'label="rice"' in qml and "26,152,80,255" in qml
+    True
+    """
+    cats = []
+    syms = []
+    for i, c in enumerate(classes):
+        r, g, b = c.rgb
+        cats.append(f'      <category value="{c.id}" label="{escape(c.name)}" symbol="{i}" render="true" type="integer"/>')
+        props = {
+            "color": f"{r},{g},{b},255",
+            "outline_color": "35,35,35,255",
+            "outline_style": "solid",
+            "outline_width": "0.1",
+            "outline_width_unit": "MM",
+            "style": "solid",
+        }
+        opts = "\n".join(f'            <Option name="{k}" type="QString" value="{v}"/>' for k, v in props.items())
+        legacy = "\n".join(f'          <prop k="{k}" v="{v}"/>' for k, v in props.items())
+        syms.append(
+            f'      <symbol type="fill" name="{i}" alpha="1" clip_to_extent="1" force_rhr="0">\n'
+            f'        <layer class="SimpleFill" enabled="1" locked="0" pass="0">\n'
+            f'          <Option type="Map">\n{opts}\n          </Option>\n{legacy}\n'
+            f"        </layer>\n      </symbol>"
+        )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28.0" styleCategories="Symbology">\n'
+        f'  <renderer-v2 type="categorizedSymbol" attr="{escape(attribute)}" symbollevels="0" '
+        'enableorderby="0" forceraster="0" referencescale="-1">\n'
+        "    <categories>\n" + "\n".join(cats) + "\n    </categories>\n"
+        "    <symbols>\n" + "\n".join(syms) + "\n    </symbols>\n"
+        "  </renderer-v2>\n</qgis>\n"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# tables
+_TABLE_EXTS = (".csv", ".parquet", ".json")
+
+
+def write_table(df: "pd.DataFrame", path: str | os.PathLike[str]) -> Path:
+    """Write a table atomically: ``.csv`` (UTF-8, no index), ``.parquet`` or ``.json`` (records).
+
+    Raises
+    ------
+    VectorFormatError
+        Another extension.
+    VectorWriteError
+        The file cannot be written.
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in _TABLE_EXTS:
+        raise VectorFormatError(
+            f"{p}: cannot tell the table format from the extension {ext or '(none)'!r}; use .csv, .parquet or .json"
+        )
+    _prepare_dir(p)
+    tmp = atomic_path(p)
+    try:
+        try:
+            if ext == ".csv":
+                df.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
+            elif ext == ".parquet":
+                df.to_parquet(tmp, index=False)
+            else:
+                tmp.write_text(df.to_json(orient="records", indent=1, force_ascii=False), encoding="utf-8")
+        except OSError as e:
+            raise VectorWriteError(f"{p}: writing the table failed ({e.strerror or e}); check free space") from None
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p
+
+
+def read_table(path: str | os.PathLike[str]) -> "pd.DataFrame":
+    """Read a table written by :func:`write_table` (CSV, Parquet or JSON records)."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise VectorReadError(f"{p}: file not found; check the path")
+    ext = p.suffix.lower()
+    if ext == ".csv":
+        return pd.read_csv(p)
+    if ext == ".parquet":
+        return pd.read_parquet(p)
+    if ext == ".json":
+        return pd.DataFrame(json.loads(p.read_text(encoding="utf-8")))
+    raise VectorFormatError(f"{p}: not a table file; expected .csv, .parquet or .json")
+
