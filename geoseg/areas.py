@@ -523,8 +523,6 @@ def district_areas_raster(
     geoseg.vector_io.DistrictWarning
         Null, invalid or repeated districts.
     """
-    import pandas as pd
-
     from .io import raster_info, read_mask_classes, warn_no_nodata
     from .vector_io import DistrictProblem, read_districts
 
@@ -699,7 +697,6 @@ def district_areas_fields(
         district inside the fields' bounding box.
     """
     import geopandas as gpd
-    import pandas as pd
 
     from .classes import CropClass, load_classes
     from .vector_io import DistrictProblem, read_districts, read_vector

@@ -1,102 +1,243 @@
 """The demo: the main job end to end on a bundled synthetic region.
 
-Today the chain is: synthesise a region over real Punjab districts, tile the
-16-band scene with the default grid (512 px tiles, 32 px halo), pass each tile through
-a stand-in model that returns the true labels of its window, and stitch the tile cores
-into a georeferenced mask COG, which must equal the truth pixel for pixel. The trained
-U-Net, Dask workers, polygons and district areas plug into this same loop as their
-parts land (see the README).
+1. Synthesise the region a demo workflow names (``workflows/demo.yaml``: the folder of its
+   one scene) over real Punjab districts, with known per-district crop areas.
+2. If the workflow's model directory holds no checkpoint, train one with ``geoseg train``'s
+   defaults on a *second, differently seeded* region (so that what the demo reports is
+   out-of-sample), within a time limit.
+3. Run the workflow on Dask exactly as ``geoseg run`` does: tiles, inference on workers,
+   tile store, mask COG, confidence, field polygons, district areas, run record.
+4. Score the run against the truth: the mask against ``labels.tif`` (mIoU, per-class IoU,
+   streamed block by block) and the district table against ``truth.csv`` (hectares per
+   district and crop, and the error of each).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .classes import load_classes
-from .grid import DEFAULT_OVERLAP, DEFAULT_TILE, tile_grid
-from .io import check_same_grid, count_differences, mask_writer, open_raster, raster_info, read_tile
-from .stitch import apply_nodata
+import numpy as np
+import yaml
 
-__all__ = ["DemoResult", "run_demo"]
+from .errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from .metrics import Scores
+    from .synth import SynthRegion
+    from .train import TrainResult
+    from .workflow.run import RunResult
+
+__all__ = ["DEMO_WORKFLOW", "DemoResult", "demo_paths", "run_demo", "score_mask", "compare_areas"]
+
+#: The workflow ``geoseg demo`` runs by default (relative to the working directory).
+DEMO_WORKFLOW = Path("workflows/demo.yaml")
+#: Seeds of the region the demo maps and of the region its model is trained on.
+MAP_SEED, TRAIN_SEED = 0, 1
+#: Fraction of pixels under cloud on some date in the demo regions (they become nodata).
+CLOUD_FRACTION = 0.02
 
 
 @dataclass(frozen=True, slots=True)
-class DemoResult:
-    """What the demo did and where its outputs are."""
+class DemoPaths:
+    """Where a demo workflow expects its region and model."""
 
+    workflow: Path
     region_dir: Path
-    mask: Path
-    shape: tuple[int, int]
-    bands: int
-    tiles: int
-    read_ratio: float
-    differences: int
-    seconds: dict[str, float]
-    region_summary: str
+    model_dir: Path
+    train_dir: Path
+
+
+def demo_paths(workflow: str | Path) -> DemoPaths:
+    """Read the scene and model paths of a demo workflow (before they exist).
+
+    The workflow must name exactly one scene by ``path``; the region is synthesised into
+    that scene's folder (``scene.tif``, ``labels.tif``, ``districts.gpkg``, ...) and a
+    training region beside it (``<folder>-train``).
+    """
+    p = Path(workflow)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{p}: workflow file not found; run the demo from the project folder (it uses workflows/demo.yaml) "
+            f"or pass --workflow PATH"
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: YAML syntax error ({str(e).splitlines()[0]}); fix the syntax") from None
+    scenes = data.get("scenes") if isinstance(data, dict) else None
+    if not (isinstance(scenes, list) and len(scenes) == 1 and isinstance(scenes[0], dict) and "path" in scenes[0]):
+        raise ConfigError(f"{p}: key 'scenes': a demo workflow names exactly one scene by 'path' (see workflows/demo.yaml)")
+    if not isinstance(data.get("model"), str):
+        raise ConfigError(f"{p}: key 'model': expected the model directory the demo trains into")
+    base = p.resolve().parent
+    scene = (base / scenes[0]["path"]).resolve()
+    if scene.name != "scene.tif":
+        raise ConfigError(f"{p}: key 'scenes': the demo writes <folder>/scene.tif, found {scene.name!r}")
+    region = scene.parent
+    return DemoPaths(p, region, (base / data["model"]).resolve(), region.with_name(region.name + "-train"))
+
+
+def score_mask(mask: str | Path, labels: str | Path, class_names: list[str], rows: int = 512) -> "Scores":
+    """Confusion of ``mask`` against ``labels`` (same grid; 255 ignored), streamed in row blocks."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from .metrics import ConfusionAccumulator, scores
+
+    acc = ConfusionAccumulator(len(class_names))
+    with rasterio.open(mask) as m, rasterio.open(labels) as lab:
+        if (m.width, m.height, m.transform) != (lab.width, lab.height, lab.transform):
+            raise ConfigError(f"{mask}: not on the grid of {labels}; cannot score it pixel by pixel")
+        for r0 in range(0, m.height, rows):
+            w = Window(0, r0, m.width, min(rows, m.height - r0))
+            pred, truth = m.read(1, window=w), lab.read(1, window=w)
+            acc.update(pred, truth, valid=pred != 255)
+    return scores(acc.matrix, class_names)
+
+
+def compare_areas(predicted: "pd.DataFrame", truth: "pd.DataFrame") -> "pd.DataFrame":
+    """Join a district table (``geoseg areas``) with a synthetic ``truth.csv`` table.
+
+    Returns one row per (district, crop) present in either, with ``truth_ha``,
+    ``predicted_ha``, ``error_ha`` and ``error_pct`` (of the truth; NaN where the truth is 0).
+    """
+    import pandas as pd
+
+    t = truth.groupby(["district", "class_id", "crop"], as_index=False)["hectares"].sum()
+    t = t.rename(columns={"hectares": "truth_ha"})
+    p = predicted[["district", "class_id", "crop", "area_ha"]].rename(columns={"area_ha": "predicted_ha"})
+    out = pd.merge(t, p, on=["district", "class_id", "crop"], how="inner")
+    out["error_ha"] = out["predicted_ha"] - out["truth_ha"]
+    out["error_pct"] = np.where(out["truth_ha"] > 0, 100 * out["error_ha"] / out["truth_ha"].where(out["truth_ha"] > 0),
+                                np.nan)
+    return out.sort_values(["district", "class_id"]).reset_index(drop=True)
+
+
+@dataclass
+class DemoResult:
+    """What the demo did, where its outputs are and how they score against the truth."""
+
+    paths: DemoPaths
+    region: "SynthRegion"
+    trained: "TrainResult | None"
+    run: "RunResult"
+    scores: "Scores"
+    areas: "pd.DataFrame"
+    crop_ids: list[int]
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
-        h, w = self.shape
-        return [
-            self.region_summary,
+        s = self.scores
+        iou = ", ".join(f"{n} {v:.3f}" for n, v in zip(s.class_names, s.iou))
+        out = [self.region.summary(), ""]
+        if self.trained is not None:
+            t = self.trained
+            out.append(f"trained {self.paths.model_dir} on {self.paths.train_dir} (seed {TRAIN_SEED}): "
+                       f"{t.epochs_run} epochs in {t.seconds:.0f} s ({t.stop_reason}), "
+                       f"validation mIoU {t.card.metrics.get('miou', float('nan')):.3f}")
+        else:
+            out.append(f"model: {self.paths.model_dir} (already trained; delete it to retrain)")
+        r = self.run
+        out += [
+            f"ran {self.paths.workflow} on Dask: run {r.run_id}, {r.tiles} tiles "
+            f"({r.tiles_skipped} reused from the store)",
+            "stage timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.timings.items()),
             "",
-            f"tiled scene.tif ({w} x {h} px, {self.bands} bands) into {self.tiles} tiles of "
-            f"{DEFAULT_TILE} px with a {DEFAULT_OVERLAP} px halo (pixels read / scene pixels = {self.read_ratio:.3f})",
-            f"stitched the tile cores into {self.mask} (COG, EPSG and transform of the scene, nodata 255)",
-            f"check: stitched mask vs labels.tif: {self.differences} differing pixels"
-            + (" - identical" if self.differences == 0 else " - MISMATCH"),
-            "timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()),
+            f"mask vs labels.tif ({s.pixels:,} observed pixels): mIoU {s.miou:.3f}; per class: {iou}; "
+            f"pixel accuracy {s.pixel_accuracy:.3f}",
         ]
+        crops = self.areas[self.areas.class_id.isin(self.crop_ids)]
+        out.append("crop area per district (predicted from the mask vs the generator's truth):")
+        out.append(f"  {'district':<22} {'crop':<10} {'truth ha':>10} {'predicted ha':>13} {'error':>8}")
+        for row in crops.itertuples():
+            err = f"{row.error_pct:+.1f}%" if np.isfinite(row.error_pct) else "n/a"
+            out.append(f"  {row.district:<22} {row.crop:<10} {row.truth_ha:>10,.1f} {row.predicted_ha:>13,.1f} {err:>8}")
+        tot_t, tot_p = crops.truth_ha.sum(), crops.predicted_ha.sum()
+        big = crops[crops.truth_ha >= 100]
+        if len(big):
+            worst = big.loc[big.error_pct.abs().idxmax()]
+            out.append(f"  all crops: truth {tot_t:,.1f} ha, predicted {tot_p:,.1f} ha ({100 * (tot_p - tot_t) / tot_t:+.2f}%); "
+                       f"largest error among district crops of >= 100 ha: {worst.district} {worst.crop} "
+                       f"{worst.error_pct:+.1f}%")
+        out += ["", f"outputs in {r.run_dir}:"]
+        out += [f"  {k}: {v}" for k, v in r.outputs.items()]
+        out.append("demo timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
+        return out
 
 
 def run_demo(
-    out_dir: str | Path = "demo",
+    workflow: str | Path = DEMO_WORKFLOW,
     *,
-    height: int = 2048,
-    width: int = 2048,
-    seed: int = 0,
-    tile: int = DEFAULT_TILE,
-    overlap: int = DEFAULT_OVERLAP,
+    size: int = 2048,
+    train_minutes: float = 4.0,
+    train_epochs: int = 40,
+    retrain: bool = False,
+    say: Callable[[str], None] = lambda s: None,
     progress: Callable[[int, int], None] | None = None,
+    epoch: Callable[[int, int, dict[str, Any]], None] | None = None,
 ) -> DemoResult:
-    """Run the demo into ``out_dir`` and return what it did.
+    """Run the demo workflow end to end (see the module notes) and score it.
 
-    ``progress(done, total)`` is called after each tile.
+    Parameters
+    ----------
+    workflow : path
+        A demo workflow (one scene named by ``path``; default ``workflows/demo.yaml``).
+    size : int
+        Height and width of the synthetic regions in pixels (10 m).
+    train_minutes, train_epochs : float, int
+        Limits for training the demo model (only when the model directory has none).
+    retrain : bool
+        Train the model even if one exists.
+    say, progress, epoch
+        Status lines; tile progress ``(done, total)``; per-epoch training records.
     """
-    from .synth import synthesize
+    import pandas as pd
 
-    out = Path(out_dir)
-    t0 = time.perf_counter()
-    region = synthesize(out / "region", height=height, width=width, seed=seed)
-    t1 = time.perf_counter()
-    info = raster_info(region.scene)
-    check_same_grid(info, raster_info(region.labels))
-    classes = load_classes(region.classes)
-    grid = tile_grid(info.shape, info.transform, size=tile, overlap=overlap)
-    mask = out / "mask.tif"
-    with open_raster(region.scene) as src, open_raster(region.labels) as lab, mask_writer(
-        mask, shape=info.shape, transform=info.transform, crs=info.crs, classes=classes
-    ) as writer:
-        for i, t in enumerate(grid, start=1):
-            pixels = read_tile(src, t)
-            truth = read_tile(lab, t, pad="constant", fill=255)
-            prediction = apply_nodata(truth.array[0], pixels.valid)  # stand-in model
-            writer.write_tile(t, prediction)
-            if progress:
-                progress(i, len(grid))
-    t2 = time.perf_counter()
-    diff = count_differences(region.labels, mask)
-    t3 = time.perf_counter()
-    return DemoResult(
-        region_dir=out / "region",
-        mask=mask,
-        shape=tuple(info.shape),  # type: ignore[arg-type]
-        bands=info.count,
-        tiles=len(grid),
-        read_ratio=grid.read_ratio,
-        differences=diff,
-        seconds={"synthesise": t1 - t0, "tile+stitch": t2 - t1, "check": t3 - t2},
-        region_summary=region.summary(),
-    )
+    from .synth import synthesize
+    from .workflow.config import load_workflow
+    from .workflow.run import run_workflow
+
+    paths = demo_paths(workflow)
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    say(f"synthesising {size} x {size} px region into {paths.region_dir}")
+    region = synthesize(paths.region_dir, height=size, width=size, seed=MAP_SEED, cloud_fraction=CLOUD_FRACTION)
+    seconds["synthesise"] = time.perf_counter() - t
+
+    trained = None
+    if retrain or not (paths.model_dir / "model.json").is_file():
+        from .train import train
+
+        t = time.perf_counter()
+        say(f"no model in {paths.model_dir}: training one on a second region (seed {TRAIN_SEED}) "
+            f"for at most {train_minutes:g} min")
+        tr = synthesize(paths.train_dir, height=size, width=size, seed=TRAIN_SEED, cloud_fraction=CLOUD_FRACTION)
+        trained = train(tr.scene, tr.labels, tr.classes, paths.model_dir, epochs=train_epochs,
+                        time_limit=train_minutes, seed=0, progress=epoch)
+        seconds["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cfg = load_workflow(paths.workflow)
+    if cfg.districts is None or not cfg.outputs.district_areas:
+        raise ConfigError(f"{paths.workflow}: a demo workflow needs districts and outputs.district_areas: true")
+    say(f"running {paths.workflow} on Dask")
+    res = run_workflow(cfg, progress=progress, say=say)
+    seconds["run"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    from .classes import load_classes
+
+    table = load_classes(region.classes)
+    names = [c.name for c in table]
+    sc = score_mask(res.run_dir / "mask.tif", region.labels, names)
+    predicted = pd.read_csv(res.run_dir / "district_areas.csv")
+    areas = compare_areas(predicted, region.truth)
+    seconds["score"] = time.perf_counter() - t
+    crop_ids = [c.id for c in table if c.crop]
+    return DemoResult(paths, region, trained, res, sc, areas, crop_ids, seconds)

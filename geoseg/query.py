@@ -62,6 +62,9 @@ class QueryError(GeosegError, ValueError):
 def find_run(run_dir: str | os.PathLike[str]) -> Path:
     """Check that ``run_dir`` is a run directory with something to query; return it.
 
+    A workflow's folder (``runs/<workflow>``) stands for its newest finished run (its
+    ``latest`` link).
+
     Raises
     ------
     QueryError
@@ -73,6 +76,9 @@ def find_run(run_dir: str | os.PathLike[str]) -> Path:
         raise QueryError(f"{p}: no such run directory; pass runs/<workflow>/<run-id> (see `geoseg runs`)")
     if any((p / f).is_file() for f in RUN_TABLES.values()):
         return p
+    latest = p / "latest"  # runs/<workflow>/latest: the newest finished run of a workflow
+    if latest.is_dir() and any((latest / f).is_file() for f in RUN_TABLES.values()):
+        return latest.resolve()
     below = sorted({q.parent for f in RUN_TABLES.values() for q in p.glob(f"*/{f}")} |
                    {q.parent for f in RUN_TABLES.values() for q in p.glob(f"*/*/{f}")})
     if below:

@@ -32,13 +32,11 @@ GeoPackage ``last_change`` timestamp is pinned).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io as _io
 import json
 import math
 import os
-import sqlite3
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -623,17 +621,15 @@ def _write_gpkg(gdf: Any, path: Path, layer: str) -> None:
     """
     import pyogrio
 
-    raw, final = atomic_path(path), atomic_path(path)
+    from .vector_io import reproducible_gpkg
+
+    raw = atomic_path(path)
     try:
         pyogrio.write_dataframe(gdf, raw, layer=layer, driver="GPKG")
-        with contextlib.closing(sqlite3.connect(raw)) as con:
-            with con:
-                con.execute("UPDATE gpkg_contents SET last_change = ?", (_GPKG_TIMESTAMP,))
-            con.execute("VACUUM INTO ?", (str(final),))
-        os.replace(final, path)
+        final = reproducible_gpkg(raw, path, _GPKG_TIMESTAMP)
     finally:
         raw.unlink(missing_ok=True)
-        final.unlink(missing_ok=True)
+    os.replace(final, path)
 
 
 def _write_text(text: str, path: Path) -> None:

@@ -60,10 +60,8 @@ split, chips and augmentation; ``torch.manual_seed`` inside :func:`torch.random.
 the initial weights) and ``torch.use_deterministic_algorithms`` is on while training (the
 caller's global RNG and determinism settings are restored afterwards). The same inputs,
 seed and arguments on the same machine and thread count give bit-identical weights, losses
-and scores (measured on CPU with 1 and 2 threads). Note that the *file* hash of
-``model.safetensors`` can still differ between runs: safetensors writes its two metadata
-keys in hash-map order, which varies per process. A
-``time_limit`` makes the run depend on wall-clock speed (the learning-rate schedule then
+and scores (measured on CPU with 1 and 2 threads), and so the same ``model.safetensors``
+bytes (its metadata is one fixed key). A ``time_limit`` makes the run depend on wall-clock speed (the learning-rate schedule then
 follows the clock so that it always anneals before the limit), so it is reproducible only
 without one.
 """

@@ -406,8 +406,10 @@ def write_vector(
                 pyogrio.write_dataframe(out, tmp, driver="GeoJSON", layer=lyr, RFC7946="YES")
             else:
                 pyogrio.write_dataframe(gdf, tmp, driver=drv, layer=lyr)
-                if name == "gpkg" and style is not None:
-                    _add_gpkg_style(tmp, lyr, style)
+                if name == "gpkg":
+                    if style is not None:
+                        _add_gpkg_style(tmp, lyr, style)
+                    tmp = reproducible_gpkg(tmp, p)
             os.replace(tmp, p)
         finally:
             tmp.unlink(missing_ok=True)
@@ -448,6 +450,36 @@ def _write_shapefile(gdf: "gpd.GeoDataFrame", p: Path, style: str | None) -> Non
                 p.with_name(part).unlink(missing_ok=True)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+#: The time stamped into GeoPackages (``gpkg_contents.last_change``) so that the same
+#: content gives the same bytes (resumed runs are compared byte for byte).
+GPKG_TIMESTAMP = "2000-01-01T00:00:00.000Z"
+
+
+def reproducible_gpkg(raw: Path, target: Path, timestamp: str = GPKG_TIMESTAMP) -> Path:
+    """Pin ``raw``'s timestamps and compact it into a new temporary name for ``target``; return it.
+
+    GDAL stamps ``gpkg_contents.last_change`` with the current time and builds the spatial
+    index in a background thread (so the SQLite header's change counter varies from run
+    to run); pinning the timestamp and copying the database with ``VACUUM INTO`` gives the
+    same bytes for the same content. ``raw`` is removed.
+    """
+    import contextlib
+    import sqlite3
+
+    final = atomic_path(target)
+    try:
+        with contextlib.closing(sqlite3.connect(raw)) as con:
+            with con:
+                con.execute("UPDATE gpkg_contents SET last_change = ?", (timestamp,))
+            con.execute("VACUUM INTO ?", (str(final),))
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
+    finally:
+        raw.unlink(missing_ok=True)
+    return final
 
 
 def _add_gpkg_style(path: Path, layer: str, qml: str) -> None:
@@ -544,7 +576,10 @@ def write_table(df: "pd.DataFrame", path: str | os.PathLike[str]) -> Path:
             if ext == ".csv":
                 df.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
             elif ext == ".parquet":
-                df.to_parquet(tmp, index=False)
+                # without df.attrs (pandas would store them, source paths included): same table, same bytes
+                plain = df.copy(deep=False)
+                plain.attrs = {}
+                plain.to_parquet(tmp, index=False)
             else:
                 tmp.write_text(df.to_json(orient="records", indent=1, force_ascii=False), encoding="utf-8")
         except OSError as e:

@@ -737,7 +737,6 @@ def _vectorize(
     field = valid & ~np.isin(mask, np.asarray(list(exclude), dtype=np.int64)) if len(exclude) else valid
     runs = _label(mask, field)
     classes = runs.classes
-    n = runs.n
     r0, c0 = offset
     width = raster_width if raster_width is not None else mask.shape[1]
     cum = None

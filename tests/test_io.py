@@ -23,7 +23,7 @@ from geoseg.io import (
     read_tile,
     valid_mask,
 )
-from geoseg.stitch import apply_nodata, stitch
+from geoseg.stitch import apply_nodata
 
 
 def _round_trip(path, size, overlap, tmp_path):  # type: ignore[no-untyped-def]

@@ -70,3 +70,12 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make demo" in readme
     assert "make test" in (ROOT / ".ci/run").read_text()
+
+
+def test_readme_documents_every_command():
+    from geoseg.cli.main import cli
+
+    readme = (ROOT / "README.md").read_text()
+    for name in cli.commands:
+        assert f"### `geoseg {name}" in readme, f"README has no section for `geoseg {name}`"
+        assert f"| `geoseg {name}` |" in readme, f"README's command table lacks `geoseg {name}`"

@@ -133,6 +133,11 @@ def test_run_directory_errors(runs, tmp_path):
     with pytest.raises(QueryError, match=r"punjab: is not a run directory itself but holds 2 run\(s\); pass one of "
                                          r"them, e.g. .*2024-kharif"):
         query_run(tmp_path / "runs" / "punjab", "SELECT 1")
+    # A workflow's folder with a `latest` link (as `geoseg run` leaves it) stands for that run.
+    target = sorted(p for p in (tmp_path / "runs" / "punjab").iterdir() if p.is_dir())[-1]
+    (tmp_path / "runs" / "punjab" / "latest").symlink_to(target.name, target_is_directory=True)
+    sql = "SELECT district, crop, area_ha FROM district_areas ORDER BY ALL"
+    assert query_run(tmp_path / "runs" / "punjab", sql).equals(query_run(target, sql))
     only_table = make_run(tmp_path, "no-fields", 1.0, 1.0, with_fields=False)
     assert len(district_summary(only_table)) == 6
     with pytest.raises(QueryError, match="Table with name fields does not exist"):

@@ -159,11 +159,8 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 
 def test_same_seed_same_weights_other_seed_other_weights(region, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Same seed: the same chips in the same order and bit-identical weights, statistics and scores.
-
-    (Compared tensor by tensor, not by the weights file's sha256: safetensors writes its metadata keys in
-    hash-map order, which differs between processes, so the file bytes may not repeat.)
-    """
+    """Same seed: the same chips in the same order and bit-identical weights (file bytes too), statistics
+    and scores."""
     kw = dict(epochs=2, tile=64, chips_per_epoch=16, batch_size=8)
     runs = {}
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
@@ -183,6 +180,8 @@ def test_same_seed_same_weights_other_seed_other_weights(region, tmp_path) -> No
     (a, wa), (b, wb), (c, wc) = runs["a"], runs["b"], runs["c"]
     assert wa == wb and wa != wc
     assert _same_weights(tmp_path / "a", tmp_path / "b")
+    assert sha256_file(tmp_path / "a" / "model.safetensors") == sha256_file(tmp_path / "b" / "model.safetensors")
+    assert a.card.weights_sha256 == b.card.weights_sha256
     assert not _same_weights(tmp_path / "a", tmp_path / "c")
     assert a.card.metrics == b.card.metrics and a.card.metrics != c.card.metrics
     assert a.card.band_mean == b.card.band_mean and a.card.band_std == b.card.band_std

@@ -22,7 +22,7 @@ from geoseg.workflow.config import load_workflow
 from geoseg.workflow.record import Catalog, RunLock, RunLockedError
 from geoseg.workflow.run import run_workflow
 
-from .workflow_helpers import write_model, write_scene, write_workflow
+from .workflow_helpers import write_districts, write_model, write_scene, write_workflow
 
 TF = Affine(10, 0, 560000, 0, -10, 3420000)
 GEOSEG = [sys.executable, "-m", "geoseg.cli.main"]
@@ -139,9 +139,13 @@ def test_lock_refuses_a_second_run_and_takes_over_stale_locks(project):  # type:
 
 
 def test_kill_then_resume_gives_byte_identical_outputs(project, tmp_path_factory):  # type: ignore[no-untyped-def]
+    # Every output: mask, confidence, fields in three formats, district table.
+    write_districts(project / "districts.gpkg", 561250, (559000, 3415000, 563500, 3421000))
+    write_workflow(project / "wf.yaml", districts={"path": "districts.gpkg", "name_field": "district"},
+                   outputs={"fields": ["parquet", "gpkg", "fgb"], "district_areas": True})
     # The uninterrupted reference, in a copy of the project.
     ref = tmp_path_factory.mktemp("ref")
-    for name in ("scene.tif", "wf.yaml"):
+    for name in ("scene.tif", "wf.yaml", "districts.gpkg"):
         shutil.copy(project / name, ref / name)
     shutil.copytree(project / "model", ref / "model")
     ref_dir = run_workflow(load_workflow(ref / "wf.yaml")).run_dir
@@ -164,11 +168,24 @@ def test_kill_then_resume_gives_byte_identical_outputs(project, tmp_path_factory
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     run_dir = Path(out.stdout.strip().splitlines()[-1])
-    assert run_dir.parent == project / "runs" / "t" and len(list(run_dir.parent.iterdir())) == 1
+    assert run_dir.parent == project / "runs" / "t"
+    assert [p.name for p in run_dir.parent.iterdir() if not p.is_symlink()] == [run_dir.name]
+    assert (run_dir.parent / "latest").resolve() == run_dir.resolve()  # the newest finished run
     reused = int(out.stdout.split("(")[1].split()[0])
     assert 0 < reused <= (len(records) - 1) * 4
-    for name in ("mask.tif", "confidence.tif"):
+    for name in ("mask.tif", "confidence.tif", "district_areas.csv", "district_areas.parquet"):
         assert (run_dir / name).read_bytes() == (ref_dir / name).read_bytes(), name
+    # Field files carry their run's id; apart from it they are identical, geometry for geometry.
+    import geopandas as gpd
+
+    for name in ("fields.parquet", "fields.gpkg", "fields.fgb"):
+        read = gpd.read_parquet if name.endswith(".parquet") else gpd.read_file
+        got, want = (read(d / name) for d in (run_dir, ref_dir))
+        assert set(got.run_id) == {run_dir.name} and set(want.run_id) == {ref_dir.name}
+        assert len(got) > 10
+        got, want = got.drop(columns="run_id"), want.drop(columns="run_id")
+        assert got.drop(columns="geometry").equals(want.drop(columns="geometry")), name
+        assert (got.geometry.to_wkb() == want.geometry.to_wkb()).all(), name
     m = json.loads((run_dir / "manifest.json").read_text())
     assert m["status"] == "done" and m["resumed"] == 1
 
@@ -242,7 +259,11 @@ def test_unreachable_scheduler_is_one_clear_error(project):  # type: ignore[no-u
 def test_overlapping_scenes_count_each_location_once(project):  # type: ignore[no-untyped-def]
     # Scene b overlaps the lower half of scene a and extends below it (same CRS, same pixel grid).
     write_scene(project / "b.tif", 200, 250, TF @ Affine.translation(0, 200), seed=5)
-    write_workflow(project / "two.yaml", name="two", scenes=["scene.tif", "b.tif"])
+    # Districts split at x = 561250 (column 125), on pixel edges, covering both scenes.
+    write_districts(project / "districts.gpkg", 561250, (559000, 3415000, 563500, 3421000))
+    write_workflow(project / "two.yaml", name="two", scenes=["scene.tif", "b.tif"],
+                   districts={"path": "districts.gpkg", "name_field": "district"},
+                   outputs={"fields": ["parquet"], "district_areas": True, "min_area_ha": 0})
     res = run_workflow(load_workflow(project / "two.yaml"))
     mosaic, crs, tf = _read(res.run_dir / "mask.tif")
     a = _read(res.run_dir / "scenes" / "scene" / "mask.tif")[0][0]
@@ -254,6 +275,21 @@ def test_overlapping_scenes_count_each_location_once(project):  # type: ignore[n
     np.testing.assert_array_equal(m[300:], b[100:])
     # Each pixel counted once: the valid area of the mosaic is the union, not the sum.
     assert (m != 255).sum() == (a != 255).sum() + (b[100:] != 255).sum()
+    # District areas equal those of the single mosaic's pixels (10 m pixels = 0.01 ha): no double counting.
+    import pandas as pd
+
+    areas = pd.read_csv(res.run_dir / "district_areas.csv")
+    union = np.concatenate([a, b[100:]])
+    for name, cols in (("West", slice(0, 125)), ("East", slice(125, 250))):
+        part = union[:, cols]
+        got = areas[areas.district == name].set_index("class_id")
+        for cid in range(7):
+            assert got.loc[cid, "area_ha"] == pytest.approx((part == cid).sum() * 0.01, abs=1e-6), (name, cid)
+        assert got["observed_ha"].iloc[0] == pytest.approx((part != 255).sum() * 0.01, abs=1e-6)
+    # Field polygons: their areas sum to the mosaic's crop pixels (no sieving; background excluded).
+    fields = pd.read_parquet(res.run_dir / "fields.parquet", columns=["class_id", "area_ha", "district"])
+    assert fields.area_ha.sum() == pytest.approx(((union != 255) & (union != 0)).sum() * 0.01, rel=1e-9)
+    assert set(fields.district) <= {"West", "East"}
 
 
 def test_scenes_in_two_utm_zones_mosaic_onto_one_grid(project):  # type: ignore[no-untyped-def]

@@ -59,3 +59,16 @@ def write_workflow(path: Path, **overrides: Any) -> Path:
     wf.update(overrides)
     path.write_text(yaml.safe_dump(wf, sort_keys=False))
     return path
+
+
+def write_districts(path: Path, split_x: float, bounds: tuple[float, float, float, float],
+                    crs: str = "EPSG:32643") -> Path:
+    """Two rectangular districts, 'West' and 'East', split at ``split_x`` (on pixel edges)."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    x0, y0, x1, y1 = bounds
+    gdf = gpd.GeoDataFrame({"district": ["West", "East"]},
+                           geometry=[box(x0, y0, split_x, y1), box(split_x, y0, x1, y1)], crs=crs)
+    gdf.to_file(path, driver="GPKG")
+    return path

@@ -22,7 +22,8 @@ from .progress import progress_bar
 @click.option("--overlap", type=int, default=None, help="Halo per side in pixels (default: the model's).")
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+@click.option("--json/--text", "as_json", default=True, show_default=True,
+              help="Print the scores as JSON (default) or as readable text.")
 def evaluate(model_dir: Path, image: Path, labels: Path, label_field: str | None, window: str | None,
              tile: int | None, overlap: int | None, batch_size: int, device: str, as_json: bool) -> None:
     """Predict IMAGE tile by tile and compare with LABELS.
@@ -33,7 +34,7 @@ def evaluate(model_dir: Path, image: Path, labels: Path, label_field: str | None
     \b
     Example:
         geoseg evaluate --model models/punjab --image region2/scene.tif \\
-            --labels region2/labels.tif --window 1024,1024,1024,1024 --json
+            --labels region2/labels.tif --window 1024,1024,1024,1024
     """
     from ..evaluate import evaluate as evaluate_model
 

@@ -59,6 +59,11 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
     if verbose < 2:  # Dask's own INFO chatter only with -vv
+        # distributed configures its loggers from dask's config when first imported (later than
+        # this), in this process and in every worker it spawns: set it through the environment.
+        import os
+
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         for name in ("distributed", "bokeh", "tornado"):
             logging.getLogger(name).setLevel(logging.WARNING)
 

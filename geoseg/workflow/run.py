@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import logging
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -211,8 +212,22 @@ def run_workflow(
         catalog.upsert(run_id=run_id, name=cfg.name, status="done", tiles_done=result.tiles,
                        tiles_total=result.tiles, ended=ended, seconds=sum(result.timings.values()),
                        run_dir=str(run_dir), error=None)
+        _point_latest(runs_root, run_id)
         result.stale_lock = lock.stale_taken
         return result
+
+
+def _point_latest(runs_root: Path, run_id: str) -> None:
+    """Point ``runs/<name>/latest`` at the newest finished run (a relative symlink, swapped atomically)."""
+    import uuid
+
+    tmp = runs_root / f".latest-{uuid.uuid4().hex[:12]}"
+    try:
+        os.symlink(run_id, tmp, target_is_directory=True)
+        os.replace(tmp, runs_root / "latest")
+    except OSError as e:  # filesystems without symlinks: the catalog still lists the run
+        log.warning("could not point %s at %s (%s)", runs_root / "latest", run_id, e)
+        tmp.unlink(missing_ok=True)
 
 
 def _execute(
