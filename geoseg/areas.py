@@ -203,6 +203,26 @@ def perimeters_m(geoms: np.ndarray, crs: Any) -> np.ndarray:
     return np.bincount(gidx[ridx[:-1][same]], weights=dist, minlength=len(geoms))
 
 
+def overlap_areas(geoms: np.ndarray, districts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every intersecting (geometry, district) pair and the planar area they share.
+
+    Returns ``(gi, di, area)``: indices into ``geoms`` and ``districts`` and the shared area
+    in CRS units squared (pairs that only touch have area 0). A geometry wholly inside a
+    district is not intersected, just measured.
+    """
+    tree = shapely.STRtree(districts)
+    gi, di = tree.query(geoms, predicate="intersects")
+    if len(gi) == 0:
+        return gi, di, np.zeros(0)
+    shapely.prepare(districts)
+    inside = shapely.covers(districts[di], geoms[gi])
+    area = np.where(inside, shapely.area(geoms[gi]), 0.0)
+    todo = ~inside
+    if todo.any():
+        area[todo] = shapely.area(shapely.intersection(geoms[gi[todo]], districts[di[todo]]))
+    return gi, di, area
+
+
 def largest_overlap(geoms: np.ndarray, districts: np.ndarray) -> np.ndarray:
     """For each geometry, the index of the district it overlaps most (-1 for none).
 
@@ -222,16 +242,9 @@ def largest_overlap(geoms: np.ndarray, districts: np.ndarray) -> np.ndarray:
     out = np.full(len(geoms), -1, np.int64)
     if len(geoms) == 0 or len(districts) == 0:
         return out
-    tree = shapely.STRtree(districts)
-    fi, di = tree.query(geoms, predicate="intersects")
+    fi, di, area = overlap_areas(geoms, districts)
     if len(fi) == 0:
         return out
-    shapely.prepare(districts)
-    inside = shapely.covers(districts[di], geoms[fi])
-    area = np.where(inside, shapely.area(geoms[fi]), 0.0)
-    todo = ~inside
-    if todo.any():
-        area[todo] = shapely.area(shapely.intersection(geoms[fi[todo]], districts[di[todo]]))
     ok = area > 0
     fi, di, area = fi[ok], di[ok], area[ok]
     order = np.lexsort((di, -area, fi))
@@ -746,14 +759,7 @@ def district_areas_fields(
     else:
         dg_m = dg
         factor = _unit_factor(crs) ** 2
-    tree = shapely.STRtree(dg_m)
-    fi, di = tree.query(geoms, predicate="intersects")
-    shapely.prepare(dg_m)
-    inside = shapely.covers(dg_m[di], geoms[fi])
-    area = np.where(inside, shapely.area(geoms[fi]), 0.0)
-    todo = ~inside
-    if todo.any():
-        area[todo] = shapely.area(shapely.intersection(geoms[fi[todo]], dg_m[di[todo]]))
+    fi, di, area = overlap_areas(geoms, dg_m)
     touched = np.zeros(len(dg), bool)
     touched[di[area > 0]] = True
     problems = list(d.problems)
