@@ -25,5 +25,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n auto --dist loadfile -q
 
+bench: $(STAMP)
+	$(VENV)/bin/geoseg bench --out benchmarks/results/latest.json
+
 clean:
 	rm -rf demo runs .pytest_cache .hypothesis

@@ -601,6 +601,17 @@ def district_areas_raster(
     di = np.concatenate([r[0] for r in results])
     cv = np.concatenate([r[1] for r in results])
     am = np.concatenate([r[2] for r in results])
+    if table is not None:  # a value outside the class table is a mislabelled raster, not a new crop
+        extra = np.setdiff1d(np.unique(cv[cv >= 0]), [c.id for c in table])
+        if extra.size:
+            ha = [float(am[cv == v].sum()) / 1e4 for v in extra[:5]]
+            found = ", ".join(f"{int(v)} ({h:.2f} ha)" for v, h in zip(extra[:5], ha))
+            more = f" and {extra.size - 5} more" if extra.size > 5 else ""
+            raise AreaError(
+                f"{src}: holds class values {found}{more} inside the districts that are not in the class table "
+                f"(ids {', '.join(f'{c.id}={c.name}' for c in table)}; nodata {nod}); pass the class file the "
+                f"raster was made with (--classes) or its nodata value (--nodata)"
+            )
     district_m2 = areas_m2(geoms[keep], info.crs)
     inside_m2 = areas_m2(clipped[keep], info.crs)
     df = _assemble(di, cv, am, names[keep], district_m2, inside_m2, table, observed=True)

@@ -168,6 +168,10 @@ class DemoResult:
         out += ["", f"outputs in {r.run_dir}:"]
         out += [f"  {k}: {v}" for k, v in r.outputs.items()]
         out.append("demo timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
+        look = [f"report: {r.outputs['report_html']}"] if r.outputs.get("report_html") else []
+        look += [f"quicklook: {v}" for k, v in r.outputs.items() if k.startswith("quicklook_")]
+        if look:
+            out += ["", "see the result:"] + ["  " + line for line in look]
         return out
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "ClassFileError",
     "ConfigError",
     "CheckpointError",
+    "EmptySceneError",
     "GeosegWarning",
     "NoDataWarning",
 ]
@@ -52,6 +53,10 @@ class ConfigError(GeosegError, ValueError):
 
 class CheckpointError(GeosegError, ValueError):
     """A model checkpoint that is missing, damaged, tampered with or does not fit the input."""
+
+
+class EmptySceneError(GeosegError, ValueError):
+    """A scene in which not one pixel holds data, so every number computed from it would be empty."""
 
 
 class GeosegWarning(UserWarning):

@@ -325,6 +325,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Path:
     return p.with_name(f".{p.name}.partial-{uuid.uuid4().hex[:12]}{p.suffix}")
 
 
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8, ``\n`` line ends) to ``path`` under a temporary name, then rename it into place."""
+    target = Path(path)
+    tmp = atomic_path(target)
+    try:
+        tmp.write_text(text, encoding="utf-8", newline="\n")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
 class RasterWriter:
     """Write a raster window by window, atomically; optionally as a Cloud-Optimised GeoTIFF.
 
@@ -393,6 +405,10 @@ class RasterWriter:
 
     def __enter__(self) -> "RasterWriter":
         parent = self.path.parent
+        if parent.exists() and not parent.is_dir():
+            raise RasterWriteError(
+                f"{self.path}: {parent} is a file, not a directory; choose an output path inside a directory"
+            )
         if not parent.exists():
             try:
                 parent.mkdir(parents=True, exist_ok=True)
@@ -467,7 +483,10 @@ class RasterWriter:
             self._ds = None
         if self._tmp is not None:
             for f in (self._tmp, Path(str(self._tmp) + ".aux.xml")):
-                f.unlink(missing_ok=True)
+                try:
+                    f.unlink(missing_ok=True)
+                except OSError:  # e.g. the directory went away; nothing of ours is left there
+                    pass
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:

@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, EmptySceneError
 from .grid import DEFAULT_TILE, Tile, TileGrid, tile_grid
 from .infer import pick_device, predict_batch
 from .io import RasterInfo, confidence_writer, mask_writer, open_raster, raster_info, read_tile
 from .model import ModelCard, load_checkpoint
 
-__all__ = ["PredictResult", "check_input", "predict_tiles", "predict_scene", "scene_grid"]
+__all__ = ["PredictResult", "check_input", "empty_scene_error", "predict_tiles", "predict_scene", "scene_grid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,18 @@ def check_input(card: ModelCard, info: RasterInfo, model_dir: str | Path = "the 
             f"stack the inputs in the model's band order (`geoseg stack OUT.vrt FILE...`) or use a model "
             f"trained on {info.count}-band images"
         )
+    dt = np.dtype(info.dtype)
+    if np.issubdtype(dt, np.integer) and card.band_mean:
+        top = int(np.iinfo(dt).max)
+        low = [i for i, m in enumerate(card.band_mean) if m > top]
+        if low:
+            i = low[0]
+            raise CheckpointError(
+                f"{info.path}: holds {dt.name} pixels (at most {top}), but {model_dir} was trained on values "
+                f"around {card.band_mean[i]:g} (band {i + 1} mean; {len(low)} of {len(card.band_mean)} band means "
+                f"exceed {top}), so every prediction would be wrong; supply the image on the model's scale "
+                f"(e.g. reflectance x 10000 as uint16) or use a model trained on {dt.name} images"
+            )
     names = list(info.descriptions)
     if card.bands and all(names) and names != card.bands and sorted(names) == sorted(card.bands):
         first = next(i for i, (a, b) in enumerate(zip(names, card.bands)) if a != b)
@@ -53,6 +65,16 @@ def check_input(card: ModelCard, info: RasterInfo, model_dir: str | Path = "the 
             f"{info.path}: band order differs from what {model_dir} expects (band {first + 1} is "
             f"{names[first]!r}, expected {card.bands[first]!r}); re-stack the bands in the model's order"
         )
+
+
+def empty_scene_error(image: str | Path, nodata: float | None) -> EmptySceneError:
+    """The error for a scene in which no pixel holds data (so no mask or area would mean anything)."""
+    what = f"nodata value {nodata:g}" if nodata is not None else "its internal mask or NaN"
+    return EmptySceneError(
+        f"{image}: every pixel is nodata ({what}, in at least one band), so there is nothing to predict; "
+        f"check the nodata value with `gdalinfo {image}` (fix it with `gdal_edit.py -a_nodata VALUE`) "
+        f"or leave this scene out"
+    )
 
 
 def scene_grid(card: ModelCard, info: RasterInfo, tile: int | None = None, overlap: int | None = None) -> TileGrid:
@@ -135,8 +157,10 @@ def predict_scene(
                 confidence_writer(conf_path, shape=info.shape, transform=info.transform, crs=info.crs)
             )
         done = 0
+        observed = False
         for batch in _batches(grid.tiles, max(1, batch_size)):
             classes, conf = predict_tiles(model, card, src, batch, dev)
+            observed = observed or bool((conf > 0).any())
             for t, c, p in zip(batch, classes, conf):
                 masks.write_tile(t, c)
                 if confs is not None:
@@ -144,5 +168,7 @@ def predict_scene(
             done += len(batch)
             if progress:
                 progress(done, len(grid))
+        if not observed:  # raised inside the writers' block: nothing is left at the targets
+            raise empty_scene_error(image, info.nodata)
     return PredictResult(Path(out_mask), conf_path, len(grid), grid.read_ratio, dev, time.perf_counter() - t0)
 

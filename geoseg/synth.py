@@ -633,12 +633,9 @@ def _write_gpkg(gdf: Any, path: Path, layer: str) -> None:
 
 
 def _write_text(text: str, path: Path) -> None:
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8", newline="\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .io import write_text_atomic
+
+    write_text_atomic(path, text)
 
 
 def _windows(height: int, width: int) -> list[tuple[int, int, Window]]:

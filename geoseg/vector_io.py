@@ -180,6 +180,7 @@ def read_vector(path: str | os.PathLike[str], *, layer: str | int | None = None,
     """
     import geopandas as gpd
     import pyogrio
+    import shapely.errors
 
     p = str(path)
     if "://" not in p and not p.startswith("/vsi") and not os.path.exists(p):
@@ -206,6 +207,11 @@ def read_vector(path: str | os.PathLike[str], *, layer: str | int | None = None,
         raise VectorReadError(
             f"{p}: cannot be read as a vector file ({first}); expected a GeoPackage, Shapefile, GeoJSON, "
             f"FlatGeobuf, GeoParquet or another format GDAL reads"
+        ) from None
+    except shapely.errors.ShapelyError as e:  # GDAL read it, but a geometry is not one (e.g. an open ring)
+        raise VectorReadError(
+            f"{p}: holds a geometry that cannot be built ({str(e).splitlines()[0]}); expected valid polygons - "
+            f"repair the file, e.g. `ogr2ogr -makevalid fixed.gpkg {p}`"
         ) from None
     if p.lower().endswith(".shp"):
         back = {short: long for long, short in SHP_NAMES.items() if short != long}
@@ -256,7 +262,8 @@ def read_districts(
         close = [c for c in gdf.columns if c.lower() == name_field.lower()]
         hint = f" - did you mean {close[0]!r}?" if close else ""
         raise DistrictError(
-            f"{src}: has no attribute {name_field!r}; the attributes are {_columns(gdf)}{hint}"
+            f"{src}: has no attribute {name_field!r}; the attributes are {_columns(gdf)}{hint}; pass the one "
+            f"that names the districts (--name-field, or districts.name_field in a workflow)"
         )
     if gdf.crs is None:
         raise DistrictError(

@@ -69,7 +69,7 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import areas, demo, evaluate, polygonize, predict, query, run, stack, synth, train
+    from . import areas, bench, demo, evaluate, polygonize, predict, query, report, run, stack, synth, train
 
     cli.add_command(synth.synth)
     cli.add_command(stack.stack)
@@ -82,6 +82,8 @@ def _register() -> None:
     cli.add_command(run.run)
     cli.add_command(run.runs)
     cli.add_command(demo.demo)
+    cli.add_command(report.report)
+    cli.add_command(bench.bench)
 
 
 _register()

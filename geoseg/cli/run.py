@@ -17,25 +17,33 @@ from .progress import progress_bar
 @click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), help="Where runs are recorded.")
 @click.option("--store", type=click.Path(file_okay=False, path_type=Path), help="Tile store root (default tiles/).")
 @click.option("--quiet", is_flag=True, help="Print only the run directory.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON summary (run_id, run_dir, status, tiles, timings, outputs, district x crop "
+                   "hectares) instead of the text lines.")
 def run(workflow: Path, resume: bool, scheduler: str | None, runs_dir: Path | None, store: Path | None,
-        quiet: bool) -> None:
-    """Run a workflow on Dask; the last line printed is the run directory.
+        quiet: bool, as_json: bool) -> None:
+    """Run a workflow on Dask; the last line printed is the run directory (--json: one JSON object).
 
     \b
     Examples:
         geoseg run workflows/demo.yaml
         geoseg run workflows/example-punjab.yaml --scheduler tcp://10.0.0.5:8786
         geoseg run workflows/demo.yaml --resume        # after a failure or a kill
+        geoseg run workflows/demo.yaml --json | jq .district_crop_ha
     \b
     Exit status: 0 done, 1 failed (one line on stderr says why), 130 interrupted.
     """
+    from ..report.summary import area_lines, run_summary
     from ..workflow.config import load_workflow
     from ..workflow.run import run_workflow
 
     cfg = load_workflow(workflow, runs_dir=runs_dir, store=store, scheduler=scheduler)
-    say = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    say = (lambda s: None) if quiet or as_json else (lambda s: click.echo(s, err=True))
     with progress_bar("tiles") as advance:
         res = run_workflow(cfg, resume=resume, progress=advance, say=say)
+    if as_json:
+        click.echo(json.dumps(run_summary(res), indent=2))
+        return
     if not quiet:
         if res.stale_lock:
             click.echo(f"note: took over a stale lock from pid {res.stale_lock.get('pid')}", err=True)
@@ -43,6 +51,11 @@ def run(workflow: Path, resume: bool, scheduler: str | None, runs_dir: Path | No
         click.echo("stage timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()))
         for k, v in res.outputs.items():
             click.echo(f"  {k}: {v}")
+        lines = area_lines(res.outputs)
+        if lines:
+            click.echo("crop area per district (hectares):")
+            for line in lines:
+                click.echo("  " + line)
     click.echo(str(res.run_dir))
 
 

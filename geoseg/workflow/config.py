@@ -61,6 +61,7 @@ class OutputSpec:
     min_area_ha: float = 0.1
     exclude_classes: tuple[str, ...] = ("background",)
     district_areas: bool = True
+    report: bool = True
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,10 @@ class _Reader:
         return ConfigError(f"{self.path}: key '{self.prefix}{key}': {msg}")
 
     def check_keys(self, allowed: set[str]) -> None:
-        unknown = sorted(set(self.data) - allowed)
+        unknown = sorted((k for k in self.data if k not in allowed), key=str)  # YAML keys may be null, numbers, ...
         if unknown:
             raise ConfigError(
-                f"{self.path}: unknown key(s) {[self.prefix + k for k in unknown]}; allowed here: {sorted(allowed)}"
+                f"{self.path}: unknown key(s) {[self.prefix + str(k) for k in unknown]}; allowed here: {sorted(allowed)}"
             )
 
     def get(self, key: str, typ: type | tuple[type, ...], default: Any = ..., *, required: bool = False) -> Any:
@@ -187,6 +188,10 @@ def _scenes(r: _Reader, base: Path) -> tuple[SceneSpec, ...]:
             if name is None:
                 raise s.err("name", "is required for a stack (it names the stacked scene)")
             out.append(SceneSpec(name, tuple(paths)))
+    for i, s in enumerate(out):  # names become folders: a file name such as '...tif' must not climb out
+        if s.name in ("", ".", "..") or "/" in s.name or "\\" in s.name:
+            raise r.err(f"scenes[{i}]", f"the file {s.paths[0]} gives the scene name {s.name!r}, which cannot name a "
+                                        f"folder; give the scene a name: {{path: ..., name: NAME}}")
     names = [s.name for s in out]
     seen: dict[str, int] = {}
     final = []
@@ -275,7 +280,7 @@ def load_workflow(
     name_field = d.get("name_field", str, "district") if d.data else None
 
     o = r.sub("outputs")
-    o.check_keys({"mask", "confidence", "fields", "min_area_ha", "exclude_classes", "district_areas"})
+    o.check_keys({"mask", "confidence", "fields", "min_area_ha", "exclude_classes", "district_areas", "report"})
     fields = o.get("fields", list, ["parquet", "gpkg"])
     bad = [f for f in fields if f not in FIELD_FORMATS]
     if bad:
@@ -287,6 +292,7 @@ def load_workflow(
         min_area_ha=o.get("min_area_ha", float, 0.1),
         exclude_classes=tuple(o.get("exclude_classes", list, ["background"])),
         district_areas=o.get("district_areas", bool, True),
+        report=o.get("report", bool, True),
     )
     if o.get("mask", bool, True) is False:
         raise o.err("mask", "the mask is the run's primary output and cannot be switched off")
@@ -363,15 +369,23 @@ def _check_inputs(cfg: RunConfig, r: _Reader) -> RunConfig:
     overlap = card.overlap if cfg.overlap < 0 else cfg.overlap
     if cfg.tile - 2 * overlap <= 0:
         raise r.err("overlap", f"{overlap} leaves no core in a {cfg.tile} px tile; use less than {cfg.tile // 2}")
+    from ..predict import check_input
+
     for i, s in enumerate(cfg.scenes):
         try:
-            counts = [raster_info(p).count for p in s.paths]
+            infos = [raster_info(p) for p in s.paths]
         except GeosegError as e:
             raise r.err(f"scenes[{i}]", str(e)) from None
+        counts = [info.count for info in infos]
         if sum(counts) != card.in_channels:
             raise r.err(
                 f"scenes[{i}]",
                 f"scene {s.name!r} has {sum(counts)} bands but the model {cfg.model} expects {card.in_channels}; "
                 f"stack the scene's files in the model's band order ({', '.join(card.bands[:4])}, ...)",
             )
+        if len(infos) == 1:  # band order and pixel scale against the model card
+            try:
+                check_input(card, infos[0], cfg.model)
+            except GeosegError as e:
+                raise r.err(f"scenes[{i}]", str(e)) from None
     return replace(cfg, overlap=overlap)

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import GeosegError
 from ..io import atomic_path
 
-__all__ = ["RunLockedError", "RunLock", "write_manifest", "read_manifest", "Catalog"]
+__all__ = ["RunLockedError", "RunDirError", "RunLock", "write_manifest", "read_manifest", "Catalog"]
 
 
 class RunLockedError(GeosegError, RuntimeError):
@@ -32,6 +32,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class RunDirError(GeosegError, OSError):
+    """The runs folder cannot be created or written."""
+
+
 class RunLock:
     """An exclusive lock file for one workflow's runs (``runs/<name>/.lock``).
 
@@ -45,7 +49,16 @@ class RunLock:
         self._held = False
 
     def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            probe = self.path.parent / f".write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as e:
+            raise RunDirError(
+                f"{self.path.parent}: cannot write the run folder ({e.strerror or e}); choose a writable runs_dir "
+                f"(the workflow's runs_dir key or --runs-dir), or fix its permissions"
+            ) from None
         me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         for _ in range(2):
             try:
@@ -87,8 +100,12 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     """Write ``manifest.json`` atomically."""
     path = run_dir / "manifest.json"
     tmp = atomic_path(path)
-    tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

@@ -14,8 +14,8 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,7 +155,7 @@ def run_workflow(
     """
     runs_root = cfg.runs_dir / cfg.name
     catalog = Catalog(cfg.runs_dir / "catalog.sqlite")
-    with RunLock(runs_root / ".lock") as lock:
+    with RunLock(runs_root / ".lock") as lock, ExitStack() as logs:
         run_dir = _resumable(runs_root) if resume else None
         if resume and run_dir is None:
             say(f"nothing to resume under {runs_root}: starting a new run")
@@ -175,6 +175,9 @@ def run_workflow(
                 )
             started = previous.get("started", "")
         (run_dir / "logs").mkdir(exist_ok=True)
+        logs.enter_context(_run_log(run_dir / "run.log"))
+        say = _logged(say)
+        log.info("run %s of %s (%s)", run_id, cfg.path, "resumed" if previous else "new")
         card = read_card(cfg.model)
         manifest: dict[str, Any] = {
             "run_id": run_id,
@@ -204,7 +207,10 @@ def run_workflow(
             write_manifest(run_dir, manifest)
             catalog.upsert(run_id=run_id, status="failed", error=str(e)[:500], ended=manifest["ended"],
                            seconds=time.perf_counter() - t_start, run_dir=str(run_dir), name=cfg.name)
+            log.info("run %s failed: %s: %s", run_id, type(e).__name__, e)  # the CLI prints the error once
             raise
+        result.outputs["run_log"] = str(run_dir / "run.log")
+        log.info("run %s done: %s", run_id, ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
         ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         manifest.update(status="done", ended=ended, timings=result.timings, outputs=result.outputs,
                         tiles=result.tiles, tiles_skipped=result.tiles_skipped, stats=result.stats)
@@ -215,6 +221,53 @@ def run_workflow(
         _point_latest(runs_root, run_id)
         result.stale_lock = lock.stale_taken
         return result
+
+
+def _logged(say: Callable[[str], None]) -> Callable[[str], None]:
+    """``say`` that also logs each status line (so that it reaches run.log)."""
+
+    def both(s: str) -> None:
+        log.info(s)
+        say(s)
+
+    return both
+
+
+class _Forward(logging.Handler):
+    """Pass records on to the root logger's handlers (what propagation would have done)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger().handle(record)
+
+
+@contextmanager
+def _run_log(path: Path) -> Iterator[None]:
+    """Copy the ``geoseg`` loggers' records (INFO and up) to ``path`` while a run lasts.
+
+    Records below the level the session already showed (WARNING without ``-v``) go to the
+    file only: the logger stops propagating and forwards, through a handler at the old
+    level, exactly what it forwarded before. Everything is restored on exit.
+    """
+    logger = logging.getLogger("geoseg")
+    old_level, old_propagate = logger.level, logger.propagate
+    effective = logger.getEffectiveLevel()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    forward = _Forward(level=effective)
+    logger.addHandler(handler)
+    if old_propagate:
+        logger.addHandler(forward)
+        logger.propagate = False
+    logger.setLevel(min(effective, logging.INFO))
+    try:
+        yield
+    finally:
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+        logger.removeHandler(forward)
+        logger.removeHandler(handler)
+        handler.close()
 
 
 def _point_latest(runs_root: Path, run_id: str) -> None:
@@ -248,6 +301,7 @@ def _execute(
             scenes.append((s.name, vrt))
         else:
             scenes.append((s.name, s.paths[0]))
+    stats: dict[str, Any] = {"scenes": {name: str(path) for name, path in scenes}}
     plans = []
     total = 0
     for name, path in scenes:
@@ -311,7 +365,7 @@ def _execute(
             scene_outputs.append((m, c))
             assemble_futures.append(client.submit(
                 assemble_scene, str(store_roots[name]), grid, info.crs.to_wkt(), card.classes.to_dict(), str(m),
-                str(c) if c else None, key=f"assemble-{name}-{run_id}", pure=False,
+                str(c) if c else None, key=f"assemble-{name}-{run_id}", pure=False, scene=str(path),
             ))
         client.gather(assemble_futures)
         if not single:
@@ -327,7 +381,7 @@ def _execute(
         timings["mosaic"] = time.perf_counter() - t
 
         # --- fields and district areas
-        stats: dict[str, Any] = {"model_loads_per_worker": loads, "infer_tasks_per_worker": workers}
+        stats.update(model_loads_per_worker=loads, infer_tasks_per_worker=workers)
         if cfg.outputs.fields:
             t = time.perf_counter()
             say("polygonising fields")
@@ -339,7 +393,28 @@ def _execute(
             outputs.update(_district_areas(cfg, card, run_dir, stats))
             timings["district_areas"] = time.perf_counter() - t
     stats["infer_compute_seconds"] = infer_compute
+    if cfg.outputs.report:
+        t = time.perf_counter()
+        say("writing the report")
+        outputs.update(_report(run_dir, outputs, timings, total, skipped, stats, say))
+        timings["report"] = time.perf_counter() - t
     return RunResult(run_id, run_dir, "done", outputs, timings, total, skipped, dashboard, stats=stats)
+
+
+def _report(run_dir: Path, outputs: dict[str, str], timings: dict[str, float], tiles: int, skipped: int,
+            stats: dict[str, Any], say: Callable[[str], None]) -> dict[str, str]:
+    """Quicklooks, district chart and report.html; a failure here is reported, not fatal to the run."""
+    from ..report import write_run_report
+
+    manifest = {**read_manifest(run_dir), "status": "done", "outputs": dict(outputs), "timings": dict(timings),
+                "tiles": tiles, "tiles_skipped": skipped, "stats": stats}
+    try:
+        return write_run_report(run_dir, manifest=manifest, say=say)
+    except Exception as e:  # noqa: BLE001 - the mask, fields and areas are done; the run stays usable
+        stats["report_error"] = f"{type(e).__name__}: {e}"
+        log.warning("%s: the report could not be written (%s: %s); the run's outputs are complete - rebuild "
+                    "it with `geoseg report %s`", run_dir, type(e).__name__, e, run_dir)
+        return {}
 
 
 def _crs(value: str) -> Any:

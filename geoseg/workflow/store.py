@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..grid import Tile
+from ..errors import RasterWriteError
 from ..io import RasterWriter, atomic_path, open_raster
 
 __all__ = ["SceneStore"]
@@ -71,8 +72,15 @@ class SceneStore:
             hashes[t.key] = _sha256(path)
         rec = self.record_path(batch)
         tmp = atomic_path(rec)
-        tmp.write_text(json.dumps({"batch": batch, "tiles": hashes}, indent=1), encoding="utf-8")
-        os.replace(tmp, rec)
+        try:
+            tmp.write_text(json.dumps({"batch": batch, "tiles": hashes}, indent=1), encoding="utf-8")
+            os.replace(tmp, rec)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise RasterWriteError(
+                f"{rec}: writing the batch record failed ({e.strerror or e}); check free disk space, then "
+                f"run again with --resume"
+            ) from None
         return hashes
 
     def batch_done(self, batch: int, tiles: Sequence[Tile]) -> bool:

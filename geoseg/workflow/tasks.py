@@ -116,8 +116,13 @@ def assemble_scene(
     out_mask: str,
     out_confidence: str | None,
     *_deps: Any,
+    scene: str | None = None,
 ) -> dict[str, Any]:
-    """Write the stored tile cores of one scene into a mask COG (and a confidence COG)."""
+    """Write the stored tile cores of one scene into a mask COG (and a confidence COG).
+
+    Raises :class:`~geoseg.errors.EmptySceneError` (leaving no output) when not one pixel of
+    the scene (``scene``: its path, for the message) holds data.
+    """
     from ..classes import ClassTable
 
     t0 = time.perf_counter()
@@ -133,12 +138,25 @@ def assemble_scene(
             confs = stack.enter_context(
                 confidence_writer(out_confidence, shape=shape, transform=grid.transform, crs=crs_wkt)  # type: ignore[arg-type]
             )
+        observed = False
         for t in grid:
             data = store.read_tile(t)
+            observed = observed or bool((data[1] > 0).any())
             masks.write(data[0], t.core)
             if confs is not None:
                 confs.write(data[1], t.core)
+        if not observed:  # inside the writers' block: neither COG is left behind
+            from ..predict import empty_scene_error
+
+            raise empty_scene_error(scene or store_root, _scene_nodata(scene))
     return {"mask": out_mask, "confidence": out_confidence, "seconds": time.perf_counter() - t0}
+
+
+def _scene_nodata(scene: str | None) -> float | None:
+    if scene is None:
+        return None
+    with open_raster(scene) as src:
+        return src.nodata  # type: ignore[no-any-return]
 
 
 def _worker_address() -> str | None:

@@ -1,0 +1,557 @@
+"""Benchmarks: speed and memory figures of the pipeline, each against a baseline measured in the same run.
+
+``geoseg bench`` (and ``make bench``) synthesises regions of two sizes (1x and 16x the
+area, sized so that both are whole numbers of tile cores and so push the same share of
+extra halo pixels), and measures each figure next to its baseline:
+
+========================  ==============================================================
+figure                    value / baseline
+========================  ==============================================================
+e2e_vs_forward            ``geoseg run`` wall time (read, infer, stitch, polygonise,
+                          district areas; cluster start-up excluded) / model forward
+                          passes alone over the same number of tiles, same threads
+read_ratio                pixels through the model / scene pixels, default tile and
+                          overlap, on a Sentinel-2-sized scene (10980 x 10980)
+memory_16x                peak memory of a run at 16x area / at 1x (all processes)
+time_16x                  run time at 16x area / (16 x run time at 1x)
+dask_vs_one_process       the run on a 2-worker LocalCluster / the same work in one
+                          process with one thread and no Dask
+polygonise_vs_shapes      ``rasterio.features.shapes`` on the whole mask / geoseg's
+                          block-wise polygonise (a throughput ratio; same polygons)
+areas_vs_decode           district-area time / the time to decode the same mask once
+reader_vs_plain           tiled reader throughput / plain block-aligned read of the file
+e2e_vs_naive              geoseg time to the mask / a straightforward single-process
+                          loop (read window, forward, write window) over the scene
+========================  ==============================================================
+
+Runs that are measured for time or memory run in child processes (``python -m
+geoseg.bench --job``), and the peak memory is the largest sum of resident set sizes over
+the child and all its descendants (Dask workers included), sampled every 50 ms from
+``/proc`` (Linux; elsewhere the memory figures are left out).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Row", "run_bench", "format_table", "TARGETS"]
+
+#: figure -> (comparison, target, description)
+TARGETS: dict[str, tuple[str, float, str]] = {
+    "e2e_vs_forward": ("<=", 1.10, "end-to-end run / model forward alone, same tiles and threads (CPU)"),
+    "read_ratio": ("<=", 1.40, "pixels through the model / scene pixels (10980 px scene, default tile+overlap)"),
+    "memory_16x": ("<=", 1.10, "peak memory at 16x scene area / at 1x"),
+    "time_16x": ("<=", 1.05, "time at 16x area / (16 x time at 1x)"),
+    "dask_vs_one_process": ("<=", 0.60, "LocalCluster (2 workers) / one process, one thread, no Dask"),
+    "polygonise_vs_shapes": (">=", 2.0, "block-wise polygonise throughput / rasterio.features.shapes"),
+    "areas_vs_decode": ("<=", 1.0, "district-area time / decoding the mask once"),
+    "reader_vs_plain": (">=", 0.8, "tiled reader throughput / plain block-aligned read"),
+    "e2e_vs_naive": ("<=", 0.7, "geoseg time to the mask / naive read-forward-write loop"),
+    "gpu_forward_tiles_per_s": (">=", 3000.0, "U-Net/resnet34 forward, 512 px, 16 bands, bf16, tiles/s"),
+}
+
+
+@dataclass
+class Row:
+    """One figure: ``ratio = value / baseline`` against ``target``."""
+
+    figure: str
+    value: float
+    baseline: float
+    ratio: float
+    target: str
+    met: bool | None
+    unit: str = "s"
+    note: str = ""
+
+
+def _row(figure: str, value: float, baseline: float, unit: str = "s", note: str = "",
+         ratio: float | None = None) -> Row:
+    op, target, _ = TARGETS[figure]
+    r = float(ratio if ratio is not None else value / baseline)
+    met = r <= target if op == "<=" else r >= target
+    return Row(figure, float(value), float(baseline), round(r, 4), f"{op} {target:g}", bool(met), unit, note)
+
+
+# --------------------------------------------------------------------------------------
+# memory of a process tree
+class TreeMemory:
+    """Sample the summed RSS of a process and its descendants; ``peak`` in bytes (Linux)."""
+
+    def __init__(self, pid: int, every: float = 0.05) -> None:
+        self.pid, self.every, self.peak = pid, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def available() -> bool:
+        return Path("/proc/self/status").exists()
+
+    def _children(self) -> dict[int, list[int]]:
+        kids: dict[int, list[int]] = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    stat = f.read().rsplit(b")", 1)[1].split()
+                kids.setdefault(int(stat[1]), []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                continue
+        return kids
+
+    def _rss(self, pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    def sample(self) -> int:
+        kids = self._children()
+        todo, total = [self.pid], 0
+        while todo:
+            p = todo.pop()
+            total += self._rss(p)
+            todo.extend(kids.get(p, []))
+        self.peak = max(self.peak, total)
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> "TreeMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_job(job: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
+    """Run one measured job in a child process; return its result with ``peak_bytes``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(job, f)
+        path = f.name
+    try:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "DASK_LOGGING__DISTRIBUTED": "error"}
+        proc = subprocess.Popen([sys.executable, "-m", "geoseg.bench", "--job", path], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        mem = TreeMemory(proc.pid)
+        if TreeMemory.available():
+            with mem:
+                out, err = proc.communicate(timeout=timeout)
+        else:
+            out, err = proc.communicate(timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark job {job['kind']} failed:\n{err[-3000:]}")
+        result = json.loads(out.strip().splitlines()[-1])
+        result["peak_bytes"] = mem.peak or None
+        return result
+    finally:
+        os.unlink(path)
+
+
+# --------------------------------------------------------------------------------------
+# jobs (run in a child process)
+def _set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _job_run(job: dict[str, Any]) -> dict[str, Any]:
+    from .workflow.config import load_workflow
+    from .workflow.run import run_workflow
+
+    cfg = load_workflow(job["workflow"])
+    t = time.perf_counter()
+    res = run_workflow(cfg)
+    wall = time.perf_counter() - t
+    return {"wall": wall, "timings": res.timings, "tiles": res.tiles, "run_dir": str(res.run_dir)}
+
+
+def _job_one_process(job: dict[str, Any]) -> dict[str, Any]:
+    """The run's work in this process: one thread, no Dask."""
+    _set_threads(1)
+    from .areas import district_areas_raster
+    from .predict import predict_scene
+    from .vectorize import polygonize_raster
+
+    out = Path(job["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    predict_scene(job["model"], job["scene"], out / "mask.tif", confidence=out / "confidence.tif",
+                  tile=job["tile"], batch_size=job["batch_size"], device="cpu")
+    t1 = time.perf_counter()
+    polygonize_raster(out / "mask.tif", confidence=out / "confidence.tif", workers=1,
+                      districts=job["districts"], name_field="district")
+    t2 = time.perf_counter()
+    district_areas_raster(out / "mask.tif", job["districts"], "district", workers=1)
+    t3 = time.perf_counter()
+    return {"wall": t3 - t0, "timings": {"predict": t1 - t0, "polygonise": t2 - t1, "district_areas": t3 - t2}}
+
+
+def _job_forward(job: dict[str, Any]) -> dict[str, Any]:
+    """Model forward passes alone over ``tiles`` tiles (read once, in memory), ``threads`` threads."""
+    _set_threads(job["threads"])
+    import torch
+
+    from .grid import tile_grid
+    from .infer import normalise
+    from .io import open_raster, raster_info, read_tile
+    from .model import load_checkpoint
+
+    model, card = load_checkpoint(job["model"])
+    info = raster_info(job["scene"])
+    grid = tile_grid(info.shape, info.transform, size=job["tile"], overlap=card.overlap, multiple=card.multiple)
+    b = job["batch_size"]
+    with open_raster(job["scene"]) as src:
+        data = [read_tile(src, t) for t in grid.tiles[:b]]
+    x = torch.from_numpy(normalise(np.stack([d.array for d in data]), np.stack([d.valid for d in data]),
+                                   card.band_mean, card.band_std))
+    n = job["tiles"]
+    with torch.inference_mode():
+        model(x[:1])  # warm-up
+        t = time.perf_counter()
+        done = 0
+        while done < n:
+            k = min(b, n - done)
+            model(x[:k]).argmax(1)
+            done += k
+        secs = time.perf_counter() - t
+    return {"wall": secs, "tiles": n}
+
+
+def _job_naive(job: dict[str, Any]) -> dict[str, Any]:
+    """A straightforward loop: read a window, forward, argmax, write the window (all threads)."""
+    import rasterio
+    import torch
+    from rasterio.windows import Window
+
+    from .infer import normalise
+    from .model import load_checkpoint
+
+    model, card = load_checkpoint(job["model"])
+    size = job["tile"]
+    t = time.perf_counter()
+    with rasterio.open(job["scene"]) as src:
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
+                   "crs": src.crs, "transform": src.transform, "nodata": 255, "tiled": True, "blockxsize": 512,
+                   "blockysize": 512, "compress": "deflate"}
+        with rasterio.open(job["out"], "w", **profile) as dst, torch.inference_mode():
+            for r in range(0, src.height, size):
+                for c in range(0, src.width, size):
+                    w = Window(c, r, min(size, src.width - c), min(size, src.height - r))
+                    a = src.read(window=w)
+                    valid = src.read_masks(window=w).min(axis=0) > 0
+                    h, wd = a.shape[1:]
+                    ph, pw = -h % card.multiple, -wd % card.multiple
+                    x = normalise(np.pad(a, ((0, 0), (0, ph), (0, pw))), np.pad(valid, ((0, ph), (0, pw))),
+                                  card.band_mean, card.band_std)
+                    pred = model(torch.from_numpy(x[None])).argmax(1)[0, :h, :wd].numpy().astype("uint8")
+                    pred[~valid] = 255
+                    dst.write(pred, 1, window=w)
+    return {"wall": time.perf_counter() - t}
+
+
+def _best(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
+    """The shortest of ``repeat`` timed calls (the first also warms imports and caches), and the last result."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def _job_polygonise(job: dict[str, Any]) -> dict[str, Any]:
+    import rasterio
+    import rasterio.features
+    import shapely
+
+    from .vectorize import polygonize_raster
+
+    def shapes_whole() -> list[Any]:
+        with rasterio.open(job["mask"]) as src:
+            a = src.read(1)
+            return [(shapely.geometry.shape(g), v) for g, v in
+                    rasterio.features.shapes(a, mask=a != 255, transform=src.transform, connectivity=4)]
+
+    ours, gdf = _best(lambda: polygonize_raster(job["mask"], min_area_ha=0, exclude=(), workers=job["threads"]))
+    base, shapes = _best(shapes_whole)
+    same_count = len(shapes) == len(gdf)
+    same_area = abs(sum(g.area for g, _ in shapes) - float(shapely.area(gdf.geometry.values).sum())) < 1e-3
+    return {"ours": ours, "shapes": base, "polygons": len(gdf), "shapes_polygons": len(shapes),
+            "identical_count_and_area": bool(same_count and same_area)}
+
+
+def _job_areas(job: dict[str, Any]) -> dict[str, Any]:
+    import rasterio
+
+    from .areas import district_areas_raster
+
+    def decode() -> None:
+        with rasterio.open(job["mask"]) as src:
+            for _, w in src.block_windows(1):
+                src.read(1, window=w)
+
+    base, _ = _best(decode)
+    ours, _ = _best(lambda: district_areas_raster(job["mask"], job["districts"], "district", workers=job["threads"]))
+    return {"ours": ours, "decode": base}
+
+
+def _job_reader(job: dict[str, Any]) -> dict[str, Any]:
+    import rasterio
+
+    from .grid import tile_grid
+    from .io import open_raster, raster_info, read_tile
+
+    info = raster_info(job["scene"])
+    grid = tile_grid(info.shape, info.transform, size=job["tile"], overlap=job["overlap"])
+    def tiled() -> int:
+        px = 0
+        with open_raster(job["scene"]) as src:
+            for tile in grid.tiles:
+                d = read_tile(src, tile)
+                px += d.array.shape[-1] * d.array.shape[-2]
+        return px
+
+    def plain() -> int:
+        px = 0
+        with rasterio.open(job["scene"]) as src:
+            for _, w in src.block_windows(1):
+                a = src.read(window=w)
+                src.read_masks(1, window=w)
+                px += a.shape[-1] * a.shape[-2]
+        return px
+
+    ours, px = _best(tiled, 2)
+    base, plain_px = _best(plain, 2)
+    return {"ours": ours, "ours_px": px, "plain": base, "plain_px": plain_px}
+
+
+JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "run": _job_run, "one_process": _job_one_process, "forward": _job_forward, "naive": _job_naive,
+    "polygonise": _job_polygonise, "areas": _job_areas, "reader": _job_reader,
+}
+
+
+# --------------------------------------------------------------------------------------
+# the suite
+def _bench_model(path: Path, scene: Path, seed: int = 0, encoder: str = "resnet18") -> Path:
+    """A U-Net with random weights and the scene's bands and statistics (speed does not need training)."""
+    import torch
+
+    from .classes import default_classes
+    from .io import open_raster
+    from .model import ModelCard, build_from_card, default_arch_kwargs, save_checkpoint
+
+    with open_raster(scene) as src:
+        names = [d or f"band {i}" for i, d in enumerate(src.descriptions, start=1)]
+        sample = src.read(out_shape=(src.count, 256, 256)).reshape(src.count, -1).astype("float64")
+    mean = [float(v) for v in sample.mean(axis=1)]
+    std = [float(max(v, 1.0)) for v in sample.std(axis=1)]
+    card = ModelCard(arch="unet", encoder=encoder, in_channels=len(names), classes=default_classes(),
+                     arch_kwargs=default_arch_kwargs("unet"), bands=names, band_mean=mean, band_std=std,
+                     tile=256, overlap=32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        save_checkpoint(path, build_from_card(card), card)
+    return path
+
+
+def _workflow(path: Path, scene: Path, model: Path, districts: Path, work: Path, name: str, batch: int) -> Path:
+    import yaml
+
+    wf = {
+        "name": name, "scenes": [str(scene)], "model": str(model), "tile": 512, "batch_size": batch,
+        "tiles_per_task": 4, "districts": {"path": str(districts), "name_field": "district"},
+        "outputs": {"confidence": True, "fields": ["parquet"], "district_areas": True, "report": False},
+        "cluster": {"workers": 2, "threads_per_worker": 1, "dashboard": False},
+        "store": str(work / "tiles"), "runs_dir": str(work / "runs"),
+    }
+    path.write_text(yaml.safe_dump(wf, sort_keys=False))
+    return path
+
+
+def run_bench(
+    work: str | os.PathLike[str],
+    *,
+    base: int = 896,
+    model: str | os.PathLike[str] | None = None,
+    gpu: bool = False,
+    say: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Run the suite in ``work`` and return ``{"rows": [...], "device": ..., ...}``.
+
+    ``base`` is the 1x region's side in pixels; the 16x region has side ``4 * base``.
+    Both should be multiples of the tile core (448 px for 512 px tiles with 32 px halos).
+    """
+    from .grid import tile_grid
+    from .synth import synthesize
+
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    say(f"synthesising regions of {base} and {4 * base} px")
+    small = synthesize(work / "r1x", height=base, width=base, seed=0)
+    large = synthesize(work / "r16x", height=4 * base, width=4 * base, seed=0)
+    model_dir = Path(model) if model else _bench_model(work / "model", small.scene)
+    batch = 4
+    rows: list[Row] = []
+    extra: dict[str, Any] = {}
+
+    # read ratio: pure grid arithmetic on a Sentinel-2-sized scene
+    g = tile_grid((10980, 10980), size=512, overlap=32)
+    rows.append(_row("read_ratio", g.read_ratio * 10980 ** 2, 10980 ** 2, unit="px",
+                     note=f"{len(g)} tiles of 512 px, 32 px halo"))
+
+    say("end-to-end runs on a LocalCluster at 1x and 16x")
+    runs = {}
+    for key, region in (("1x", small), ("16x", large)):
+        wf = _workflow(work / f"wf_{key}.yaml", region.scene, model_dir, region.districts, work, f"bench{key}", batch)
+        runs[key] = run_job({"kind": "run", "workflow": str(wf)})
+        extra[f"run_{key}"] = {k: runs[key][k] for k in ("wall", "timings", "tiles", "peak_bytes")}
+    big = runs["16x"]
+    e2e = big["wall"] - big["timings"].get("cluster", 0.0)
+    e2e_small = runs["1x"]["wall"] - runs["1x"]["timings"].get("cluster", 0.0)
+
+    say("model forward alone over the same tiles")
+    fwd = run_job({"kind": "forward", "model": str(model_dir), "scene": str(large.scene), "tile": 512,
+                   "batch_size": batch, "tiles": big["tiles"], "threads": 2})
+    rows.append(_row("e2e_vs_forward", e2e, fwd["wall"], note=f"{big['tiles']} tiles; run stages: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in big["timings"].items())))
+    if big["peak_bytes"] and runs["1x"]["peak_bytes"]:
+        rows.append(_row("memory_16x", big["peak_bytes"] / 2**20, runs["1x"]["peak_bytes"] / 2**20, unit="MiB",
+                         note="peak RSS of the run and its Dask workers"))
+    rows.append(_row("time_16x", e2e, 16 * e2e_small, note=f"1x: {e2e_small:.1f} s"))
+
+    say("the same work in one process, one thread, no Dask")
+    one = run_job({"kind": "one_process", "model": str(model_dir), "scene": str(large.scene),
+                   "districts": str(large.districts), "tile": 512, "batch_size": batch, "out": str(work / "one")})
+    cpu_stages = e2e
+    rows.append(_row("dask_vs_one_process", cpu_stages, one["wall"], note="one process: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in one["timings"].items())))
+
+    say("polygonise vs rasterio.features.shapes; district areas vs decoding")
+    poly = run_job({"kind": "polygonise", "mask": str(large.labels), "threads": 2})
+    rows.append(_row("polygonise_vs_shapes", poly["shapes"], poly["ours"], ratio=poly["shapes"] / poly["ours"],
+                     note=f"{poly['polygons']} polygons (shapes: {poly['shapes_polygons']}); identical count and "
+                          f"area: {poly['identical_count_and_area']}; labels.tif of the 16x region"))
+    areas = run_job({"kind": "areas", "mask": str(Path(big["run_dir"]) / "mask.tif"),
+                     "districts": str(large.districts), "threads": 2})
+    rows.append(_row("areas_vs_decode", areas["ours"], areas["decode"], note="the 16x run's mask"))
+
+    say("tiled reader vs plain block reads")
+    rd = run_job({"kind": "reader", "scene": str(large.scene), "tile": 512, "overlap": 32})
+    ours_tp, plain_tp = rd["ours_px"] / rd["ours"], rd["plain_px"] / rd["plain"]
+    rows.append(_row("reader_vs_plain", ours_tp / 1e6, plain_tp / 1e6, unit="Mpx/s",
+                     note=f"tiled {rd['ours']:.1f} s for {rd['ours_px'] / 1e6:.1f} Mpx (halos included); "
+                          f"plain {rd['plain']:.1f} s for {rd['plain_px'] / 1e6:.1f} Mpx"))
+
+    say("a naive read-forward-write loop")
+    naive = run_job({"kind": "naive", "model": str(model_dir), "scene": str(large.scene), "tile": 512,
+                     "out": str(work / "naive.tif")})
+    to_mask = sum(big["timings"].get(k, 0.0) for k in ("plan", "infer", "mosaic"))
+    rows.append(_row("e2e_vs_naive", to_mask, naive["wall"], note="geoseg: plan + infer + mosaic stages"))
+
+    if gpu:
+        rows.extend(gpu_rows(say))
+    return {
+        "rows": [asdict(r) for r in rows],
+        "device": _device(gpu),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "scenes": {"1x": list(small.shape), "16x": list(large.shape), "read_ratio": [10980, 10980]},
+        "model": str(model_dir),
+        "cpu_count": os.cpu_count(),
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "details": extra,
+    }
+
+
+def gpu_rows(say: Callable[[str], None] = lambda s: None) -> list[Row]:
+    """Forward throughput of U-Net/resnet34 at 512 px, 16 bands, bf16, channels-last on CUDA."""
+    import torch
+
+    from .model import build_model
+
+    if not torch.cuda.is_available():
+        say("no CUDA device: GPU figures skipped")
+        return []
+    model = build_model("unet", "resnet34", 16, 7).cuda().eval().to(memory_format=torch.channels_last)
+    x = torch.randn(64, 16, 512, 512, device="cuda").contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for _ in range(3):
+            model(x)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        n = 20
+        for _ in range(n):
+            model(x)
+        torch.cuda.synchronize()
+        secs = time.perf_counter() - t
+    tps = n * x.shape[0] / secs
+    return [_row("gpu_forward_tiles_per_s", tps, 1.0, unit="tiles/s", ratio=tps,
+                 note=f"{torch.cuda.get_device_name()}, batch 64")]
+
+
+def _device(gpu: bool) -> str:
+    cpu = platform.processor() or platform.machine()
+    desc = f"{os.cpu_count()} CPU cores ({cpu})"
+    if gpu:
+        import torch
+
+        if torch.cuda.is_available():
+            desc += f", {torch.cuda.get_device_name()}"
+    return desc
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The rows as a plain-text table."""
+    lines = [f"{'figure':<24} {'value':>12} {'baseline':>12} {'ratio':>8} {'target':>8}  met  note"]
+    for r in result["rows"]:
+        met = {True: "yes", False: "NO", None: "-"}[r["met"]]
+        lines.append(f"{r['figure']:<24} {r['value']:>12.3f} {r['baseline']:>12.3f} {r['ratio']:>8.3f} "
+                     f"{r['target']:>8}  {met:<4} {r['note']}")
+    lines.append(f"device: {result['device']}; date {result['date']}; suite {result['seconds']} s; "
+                 f"scenes 1x {result['scenes']['1x']}, 16x {result['scenes']['16x']}")
+    return "\n".join(lines)
+
+
+def write_result(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write the result JSON atomically."""
+    from .io import write_text_atomic
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(p, json.dumps(result, indent=1))
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--job":
+        job = json.loads(Path(argv[1]).read_text())
+        print(json.dumps(JOBS[job["kind"]](job)))
+        return 0
+    print("usage: python -m geoseg.bench --job JOB.json (internal); use `geoseg bench`", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,48 @@
+"""``geoseg bench``: speed and memory figures of this machine, each against a baseline from the same run."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+
+
+@click.command("bench")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("benchmarks/results/latest.json"), show_default=True,
+              help="Where to write the results (JSON: rows of figure, value, baseline, ratio, target, met).")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the synthetic regions and runs (default: a temporary folder, removed afterwards).")
+@click.option("--base", type=int, default=896, show_default=True,
+              help="Side of the 1x region in pixels; the 16x region is 4 times as wide (multiples of 448 keep "
+                   "the halo share equal).")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Checkpoint to time (default: a U-Net/ResNet-18 with random weights: speed needs no training).")
+@click.option("--gpu", is_flag=True, help="Also measure the GPU figures (needs CUDA).")
+def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, gpu: bool) -> None:
+    """Measure pipeline speed and memory against baselines and print one table.
+
+    Each figure is a ratio of two timings (or memory peaks) taken side by side in this
+    run, with its target; the same rows go to --out as JSON. About 10 minutes on 2 CPU
+    cores with the default sizes.
+
+    \b
+    Examples:
+        geoseg bench
+        geoseg bench --base 448 --out /tmp/bench.json      # quicker, smaller regions
+        geoseg bench --gpu --model models/punjab
+    """
+    from ..bench import format_table, run_bench, write_result
+
+    def say(s: str) -> None:
+        click.echo(s, err=True)
+
+    if work is None:
+        with tempfile.TemporaryDirectory(prefix="geoseg-bench-") as td:
+            result = run_bench(td, base=base, model=model_dir, gpu=gpu, say=say)
+    else:
+        result = run_bench(work, base=base, model=model_dir, gpu=gpu, say=say)
+    click.echo(format_table(result))
+    write_result(result, out)
+    click.echo(f"results: {out}")

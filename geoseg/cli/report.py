@@ -1,0 +1,50 @@
+"""``geoseg report RUN_DIR``: (re)build a finished run's quicklooks, district chart and report.html."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--max-fields", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Field polygons the HTML map loads at most (the largest; the page says how many were left out).")
+@click.option("--max-px", type=click.IntRange(min=64), default=1500, show_default=True,
+              help="Quicklook rasters are read decimated to at most this many pixels on the long side.")
+@click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
+@click.option("--quiet", is_flag=True, help="Print only the path of report.html.")
+def report(run_dir: Path, max_fields: int, max_px: int, as_json: bool, quiet: bool) -> None:
+    """Draw the quicklooks, the per-district chart and report.html of a finished run.
+
+    Writes, in RUN_DIR: quicklook_<scene>.png (false colour next to the crop mask, with
+    field outlines, districts, legend, scale bar, north arrow and CRS), district_chart.png
+    (hectares per crop, districts sorted by total) and report.html (one self-contained page
+    that works offline: map of the fields by crop with hover details, sortable district
+    table, chart, run summary and stage timings), and records them in the run's manifest.
+    `geoseg run` does this itself at the end of a run (workflow key outputs.report).
+
+    \b
+    Example:
+        geoseg report runs/demo/latest
+        geoseg report runs/demo/20261124T2130Z-abc --max-fields 20000
+    """
+    from ..report import write_run_report
+    from ..workflow.record import read_manifest, write_manifest
+
+    say = (lambda s: None) if quiet or as_json else (lambda s: click.echo(s, err=True))
+    written = write_run_report(run_dir, max_fields=max_fields, max_px=max_px, say=say)
+    real = Path(run_dir).resolve()
+    manifest = read_manifest(real)
+    if manifest.get("status") == "done":  # list the files with the run's other outputs
+        manifest["outputs"] = {**(manifest.get("outputs") or {}), **written}
+        write_manifest(real, manifest)
+    if as_json:
+        click.echo(json.dumps(written, indent=2))
+    elif quiet:
+        click.echo(written["report_html"])
+    else:
+        for k, v in written.items():
+            click.echo(f"{k}: {v}")

@@ -1,0 +1,145 @@
+"""Seeing a run's result: quicklook PNGs, a per-district chart and a self-contained ``report.html``.
+
+:func:`write_run_report` (re)builds them in a finished run directory; ``geoseg run`` calls
+it as its last stage and ``geoseg report RUN_DIR`` calls it on demand. Light imports only:
+matplotlib, geopandas and rasterio load when a report is drawn.
+
+Files written in the run directory:
+
+* ``quicklook_<scene>.png`` - per scene, a false-colour composite next to the crop mask
+  (field outlines, district boundaries, legend, scale bar, north arrow, CRS);
+* ``district_chart.png`` - stacked bars of hectares per crop, districts sorted by total;
+* ``report.html`` - an interactive map of the fields by crop (hover for details), the
+  sortable district table, the chart, quicklooks, the manifest summary and stage timings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .inputs import MAX_PX, ReportError, RunData, load_run, load_run_from
+
+__all__ = ["write_run_report", "ReportError", "RunData", "load_run", "MAX_FIELDS", "MAX_PX"]
+
+#: Field polygons the HTML map loads at most (the largest by area); the page says when it cut.
+MAX_FIELDS = 5000
+
+
+def write_run_report(
+    run_dir: str | os.PathLike[str],
+    *,
+    manifest: dict[str, Any] | None = None,
+    max_fields: int = MAX_FIELDS,
+    max_px: int = MAX_PX,
+    say: Callable[[str], None] = lambda s: None,
+) -> dict[str, str]:
+    """Write the quicklooks, the district chart and ``report.html`` of a run; return their paths.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run directory (``runs/<name>/<run-id>`` or ``runs/<name>/latest``).
+    manifest : dict, optional
+        The run's manifest; read from ``run_dir/manifest.json`` when not given (``geoseg run``
+        passes the one it is about to write, with timings and outputs).
+    max_fields : int
+        Field polygons the HTML map loads at most: the largest, with a note on the page saying
+        how many were left out.
+    max_px : int
+        Quicklook rasters are read decimated to at most this many pixels on the long side.
+
+    Returns
+    -------
+    dict
+        Output keys and paths: ``quicklook_<scene>`` per scene, ``district_chart`` (when the run
+        has a district table) and ``report_html``.
+
+    Raises
+    ------
+    ReportError
+        ``run_dir`` has no manifest or no mask.
+    """
+    from ..vector_io import read_districts
+    from ..io import raster_info
+    from ..errors import GeosegError
+    from .chart import crop_pivot, write_district_chart
+    from .html import SVG_WIDTH, render_report, svg_map, write_html
+    from .inputs import read_fields
+    from .quicklook import MAX_OUTLINES, crs_label, write_quicklook
+
+    rd = Path(run_dir).resolve()  # runs/<name>/latest -> the run itself
+    data = load_run(rd) if manifest is None else load_run_from(rd, manifest)
+    m = data.manifest
+    notes = list(data.notes)
+    outputs: dict[str, str] = {}
+
+    fields = None
+    n_fields, field_ha = 0, float("nan")
+    if data.fields is not None:
+        fields, n_fields, field_ha = read_fields(
+            data.fields, limit=max(MAX_OUTLINES, max_fields),
+            columns=["field_id", "class_id", "crop", "area_ha", "confidence", "district"])
+    else:
+        notes.append("no field polygons in this run (outputs.fields is empty): the map shows districts only")
+    districts = None
+    if data.districts is not None and data.name_field:
+        try:
+            districts = read_districts(data.districts, data.name_field, warn=False).gdf
+        except GeosegError as e:
+            notes.append(f"district outlines left out: {e}")
+
+    info = raster_info(data.mask)
+    h, w = info.shape
+    t = info.transform
+    bounds = (t.c, t.f + t.e * h, t.c + t.a * w, t.f)
+
+    for name, image, mask in data.scenes:
+        if not Path(image).exists():
+            notes.append(f"scene {name}: {image} not found, so no quicklook (the input moved or was deleted)")
+            continue
+        say(f"drawing the quicklook of {name}")
+        ql_notes = []
+        if fields is not None and n_fields > len(fields):
+            ql_notes.append(f"outlines of the {len(fields):,} largest of {n_fields:,} fields")
+        path = write_quicklook(rd / f"quicklook_{name}.png", image=image, mask=mask, classes=data.classes,
+                               fields=fields, districts=districts, name_field=data.name_field,
+                               title=f"run {m.get('run_id', '')} ({m.get('name', '')}) - scene {name}",
+                               notes=ql_notes, max_px=max_px)
+        outputs[f"quicklook_{name}"] = str(path)
+
+    pivot = None
+    if data.areas is not None and len(data.areas):
+        pivot = crop_pivot(data.areas, data.classes)
+        outputs["district_chart"] = str(write_district_chart(rd / "district_chart.png", pivot, data.classes))
+
+    say("writing report.html")
+    shown = fields
+    if fields is not None and len(fields) > max_fields:
+        keep = fields["area_ha"].to_numpy().argsort(kind="stable")[::-1][:max_fields]
+        shown = fields.iloc[sorted(keep)]
+    tol = (bounds[2] - bounds[0]) / SVG_WIDTH
+    unit = "deg" if info.crs is not None and info.crs.is_geographic else "m"
+    svg, records = svg_map(shown, districts, data.name_field, data.classes, bounds, info.crs)
+    if fields is None:
+        map_note = "No field polygons in this run."
+    elif shown is not None and len(shown) < n_fields:
+        shown_ha = float(shown["area_ha"].sum())
+        share = f" ({100 * shown_ha / field_ha:.1f} % of the field area)" if field_ha > 0 else ""
+        map_note = (f"Large run: the map loads the {len(shown):,} largest of {n_fields:,} fields{share}; the "
+                    f"rest are left out here but are in the fields files. Outlines are simplified to about "
+                    f"{tol:,.3g} {unit}.")
+        notes.append(map_note)
+    else:
+        map_note = f"All {n_fields:,} fields; outlines simplified to about {tol:,.3g} {unit}."
+    full_outputs = {**(m.get("outputs") or {}), **outputs, "report_html": str(rd / "report.html")}
+    page = render_report(
+        manifest={**m, "outputs": full_outputs}, run_dir=rd, classes=data.classes, svg=svg, records=records,
+        pivot=pivot, areas=data.areas, chart=Path(outputs["district_chart"]) if "district_chart" in outputs else None,
+        quicklooks={k[len("quicklook_"):]: Path(v) for k, v in outputs.items() if k.startswith("quicklook_")},
+        notes=notes, map_note=map_note, crs_text=f"CRS {crs_label(info.crs)}",
+    )
+    outputs["report_html"] = str(write_html(rd / "report.html", page))
+    return outputs

@@ -1,0 +1,373 @@
+"""``report.html``: one self-contained page per run that works offline.
+
+Nothing is fetched by the page: the map is inline SVG (field polygons in the run's CRS,
+projected to SVG coordinates and simplified), images are base64 data URIs, and a little
+vanilla JavaScript does the hover tooltips, zoom/pan and table sorting. Large runs are cut
+down to the largest fields, and the page says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .geom import prepare, rings
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pandas as pd
+
+    from ..classes import ClassTable
+
+__all__ = ["svg_map", "render_report", "write_html", "MAX_FIELDS"]
+
+#: Field polygons loaded by the page at most (the largest by area).
+MAX_FIELDS = 5000
+#: Width of the SVG map in its own units.
+SVG_WIDTH = 1000.0
+
+
+def _svg_paths(geoms: np.ndarray, bounds: tuple[float, float, float, float], scale: float) -> list[str]:
+    """One SVG path string (``M x,y x,y ... Z`` per ring) per geometry; empty for missing ones."""
+    coords, starts, owner = rings(geoms)
+    x0, _, _, y1 = bounds
+    sx = np.round((coords[:, 0] - x0) * scale, 1)
+    sy = np.round((y1 - coords[:, 1]) * scale, 1)
+    pairs = [f"{x:g},{y:g}" for x, y in zip(sx.tolist(), sy.tolist())]
+    out = [""] * len(geoms)
+    for k in range(len(starts) - 1):
+        a, b = starts[k], starts[k + 1]
+        if b - a < 4:  # a ring simplified away
+            continue
+        out[owner[k]] += "M" + " ".join(pairs[a:b - 1]) + "Z"
+    return out
+
+
+def _svg_lines(geoms: np.ndarray, bounds: tuple[float, float, float, float], scale: float) -> str:
+    """One SVG path (``M x,y x,y ...`` per line part) for all (multi)linestrings in ``geoms``."""
+    import shapely
+
+    g = np.asarray(geoms, dtype=object)
+    g = g[~shapely.is_missing(g)]
+    parts = shapely.get_parts(g)
+    parts = parts[np.isin(shapely.get_type_id(parts), [1, 2])]
+    coords, owner = shapely.get_coordinates(parts, return_index=True)
+    if not len(coords):
+        return ""
+    x0, _, _, y1 = bounds
+    sx = np.round((coords[:, 0] - x0) * scale, 1).tolist()
+    sy = np.round((y1 - coords[:, 1]) * scale, 1).tolist()
+    starts = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(parts)))])
+    out = []
+    for a, b in zip(starts[:-1], starts[1:]):
+        if b - a >= 2:
+            out.append("M" + " ".join(f"{x:g},{y:g}" for x, y in zip(sx[a:b], sy[a:b])))
+    return "".join(out)
+
+
+def svg_map(
+    fields: "gpd.GeoDataFrame | None",
+    districts: "gpd.GeoDataFrame | None",
+    name_field: str | None,
+    classes: "ClassTable",
+    bounds: tuple[float, float, float, float],
+    crs: Any,
+) -> tuple[str, list[list[Any]]]:
+    """The inline SVG map and the per-field records its tooltips show.
+
+    Coordinates are the run CRS shifted to the map's top-left corner and scaled to
+    :data:`SVG_WIDTH` units, outlines simplified to about one SVG unit. Fields are grouped by
+    class (``<g data-crop=NAME fill=COLOUR>``); each ``<path class="f" data-i=K>`` points at
+    record ``K``: ``[field_id, crop, area_ha, confidence, district]``.
+    """
+    x0, y0, x1, y1 = bounds
+    scale = SVG_WIDTH / max(x1 - x0, 1e-12)
+    height = (y1 - y0) * scale
+    tol = 1.0 / scale
+    parts = [f'<svg id="map" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {SVG_WIDTH:g} {height:.1f}" '
+             f'data-w="{SVG_WIDTH:g}" data-h="{height:.1f}" preserveAspectRatio="xMidYMid meet">',
+             f'<rect x="0" y="0" width="{SVG_WIDTH:g}" height="{height:.1f}" fill="#ffffff" stroke="#999"/>']
+    records: list[list[Any]] = []
+    if fields is not None and len(fields):
+        f = fields.to_crs(crs) if crs is not None and fields.crs is not None and fields.crs != crs else fields
+        geoms = prepare(np.asarray(f.geometry.values, dtype=object), bounds, tol)
+        paths = _svg_paths(geoms, bounds, scale)
+        cid = f["class_id"].to_numpy() if "class_id" in f.columns else np.zeros(len(f), int)
+        col = {c: f[c].to_numpy() if c in f.columns else np.full(len(f), None, object)
+               for c in ("field_id", "crop", "area_ha", "confidence", "district")}
+        for c in classes.classes:
+            idx = np.flatnonzero((cid == c.id) & np.array([bool(p) for p in paths]))
+            if not len(idx):
+                continue
+            parts.append(f'<g class="crop" data-crop="{escape(c.name)}" fill="{c.color}">')
+            for i in idx:
+                k = len(records)
+                conf = col["confidence"][i]
+                records.append([
+                    None if col["field_id"][i] is None else int(col["field_id"][i]),
+                    c.name,
+                    None if col["area_ha"][i] is None else round(float(col["area_ha"][i]), 2),
+                    None if conf is None or not np.isfinite(float(conf)) else round(float(conf), 3),
+                    None if col["district"][i] is None else str(col["district"][i]),
+                ])
+                parts.append(f'<path class="f" data-i="{k}" d="{paths[i]}"/>')
+            parts.append("</g>")
+    if districts is not None and len(districts):
+        import shapely
+
+        d = districts.to_crs(crs) if crs is not None and districts.crs != crs else districts
+        raw = np.asarray(d.geometry.values, dtype=object)
+        dg = prepare(raw, bounds, tol)  # clipped polygons: for labels
+        # outlines as clipped lines, so that the clip rectangle itself is never drawn
+        lines = prepare(shapely.boundary(shapely.simplify(raw, tol, preserve_topology=True)), bounds, 0.0)
+        parts.append('<g class="districts">')
+        names = d[name_field].astype(str).to_numpy() if name_field and name_field in d.columns else [""] * len(d)
+        for name, line in zip(names, lines):
+            p = _svg_lines(np.array([line], dtype=object), bounds, scale) if line is not None else ""
+            if p:
+                parts.append(f'<path class="d" d="{p}"><title>{escape(name)}</title></path>')
+        ok = np.array([g is not None for g in dg])
+        for name, pt in zip(np.asarray(names, dtype=object)[ok], shapely.point_on_surface(dg[ok])):
+            parts.append(f'<text class="dl" x="{(pt.x - x0) * scale:.1f}" y="{(y1 - pt.y) * scale:.1f}">'
+                         f'{escape(str(name))}</text>')
+        parts.append("</g>")
+    parts.append("</svg>")
+    return "".join(parts), records
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _thumbnail_uri(path: Path, width: int = 1200) -> str:
+    """A JPEG copy of a PNG, at most ``width`` px wide, as a data URI (keeps the page small)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.width > width:
+            im = im.resize((width, round(im.height * width / im.width)), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _num(v: float, digits: int = 1) -> str:
+    return f'<td class="n" data-v="{v:.6g}">{v:,.{digits}f}</td>'
+
+
+def _district_table(pivot: "pd.DataFrame", areas: "pd.DataFrame", crops: list[str]) -> str:
+    per = areas.groupby("district", sort=False).agg(
+        observed_ha=("observed_ha", "first"), district_ha=("district_ha", "first"), coverage=("coverage", "first")
+    ) if {"observed_ha", "district_ha", "coverage"} <= set(areas.columns) else None
+    head = ['<th data-type="text">district</th>'] + [f'<th data-type="num">{escape(c)} ha</th>' for c in crops]
+    head += ['<th data-type="num">all crops ha</th>']
+    if per is not None:
+        head += ['<th data-type="num">observed ha</th>', '<th data-type="num">in the raster</th>']
+    rows = []
+    for district, r in pivot.iterrows():
+        cells = [f'<td data-v="{escape(str(district))}">{escape(str(district))}</td>']
+        cells += [_num(float(r[c])) for c in crops] + [_num(float(r["total"]))]
+        if per is not None and district in per.index:
+            p = per.loc[district]
+            cells += [_num(float(p.observed_ha)), f'<td class="n" data-v="{float(p.coverage):.6g}">'
+                      f'{100 * float(p.coverage):.1f} %</td>']
+        elif per is not None:
+            cells += ["<td></td>", "<td></td>"]
+        rows.append(f'<tr data-district="{escape(str(district))}">' + "".join(cells) + "</tr>")
+    foot = ['<td>all districts</td>'] + [_num(float(pivot[c].sum())) for c in crops] + [_num(float(pivot["total"].sum()))]
+    if per is not None:
+        foot += [_num(float(per.observed_ha.sum())), "<td></td>"]
+    return ('<table id="districts" class="sortable"><thead><tr>' + "".join(head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody><tfoot><tr>" + "".join(foot) + "</tr></tfoot></table>")
+
+
+def _kv_table(items: list[tuple[str, str]]) -> str:
+    return '<table class="kv">' + "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in items) + "</table>"
+
+
+def _timings(timings: dict[str, float]) -> str:
+    if not timings:
+        return "<p>no stage timings recorded</p>"
+    top = max(timings.values()) or 1.0
+    total = sum(timings.values())
+    rows = "".join(
+        f'<tr><th>{escape(k)}</th><td class="n">{v:,.1f} s</td><td class="bar"><span style="width:'
+        f'{100 * v / top:.1f}%"></span></td></tr>' for k, v in timings.items()
+    )
+    return (f'<table class="timings">{rows}<tr><th>total</th><td class="n">{total:,.1f} s</td><td></td></tr>'
+            "</table>")
+
+
+def _manifest_summary(m: dict[str, Any]) -> str:
+    model = m.get("model") or {}
+    items = [
+        ("run", escape(f"{m.get('run_id', '?')} of {m.get('name', '?')}")),
+        ("status", escape(str(m.get("status", "?")))),
+        ("started / ended", escape(f"{m.get('started', '-')} / {m.get('ended', '-')}")),
+        ("resumed", escape(str(m.get("resumed", 0)))),
+        ("host", escape(str(m.get("host", "-")))),
+        ("workflow", escape(f"{m.get('workflow', '-')} (sha256 {str(m.get('workflow_sha256', ''))[:12]})")),
+        ("model", escape(f"{model.get('path', '-')} ({model.get('arch', '?')}/{model.get('encoder', '?')}, "
+                         f"sha256 {str(model.get('weights_sha256', ''))[:12]})")),
+        ("tiles", escape(f"{m.get('tiles', '-')} ({m.get('tiles_skipped', 0)} reused from the store)")),
+        ("inputs", "<br>".join(escape(f"{i.get('path')} ({i.get('bytes', 0) / 1e6:,.1f} MB)")
+                               for i in m.get("inputs") or [])),
+        ("versions", escape(", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()))),
+    ]
+    problems = (m.get("stats") or {}).get("district_problems") or []
+    if problems:
+        items.append(("district problems", "<br>".join(escape(str(p)) for p in problems)))
+    return _kv_table(items)
+
+
+def _outputs(outputs: dict[str, str], run_dir: Path) -> str:
+    rows = []
+    for k, v in outputs.items():
+        p = Path(v)
+        try:
+            rel = p.relative_to(run_dir).as_posix()
+        except ValueError:
+            rel = p.as_uri() if p.is_absolute() else p.as_posix()
+        rows.append((k, f'<a href="{escape(rel)}">{escape(str(v))}</a>'))
+    return _kv_table(rows)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#222;background:#fafafa}
+header{padding:10px 20px;background:#23395d;color:#fff}header h1{font-size:20px;margin:0}header p{margin:4px 0 0;font-size:13px}
+main{padding:10px 20px}section{margin:0 0 22px}h2{font-size:17px;border-bottom:1px solid #ccc;padding-bottom:3px}
+.mapwrap{display:flex;gap:14px;align-items:flex-start}#mapbox{position:relative;flex:0 0 auto;width:min(820px,70vw);border:1px solid #999;background:#fff}
+#map{display:block;width:100%;height:auto;max-height:80vh;cursor:grab}
+#map .f{fill-rule:evenodd;stroke:#303030;stroke-width:.4px;vector-effect:non-scaling-stroke}
+#map .f:hover{stroke:#000;stroke-width:2.5px}
+#map .d{fill:none;stroke:#000;stroke-width:2px;vector-effect:non-scaling-stroke;pointer-events:stroke}
+#map .dl{font-size:19px;font-weight:bold;text-anchor:middle;dominant-baseline:middle;fill:#000;stroke:#fff;stroke-width:3px;paint-order:stroke;pointer-events:none}
+#tip{position:absolute;pointer-events:none;background:rgba(255,255,255,.95);border:1px solid #555;padding:4px 7px;font-size:12px;display:none;white-space:nowrap;z-index:5}
+.legend{font-size:13px;min-width:150px}.legend div{margin:3px 0}.legend i{display:inline-block;width:14px;height:14px;border:1px solid #333;margin-right:6px;vertical-align:-2px}
+.note{font-size:12px;color:#555}button{font-size:12px}
+table{border-collapse:collapse;font-size:13px;background:#fff}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}table.sortable th{cursor:pointer;background:#eef1f6;user-select:none}
+table.sortable th.asc:after{content:" \\25B2"}table.sortable th.desc:after{content:" \\25BC"}tfoot td{font-weight:bold}
+table.kv th{background:#f2f2f2;width:160px;vertical-align:top}table.timings td.bar{width:300px}
+table.timings td.bar span{display:block;height:10px;background:#4575b4}img.fig{max-width:100%;border:1px solid #ccc;background:#fff}
+"""
+
+_JS = r"""
+(function(){
+ var rec=JSON.parse(document.getElementById('field-data').textContent);
+ var svg=document.getElementById('map'),tip=document.getElementById('tip'),box=document.getElementById('mapbox');
+ function fmt(v,d){return v===null?'-':Number(v).toLocaleString(undefined,{maximumFractionDigits:d});}
+ svg.addEventListener('mousemove',function(e){
+  var t=e.target;if(!t.classList||!t.classList.contains('f')){tip.style.display='none';return;}
+  var r=rec[+t.getAttribute('data-i')];
+  tip.innerHTML='<b>'+r[1]+'</b><br>area '+fmt(r[2],2)+' ha<br>confidence '+(r[3]===null?'-':fmt(r[3],3))+
+   '<br>district '+(r[4]===null?'-':r[4])+'<br>field '+(r[0]===null?'-':r[0]);
+  var b=box.getBoundingClientRect();tip.style.left=(e.clientX-b.left+14)+'px';tip.style.top=(e.clientY-b.top+10)+'px';
+  tip.style.display='block';});
+ svg.addEventListener('mouseleave',function(){tip.style.display='none';});
+ var W=+svg.getAttribute('data-w'),H=+svg.getAttribute('data-h'),vb=[0,0,W,H];
+ function set(){svg.setAttribute('viewBox',vb.join(' '));}
+ svg.addEventListener('wheel',function(e){e.preventDefault();var r=svg.getBoundingClientRect();
+  var s=Math.min(r.width/vb[2],r.height/vb[3]),ox=(r.width-vb[2]*s)/2,oy=(r.height-vb[3]*s)/2;
+  var mx=vb[0]+(e.clientX-r.left-ox)/s,my=vb[1]+(e.clientY-r.top-oy)/s,k=e.deltaY>0?1.25:0.8;
+  vb=[mx-(mx-vb[0])*k,my-(my-vb[1])*k,vb[2]*k,vb[3]*k];set();},{passive:false});
+ var drag=null;svg.addEventListener('mousedown',function(e){drag=[e.clientX,e.clientY,vb[0],vb[1]];});
+ window.addEventListener('mouseup',function(){drag=null;});
+ window.addEventListener('mousemove',function(e){if(!drag)return;var r=svg.getBoundingClientRect();
+  var s=Math.min(r.width/vb[2],r.height/vb[3]);vb[0]=drag[2]-(e.clientX-drag[0])/s;vb[1]=drag[3]-(e.clientY-drag[1])/s;set();});
+ document.getElementById('reset').addEventListener('click',function(){vb=[0,0,W,H];set();});
+ document.querySelectorAll('table.sortable').forEach(function(tb){
+  tb.querySelectorAll('thead th').forEach(function(th,col){th.addEventListener('click',function(){
+   var num=th.getAttribute('data-type')==='num',asc=!th.classList.contains('asc');
+   tb.querySelectorAll('thead th').forEach(function(h){h.classList.remove('asc','desc');});
+   th.classList.add(asc?'asc':'desc');var body=tb.tBodies[0],rows=Array.prototype.slice.call(body.rows);
+   rows.sort(function(a,b){var x=a.cells[col].getAttribute('data-v'),y=b.cells[col].getAttribute('data-v');
+    var c=num?(parseFloat(x)-parseFloat(y)):x.localeCompare(y);return asc?c:-c;});
+   rows.forEach(function(r){body.appendChild(r);});});});});
+})();
+"""
+
+
+def render_report(
+    *,
+    manifest: dict[str, Any],
+    run_dir: Path,
+    classes: "ClassTable",
+    svg: str,
+    records: list[list[Any]],
+    pivot: "pd.DataFrame | None",
+    areas: "pd.DataFrame | None",
+    chart: Path | None,
+    quicklooks: dict[str, Path],
+    notes: list[str],
+    map_note: str,
+    crs_text: str,
+) -> str:
+    """The report page as one HTML string (no external resources)."""
+    m = manifest
+    crops_present = {r[1] for r in records}
+    legend = "".join(f'<div><i style="background:{c.color}"></i>{escape(c.name)}'
+                     f'{"" if c.name in crops_present or not c.crop else " <span class=note>(no field)</span>"}</div>'
+                     for c in classes.classes if c.crop or c.name in crops_present)
+    legend += '<div><i style="background:#fff;border:2px solid #000;height:10px"></i>district boundary</div>'
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width,initial-scale=1">',
+        f"<title>geoseg run {escape(str(m.get('run_id', '')))}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<header><h1>geoseg run {escape(str(m.get('run_id', '')))} &mdash; {escape(str(m.get('name', '')))}</h1>",
+        f"<p>status {escape(str(m.get('status', '?')))} &middot; started {escape(str(m.get('started', '-')))} "
+        f"&middot; {escape(crs_text)}</p></header><main>",
+        '<section id="map-section"><h2>Fields by crop</h2><div class="mapwrap">',
+        f'<div id="mapbox">{svg}<div id="tip"></div></div>',
+        f'<div class="legend">{legend}<p class="note">{escape(map_note)}</p>'
+        '<p class="note">Hover a field for crop, area, confidence and district; scroll to zoom, drag to pan.</p>'
+        '<button id="reset" type="button">reset view</button></div></div></section>',
+        '<section id="table-section"><h2>Crop area per district (hectares)</h2>',
+    ]
+    if pivot is not None and areas is not None:
+        crops = [c.name for c in classes.classes if c.crop and c.name in pivot.columns]
+        out.append(_district_table(pivot, areas, crops))
+        out.append('<p class="note">Click a column heading to sort. Hectares from the mask (every pixel\'s ground '
+                   'area, border pixels split by coverage); see district_areas.csv.</p>')
+    else:
+        out.append("<p>No district table in this run (no districts in the workflow, or outputs.district_areas "
+                   "is false).</p>")
+    out.append("</section>")
+    if chart is not None and chart.exists():
+        out.append('<section id="chart-section"><h2>Chart</h2>'
+                   f'<img class="fig" id="chart" alt="crop area per district" src="{_data_uri(chart)}"></section>')
+    if quicklooks:
+        out.append('<section id="quicklook-section"><h2>Quicklooks</h2>')
+        for name, p in quicklooks.items():
+            out.append(f'<p>{escape(name)} (full size: <a href="{escape(p.name)}">{escape(p.name)}</a>)</p>'
+                       f'<img class="fig" alt="quicklook {escape(name)}" src="{_thumbnail_uri(p)}">')
+        out.append("</section>")
+    out.append(f'<section id="manifest-section"><h2>Run</h2>{_manifest_summary(m)}</section>')
+    out.append(f'<section id="timings-section"><h2>Stage timings</h2>{_timings(m.get("timings") or {})}</section>')
+    out.append(f'<section id="outputs-section"><h2>Outputs</h2>{_outputs(m.get("outputs") or {}, run_dir)}'
+               "</section>")
+    if notes:
+        out.append('<section id="notes-section"><h2>Notes</h2><ul>'
+                   + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul></section>")
+    data = json.dumps(records, separators=(",", ":")).replace("</", "<\\/")
+    out.append(f'</main><script type="application/json" id="field-data">{data}</script>')
+    out.append(f"<script>{_JS}</script></body></html>")
+    return "\n".join(out)
+
+
+def write_html(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    from ..io import write_text_atomic
+
+    return write_text_atomic(path, text)

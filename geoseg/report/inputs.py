@@ -1,0 +1,266 @@
+"""What a report is drawn from: a finished run's manifest, rasters, fields and districts.
+
+Everything is located through the run's ``manifest.json``: the outputs it lists (mask,
+fields, district table), the workflow text it recorded (districts path and name field,
+scenes) and the model path (class table fallback). Rasters are only ever read decimated
+(:func:`read_decimated`), so memory stays bounded on region-sized runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from affine import Affine
+
+from ..errors import GeosegError
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pandas as pd
+
+    from ..classes import ClassTable
+
+__all__ = ["ReportError", "RunData", "load_run", "read_decimated", "read_fields", "false_colour_bands"]
+
+#: Quicklook rasters are read at most this many pixels on their long side.
+MAX_PX = 1500
+
+
+class ReportError(GeosegError, ValueError):
+    """A run directory that lacks what a report needs (no manifest, no mask, unfinished run)."""
+
+
+@dataclass
+class RunData:
+    """Paths and tables of one run, as the report needs them."""
+
+    run_dir: Path
+    manifest: dict[str, Any]
+    classes: "ClassTable"
+    mask: Path
+    scenes: list[tuple[str, Path, Path]]  # (scene name, image path, mask on the scene's grid)
+    fields: Path | None
+    districts: Path | None
+    name_field: str | None
+    areas: "pd.DataFrame | None"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        return dict(self.manifest.get("outputs") or {})
+
+
+def _workflow(manifest: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """The recorded workflow text (parsed with ``yaml.safe_load``) and the folder its paths are relative to."""
+    import yaml
+
+    base = Path(manifest.get("workflow", ".")).parent
+    try:
+        data = yaml.safe_load(manifest.get("workflow_text") or "") or {}
+    except yaml.YAMLError:
+        data = {}
+    return (data if isinstance(data, dict) else {}), base
+
+
+def _resolve(raw: str, base: Path) -> Path:
+    p = Path(raw).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _scenes(manifest: dict[str, Any], run_dir: Path, mask: Path) -> list[tuple[str, Path, Path]]:
+    """(name, image, mask) per scene: from ``stats.scenes`` when recorded, else from the workflow text."""
+    recorded = (manifest.get("stats") or {}).get("scenes")
+    pairs: list[tuple[str, Path]] = []
+    if isinstance(recorded, dict) and recorded:
+        pairs = [(str(k), Path(v)) for k, v in recorded.items()]
+    else:
+        from ..workflow.config import _Reader, _scenes as parse_scenes
+
+        wf, base = _workflow(manifest)
+        try:
+            specs = parse_scenes(_Reader(Path(manifest.get("workflow", "workflow")), wf), base)
+        except GeosegError:  # inputs moved or deleted since the run: draw the mask alone
+            specs = ()
+        for s in specs:
+            pairs.append((s.name, run_dir / "inputs" / f"{s.name}.vrt" if s.is_stack else s.paths[0]))
+    out = []
+    for name, image in pairs:
+        per_scene = run_dir / "scenes" / name / "mask.tif"
+        out.append((name, image, per_scene if per_scene.exists() else mask))
+    return out
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> RunData:
+    """Collect what a report of ``run_dir`` needs.
+
+    Raises
+    ------
+    ReportError
+        No manifest, or no mask in the run directory.
+    """
+    from ..workflow.record import read_manifest
+
+    rd = Path(run_dir)
+    if not (rd / "manifest.json").exists():
+        raise ReportError(
+            f"{rd}: no manifest.json found; expected a run directory written by `geoseg run` "
+            f"(e.g. runs/demo/latest)"
+        )
+    manifest = read_manifest(rd)
+    return load_run_from(rd, manifest)
+
+
+def load_run_from(rd: Path, manifest: dict[str, Any]) -> RunData:
+    """Like :func:`load_run`, with the manifest given (used while a run is finishing)."""
+    from ..classes import default_classes
+    from ..io import read_mask_classes
+    from ..vector_io import read_table
+
+    outputs = dict(manifest.get("outputs") or {})
+    mask = Path(outputs.get("mask") or rd / "mask.tif")
+    if not mask.exists():
+        raise ReportError(
+            f"{mask}: the run's mask is missing (run status {manifest.get('status')!r}); expected mask.tif in "
+            f"{rd} - finish the run with `geoseg run WORKFLOW --resume`"
+        )
+    notes: list[str] = []
+    classes = read_mask_classes(mask)
+    if classes is None:
+        try:
+            from ..model import read_card
+
+            classes = read_card(Path(manifest["model"]["path"])).classes
+        except (GeosegError, KeyError, OSError, TypeError):
+            classes = default_classes()
+            notes.append("class table not found in mask.tif or the model card: default class colours used")
+    fields_path = next((Path(outputs[k]) for k in ("fields_parquet", "fields_gpkg", "fields_fgb", "fields_geojson",
+                                                   "fields_shp") if outputs.get(k) and Path(outputs[k]).exists()),
+                       None)
+    wf, base = _workflow(manifest)
+    d = wf.get("districts") if isinstance(wf.get("districts"), dict) else {}
+    districts = _resolve(str(d["path"]), base) if d.get("path") else None
+    name_field = str(d.get("name_field") or "district") if districts else None
+    if districts is not None and not districts.exists():
+        notes.append(f"district boundaries {districts} not found: district outlines left out")
+        districts = None
+    areas = None
+    area_file = outputs.get("district_areas_csv") or outputs.get("district_areas_parquet")
+    if area_file and Path(area_file).exists():
+        areas = read_table(area_file)
+    return RunData(rd, manifest, classes, mask, _scenes(manifest, rd, mask), fields_path, districts, name_field,
+                   areas, notes)
+
+
+def decimation(shape: tuple[int, int], max_px: int = MAX_PX) -> tuple[int, tuple[int, int]]:
+    """The integer decimation factor and output shape that fit ``shape`` in ``max_px`` on its long side.
+
+    Examples
+    --------
+    >>> decimation((10980, 10980))
+    (8, (1373, 1373))
+    >>> decimation((300, 200))
+    (1, (300, 200))
+    """
+    f = max(1, math.ceil(max(shape) / max_px))
+    return f, (math.ceil(shape[0] / f), math.ceil(shape[1] / f))
+
+
+def read_decimated(path: str | os.PathLike[str], bands: list[int] | int = 1, *, max_px: int = MAX_PX
+                   ) -> tuple[np.ndarray, Affine, Any, float | None]:
+    """Read ``bands`` of a raster decimated to at most ``max_px`` on the long side (nearest neighbour).
+
+    GDAL serves such reads from the file's overviews when it has them (geoseg's COG masks
+    do), so a full-resolution band is never held in memory.
+
+    Returns
+    -------
+    array (bands, h, w), the decimated grid's transform, the CRS and the nodata value.
+    """
+    from rasterio.enums import Resampling
+
+    from ..io import open_raster
+
+    idx = [bands] if isinstance(bands, int) else list(bands)
+    with open_raster(path) as src:
+        _, (h, w) = decimation((src.height, src.width), max_px)
+        a = src.read(idx, out_shape=(len(idx), h, w), resampling=Resampling.nearest)
+        t = src.transform @ Affine.scale(src.width / w, src.height / h)
+        return a, t, src.crs, src.nodata
+
+
+_NIR = {"nir", "b08", "b8", "b8a", "nir08"}
+_RED = {"r", "red", "b04", "b4"}
+_GREEN = {"g", "green", "b03", "b3"}
+
+
+def false_colour_bands(descriptions: list[str | None]) -> list[tuple[str, list[int]]]:
+    """Per date, the 1-based (NIR, red, green) band numbers of a stack, from its band descriptions.
+
+    Descriptions are ``"<date> <band>"`` (what ``geoseg synth`` and ``geoseg stack`` write) or
+    a bare band name. Without recognisable names, bands 4, 3, 2 (B, G, R, NIR order) or 1, 2, 3
+    (an RGB image) stand in.
+
+    Examples
+    --------
+    >>> false_colour_bands(["2024-06-15 B", "2024-06-15 G", "2024-06-15 R", "2024-06-15 NIR"])
+    [('2024-06-15', [4, 3, 2])]
+    >>> false_colour_bands([None, None, None])
+    [('', [1, 2, 3])]
+    """
+    dates: dict[str, dict[str, int]] = {}
+    for i, d in enumerate(descriptions, start=1):
+        if not d:
+            continue
+        parts = re.split(r"[\s_]+", d.strip())
+        band = parts[-1].lower()
+        date = " ".join(parts[:-1])
+        role = "nir" if band in _NIR else "red" if band in _RED else "green" if band in _GREEN else None
+        if role:
+            dates.setdefault(date, {}).setdefault(role, i)
+    full = [(k, [v["nir"], v["red"], v["green"]]) for k, v in dates.items() if len(v) == 3]
+    if full:
+        return full
+    n = len(descriptions)
+    return [("", [4, 3, 2])] if n >= 4 else [("", [1, 2, 3][:n] + [1] * (3 - min(n, 3)))]
+
+
+def read_fields(path: Path, *, limit: int | None = None, columns: list[str] | None = None
+                ) -> tuple["gpd.GeoDataFrame", int, float]:
+    """The ``limit`` largest fields (by ``area_ha``) of a fields file, the number of fields and their total area.
+
+    From GeoParquet only the ``area_ha`` column is read in full; geometries are decoded for
+    the kept rows only. The total area is NaN when the file has no ``area_ha``.
+    """
+    import geopandas as gpd
+
+    from ..vector_io import read_vector
+
+    if path.suffix.lower() in (".parquet", ".geoparquet"):
+        import pyarrow.parquet as pq
+
+        meta = pq.read_metadata(path)
+        total = meta.num_rows
+        names = set(meta.schema.names)
+        area = pq.read_table(path, columns=["area_ha"]).column("area_ha").to_numpy() if "area_ha" in names else None
+        total_ha = float(np.nansum(area)) if area is not None else float("nan")
+        keep = None
+        if limit is not None and total > limit and area is not None:
+            keep = np.sort(np.argsort(-area, kind="stable")[:limit])
+        cols = None if columns is None else [c for c in columns if c in names] + ["geometry"]
+        table = pq.read_table(path, columns=cols)
+        if keep is not None:
+            table = table.take(keep)
+        gdf = gpd.GeoDataFrame.from_arrow(table)
+        return gdf, total, total_ha
+    gdf = read_vector(path)
+    total = len(gdf)
+    total_ha = float(gdf["area_ha"].sum()) if "area_ha" in gdf.columns else float("nan")
+    if limit is not None and total > limit and "area_ha" in gdf.columns:
+        gdf = gdf.iloc[np.sort(np.argsort(-gdf["area_ha"].to_numpy(), kind="stable")[:limit])]
+    return gdf, total, total_ha
