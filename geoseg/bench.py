@@ -396,6 +396,7 @@ def run_bench(
     *,
     base: int = 896,
     model: str | os.PathLike[str] | None = None,
+    train_minutes: float = 1.5,
     gpu: bool = False,
     say: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
@@ -403,6 +404,8 @@ def run_bench(
 
     ``base`` is the 1x region's side in pixels; the 16x region has side ``4 * base``.
     Both should be multiples of the tile core (448 px for 512 px tiles with 32 px halos).
+    Without ``model``, a model is trained on the 1x region for ``train_minutes`` (0: random
+    weights instead).
     """
     from .grid import tile_grid
     from .synth import synthesize
@@ -413,7 +416,18 @@ def run_bench(
     say(f"synthesising regions of {base} and {4 * base} px")
     small = synthesize(work / "r1x", height=base, width=base, seed=0)
     large = synthesize(work / "r16x", height=4 * base, width=4 * base, seed=0)
-    model_dir = Path(model) if model else _bench_model(work / "model", small.scene)
+    if model:
+        model_dir = Path(model)
+    elif train_minutes > 0:
+        # a briefly trained model: its masks have field-like regions (an untrained one gives speckle,
+        # which makes polygonising unrealistically slow)
+        from .train import train
+
+        say(f"training a U-Net/ResNet-18 on the 1x region for at most {train_minutes:g} min")
+        train(small.scene, small.labels, small.classes, work / "model", time_limit=train_minutes, seed=0)
+        model_dir = work / "model"
+    else:
+        model_dir = _bench_model(work / "model", small.scene)
     batch = 4
     rows: list[Row] = []
     extra: dict[str, Any] = {}

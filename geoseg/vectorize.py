@@ -972,14 +972,42 @@ def _run_block(job: _BlockJob) -> tuple[Fields, dict[str, np.ndarray]]:
     return fields, edges
 
 
-def _compute(jobs: Sequence[_BlockJob], client: Any, workers: int | None) -> list[tuple[Fields, dict[str, np.ndarray]]]:
-    """Run the block jobs on Dask: a distributed ``client`` or local threads."""
+def _compute(jobs: Sequence[_BlockJob], client: Any, workers: int | None,
+             progress: Callable[[int, int], None] | None = None) -> list[tuple[Fields, dict[str, np.ndarray]]]:
+    """Run the block jobs on Dask: a distributed ``client`` or local threads.
+
+    ``progress(done, total)`` is called as blocks finish.
+    """
     import dask
 
     tasks = [dask.delayed(_run_block, pure=True)(job) for job in jobs]
+    total = len(tasks)
     if client is None:
-        return list(dask.compute(*tasks, scheduler="threads", num_workers=workers or os.cpu_count() or 1))
+        if progress is None:
+            return list(dask.compute(*tasks, scheduler="threads", num_workers=workers or os.cpu_count() or 1))
+        import threading
+
+        from dask.callbacks import Callback
+
+        keys = {t.key for t in tasks}
+        done = [0]
+        lock = threading.Lock()
+
+        class _Blocks(Callback):
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+                if key in keys:
+                    with lock:
+                        done[0] += 1
+                        progress(done[0], total)
+
+        with _Blocks():
+            return list(dask.compute(*tasks, scheduler="threads", num_workers=workers or os.cpu_count() or 1))
     futures = client.compute(tasks)
+    if progress is not None:
+        from distributed import as_completed
+
+        for i, _ in enumerate(as_completed(futures), start=1):
+            progress(i, total)
     return list(client.gather(futures))
 
 
@@ -1043,6 +1071,7 @@ def polygonize_raster(
     model_id: str | None = None,
     simplify_m: float | None = None,
     max_area_change: float = 0.01,
+    progress: Callable[[int, int], None] | None = None,
 ) -> "gpd.GeoDataFrame":
     """Polygonise a class mask block by block into per-field polygons with attributes.
 
@@ -1091,6 +1120,8 @@ def polygonize_raster(
         that fails, outlines stay unsimplified. ``area_ha`` is always the pixel area.
     max_area_change : float
         See ``simplify_m``.
+    progress : callable, optional
+        ``progress(done, total)`` as blocks finish.
 
     Returns
     -------
@@ -1161,7 +1192,7 @@ def polygonize_raster(
     ]
     log.info("polygonising %s: %d blocks of %d px (halo %d), specks < %d px sieved", src, len(jobs), block, halo,
              min_px)
-    results = _compute(jobs, client, workers)
+    results = _compute(jobs, client, workers, progress)
 
     # seams: global piece offsets, then union of pieces that touch across a seam
     blocks = []

@@ -158,7 +158,8 @@ def test_plain_tensor_state_dicts_load(tmp_path):  # type: ignore[no-untyped-def
     assert torch.equal(load_state_dict_file(tmp_path / "wrapped.pt")["w"], sd["w"])
 
 
-def test_predict_batch_marks_nodata_and_scales_confidence():
+def test_predict_batch_marks_nodata_and_scales_confidence(monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("GEOSEG_PRECISION", "fp32")  # compared with a plain float32 forward below
     torch.manual_seed(0)
     model = build_model("unet", "resnet18", 4, 7).eval()
     arrays = np.random.default_rng(0).integers(1, 3000, (2, 4, 32, 32)).astype("uint16")
@@ -173,3 +174,35 @@ def test_predict_batch_marks_nodata_and_scales_confidence():
         probs = torch.softmax(model(torch.from_numpy(x)), 1)
     np.testing.assert_array_equal(classes[valid], probs.argmax(1).numpy().astype("uint8")[valid])
     np.testing.assert_allclose(conf[valid], np.round(probs.max(1).values.numpy() * 255)[valid], atol=1)
+
+
+def test_inference_precision_follows_the_environment_and_the_cpu(monkeypatch):  # type: ignore[no-untyped-def]
+    from geoseg.errors import ConfigError
+    from geoseg.infer import cpu_has_native_bf16, inference_precision
+
+    monkeypatch.delenv("GEOSEG_PRECISION", raising=False)
+    assert inference_precision("cuda") == "bf16"
+    assert inference_precision("cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
+    monkeypatch.setenv("GEOSEG_PRECISION", "FP32")
+    assert inference_precision("cuda") == "fp32" and inference_precision("cpu") == "fp32"
+    monkeypatch.setenv("GEOSEG_PRECISION", "bf16")
+    assert inference_precision("cpu") == "bf16"
+    monkeypatch.setenv("GEOSEG_PRECISION", "half")
+    with pytest.raises(ConfigError, match=r"GEOSEG_PRECISION='half'; expected one of auto, fp32, bf16"):
+        inference_precision("cpu")
+
+
+def test_bf16_and_fp32_predictions_agree_closely(monkeypatch):  # type: ignore[no-untyped-def]
+    """bf16 autocast changes only near-tied pixels (an untrained model has many; a trained one few)."""
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", 4, 7).eval()
+    arrays = np.random.default_rng(0).integers(1, 3000, (2, 4, 64, 64)).astype("uint16")
+    valid = np.ones((2, 64, 64), bool)
+    out = {}
+    for p in ("fp32", "bf16"):
+        monkeypatch.setenv("GEOSEG_PRECISION", p)
+        out[p] = predict_batch(model, arrays, valid, [1000.0] * 4, [500.0] * 4)
+    agree = (out["fp32"][0] == out["bf16"][0]).mean()
+    assert 0.9 < agree <= 1.0
+    diff = np.abs(out["fp32"][1].astype(int) - out["bf16"][1].astype(int))
+    assert diff.mean() < 2 and diff.max() <= 32  # confidence in 1/255 steps

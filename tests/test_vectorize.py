@@ -454,3 +454,20 @@ def test_cli_polygonize_writes_fields_and_reports(field_mask, tmp_path):
     assert r.output.startswith("Error: ") and "cannot tell the output format from the extension '.kml'" in r.output
     r = CliRunner().invoke(_cli(), ["polygonize", str(path), "--out", str(out), "--min-area-ha", "-1"])
     assert r.exit_code == 1 and "min_area_ha is -1.0; expected 0 (no sieving)" in r.output
+
+
+@pytest.mark.parametrize("use_client", [False, True])
+def test_progress_counts_every_block(field_mask, use_client):  # type: ignore[no-untyped-def]
+    field_mask, _ = field_mask
+    calls: list[tuple[int, int]] = []
+    if use_client:
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cl, \
+                Client(cl) as client:
+            gdf = polygonize_raster(field_mask, block=32, client=client, progress=lambda d, t: calls.append((d, t)))
+    else:
+        gdf = polygonize_raster(field_mask, block=32, workers=2, progress=lambda d, t: calls.append((d, t)))
+    total = calls[-1][1]
+    assert total > 1 and [d for d, _ in calls] == list(range(1, total + 1)) and {t for _, t in calls} == {total}
+    assert len(gdf) == len(polygonize_raster(field_mask, block=32, workers=1)) > 0

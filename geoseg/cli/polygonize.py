@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .progress import progress_bar
+
 
 @click.command("polygonize")
 @click.argument("mask", type=click.Path(dir_okay=False, path_type=Path))
@@ -54,12 +56,13 @@ def polygonize(mask: Path, out: Path, driver: str | None, nodata: float | None, 
     excl: tuple[str, ...] | None = () if all_classes else (tuple(exclude) if exclude else None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DistrictWarning)
-        res = polygonize_file(
-            mask, out, driver=driver, nodata=nodata, classes=classes,
-            min_area_ha=DEFAULT_MIN_AREA_HA if min_area_ha is None else min_area_ha, exclude=excl,
-            confidence=confidence, districts=districts, name_field=name_field, simplify_m=simplify_m,
-            block=block or DEFAULT_BLOCK, run_id=run_id,
-        )
+        with progress_bar("blocks") as advance:
+            res = polygonize_file(
+                mask, out, driver=driver, nodata=nodata, classes=classes,
+                min_area_ha=DEFAULT_MIN_AREA_HA if min_area_ha is None else min_area_ha, exclude=excl,
+                confidence=confidence, districts=districts, name_field=name_field, simplify_m=simplify_m,
+                block=block or DEFAULT_BLOCK, run_id=run_id, progress=advance,
+            )
     for w in caught:
         click.echo(f"Warning: {w.message}", err=True)
     for line in res.lines():

@@ -339,6 +339,7 @@ def _execute(
         infer_compute = 0.0
         loads: dict[str, int] = {}
         workers: dict[str, int] = {}
+        precision: dict[str, str] = {}
         for fut in as_completed(list(futures)):
             rec = fut.result()
             done += rec["tiles"]
@@ -346,6 +347,8 @@ def _execute(
             infer_compute += rec.get("compute_seconds", 0.0)
             loads[str(rec.get("worker"))] = rec["loads"]
             workers[str(rec.get("worker"))] = workers.get(str(rec.get("worker")), 0) + 1
+            if "precision" in rec:
+                precision[str(rec.get("worker"))] = f"{rec['device']} {rec['precision']}"
             if progress:
                 progress(done, total)
         catalog.upsert(run_id=run_id, tiles_done=done, tiles_total=total, run_dir=str(run_dir), name=cfg.name,
@@ -381,7 +384,7 @@ def _execute(
         timings["mosaic"] = time.perf_counter() - t
 
         # --- fields and district areas
-        stats.update(model_loads_per_worker=loads, infer_tasks_per_worker=workers)
+        stats.update(model_loads_per_worker=loads, infer_tasks_per_worker=workers, inference_precision=precision)
         if cfg.outputs.fields:
             t = time.perf_counter()
             say("polygonising fields")

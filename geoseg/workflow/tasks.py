@@ -19,7 +19,7 @@ import numpy as np
 import rasterio
 
 from ..grid import Tile, TileGrid
-from ..infer import pick_device, predict_batch
+from ..infer import inference_precision, pick_device, predict_batch
 from ..io import confidence_writer, mask_writer, open_raster, read_tile
 from ..model import ModelCard, load_checkpoint, read_card
 from .store import SceneStore
@@ -104,6 +104,7 @@ def infer_batch(
         "seconds": time.perf_counter() - t0,
         "compute_seconds": compute,
         "device": dev,
+        "precision": inference_precision(dev),
         "loads": LOADS["count"],
     }
 

@@ -1,0 +1,45 @@
+"""The benchmark harness: ratios and targets, process-tree memory, one measured job end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from geoseg.bench import TreeMemory, _row, format_table, run_job
+from geoseg.grid import tile_grid
+from geoseg.io import raster_info
+
+
+def test_rows_compare_ratios_with_their_targets():
+    r = _row("e2e_vs_forward", 11.0, 10.0)
+    assert (r.ratio, r.target, r.met) == (1.1, "<= 1.1", True)
+    assert _row("e2e_vs_forward", 11.5, 10.0).met is False
+    p = _row("polygonise_vs_shapes", 3.0, 1.0, ratio=3.0)
+    assert (p.target, p.met) == (">= 2", True)
+    assert _row("polygonise_vs_shapes", 1.0, 1.0, ratio=1.0).met is False
+    table = format_table({"rows": [vars(r), vars(p)], "device": "d", "date": "t", "seconds": 1.0,
+                          "scenes": {"1x": [1, 1], "16x": [4, 4]}})
+    assert "e2e_vs_forward" in table and " NO " not in table.splitlines()[1] and "yes" in table.splitlines()[2]
+
+
+@pytest.mark.skipif(not TreeMemory.available(), reason="needs /proc (Linux)")
+def test_tree_memory_counts_grandchildren():
+    code = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
+            "'import time; b = bytearray(300 * 2**20); b[::4096] = b\"x\" * len(b[::4096]); time.sleep(1.5)'])")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    with TreeMemory(proc.pid, every=0.02) as mem:
+        proc.wait(timeout=60)
+    assert mem.peak >= 300 * 2**20  # the grandchild's 300 MiB are seen through the child
+
+
+def test_reader_job_reads_every_tile(tmp_path):
+    from geoseg.synth import synthesize
+
+    region = synthesize(tmp_path / "r", height=300, width=500, seed=2)
+    out = run_job({"kind": "reader", "scene": str(region.scene), "tile": 128, "overlap": 16})
+    info = raster_info(region.scene)
+    grid = tile_grid(info.shape, info.transform, size=128, overlap=16)
+    assert out["ours_px"] == len(grid) * 128 * 128 and out["plain_px"] == 300 * 500
+    assert out["ours"] > 0 and out["plain"] > 0 and (out["peak_bytes"] or 0) > 10 * 2**20
