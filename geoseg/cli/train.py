@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from .progress import progress_bar
+
 
 def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
     miou = m.get("val_miou")
@@ -59,7 +61,13 @@ def train(images: tuple[Path, ...], labels: tuple[Path, ...], classes: Path, out
     """
     from ..train import train as train_model
 
-    res = train_model(list(images), list(labels), classes, out, arch=arch, encoder=encoder, tile=tile,
-                      epochs=epochs, seed=seed, init_from=init_from, label_field=label_field, device=device,
-                      loss=loss, batch_size=batch_size, time_limit=time_limit, progress=_epoch_line)
+    with progress_bar("epochs") as advance:
+
+        def on_epoch(epoch: int, total: int, m: dict[str, Any]) -> None:
+            _epoch_line(epoch, total, m)
+            advance(epoch, total)
+
+        res = train_model(list(images), list(labels), classes, out, arch=arch, encoder=encoder, tile=tile,
+                          epochs=epochs, seed=seed, init_from=init_from, label_field=label_field, device=device,
+                          loss=loss, batch_size=batch_size, time_limit=time_limit, progress=on_epoch)
     click.echo(res.summary())
