@@ -381,8 +381,8 @@ def _workflow(path: Path, scene: Path, model: Path, districts: Path, work: Path,
     import yaml
 
     wf = {
-        "name": name, "scenes": [str(scene)], "model": str(model), "tile": 512, "batch_size": batch,
-        "tiles_per_task": 4, "districts": {"path": str(districts), "name_field": "district"},
+        "name": name, "scenes": [str(scene)], "model": str(model), "tile": 512, "batch_size": batch,  # defaults otherwise
+        "districts": {"path": str(districts), "name_field": "district"},
         "outputs": {"confidence": True, "fields": ["parquet"], "district_areas": True, "report": False},
         "cluster": {"workers": 2, "threads_per_worker": 1, "dashboard": False},
         "store": str(work / "tiles"), "runs_dir": str(work / "runs"),
