@@ -394,7 +394,7 @@ def _workflow(path: Path, scene: Path, model: Path, districts: Path, work: Path,
 def run_bench(
     work: str | os.PathLike[str],
     *,
-    base: int = 896,
+    base: int = 1344,
     model: str | os.PathLike[str] | None = None,
     train_minutes: float = 1.5,
     gpu: bool = False,

@@ -14,7 +14,7 @@ import click
               help="Where to write the results (JSON: rows of figure, value, baseline, ratio, target, met).")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the synthetic regions and runs (default: a temporary folder, removed afterwards).")
-@click.option("--base", type=int, default=896, show_default=True,
+@click.option("--base", type=int, default=1344, show_default=True,
               help="Side of the 1x region in pixels; the 16x region is 4 times as wide (multiples of 448 keep "
                    "the halo share equal).")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -26,7 +26,7 @@ def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train
     """Measure pipeline speed and memory against baselines and print one table.
 
     Each figure is a ratio of two timings (or memory peaks) taken side by side in this
-    run, with its target; the same rows go to --out as JSON. About 10 minutes on 2 CPU
+    run, with its target; the same rows go to --out as JSON. About 6 minutes on 2 CPU
     cores with the default sizes.
 
     \b
