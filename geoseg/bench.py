@@ -460,8 +460,7 @@ def run_bench(
     say("the same work in one process, one thread, no Dask")
     one = run_job({"kind": "one_process", "model": str(model_dir), "scene": str(large.scene),
                    "districts": str(large.districts), "tile": 512, "batch_size": batch, "out": str(work / "one")})
-    cpu_stages = e2e
-    rows.append(_row("dask_vs_one_process", cpu_stages, one["wall"], note="one process: " + ", ".join(
+    rows.append(_row("dask_vs_one_process", e2e, one["wall"], note="one process: " + ", ".join(
         f"{k} {v:.1f}" for k, v in one["timings"].items())))
 
     say("polygonise vs rasterio.features.shapes; district areas vs decoding")

@@ -114,8 +114,7 @@ def compare_areas(predicted: "pd.DataFrame", truth: "pd.DataFrame") -> "pd.DataF
     p = predicted[["district", "class_id", "crop", "area_ha"]].rename(columns={"area_ha": "predicted_ha"})
     out = pd.merge(t, p, on=["district", "class_id", "crop"], how="inner")
     out["error_ha"] = out["predicted_ha"] - out["truth_ha"]
-    out["error_pct"] = np.where(out["truth_ha"] > 0, 100 * out["error_ha"] / out["truth_ha"].where(out["truth_ha"] > 0),
-                                np.nan)
+    out["error_pct"] = 100 * out["error_ha"] / out["truth_ha"].where(out["truth_ha"] > 0)
     return out.sort_values(["district", "class_id"]).reset_index(drop=True)
 
 

@@ -311,3 +311,23 @@ def test_scenes_in_two_utm_zones_mosaic_onto_one_grid(project):  # type: ignore[
     n43, n = (only43 != 255).sum(), (mosaic[0] != 255).sum()
     # The two scenes show the same ground: the mosaic counts it once (about one scene's area, not two).
     assert 0.97 * n43 <= n <= 1.03 * n43
+
+
+def test_district_problems_are_recorded_not_fatal(project):  # type: ignore[no-untyped-def]
+    import geopandas as gpd
+    import pandas as pd
+
+    write_districts(project / "d.gpkg", 561250, (559000, 3415000, 563500, 3421000))
+    d = gpd.read_file(project / "d.gpkg")
+    d = pd.concat([d, gpd.GeoDataFrame({"district": ["Nowhere"]}, geometry=[None], crs=d.crs)], ignore_index=True)
+    d.to_file(project / "d.gpkg", driver="GPKG")
+    write_workflow(project / "dp.yaml", name="dp", districts={"path": "d.gpkg", "name_field": "district"},
+                   outputs={"fields": ["parquet"], "district_areas": True, "report": False})
+    res = run_workflow(load_workflow(project / "dp.yaml"))
+    assert any(p.startswith("Nowhere:") for p in res.stats["district_problems"]), res.stats["district_problems"]
+    m = json.loads((res.run_dir / "manifest.json").read_text())
+    assert m["stats"]["district_problems"] == res.stats["district_problems"]
+    areas = pd.read_csv(res.run_dir / "district_areas.csv")
+    assert set(areas.district) == {"West", "East"}
+    fields = pd.read_parquet(res.run_dir / "fields.parquet", columns=["district"])
+    assert set(fields.district) <= {"West", "East"} and len(fields) > 0

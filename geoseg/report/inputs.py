@@ -74,21 +74,9 @@ def _resolve(raw: str, base: Path) -> Path:
 
 
 def _scenes(manifest: dict[str, Any], run_dir: Path, mask: Path) -> list[tuple[str, Path, Path]]:
-    """(name, image, mask) per scene: from ``stats.scenes`` when recorded, else from the workflow text."""
-    recorded = (manifest.get("stats") or {}).get("scenes")
-    pairs: list[tuple[str, Path]] = []
-    if isinstance(recorded, dict) and recorded:
-        pairs = [(str(k), Path(v)) for k, v in recorded.items()]
-    else:
-        from ..workflow.config import _Reader, _scenes as parse_scenes
-
-        wf, base = _workflow(manifest)
-        try:
-            specs = parse_scenes(_Reader(Path(manifest.get("workflow", "workflow")), wf), base)
-        except GeosegError:  # inputs moved or deleted since the run: draw the mask alone
-            specs = ()
-        for s in specs:
-            pairs.append((s.name, run_dir / "inputs" / f"{s.name}.vrt" if s.is_stack else s.paths[0]))
+    """(name, image, mask) per scene, from the manifest's ``stats.scenes`` (every finished run records it)."""
+    recorded = (manifest.get("stats") or {}).get("scenes") or {}
+    pairs = [(str(k), Path(v)) for k, v in recorded.items()]
     out = []
     for name, image in pairs:
         per_scene = run_dir / "scenes" / name / "mask.tif"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GeosegError
-from ..io import atomic_path
+from ..io import write_text_atomic
 
 __all__ = ["RunLockedError", "RunDirError", "RunLock", "write_manifest", "read_manifest", "Catalog"]
 
@@ -98,14 +98,7 @@ class RunLock:
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     """Write ``manifest.json`` atomically."""
-    path = run_dir / "manifest.json"
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text_atomic(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

@@ -383,17 +383,18 @@ def _execute(
             outputs["confidence"] = str(run_dir / "confidence.tif")
         timings["mosaic"] = time.perf_counter() - t
 
-        # --- fields and district areas
+        # --- fields and district areas (the boundary file is read, checked and reprojected once)
         stats.update(model_loads_per_worker=loads, infer_tasks_per_worker=workers, inference_precision=precision)
+        districts = _districts(cfg, run_dir / "mask.tif", stats)
         if cfg.outputs.fields:
             t = time.perf_counter()
             say("polygonising fields")
-            outputs.update(_fields(cfg, card, run_id, run_dir, client, stats))
+            outputs.update(_fields(cfg, card, run_id, run_dir, client, districts))
             timings["polygonise"] = time.perf_counter() - t
-        if cfg.outputs.district_areas and cfg.districts is not None:
+        if cfg.outputs.district_areas and districts is not None:
             t = time.perf_counter()
             say("summing district areas")
-            outputs.update(_district_areas(cfg, card, run_dir, stats))
+            outputs.update(_district_areas(cfg, card, run_dir, districts, stats))
             timings["district_areas"] = time.perf_counter() - t
     stats["infer_compute_seconds"] = infer_compute
     if cfg.outputs.report:
@@ -426,39 +427,34 @@ def _crs(value: str) -> Any:
     return CRS.from_user_input(value)
 
 
-def _district_problems(caught: list[Any], stats: dict[str, Any]) -> None:
-    """Record district warnings (null/invalid/repeated boundaries) in the run's stats, once each."""
-    problems = stats.setdefault("district_problems", [])
-    for w in caught:
-        for line in str(w.message).splitlines():
-            if line.strip() and line.strip() not in problems:
-                problems.append(line.strip())
+def _districts(cfg: RunConfig, mask: Path, stats: dict[str, Any]) -> Any:
+    """The workflow's districts in the mask's CRS (or None); skipped or repaired ones go to the stats."""
+    if cfg.districts is None:
+        return None
+    from ..io import raster_info
+    from ..vector_io import read_districts
+
+    d = read_districts(cfg.districts, cfg.name_field, crs=raster_info(mask).crs, warn=False)
+    stats["district_problems"] = [str(p) for p in d.problems]
+    return d.gdf
 
 
-def _fields(cfg: RunConfig, card: Any, run_id: str, run_dir: Path, client: Any, stats: dict[str, Any]) -> dict[str, str]:
-    import warnings
-
-    from ..vector_io import DistrictWarning, write_vector
+def _fields(cfg: RunConfig, card: Any, run_id: str, run_dir: Path, client: Any, districts: Any) -> dict[str, str]:
+    from ..vector_io import write_vector
     from ..vectorize import polygonize_raster
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DistrictWarning)
-        gdf = polygonize_raster(
-            run_dir / "mask.tif",
-            confidence=run_dir / "confidence.tif" if cfg.outputs.confidence else None,
-            classes=card.classes,
-            min_area_ha=cfg.outputs.min_area_ha,
-            exclude=cfg.outputs.exclude_classes,
-            client=client,
-            districts=cfg.districts,
-            name_field=cfg.name_field,
-            run_id=run_id,
-            model_id=(card.weights_sha256 or "")[:16] or None,
-        )
-    _district_problems([w for w in caught if issubclass(w.category, DistrictWarning)], stats)
-    for w in caught:  # anything else goes on to the caller unchanged
-        if not issubclass(w.category, DistrictWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    gdf = polygonize_raster(
+        run_dir / "mask.tif",
+        confidence=run_dir / "confidence.tif" if cfg.outputs.confidence else None,
+        classes=card.classes,
+        min_area_ha=cfg.outputs.min_area_ha,
+        exclude=cfg.outputs.exclude_classes,
+        client=client,
+        districts=districts,
+        name_field=cfg.name_field,
+        run_id=run_id,
+        model_id=(card.weights_sha256 or "")[:16] or None,
+    )
     out = {}
     for fmt in cfg.outputs.fields:
         path = run_dir / f"fields.{fmt}"
@@ -470,15 +466,15 @@ def _fields(cfg: RunConfig, card: Any, run_id: str, run_dir: Path, client: Any, 
     return out
 
 
-def _district_areas(cfg: RunConfig, card: Any, run_dir: Path, stats: dict[str, Any]) -> dict[str, str]:
+def _district_areas(cfg: RunConfig, card: Any, run_dir: Path, districts: Any, stats: dict[str, Any]) -> dict[str, str]:
     import warnings
 
     from ..areas import district_areas_raster
     from ..vector_io import DistrictWarning, write_table
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DistrictWarning)  # reported through df.attrs["problems"] instead
-        df = district_areas_raster(run_dir / "mask.tif", cfg.districts, cfg.name_field, classes=card.classes)
+        warnings.simplefilter("ignore", DistrictWarning)  # repeated names: reported through df.attrs["problems"]
+        df = district_areas_raster(run_dir / "mask.tif", districts, cfg.name_field, classes=card.classes)
     problems = stats.setdefault("district_problems", [])
     problems.extend(p for p in df.attrs.get("problems", []) if p not in problems)
     out = {}

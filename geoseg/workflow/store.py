@@ -27,7 +27,7 @@ import numpy as np
 
 from ..grid import Tile
 from ..errors import RasterWriteError
-from ..io import RasterWriter, atomic_path, open_raster
+from ..io import RasterWriter, open_raster, write_text_atomic
 
 __all__ = ["SceneStore"]
 
@@ -71,12 +71,9 @@ class SceneStore:
                 w.write(np.stack([c[rows, cols], p[rows, cols]]), win)
             hashes[t.key] = _sha256(path)
         rec = self.record_path(batch)
-        tmp = atomic_path(rec)
         try:
-            tmp.write_text(json.dumps({"batch": batch, "tiles": hashes}, indent=1), encoding="utf-8")
-            os.replace(tmp, rec)
+            write_text_atomic(rec, json.dumps({"batch": batch, "tiles": hashes}, indent=1))
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             raise RasterWriteError(
                 f"{rec}: writing the batch record failed ({e.strerror or e}); check free disk space, then "
                 f"run again with --resume"
