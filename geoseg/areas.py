@@ -383,7 +383,7 @@ def _count_values(values: np.ndarray, likely: np.ndarray, nb: int) -> np.ndarray
     """Counts of each value 0..nb-1 in a uint8 array: one compare-and-count per likely value
     (several times faster than ``bincount``), falling back to ``bincount`` if others occur."""
     counts = np.zeros(nb, np.int64)
-    for v in likely:
+    for v in likely.tolist():  # Python ints: comparing uint8 with an int64 scalar would widen every pixel
         counts[v] = np.count_nonzero(values == v)
     if counts.sum() != values.size:
         return np.bincount(values.ravel(), minlength=nb)

@@ -436,11 +436,13 @@ class RasterWriter:
             tiled=True,
             blockxsize=bs,
             blockysize=bs,
-            compress="DEFLATE",
-            predictor=self.predictor,
             bigtiff="IF_SAFER",
             interleave="pixel" if self.count > 1 else "band",
         )
+        if self.cog:  # a scratch file, recompressed into the COG: fast ZSTD (level 1) here
+            profile.update(compress="ZSTD", zstd_level=1)
+        else:
+            profile.update(compress="DEFLATE", predictor=self.predictor)
         try:
             self._ds = rasterio.open(self._tmp, "w", **profile)
             if self.colormap:

@@ -645,6 +645,9 @@ def train(
     """
     import torch
 
+    from .infer import tune_allocator
+
+    tune_allocator()  # reuse freed activation memory instead of fresh pages per step
     t_start = time.perf_counter()
     budget_s = None if time_limit is None else float(time_limit) * 60.0
     if budget_s is not None and budget_s <= 0:

@@ -90,9 +90,11 @@ log = logging.getLogger(__name__)
 
 #: Default minimum mapping unit in hectares (10 pixels at 10 m; see the module notes).
 DEFAULT_MIN_AREA_HA = 0.1
-#: Default block (core) size in pixels for :func:`polygonize_raster`: large enough that
-#: NumPy work dominates the per-block overhead (two threads scale ~2x from 1024 up).
-DEFAULT_BLOCK = 1024
+#: Default block (core) size in pixels for :func:`polygonize_raster`. Fewer seams mean
+#: fewer pieces to merge: on a 5376 px field mask (30,576 polygons, 2 threads) 1024 px
+#: blocks took 1.44 s, 2048 px 0.97 s (on pure noise, 8.7 M polygons, 1024 px is faster:
+#: 35 s against 43 s; there the output, not the seams, dominates).
+DEFAULT_BLOCK = 2048
 #: Default number of sieve passes.
 DEFAULT_SIEVE_PASSES = 2
 
@@ -278,9 +280,9 @@ def label_fields(
 def _sieve_pass(out: np.ndarray, valid: np.ndarray, min_pixels: int, open_edges: tuple[bool, bool, bool, bool]) -> bool:
     """One pass of the speck rule, in place. Returns whether anything changed.
 
-    Works on the run-length labelling: sizes, speck flags and replacements per run,
-    expanded to pixels with ``np.repeat``; labels are looked up only where a speck meets
-    a large field.
+    Works on the run-length labelling: sizes and speck flags per run; only the pixels of
+    speck runs are expanded, and their four neighbours looked up in the runs (a block
+    of 4.5 Mpx with 2 passes: 1.5 s when every pixel was expanded, see the benchmarks).
     """
     runs = _label(out, valid)
     n = runs.n
@@ -303,21 +305,21 @@ def _sieve_pass(out: np.ndarray, valid: np.ndarray, min_pixels: int, open_edges:
     small[0] = False
     if not small.any():
         return False
-    sp = np.repeat(small[runs.run_label], lengths).reshape(h, w)
-    lg = np.repeat(large[runs.run_label], lengths).reshape(h, w)
-    # pairs (speck label, class of a large neighbour) across every pixel edge, both ways
+    # the pixels of speck runs only (few next to the whole block): flat index and label
+    sr = np.flatnonzero(small[runs.run_label])
+    ln = lengths[sr]
+    within = np.arange(int(ln.sum())) - np.repeat(np.cumsum(ln) - ln, ln)
+    px = np.repeat(runs.starts[sr], ln) + within
+    lab = np.repeat(runs.run_label[sr], ln).astype(np.int64)
+    col = px % w
+    # pairs (speck label, class of a large neighbour) across every pixel edge from a speck
     keys = []
     kmax = int(runs.classes.max()) + 1
-    for (dr, dc) in ((0, 1), (1, 0)):
-        a_sp, b_sp = sp[: h - dr, : w - dc], sp[dr:, dc:]
-        a_lg, b_lg = lg[: h - dr, : w - dc], lg[dr:, dc:]
-        for sel, src_off, dst_off in ((a_sp & b_lg, (0, 0), (dr, dc)), (b_sp & a_lg, (dr, dc), (0, 0))):
-            r, c = np.nonzero(sel)
-            if len(r) == 0:
-                continue
-            lp = runs.at(r + src_off[0], c + src_off[1]).astype(np.int64)
-            cq = runs.classes[runs.at(r + dst_off[0], c + dst_off[1]) - 1].astype(np.int64)
-            keys.append(lp * kmax + cq)
+    for step, ok in ((-1, col > 0), (1, col < w - 1), (-w, px >= w), (w, px < (h - 1) * w)):
+        nb = runs.at_flat(px[ok] + step)
+        big = large[nb]
+        if big.any():
+            keys.append(lab[ok][big] * kmax + runs.classes[nb[big] - 1].astype(np.int64))
     if not keys:
         return False
     uk, counts = np.unique(np.concatenate(keys), return_counts=True)
@@ -329,12 +331,11 @@ def _sieve_pass(out: np.ndarray, valid: np.ndarray, min_pixels: int, open_edges:
     win = order[first]
     target = np.full(n + 1, -1, dtype=np.int64)
     target[spk[win]] = cls[win]
-    run_target = target[runs.run_label]
-    if not (run_target >= 0).any():
+    to = target[lab]
+    change = to >= 0
+    if not change.any():
         return False
-    target_px = np.repeat(run_target, lengths).reshape(h, w)
-    change = target_px >= 0
-    out[change] = target_px[change].astype(out.dtype)
+    np.put(out, px[change], to[change].astype(out.dtype))
     return True
 
 
@@ -793,6 +794,35 @@ def _drop_collinear(polys: np.ndarray) -> np.ndarray:
 
 
 def _group_union(geoms: np.ndarray, group: np.ndarray, n_groups: int, workers: int = 1) -> np.ndarray:
+    """Union the polygons of each group (pieces of one field from several blocks).
+
+    Only the exterior rings are unioned; each piece's holes are then put back as they are.
+    That is exact here: a piece's hole is enclosed by that piece's own pixels, so it lies
+    inside its block and meets no other piece. It matters for large fields with many holes
+    (a background region around thousands of fields: 75 pieces, 210,000 vertices, 0.86 s
+    as polygons with holes, 0.03 s as exteriors).
+    """
+    shells = shapely.polygons(shapely.get_exterior_ring(geoms))
+    unions = _union_by_group(shells, group, n_groups, workers)
+    # rings per group: the union's exterior, then its interiors, then the pieces' own holes
+    u_rings, u_idx = shapely.get_rings(unions, return_index=True)
+    n_holes = shapely.get_num_interior_rings(geoms)
+    has = n_holes > 0
+    if not has.any():
+        return unions
+    p_rings, p_idx = shapely.get_rings(geoms[has], return_index=True)
+    first = np.r_[0, np.cumsum(n_holes[has] + 1)[:-1]]
+    keep = np.ones(len(p_rings), bool)
+    keep[first] = False  # drop the pieces' exteriors
+    p_group = group[has][p_idx[keep]]
+    rings = np.concatenate([u_rings, p_rings[keep]])
+    owner = np.concatenate([u_idx, p_group])
+    is_shell = np.r_[np.r_[True, u_idx[1:] != u_idx[:-1]], np.zeros(keep.sum(), bool)]
+    order = np.lexsort((~is_shell, owner))  # per group: its exterior first
+    return shapely.polygons(rings[order], indices=owner[order])
+
+
+def _union_by_group(geoms: np.ndarray, group: np.ndarray, n_groups: int, workers: int = 1) -> np.ndarray:
     """Union the geometries of each group: one vectorised ``union_all`` per size class of group,
     split over ``workers`` threads (GEOS releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor

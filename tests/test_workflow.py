@@ -331,3 +331,49 @@ def test_district_problems_are_recorded_not_fatal(project):  # type: ignore[no-u
     assert set(areas.district) == {"West", "East"}
     fields = pd.read_parquet(res.run_dir / "fields.parquet", columns=["district"])
     assert set(fields.district) <= {"West", "East"} and len(fields) > 0
+
+
+# --------------------------------------------------------------------------------------
+# task sizing and the allocator (pure; no cluster)
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from geoseg.workflow.run import task_tiles  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(counts=st.lists(st.integers(1, 400), min_size=1, max_size=4), workers=st.integers(1, 8),
+       most=st.integers(1, 40), batch=st.integers(1, 8))
+def test_task_size_is_bounded_and_no_worse_than_the_cap(counts, workers, most, batch):
+    n = task_tiles(counts, workers, most, batch)
+    assert 1 <= n <= most
+    assert n == most or n % batch == 0  # whole forward passes, or the cap itself
+
+    def span(k: int) -> int:  # the busiest worker's tiles when tasks go to the least-loaded worker
+        loads = [0] * workers
+        for size in sorted((min(k, c - i) for c in counts for i in range(0, c, k)), reverse=True):
+            loads[loads.index(min(loads))] += size
+        return max(loads)
+
+    assert span(n) <= span(most)
+    if workers > 1 and sum(counts) > most:  # more than one task's worth: no worker waits for one giant task
+        assert span(n) < sum(counts)
+
+
+def test_task_size_examples():
+    assert task_tiles([9], 2, 16, 4) == 4  # 4 + 4 + 1: both workers busy (was one task of 9)
+    assert task_tiles([144], 2, 16, 4) == 12  # 12 tasks, 6 each (16 per task: 9 tasks, 5 against 4)
+    assert task_tiles([144], 1, 16, 4) == 16  # one worker: the largest tasks
+    assert task_tiles([3], 4, 16, 4) == 16  # one task of 3 whatever the size: ties go to the largest
+
+
+def test_allocator_tuning_can_be_switched_off():
+    code = ("import geoseg.infer as i; print(i.tune_allocator())")
+    env = {**os.environ, "GEOSEG_MALLOC": "default"}
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert off.stdout.strip() == "False"
+    env.pop("GEOSEG_MALLOC")
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    import platform
+
+    assert on.stdout.strip() == str(platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")

@@ -31,7 +31,7 @@ from .progress import progress_bar
 @click.option("--name-field", help="The districts' attribute that names a district.")
 @click.option("--simplify", "simplify_m", type=float, default=None,
               help="Simplify outlines with this tolerance in metres (shared edges stay shared).")
-@click.option("--block", type=int, default=None, help="Block size in pixels. [default: 1024]")
+@click.option("--block", type=int, default=None, help="Block size in pixels. [default: 2048]")
 @click.option("--run-id", help="Run id to store with every field.")
 def polygonize(mask: Path, out: Path, driver: str | None, nodata: float | None, classes: Path | None,
                min_area_ha: float | None, exclude: tuple[str, ...], all_classes: bool, confidence: Path | None,

@@ -93,10 +93,10 @@ class SceneStore:
                 return False
         return True
 
-    def read_tile(self, tile: Tile) -> np.ndarray:
-        """The stored core of ``tile``: (2, core_h, core_w) uint8 (class, confidence)."""
+    def read_tile(self, tile: Tile, bands: Sequence[int] | None = None) -> np.ndarray:
+        """The stored core of ``tile``: (2, core_h, core_w) uint8 (class, confidence), or ``bands`` of it."""
         with open_raster(self.tile_path(tile)) as src:
-            return src.read()
+            return src.read(list(bands) if bands is not None else None)
 
 
 def _translation(t: Tile):  # type: ignore[no-untyped-def]

@@ -1,8 +1,11 @@
 """Functions that run on Dask workers. Each opens what it needs inside ``rasterio.Env``.
 
 The model is loaded once per worker process and cached (keyed by checkpoint path,
-weights hash and device). Inference reads the next batch of tiles on a thread while the
-model computes the current one.
+weights hash and device). On a GPU, inference reads the next batch of tiles on a thread
+while the model computes the current one; on CPUs it does so only when told that cores
+are free (``read_ahead``): where every core already runs a worker's model thread, a
+reader thread only takes time slices and cache from the model (measured: two CPU
+workers on two cores, 32 tiles each, 9.2 s with read-ahead against 8.0 s without).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from ..classes import NODATA
 from ..grid import Tile, TileGrid
 from ..infer import inference_precision, pick_device, predict_batch
 from ..io import confidence_writer, mask_writer, open_raster, read_tile
@@ -60,8 +64,12 @@ def infer_batch(
     batch_size: int = 4,
     device: str = "auto",
     threads: int = 1,
+    read_ahead: bool | None = None,
 ) -> dict[str, Any]:
     """Predict one batch of tiles of ``scene`` into the tile store (skipped when already done).
+
+    ``read_ahead``: read the next group of tiles on a thread while the model runs; ``None``
+    (the default) reads ahead on GPUs only.
 
     Returns a small record: batch number, tile count, whether it was skipped, seconds,
     the device and the model load count of this worker process.
@@ -78,17 +86,21 @@ def infer_batch(
     classes: list[np.ndarray] = []
     confidence: list[np.ndarray] = []
     compute = 0.0
+    ahead = dev.startswith("cuda") if read_ahead is None else read_ahead
     with rasterio.Env(GDAL_CACHEMAX=256), open_raster(scene) as src, ThreadPoolExecutor(1) as reader:
 
         def load(group: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
             data = [read_tile(src, t, rule=card.valid_rule) for t in group]  # type: ignore[arg-type]
             return np.stack([d.array for d in data]), np.stack([d.valid for d in data])
 
-        pending = reader.submit(load, groups[0])
+        pending = reader.submit(load, groups[0]) if ahead else None
         for i in range(len(groups)):
-            arrays, valids = pending.result()
-            if i + 1 < len(groups):
-                pending = reader.submit(load, groups[i + 1])  # read ahead while the model runs
+            if pending is None:
+                arrays, valids = load(groups[i])
+            else:
+                arrays, valids = pending.result()
+                if i + 1 < len(groups):
+                    pending = reader.submit(load, groups[i + 1])  # read ahead while the model runs
             tc = time.perf_counter()
             c, p = predict_batch(model, arrays, valids, card.band_mean, card.band_std, dev)
             compute += time.perf_counter() - tc
@@ -119,10 +131,12 @@ def assemble_scene(
     *_deps: Any,
     scene: str | None = None,
 ) -> dict[str, Any]:
-    """Write the stored tile cores of one scene into a mask COG (and a confidence COG).
+    """Write the stored tile cores of one scene into a mask COG and/or a confidence COG.
 
-    Raises :class:`~geoseg.errors.EmptySceneError` (leaving no output) when not one pixel of
-    the scene (``scene``: its path, for the message) holds data.
+    A run submits the two as separate tasks (``out_mask`` or ``out_confidence`` None), so
+    that two workers compress them at once. Raises :class:`~geoseg.errors.EmptySceneError`
+    (leaving no output) when not one pixel of the scene (``scene``: its path, for the
+    message) holds data.
     """
     from ..classes import ClassTable
 
@@ -131,21 +145,25 @@ def assemble_scene(
     classes = ClassTable.from_dict(classes_dict)
     shape = tuple(grid.shape)
     with rasterio.Env(GDAL_CACHEMAX=256), ExitStack() as stack:
-        masks = stack.enter_context(
-            mask_writer(out_mask, shape=shape, transform=grid.transform, crs=crs_wkt, classes=classes)  # type: ignore[arg-type]
-        )
-        confs = None
+        masks = confs = None
+        if out_mask:
+            masks = stack.enter_context(
+                mask_writer(out_mask, shape=shape, transform=grid.transform, crs=crs_wkt, classes=classes)  # type: ignore[arg-type]
+            )
         if out_confidence:
             confs = stack.enter_context(
                 confidence_writer(out_confidence, shape=shape, transform=grid.transform, crs=crs_wkt)  # type: ignore[arg-type]
             )
+        bands = ([1] if masks is not None else []) + ([2] if confs is not None else [])
         observed = False
         for t in grid:
-            data = store.read_tile(t)
-            observed = observed or bool((data[1] > 0).any())
-            masks.write(data[0], t.core)
+            data = store.read_tile(t, bands)
+            if masks is not None:
+                observed = observed or bool((data[0] != NODATA).any())
+                masks.write(data[0], t.core)
             if confs is not None:
-                confs.write(data[1], t.core)
+                observed = observed or bool((data[-1] > 0).any())
+                confs.write(data[-1], t.core)
         if not observed:  # inside the writers' block: neither COG is left behind
             from ..predict import empty_scene_error
 
