@@ -376,4 +376,25 @@ def test_allocator_tuning_can_be_switched_off():
     on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     import platform
 
-    assert on.stdout.strip() == str(platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert on.stdout.strip() == str(glibc)
+
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads resident memory from /proc")
+def test_memory_kept_for_reuse_is_returned_after_inference():
+    """With the tuned thresholds a freed 200 MB array stays resident; release_memory gives it back."""
+    code = (
+        "import numpy as np, os\n"
+        "from geoseg.infer import tune_allocator, release_memory\n"
+        "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') >> 20\n"
+        "tune_allocator(); a = np.ones(200 << 20, np.uint8); del a\n"
+        "kept = rss(); release_memory(); print(kept - rss())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    import platform
+
+    if platform.libc_ver()[0] == "glibc":
+        assert int(out.stdout) > 150  # MiB handed back
+    else:
+        assert int(out.stdout) >= 0
