@@ -2,8 +2,8 @@
 
 The graph: per scene, one ``infer_batch`` task per batch of tiles (annotated with the
 workflow's worker resources, e.g. ``GPU: 1``), then two ``assemble_scene`` tasks (mask and
-confidence COGs) once all of that scene's batches are stored; then the mosaic over all scenes, block-wise polygonisation and
-district aggregation. It runs on an embedded LocalCluster or on any scheduler address.
+confidence COGs) once all of that scene's batches are stored; then the mosaic over all
+scenes, block-wise polygonisation and district aggregation. It runs on an embedded LocalCluster or on any scheduler address.
 This module wires tasks and records runs; the maths lives in the pure modules.
 """
 
@@ -22,12 +22,12 @@ from typing import Any
 
 from ..errors import ConfigError, GeosegError
 from ..grid import tile_grid
+from ..infer import release_memory
 from ..io import raster_info
 from ..model import read_card
 from ..stack import stack_rasters
 from .config import RunConfig
 from .record import Catalog, RunLock, read_manifest, write_manifest
-from ..infer import release_memory
 from .tasks import assemble_scene, infer_batch
 
 __all__ = ["RunResult", "run_workflow", "connect"]
