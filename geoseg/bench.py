@@ -393,7 +393,8 @@ def _workflow(path: Path, scene: Path, model: Path, districts: Path, work: Path,
     import yaml
 
     wf = {
-        "name": name, "scenes": [str(scene)], "model": str(model), "tile": 512, "batch_size": batch,  # defaults otherwise
+        # the defaults otherwise (tiles_per_task included)
+        "name": name, "scenes": [str(scene)], "model": str(model), "tile": 512, "batch_size": batch,
         "districts": {"path": str(districts), "name_field": "district"},
         "outputs": {"confidence": True, "fields": ["parquet"], "district_areas": True, "report": False},
         "cluster": {"workers": 2, "threads_per_worker": 1, "dashboard": False},

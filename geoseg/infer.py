@@ -35,8 +35,8 @@ import numpy as np
 from .classes import NODATA
 
 __all__ = [
-    "pick_device", "inference_precision", "tune_allocator", "release_memory", "normalise", "forward_logits", "predict_proba",
-    "predict_batch",
+    "pick_device", "inference_precision", "tune_allocator", "release_memory", "normalise", "forward_logits",
+    "predict_proba", "predict_batch",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -57,22 +57,29 @@ def cpu_has_native_bf16() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
+def _glibc() -> Any:
+    """The C library through ctypes when it is glibc (``mallopt``, ``malloc_trim``), else None."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
+        return None
+
+
+@functools.lru_cache(maxsize=1)
 def tune_allocator() -> bool:
     """Keep large freed blocks for reuse in this process (glibc ``mallopt``; see the module notes).
 
     Returns True when the thresholds were set; False where the C library is not glibc or
     ``GEOSEG_MALLOC=default`` asks to leave it alone.
     """
-    if os.environ.get("GEOSEG_MALLOC", "").strip().lower() == "default":
+    libc = _glibc()
+    if libc is None or os.environ.get("GEOSEG_MALLOC", "").strip().lower() == "default":
         return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 256 << 20)) and bool(libc.mallopt(m_trim_threshold, 512 << 20))
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
-        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 256 << 20)) and bool(libc.mallopt(m_trim_threshold, 512 << 20))
 
 
 def release_memory() -> bool:
@@ -81,12 +88,8 @@ def release_memory() -> bool:
     Workflow runs call it on every worker once inference is over, so that the memory kept
     for reuse by :func:`tune_allocator` does not stay resident through the later stages.
     """
-    try:
-        import ctypes
-
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
 
 
 def inference_precision(device: str = "cpu") -> str:

@@ -1022,9 +1022,8 @@ def _compute(jobs: Sequence[_BlockJob], client: Any, workers: int | None,
     tasks = [dask.delayed(_run_block, pure=True)(job) for job in jobs]
     total = len(tasks)
     if client is None:
-        if progress is None:
-            return list(dask.compute(*tasks, scheduler="threads", num_workers=workers or os.cpu_count() or 1))
         import threading
+        from contextlib import nullcontext
 
         from dask.callbacks import Callback
 
@@ -1034,12 +1033,12 @@ def _compute(jobs: Sequence[_BlockJob], client: Any, workers: int | None,
 
         class _Blocks(Callback):
             def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-                if key in keys:
+                if key in keys and progress is not None:
                     with lock:
                         done[0] += 1
                         progress(done[0], total)
 
-        with _Blocks():
+        with _Blocks() if progress is not None else nullcontext():
             return list(dask.compute(*tasks, scheduler="threads", num_workers=workers or os.cpu_count() or 1))
     futures = client.compute(tasks)
     if progress is not None:

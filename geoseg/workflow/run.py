@@ -3,8 +3,8 @@
 The graph: per scene, one ``infer_batch`` task per batch of tiles (annotated with the
 workflow's worker resources, e.g. ``GPU: 1``), then two ``assemble_scene`` tasks (mask and
 confidence COGs) once all of that scene's batches are stored; then the mosaic over all
-scenes, block-wise polygonisation and district aggregation. It runs on an embedded LocalCluster or on any scheduler address.
-This module wires tasks and records runs; the maths lives in the pure modules.
+scenes, block-wise polygonisation and district aggregation. It runs on an embedded
+LocalCluster or on any scheduler address. This module wires tasks and records runs; the maths lives in the pure modules.
 """
 
 from __future__ import annotations
@@ -128,8 +128,7 @@ def _check_resources(cfg: RunConfig, client: Any) -> None:
     if not need:
         return
     workers = client.scheduler_info()["workers"]
-    ok = [a for a, w in workers.items() if all(w.get("resources", {}).get(k, 0) >= v for k, v in need.items())]
-    if not ok:
+    if not _offering(workers, need):
         offered = {a: w.get("resources", {}) for a, w in workers.items()}
         raise ConfigError(
             f"{cfg.path}: inference tasks need worker resources {need}, but no worker offers them "
@@ -138,11 +137,14 @@ def _check_resources(cfg: RunConfig, client: Any) -> None:
         )
 
 
+def _offering(workers: dict[str, Any], need: dict[str, float]) -> list[str]:
+    """Addresses of the workers (``scheduler_info()["workers"]``) that offer the resources ``need``."""
+    return [a for a, w in workers.items() if all(w.get("resources", {}).get(k, 0) >= v for k, v in need.items())]
+
+
 def _inference_workers(cfg: RunConfig, client: Any) -> int:
     """How many workers can run inference tasks (those offering the workflow's resources)."""
-    need = cfg.cluster.resources
-    workers = client.scheduler_info()["workers"].values()
-    return max(1, sum(all(w.get("resources", {}).get(k, 0) >= v for k, v in need.items()) for w in workers))
+    return max(1, len(_offering(client.scheduler_info()["workers"], cfg.cluster.resources)))
 
 
 def task_tiles(counts: list[int], workers: int, most: int, batch_size: int) -> int:
@@ -451,13 +453,13 @@ def _execute(
             else:
                 m, c = run_dir / "scenes" / name / "mask.tif", run_dir / "scenes" / name / "confidence.tif"
             scene_outputs.append((m, c))
-            for kind, out_m, out_c in (("mask", m, None), ("confidence", None, c)):
-                if kind == "mask" or c is not None:  # two tasks: two workers compress at once
-                    assemble_futures.append(client.submit(
-                        assemble_scene, str(store_roots[name]), grid, info.crs.to_wkt(), card.classes.to_dict(),
-                        str(out_m) if out_m else None, str(out_c) if out_c else None,
-                        key=f"assemble-{kind}-{name}-{run_id}", pure=False, scene=str(path),
-                    ))
+            # mask and confidence as two tasks: two workers compress at once
+            pairs = [("mask", str(m), None)] + ([("confidence", None, str(c))] if c is not None else [])
+            for kind, out_m, out_c in pairs:
+                assemble_futures.append(client.submit(
+                    assemble_scene, str(store_roots[name]), grid, info.crs.to_wkt(), card.classes.to_dict(),
+                    out_m, out_c, key=f"assemble-{kind}-{name}-{run_id}", pure=False, scene=str(path),
+                ))
         try:
             client.gather(assemble_futures)
         except Exception:
