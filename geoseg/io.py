@@ -50,6 +50,8 @@ __all__ = [
     "open_raster",
     "read_tile",
     "iter_tiles",
+    "tile_cache_bytes",
+    "writer_cache_bytes",
     "valid_mask",
     "check_same_grid",
     "RasterWriter",
@@ -265,6 +267,50 @@ def read_tile(
             arr = np.pad(arr, ((0, 0), *widths), mode="constant", constant_values=fill)
         valid = np.pad(valid, widths, mode="constant", constant_values=False)
     return TileData(tile, arr, valid)
+
+
+#: GDAL block-cache bounds for :func:`tile_cache_bytes` and :func:`writer_cache_bytes`.
+MIN_CACHE_BYTES = 32 << 20
+MAX_CACHE_BYTES = 1 << 30
+
+
+def tile_cache_bytes(src: Any, tiles: Sequence[Tile]) -> int:
+    """A GDAL block-cache size (bytes) that lets ``tiles``, read in row order, decode each block once.
+
+    A tile window usually spans 2 x 2 of the file's blocks, and the next tile along the row
+    shares one column of them; with the cache holding that working set (blocks covering the
+    window and the next stride, one block of slack each way, plus a quarter) every shared
+    block is decoded once instead of once per tile. The size does not depend on the scene's
+    size; it is bounded by :data:`MIN_CACHE_BYTES` and :data:`MAX_CACHE_BYTES`. Pass it as
+    ``rasterio.Env(GDAL_CACHEMAX=n)``: rasterio takes an integer as **bytes** (``256`` would
+    be a 256-byte cache, which decodes every block again for every read).
+
+    Blocks are taken as at least 512 px: a VRT (a multi-date stack) reports 128 px blocks
+    while its sources' blocks are larger, and caches both.
+    """
+    if not tiles:
+        return MIN_CACHE_BYTES
+    bh, bw = (max(int(b), 512) for b in src.block_shapes[0])
+    rh = max(int(t.read.height) for t in tiles)
+    rw = max(int(t.read.width) for t in tiles)
+    sw = max(int(t.core.width) for t in tiles)
+    rows = min(-(-rh // bh) + 1, -(-src.height // bh))
+    cols = min(-(-(rw + sw) // bw) + 1, -(-src.width // bw))
+    item = max(np.dtype(d).itemsize for d in src.dtypes)
+    need = rows * cols * bh * bw * src.count * item * (2 if src.driver == "VRT" else 1)
+    return int(min(max(need + need // 4, MIN_CACHE_BYTES), MAX_CACHE_BYTES))
+
+
+def writer_cache_bytes(shape: tuple[int, int], blocksize: int, count: int = 1, itemsize: int = 1) -> int:
+    """A GDAL block-cache size (bytes) for writing a raster of ``shape`` window by window in row order.
+
+    Windows that do not fill whole blocks (tile cores) leave blocks half-written; the cache
+    must hold about two rows of blocks, or each block is compressed, flushed, read back and
+    decompressed for every window that touches it. Bounded like :func:`tile_cache_bytes`.
+    """
+    need = 3 * blocksize * (-(-int(shape[1]) // blocksize) * blocksize) * count * itemsize
+    return int(min(max(need, MIN_CACHE_BYTES), MAX_CACHE_BYTES))
+
 
 
 def iter_tiles(

@@ -192,3 +192,24 @@ def test_existing_output_is_replaced_only_when_complete(tmp_path):  # type: igno
         w.write(np.full((8, 8), 7, "uint8"), rasterio.windows.Window(0, 0, 8, 8))
     with rasterio.open(target) as d:
         assert (d.read(1) == 7).all()
+
+
+def test_block_cache_sizes_hold_what_neighbouring_tiles_share(tmp_path):  # type: ignore[no-untyped-def]
+    from geoseg.io import MAX_CACHE_BYTES, MIN_CACHE_BYTES, tile_cache_bytes, writer_cache_bytes
+
+    path = tmp_path / "s2.tif"  # 16 uint16 bands in 512 px blocks; never written (sparse), only its layout matters
+    with rasterio.open(path, "w", driver="GTiff", width=4096, height=3072, count=16, dtype="uint16", crs="EPSG:32643",
+                       transform=Affine(10, 0, 0, 0, -10, 0), tiled=True, blockxsize=512, blockysize=512):
+        pass
+    with rasterio.open(path) as src:
+        grid = tile_grid((src.height, src.width), src.transform, size=512, overlap=32)
+        n = tile_cache_bytes(src, grid.tiles)
+        block = 512 * 512 * 16 * 2
+        # a 512 px window over 512 px blocks spans 2 x 2 of them, the next tile one more column: 2 x 3, plus a quarter
+        assert n == 6 * block * 5 // 4
+        assert tile_cache_bytes(src, grid.tiles[:1]) == n  # the scene's size does not enter
+        assert tile_cache_bytes(src, []) == MIN_CACHE_BYTES
+    # writing tile cores into 512 px blocks: three rows of blocks across the raster, within bounds
+    assert writer_cache_bytes((5376, 5376), 512) == MIN_CACHE_BYTES
+    assert writer_cache_bytes((100, 100_000), 512) == 3 * 512 * 100_352
+    assert writer_cache_bytes((100, 10_000_000), 512) == MAX_CACHE_BYTES

@@ -116,6 +116,9 @@ def test_local_cluster_run_matches_single_process_prediction(project):  # type: 
     # Each worker process loaded the model once, however many batches it ran.
     assert set(res.stats["model_loads_per_worker"].values()) == {1}
     assert sum(res.stats["infer_tasks_per_worker"].values()) == 20
+    parts = res.stats["infer_worker_seconds"]  # where the workers' time went
+    assert set(parts) == {"read", "model", "setup", "write"} and parts["read"] > 0 and parts["model"] > 0
+    assert parts["setup"] > 0  # each worker's first task imports the model libraries and loads the checkpoint
     # Recorded: manifest and catalog.
     m = json.loads((res.run_dir / "manifest.json").read_text())
     assert m["status"] == "done" and m["workflow_sha256"] == cfg.sha256 and set(m["timings"]) >= {"infer", "mosaic"}
@@ -394,3 +397,28 @@ def test_memory_kept_for_reuse_is_returned_after_inference():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(out.stdout) > 150  # MiB handed back
+
+
+def test_inference_tasks_read_through_a_real_block_cache(project, monkeypatch):  # type: ignore[no-untyped-def]
+    """rasterio takes an integer GDAL_CACHEMAX as bytes: the task must ask for megabytes' worth
+    (a 256-byte cache decoded every 16-band block again for each of the ~4 tiles sharing it)."""
+    from geoseg.grid import tile_grid
+    from geoseg.io import MIN_CACHE_BYTES, raster_info
+    from geoseg.workflow import tasks
+
+    seen = []
+    real = tasks.read_tile
+
+    def spy(src, tile, **kw):  # type: ignore[no-untyped-def]
+        seen.append(int(rasterio.env.getenv()["GDAL_CACHEMAX"]))
+        return real(src, tile, **kw)
+
+    monkeypatch.setattr(tasks, "read_tile", spy)
+    info = raster_info(project / "scene.tif")
+    grid = tile_grid(info.shape, info.transform, size=64, overlap=16)
+    rec = tasks.infer_batch(str(project / "scene.tif"), str(project / "model"), str(project / "store"), 0,
+                            grid.tiles[:4], batch_size=2, device="cpu")
+    assert len(seen) == 4 and min(seen) >= MIN_CACHE_BYTES
+    # the record splits the task's time: reading, the model, the first task's setup, the store
+    assert rec["read_seconds"] > 0 and rec["compute_seconds"] > 0 and rec["write_seconds"] > 0
+    assert rec["seconds"] >= rec["read_seconds"] + rec["compute_seconds"] + rec["write_seconds"]

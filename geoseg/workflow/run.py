@@ -424,6 +424,7 @@ def _execute(
                 futures[fut] = (name, b)
         done = skipped = 0
         infer_compute = 0.0
+        infer_parts = {"read": 0.0, "setup": 0.0, "write": 0.0}
         loads: dict[str, int] = {}
         workers: dict[str, int] = {}
         precision: dict[str, str] = {}
@@ -432,6 +433,8 @@ def _execute(
             done += rec["tiles"]
             skipped += rec["tiles"] if rec["skipped"] else 0
             infer_compute += rec.get("compute_seconds", 0.0)
+            for part in ("read", "setup", "write"):
+                infer_parts[part] += rec.get(f"{part}_seconds", 0.0)
             loads[str(rec.get("worker"))] = rec["loads"]
             workers[str(rec.get("worker"))] = workers.get(str(rec.get("worker")), 0) + 1
             if "precision" in rec:
@@ -500,6 +503,9 @@ def _execute(
             outputs.update(_district_areas(cfg, card, run_dir, districts, stats))
             timings["district_areas"] = time.perf_counter() - t
     stats["infer_compute_seconds"] = infer_compute
+    # worker seconds summed over tasks: which part of inference bounds the run (skipped tasks add 0)
+    stats["infer_worker_seconds"] = {"read": infer_parts["read"], "model": infer_compute,
+                                     "setup": infer_parts["setup"], "write": infer_parts["write"]}
     if cfg.outputs.report:
         t = time.perf_counter()
         say("writing the report")

@@ -24,7 +24,7 @@ import rasterio
 from ..classes import NODATA
 from ..grid import Tile, TileGrid
 from ..infer import inference_precision, pick_device, predict_batch
-from ..io import confidence_writer, mask_writer, open_raster, read_tile
+from ..io import confidence_writer, mask_writer, open_raster, read_tile, tile_cache_bytes, writer_cache_bytes
 from ..model import ModelCard, load_checkpoint, read_card
 from .store import SceneStore
 
@@ -81,17 +81,24 @@ def infer_batch(
                 "loads": LOADS["count"]}
     dev = pick_device(device)
     _set_threads(threads)
+    tm = time.perf_counter()
     model, card = cached_model(model_dir, dev)
+    setup = time.perf_counter() - tm  # imports and the checkpoint on a worker's first task, ~0 after
     groups = [list(tiles[i : i + batch_size]) for i in range(0, len(tiles), batch_size)]
     classes: list[np.ndarray] = []
     confidence: list[np.ndarray] = []
     compute = 0.0
+    reading = [0.0]  # seconds in read_tile (on the reader thread when reading ahead)
     ahead = dev.startswith("cuda") if read_ahead is None else read_ahead
-    with rasterio.Env(GDAL_CACHEMAX=256), open_raster(scene) as src, ThreadPoolExecutor(1) as reader:
+    with rasterio.Env(), open_raster(scene) as src, ThreadPoolExecutor(1) as reader, \
+            rasterio.Env(GDAL_CACHEMAX=tile_cache_bytes(src, tiles)):  # each shared block decoded once
 
         def load(group: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
+            tr = time.perf_counter()
             data = [read_tile(src, t, rule=card.valid_rule) for t in group]  # type: ignore[arg-type]
-            return np.stack([d.array for d in data]), np.stack([d.valid for d in data])
+            out = np.stack([d.array for d in data]), np.stack([d.valid for d in data])
+            reading[0] += time.perf_counter() - tr
+            return out
 
         pending = reader.submit(load, groups[0]) if ahead else None
         for i in range(len(groups)):
@@ -107,7 +114,9 @@ def infer_batch(
             classes.extend(c)
             confidence.extend(p)
         crs = src.crs
+    tw = time.perf_counter()
     store.write_batch(batch, tiles, classes, confidence, crs)
+    write = time.perf_counter() - tw
     return {
         "batch": batch,
         "tiles": len(tiles),
@@ -115,6 +124,9 @@ def infer_batch(
         "skipped": False,
         "seconds": time.perf_counter() - t0,
         "compute_seconds": compute,
+        "read_seconds": reading[0],
+        "setup_seconds": setup,
+        "write_seconds": write,
         "device": dev,
         "precision": inference_precision(dev),
         "loads": LOADS["count"],
@@ -144,7 +156,8 @@ def assemble_scene(
     store = SceneStore(store_root)
     classes = ClassTable.from_dict(classes_dict)
     shape = tuple(grid.shape)
-    with rasterio.Env(GDAL_CACHEMAX=256), ExitStack() as stack:
+    cache = writer_cache_bytes(shape, 512, count=1, itemsize=1)  # type: ignore[arg-type]
+    with rasterio.Env(GDAL_CACHEMAX=cache), ExitStack() as stack:  # half-written blocks stay in the cache
         masks = confs = None
         if out_mask:
             masks = stack.enter_context(
