@@ -14,6 +14,8 @@ import rasterio
 import shapely
 from affine import Affine
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rasterio.crs import CRS
 
 from geoseg.areas import (
@@ -26,6 +28,7 @@ from geoseg.areas import (
     district_areas_file,
     district_areas_raster,
     largest_overlap,
+    overlap_areas,
     row_pixel_areas,
 )
 from geoseg.classes import ClassTable, CropClass
@@ -108,6 +111,33 @@ def test_largest_overlap_prefers_bigger_share():
     d = np.array([shapely.box(0, 0, 10, 10), shapely.box(10, 0, 20, 10)])
     f = np.array([shapely.box(9, 1, 12, 2), shapely.box(10, 1, 11, 2), shapely.box(20, 0, 21, 1)])
     assert largest_overlap(f, d).tolist() == [1, 1, -1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 40))
+def test_overlap_areas_match_plain_intersections(seed, n):  # type: ignore[no-untyped-def]
+    """Every pair that intersects (touching ones with area 0), with the area of the intersection,
+    whatever the shortcuts (bounding box covered, geometry covered) decided."""
+    rng = np.random.default_rng(seed)
+    districts = np.array([  # overlapping, concave and holed districts, as messy boundary files are
+        shapely.box(0, 0, 50, 50), shapely.box(50, 0, 100, 50).difference(shapely.box(60, 10, 70, 20)),
+        shapely.Polygon([(0, 50), (100, 50), (100, 100), (50, 60), (0, 100)]), shapely.box(40, 40, 60, 60),
+    ])
+    x, y = rng.uniform(-10, 105, n), rng.uniform(-10, 105, n)
+    w, h = rng.choice([0.5, 3.0, 10.0, 30.0], n), rng.choice([0.5, 3.0, 10.0, 30.0], n)
+    geoms = shapely.box(x, y, x + w, y + h)
+    geoms[::3] = shapely.buffer(shapely.points(x[::3], y[::3]), w[::3] / 2)  # round ones too
+    geoms[::5] = shapely.box(np.floor(x[::5]), 0, np.floor(x[::5]) + 1, 1)  # some only touch a district edge
+    gi, di, area = overlap_areas(geoms, districts)
+    got = {(int(g), int(d)): a for g, d, a in zip(gi, di, area)}
+    want = {}
+    for g in range(n):
+        for d in range(len(districts)):
+            if shapely.intersects(geoms[g], districts[d]):
+                want[(g, d)] = shapely.area(shapely.intersection(geoms[g], districts[d]))
+    assert set(got) == set(want)
+    for k, a in want.items():
+        assert got[k] == pytest.approx(a, rel=1e-9, abs=1e-9)
 
 
 # --------------------------------------------------------------------------------------
