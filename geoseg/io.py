@@ -305,12 +305,12 @@ def writer_cache_bytes(shape: tuple[int, int], blocksize: int, count: int = 1, i
     """A GDAL block-cache size (bytes) for writing a raster of ``shape`` window by window in row order.
 
     Windows that do not fill whole blocks (tile cores) leave blocks half-written; the cache
-    must hold about two rows of blocks, or each block is compressed, flushed, read back and
-    decompressed for every window that touches it. Bounded like :func:`tile_cache_bytes`.
+    must hold the two rows of blocks a row of windows straddles (three are allowed, for
+    slack), or each block is compressed, flushed, read back and decompressed for every
+    window that touches it. Bounded like :func:`tile_cache_bytes`.
     """
     need = 3 * blocksize * (-(-int(shape[1]) // blocksize) * blocksize) * count * itemsize
     return int(min(max(need, MIN_CACHE_BYTES), MAX_CACHE_BYTES))
-
 
 
 def iter_tiles(
