@@ -422,3 +422,48 @@ def test_inference_tasks_read_through_a_real_block_cache(project, monkeypatch): 
     # the record splits the task's time: reading, the model, the first task's setup, the store
     assert rec["read_seconds"] > 0 and rec["compute_seconds"] > 0 and rec["write_seconds"] > 0
     assert rec["seconds"] >= rec["read_seconds"] + rec["compute_seconds"] + rec["write_seconds"]
+
+
+def test_reader_threads_give_the_same_tiles_and_close_their_files(project, monkeypatch):  # type: ignore[no-untyped-def]
+    """Reading ahead on several threads (one dataset each) stores exactly what reading inline stores."""
+    from contextlib import contextmanager
+
+    from geoseg.grid import tile_grid
+    from geoseg.io import raster_info
+    from geoseg.workflow import tasks
+    from geoseg.workflow.store import SceneStore
+
+    opened, closed = [], []
+    real = tasks.open_raster
+
+    @contextmanager
+    def spy(path):  # type: ignore[no-untyped-def]
+        with real(path) as src:
+            opened.append(path)
+            yield src
+        closed.append(path)
+
+    monkeypatch.setattr(tasks, "open_raster", spy)
+    info = raster_info(project / "scene.tif")
+    tiles = tile_grid(info.shape, info.transform, size=64, overlap=16).tiles[:10]
+    stored = {}
+    for readers in (0, 3):
+        root = project / f"store{readers}"
+        rec = tasks.infer_batch(str(project / "scene.tif"), str(project / "model"), str(root), 0, tiles,
+                                batch_size=2, device="cpu", read_ahead=readers)
+        assert rec["read_seconds"] > 0 and not rec["skipped"]
+        stored[readers] = [SceneStore(root).read_tile(t) for t in tiles]
+        if readers == 0:
+            assert len(opened) == 1  # the model's thread reads from the task's one dataset
+    for a, b in zip(stored[3], stored[0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(opened) >= 3 and sorted(opened) == sorted(closed)  # the readers' own datasets, all closed
+
+
+def test_reader_threads_by_device():
+    from geoseg.workflow.tasks import MAX_READERS, readers_for
+
+    assert readers_for("cpu") == 0 and readers_for("cpu", 4) == 0  # CPU cores run the model
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    assert readers_for("cuda") == max(1, min(MAX_READERS, cores - 1))
+    assert readers_for("cuda:1", threads=10 * cores) == 1

@@ -194,16 +194,19 @@ def _task_tiles(cfg: RunConfig, run_id: str, counts: list[int], workers: int) ->
     return n
 
 
-def _read_ahead(cfg: RunConfig) -> bool | None:
-    """Read tiles ahead of the model on CPU workers only when a local cluster leaves cores free."""
+def _read_ahead(cfg: RunConfig) -> int | None:
+    """Reader threads per inference task: on a local cluster whose workers leave cores free, the
+    free cores shared among the workers; otherwise ``None`` (each worker decides: readers on GPUs,
+    none on CPUs; see :func:`geoseg.workflow.tasks.readers_for`)."""
     c = cfg.cluster
     if not c.is_local:
-        return None  # the workers decide: on GPUs only
+        return None
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return True if c.workers * c.threads_per_worker < cores else None
+    free = cores - c.workers * c.threads_per_worker
+    return max(1, free // c.workers) if free > 0 else None
 
 
 def _new_run_id(cfg: RunConfig) -> str:

@@ -14,9 +14,11 @@ so the blocks that neighbouring tiles of a task share are decoded once.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -28,11 +30,19 @@ import rasterio
 from ..classes import NODATA
 from ..grid import Tile, TileGrid
 from ..infer import inference_precision, pick_device, predict_batch
-from ..io import confidence_writer, mask_writer, open_raster, read_tile, tile_cache_bytes, writer_cache_bytes
+from ..io import (
+    MAX_CACHE_BYTES,
+    confidence_writer,
+    mask_writer,
+    open_raster,
+    read_tile,
+    tile_cache_bytes,
+    writer_cache_bytes,
+)
 from ..model import ModelCard, load_checkpoint, read_card
 from .store import SceneStore
 
-__all__ = ["infer_batch", "assemble_scene", "cached_model"]
+__all__ = ["infer_batch", "assemble_scene", "cached_model", "readers_for", "MAX_READERS"]
 
 _MODELS: dict[tuple[str, str, str], tuple[Any, ModelCard]] = {}
 _LOCK = threading.Lock()
@@ -49,6 +59,24 @@ def cached_model(model_dir: str | Path, device: str) -> tuple[Any, ModelCard]:
             _MODELS[key] = load_checkpoint(model_dir, device)
             LOADS["count"] += 1
         return _MODELS[key]
+
+
+#: Most reader threads one inference task starts (a GPU worker reading for its device).
+MAX_READERS = 8
+
+
+def readers_for(device: str, threads: int = 1) -> int:
+    """Reader threads for a task on ``device`` when nobody said: on a GPU, one per core this
+    process may use beyond its ``threads`` (at least 1, at most :data:`MAX_READERS`), since
+    decoding the tiles, not the device, bounds a GPU worker; none on a CPU, whose cores run
+    the model."""
+    if not device.startswith("cuda"):
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_READERS, cores - max(1, threads)))
 
 
 def _set_threads(threads: int) -> None:
@@ -68,12 +96,14 @@ def infer_batch(
     batch_size: int = 4,
     device: str = "auto",
     threads: int = 1,
-    read_ahead: bool | None = None,
+    read_ahead: int | None = None,
 ) -> dict[str, Any]:
     """Predict one batch of tiles of ``scene`` into the tile store (skipped when already done).
 
-    ``read_ahead``: read the next group of tiles on a thread while the model runs; ``None``
-    (the default) reads ahead on GPUs only.
+    ``read_ahead``: how many reader threads read the next groups of ``batch_size`` tiles
+    while the model runs (0 or False: the model's thread reads, between forward passes).
+    ``None`` (the default) reads ahead on GPUs only, with one reader per core this process
+    may use beyond its ``threads``, at most :data:`MAX_READERS` (see :func:`readers_for`).
 
     Returns a small record: batch number, tile count, whether it was skipped, seconds,
     the device and the model load count of this worker process.
@@ -92,32 +122,47 @@ def infer_batch(
     classes: list[np.ndarray] = []
     confidence: list[np.ndarray] = []
     compute = 0.0
-    reading = [0.0]  # seconds in read_tile (on the reader thread when reading ahead)
-    ahead = dev.startswith("cuda") if read_ahead is None else read_ahead
-    with rasterio.Env(), open_raster(scene) as src, ThreadPoolExecutor(1) as reader, \
-            rasterio.Env(GDAL_CACHEMAX=tile_cache_bytes(src, tiles)):  # each shared block decoded once
+    reading = [0.0]  # seconds reading tiles (summed over the reader threads when reading ahead)
+    readers = readers_for(dev, threads) if read_ahead is None else int(read_ahead)
+    lock = threading.Lock()
+    handles: list[Any] = []  # each reader thread's open_raster context, closed when the pool is done
+    local = threading.local()
 
-        def load(group: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
-            tr = time.perf_counter()
-            data = [read_tile(src, t, rule=card.valid_rule) for t in group]  # type: ignore[arg-type]
-            out = np.stack([d.array for d in data]), np.stack([d.valid for d in data])
+    def reader_src() -> Any:
+        src = getattr(local, "src", None)
+        if src is None:  # GDAL datasets are not thread-safe: one per reader thread
+            cm = open_raster(scene)
+            src = local.src = cm.__enter__()
+            with lock:
+                handles.append(cm)
+        return src
+
+    def load(src: Any, group: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
+        tr = time.perf_counter()
+        data = [read_tile(src, t, rule=card.valid_rule) for t in group]  # type: ignore[arg-type]
+        out = np.stack([d.array for d in data]), np.stack([d.valid for d in data])
+        with lock:
             reading[0] += time.perf_counter() - tr
-            return out
+        return out
 
-        pending = reader.submit(load, groups[0]) if ahead else None
+    def run(next_group: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> None:
+        nonlocal compute
         for i in range(len(groups)):
-            if pending is None:
-                arrays, valids = load(groups[i])
-            else:
-                arrays, valids = pending.result()
-                if i + 1 < len(groups):
-                    pending = reader.submit(load, groups[i + 1])  # read ahead while the model runs
+            arrays, valids = next_group(i)
             tc = time.perf_counter()
             c, p = predict_batch(model, arrays, valids, card.band_mean, card.band_std, dev)
             compute += time.perf_counter() - tc
             classes.extend(c)
             confidence.extend(p)
-        crs = src.crs
+
+    with rasterio.Env(), open_raster(scene) as src:
+        one = tile_cache_bytes(src, tiles)  # each reader's working set, so shared blocks are decoded once
+        with rasterio.Env(GDAL_CACHEMAX=max(one, min(one * max(1, readers), MAX_CACHE_BYTES))):
+            crs = src.crs
+            if readers <= 0:
+                run(lambda i: load(src, groups[i]))
+            else:
+                _run_reading_ahead(readers, groups, run, lambda g: load(reader_src(), g), handles)
     tw = time.perf_counter()
     store.write_batch(batch, tiles, classes, confidence, crs)
     write = time.perf_counter() - tw
@@ -135,6 +180,39 @@ def infer_batch(
         "precision": inference_precision(dev),
         "loads": LOADS["count"],
     }
+
+
+def _run_reading_ahead(
+    readers: int,
+    groups: list[list[Tile]],
+    run: Callable[[Callable[[int], Any]], None],
+    load: Callable[[list[Tile]], Any],
+    handles: list[Any],
+) -> None:
+    """``run`` the model over ``groups`` while ``readers`` threads load the next ones.
+
+    Each reader loads a whole group (adjacent tiles, which share file blocks) and
+    ``readers`` groups are in flight; the readers' datasets (``handles``) are closed
+    when the pool is done, and groups not yet started are cancelled if the model fails.
+    """
+    try:
+        with ThreadPoolExecutor(readers) as pool:
+            pending = deque(pool.submit(load, g) for g in groups[:readers])
+
+            def next_group(i: int) -> Any:
+                out = pending.popleft().result()
+                if i + readers < len(groups):
+                    pending.append(pool.submit(load, groups[i + readers]))
+                return out
+
+            try:
+                run(next_group)
+            finally:
+                for f in pending:
+                    f.cancel()
+    finally:
+        for cm in handles:
+            cm.__exit__(None, None, None)
 
 
 def assemble_scene(
