@@ -43,3 +43,18 @@ def test_reader_job_reads_every_tile(tmp_path):
     grid = tile_grid(info.shape, info.transform, size=128, overlap=16)
     assert out["ours_px"] == len(grid) * 128 * 128 and out["plain_px"] == 300 * 500
     assert out["ours"] > 0 and out["plain"] > 0 and (out["peak_bytes"] or 0) > 10 * 2**20
+
+
+def test_device_end_to_end_row_names_the_bottleneck(tmp_path):
+    """The GPU end-to-end figure's job, run on the CPU at a small size: a real workflow run whose
+    row carries the run time against 60 s and names the slowest stage and the infer stage's bound."""
+    from geoseg.bench import GPU_E2E_SECONDS, _bench_model, device_e2e_row
+    from geoseg.synth import synthesize
+
+    scene = synthesize(tmp_path / "m", height=256, width=256, seed=1).scene
+    model = _bench_model(tmp_path / "model", scene)
+    row = device_e2e_row(tmp_path, model, side=896, device="cpu")
+    assert row.figure == "gpu_e2e_s2_scene" and row.baseline == GPU_E2E_SECONDS and row.unit == "s"
+    assert 0 < row.value < GPU_E2E_SECONDS and row.ratio == round(row.value / GPU_E2E_SECONDS, 4) and row.met
+    assert "4 tiles on cpu" in row.note and "slowest stage: " in row.note
+    assert any(f"inside it {k}" in row.note for k in ("read", "model", "setup", "write"))
