@@ -467,3 +467,15 @@ def test_reader_threads_by_device():
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     assert readers_for("cuda") == max(1, min(MAX_READERS, cores - 1))
     assert readers_for("cuda:1", threads=10 * cores) == 1
+
+
+@pytest.mark.parametrize("workers, threads, readers", [(4, 1, 3), (3, 2, 3), (16, 1, 0), (20, 1, 0), (1, 1, 8)])
+def test_local_cluster_shares_its_spare_cores_out_as_readers(project, monkeypatch, workers, threads, readers):  # type: ignore[no-untyped-def]
+    from geoseg.workflow.run import _read_ahead
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    cluster = {"workers": workers, "threads_per_worker": threads, "dashboard": False}
+    cfg = load_workflow(write_workflow(project / "wf.yaml", cluster=cluster))
+    assert _read_ahead(cfg) == readers
+    ext = load_workflow(write_workflow(project / "wf.yaml", cluster={"scheduler": "tcp://127.0.0.1:8786"}))
+    assert _read_ahead(ext) is None  # an external cluster's workers decide from their own cores

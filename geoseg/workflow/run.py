@@ -28,7 +28,7 @@ from ..model import read_card
 from ..stack import stack_rasters
 from .config import RunConfig
 from .record import Catalog, RunLock, read_manifest, write_manifest
-from .tasks import assemble_scene, infer_batch
+from .tasks import MAX_READERS, assemble_scene, infer_batch
 
 __all__ = ["RunResult", "run_workflow", "connect"]
 
@@ -195,8 +195,10 @@ def _task_tiles(cfg: RunConfig, run_id: str, counts: list[int], workers: int) ->
 
 
 def _read_ahead(cfg: RunConfig) -> int | None:
-    """Reader threads per inference task: on a local cluster whose workers leave cores free, the
-    free cores shared among the workers; otherwise ``None`` (each worker decides: readers on GPUs,
+    """Reader threads per inference task. On a local cluster: the cores its workers leave free,
+    shared among them, at most 8 each (0 when every core runs a worker thread: those already read
+    in parallel).
+    For an external scheduler ``None``: each worker decides from its own cores (readers on GPUs,
     none on CPUs; see :func:`geoseg.workflow.tasks.readers_for`)."""
     c = cfg.cluster
     if not c.is_local:
@@ -206,7 +208,7 @@ def _read_ahead(cfg: RunConfig) -> int | None:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     free = cores - c.workers * c.threads_per_worker
-    return max(1, free // c.workers) if free > 0 else None
+    return min(MAX_READERS, max(1, free // c.workers)) if free > 0 else 0
 
 
 def _new_run_id(cfg: RunConfig) -> str:
