@@ -457,6 +457,8 @@ def test_reader_threads_give_the_same_tiles_and_close_their_files(project, monke
             assert len(opened) == 1  # the model's thread reads from the task's one dataset
     for a, b in zip(stored[3], stored[0], strict=True):
         np.testing.assert_array_equal(a, b)
+    with rasterio.open(SceneStore(project / "store0").tile_path(tiles[0])) as t:  # internal: quick ZSTD
+        assert (t.count, t.dtypes[0], t.profile["compress"]) == (2, "uint8", "zstd")
     assert len(opened) >= 3 and sorted(opened) == sorted(closed)  # the readers' own datasets, all closed
 
 

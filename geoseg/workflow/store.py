@@ -63,7 +63,7 @@ class SceneStore:
             path = self.tile_path(t)
             core_tf = t.transform @ _translation(t)
             with RasterWriter(path, shape=(int(t.core.height), int(t.core.width)), transform=core_tf, crs=crs,
-                              count=2, dtype="uint8", cog=False, blocksize=256) as w:
+                              count=2, dtype="uint8", cog=False, blocksize=256, fast=True) as w:
                 rows, cols = t.core_in_read
                 from rasterio.windows import Window
 
