@@ -481,3 +481,30 @@ def test_local_cluster_shares_its_spare_cores_out_as_readers(project, monkeypatc
     assert _read_ahead(cfg) == readers
     ext = load_workflow(write_workflow(project / "wf.yaml", cluster={"scheduler": "tcp://127.0.0.1:8786"}))
     assert _read_ahead(ext) is None  # an external cluster's workers decide from their own cores
+
+
+def test_a_corrupt_block_read_ahead_fails_the_task_cleanly(project):  # type: ignore[no-untyped-def]
+    """A decoding error on a reader thread reaches the task as the one-line read error, and the
+    batch leaves no record (it will be predicted again on resume)."""
+    from geoseg.errors import RasterReadError
+    from geoseg.grid import tile_grid
+    from geoseg.io import raster_info
+    from geoseg.workflow import tasks
+    from geoseg.workflow.store import SceneStore
+
+    src_path, bad = project / "scene.tif", project / "damaged.tif"
+    with rasterio.open(src_path) as s:
+        profile = {**s.profile, "compress": "deflate"}
+        with rasterio.open(bad, "w", **profile) as d:
+            d.write(s.read())
+    data = bytearray(bad.read_bytes())
+    n = len(data)
+    data[n // 3 : n // 3 + n // 4] = b"\xff" * (n // 4)  # block data only: the header and tags stay readable
+    bad.write_bytes(bytes(data))
+    info = raster_info(bad)
+    tiles = tile_grid(info.shape, info.transform, size=64, overlap=16).tiles
+    root = project / "store_bad"
+    with pytest.raises(RasterReadError, match=r"damaged\.tif: reading window .*(truncated|corrupt)"):
+        tasks.infer_batch(str(bad), str(project / "model"), str(root), 0, tiles, batch_size=2, device="cpu",
+                          read_ahead=2)
+    assert not SceneStore(root).record_path(0).exists() and not SceneStore(root).batch_done(0, tiles)
