@@ -1,5 +1,9 @@
 """Model inference on batches of tiles: normalise, forward, class + confidence. torch only.
 
+On a GPU the raw pixels are sent as they are read (uint16 is half the bytes of float32) and
+the device normalises them (:func:`normalise_tensor`, the same values as :func:`normalise`);
+on a CPU numpy normalises (38 ms per 4 tiles of 16 bands against 196 ms in torch on one thread).
+
 Confidence is the maximum softmax probability scaled to uint8 (1..255); 0 marks nodata.
 Classes are uint8 with 255 for nodata. Batches run channels-last under
 :func:`torch.inference_mode`, in the precision :func:`inference_precision` picks: bf16
@@ -35,8 +39,8 @@ import numpy as np
 from .classes import NODATA
 
 __all__ = [
-    "pick_device", "inference_precision", "tune_allocator", "release_memory", "normalise", "forward_logits",
-    "predict_proba", "predict_batch",
+    "pick_device", "inference_precision", "tune_allocator", "release_memory", "normalise", "normalise_tensor",
+    "forward_logits", "predict_proba", "predict_batch",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -148,6 +152,40 @@ def normalise(
     return x.astype(np.float32, copy=False)
 
 
+def normalise_tensor(array: np.ndarray, valid: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                     device: str) -> Any:
+    """:func:`normalise` done by torch on ``device``: the raw pixels travel (uint16: half the
+    bytes of float32) and the device converts them. Gives the same float32 values as
+    :func:`normalise`. On a GPU this takes the per-batch float conversion (several passes over
+    ~270 MB for 16 tiles of 16 bands) off the worker's CPU thread, which also reads tiles.
+
+    Examples
+    --------
+    >>> a = np.array([[[10, 0]], [[4, 0]]], dtype=np.uint16)
+    >>> normalise_tensor(a, np.array([[True, False]]), [6.0, 2.0], [2.0, 1.0], "cpu").tolist()
+    [[[2.0, 0.0]], [[2.0, 0.0]]]
+    """
+    import torch
+
+    c = array.shape[-3]
+    m = np.asarray(mean, dtype=np.float32)
+    s = np.maximum(np.asarray(std, dtype=np.float32), np.float32(1e-6))
+    if m.size != c or s.size != c:
+        raise ValueError(f"normalisation has {m.size} means / {s.size} stds for {c} bands")
+    a = np.ascontiguousarray(array)
+    if a.dtype == np.uint16:  # torch's uint16 has few kernels: move the bits as int16, widen there
+        t = torch.from_numpy(a.view(np.int16)).to(device, non_blocking=True).to(torch.int32) & 0xFFFF
+    elif a.dtype in (np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64):
+        t = torch.from_numpy(a).to(device, non_blocking=True)
+    else:  # uint32 and the like: convert here
+        t = torch.from_numpy(a.astype(np.float32)).to(device, non_blocking=True)
+    v = torch.from_numpy(np.ascontiguousarray(valid)).to(device, non_blocking=True)
+    shape = (c, 1, 1)
+    x = (t.to(torch.float32) - torch.from_numpy(m).to(device).reshape(shape)) / torch.from_numpy(s).to(device).reshape(shape)
+    bad = ~v.unsqueeze(-3) if v.dim() == x.dim() - 1 else ~v
+    return x.masked_fill_(bad | ~torch.isfinite(x), 0.0)
+
+
 def forward_logits(model: Any, x: Any) -> Any:
     """Logits at the input's resolution: reduced-resolution outputs are upsampled bilinearly."""
     import torch.nn.functional as F
@@ -166,11 +204,12 @@ def predict_proba(model: Any, x: np.ndarray, device: str = "cpu") -> np.ndarray:
         return torch.softmax(_logits(model, x, device), dim=1).cpu().numpy()
 
 
-def _logits(model: Any, x: np.ndarray, device: str) -> Any:
-    """Float32 logits for a normalised numpy batch: channels-last input, bf16 autocast where chosen."""
+def _logits(model: Any, x: Any, device: str) -> Any:
+    """Float32 logits for a normalised batch (numpy, or a tensor already on ``device``):
+    channels-last input, bf16 autocast where chosen."""
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
     t = t.contiguous(memory_format=torch.channels_last)
     if inference_precision(device) == "bf16":
         with torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16):
@@ -205,8 +244,10 @@ def predict_batch(
     import torch
 
     tune_allocator()
-    x = normalise(arrays, valids, mean, std)
     with torch.inference_mode():
+        # on a GPU the device normalises (same values); on a CPU numpy does, which measured quicker there
+        x = normalise_tensor(arrays, valids, mean, std, device) if device.startswith("cuda") else \
+            normalise(arrays, valids, mean, std)
         conf, cls = torch.softmax(_logits(model, x, device), dim=1).max(dim=1)
         classes = cls.to(torch.uint8).cpu().numpy()
         confidence = torch.clamp(torch.round(conf * 255), 1, 255).to(torch.uint8).cpu().numpy()

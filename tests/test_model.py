@@ -13,7 +13,7 @@ import torch
 from geoseg.classes import default_classes
 from geoseg.errors import CheckpointError, ConfigError, TileError
 from geoseg.grid import tile_grid
-from geoseg.infer import forward_logits, normalise, predict_batch
+from geoseg.infer import forward_logits, normalise, normalise_tensor, predict_batch
 from geoseg.model import (
     ModelCard,
     build_from_card,
@@ -206,3 +206,28 @@ def test_bf16_and_fp32_predictions_agree_closely(monkeypatch):  # type: ignore[n
     assert 0.9 < agree <= 1.0
     diff = np.abs(out["fp32"][1].astype(int) - out["bf16"][1].astype(int))
     assert diff.mean() < 2 and diff.max() <= 32  # confidence in 1/255 steps
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "uint8", "float32", "float64", "uint32"])
+@pytest.mark.parametrize("batched", [True, False])
+def test_device_normalisation_gives_the_same_floats(dtype, batched):  # type: ignore[no-untyped-def]
+    """What a GPU worker computes on the device equals the CPU path bit for bit (run here on the CPU),
+    over each dtype's whole range: uint16 above 32767 (moved as int16 bits), negatives, NaN and inf."""
+    rng = np.random.default_rng(7)
+    shape = (3, 4, 16, 16) if batched else (4, 16, 16)
+    if np.dtype(dtype).kind == "f":
+        a = rng.normal(2000, 900, shape).astype(dtype)
+        a.flat[::37] = np.nan
+        a.flat[::53] = np.inf
+    else:
+        info = np.iinfo(dtype)
+        a = rng.integers(info.min, int(info.max) + 1, shape, dtype=np.int64 if dtype != "uint32" else np.uint64).astype(dtype)
+    valid = rng.random(shape[:-3] + shape[-2:]) > 0.2
+    mean, std = [1000.0, -5.0, 30000.0, 0.5], [600.0, 2.0, 0.0, 1e3]  # a zero std is clamped, as on the CPU
+    want = normalise(a, valid, mean, std)
+    got = normalise_tensor(a, valid, mean, std, "cpu").numpy()
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    assert (got[..., 0, :, :][~valid] == 0).all()
+    with pytest.raises(ValueError, match="3 means / 3 stds for 4 bands"):
+        normalise_tensor(a, valid, mean[:3], std[:3], "cpu")
