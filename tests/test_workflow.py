@@ -508,3 +508,28 @@ def test_a_corrupt_block_read_ahead_fails_the_task_cleanly(project):  # type: ig
         tasks.infer_batch(str(bad), str(project / "model"), str(root), 0, tiles, batch_size=2, device="cpu",
                           read_ahead=2)
     assert not SceneStore(root).record_path(0).exists() and not SceneStore(root).batch_done(0, tiles)
+
+
+def test_a_run_reading_ahead_on_spare_cores_gives_the_same_mask(project):  # type: ignore[no-untyped-def]
+    """One worker on a machine with more cores: its tasks read on reader threads (own datasets, inside
+    the worker process) and the outputs equal the single-process prediction's bytes."""
+    import torch
+
+    from geoseg.workflow.run import _read_ahead
+
+    cfg = load_workflow(write_workflow(project / "wf1.yaml",
+                                       cluster={"workers": 1, "threads_per_worker": 1, "dashboard": False}))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cores >= 2:
+        assert _read_ahead(cfg) >= 1
+    res = run_workflow(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        predict_scene(project / "model", project / "scene.tif", project / "single.tif",
+                      confidence=project / "single_conf.tif", tile=64, overlap=16, batch_size=2)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(_read(res.run_dir / "mask.tif")[0], _read(project / "single.tif")[0])
+    np.testing.assert_array_equal(_read(res.run_dir / "confidence.tif")[0], _read(project / "single_conf.tif")[0])
+    assert res.stats["infer_worker_seconds"]["read"] > 0
