@@ -414,6 +414,8 @@ class RasterWriter:
         Internal tile size.
     predictor : int, optional
         DEFLATE predictor (default: 1 for uint8, 2 otherwise).
+    level : int
+        DEFLATE level of the COG (1-9; GDAL's default 6).
     fast : bool
         A plain GeoTIFF compressed with ZSTD level 1 instead of DEFLATE: about 3 x quicker to
         write and a third quicker to read, about as small for class masks; for files geoseg
@@ -438,6 +440,7 @@ class RasterWriter:
         blocksize: int = 512,
         predictor: int | None = None,
         fast: bool = False,
+        level: int = 6,
     ) -> None:
         self.path = Path(path)
         self.shape = (int(shape[0]), int(shape[1]))
@@ -453,6 +456,7 @@ class RasterWriter:
         self.overview_resampling = overview_resampling
         self.blocksize = blocksize
         self.fast = fast
+        self.level = level
         self.predictor = predictor if predictor is not None else (1 if self.dtype == "uint8" else 2)
         self._tmp: Path | None = None
         self._ds: Any = None
@@ -561,6 +565,7 @@ class RasterWriter:
                     driver="COG",
                     COMPRESS="DEFLATE",
                     PREDICTOR="YES" if self.predictor == 2 else "NO",
+                    LEVEL=str(self.level),
                     BLOCKSIZE=str(self.blocksize),
                     RESAMPLING=self.overview_resampling.upper(),
                     OVERVIEWS="AUTO",
@@ -613,7 +618,12 @@ def mask_writer(
 def confidence_writer(
     path: str | os.PathLike[str], *, shape: tuple[int, int], transform: Affine, crs: CRS | str
 ) -> RasterWriter:
-    """A :class:`RasterWriter` for a confidence raster: uint8 max softmax x 255, nodata 0, COG."""
+    """A :class:`RasterWriter` for a confidence raster: uint8 max softmax x 255, nodata 0, COG.
+
+    Compressed with DEFLATE level 1 after horizontal differencing: on the 16x benchmark mask's
+    confidence (29 Mpx) 0.28 s and 22.1 MB, against 0.51 s and 22.8 MB at level 6 without it
+    (confidence varies smoothly; a higher level gains little on it).
+    """
     return RasterWriter(
         path,
         shape=shape,
@@ -624,6 +634,8 @@ def confidence_writer(
         band_descriptions=["confidence"],
         overview_resampling="average",
         tags={"GEOSEG_CONFIDENCE": "max softmax probability x 255; 0 = nodata"},
+        predictor=2,
+        level=1,
     )
 
 

@@ -213,3 +213,18 @@ def test_block_cache_sizes_hold_what_neighbouring_tiles_share(tmp_path):  # type
     assert writer_cache_bytes((5376, 5376), 512) == MIN_CACHE_BYTES
     assert writer_cache_bytes((100, 100_000), 512) == 3 * 512 * 100_352
     assert writer_cache_bytes((100, 10_000_000), 512) == MAX_CACHE_BYTES
+
+
+def test_confidence_cog_round_trips_through_differencing(tmp_path):  # type: ignore[no-untyped-def]
+    from rasterio.windows import Window
+
+    from geoseg.io import confidence_writer
+
+    a = np.random.default_rng(3).integers(0, 256, (300, 260)).astype("uint8")
+    p = tmp_path / "confidence.tif"
+    with confidence_writer(p, shape=a.shape, transform=Affine(10, 0, 0, 0, -10, 0), crs="EPSG:32643") as w:
+        w.write(a, Window(0, 0, 260, 300))
+    with rasterio.open(p) as s:
+        np.testing.assert_array_equal(s.read(1), a)
+        st = s.tags(ns="IMAGE_STRUCTURE")
+        assert (st["LAYOUT"], st["COMPRESSION"], st["PREDICTOR"], s.nodata) == ("COG", "DEFLATE", "2", 0)
