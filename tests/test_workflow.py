@@ -336,6 +336,17 @@ def test_district_problems_are_recorded_not_fatal(project):  # type: ignore[no-u
     assert set(fields.district) <= {"West", "East"} and len(fields) > 0
 
 
+def test_a_wrong_district_name_field_fails_before_any_tile_is_predicted(project):  # type: ignore[no-untyped-def]
+    from geoseg.vector_io import DistrictError
+
+    write_districts(project / "d.gpkg", 561250, (559000, 3415000, 563500, 3421000))
+    write_workflow(project / "bad.yaml", name="bad", districts={"path": "d.gpkg", "name_field": "DISTNAME"},
+                   outputs={"fields": ["parquet"], "district_areas": True, "report": False})
+    with pytest.raises(DistrictError, match=r"d\.gpkg.*DISTNAME"):
+        run_workflow(load_workflow(project / "bad.yaml"))
+    assert not list((project / "store").rglob("*.tif"))  # checked in the plan, before the cluster starts
+
+
 # --------------------------------------------------------------------------------------
 # task sizing and the allocator (pure; no cluster)
 import platform  # noqa: E402
@@ -533,3 +544,16 @@ def test_a_run_reading_ahead_on_spare_cores_gives_the_same_mask(project):  # typ
     np.testing.assert_array_equal(_read(res.run_dir / "mask.tif")[0], _read(project / "single.tif")[0])
     np.testing.assert_array_equal(_read(res.run_dir / "confidence.tif")[0], _read(project / "single_conf.tif")[0])
     assert res.stats["infer_worker_seconds"]["read"] > 0
+
+
+def test_processes_exit_without_a_final_collection_of_what_they_imported():
+    """quick_exit registers gc.freeze at exit, once: an exit handler registered before it (so run
+    after it) sees the objects frozen, which the final collection then skips."""
+    code = (
+        "import atexit, gc\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+        "from geoseg.infer import quick_exit\n"
+        "print(quick_exit(), quick_exit())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False", "frozen", "True"]

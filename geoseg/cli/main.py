@@ -91,6 +91,9 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    from ..infer import quick_exit
+
+    quick_exit()  # return to the shell without a final collection over torch's objects (~1 s)
     cli.main(args=argv, prog_name="geoseg")
 
 

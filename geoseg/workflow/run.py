@@ -395,6 +395,7 @@ def _execute(
         grid = tile_grid(info.shape, info.transform, size=cfg.tile, overlap=cfg.overlap, multiple=card.multiple)
         grids.append((name, path, info, grid))
         total += len(grid)
+    boundaries = _check_districts(cfg)  # a wrong name field or a broken file fails now, not after inference
     timings["plan"] = time.perf_counter() - t
 
     with ExitStack() as stack:
@@ -496,7 +497,7 @@ def _execute(
         client.run(release_memory)
         # --- fields and district areas (the boundary file is read, checked and reprojected once)
         stats.update(model_loads_per_worker=loads, infer_tasks_per_worker=workers, inference_precision=precision)
-        districts = _districts(cfg, run_dir / "mask.tif", stats)
+        districts = _districts(cfg, run_dir / "mask.tif", stats, boundaries)
         if cfg.outputs.fields:
             t = time.perf_counter()
             say("polygonising fields")
@@ -541,15 +542,27 @@ def _crs(value: str) -> Any:
     return CRS.from_user_input(value)
 
 
-def _districts(cfg: RunConfig, mask: Path, stats: dict[str, Any]) -> Any:
-    """The workflow's districts in the mask's CRS (or None); skipped or repaired ones go to the stats."""
+def _check_districts(cfg: RunConfig) -> Any:
+    """The workflow's boundary file read and checked (name field, CRS, usable polygons), or None."""
     if cfg.districts is None:
+        return None
+    from ..vector_io import read_districts
+
+    return read_districts(cfg.districts, cfg.name_field, warn=False)
+
+
+def _districts(cfg: RunConfig, mask: Path, stats: dict[str, Any], checked: Any) -> Any:
+    """The checked districts (:func:`_check_districts`) in the mask's CRS, or None; skipped or
+    repaired ones go to the stats."""
+    if checked is None:
         return None
     from ..io import raster_info
     from ..vector_io import read_districts
 
-    d = read_districts(cfg.districts, cfg.name_field, crs=raster_info(mask).crs, warn=False)
-    stats["district_problems"] = [str(p) for p in d.problems]
+    d = read_districts(checked.gdf, cfg.name_field, crs=raster_info(mask).crs, warn=False)
+    problems = [str(p) for p in checked.problems]
+    problems += [q for q in (str(p) for p in d.problems) if q not in problems]
+    stats["district_problems"] = problems
     return d.gdf
 
 

@@ -29,7 +29,7 @@ import rasterio
 
 from ..classes import NODATA
 from ..grid import Tile, TileGrid
-from ..infer import inference_precision, pick_device, predict_batch
+from ..infer import inference_precision, pick_device, predict_batch, quick_exit
 from ..io import (
     MAX_CACHE_BYTES,
     confidence_writer,
@@ -56,6 +56,7 @@ def cached_model(model_dir: str | Path, device: str) -> tuple[Any, ModelCard]:
     key = (str(Path(model_dir).resolve()), card.weights_sha256, device)
     with _LOCK:
         if key not in _MODELS:
+            quick_exit()  # the worker's close need not wait for a final collection of torch's objects
             _MODELS[key] = load_checkpoint(model_dir, device)
             LOADS["count"] += 1
         return _MODELS[key]
