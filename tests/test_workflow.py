@@ -94,15 +94,11 @@ def test_relative_paths_resolve_against_the_workflow_file(project, monkeypatch, 
 # ------------------------------------------------------------------ local cluster
 
 
-def test_local_cluster_run_matches_single_process_prediction(project):  # type: ignore[no-untyped-def]
+def _single_process_prediction(project):  # type: ignore[no-untyped-def]
+    """Mask and confidence of the project's scene predicted in this process on one torch thread,
+    with the workflow's tiles and batches."""
     import torch
 
-    cfg = load_workflow(project / "wf.yaml")
-    res = run_workflow(cfg)
-    assert res.status == "done" and res.tiles == 10 * 8 and res.tiles_skipped == 0
-    mask, crs, tf = _read(res.run_dir / "mask.tif")
-    assert crs.to_epsg() == 32643 and tf == TF and mask.shape == (1, 300, 250)
-    # Same tiles, same batches, one torch thread: the single-process prediction gives the same bytes.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -110,8 +106,19 @@ def test_local_cluster_run_matches_single_process_prediction(project):  # type: 
                       confidence=project / "single_conf.tif", tile=64, overlap=16, batch_size=2)
     finally:
         torch.set_num_threads(threads)
-    np.testing.assert_array_equal(mask, _read(project / "single.tif")[0])
-    np.testing.assert_array_equal(_read(res.run_dir / "confidence.tif")[0], _read(project / "single_conf.tif")[0])
+    return _read(project / "single.tif")[0], _read(project / "single_conf.tif")[0]
+
+
+def test_local_cluster_run_matches_single_process_prediction(project):  # type: ignore[no-untyped-def]
+    cfg = load_workflow(project / "wf.yaml")
+    res = run_workflow(cfg)
+    assert res.status == "done" and res.tiles == 10 * 8 and res.tiles_skipped == 0
+    mask, crs, tf = _read(res.run_dir / "mask.tif")
+    assert crs.to_epsg() == 32643 and tf == TF and mask.shape == (1, 300, 250)
+    # Same tiles, same batches, one torch thread: the single-process prediction gives the same bytes.
+    single_mask, single_conf = _single_process_prediction(project)
+    np.testing.assert_array_equal(mask, single_mask)
+    np.testing.assert_array_equal(_read(res.run_dir / "confidence.tif")[0], single_conf)
     assert (mask[0, :3] == 255).all() and (mask[0, 3:] < 7).all()
     # Each worker process loaded the model once, however many batches it ran.
     assert set(res.stats["model_loads_per_worker"].values()) == {1}
@@ -524,8 +531,6 @@ def test_a_corrupt_block_read_ahead_fails_the_task_cleanly(project):  # type: ig
 def test_a_run_reading_ahead_on_spare_cores_gives_the_same_mask(project):  # type: ignore[no-untyped-def]
     """One worker on a machine with more cores: its tasks read on reader threads (own datasets, inside
     the worker process) and the outputs equal the single-process prediction's bytes."""
-    import torch
-
     from geoseg.workflow.run import _read_ahead
 
     cfg = load_workflow(write_workflow(project / "wf1.yaml",
@@ -534,15 +539,9 @@ def test_a_run_reading_ahead_on_spare_cores_gives_the_same_mask(project):  # typ
     if cores >= 2:
         assert _read_ahead(cfg) >= 1
     res = run_workflow(cfg)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        predict_scene(project / "model", project / "scene.tif", project / "single.tif",
-                      confidence=project / "single_conf.tif", tile=64, overlap=16, batch_size=2)
-    finally:
-        torch.set_num_threads(threads)
-    np.testing.assert_array_equal(_read(res.run_dir / "mask.tif")[0], _read(project / "single.tif")[0])
-    np.testing.assert_array_equal(_read(res.run_dir / "confidence.tif")[0], _read(project / "single_conf.tif")[0])
+    single_mask, single_conf = _single_process_prediction(project)
+    np.testing.assert_array_equal(_read(res.run_dir / "mask.tif")[0], single_mask)
+    np.testing.assert_array_equal(_read(res.run_dir / "confidence.tif")[0], single_conf)
     assert res.stats["infer_worker_seconds"]["read"] > 0
 
 
