@@ -572,10 +572,13 @@ def device_e2e_row(work: Path, model_dir: Path, side: int = 10980, device: str =
     forward, softmax: an upper bound on the device's busy time - setup, tile store).
     """
     from .synth import synthesize
+    from .workflow.config import load_workflow
+    from .workflow.run import _read_ahead
+    from .workflow.tasks import usable_cores
 
     say(f"end to end on {device}: synthesising a {side} px scene")
     region = synthesize(work / f"r{side}", height=side, width=side, seed=0)
-    workers = max(1, min(4, (os.cpu_count() or 1) // 4))
+    workers = max(1, min(4, usable_cores() // 4))
     wf = _workflow(work / f"wf_{device.split(':')[0]}.yaml", region.scene, model_dir, region.districts, work,
                    f"bench_{device.split(':')[0]}", 16, workers=workers, device=device)
     say(f"end to end on {device}: {workers} worker(s) sharing it")
@@ -583,9 +586,6 @@ def device_e2e_row(work: Path, model_dir: Path, side: int = 10980, device: str =
     wall = r["wall"] - r["timings"].get("cluster", 0.0)
     stages = {k: v for k, v in r["timings"].items() if k not in ("plan", "cluster")}
     slowest = max(stages, key=lambda k: stages[k])
-    from .workflow.config import load_workflow
-    from .workflow.run import _read_ahead
-
     readers = _read_ahead(load_workflow(wf)) or 0
     parts = (r.get("stats") or {}).get("infer_worker_seconds") or {}
     # per worker, reading spread over its reader threads: the largest bounds the infer stage

@@ -154,6 +154,15 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def _band_stats(mean: Sequence[float], std: Sequence[float], bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band means and stds as float32 (bands, 1, 1) arrays, stds at least 1e-6."""
+    m = np.asarray(mean, dtype=np.float32)
+    s = np.asarray(std, dtype=np.float32)
+    if m.size != bands or s.size != bands:
+        raise ValueError(f"normalisation has {m.size} means / {s.size} stds for {bands} bands")
+    return m.reshape(bands, 1, 1), np.maximum(s, np.float32(1e-6)).reshape(bands, 1, 1)
+
+
 def normalise(
     array: np.ndarray, valid: np.ndarray, mean: Sequence[float], std: Sequence[float]
 ) -> np.ndarray:
@@ -165,13 +174,8 @@ def normalise(
     >>> normalise(a, np.array([[True, False]]), [6.0, 2.0], [2.0, 1.0]).tolist()
     [[[2.0, 0.0]], [[2.0, 0.0]]]
     """
-    m = np.asarray(mean, dtype=np.float32)
-    s = np.asarray(std, dtype=np.float32)
-    c = array.shape[-3]
-    if m.size != c or s.size != c:
-        raise ValueError(f"normalisation has {m.size} means / {s.size} stds for {c} bands")
-    shape = (c, 1, 1)
-    x = (array.astype(np.float32) - m.reshape(shape)) / np.maximum(s, 1e-6).reshape(shape)
+    m, s = _band_stats(mean, std, array.shape[-3])
+    x = (array.astype(np.float32) - m) / s
     bad = ~valid[..., None, :, :] if valid.ndim == array.ndim - 1 else ~valid
     x = np.where(bad | ~np.isfinite(x), np.float32(0), x)
     return x.astype(np.float32, copy=False)
@@ -192,11 +196,7 @@ def normalise_tensor(array: np.ndarray, valid: np.ndarray, mean: Sequence[float]
     """
     import torch
 
-    c = array.shape[-3]
-    m = np.asarray(mean, dtype=np.float32)
-    s = np.maximum(np.asarray(std, dtype=np.float32), np.float32(1e-6))
-    if m.size != c or s.size != c:
-        raise ValueError(f"normalisation has {m.size} means / {s.size} stds for {c} bands")
+    m, s = _band_stats(mean, std, array.shape[-3])
     a = np.ascontiguousarray(array)
     if a.dtype == np.uint16:  # torch's uint16 has few kernels: move the bits as int16, widen there
         t = torch.from_numpy(a.view(np.int16)).to(device, non_blocking=True).to(torch.int32) & 0xFFFF
@@ -205,8 +205,7 @@ def normalise_tensor(array: np.ndarray, valid: np.ndarray, mean: Sequence[float]
     else:  # uint32 and the like: convert here
         t = torch.from_numpy(a.astype(np.float32)).to(device, non_blocking=True)
     v = torch.from_numpy(np.ascontiguousarray(valid)).to(device, non_blocking=True)
-    shape = (c, 1, 1)
-    x = (t.to(torch.float32) - torch.from_numpy(m).to(device).reshape(shape)) / torch.from_numpy(s).to(device).reshape(shape)
+    x = (t.to(torch.float32) - torch.from_numpy(m).to(device)) / torch.from_numpy(s).to(device)
     bad = ~v.unsqueeze(-3) if v.dim() == x.dim() - 1 else ~v
     return x.masked_fill_(bad | ~torch.isfinite(x), 0.0)
 

@@ -481,10 +481,11 @@ def test_reader_threads_give_the_same_tiles_and_close_their_files(project, monke
 
 
 def test_reader_threads_by_device():
-    from geoseg.workflow.tasks import MAX_READERS, readers_for
+    from geoseg.workflow.tasks import MAX_READERS, readers_for, usable_cores
 
     assert readers_for("cpu") == 0 and readers_for("cpu", 4) == 0  # CPU cores run the model
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
+    assert 1 <= cores <= (os.cpu_count() or 1)
     assert readers_for("cuda") == max(1, min(MAX_READERS, cores - 1))
     assert readers_for("cuda:1", threads=10 * cores) == 1
 
@@ -532,11 +533,11 @@ def test_a_run_reading_ahead_on_spare_cores_gives_the_same_mask(project):  # typ
     """One worker on a machine with more cores: its tasks read on reader threads (own datasets, inside
     the worker process) and the outputs equal the single-process prediction's bytes."""
     from geoseg.workflow.run import _read_ahead
+    from geoseg.workflow.tasks import usable_cores
 
     cfg = load_workflow(write_workflow(project / "wf1.yaml",
                                        cluster={"workers": 1, "threads_per_worker": 1, "dashboard": False}))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if cores >= 2:
+    if usable_cores() >= 2:
         assert _read_ahead(cfg) >= 1
     res = run_workflow(cfg)
     single_mask, single_conf = _single_process_prediction(project)

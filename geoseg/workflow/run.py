@@ -28,7 +28,7 @@ from ..model import read_card
 from ..stack import stack_rasters
 from .config import RunConfig
 from .record import Catalog, RunLock, read_manifest, write_manifest
-from .tasks import MAX_READERS, assemble_scene, infer_batch
+from .tasks import MAX_READERS, assemble_scene, infer_batch, usable_cores
 
 __all__ = ["RunResult", "run_workflow", "connect"]
 
@@ -203,11 +203,7 @@ def _read_ahead(cfg: RunConfig) -> int | None:
     c = cfg.cluster
     if not c.is_local:
         return None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    free = cores - c.workers * c.threads_per_worker
+    free = usable_cores() - c.workers * c.threads_per_worker
     return min(MAX_READERS, max(1, free // c.workers)) if free > 0 else 0
 
 
@@ -429,8 +425,7 @@ def _execute(
                 )
                 futures[fut] = (name, b)
         done = skipped = 0
-        infer_compute = 0.0
-        infer_parts = {"read": 0.0, "setup": 0.0, "write": 0.0}
+        infer_parts = {"read": 0.0, "model": 0.0, "setup": 0.0, "write": 0.0}  # worker seconds, summed
         loads: dict[str, int] = {}
         workers: dict[str, int] = {}
         precision: dict[str, str] = {}
@@ -438,9 +433,8 @@ def _execute(
             rec = fut.result()
             done += rec["tiles"]
             skipped += rec["tiles"] if rec["skipped"] else 0
-            infer_compute += rec.get("compute_seconds", 0.0)
-            for part in ("read", "setup", "write"):
-                infer_parts[part] += rec.get(f"{part}_seconds", 0.0)
+            for part, key in (("read", "read"), ("model", "compute"), ("setup", "setup"), ("write", "write")):
+                infer_parts[part] += rec.get(f"{key}_seconds", 0.0)
             loads[str(rec.get("worker"))] = rec["loads"]
             workers[str(rec.get("worker"))] = workers.get(str(rec.get("worker")), 0) + 1
             if "precision" in rec:
@@ -508,10 +502,8 @@ def _execute(
             say("summing district areas")
             outputs.update(_district_areas(cfg, card, run_dir, districts, stats))
             timings["district_areas"] = time.perf_counter() - t
-    stats["infer_compute_seconds"] = infer_compute
-    # worker seconds summed over tasks: which part of inference bounds the run (skipped tasks add 0)
-    stats["infer_worker_seconds"] = {"read": infer_parts["read"], "model": infer_compute,
-                                     "setup": infer_parts["setup"], "write": infer_parts["write"]}
+    stats["infer_compute_seconds"] = infer_parts["model"]
+    stats["infer_worker_seconds"] = infer_parts  # which part of inference bounds the run (skipped tasks add 0)
     if cfg.outputs.report:
         t = time.perf_counter()
         say("writing the report")

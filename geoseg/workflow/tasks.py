@@ -42,7 +42,7 @@ from ..io import (
 from ..model import ModelCard, load_checkpoint, read_card
 from .store import SceneStore
 
-__all__ = ["infer_batch", "assemble_scene", "cached_model", "readers_for", "MAX_READERS"]
+__all__ = ["infer_batch", "assemble_scene", "cached_model", "readers_for", "usable_cores", "MAX_READERS"]
 
 _MODELS: dict[tuple[str, str, str], tuple[Any, ModelCard]] = {}
 _LOCK = threading.Lock()
@@ -66,6 +66,14 @@ def cached_model(model_dir: str | Path, device: str) -> tuple[Any, ModelCard]:
 MAX_READERS = 8
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity on Linux, else all of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def readers_for(device: str, threads: int = 1) -> int:
     """Reader threads for a task on ``device`` when nobody said: on a GPU, one per core this
     process may use beyond its ``threads`` (at least 1, at most :data:`MAX_READERS`), since
@@ -73,11 +81,7 @@ def readers_for(device: str, threads: int = 1) -> int:
     the model."""
     if not device.startswith("cuda"):
         return 0
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_READERS, cores - max(1, threads)))
+    return max(1, min(MAX_READERS, usable_cores() - max(1, threads)))
 
 
 def _set_threads(threads: int) -> None:
@@ -126,16 +130,14 @@ def infer_batch(
     reading = [0.0]  # seconds reading tiles (summed over the reader threads when reading ahead)
     readers = readers_for(dev, threads) if read_ahead is None else int(read_ahead)
     lock = threading.Lock()
-    handles: list[Any] = []  # each reader thread's open_raster context, closed when the pool is done
+    handles = ExitStack()  # each reader thread's dataset, closed when the pool is done
     local = threading.local()
 
     def reader_src() -> Any:
         src = getattr(local, "src", None)
         if src is None:  # GDAL datasets are not thread-safe: one per reader thread
-            cm = open_raster(scene)
-            src = local.src = cm.__enter__()
             with lock:
-                handles.append(cm)
+                src = local.src = handles.enter_context(open_raster(scene))
         return src
 
     def load(src: Any, group: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +190,7 @@ def _run_reading_ahead(
     groups: list[list[Tile]],
     run: Callable[[Callable[[int], Any]], None],
     load: Callable[[list[Tile]], Any],
-    handles: list[Any],
+    handles: ExitStack,
 ) -> None:
     """``run`` the model over ``groups`` while ``readers`` threads load the next ones.
 
@@ -196,24 +198,20 @@ def _run_reading_ahead(
     ``readers`` groups are in flight; the readers' datasets (``handles``) are closed
     when the pool is done, and groups not yet started are cancelled if the model fails.
     """
-    try:
-        with ThreadPoolExecutor(readers) as pool:
-            pending = deque(pool.submit(load, g) for g in groups[:readers])
+    with handles, ThreadPoolExecutor(readers) as pool:  # the pool is done before the datasets close
+        pending = deque(pool.submit(load, g) for g in groups[:readers])
 
-            def next_group(i: int) -> Any:
-                out = pending.popleft().result()
-                if i + readers < len(groups):
-                    pending.append(pool.submit(load, groups[i + readers]))
-                return out
+        def next_group(i: int) -> Any:
+            out = pending.popleft().result()
+            if i + readers < len(groups):
+                pending.append(pool.submit(load, groups[i + readers]))
+            return out
 
-            try:
-                run(next_group)
-            finally:
-                for f in pending:
-                    f.cancel()
-    finally:
-        for cm in handles:
-            cm.__exit__(None, None, None)
+        try:
+            run(next_group)
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 def assemble_scene(
