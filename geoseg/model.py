@@ -36,6 +36,7 @@ __all__ = [
     "build_model",
     "build_from_card",
     "tile_multiple",
+    "model_multiple",
     "save_checkpoint",
     "load_checkpoint",
     "read_card",
@@ -79,6 +80,9 @@ class ModelCard:
     geoseg_version: str = ""
     weights_sha256: str = ""
     format_version: int = FORMAT_VERSION
+    #: What tile sides must be divisible by (recorded when saved, so that planning a run
+    #: needs neither torch nor a model build); 0 in cards written before it was recorded.
+    size_multiple: int = 0
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -112,8 +116,9 @@ class ModelCard:
 
     @property
     def multiple(self) -> int:
-        """What tile sizes must be divisible by for this model."""
-        return tile_multiple(self.arch, self.encoder, self.arch_kwargs)
+        """What tile sizes must be divisible by for this model (the recorded value, else
+        worked out by building the architecture)."""
+        return self.size_multiple or tile_multiple(self.arch, self.encoder, self.arch_kwargs)
 
 
 def _version() -> str:
@@ -209,6 +214,11 @@ def tile_multiple(arch: str = DEFAULT_ARCH, encoder: str | None = None, arch_kwa
 
     with torch.random.fork_rng(devices=[]):  # probing must not consume the caller's random stream
         model = build_model(arch, encoder, 3, 2, **(arch_kwargs or {}))
+    return model_multiple(model)
+
+
+def model_multiple(model: Any) -> int:
+    """:func:`tile_multiple` of a built model: max(16, its encoder's output stride)."""
     return max(16, int(getattr(model.encoder, "output_stride", 32)))
 
 
@@ -236,7 +246,8 @@ def save_checkpoint(path: str | os.PathLike[str], model: Any, card: ModelCard) -
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})  # fixed metadata: same weights, same bytes
-        card = dataclasses.replace(card, weights_sha256=sha256_file(tmp / WEIGHTS), geoseg_version=_version())
+        card = dataclasses.replace(card, weights_sha256=sha256_file(tmp / WEIGHTS), geoseg_version=_version(),
+                                   size_multiple=model_multiple(model))
         (tmp / CARD).write_text(card.to_json(), encoding="utf-8")
         old = None
         if target.exists():
@@ -319,6 +330,12 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[
 
     with torch.random.fork_rng(devices=[]):  # random init is overwritten; keep the caller's RNG untouched
         model = build_from_card(card)
+    if card.size_multiple and card.size_multiple != model_multiple(model):
+        raise CheckpointError(
+            f"{d / CARD}: size_multiple is {card.size_multiple}, but {card.arch}/{card.encoder} with these options "
+            f"needs tile sides divisible by {model_multiple(model)}; the card was edited - set it to "
+            f"{model_multiple(model)} or remove the key"
+        )
     state = load_state_dict_file(d / WEIGHTS)
     load_into(model, state, str(d / WEIGHTS))
     return model.to(device).eval(), card

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from geoseg.bench import TreeMemory, _row, format_table, run_job
+from geoseg.bench import TreeMemory, _fastest, _row, _run_seconds, format_table, run_job
 from geoseg.grid import tile_grid
 from geoseg.io import raster_info
 
@@ -22,6 +22,24 @@ def test_rows_compare_ratios_with_their_targets():
     table = format_table({"rows": [vars(r), vars(p)], "device": "d", "date": "t", "seconds": 1.0,
                           "scenes": {"1x": [1, 1], "16x": [4, 4]}})
     assert "e2e_vs_forward" in table and " NO " not in table.splitlines()[1] and "yes" in table.splitlines()[2]
+
+
+def test_repeats_keep_the_fastest_time_and_the_largest_memory():
+    results = [{"wall": 9.0, "timings": {"cluster": 0.5}, "peak_bytes": 300, "run_dir": "a"},
+               {"wall": 8.0, "timings": {"cluster": 2.0}, "peak_bytes": 100, "run_dir": "b"},
+               {"wall": 8.4, "timings": {"cluster": 0.2}, "peak_bytes": None, "run_dir": "c"}]
+    calls = []
+
+    def run(i):
+        calls.append(i)
+        return results[i]
+
+    best = _fastest(run, 3, key=_run_seconds)
+    assert calls == [0, 1, 2]
+    assert best["run_dir"] == "b" and best["peak_bytes"] == 300 and best["repeats"] == [8.5, 6.0, 8.2]
+    assert _fastest(run, 0)["repeats"] == [9.0]  # at least once
+    assert "best of 3" in format_table({"rows": [], "device": "d", "date": "t", "seconds": 1.0, "repeats": 3,
+                                        "scenes": {"1x": [1, 1], "16x": [4, 4]}})
 
 
 @pytest.mark.skipif(not TreeMemory.available(), reason="needs /proc (Linux)")

@@ -98,6 +98,47 @@ def test_checkpoint_round_trip_keeps_weights_and_card(tmp_path):  # type: ignore
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
 
 
+def test_the_card_records_the_tile_multiple_so_planning_needs_no_torch(tmp_path):  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from affine import Affine
+
+    from tests.workflow_helpers import write_scene, write_workflow
+
+    card = _card(arch="segformer", encoder="mit_b0", arch_kwargs={})
+    written = save_checkpoint(tmp_path / "m", build_from_card(card), card)
+    assert written.size_multiple == 32 == tile_multiple("segformer")
+    assert read_card(tmp_path / "m").multiple == 32
+    # a card from before the value was recorded still answers, by building the architecture
+    old = json.loads((tmp_path / "m" / "model.json").read_text())
+    del old["size_multiple"]
+    assert ModelCard.from_json(json.dumps(old)).multiple == 32
+    # reading a workflow (which checks its tile against the model) imports neither torch nor smp
+    write_scene(tmp_path / "scene.tif", 64, 64, Affine(10, 0, 500000, 0, -10, 3400000))
+    card4 = _card(arch="segformer", encoder="mit_b0", arch_kwargs={}, in_channels=4)
+    save_checkpoint(tmp_path / "m4", build_from_card(card4), card4)
+    wf = write_workflow(tmp_path / "wf.yaml", scenes=[str(tmp_path / "scene.tif")], model=str(tmp_path / "m4"),
+                        tile=256)
+    code = ("import sys; from geoseg.workflow.config import load_workflow; "
+            f"load_workflow({str(wf)!r}); print(sorted(m for m in ('torch', 'segmentation_models_pytorch') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_an_edited_tile_multiple_is_refused(tmp_path):  # type: ignore[no-untyped-def]
+    save_checkpoint(tmp_path / "m", build_from_card(_card()), _card())
+    p = tmp_path / "m" / "model.json"
+    d = json.loads(p.read_text())
+    assert d["size_multiple"] == 16
+    d["size_multiple"] = 8
+    p.write_text(json.dumps(d))
+    with pytest.raises(CheckpointError, match=r"model\.json: size_multiple is 8, but unet/resnet18 with these "
+                                              r"options needs tile sides divisible by 16; the card was edited"):
+        load_checkpoint(tmp_path / "m")
+
+
 def test_tampered_weights_are_refused(tmp_path):  # type: ignore[no-untyped-def]
     save_checkpoint(tmp_path / "m", build_from_card(_card()), _card())
     w = tmp_path / "m" / "model.safetensors"

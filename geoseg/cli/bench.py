@@ -22,11 +22,14 @@ import click
 @click.option("--train-minutes", type=float, default=1.5, show_default=True,
               help="Training time for the default model (0: random weights).")
 @click.option("--gpu", is_flag=True, help="Also measure the GPU figures (needs CUDA).")
-def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train_minutes: float, gpu: bool) -> None:
+@click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Times each run-sized job (workflow runs and their baselines) is timed; the fastest counts.")
+def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train_minutes: float, gpu: bool,
+          repeats: int) -> None:
     """Measure pipeline speed and memory against baselines and print one table.
 
     Each figure is a ratio of two timings (or memory peaks) taken side by side in this
-    run, with its target; the same rows go to --out as JSON. About 6 minutes on 2 CPU
+    run, with its target; the same rows go to --out as JSON. About 8 minutes on 2 CPU
     cores with the default sizes.
 
     \b
@@ -42,9 +45,11 @@ def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train
 
     if work is None:
         with tempfile.TemporaryDirectory(prefix="geoseg-bench-") as td:
-            result = run_bench(td, base=base, model=model_dir, train_minutes=train_minutes, gpu=gpu, say=say)
+            result = run_bench(td, base=base, model=model_dir, train_minutes=train_minutes, gpu=gpu,
+                               repeats=repeats, say=say)
     else:
-        result = run_bench(work, base=base, model=model_dir, train_minutes=train_minutes, gpu=gpu, say=say)
+        result = run_bench(work, base=base, model=model_dir, train_minutes=train_minutes, gpu=gpu,
+                               repeats=repeats, say=say)
     click.echo(format_table(result))
     write_result(result, out)
     click.echo(f"results: {out}")
