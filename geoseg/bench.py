@@ -268,21 +268,23 @@ def _job_naive(job: dict[str, Any]) -> dict[str, Any]:
 
     As a user would write it: float32, default layout and allocator. With ``same_settings``
     the model runs as the pipeline runs it (precision, channels-last, allocator), which
-    separates the pipeline's design from those settings.
+    separates the pipeline's design from those settings. Timed, like the workflow run, from
+    geoseg's modules imported: torch's import and the checkpoint's load are inside.
     """
     import rasterio
-    import torch
     from rasterio.windows import Window
 
     from .infer import _logits, normalise, tune_allocator
     from .model import load_checkpoint
 
+    t = time.perf_counter()
+    import torch
+
     same = bool(job.get("same_settings"))
     if same:
         tune_allocator()
     model, card = load_checkpoint(job["model"])
-    size = job["tile"]
-    t = time.perf_counter()
+    size, multiple = job["tile"], card.multiple
     with rasterio.open(job["scene"]) as src:
         profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
                    "crs": src.crs, "transform": src.transform, "nodata": 255, "tiled": True, "blockxsize": 512,
@@ -294,7 +296,7 @@ def _job_naive(job: dict[str, Any]) -> dict[str, Any]:
                     a = src.read(window=w)
                     valid = src.read_masks(window=w).min(axis=0) > 0
                     h, wd = a.shape[1:]
-                    ph, pw = -h % card.multiple, -wd % card.multiple
+                    ph, pw = -h % multiple, -wd % multiple
                     x = normalise(np.pad(a, ((0, 0), (0, ph), (0, pw))), np.pad(valid, ((0, ph), (0, pw))),
                                   card.band_mean, card.band_std)
                     logits = _logits(model, x[None], "cpu") if same else model(torch.from_numpy(x[None]))
@@ -449,7 +451,8 @@ def run_bench(
     *,
     base: int = 1344,
     model: str | os.PathLike[str] | None = None,
-    train_minutes: float = 1.5,
+    train_epochs: int = 12,
+    train_minutes: float | None = None,
     gpu: bool = False,
     repeats: int = 2,
     say: Callable[[str], None] = lambda s: None,
@@ -458,8 +461,10 @@ def run_bench(
 
     ``base`` is the 1x region's side in pixels; the 16x region has side ``4 * base``.
     Both should be multiples of the tile core (448 px for 512 px tiles with 32 px halos).
-    Without ``model``, a model is trained on the 1x region for ``train_minutes`` (0: random
-    weights instead). ``repeats``: how many times each run-sized job is timed (the fastest
+    Without ``model``, a model is trained on the 1x region for ``train_epochs`` (0: random
+    weights instead; the same weights on every run, so that the masks the later figures
+    polygonise and count are the same too), stopped early after ``train_minutes`` if given
+    (which makes the weights depend on the machine's speed). ``repeats``: how many times each run-sized job is timed (the fastest
     counts, baselines alike).
     """
     from .grid import tile_grid
@@ -471,21 +476,25 @@ def run_bench(
     say(f"synthesising regions of {base} and {4 * base} px")
     small = synthesize(work / "r1x", height=base, width=base, seed=0)
     large = synthesize(work / "r16x", height=4 * base, width=4 * base, seed=0)
+    extra: dict[str, Any] = {}
     if model:
         model_dir = Path(model)
-    elif train_minutes > 0:
+    elif train_epochs > 0 and (train_minutes is None or train_minutes > 0):
         # a briefly trained model: its masks have field-like regions (an untrained one gives speckle,
         # which makes polygonising unrealistically slow)
         from .train import train
 
-        say(f"training a U-Net/ResNet-18 on the 1x region for at most {train_minutes:g} min")
-        train(small.scene, small.labels, small.classes, work / "model", time_limit=train_minutes, seed=0)
+        limit = f" (at most {train_minutes:g} min)" if train_minutes else ""
+        say(f"training a U-Net/ResNet-18 on the 1x region for {train_epochs} epochs{limit}")
+        tr = train(small.scene, small.labels, small.classes, work / "model", epochs=train_epochs,
+                   time_limit=train_minutes, seed=0)
+        extra["model_training"] = {"epochs_run": tr.epochs_run, "seconds": round(tr.seconds, 1),
+                                   "val_miou": tr.card.metrics.get("miou")}
         model_dir = work / "model"
     else:
         model_dir = _bench_model(work / "model", small.scene)
     batch = 4
     rows: list[Row] = []
-    extra: dict[str, Any] = {}
 
     # read ratio: pure grid arithmetic on a Sentinel-2-sized scene
     g = tile_grid((10980, 10980), size=512, overlap=32)

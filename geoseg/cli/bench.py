@@ -19,13 +19,16 @@ import click
                    "the halo share equal).")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Checkpoint to time (default: a U-Net/ResNet-18 trained briefly on the 1x region).")
-@click.option("--train-minutes", type=float, default=1.5, show_default=True,
-              help="Training time for the default model (0: random weights).")
+@click.option("--train-epochs", type=click.IntRange(min=0), default=12, show_default=True,
+              help="Epochs for the default model (0: random weights); a fixed count gives the same model, and so "
+                   "the same masks to polygonise and count, on every run.")
+@click.option("--train-minutes", type=float, default=None,
+              help="Stop the default model's training after this many minutes (0: random weights).")
 @click.option("--gpu", is_flag=True, help="Also measure the GPU figures (needs CUDA).")
 @click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True,
               help="Times each run-sized job (workflow runs and their baselines) is timed; the fastest counts.")
-def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train_minutes: float, gpu: bool,
-          repeats: int) -> None:
+def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train_epochs: int,
+          train_minutes: float | None, gpu: bool, repeats: int) -> None:
     """Measure pipeline speed and memory against baselines and print one table.
 
     Each figure is a ratio of two timings (or memory peaks) taken side by side in this
@@ -45,10 +48,12 @@ def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train
 
     if work is None:
         with tempfile.TemporaryDirectory(prefix="geoseg-bench-") as td:
-            result = run_bench(td, base=base, model=model_dir, train_minutes=train_minutes, gpu=gpu,
+            result = run_bench(td, base=base, model=model_dir, train_epochs=train_epochs,
+                               train_minutes=train_minutes, gpu=gpu,
                                repeats=repeats, say=say)
     else:
-        result = run_bench(work, base=base, model=model_dir, train_minutes=train_minutes, gpu=gpu,
+        result = run_bench(work, base=base, model=model_dir, train_epochs=train_epochs,
+                               train_minutes=train_minutes, gpu=gpu,
                                repeats=repeats, say=say)
     click.echo(format_table(result))
     write_result(result, out)
