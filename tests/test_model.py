@@ -272,3 +272,34 @@ def test_device_normalisation_gives_the_same_floats(dtype, batched):  # type: ig
     assert (got[..., 0, :, :][~valid] == 0).all()
     with pytest.raises(ValueError, match="3 means / 3 stds for 4 bands"):
         normalise_tensor(a, valid, mean[:3], std[:3], "cpu")
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "uint8", "float32", "float64", "uint32", "int64"])
+def test_normalised_batches_come_channels_last_with_the_plain_formulas_values(dtype):  # type: ignore[no-untyped-def]
+    """normalise lays its result out channels-last (what the model runs in, so torch takes it
+    without reordering) and its floats are bit for bit those of the plain NCHW formula, with
+    per-pixel and per-band validity, NaN/inf, a zero std and reversed axes."""
+    rng = np.random.default_rng(11)
+    shape = (2, 5, 12, 20)
+    if np.dtype(dtype).kind == "f":
+        a = rng.normal(2000, 900, shape).astype(dtype)
+        a.flat[::29] = np.nan
+        a.flat[::31] = -np.inf
+    else:
+        info = np.iinfo(dtype)
+        a = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+    mean, std = list(rng.normal(0, 100, 5)), [600.0, 2.0, 0.0, 1e3, 0.25]
+
+    def plain(arr, valid):  # type: ignore[no-untyped-def]
+        m = np.asarray(mean, np.float32).reshape(-1, 1, 1)
+        sd = np.maximum(np.asarray(std, np.float32), np.float32(1e-6)).reshape(-1, 1, 1)
+        x = (arr.astype(np.float32) - m) / sd
+        bad = ~valid[:, None] if valid.ndim == 3 else ~valid
+        return np.where(bad | ~np.isfinite(x), np.float32(0), x)
+
+    for valid in (rng.random((2, 12, 20)) > 0.2, rng.random(shape) > 0.2):
+        for arr, v in ((a, valid), (a[:, :, ::-1, ::-1], valid[..., ::-1, ::-1])):
+            got = normalise(arr, v, mean, std)
+            assert got.dtype == np.float32 and got.shape == arr.shape
+            np.testing.assert_array_equal(got.view(np.uint32), plain(arr, v).view(np.uint32))  # -0.0 and NaN too
+            assert torch.from_numpy(got).is_contiguous(memory_format=torch.channels_last)
