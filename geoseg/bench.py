@@ -596,26 +596,61 @@ def gpu_rows(say: Callable[[str], None] = lambda s: None) -> list[Row]:
     """Forward throughput of U-Net/resnet34 at 512 px, 16 bands, bf16, channels-last on CUDA."""
     import torch
 
-    from .model import build_model
-
     if not torch.cuda.is_available():
         say("no CUDA device: GPU figures skipped")
         return []
-    model = build_model("unet", "resnet34", 16, 7).cuda().eval().to(memory_format=torch.channels_last)
-    x = torch.randn(64, 16, 512, 512, device="cuda").contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-        for _ in range(3):
-            model(x)
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        n = 20
-        for _ in range(n):
-            model(x)
-        torch.cuda.synchronize()
-        secs = time.perf_counter() - t
-    tps = n * x.shape[0] / secs
-    return [_row("gpu_forward_tiles_per_s", tps, 1.0, unit="tiles/s", ratio=tps,
-                 note=f"{torch.cuda.get_device_name()}, batch 64")]
+    return [forward_throughput_row("cuda", say=say)]
+
+
+def forward_throughput_row(device: str = "cuda", *, encoder: str = "resnet34", size: int = 512, batch: int = 64,
+                           bands: int = 16, n: int = 20, try_compile: bool = True,
+                           say: Callable[[str], None] = lambda s: None) -> Row:
+    """``gpu_forward_tiles_per_s``: U-Net forward passes on ``device`` in bf16 autocast and
+    channels-last, eager and under ``torch.compile`` (the faster counts; the note gives both,
+    the compile time, and why compiling failed if it did)."""
+    import torch
+
+    from .model import build_model
+
+    model = build_model("unet", encoder, bands, 7).to(device).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, bands, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+
+    def sync() -> None:
+        if kind == "cuda":
+            torch.cuda.synchronize()
+
+    def tiles_per_s(fn: Callable[[Any], Any]) -> float:
+        with torch.inference_mode(), torch.autocast(kind, dtype=torch.bfloat16):
+            for _ in range(3):
+                fn(x)
+            sync()
+            t = time.perf_counter()
+            for _ in range(n):
+                fn(x)
+            sync()
+            return n * batch / (time.perf_counter() - t)
+
+    eager = tiles_per_s(model)
+    compiled, how = 0.0, "not tried"
+    if try_compile:
+        say(f"forward throughput on {device}: compiling the model (torch.compile)")
+        try:
+            t = time.perf_counter()
+            cmodel = torch.compile(model)
+            with torch.inference_mode(), torch.autocast(kind, dtype=torch.bfloat16):
+                cmodel(x)  # compiles
+            sync()
+            took = time.perf_counter() - t
+            compiled = tiles_per_s(cmodel)
+            how = f"{compiled:.0f} tiles/s (compiled in {took:.0f} s)"
+        except Exception as e:  # noqa: BLE001 - no compiler, unsupported op: the eager figure stands
+            how = f"failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+    name = torch.cuda.get_device_name() if kind == "cuda" else _device(False)
+    tps = max(eager, compiled)
+    return _row("gpu_forward_tiles_per_s", tps, 1.0, unit="tiles/s", ratio=tps,
+                note=f"{name}, U-Net/{encoder}, {size} px, {bands} bands, batch {batch}: eager {eager:.0f} tiles/s; "
+                     f"torch.compile {how}; the faster counts")
 
 
 def device_e2e_row(work: Path, model_dir: Path, side: int = 10980, device: str = "cuda",

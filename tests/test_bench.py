@@ -63,6 +63,25 @@ def test_reader_job_reads_every_tile(tmp_path):
     assert out["ours"] > 0 and out["plain"] > 0 and (out["peak_bytes"] or 0) > 10 * 2**20
 
 
+def test_forward_throughput_row_takes_the_faster_of_eager_and_compiled():
+    """The GPU forward figure's code path, on the CPU at a small size: both ways are timed and
+    the row carries the faster; without a C++ compiler the compile failure is named instead."""
+    import re
+    import shutil
+
+    from geoseg.bench import forward_throughput_row
+
+    row = forward_throughput_row("cpu", encoder="resnet18", size=64, batch=2, bands=4, n=2)
+    assert row.figure == "gpu_forward_tiles_per_s" and row.unit == "tiles/s" and row.ratio == round(row.value, 4)
+    eager = float(re.search(r"eager (\d+) tiles/s", row.note).group(1))
+    compiled = re.search(r"torch\.compile (\d+) tiles/s \(compiled in \d+ s\)", row.note)
+    if shutil.which("g++") or shutil.which("c++"):
+        assert compiled, row.note
+        assert abs(row.value - max(eager, float(compiled.group(1)))) <= 0.5
+    else:
+        assert "torch.compile failed (" in row.note and abs(row.value - eager) <= 0.5
+
+
 def test_device_end_to_end_row_names_the_bottleneck(tmp_path):
     """The GPU end-to-end figure's job, run on the CPU at a small size: a real workflow run whose
     row carries the run time against 60 s and names the slowest stage and the infer stage's bound."""
