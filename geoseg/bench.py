@@ -300,7 +300,8 @@ def _job_naive(job: dict[str, Any]) -> dict[str, Any]:
                     ph, pw = -h % multiple, -wd % multiple
                     x = normalise(np.pad(a, ((0, 0), (0, ph), (0, pw))), np.pad(valid, ((0, ph), (0, pw))),
                                   card.band_mean, card.band_std)
-                    logits = _logits(model, x[None], "cpu") if same else model(torch.from_numpy(x[None]))
+                    logits = (_logits(model, x[None], "cpu") if same  # a plain loop's batch is NCHW in memory
+                              else model(torch.from_numpy(np.ascontiguousarray(x[None]))))
                     pred = logits.argmax(1)[0, :h, :wd].numpy().astype("uint8")
                     pred[~valid] = 255
                     dst.write(pred, 1, window=w)

@@ -251,6 +251,11 @@ def _logits(model: Any, x: Any, device: str) -> Any:
         x = np.ascontiguousarray(x)  # torch takes any layout but reversed axes
     t = x if isinstance(x, torch.Tensor) else torch.from_numpy(x).to(device, non_blocking=True)
     t = t.contiguous(memory_format=torch.channels_last)  # no copy for a batch from normalise
+    if t.dim() == 4:  # a size-1 axis may carry any stride (numpy's x[None]: 0), which sends oneDNN down a slow path
+        n, c, h, w = t.shape
+        dense = (h * w * c, 1, w * c, c)
+        if t.stride() != dense:
+            t = t.as_strided(t.shape, dense)
     if inference_precision(device) == "bf16":
         with torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16):
             return forward_logits(model, t).float()

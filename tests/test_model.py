@@ -274,6 +274,32 @@ def test_device_normalisation_gives_the_same_floats(dtype, batched):  # type: ig
         normalise_tensor(a, valid, mean[:3], std[:3], "cpu")
 
 
+def test_the_model_gets_dense_channels_last_strides_whatever_the_batch_axis_carries():
+    """numpy's x[None] gives the batch axis a stride of 0; a size-1 axis may carry any stride,
+    but oneDNN then takes a slow path (86 ms against 53 ms for one 512 px tile here), so the
+    tensor reaching the model has the dense channels-last strides, with the same values."""
+    from geoseg.infer import _logits
+
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            seen.append((x.stride(), x.detach().clone()))
+            return x[:, :3] * 2
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 5000, (4, 8, 12), dtype=np.uint16)
+    x = normalise(a, np.ones((8, 12), bool), [100.0] * 4, [50.0] * 4)
+    for batch in (x[None], np.stack([x, x]), np.ascontiguousarray(x[None])):
+        seen.clear()
+        out = _logits(Spy(), batch, "cpu")
+        stride, got = seen[0]
+        n = batch.shape[0]
+        assert stride == (8 * 12 * 4, 1, 12 * 4, 4), (batch.strides, stride)
+        np.testing.assert_array_equal(got.float().numpy(), batch.astype(np.float32))
+        assert tuple(out.shape) == (n, 3, 8, 12)
+
+
 @pytest.mark.parametrize("dtype", ["uint16", "int16", "uint8", "float32", "float64", "uint32", "int64"])
 def test_normalised_batches_come_channels_last_with_the_plain_formulas_values(dtype):  # type: ignore[no-untyped-def]
     """normalise lays its result out channels-last (what the model runs in, so torch takes it
