@@ -25,7 +25,8 @@ e2e_vs_naive              geoseg time to the mask / a straightforward single-pro
                           loop (read window, forward, write window) over the scene, in
                           float32; the note gives the loop's time with geoseg's settings
 gpu_forward_tiles_per_s   (``--gpu``) U-Net/ResNet-34 forward passes, 512 px, 16 bands,
-                          bf16, channels-last, batch 64: tiles per second
+                          bf16, channels-last, batch 64: tiles per second, eager or
+                          under ``torch.compile``, whichever is faster
 gpu_e2e_s2_scene          (``--gpu``) a workflow run over a 10980 px scene of 4 dates x 4
                           bands, inference on the GPU and the rest on the CPU cores / 60 s;
                           the note names the slowest stage and what bounds inference

@@ -32,7 +32,7 @@ def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train
     """Measure pipeline speed and memory against baselines and print one table.
 
     Each figure is a ratio of two timings (or memory peaks) taken side by side in this
-    run, with its target; the same rows go to --out as JSON. About 8 minutes on 2 CPU
+    run, with its target; the same rows go to --out as JSON. About 6 minutes on 2 CPU
     cores with the default sizes.
 
     \b
