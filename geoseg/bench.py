@@ -472,8 +472,8 @@ def run_bench(
     Without ``model``, a model is trained on the 1x region for ``train_epochs`` (0: random
     weights instead; the same weights on every run, so that the masks the later figures
     polygonise and count are the same too), stopped early after ``train_minutes`` if given
-    (which makes the weights depend on the machine's speed). ``repeats``: how many times each run-sized job is timed (the fastest
-    counts, baselines alike).
+    (which makes the weights depend on the machine's speed). ``repeats``: how many times each
+    run-sized job is timed (the fastest counts, baselines alike).
     """
     from .grid import tile_grid
     from .synth import synthesize
