@@ -330,11 +330,11 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[
 
     with torch.random.fork_rng(devices=[]):  # random init is overwritten; keep the caller's RNG untouched
         model = build_from_card(card)
-    if card.size_multiple and card.size_multiple != model_multiple(model):
+    needed = model_multiple(model)
+    if card.size_multiple and card.size_multiple != needed:
         raise CheckpointError(
             f"{d / CARD}: size_multiple is {card.size_multiple}, but {card.arch}/{card.encoder} with these options "
-            f"needs tile sides divisible by {model_multiple(model)}; the card was edited - set it to "
-            f"{model_multiple(model)} or remove the key"
+            f"needs tile sides divisible by {needed}; the card was edited - set it to {needed} or remove the key"
         )
     state = load_state_dict_file(d / WEIGHTS)
     load_into(model, state, str(d / WEIGHTS))

@@ -115,10 +115,8 @@ def test_the_card_records_the_tile_multiple_so_planning_needs_no_torch(tmp_path)
     del old["size_multiple"]
     assert ModelCard.from_json(json.dumps(old)).multiple == 32
     # reading a workflow (which checks its tile against the model) imports neither torch nor smp
-    write_scene(tmp_path / "scene.tif", 64, 64, Affine(10, 0, 500000, 0, -10, 3400000))
-    card4 = _card(arch="segformer", encoder="mit_b0", arch_kwargs={}, in_channels=4)
-    save_checkpoint(tmp_path / "m4", build_from_card(card4), card4)
-    wf = write_workflow(tmp_path / "wf.yaml", scenes=[str(tmp_path / "scene.tif")], model=str(tmp_path / "m4"),
+    write_scene(tmp_path / "scene.tif", 64, 64, Affine(10, 0, 500000, 0, -10, 3400000))  # the card's 4 bands
+    wf = write_workflow(tmp_path / "wf.yaml", scenes=[str(tmp_path / "scene.tif")], model=str(tmp_path / "m"),
                         tile=256)
     code = ("import sys; from geoseg.workflow.config import load_workflow; "
             f"load_workflow({str(wf)!r}); print(sorted(m for m in ('torch', 'segmentation_models_pytorch') "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -46,15 +47,10 @@ def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train
     def say(s: str) -> None:
         click.echo(s, err=True)
 
-    if work is None:
-        with tempfile.TemporaryDirectory(prefix="geoseg-bench-") as td:
-            result = run_bench(td, base=base, model=model_dir, train_epochs=train_epochs,
-                               train_minutes=train_minutes, gpu=gpu,
-                               repeats=repeats, say=say)
-    else:
-        result = run_bench(work, base=base, model=model_dir, train_epochs=train_epochs,
-                               train_minutes=train_minutes, gpu=gpu,
-                               repeats=repeats, say=say)
+    place = tempfile.TemporaryDirectory(prefix="geoseg-bench-") if work is None else nullcontext(str(work))
+    with place as where:  # a temporary folder is removed afterwards
+        result = run_bench(where, base=base, model=model_dir, train_epochs=train_epochs, train_minutes=train_minutes,
+                           gpu=gpu, repeats=repeats, say=say)
     click.echo(format_table(result))
     write_result(result, out)
     click.echo(f"results: {out}")
