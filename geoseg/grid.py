@@ -22,7 +22,7 @@ as a value object.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from rasterio.windows import Window
 from .errors import TileError
 from .types import Shape2d, SomeShape, pair_, shape_
 
-__all__ = ["Tile", "TileGrid", "tile_grid", "DEFAULT_TILE", "DEFAULT_OVERLAP"]
+__all__ = ["Tile", "TileGrid", "tile_grid", "blocks_touched", "band_order", "task_batches", "DEFAULT_TILE", "DEFAULT_OVERLAP"]
 
 #: Default tile size (pixels): divisible by 16 and by 32.
 DEFAULT_TILE = 512
@@ -223,3 +223,71 @@ def tile_grid(
                 )
             )
     return TileGrid(shp, tf, (sy, sx), (oy, ox), tuple(tiles), (len(rows), len(cols)))
+
+
+def blocks_touched(tiles: Sequence[Tile], shape: SomeShape, block: tuple[int, int]) -> int:
+    """How many of a raster's ``block`` (height, width) blocks the read windows of ``tiles``
+    touch together (the parts inside a raster of ``shape``): what reading them decodes when
+    each block is decoded once.
+
+    >>> g = tile_grid((1024, 1024), size=512, overlap=32)
+    >>> blocks_touched(g.tiles[:1], g.shape, (512, 512)), blocks_touched(g.tiles, g.shape, (512, 512))
+    (1, 4)
+    """
+    shp = shape_(shape)
+    bh, bw = (max(1, int(b)) for b in block)
+    seen: set[tuple[int, int]] = set()
+    for t in tiles:
+        r0, c0 = max(int(t.read.row_off), 0), max(int(t.read.col_off), 0)
+        r1 = min(int(t.read.row_off + t.read.height), shp.height)
+        c1 = min(int(t.read.col_off + t.read.width), shp.width)
+        if r1 > r0 and c1 > c0:
+            seen.update((br, bc) for br in range(r0 // bh, (r1 - 1) // bh + 1)
+                        for bc in range(c0 // bw, (c1 - 1) // bw + 1))
+    return len(seen)
+
+
+def band_order(grid: TileGrid, rows: int) -> list[Tile]:
+    """The grid's tiles in bands of ``rows`` tile rows, each band walked column by column
+    (top to bottom within a column). ``rows=1`` is the grid's own row-major order.
+
+    >>> [t.key for t in band_order(tile_grid((600, 600), size=256, overlap=32), 2)][:4]
+    ['r000_c000', 'r001_c000', 'r000_c001', 'r001_c001']
+    """
+    if rows < 1:
+        raise TileError(f"rows is {rows}; expected at least 1 tile row per band")
+    nr, nc = grid.grid_shape
+    by_index = {t.index: t for t in grid.tiles}
+    return [by_index[(r, c)] for b in range(0, nr, rows) for c in range(nc) for r in range(b, min(b + rows, nr))]
+
+
+def task_batches(grid: TileGrid, n: int, block: tuple[int, int]) -> list[list[Tile]]:
+    """Cut the grid's tiles into tasks of ``n`` tiles (the last may hold fewer) that read the
+    fewest of the file's ``block``-sized blocks.
+
+    A task reads its tiles through a block cache, so a block shared by two tiles of one task
+    is decoded once, but a block shared by two tasks is decoded by each. Tiles are taken in
+    :func:`band_order`; every band height from 1 (row-major strips, a tile row's blocks shared
+    with the next task's) up to ``n`` tile rows is tried, and the one whose tasks touch the
+    fewest blocks in total wins (the lowest on ties: the smallest cache). Each task's tiles stay
+    in walking order, so consecutive tiles share blocks. Task sizes do not depend on the
+    order, so :func:`geoseg.workflow.run.task_tiles`' balance holds.
+
+    >>> g = tile_grid((5376, 5376), size=512, overlap=32)  # 12 x 12 tiles over 11 x 11 blocks
+    >>> row_major = [list(g.tiles[i : i + 12]) for i in range(0, len(g), 12)]
+    >>> sum(blocks_touched(t, g.shape, (512, 512)) for t in row_major)
+    253
+    >>> sum(blocks_touched(t, g.shape, (512, 512)) for t in task_batches(g, 12, (512, 512)))
+    196
+    """
+    if n < 1:
+        raise TileError(f"n is {n}; expected at least 1 tile per task")
+    best: tuple[int, list[list[Tile]]] | None = None
+    for rows in range(1, min(n, grid.grid_shape[0]) + 1):
+        order = band_order(grid, rows)
+        tasks = [order[i : i + n] for i in range(0, len(order), n)]
+        cost = sum(blocks_touched(t, grid.shape, block) for t in tasks)
+        if best is None or cost < best[0]:
+            best = (cost, tasks)
+    assert best is not None
+    return best[1]

@@ -111,3 +111,40 @@ def test_empty_shape_is_refused():
 def test_tile_error_is_also_a_value_error():
     with pytest.raises(ValueError):
         tile_grid((10, 10), size=17)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    h=st.integers(1, 3000), w=st.integers(1, 3000), size=st.sampled_from([64, 128, 256, 512]),
+    frac=st.floats(0, 0.45), n=st.integers(1, 20), bh=st.sampled_from([128, 256, 512]),
+    bw=st.sampled_from([128, 256, 512]),
+)
+def test_task_batches_cover_every_tile_once_in_fixed_sizes_and_decode_no_more(h, w, size, frac, n, bh, bw):
+    from geoseg.grid import blocks_touched, task_batches
+
+    g = tile_grid((h, w), size=size, overlap=int(size * frac) // 16 * 16 // 2 * 2)
+    tasks = task_batches(g, n, (bh, bw))
+    keys = [t.key for task in tasks for t in task]
+    assert sorted(keys) == sorted(t.key for t in g.tiles) and len(keys) == len(set(keys))
+    # the sizes are those of cutting the grid into runs of n, which the task-size balance assumes
+    assert [len(t) for t in tasks] == [min(n, len(g) - i) for i in range(0, len(g), n)]
+    row_major = [list(g.tiles[i : i + n]) for i in range(0, len(g), n)]
+    cost = sum(blocks_touched(t, g.shape, (bh, bw)) for t in tasks)
+    assert cost <= sum(blocks_touched(t, g.shape, (bh, bw)) for t in row_major)
+    assert cost >= blocks_touched(g.tiles, g.shape, (bh, bw))  # each block at least once
+
+
+def test_task_batches_walk_bands_column_by_column_and_decode_a_fifth_less():
+    from geoseg.grid import band_order, blocks_touched, task_batches
+
+    g = tile_grid((5376, 5376), size=512, overlap=32)  # the bench's 16x scene: 12 x 12 tiles, 11 x 11 blocks
+    tasks = task_batches(g, 12, (512, 512))
+    assert [t.index for t in tasks[0][:4]] == [(0, 0), (1, 0), (2, 0), (0, 1)]  # bands of 3 rows, walked down
+    assert [t.index for t in tasks[0]] == [t.index for t in band_order(g, 3)[:12]]
+    decoded = sum(blocks_touched(t, g.shape, (512, 512)) for t in tasks)
+    strips = sum(blocks_touched(list(g.tiles[i : i + 12]), g.shape, (512, 512)) for i in range(0, 144, 12))
+    assert (decoded, strips) == (196, 253)
+    with pytest.raises(TileError, match="at least 1 tile per task"):
+        task_batches(g, 0, (512, 512))
+    with pytest.raises(TileError, match="at least 1 tile row"):
+        band_order(g, 0)

@@ -195,6 +195,7 @@ def test_existing_output_is_replaced_only_when_complete(tmp_path):  # type: igno
 
 
 def test_block_cache_sizes_hold_what_neighbouring_tiles_share(tmp_path):  # type: ignore[no-untyped-def]
+    from geoseg.grid import band_order
     from geoseg.io import MAX_CACHE_BYTES, MIN_CACHE_BYTES, tile_cache_bytes, writer_cache_bytes
 
     path = tmp_path / "s2.tif"  # 16 uint16 bands in 512 px blocks; never written (sparse), only its layout matters
@@ -209,6 +210,11 @@ def test_block_cache_sizes_hold_what_neighbouring_tiles_share(tmp_path):  # type
         assert n == 6 * block * 5 // 4
         assert tile_cache_bytes(src, grid.tiles[:1]) == n  # the scene's size does not enter
         assert tile_cache_bytes(src, []) == MIN_CACHE_BYTES
+        # a band of 3 tile rows walked column by column: 512 + 2 x 448 px tall = 3 blocks, one of
+        # slack, times the 3 columns of two neighbouring tile columns
+        band = band_order(grid, 3)
+        assert tile_cache_bytes(src, band[:12]) == 12 * block * 5 // 4
+        assert tile_cache_bytes(src, band[:3]) == n  # one column alone: nothing to keep for a next one
     # writing tile cores into 512 px blocks: three rows of blocks across the raster, within bounds
     assert writer_cache_bytes((5376, 5376), 512) == MIN_CACHE_BYTES
     assert writer_cache_bytes((100, 100_000), 512) == 3 * 512 * 100_352

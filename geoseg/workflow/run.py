@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, GeosegError
-from ..grid import tile_grid
+from ..grid import task_batches, tile_grid
 from ..infer import release_memory
 from ..io import raster_info
 from ..model import read_card
@@ -150,7 +150,8 @@ def _inference_workers(cfg: RunConfig, client: Any) -> int:
 def task_tiles(counts: list[int], workers: int, most: int, batch_size: int) -> int:
     """Tiles per inference task: at most ``most``, chosen to finish soonest on ``workers`` workers.
 
-    Tasks take tiles from each scene in grid order (``counts`` tiles per scene). Candidate
+    Tasks take ``n`` tiles at a time from each scene (``counts`` tiles per scene; in the order
+    of :func:`geoseg.grid.task_batches`, which does not change their sizes). Candidate
     sizes are multiples of ``batch_size`` up to ``most`` (and ``most`` itself); for each, the
     tasks are dealt to the least-loaded worker, largest first, and the size whose busiest
     worker has the fewest tiles wins, the largest such size on ties (fewer, longer tasks).
@@ -192,6 +193,12 @@ def _task_tiles(cfg: RunConfig, run_id: str, counts: list[int], workers: int) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps({"tiles_per_task": n}))
     return n
+
+
+def _read_blocks(info: Any) -> tuple[int, int]:
+    """The block shape a scene's tiles are decoded in, as :func:`geoseg.io.tile_cache_bytes` takes it
+    (at least 512 px: a stack's VRT reports 128 px blocks over larger source blocks)."""
+    return (max(int(info.block_shape[0]), 512), max(int(info.block_shape[1]), 512))
 
 
 def _read_ahead(cfg: RunConfig) -> int | None:
@@ -404,7 +411,8 @@ def _execute(
 
         # --- batches of tiles per task: sized so that every worker gets a fair share (kept on resume)
         n = _task_tiles(cfg, run_id, [len(g[3]) for g in grids], _inference_workers(cfg, client))
-        plans = [(name, path, info, grid, [grid.tiles[i : i + n] for i in range(0, len(grid), n)])
+        # tasks as compact bands of tiles, walked column by column: fewer file blocks decoded twice
+        plans = [(name, path, info, grid, task_batches(grid, n, _read_blocks(info)))
                  for name, path, info, grid in grids]
         stats["tiles_per_task"] = n
         read_ahead = _read_ahead(cfg)
