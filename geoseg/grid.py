@@ -32,7 +32,7 @@ from rasterio.windows import Window
 from .errors import TileError
 from .types import Shape2d, SomeShape, pair_, shape_
 
-__all__ = ["Tile", "TileGrid", "tile_grid", "blocks_touched", "band_order", "task_batches", "DEFAULT_TILE", "DEFAULT_OVERLAP"]
+__all__ = ["Tile", "TileGrid", "tile_grid", "blocks_touched", "lru_decodes", "cache_blocks", "band_order", "task_batches", "DEFAULT_TILE", "DEFAULT_OVERLAP"]
 
 #: Default tile size (pixels): divisible by 16 and by 32.
 DEFAULT_TILE = 512
@@ -236,15 +236,67 @@ def blocks_touched(tiles: Sequence[Tile], shape: SomeShape, block: tuple[int, in
     """
     shp = shape_(shape)
     bh, bw = (max(1, int(b)) for b in block)
-    seen: set[tuple[int, int]] = set()
-    for t in tiles:
-        r0, c0 = max(int(t.read.row_off), 0), max(int(t.read.col_off), 0)
-        r1 = min(int(t.read.row_off + t.read.height), shp.height)
-        c1 = min(int(t.read.col_off + t.read.width), shp.width)
-        if r1 > r0 and c1 > c0:
-            seen.update((br, bc) for br in range(r0 // bh, (r1 - 1) // bh + 1)
-                        for bc in range(c0 // bw, (c1 - 1) // bw + 1))
+    seen = {key for t in tiles for key in _window_blocks(t, shp, bh, bw)}
     return len(seen)
+
+
+def _window_blocks(t: Tile, shape: Shape2d, bh: int, bw: int) -> list[tuple[int, int]]:
+    """The blocks (row, col) under a tile's read window, inside the raster, in row-major order."""
+    r0, c0 = max(int(t.read.row_off), 0), max(int(t.read.col_off), 0)
+    r1 = min(int(t.read.row_off + t.read.height), shape.height)
+    c1 = min(int(t.read.col_off + t.read.width), shape.width)
+    if r1 <= r0 or c1 <= c0:
+        return []
+    return [(br, bc) for br in range(r0 // bh, (r1 - 1) // bh + 1) for bc in range(c0 // bw, (c1 - 1) // bw + 1)]
+
+
+def lru_decodes(tiles: Sequence[Tile], shape: SomeShape, block: tuple[int, int], capacity: int) -> int:
+    """Block decodes when ``tiles`` are read in order through a least-recently-used cache of
+    ``capacity`` blocks (GDAL's block cache).
+
+    >>> g = tile_grid((1024, 1024), size=512, overlap=32)
+    >>> lru_decodes(g.tiles, g.shape, (512, 512), 1), lru_decodes(g.tiles, g.shape, (512, 512), 4)
+    (12, 4)
+    """
+    from collections import OrderedDict
+
+    shp = shape_(shape)
+    bh, bw = (max(1, int(b)) for b in block)
+    cache: OrderedDict[tuple[int, int], None] = OrderedDict()
+    decodes = 0
+    for t in tiles:
+        for key in _window_blocks(t, shp, bh, bw):
+            if key in cache:
+                cache.move_to_end(key)
+            else:
+                decodes += 1
+                cache[key] = None
+                if len(cache) > capacity:
+                    cache.popitem(last=False)
+    return decodes
+
+
+def cache_blocks(tiles: Sequence[Tile], shape: SomeShape, block: tuple[int, int]) -> int:
+    """The smallest least-recently-used cache, in blocks, through which reading ``tiles`` in
+    order decodes every block they touch once (0 for no tiles).
+
+    Row-major strips of 512 px tiles over 512 px blocks need 4 (a window's 2 x 2); bands of
+    three tile rows walked column by column need about two columns of the band's blocks (5-7).
+    The answer depends on the tiles' order and alignment, not on the scene's size.
+
+    >>> g = tile_grid((5376, 5376), size=512, overlap=32)
+    >>> cache_blocks(g.tiles[12:24], g.shape, (512, 512)), cache_blocks(band_order(g, 3)[36:48], g.shape, (512, 512))
+    (4, 7)
+    """
+    need = blocks_touched(tiles, shape, block)
+    lo, hi = 0, max(need, 1)
+    while lo < hi:  # decodes only fall as the cache grows
+        mid = (lo + hi) // 2
+        if lru_decodes(tiles, shape, block, mid) <= need:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo if need else 0
 
 
 def band_order(grid: TileGrid, rows: int) -> list[Tile]:

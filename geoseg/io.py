@@ -277,37 +277,27 @@ MAX_CACHE_BYTES = 1 << 30
 def tile_cache_bytes(src: Any, tiles: Sequence[Tile]) -> int:
     """A GDAL block-cache size (bytes) that lets ``tiles``, read in their order, decode each block once.
 
-    A tile window usually spans 2 x 2 of the file's blocks, and the next tile along the row
-    shares one column of them. Tiles in :func:`geoseg.grid.band_order` (a task of
-    :func:`geoseg.grid.task_batches`) walk a band of several tile rows column by column: the
-    cache then holds the blocks of two neighbouring columns of the band. Either way the
-    working set (the blocks covering the band's height and the window plus the next stride
-    across, one block of slack each way, plus a quarter) is kept, so every shared block is
-    decoded once instead of once per tile. The size does not depend on the scene's size; it
-    is bounded by :data:`MIN_CACHE_BYTES` and :data:`MAX_CACHE_BYTES`. Pass it as
-    ``rasterio.Env(GDAL_CACHEMAX=n)``: rasterio takes an integer as **bytes** (``256`` would
-    be a 256-byte cache, which decodes every block again for every read).
+    The cache holds the smallest least-recently-used working set that decodes every block the
+    tiles touch once (:func:`geoseg.grid.cache_blocks`, simulated on the tiles' windows: 4
+    blocks for a strip of 512 px tiles over 512 px blocks, 5-7 for a band of three tile rows
+    walked column by column), plus one block and a quarter of slack (GDAL counts each band's
+    block apart and evicts them one by one). The size depends on the tiles' order and
+    alignment, not on the scene's size; it is bounded by :data:`MIN_CACHE_BYTES` and
+    :data:`MAX_CACHE_BYTES`. Pass it as ``rasterio.Env(GDAL_CACHEMAX=n)``: rasterio takes an
+    integer as **bytes** (``256`` would be a 256-byte cache, which decodes every block again
+    for every read).
 
     Blocks are taken as at least 512 px: a VRT (a multi-date stack) reports 128 px blocks
     while its sources' blocks are larger, and caches both.
     """
+    from .grid import cache_blocks
+
     if not tiles:
         return MIN_CACHE_BYTES
     bh, bw = (max(int(b), 512) for b in src.block_shapes[0])
-    rh = max(int(t.read.height) for t in tiles)
-    rw = max(int(t.read.width) for t in tiles)
-    sh = max(int(t.core.height) for t in tiles)
-    sw = max(int(t.core.width) for t in tiles)
-    band = run = 1  # tile rows walked down one column before moving to the next (1: row-major)
-    for a, b in zip(tiles, tiles[1:]):
-        if a.read.col_off == b.read.col_off:
-            run += 1
-        else:  # only a walk that goes on to another column needs the whole column kept
-            band, run = max(band, run), 1
-    rows = min(-(-(rh + (band - 1) * sh) // bh) + 1, -(-src.height // bh))
-    cols = min(-(-(rw + sw) // bw) + 1, -(-src.width // bw))
+    blocks = cache_blocks(tiles, (src.height, src.width), (bh, bw)) + 1
     item = max(np.dtype(d).itemsize for d in src.dtypes)
-    need = rows * cols * bh * bw * src.count * item * (2 if src.driver == "VRT" else 1)
+    need = blocks * bh * bw * src.count * item * (2 if src.driver == "VRT" else 1)
     return int(min(max(need + need // 4, MIN_CACHE_BYTES), MAX_CACHE_BYTES))
 
 

@@ -148,3 +148,18 @@ def test_task_batches_walk_bands_column_by_column_and_decode_a_fifth_less():
         task_batches(g, 0, (512, 512))
     with pytest.raises(TileError, match="at least 1 tile row"):
         band_order(g, 0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(h=st.integers(1, 2500), w=st.integers(1, 2500), size=st.sampled_from([64, 128, 256, 512]),
+       rows=st.integers(1, 4), start=st.integers(0, 200), n=st.integers(1, 20), b=st.sampled_from([128, 256, 512]))
+def test_cache_blocks_is_the_smallest_cache_that_decodes_each_block_once(h, w, size, rows, start, n, b):
+    from geoseg.grid import band_order, blocks_touched, cache_blocks, lru_decodes
+
+    g = tile_grid((h, w), size=size, overlap=size // 8)
+    tiles = band_order(g, rows)[start : start + n]
+    need, c = blocks_touched(tiles, g.shape, (b, b)), cache_blocks(tiles, g.shape, (b, b))
+    assert lru_decodes(tiles, g.shape, (b, b), c) == need
+    if c > 0:
+        assert lru_decodes(tiles, g.shape, (b, b), c - 1) > need
+    assert lru_decodes(tiles, g.shape, (b, b), 10**6) == need

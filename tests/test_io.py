@@ -204,17 +204,17 @@ def test_block_cache_sizes_hold_what_neighbouring_tiles_share(tmp_path):  # type
         pass
     with rasterio.open(path) as src:
         grid = tile_grid((src.height, src.width), src.transform, size=512, overlap=32)
-        n = tile_cache_bytes(src, grid.tiles)
         block = 512 * 512 * 16 * 2
-        # a 512 px window over 512 px blocks spans 2 x 2 of them, the next tile one more column: 2 x 3, plus a quarter
-        assert n == 6 * block * 5 // 4
-        assert tile_cache_bytes(src, grid.tiles[:1]) == n  # the scene's size does not enter
+        # a task of one tile row: a 512 px window over 512 px blocks spans 2 x 2 of them and the
+        # next tile along the row reuses two; 4 blocks decode each once, plus one block and a
+        # quarter of slack
+        assert grid.grid_shape == (7, 10)
+        assert tile_cache_bytes(src, grid.tiles[10:20]) == 5 * block * 5 // 4
+        assert tile_cache_bytes(src, grid.tiles[:1]) == MIN_CACHE_BYTES  # the corner tile: one block
         assert tile_cache_bytes(src, []) == MIN_CACHE_BYTES
-        # a band of 3 tile rows walked column by column: 512 + 2 x 448 px tall = 3 blocks, one of
-        # slack, times the 3 columns of two neighbouring tile columns
+        # a band of 3 tile rows walked column by column keeps about two of its columns of blocks
         band = band_order(grid, 3)
-        assert tile_cache_bytes(src, band[:12]) == 12 * block * 5 // 4
-        assert tile_cache_bytes(src, band[:3]) == n  # one column alone: nothing to keep for a next one
+        assert tile_cache_bytes(src, band[24:36]) == 8 * block * 5 // 4
     # writing tile cores into 512 px blocks: three rows of blocks across the raster, within bounds
     assert writer_cache_bytes((5376, 5376), 512) == MIN_CACHE_BYTES
     assert writer_cache_bytes((100, 100_000), 512) == 3 * 512 * 100_352
