@@ -32,7 +32,10 @@ from rasterio.windows import Window
 from .errors import TileError
 from .types import Shape2d, SomeShape, pair_, shape_
 
-__all__ = ["Tile", "TileGrid", "tile_grid", "blocks_touched", "lru_decodes", "cache_blocks", "band_order", "task_batches", "DEFAULT_TILE", "DEFAULT_OVERLAP"]
+__all__ = [
+    "Tile", "TileGrid", "tile_grid", "blocks_touched", "lru_decodes", "cache_blocks", "band_order", "task_batches",
+    "DEFAULT_TILE", "DEFAULT_OVERLAP",
+]
 
 #: Default tile size (pixels): divisible by 16 and by 32.
 DEFAULT_TILE = 512
