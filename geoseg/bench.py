@@ -678,7 +678,7 @@ def device_e2e_row(work: Path, model_dir: Path, side: int = 10980, device: str =
                    f"bench_{device.split(':')[0]}", 16, workers=workers, device=device)
     say(f"end to end on {device}: {workers} worker(s) sharing it")
     r = run_job({"kind": "run", "workflow": str(wf)})
-    wall = r["wall"] - r["timings"].get("cluster", 0.0)
+    wall = _run_seconds(r)
     stages = {k: v for k, v in r["timings"].items() if k not in ("plan", "cluster")}
     slowest = max(stages, key=lambda k: stages[k])
     readers = _read_ahead(load_workflow(wf)) or 0

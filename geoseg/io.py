@@ -50,6 +50,7 @@ __all__ = [
     "open_raster",
     "read_tile",
     "iter_tiles",
+    "decode_block_shape",
     "tile_cache_bytes",
     "writer_cache_bytes",
     "valid_mask",
@@ -274,6 +275,12 @@ MIN_CACHE_BYTES = 32 << 20
 MAX_CACHE_BYTES = 1 << 30
 
 
+def decode_block_shape(block_shape: Sequence[int]) -> tuple[int, int]:
+    """The block (height, width) a raster's tiles are decoded in: the file's own, at least 512 px
+    (a VRT - a multi-date stack - reports 128 px blocks while its sources' blocks are larger)."""
+    return (max(int(block_shape[0]), 512), max(int(block_shape[1]), 512))
+
+
 def tile_cache_bytes(src: Any, tiles: Sequence[Tile]) -> int:
     """A GDAL block-cache size (bytes) that lets ``tiles``, read in their order, decode each block once.
 
@@ -287,14 +294,14 @@ def tile_cache_bytes(src: Any, tiles: Sequence[Tile]) -> int:
     integer as **bytes** (``256`` would be a 256-byte cache, which decodes every block again
     for every read).
 
-    Blocks are taken as at least 512 px: a VRT (a multi-date stack) reports 128 px blocks
-    while its sources' blocks are larger, and caches both.
+    Blocks are taken as :func:`decode_block_shape` gives them; a VRT caches both its own
+    blocks and its sources'.
     """
     from .grid import cache_blocks
 
     if not tiles:
         return MIN_CACHE_BYTES
-    bh, bw = (max(int(b), 512) for b in src.block_shapes[0])
+    bh, bw = decode_block_shape(src.block_shapes[0])
     blocks = cache_blocks(tiles, (src.height, src.width), (bh, bw)) + 1
     item = max(np.dtype(d).itemsize for d in src.dtypes)
     need = blocks * bh * bw * src.count * item * (2 if src.driver == "VRT" else 1)

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import ConfigError, GeosegError
 from ..grid import task_batches, tile_grid
 from ..infer import release_memory
-from ..io import raster_info
+from ..io import decode_block_shape, raster_info
 from ..model import read_card
 from ..stack import stack_rasters
 from .config import RunConfig
@@ -193,12 +193,6 @@ def _task_tiles(cfg: RunConfig, run_id: str, counts: list[int], workers: int) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps({"tiles_per_task": n}))
     return n
-
-
-def _read_blocks(info: Any) -> tuple[int, int]:
-    """The block shape a scene's tiles are decoded in, as :func:`geoseg.io.tile_cache_bytes` takes it
-    (at least 512 px: a stack's VRT reports 128 px blocks over larger source blocks)."""
-    return (max(int(info.block_shape[0]), 512), max(int(info.block_shape[1]), 512))
 
 
 def _read_ahead(cfg: RunConfig) -> int | None:
@@ -412,7 +406,7 @@ def _execute(
         # --- batches of tiles per task: sized so that every worker gets a fair share (kept on resume)
         n = _task_tiles(cfg, run_id, [len(g[3]) for g in grids], _inference_workers(cfg, client))
         # tasks as compact bands of tiles, walked column by column: fewer file blocks decoded twice
-        plans = [(name, path, info, grid, task_batches(grid, n, _read_blocks(info)))
+        plans = [(name, path, info, grid, task_batches(grid, n, decode_block_shape(info.block_shape)))
                  for name, path, info, grid in grids]
         stats["tiles_per_task"] = n
         read_ahead = _read_ahead(cfg)
