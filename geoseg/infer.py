@@ -10,7 +10,8 @@ Classes are uint8 with 255 for nodata. Batches run channels-last under
 autocast on CUDA and on CPUs with native bf16 matrix instructions (Intel AMX, AVX512-BF16),
 float32 elsewhere. Set ``GEOSEG_PRECISION=fp32`` (or ``bf16``) in the environment of the
 processes that predict (Dask workers inherit it) to force one. On the demo model, bf16 and
-float32 masks agree on 99.97 % of pixels and bf16 is about 2.5 x faster on an AMX CPU.
+float32 masks agree on 99.97 % of pixels and bf16 is about 2.5 x faster on an AVX512-BF16 CPU
+(AMD EPYC, measured).
 
 Memory allocator: a batch allocates and frees tens of large arrays (activations of 10-100
 MB). glibc serves allocations above its mmap threshold with fresh pages from the kernel
