@@ -43,6 +43,11 @@ run in a fresh tile store, so none resumes another) and the shortest counts; the
 measurements (polygonise and shapes, district areas and decoding, the two readers) are
 the median of 3-9 timed calls after an untimed one. Memory figures take the
 largest peak over the repeats. The JSON keeps every repeat's time under ``details``.
+
+Every run is also kept as a dated record next to the results file (``bench-<date>-<device>.json``,
+:func:`record_path`), and its figures are compared with the newest earlier record of the same
+device and region sizes (:func:`earlier_result`, :func:`compare`): each row gets the earlier
+ratio (``was``), and figures that moved the wrong way by more than :data:`DRIFT` are named.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -62,7 +68,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Row", "run_bench", "format_table", "TARGETS"]
+from .errors import GeosegError
+
+__all__ = ["Row", "run_bench", "format_table", "TARGETS", "BenchError", "DRIFT", "load_result", "record_path",
+           "earlier_result", "compare", "write_result", "save_result"]
 
 #: figure -> (comparison, target, description)
 TARGETS: dict[str, tuple[str, float, str]] = {
@@ -78,6 +87,15 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "gpu_forward_tiles_per_s": (">=", 3000.0, "U-Net/resnet34 forward, 512 px, 16 bands, bf16, tiles/s"),
     "gpu_e2e_s2_scene": ("<=", 1.0, "run on one GPU + the CPU cores, 10980 px 16-band scene / 60 s"),
 }
+
+#: How far a ratio may move the wrong way against an earlier run before the table names it (relative):
+#: the run-to-run spread of the run-sized figures on one machine is up to ~6-10 %.
+DRIFT = 0.10
+
+
+class BenchError(GeosegError, ValueError):
+    """A file given as benchmark results that ``geoseg bench`` did not write."""
+
 
 #: Seconds allowed for the end-to-end run of a Sentinel-2-sized scene on one GPU (the baseline of gpu_e2e_s2_scene).
 GPU_E2E_SECONDS = 60.0
@@ -586,7 +604,9 @@ def run_bench(
         "device": _device(gpu),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "scenes": {"1x": list(small.shape), "16x": list(large.shape), "read_ratio": [10980, 10980]},
-        "model": str(model_dir),
+        "model": str(model_dir) if model else (
+            f"U-Net/ResNet-18 trained on the 1x region ({extra['model_training']['epochs_run']} epochs)"
+            if "model_training" in extra else "U-Net/ResNet-18 with random weights"),
         "cpu_count": os.cpu_count(),
         "repeats": max(1, repeats),
         "seconds": round(time.perf_counter() - t_start, 1),
@@ -693,9 +713,22 @@ def device_e2e_row(work: Path, model_dir: Path, side: int = 10980, device: str =
     return _row("gpu_e2e_s2_scene", wall, GPU_E2E_SECONDS, note=note)
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), with its bf16 instructions if it has them."""
+    from .infer import cpu_has_native_bf16
+
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine()
+    return f"{name}, bf16" if cpu_has_native_bf16() else name
+
+
 def _device(gpu: bool) -> str:
-    cpu = platform.processor() or platform.machine()
-    desc = f"{os.cpu_count()} CPU cores ({cpu})"
+    desc = f"{os.cpu_count()} CPU cores ({_cpu_name()})"
     if gpu:
         import torch
 
@@ -706,14 +739,24 @@ def _device(gpu: bool) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     """The rows as a plain-text table."""
-    lines = [f"{'figure':<24} {'value':>12} {'baseline':>12} {'ratio':>8} {'target':>8}  met  note"]
+    was = any("was" in r for r in result["rows"])
+    lines = [f"{'figure':<24} {'value':>12} {'baseline':>12} {'ratio':>8} " + (f"{'was':>8} " if was else "")
+             + f"{'target':>8}  met  note"]
     for r in result["rows"]:
         met = {True: "yes", False: "NO", None: "-"}[r["met"]]
-        lines.append(f"{r['figure']:<24} {r['value']:>12.3f} {r['baseline']:>12.3f} {r['ratio']:>8.3f} "
+        before = ""
+        if was:
+            before = f"{r['was']:>8.3f} " if r.get("was") is not None else f"{'-':>8} "
+        lines.append(f"{r['figure']:<24} {r['value']:>12.3f} {r['baseline']:>12.3f} {r['ratio']:>8.3f} {before}"
                      f"{r['target']:>8}  {met:<4} {r['note']}")
     lines.append(f"device: {result['device']}; date {result['date']}; suite {result['seconds']} s; "
                  f"scenes 1x {result['scenes']['1x']}, 16x {result['scenes']['16x']}; "
                  f"run-sized times: best of {result.get('repeats', 1)}")
+    cw = result.get("compared_with")
+    if cw:
+        worse = "; ".join(cw["worse"]) if cw["worse"] else "none"
+        lines.append(f"was: the ratios of {cw['file']} ({cw['date']}, {cw['device']}); worse by more than "
+                     f"{DRIFT:.0%}: {worse}")
     return "\n".join(lines)
 
 
@@ -724,6 +767,86 @@ def write_result(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     return write_text_atomic(p, json.dumps(result, indent=1))
+
+
+def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A results file written by ``geoseg bench``; :class:`BenchError` naming the file if it is not one."""
+    p = Path(path)
+    expected = ("expected a results file written by `geoseg bench` (a JSON object with `device`, `date` and "
+                "`rows` of figure, value, baseline, ratio, target, met), such as benchmarks/results/latest.json")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchError(f"{p}: no such file; {expected}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BenchError(f"{p}: not JSON ({e}); {expected}") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not (isinstance(rows, list) and all(isinstance(r, dict) and {"figure", "ratio", "target"} <= r.keys()
+                                          for r in rows)
+            and isinstance(data.get("date"), str) and isinstance(data.get("device"), str)):
+        found = f"an object with keys {', '.join(sorted(data)) or 'none'}" if isinstance(data, dict) else \
+            f"a JSON {type(data).__name__}"
+        raise BenchError(f"{p}: {found}, not benchmark results; {expected}")
+    return data  # type: ignore[no-any-return]
+
+
+def record_path(result: dict[str, Any], folder: str | os.PathLike[str]) -> Path:
+    """Where the dated record of ``result`` goes in ``folder``: ``bench-<UTC date and time>-<device>.json``."""
+    stamp = re.sub(r"[^0-9T]", "", result["date"])[:13]  # 2026-11-26T12:02:56Z -> 20261126T1202
+    device = re.sub(r"[^a-z0-9]+", "-", result["device"].lower()).strip("-")[:80]
+    return Path(folder) / f"bench-{stamp}Z-{device}.json"
+
+
+def earlier_result(folder: str | os.PathLike[str], result: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+    """The newest record in ``folder`` older than ``result`` from the same device and region sizes, or None.
+
+    Files there that are not results of ``geoseg bench`` are passed over.
+    """
+    best: tuple[Path, dict[str, Any]] | None = None
+    for p in sorted(Path(folder).glob("bench-*.json")):
+        try:
+            old = load_result(p)
+        except BenchError:
+            continue
+        if (old["device"] != result["device"] or old.get("scenes") != result.get("scenes")
+                or old["date"] >= result["date"]):
+            continue
+        if best is None or old["date"] > best[1]["date"]:
+            best = (p, old)
+    return best
+
+
+def compare(result: dict[str, Any], earlier: dict[str, Any], source: str) -> list[str]:
+    """Give each row of ``result`` the ratio ``earlier`` measured (``was``; None where it has no such figure).
+
+    Returns the figures whose ratio moved away from its target by more than :data:`DRIFT`
+    (also kept under ``result["compared_with"]`` with the earlier file, date and device).
+    """
+    before = {r["figure"]: r["ratio"] for r in earlier["rows"]}
+    worse = []
+    for r in result["rows"]:
+        was = before.get(r["figure"])
+        r["was"] = was
+        if not was:
+            continue
+        change = r["ratio"] / was - 1
+        if (change > DRIFT) if r["target"].startswith("<=") else (change < -DRIFT):
+            worse.append(f"{r['figure']} {was:.3f} -> {r['ratio']:.3f}")
+    result["compared_with"] = {"file": source, "date": earlier["date"], "device": earlier["device"], "worse": worse}
+    return worse
+
+
+def save_result(result: dict[str, Any], out: str | os.PathLike[str], *, record: bool = True,
+                against: tuple[Path, dict[str, Any]] | None = None) -> tuple[str, Path | None]:
+    """Compare ``result`` with ``against`` (else the newest earlier record in ``out``'s folder), write
+    it to ``out`` and, with ``record``, to its dated record there; return the table and the record's path."""
+    out = Path(out)
+    earlier = against if against is not None else earlier_result(out.parent, result)
+    if earlier is not None:
+        compare(result, earlier[1], earlier[0].name)
+    write_result(result, out)
+    kept = write_result(result, record_path(result, out.parent)) if record else None
+    return format_table(result), kept
 
 
 def _main(argv: list[str]) -> int:

@@ -7,7 +7,23 @@ import sys
 
 import pytest
 
-from geoseg.bench import TreeMemory, _fastest, _row, _run_seconds, format_table, run_job
+from geoseg.bench import (
+    DRIFT,
+    BenchError,
+    TreeMemory,
+    _device,
+    _fastest,
+    _row,
+    _run_seconds,
+    compare,
+    earlier_result,
+    format_table,
+    load_result,
+    record_path,
+    run_job,
+    save_result,
+    write_result,
+)
 from geoseg.grid import tile_grid
 from geoseg.io import raster_info
 
@@ -22,6 +38,94 @@ def test_rows_compare_ratios_with_their_targets():
     table = format_table({"rows": [vars(r), vars(p)], "device": "d", "date": "t", "seconds": 1.0,
                           "scenes": {"1x": [1, 1], "16x": [4, 4]}})
     assert "e2e_vs_forward" in table and " NO " not in table.splitlines()[1] and "yes" in table.splitlines()[2]
+
+
+def _result(date, device="2 CPU cores (X)", base=448, **ratios):
+    rows = [vars(_row(f, r, 1.0)) for f, r in ratios.items()]
+    return {"rows": rows, "device": device, "date": date, "seconds": 1.0,
+            "scenes": {"1x": [base, base], "16x": [4 * base, 4 * base]}}
+
+
+def test_compare_gives_earlier_ratios_and_names_what_got_worse():
+    earlier = _result("2026-11-20T10:00:00Z", e2e_vs_forward=2.0, memory_16x=1.05, polygonise_vs_shapes=2.5,
+                      reader_vs_plain=1.2)
+    now = _result("2026-11-26T10:00:00Z", e2e_vs_forward=2.0 * (1 + DRIFT) + 0.01, memory_16x=1.10,
+                  polygonise_vs_shapes=2.0, reader_vs_plain=1.25, time_16x=0.2)
+    worse = compare(now, earlier, "bench-old.json")
+    # <= targets: a larger ratio is worse; >= targets: a smaller one; within DRIFT (memory +4.8 %) is not named
+    assert worse == ["e2e_vs_forward 2.000 -> 2.210", "polygonise_vs_shapes 2.500 -> 2.000"]
+    assert [r["was"] for r in now["rows"]] == [2.0, 1.05, 2.5, 1.2, None]  # no time_16x before
+    assert now["compared_with"] == {"file": "bench-old.json", "date": earlier["date"], "device": earlier["device"],
+                                    "worse": worse}
+    table = format_table(now).splitlines()
+    assert table[0].split()[:5] == ["figure", "value", "baseline", "ratio", "was"]
+    assert table[1].split()[3:5] == ["2.210", "2.000"] and table[5].split()[3:5] == ["0.200", "-"]
+    assert "bench-old.json" in table[-1] and "polygonise_vs_shapes 2.500 -> 2.000" in table[-1]
+    assert "was" not in format_table(earlier).splitlines()[0].split()  # no column without a comparison
+
+
+def test_records_are_named_by_date_and_device_and_the_newest_comparable_one_is_found(tmp_path):
+    now = _result("2026-11-26T12:02:56Z", device="2 CPU cores (AMD EPYC, bf16)", e2e_vs_forward=2.3)
+    assert record_path(now, tmp_path) == tmp_path / "bench-20261126T1202Z-2-cpu-cores-amd-epyc-bf16.json"
+    assert earlier_result(tmp_path, now) is None
+    older = _result("2026-11-25T09:00:00Z", device=now["device"], e2e_vs_forward=2.5)
+    newest = _result("2026-11-26T10:55:00Z", device=now["device"], e2e_vs_forward=2.27)
+    for r in (older, newest, now,  # the result itself (and anything later) is not "earlier"
+              _result("2026-11-26T11:00:00Z", device="16 CPU cores (X), NVIDIA H100", e2e_vs_forward=1.0),
+              _result("2026-11-26T11:30:00Z", device=now["device"], base=896, e2e_vs_forward=1.0)):
+        write_result(r, record_path(r, tmp_path))
+    (tmp_path / "bench-20261126T1159Z-broken.json").write_text("{")  # not results: passed over
+    (tmp_path / "latest.json").write_text("{}")
+    found = earlier_result(tmp_path, now)
+    assert found is not None and found[0] == record_path(newest, tmp_path) and found[1]["rows"][0]["ratio"] == 2.27
+
+
+def test_each_run_is_kept_as_a_record_that_the_next_run_compares_with(tmp_path):
+    out = tmp_path / "results" / "latest.json"
+    first = _result("2026-11-25T09:00:00Z", e2e_vs_forward=2.5, memory_16x=1.06)
+    table, kept = save_result(first, out)
+    assert kept == record_path(first, out.parent) and kept.is_file() and "was" not in table.splitlines()[0]
+    second = _result("2026-11-26T09:00:00Z", e2e_vs_forward=2.3, memory_16x=1.20)
+    table, kept = save_result(second, out, record=False)
+    assert kept is None and len(list(out.parent.glob("bench-*.json"))) == 1
+    saved = load_result(out)
+    assert [r["was"] for r in saved["rows"]] == [2.5, 1.06]
+    assert saved["compared_with"]["file"] == record_path(first, out.parent).name
+    assert saved["compared_with"]["worse"] == ["memory_16x 1.060 -> 1.200"] and "memory_16x 1.060 -> 1.200" in table
+    # --against: any results file, another device's included
+    other = _result("2026-11-20T09:00:00Z", device="16 CPU cores (Y), NVIDIA H100", e2e_vs_forward=1.0)
+    write_result(other, tmp_path / "h100.json")
+    third = _result("2026-11-27T09:00:00Z", e2e_vs_forward=2.2)
+    save_result(third, out, against=(tmp_path / "h100.json", load_result(tmp_path / "h100.json")))
+    assert load_result(out)["rows"][0]["was"] == 1.0 and load_result(out)["compared_with"]["worse"] == [
+        "e2e_vs_forward 1.000 -> 2.200"]
+
+
+def test_a_file_that_is_not_bench_results_is_refused_by_name(tmp_path):
+    with pytest.raises(BenchError, match="nothing.json: no such file; expected a results file written by"):
+        load_result(tmp_path / "nothing.json")
+    (tmp_path / "a.json").write_text("not json")
+    with pytest.raises(BenchError, match=r"a.json: not JSON \(Expecting value"):
+        load_result(tmp_path / "a.json")
+    (tmp_path / "b.json").write_text('{"rows": [{"figure": "x"}], "date": "d", "device": "d"}')
+    with pytest.raises(BenchError, match="b.json: an object with keys date, device, rows, not benchmark results"):
+        load_result(tmp_path / "b.json")
+    (tmp_path / "c.json").write_text("[1, 2]")
+    with pytest.raises(BenchError, match="c.json: a JSON list, not benchmark results"):
+        load_result(tmp_path / "c.json")
+
+
+def test_device_names_the_cpu_model():
+    import os
+
+    assert _device(False).startswith(f"{os.cpu_count()} CPU cores (")
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
+    except OSError:
+        model = None
+    if model:
+        assert model in _device(False)
 
 
 def test_repeats_keep_the_fastest_time_and_the_largest_memory():

@@ -28,21 +28,32 @@ import click
 @click.option("--gpu", is_flag=True, help="Also measure the GPU figures (needs CUDA).")
 @click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True,
               help="Times each run-sized job (workflow runs and their baselines) is timed; the fastest counts.")
+@click.option("--record/--no-record", default=True, show_default=True,
+              help="Also keep the results as a dated record next to --out (bench-<date>-<device>.json), which "
+                   "later runs on the same device compare against.")
+@click.option("--against", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Compare with this earlier results file (any device) instead of the newest record of this "
+                   "device and region size next to --out.")
 def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train_epochs: int,
-          train_minutes: float | None, gpu: bool, repeats: int) -> None:
+          train_minutes: float | None, gpu: bool, repeats: int, record: bool, against: Path | None) -> None:
     """Measure pipeline speed and memory against baselines and print one table.
 
     Each figure is a ratio of two timings (or memory peaks) taken side by side in this
     run, with its target; the same rows go to --out as JSON. About 6 minutes on 2 CPU
-    cores with the default sizes.
+    cores with the default sizes. The "was" column holds the ratios of the newest earlier
+    record of this device and region size in --out's folder (or of --against), and the last
+    line names the figures that got worse by more than 10 %.
 
     \b
     Examples:
         geoseg bench
         geoseg bench --base 448 --out /tmp/bench.json      # quicker, smaller regions
         geoseg bench --gpu --model models/punjab
+        geoseg bench --base 448 --against benchmarks/results/bench-20261126T1202Z-2-cpu-cores-amd-epyc-bf16.json
     """
-    from ..bench import format_table, run_bench, write_result
+    from ..bench import load_result, run_bench, save_result
+
+    reference = load_result(against) if against is not None else None  # a wrong file fails now, not after the run
 
     def say(s: str) -> None:
         click.echo(s, err=True)
@@ -51,6 +62,7 @@ def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train
     with place as where:  # a temporary folder is removed afterwards
         result = run_bench(where, base=base, model=model_dir, train_epochs=train_epochs, train_minutes=train_minutes,
                            gpu=gpu, repeats=repeats, say=say)
-    click.echo(format_table(result))
-    write_result(result, out)
-    click.echo(f"results: {out}")
+    table, kept = save_result(result, out, record=record,
+                              against=(against, reference) if against is not None and reference is not None else None)
+    click.echo(table)
+    click.echo(f"results: {out}" + (f"; record: {kept}" if kept else ""))
