@@ -49,7 +49,7 @@ def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train
         geoseg bench
         geoseg bench --base 448 --out /tmp/bench.json      # quicker, smaller regions
         geoseg bench --gpu --model models/punjab
-        geoseg bench --base 448 --against benchmarks/results/bench-20261126T1202Z-2-cpu-cores-amd-epyc-bf16.json
+        geoseg bench --against benchmarks/results/bench-20261126T1236Z-2-cpu-cores-amd-epyc-bf16.json
     """
     from ..bench import load_result, run_bench, save_result
 
