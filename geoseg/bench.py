@@ -41,7 +41,8 @@ Baselines are timed as their figures are. The workflow runs, the one-process run
 forward passes and the naive loop run ``repeats`` times each (2 by default; each workflow
 run in a fresh tile store, so none resumes another) and the shortest counts; the shorter
 measurements (polygonise and shapes, district areas and decoding, the two readers) are
-the median of 3-9 timed calls after an untimed one. Memory figures take the
+the median of 3-9 timed calls after an untimed one, in a process whose allocator is tuned
+as the pipeline's workers tune theirs (both sides alike). Memory figures take the
 largest peak over the repeats. The JSON keeps every repeat's time under ``details``.
 
 Every run is also kept as a dated record next to the results file (``bench-<date>-<device>.json``,
@@ -424,6 +425,14 @@ def _job_reader(job: dict[str, Any]) -> dict[str, Any]:
     base, plain_px = _typical(plain, 3)
     return {"ours": ours, "ours_px": px, "plain": base, "plain_px": plain_px}
 
+
+#: Short jobs that time geoseg and its baseline in one process start with the allocator tuned
+#: (:func:`geoseg.infer.tune_allocator`), so that both sides run with the same allocator state.
+#: Untuned, glibc may hand freed blocks back to the system after each call, and whether it does
+#: depends on what the process allocated before: decoding the 16x mask took 12 ms in some processes
+#: and 25-26 ms in others (byte-identical file, same code), which made the areas baseline flip
+#: between the two from one run to the next.
+_TUNED_JOBS = ("polygonise", "areas", "reader")
 
 JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "run": _job_run, "one_process": _job_one_process, "forward": _job_forward, "naive": _job_naive,
@@ -852,7 +861,12 @@ def save_result(result: dict[str, Any], out: str | os.PathLike[str], *, record: 
 def _main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "--job":
         job = json.loads(Path(argv[1]).read_text())
-        print(json.dumps(JOBS[job["kind"]](job)))
+        tuned = None
+        if job["kind"] in _TUNED_JOBS:
+            from .infer import tune_allocator
+
+            tuned = tune_allocator()
+        print(json.dumps({**JOBS[job["kind"]](job), "allocator_tuned": tuned}))
         return 0
     print("usage: python -m geoseg.bench --job JOB.json (internal); use `geoseg bench`", file=sys.stderr)
     return 2

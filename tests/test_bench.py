@@ -167,6 +167,17 @@ def test_reader_job_reads_every_tile(tmp_path):
     assert out["ours"] > 0 and out["plain"] > 0 and (out["peak_bytes"] or 0) > 10 * 2**20
 
 
+def test_short_jobs_time_both_sides_with_the_allocator_tuned(tmp_path):
+    """Untuned, glibc's state decided whether decoding the bench's mask took 12 or 25 ms."""
+    from geoseg.infer import _glibc
+    from geoseg.synth import synthesize
+
+    region = synthesize(tmp_path / "r", height=300, width=500, seed=2)
+    out = run_job({"kind": "areas", "mask": str(region.labels), "districts": str(region.districts), "threads": 2})
+    assert out["allocator_tuned"] is (_glibc() is not None)
+    assert out["ours"] > 0 and out["decode"] > 0
+
+
 def test_forward_throughput_row_takes_the_faster_of_eager_and_compiled():
     """The GPU forward figure's code path, on the CPU at a small size: both ways are timed and
     the row carries the faster; without a C++ compiler the compile failure is named instead."""
