@@ -72,7 +72,7 @@ import numpy as np
 from .errors import GeosegError
 
 __all__ = ["Row", "run_bench", "format_table", "TARGETS", "BenchError", "DRIFT", "load_result", "record_path",
-           "earlier_result", "compare", "write_result", "save_result"]
+           "earlier_result", "compare", "write_result", "save_result", "throughput"]
 
 #: figure -> (comparison, target, description)
 TARGETS: dict[str, tuple[str, float, str]] = {
@@ -550,6 +550,9 @@ def run_bench(
     big = runs["16x"]
     e2e = _run_seconds(big)
     e2e_small = _run_seconds(runs["1x"])
+    from .io import raster_info
+
+    sizing = throughput(large.shape[0] * large.shape[1], abs(raster_info(large.scene).res[0]), e2e)
 
     say("model forward alone over the same tiles")
     fwd = _fastest(lambda i: run_job({"kind": "forward", "model": str(model_dir), "scene": str(large.scene),
@@ -617,6 +620,7 @@ def run_bench(
             f"U-Net/ResNet-18 trained on the 1x region ({extra['model_training']['epochs_run']} epochs)"
             if "model_training" in extra else "U-Net/ResNet-18 with random weights"),
         "cpu_count": os.cpu_count(),
+        "throughput": sizing,
         "repeats": max(1, repeats),
         "seconds": round(time.perf_counter() - t_start, 1),
         "details": extra,
@@ -746,6 +750,16 @@ def _device(gpu: bool) -> str:
     return desc
 
 
+def throughput(pixels: int, pixel_m: float, seconds: float, scene_side: int = 10980) -> dict[str, float]:
+    """What a measured run says about this machine's speed, for sizing: pixels per second end to
+    end, square kilometres per hour at the run's pixel size, and minutes for a ``scene_side`` px
+    square scene (a Sentinel-2 tile) with the same model and bands (fixed costs included, so an
+    upper bound for a larger scene)."""
+    rate = pixels / seconds
+    return {"mpx_per_s": round(rate / 1e6, 3), "km2_per_hour": round(rate * pixel_m ** 2 / 1e6 * 3600, 1),
+            "pixel_m": pixel_m, "scene_side_px": scene_side, "scene_minutes": round(scene_side ** 2 / rate / 60, 2)}
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The rows as a plain-text table."""
     was = any("was" in r for r in result["rows"])
@@ -761,6 +775,11 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"device: {result['device']}; date {result['date']}; suite {result['seconds']} s; "
                  f"scenes 1x {result['scenes']['1x']}, 16x {result['scenes']['16x']}; "
                  f"run-sized times: best of {result.get('repeats', 1)}")
+    tp = result.get("throughput")
+    if tp:
+        lines.append(f"throughput (16x run, end to end): {tp['mpx_per_s']:.2f} Mpx/s, {tp['km2_per_hour']:,.0f} km2/h "
+                     f"at {tp['pixel_m']:g} m; a {tp['scene_side_px']} x {tp['scene_side_px']} px scene with this "
+                     f"model and bands: ~{tp['scene_minutes']:.1f} min on this machine")
     cw = result.get("compared_with")
     if cw:
         worse = "; ".join(cw["worse"]) if cw["worse"] else "none"

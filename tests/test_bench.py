@@ -22,6 +22,7 @@ from geoseg.bench import (
     record_path,
     run_job,
     save_result,
+    throughput,
     write_result,
 )
 from geoseg.grid import tile_grid
@@ -126,6 +127,15 @@ def test_device_names_the_cpu_model():
         model = None
     if model:
         assert model in _device(False)
+
+
+def test_throughput_sizes_a_sentinel_2_scene():
+    tp = throughput(5376 * 5376, 10.0, 17.67)  # the 12:36 run
+    assert tp["mpx_per_s"] == 1.636 and tp["km2_per_hour"] == 588822.6  # 53.76 km square in 17.67 s
+    assert tp["scene_minutes"] == round(10980 ** 2 / (5376 * 5376 / 17.67) / 60, 2) == 1.23
+    table = format_table({"rows": [], "device": "d", "date": "t", "seconds": 1.0, "throughput": tp,
+                          "scenes": {"1x": [1, 1], "16x": [4, 4]}})
+    assert "1.64 Mpx/s, 588,823 km2/h at 10 m; a 10980 x 10980 px scene with this model and bands: ~1.2 min" in table
 
 
 def test_repeats_keep_the_fastest_time_and_the_largest_memory():
