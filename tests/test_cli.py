@@ -42,6 +42,7 @@ def test_synth_writes_the_region_and_says_what_it_wrote(runner, tmp_path):  # ty
         (["stack", "out.png", "a.tif"], "out.png: output must end in .vrt or .tif"),
         (["demo", "--workflow", "none.yaml"], "none.yaml: workflow file not found"),
         (["bench", "--against", "old.json"], "old.json: no such file; expected a results file written by"),
+        (["bench", "--model", "nomodel"], "nomodel: no such checkpoint directory"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(runner, tmp_path, monkeypatch, args, message):  # type: ignore[no-untyped-def]
