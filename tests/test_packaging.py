@@ -79,3 +79,17 @@ def test_readme_documents_every_command():
     for name in cli.commands:
         assert f"### `geoseg {name}" in readme, f"README has no section for `geoseg {name}`"
         assert f"| `geoseg {name}` |" in readme, f"README's command table lacks `geoseg {name}`"
+
+
+def test_the_dask_dashboard_a_run_prints_is_served():
+    """`geoseg run` prints the dashboard address; without bokeh Dask serves only a page asking for it."""
+    import logging
+    import urllib.request
+
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        with urllib.request.urlopen(client.dashboard_link, timeout=30) as page:
+            body = page.read().decode("utf-8", "replace")
+    assert "needs bokeh" not in body and "Dask" in body, body[:300]

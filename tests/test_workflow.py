@@ -63,6 +63,7 @@ def _read(path):  # type: ignore[no-untyped-def]
         ({"cluster": {"scheduler": "10.0.0.1:8786"}}, r"key 'cluster\.scheduler': '10\.0\.0\.1:8786'; use 'local' or a scheduler address"),
         ({"cluster": {"resources": {"GPU": "one"}}}, r"key 'cluster\.resources\.GPU': expected a positive number"),
         ({"overlap": 40}, r"key 'overlap': 40 leaves no core in a 64 px tile"),
+        ({"cluster": {"performance_report": "yes"}}, r"key 'cluster\.performance_report': expected bool, found str"),
     ],
 )
 def test_bad_workflows_name_the_file_and_key(project, override, message):  # type: ignore[no-untyped-def]
@@ -132,6 +133,19 @@ def test_local_cluster_run_matches_single_process_prediction(project):  # type: 
     assert m["model"]["weights_sha256"] and m["inputs"][0]["bytes"] == (project / "scene.tif").stat().st_size
     row = Catalog(cfg.runs_dir / "catalog.sqlite").get(res.run_id)
     assert (row["status"], row["tiles_done"], row["tiles_total"], row["scenes"]) == ("done", 80, 80, 1)
+
+
+def test_a_run_serves_the_dashboard_and_writes_a_dask_performance_report(project):  # type: ignore[no-untyped-def]
+    write_workflow(project / "perf.yaml", name="perf",
+                   cluster={"workers": 1, "threads_per_worker": 1, "dashboard": True, "performance_report": True})
+    res = run_workflow(load_workflow(project / "perf.yaml"))
+    report = res.run_dir / "dask-report.html"
+    assert res.status == "done" and res.outputs["dask_report"] == str(report)
+    html = report.read_text(encoding="utf-8")
+    # the task stream of this run: its inference and assembly tasks
+    assert "Dask Performance Report" in html and "infer_batch" in html and "assemble_scene" in html
+    assert not list(res.run_dir.glob(".*.partial"))  # written under a temporary name, then renamed
+    assert res.dashboard is not None and res.dashboard.startswith("http://")
 
 
 def test_lock_refuses_a_second_run_and_takes_over_stale_locks(project):  # type: ignore[no-untyped-def]

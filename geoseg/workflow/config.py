@@ -47,6 +47,7 @@ class ClusterSpec:
     memory_limit: str = "auto"
     resources: dict[str, float] = field(default_factory=dict)
     dashboard: bool = True
+    performance_report: bool = False
 
     @property
     def is_local(self) -> bool:
@@ -300,7 +301,8 @@ def load_workflow(
         raise r.err("districts", "is required when outputs.district_areas is true (give path and name_field)")
 
     c = r.sub("cluster")
-    c.check_keys({"scheduler", "workers", "threads_per_worker", "memory_limit", "resources", "dashboard"})
+    c.check_keys({"scheduler", "workers", "threads_per_worker", "memory_limit", "resources", "dashboard",
+                  "performance_report"})
     res = c.get("resources", dict, {})
     for k, v in res.items():
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
@@ -315,6 +317,7 @@ def load_workflow(
         memory_limit=str(c.get("memory_limit", (str, int), "auto")),
         resources={str(k): float(v) for k, v in res.items()},
         dashboard=c.get("dashboard", bool, True),
+        performance_report=c.get("performance_report", bool, False),
     )
     if cluster.workers < 1 or cluster.threads_per_worker < 1:
         raise c.err("workers", "workers and threads_per_worker must be at least 1")

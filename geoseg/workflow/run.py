@@ -85,11 +85,12 @@ def connect(cfg: RunConfig, stack: ExitStack) -> Any:
         # gives threads other than the main one arenas of at most 64 MiB heaps, so large activations
         # would be mmap'd afresh for every batch whatever tune_allocator sets: model compute 1.3 x
         # slower, measured), and no statistical profiler (a stack sample of every thread every
-        # 10 ms: 6 % of the infer stage); the dashboard's task stream and progress pages still work.
+        # 10 ms: 6 % of the infer stage) unless a performance report, whose profile pages it fills,
+        # is asked for; the dashboard's task stream and progress pages still work.
         environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), "MALLOC_ARENA_MAX": 1}
         stack.enter_context(dask.config.set({
             "distributed.nanny.pre-spawn-environ": environ,
-            "distributed.worker.profile.enabled": False,
+            "distributed.worker.profile.enabled": c.performance_report,
         }))
         cluster = stack.enter_context(
             LocalCluster(
@@ -98,7 +99,7 @@ def connect(cfg: RunConfig, stack: ExitStack) -> Any:
                 processes=True,
                 memory_limit=c.memory_limit if c.memory_limit != "auto" else "auto",
                 resources=c.resources or None,
-                dashboard_address=":0",
+                dashboard_address=":0" if c.dashboard else None,  # bokeh's server: ~0.3 s of start-up
                 silence_logs=logging.ERROR,
             )
         )
@@ -324,6 +325,22 @@ class _Forward(logging.Handler):
 
 
 @contextmanager
+def _performance_report(path: Path) -> Iterator[None]:
+    """Dask's performance report of the block (task stream, worker profiles, bandwidth), written to
+    ``path`` whole, under a temporary name first, also when the block fails (a failed run's report
+    shows where it was)."""
+    from distributed import performance_report
+
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        with performance_report(filename=str(tmp)):
+            yield
+    finally:
+        if tmp.exists():
+            os.replace(tmp, path)
+
+
+@contextmanager
 def _run_log(path: Path) -> Iterator[None]:
     """Copy the ``geoseg`` loggers' records (INFO and up) to ``path`` while a run lasts.
 
@@ -398,6 +415,9 @@ def _execute(
     with ExitStack() as stack:
         t = time.perf_counter()
         client = connect(cfg, stack)
+        if cfg.cluster.performance_report:  # written when the stack closes, before the client does
+            stack.enter_context(_performance_report(run_dir / "dask-report.html"))
+            outputs["dask_report"] = str(run_dir / "dask-report.html")
         dashboard = client.dashboard_link if cfg.cluster.dashboard else None
         if dashboard:
             say(f"Dask dashboard: {dashboard}")
