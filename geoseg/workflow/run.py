@@ -99,7 +99,8 @@ def connect(cfg: RunConfig, stack: ExitStack) -> Any:
                 processes=True,
                 memory_limit=c.memory_limit if c.memory_limit != "auto" else "auto",
                 resources=c.resources or None,
-                dashboard_address=":0" if c.dashboard else None,  # bokeh's server: ~0.3 s of start-up
+                dashboard_address=":0",  # any free port (the HTTP server also runs without the dashboard)
+                scheduler_kwargs={"dashboard": c.dashboard},  # bokeh's dashboard: ~0.3 s of start-up
                 silence_logs=logging.ERROR,
             )
         )
