@@ -8,6 +8,10 @@ fix it. This module imports nothing from the rest of geoseg.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 __all__ = [
     "GeosegError",
     "TileError",
@@ -20,6 +24,7 @@ __all__ = [
     "EmptySceneError",
     "GeosegWarning",
     "NoDataWarning",
+    "portable_errors",
 ]
 
 
@@ -65,3 +70,28 @@ class GeosegWarning(UserWarning):
 
 class NoDataWarning(GeosegWarning):
     """A raster has no nodata value, so every pixel is taken as valid."""
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def portable_errors(fn: _F) -> _F:
+    """Let the geoseg errors that ``fn`` raises reach a Dask client as themselves.
+
+    Dask sends a failed task's exception to the client with its whole chain (``__cause__``
+    and ``__context__``, through tblib). GDAL's error classes, which sit in that chain when
+    geoseg turns a GDAL failure into its own error, cannot be rebuilt there, and the client
+    then gets a bare ``Exception`` holding the message, which the command line could only
+    report as an internal error. A geoseg error's message already says what went wrong and
+    how to fix it, so the chain is dropped before the error leaves ``fn``.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GeosegError as e:
+            e.__cause__ = e.__context__ = None
+            raise
+
+    return wrapper  # type: ignore[return-value]

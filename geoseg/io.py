@@ -207,6 +207,34 @@ def valid_mask(array: np.ndarray, nodata: float | None, rule: ValidRule = "all")
     raise ValueError(f"rule must be 'all' or 'any', got {rule!r}")
 
 
+def gdal_reason(e: BaseException) -> str:
+    """GDAL's own words for a rasterio error, for a one-line message.
+
+    rasterio's read and write errors often say only "See previous exception for details";
+    the chain behind them names the block and the codec's complaint, e.g. ``band 1:
+    IReadBlock failed at X offset 3, Y offset 1: TIFFReadEncodedTile() failed; ZIPDecode:
+    Decoding error at scanline 192``.
+
+    >>> try:
+    ...     try:
+    ...         raise OSError("ZIPDecode:Decoding error at scanline 192")
+    ...     except OSError as inner:
+    ...         raise OSError("Read failed. See previous exception for details.") from inner
+    ... except OSError as e:
+    ...     gdal_reason(e)
+    'ZIPDecode:Decoding error at scanline 192'
+    """
+    parts: list[str] = []
+    c: BaseException | None = e
+    while c is not None and len(parts) < 4:
+        text = str(c).strip()
+        first = text.splitlines()[0].rstrip(".") if text else ""
+        if first and "see previous exception" not in first.lower() and not any(first in p for p in parts):
+            parts.append(first)
+        c = c.__cause__ or c.__context__
+    return "; ".join(parts) or type(e).__name__
+
+
 def read_tile(
     src: Any,
     tile: Tile,
@@ -251,7 +279,7 @@ def read_tile(
         arr = src.read(idx, window=inner)
     except (RasterioIOError, RasterioError) as e:
         raise RasterReadError(
-            f"{src.name}: reading window {tile.key} {inner} failed ({str(e).splitlines()[0]}); "
+            f"{src.name}: reading window {tile.key} {inner} failed ({gdal_reason(e)}); "
             f"the file may be truncated or corrupt - re-download or re-export it"
         ) from None
     if src.nodata is None and not np.issubdtype(arr.dtype, np.floating) and any(
@@ -533,7 +561,7 @@ class RasterWriter:
                 self._ds.write(array, indexes, window=window)
         except (RasterioIOError, RasterioError, OSError) as e:
             raise RasterWriteError(
-                f"{self.path}: writing window {window} failed ({str(e).splitlines()[0]}); "
+                f"{self.path}: writing window {window} failed ({gdal_reason(e)}); "
                 f"check free disk space, then run again"
             ) from None
 
@@ -585,7 +613,7 @@ class RasterWriter:
             final_tmp.unlink(missing_ok=True)
             self._abort()
             raise RasterWriteError(
-                f"{self.path}: finishing the output failed ({str(e).splitlines()[0]}); "
+                f"{self.path}: finishing the output failed ({gdal_reason(e)}); "
                 f"check free disk space, then run again"
             ) from None
 

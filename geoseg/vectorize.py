@@ -63,7 +63,7 @@ import shapely
 from affine import Affine
 
 from .classes import NODATA, ClassTable
-from .errors import GeosegError
+from .errors import GeosegError, portable_errors
 
 if TYPE_CHECKING:  # pragma: no cover
     import geopandas as gpd
@@ -964,6 +964,7 @@ class _BlockJob:
                 self.exclude, self.min_pixels, self.passes)
 
 
+@portable_errors
 def _run_block(job: _BlockJob) -> tuple[Fields, dict[str, np.ndarray]]:
     """Read one block (plus halo, clipped to the raster), sieve, vectorise its core.
 

@@ -530,6 +530,7 @@ def test_bad_pixels_fail_a_run_cleanly(runner, base, tmp_path, make, parts):  # 
     assert res.exit_code == 1 and len(lines) == 1 and "Traceback" not in res.output, res.output
     for p in parts:
         assert p in lines[0], lines[0]
+    assert "internal error" not in lines[0], lines[0]  # the worker's error reached the client as itself
     run_dir = next((tmp_path / "runs" / "t").glob("2*"))
     assert not (run_dir / "mask.tif").exists() and not (run_dir / "confidence.tif").exists()
     assert sorted(str(p) for p in tmp_path.rglob("*.partial-*")) == []

@@ -148,6 +148,68 @@ def test_a_run_serves_the_dashboard_and_writes_a_dask_performance_report(project
     assert res.dashboard is not None and res.dashboard.startswith("http://")
 
 
+def test_a_task_that_fails_on_a_worker_is_one_clean_line_and_keeps_the_performance_report(project):  # type: ignore[no-untyped-def]
+    """A corrupt block read on a worker: the client gets the RasterReadError itself (GDAL's errors in
+    its chain would not survive Dask's pickling), the command prints it as one line with GDAL's reason,
+    the workers do not log it with a traceback, and the failed run's performance report is kept."""
+    import os
+    import subprocess
+    import sys
+
+    src_path, bad = project / "scene.tif", project / "damaged.tif"
+    with rasterio.open(src_path) as s:
+        with rasterio.open(bad, "w", **{**s.profile, "compress": "deflate"}) as d:
+            d.write(s.read())
+    data = bytearray(bad.read_bytes())
+    n = len(data)
+    data[n // 3 : n // 3 + n // 4] = b"\xff" * (n // 4)  # block data only: the header stays readable
+    bad.write_bytes(bytes(data))
+    write_workflow(project / "bad.yaml", name="bad", scenes=["damaged.tif"],
+                   cluster={"workers": 1, "threads_per_worker": 1, "dashboard": False, "performance_report": True})
+    out = subprocess.run([sys.executable, "-m", "geoseg.cli.main", "run", "bad.yaml"], cwd=project,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
+    assert out.returncode == 1 and len(lines) == 1, out.stdout + out.stderr
+    assert lines[0].startswith("Error: ") and "damaged.tif: reading window" in lines[0], lines[0]
+    assert "IReadBlock failed" in lines[0] and "internal error" not in lines[0]
+    reports = list((project / "runs" / "bad").glob("*/dask-report.html"))
+    assert len(reports) == 1 and "infer_batch" in reports[0].read_text(encoding="utf-8")
+    assert not list((project / "runs" / "bad").glob("*/.*.partial"))
+
+
+def test_geoseg_errors_cross_to_the_client_without_gdal_chains():
+    from distributed.protocol import pickle as dask_pickle
+
+    from geoseg.errors import RasterReadError, portable_errors
+
+    def read():  # a geoseg error raised while handling an error whose class tblib cannot rebuild
+        try:
+            raise _Unrebuildable("GDAL said no")
+        except _Unrebuildable:
+            raise RasterReadError("scene.tif: reading window failed") from None
+
+    with pytest.raises(Exception) as plain:
+        read()
+    with pytest.raises(AttributeError):  # what Dask met: it would hand the client a bare Exception
+        dask_pickle.loads(dask_pickle.dumps(plain.value))
+    with pytest.raises(RasterReadError) as portable:
+        portable_errors(read)()
+    again = dask_pickle.loads(dask_pickle.dumps(portable.value))
+    assert type(again) is RasterReadError and str(again) == "scene.tif: reading window failed"
+
+
+class _Unrebuildable(Exception):
+    """Like GDAL's CPLE_* errors under tblib: ``args`` is a read-only property."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self._msg = msg
+
+    @property  # type: ignore[override]
+    def args(self):  # type: ignore[no-untyped-def]
+        return (self._msg,)
+
+
 def test_lock_refuses_a_second_run_and_takes_over_stale_locks(project):  # type: ignore[no-untyped-def]
     cfg = load_workflow(project / "wf.yaml")
     lock_path = cfg.runs_dir / cfg.name / ".lock"

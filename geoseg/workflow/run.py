@@ -73,6 +73,20 @@ def _input_record(path: Path) -> dict[str, Any]:
     return {"path": str(path), "bytes": st.st_size, "mtime": st.st_mtime}
 
 
+def _not_a_task_failure(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Compute Failed")
+
+
+def quiet_task_failures() -> None:
+    """In a worker of the run's own LocalCluster: do not log a failed task ("Compute Failed",
+    with the task's traceback, on the terminal of whoever started the run). The run raises the
+    task's error in the client, where the command line reports it as one line; workers of a
+    cluster you started yourself keep their logs."""
+    logger = logging.getLogger("distributed.worker")
+    if _not_a_task_failure not in logger.filters:
+        logger.addFilter(_not_a_task_failure)
+
+
 def connect(cfg: RunConfig, stack: ExitStack) -> Any:
     """A distributed Client: an embedded LocalCluster, or the workflow's scheduler address."""
     from distributed import Client, LocalCluster
@@ -105,6 +119,7 @@ def connect(cfg: RunConfig, stack: ExitStack) -> Any:
             )
         )
         client = stack.enter_context(Client(cluster))
+        client.run(quiet_task_failures)  # the run reports a failed task itself, as one line
     else:
         try:
             client = stack.enter_context(Client(c.scheduler, timeout="20s"))
@@ -329,16 +344,25 @@ class _Forward(logging.Handler):
 def _performance_report(path: Path) -> Iterator[None]:
     """Dask's performance report of the block (task stream, worker profiles, bandwidth), written to
     ``path`` whole, under a temporary name first, also when the block fails (a failed run's report
-    shows where it was)."""
+    shows where it was). A report that cannot be written is a warning: it never fails a run, nor
+    hides the error that did."""
     from distributed import performance_report
 
     tmp = path.with_name(f".{path.name}.partial")
+    report = performance_report(filename=str(tmp))
+    report.__enter__()
+    failure: BaseException | None = None
     try:
-        with performance_report(filename=str(tmp)):
-            yield
+        yield
+    except BaseException as e:
+        failure = e
+        raise
     finally:
-        if tmp.exists():
+        try:
+            report.__exit__(type(failure) if failure else None, failure, failure.__traceback__ if failure else None)
             os.replace(tmp, path)
+        except Exception as e:  # the scheduler gone with the run, a full disk...
+            log.warning("the Dask performance report could not be written to %s: %s", path, e)
 
 
 @contextmanager

@@ -28,6 +28,7 @@ import numpy as np
 import rasterio
 
 from ..classes import NODATA
+from ..errors import portable_errors
 from ..grid import Tile, TileGrid
 from ..infer import inference_precision, pick_device, predict_batch, quick_exit
 from ..io import (
@@ -91,6 +92,7 @@ def _set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+@portable_errors
 def infer_batch(
     scene: str,
     model_dir: str,
@@ -214,6 +216,7 @@ def _run_reading_ahead(
                 f.cancel()
 
 
+@portable_errors
 def assemble_scene(
     store_root: str,
     grid: TileGrid,
