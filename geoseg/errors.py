@@ -22,6 +22,7 @@ __all__ = [
     "ConfigError",
     "CheckpointError",
     "EmptySceneError",
+    "WorkerLostError",
     "GeosegWarning",
     "NoDataWarning",
     "portable_errors",
@@ -62,6 +63,10 @@ class CheckpointError(GeosegError, ValueError):
 
 class EmptySceneError(GeosegError, ValueError):
     """A scene in which not one pixel holds data, so every number computed from it would be empty."""
+
+
+class WorkerLostError(GeosegError, RuntimeError):
+    """A task whose workers died each time they ran it (out of memory, most often)."""
 
 
 class GeosegWarning(UserWarning):

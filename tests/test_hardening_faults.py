@@ -1,6 +1,8 @@
-"""Faults during a run: a Dask worker SIGKILLed mid-inference, a full disk, the whole run killed twice.
+"""Faults during a run: a Dask worker SIGKILLed mid-inference, workers out of memory, a full disk,
+the whole run killed twice.
 
-Each ends with outputs byte-identical to an undisturbed run of the same workflow.
+Each ends with outputs byte-identical to an undisturbed run of the same workflow, or (out of
+memory) with one line that says what to change.
 """
 
 from __future__ import annotations
@@ -101,6 +103,36 @@ def test_a_worker_killed_mid_inference_changes_nothing(model_dir, tmp_path, refe
     for name in OUTPUTS:
         assert (res.run_dir / name).read_bytes() == reference[name], name
     assert _leftovers(res.run_dir) == []
+
+
+# ------------------------------------------------------------------ workers out of memory
+
+
+def test_workers_that_run_out_of_memory_give_one_line_that_says_what_to_change(model_dir, tmp_path):  # type: ignore[no-untyped-def]
+    """When Dask gives up on a task whose workers all died (KilledWorker: with a memory limit no worker
+    with torch loaded fits in, the fourth restart), the run says what to change, not an internal error.
+
+    The whole run is not repeated here: under CPU load a nanny may restart such workers without Dask
+    counting the task's attempts (seen with distributed 2026.8), and the run would then not end."""
+    from distributed import KilledWorker
+
+    from geoseg.errors import WorkerLostError
+
+    d = _project(tmp_path / "p", model_dir)
+    write_workflow(d / "oom.yaml", name="oom",
+                   cluster={"workers": 1, "threads_per_worker": 1, "dashboard": False, "memory_limit": "400MB"})
+    cfg = load_workflow(d / "oom.yaml")
+    lost = run_mod._worker_lost(cfg, KilledWorker("infer-scene-00003-20261126T131400Z-e414ff", None, 3))
+    assert isinstance(lost, WorkerLostError)
+    msg = str(lost)
+    assert msg.startswith(f"{d / 'oom.yaml'}: the inference task infer-scene-00003-20261126T131400Z-e414ff killed "
+                          "the 4 workers that ran it in turn, out of memory most likely")
+    assert "cluster.memory_limit: 400MB, for each of 1 workers" in msg and "lower batch_size (2)" in msg
+    assert "add --resume" in msg
+    assert run_mod._worker_lost(cfg, ValueError("x")) is None  # other errors pass through as they are
+    remote = load_workflow(d / "oom.yaml", scheduler="tcp://10.0.0.5:8786")
+    assert "the workers of tcp://10.0.0.5:8786 are restarted" in str(run_mod._worker_lost(
+        remote, KilledWorker("assemble-mask-scene-x", None, 3)))
 
 
 # ------------------------------------------------------------------ a full disk

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, GeosegError
+from ..errors import ConfigError, GeosegError, WorkerLostError
 from ..grid import task_batches, tile_grid
 from ..infer import release_memory
 from ..io import decode_block_shape, raster_info
@@ -300,7 +300,13 @@ def run_workflow(
                        workflow=str(cfg.path), error=None)
         t_start = time.perf_counter()
         try:
-            result = _execute(cfg, card, run_id, run_dir, catalog, progress, say)
+            try:
+                result = _execute(cfg, card, run_id, run_dir, catalog, progress, say)
+            except Exception as e:
+                lost = _worker_lost(cfg, e)
+                if lost is None:
+                    raise
+                raise lost from None
         except BaseException as e:
             manifest.update(status="failed", error=f"{type(e).__name__}: {e}",
                             ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -321,6 +327,30 @@ def run_workflow(
         _point_latest(runs_root, run_id)
         result.stale_lock = lock.stale_taken
         return result
+
+
+def _worker_lost(cfg: RunConfig, e: BaseException) -> WorkerLostError | None:
+    """Dask's ``KilledWorker`` as a message that says what to change, or None for other errors."""
+    from distributed import KilledWorker
+
+    if not isinstance(e, KilledWorker):
+        return None
+    key = str(e.task)
+    what = "inference task" if key.startswith("infer-") else "task"
+    c = cfg.cluster
+    if c.is_local:
+        budget = (f"a worker of the run's LocalCluster is restarted when it passes 95 % of its memory limit "
+                  f"(cluster.memory_limit: {c.memory_limit}, for each of {c.workers} workers)")
+        more = "raise cluster.memory_limit, or run fewer workers"
+    else:
+        budget = f"the workers of {c.scheduler} are restarted by their nannies when they pass their memory limit"
+        more = "give those workers more memory (dask worker --memory-limit)"
+    return WorkerLostError(
+        f"{cfg.path}: the {what} {key} killed the {e.allowed_failures + 1} workers that ran it in turn, out of memory "
+        f"most likely: {budget}; lower batch_size ({cfg.batch_size}) or tiles_per_task, or {more}, and run "
+        f"`geoseg run {cfg.path}` again (if more memory comes without changing the workflow, add --resume to "
+        f"keep the finished batches)"
+    )
 
 
 def _logged(say: Callable[[str], None]) -> Callable[[str], None]:
