@@ -90,7 +90,7 @@ TARGETS: dict[str, tuple[str, float, str]] = {
 }
 
 #: How far a ratio may move the wrong way against an earlier run before the table names it (relative):
-#: the run-to-run spread of the run-sized figures on one machine is up to ~6-10 %.
+#: the run-to-run spread of the run-sized figures on one machine is up to ~10 % (more when its speed drifts).
 DRIFT = 0.10
 
 
