@@ -505,6 +505,7 @@ def run_bench(
     run-sized job is timed (the fastest counts, baselines alike).
     """
     from .grid import tile_grid
+    from .io import raster_info
     from .synth import synthesize
 
     dates = 4
@@ -564,8 +565,6 @@ def run_bench(
     big = runs["16x"]
     e2e = _run_seconds(big)
     e2e_small = _run_seconds(runs["1x"])
-    from .io import raster_info
-
     sizing = throughput(large.shape[0] * large.shape[1], abs(raster_info(large.scene).res[0]), e2e)
 
     say("model forward alone over the same tiles")

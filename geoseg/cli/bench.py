@@ -63,6 +63,6 @@ def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train
         result = run_bench(where, base=base, model=model_dir, train_epochs=train_epochs, train_minutes=train_minutes,
                            gpu=gpu, repeats=repeats, say=say)
     table, kept = save_result(result, out, record=record,
-                              against=(against, reference) if against is not None and reference is not None else None)
+                              against=(against, reference) if reference is not None else None)
     click.echo(table)
     click.echo(f"results: {out}" + (f"; record: {kept}" if kept else ""))

@@ -13,6 +13,7 @@ import importlib.metadata as md
 import logging
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -381,15 +382,11 @@ def _performance_report(path: Path) -> Iterator[None]:
     tmp = path.with_name(f".{path.name}.partial")
     report = performance_report(filename=str(tmp))
     report.__enter__()
-    failure: BaseException | None = None
     try:
         yield
-    except BaseException as e:
-        failure = e
-        raise
     finally:
         try:
-            report.__exit__(type(failure) if failure else None, failure, failure.__traceback__ if failure else None)
+            report.__exit__(*sys.exc_info())  # the run's error, if it failed
             os.replace(tmp, path)
         except Exception as e:  # the scheduler gone with the run, a full disk...
             log.warning("the Dask performance report could not be written to %s: %s", path, e)
