@@ -20,6 +20,19 @@ Example::
 
 The views read the files in place (nothing is copied or loaded up front); the SQL runs
 in an in-memory DuckDB database.
+
+Safe mode (the default of :func:`query_run`, :func:`run_query` and :func:`connect_run`)
+is for SQL you did not write yourself. DuckDB may then read the run's two Parquet files
+and nothing else (``enable_external_access=false`` with ``allowed_paths`` naming them; its
+spill files go to a private temporary directory); it installs and loads no extensions,
+and its configuration is locked so that the SQL cannot switch any of this back. Because
+DuckDB's ``allowed_paths`` grants writing as well as reading, :func:`query_run` also runs
+only ``SELECT`` statements (``WITH``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``, ``FROM ...``
+are ``SELECT`` to DuckDB); ``COPY``, ``ATTACH``, ``INSTALL``/``LOAD``, ``SET``/``PRAGMA``,
+``EXPLAIN`` (``EXPLAIN ANALYZE`` runs its statement) and the rest are refused. With
+``safe=False`` (the default of ``geoseg query``, whose SQL comes from the user's own
+command line) the SQL has DuckDB's full access: it can read and write any file the user
+can, as running ``duckdb`` would.
 """
 
 from __future__ import annotations
@@ -28,6 +41,11 @@ import difflib
 import io
 import json
 import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,8 +73,37 @@ RUN_TABLES = {"fields": "fields.parquet", "district_areas": "district_areas.parq
 _FORMATS = ("table", "csv", "json")
 
 
+#: What a run's file holds, and how to make it again, for the message about a damaged one.
+_REGENERATE = {
+    "fields": ("the GeoParquet of field polygons that a run writes",
+               "``geoseg polygonize {run}/mask.tif --out {path} --confidence {run}/confidence.tif`` (with the "
+               "workflow's --districts and --name-field)"),
+    "district_areas": ("the district table that a run writes",
+                       "``geoseg areas {run}/mask.tif --districts FILE --name-field ATTR --out {path}``"),
+}
+#: Safe mode: DuckDB settings that keep SQL away from files and extensions; each is set to false.
+_SAFE_OFF = ("enable_external_access", "autoinstall_known_extensions", "autoload_known_extensions",
+             "allow_community_extensions")
+#: Safe mode: why a statement that is not a SELECT is refused, by DuckDB's statement type.
+_REFUSED = {
+    "COPY": "copies data to or from files",
+    "EXPORT": "writes files",
+    "ATTACH": "opens another database file",
+    "DETACH": "detaches a database",
+    "LOAD": "installs or loads a DuckDB extension",  # INSTALL is a LOAD statement too
+    "SET": "changes a setting",  # also RESET, SET VARIABLE and USE
+    "VARIABLE_SET": "changes a setting",
+    "PRAGMA": "can change settings",
+    "EXPLAIN": "can run the statement it explains (EXPLAIN ANALYZE does)",
+    "CALL": "calls a procedure",
+}
+_SAFE_FIX = ("to run it with full DuckDB access, if you trust this SQL, use `geoseg query` without --safe, or "
+             "safe=False in Python")
+
+
 class QueryError(GeosegError, ValueError):
-    """A run directory without outputs to query, bad SQL, or an unknown district or crop."""
+    """A run directory without outputs to query, a damaged output, bad SQL, SQL refused in safe
+    mode, or an unknown district or crop."""
 
 
 def find_run(run_dir: str | os.PathLike[str]) -> Path:
@@ -96,25 +143,149 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def connect_run(run_dir: str | os.PathLike[str]) -> Any:
-    """An in-memory DuckDB connection with the run's views (see the module notes)."""
+def _run_files(p: Path) -> list[Path]:
+    """The run's Parquet files that exist, in :data:`RUN_TABLES` order."""
+    return [p / f for f in RUN_TABLES.values() if (p / f).is_file()]
+
+
+def _duckdb_reason(e: Exception, path: Path) -> str:
+    """DuckDB's first line without its class prefix ("Invalid Input Error: ") and the quoted path."""
+    first = str(e).strip().splitlines()[0]
+    first = re.sub(r"^[A-Z][A-Za-z ]*Error: ", "", first)
+    return re.sub(r"\s*'" + re.escape(str(path)) + "'", "", first).rstrip(". ")
+
+
+def _damaged(path: Path, e: Exception, problem: str = "cannot be read as Parquet",
+             cause: str = "damaged or truncated") -> QueryError:
+    """The error for a run's Parquet file that DuckDB cannot read (or that lacks a column)."""
+    view = next(v for v, f in RUN_TABLES.items() if f == path.name)
+    holds, command = _REGENERATE[view]
+    fix = command.format(run=path.parent, path=path)
+    return QueryError(
+        f"{path}: {problem} ({_duckdb_reason(e, path)}); expected {holds} - the file is {cause}: regenerate it "
+        f"with {fix}, or rerun the workflow (``geoseg run WORKFLOW.yaml`` makes a new run)"
+    )
+
+
+def _parquet_view(con: Any, name: str, path: Path, columns: str = "*") -> None:
+    """``CREATE VIEW name AS SELECT columns FROM read_parquet(path)``; a damaged file raises :class:`QueryError`."""
     import duckdb
 
-    p = find_run(run_dir)
+    try:
+        con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet({_sql_str(str(path))})")
+    except duckdb.BinderException as e:  # it reads, but a column is missing
+        raise _damaged(path, e, "lacks a column geoseg needs", "not what geoseg wrote") from None
+    except duckdb.Error as e:
+        raise _damaged(path, e) from None
+
+
+def _check_readable(con: Any, files: Sequence[Path]) -> None:
+    """Decode every column of ``files``; raise :class:`QueryError` naming the first one DuckDB cannot read.
+
+    A file whose footer reads but whose pages are damaged fails only when a query reaches
+    them, with a message that names no file (``Variable-length int over 10 bytes``).
+    """
+    import duckdb
+
+    for path in files:
+        try:
+            con.execute(f"SELECT max(hash(COLUMNS(*))) FROM read_parquet({_sql_str(str(path))})").fetchall()
+        except duckdb.Error as e:
+            raise _damaged(path, e) from None
+
+
+@contextmanager
+def _reading(con: Any, files: Sequence[Path]) -> Iterator[None]:
+    """Run queries over ``files``: a DuckDB error that a damaged file can cause is checked against them.
+
+    Errors raised while DuckDB parses and plans a statement (bad SQL, unknown names, safe
+    mode's refusals) come before any data is read, so they are passed on as they are;
+    after any other error each file is read through (only then), and a damaged one raises
+    :class:`QueryError` naming it. Otherwise the original error propagates.
+    """
+    import duckdb
+
+    try:
+        yield
+    except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.PermissionException):
+        raise
+    except duckdb.Error:
+        _check_readable(con, files)
+        raise
+
+
+def _lock_down(con: Any, files: Sequence[Path]) -> None:
+    """Safe mode: DuckDB may read ``files`` only, loads no extension, and its settings are locked.
+
+    With external access off DuckDB still allows its temporary directory (``./.tmp`` by
+    default, which may hold anything): it is moved to a fresh directory that DuckDB creates
+    only if a query spills to disk and deletes when the connection closes.
+    """
+    spill = Path(tempfile.gettempdir()) / f"geoseg-duckdb-{uuid.uuid4().hex}"
+    con.execute(f"SET temp_directory = {_sql_str(str(spill))}")
+    # Before external access goes off: DuckDB refuses to change allowed_paths after it.
+    con.execute(f"SET allowed_paths = [{', '.join(_sql_str(str(f)) for f in files)}]")
+    for name in _SAFE_OFF:
+        con.execute(f"SET {name} = false")
+    con.execute("SET lock_configuration = true")
+
+
+def _connect(p: Path, safe: bool) -> Any:
+    """:func:`connect_run` for a directory already checked by :func:`find_run`."""
+    import duckdb
+
     con = duckdb.connect(":memory:")
-    fields = p / RUN_TABLES["fields"]
-    if fields.is_file():
-        src = f"read_parquet({_sql_str(str(fields))})"
-        cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
-        drop = [c for c in cols if c in ("geometry", "bbox")]
-        excl = f" EXCLUDE ({', '.join(_quote(c) for c in drop)})" if drop else ""
-        con.execute(f"CREATE VIEW fields AS SELECT *{excl} FROM {src}")
-        geo_excl = " EXCLUDE (bbox)" if "bbox" in cols else ""
-        con.execute(f"CREATE VIEW fields_geo AS SELECT *{geo_excl} FROM {src}")
-    areas = p / RUN_TABLES["district_areas"]
-    if areas.is_file():
-        con.execute(f"CREATE VIEW district_areas AS SELECT * FROM read_parquet({_sql_str(str(areas))})")
+    try:
+        fields = p / RUN_TABLES["fields"]
+        if fields.is_file():
+            try:
+                cols = [r[0] for r in con.execute(
+                    f"DESCRIBE SELECT * FROM read_parquet({_sql_str(str(fields))})").fetchall()]
+            except duckdb.Error as e:
+                raise _damaged(fields, e) from None
+            drop = [c for c in cols if c in ("geometry", "bbox")]
+            excl = f" EXCLUDE ({', '.join(_quote(c) for c in drop)})" if drop else ""
+            _parquet_view(con, "fields", fields, f"*{excl}")
+            _parquet_view(con, "fields_geo", fields, "* EXCLUDE (bbox)" if "bbox" in cols else "*")
+        areas = p / RUN_TABLES["district_areas"]
+        if areas.is_file():
+            _parquet_view(con, "district_areas", areas)
+        if safe:
+            _lock_down(con, _run_files(p))
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def connect_run(run_dir: str | os.PathLike[str], *, safe: bool = True) -> Any:
+    """An in-memory DuckDB connection with the run's views (see the module notes).
+
+    Parameters
+    ----------
+    run_dir
+        A run directory, or a workflow's folder (its newest finished run).
+    safe
+        Lock the connection down: DuckDB may read the run's two Parquet files and no other
+        file, installs and loads no extension, and its settings cannot be changed. DuckDB's
+        ``allowed_paths`` lets it *write* those two files too (``COPY ... TO`` one of them),
+        so run SQL you did not write through :func:`query_run`, which also refuses every
+        statement but ``SELECT``. ``False``: DuckDB's full access, as running ``duckdb``.
+
+        .. versionadded:: 0.2.0 ``safe``, on by default.
+
+    Returns
+    -------
+    duckdb.DuckDBPyConnection
+        Close it when done (in safe mode this also deletes its spill directory).
+
+    Raises
+    ------
+    QueryError
+        No outputs in ``run_dir``, or a damaged ``fields.parquet`` / ``district_areas.parquet``
+        (naming the file and how to regenerate it).
+    """
+    return _connect(find_run(run_dir), safe)
 
 
 def _quote(name: str) -> str:
@@ -128,24 +299,88 @@ def _views(con: Any) -> dict[str, list[str]]:
     return out
 
 
-def query_run(run_dir: str | os.PathLike[str], sql: str, params: list[Any] | None = None) -> "pd.DataFrame":
+def _short(text: str, width: int = 60) -> str:
+    one = " ".join(text.split())
+    return one if len(one) <= width else one[: width - 3] + "..."
+
+
+def _refuse_unsafe(con: Any, sql: str, run_dir: Any) -> None:
+    """Safe mode: raise :class:`QueryError` for the first statement of ``sql`` that is not a SELECT."""
+    statements = con.extract_statements(sql)
+    for i, st in enumerate(statements, start=1):
+        try:
+            kind = st.type.name
+        except ValueError:  # a type the Python API cannot name (UPDATE EXTENSIONS in DuckDB 2.0)
+            kind = "unknown"
+        if kind == "SELECT":
+            continue
+        why = _REFUSED.get(kind, "is not a query")
+        article = "an" if kind[0].upper() in "AEIOU" else "a"
+        views = ", ".join(_views(con))
+        raise QueryError(
+            f"{run_dir}: refused in safe mode: statement {i} ({_short(st.query)}) is {article} {kind} statement, "
+            f"which {why}; safe mode runs only SELECT queries over the run's views ({views}) - {_SAFE_FIX}"
+        )
+
+
+def _query_failed(con: Any, e: Exception, run_dir: Any, files: Sequence[Path], safe: bool) -> QueryError:
+    """The :class:`QueryError` for SQL that DuckDB refused or could not run."""
+    import duckdb
+
+    first = str(e).strip().splitlines()[0]
+    views = _views(con)
+    if safe and isinstance(e, duckdb.PermissionException):
+        m = re.search(r'Cannot access (?:file|directory) "(.*)"', first)
+        what = f"reads {m.group(1)}" if m else f"needs what safe mode does not allow ({first})"
+        return QueryError(
+            f"{run_dir}: refused in safe mode: the query {what}, outside the run; safe mode reads only the run's "
+            f"{' and '.join(f.name for f in files)}, through the views {', '.join(views)} - {_SAFE_FIX}"
+        )
+    if safe and isinstance(e, duckdb.CatalogException) and " extension" in first:
+        first += " (safe mode installs and loads no extensions)"
+    tables = "; ".join(f"{v}({', '.join(c)})" for v, c in views.items())
+    return QueryError(f"{run_dir}: the query failed: {first}. Tables: {tables}")
+
+
+def query_run(run_dir: str | os.PathLike[str], sql: str, params: list[Any] | None = None, *,
+              safe: bool = True) -> "pd.DataFrame":
     """Run ``sql`` against a run's views; return the result as a DataFrame.
+
+    Parameters
+    ----------
+    run_dir
+        A run directory, or a workflow's folder (its newest finished run).
+    sql
+        DuckDB SQL over the views ``fields``, ``fields_geo`` and ``district_areas``; several
+        statements separated by ``;`` return the last one's result.
+    params
+        Values for ``?`` placeholders.
+    safe
+        Run only ``SELECT`` statements, reading only the run's two Parquet files, with no
+        extensions and locked settings (see the module notes); for SQL you did not write.
+        ``False`` gives the SQL DuckDB's full access: it can read and write any file you can.
+
+        .. versionadded:: 0.2.0 ``safe``, on by default.
 
     Raises
     ------
     QueryError
-        No outputs in ``run_dir``, or the SQL fails (the message lists the views and their
-        columns).
+        No outputs in ``run_dir``; a damaged output (naming the file and how to regenerate
+        it); SQL that fails (the message lists the views and their columns); in safe mode,
+        a statement that is not a ``SELECT`` or a query that reaches outside the run (saying
+        which and why).
     """
     import duckdb
 
-    con = connect_run(run_dir)
+    p = find_run(run_dir)
+    con, files = _connect(p, safe), _run_files(p)
     try:
-        return con.execute(sql, params or []).df()
+        with _reading(con, files):
+            if safe:
+                _refuse_unsafe(con, sql, run_dir)
+            return con.execute(sql, params or []).df()
     except duckdb.Error as e:
-        first = str(e).strip().splitlines()[0]
-        views = "; ".join(f"{v}({', '.join(c)})" for v, c in _views(con).items())
-        raise QueryError(f"{run_dir}: the query failed: {first}. Tables: {views}") from None
+        raise _query_failed(con, e, run_dir, files, safe) from None
     finally:
         con.close()
 
@@ -177,25 +412,28 @@ def district_summary(run_dir: str | os.PathLike[str], district: str | None = Non
     Raises
     ------
     QueryError
-        Unknown district or crop (with the closest names), or no district table in the run.
+        Unknown district or crop (with the closest names), no district table in the run, or a
+        damaged one.
     """
-    con = connect_run(run_dir)
+    p = find_run(run_dir)
+    con = _connect(p, safe=True)
     try:
         _need(con, "district_areas", run_dir)
-        where, args = [], []
-        if district is not None:
-            where.append("district = ?")
-            args.append(_match(con, "district", district, run_dir))
-        if crop is not None:
-            where.append("crop = ?")
-            args.append(_match(con, "crop", crop, run_dir))
-        cols = [c for c in ("district", "class_id", "crop", "area_ha", "share", "observed_ha", "unobserved_ha")
-                if c in _views(con)["district_areas"]]
-        sql = f"SELECT {', '.join(cols)} FROM district_areas"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY district, class_id"
-        return con.execute(sql, args).df()
+        with _reading(con, _run_files(p)):
+            where, args = [], []
+            if district is not None:
+                where.append("district = ?")
+                args.append(_match(con, "district", district, run_dir))
+            if crop is not None:
+                where.append("crop = ?")
+                args.append(_match(con, "crop", crop, run_dir))
+            cols = [c for c in ("district", "class_id", "crop", "area_ha", "share", "observed_ha", "unobserved_ha")
+                    if c in _views(con)["district_areas"]]
+            sql = f"SELECT {', '.join(cols)} FROM district_areas"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY district, class_id"
+            return con.execute(sql, args).df()
     finally:
         con.close()
 
@@ -210,26 +448,24 @@ def compare_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], *
         ``district, class_id, crop, area_ha_a, area_ha_b, change_ha, change_pct``: one row
         per (district, class) in either run (a side without it counts 0 ha); ``change_pct``
         is NaN where run A had 0 ha.
+
+    Raises
+    ------
+    QueryError
+        A run without a district table, or with a damaged one; an unknown district or crop.
     """
     import duckdb
 
     pa, pb = find_run(run_a), find_run(run_b)
-    for p in (pa, pb):
-        if not (p / RUN_TABLES["district_areas"]).is_file():
-            raise QueryError(f"{p}: has no {RUN_TABLES['district_areas']} to compare")
+    files = [pa / RUN_TABLES["district_areas"], pb / RUN_TABLES["district_areas"]]
+    for f in files:
+        if not f.is_file():
+            raise QueryError(f"{f.parent}: has no {f.name} to compare")
     con = duckdb.connect(":memory:")
     try:
-        for name, p in (("a", pa), ("b", pb)):
-            con.execute(f"CREATE VIEW {name} AS SELECT district, class_id, crop, area_ha FROM "
-                        f"read_parquet({_sql_str(str(p / RUN_TABLES['district_areas']))})")
+        for name, f in zip("ab", files):
+            _parquet_view(con, name, f, "district, class_id, crop, area_ha")
         con.execute("CREATE VIEW district_areas AS SELECT * FROM a UNION ALL SELECT * FROM b")
-        where, args = [], []
-        if district is not None:
-            where.append("district = ?")
-            args.append(_match(con, "district", district, f"{pa} / {pb}"))
-        if crop is not None:
-            where.append("crop = ?")
-            args.append(_match(con, "crop", crop, f"{pa} / {pb}"))
         sql = """
             SELECT coalesce(a.district, b.district) AS district,
                    coalesce(a.class_id, b.class_id) AS class_id,
@@ -241,10 +477,18 @@ def compare_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], *
                         THEN 100 * (coalesce(b.area_ha, 0) - a.area_ha) / a.area_ha END AS change_pct
             FROM a FULL OUTER JOIN b ON a.district = b.district AND a.class_id = b.class_id
         """
-        if where:
-            sql = f"SELECT * FROM ({sql}) WHERE " + " AND ".join(where)
-        sql += " ORDER BY district, class_id"
-        return con.execute(sql, args).df()
+        with _reading(con, files):
+            where, args = [], []
+            if district is not None:
+                where.append("district = ?")
+                args.append(_match(con, "district", district, f"{pa} / {pb}"))
+            if crop is not None:
+                where.append("crop = ?")
+                args.append(_match(con, "crop", crop, f"{pa} / {pb}"))
+            if where:
+                sql = f"SELECT * FROM ({sql}) WHERE " + " AND ".join(where)
+            sql += " ORDER BY district, class_id"
+            return con.execute(sql, args).df()
     finally:
         con.close()
 
@@ -256,17 +500,24 @@ def run_query(
     district: str | None = None,
     crop: str | None = None,
     compare: str | os.PathLike[str] | None = None,
+    safe: bool = True,
 ) -> "pd.DataFrame":
     """What ``geoseg query`` runs: SQL, a shortcut, or a comparison with another run.
 
-    * ``sql`` given: :func:`query_run` (``district``/``crop``/``compare`` must be left out);
+    * ``sql`` given: :func:`query_run` (``district``/``crop``/``compare`` must be left out),
+      in safe mode unless ``safe=False`` (``geoseg query`` passes ``safe=False`` unless
+      ``--safe``: its SQL comes from the user's own command line);
     * ``compare`` given: :func:`compare_runs` (this run is A, ``compare`` is B);
     * otherwise: :func:`district_summary` (the whole district table without filters).
+
+    The shortcuts run geoseg's own SQL, never the caller's; ``safe`` applies to ``sql``.
+
+    .. versionadded:: 0.2.0 ``safe``, on by default.
     """
     if sql is not None:
         if district is not None or crop is not None or compare is not None:
             raise QueryError("give either SQL or the shortcuts (--district, --crop, --compare), not both")
-        return query_run(run_dir, sql)
+        return query_run(run_dir, sql, safe=safe)
     if compare is not None:
         return compare_runs(run_dir, compare, district=district, crop=crop)
     return district_summary(run_dir, district=district, crop=crop)

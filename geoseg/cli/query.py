@@ -15,12 +15,18 @@ import click
 @click.option("--compare", type=click.Path(file_okay=False, path_type=Path),
               help="Another run: change in hectares per district and crop from RUN_DIR to it.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--safe", is_flag=True,
+              help="Run the SQL locked down: SELECT queries over the run's views only; no other files, no "
+                   "extensions, no settings. For SQL you did not write.")
 def query(run_dir: Path, sql: str | None, district: str | None, crop: str | None, compare: Path | None,
-          fmt: str) -> None:
+          fmt: str, safe: bool) -> None:
     """Query a run's outputs with SQL: views `fields`, `fields_geo` and `district_areas`.
 
     Without SQL, print the district table, or one district (--district) or crop (--crop),
     or the change against another run (--compare).
+
+    The SQL has DuckDB's full access, as running `duckdb` yourself: it can read and write any
+    file you can. With --safe it may only SELECT from the run's views.
 
     \b
     Examples:
@@ -28,8 +34,10 @@ def query(run_dir: Path, sql: str | None, district: str | None, crop: str | None
         geoseg query runs/punjab/RUN --district Ludhiana
         geoseg query runs/punjab/RUN --crop rice --format csv > rice.csv
         geoseg query runs/punjab/RUN_2023 --compare runs/punjab/RUN_2024
+        geoseg query runs/punjab/RUN --safe "$SQL_FROM_SOMEONE_ELSE"
     """
     from ..query import format_table, run_query
 
-    df = run_query(run_dir, sql, district=district, crop=crop, compare=compare)
+    # Full access by default: the SQL comes from the user's own command line.
+    df = run_query(run_dir, sql, district=district, crop=crop, compare=compare, safe=safe)
     click.echo(format_table(df, fmt))
