@@ -67,6 +67,10 @@ def run(workflow: Path, resume: bool, scheduler: str | None, runs_dir: Path | No
 def runs(ctx: click.Context, runs_dir: Path, as_json: bool) -> None:
     """List recorded runs (name, id, status, scenes, tiles, duration).
 
+    A run recorded as running whose process is gone (killed, or its machine restarted) is
+    listed as interrupted; `geoseg run WORKFLOW --resume` continues it. Without a catalog,
+    it is rebuilt from the runs' manifests.
+
     \b
     Examples:
         geoseg runs
@@ -78,7 +82,10 @@ def runs(ctx: click.Context, runs_dir: Path, as_json: bool) -> None:
         return
     from ..workflow.record import Catalog
 
-    rows = Catalog(runs_dir / "catalog.sqlite").list()
+    catalog = Catalog(runs_dir / "catalog.sqlite")
+    if not catalog.path.exists():
+        catalog.rebuild()
+    rows = catalog.list()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -102,14 +109,20 @@ def runs(ctx: click.Context, runs_dir: Path, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Print the manifest summary of one run (a unique prefix of the id is enough)."""
-    from ..workflow.record import Catalog, read_manifest
+    from ..workflow.record import Catalog, read_manifest, run_outputs, run_status
 
-    row = Catalog(ctx.obj["runs_dir"] / "catalog.sqlite").get(run_id)
-    m = read_manifest(Path(row["run_dir"]))
+    runs_dir = ctx.obj["runs_dir"]
+    row = Catalog(runs_dir / "catalog.sqlite").get(run_id)
+    run_dir = Path(row["run_dir"])
+    m = read_manifest(run_dir)
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
-    click.echo(f"run {m['run_id']} of {m['name']}: {m['status']}")
+    status = run_status(m["status"], runs_dir / m["name"] / ".lock", m["run_id"])
+    if status != m["status"]:
+        status += (f" (recorded as {m['status']}; its process is gone - `geoseg run WORKFLOW --resume` "
+                   f"continues it)")
+    click.echo(f"run {m['run_id']} of {m['name']}: {status}")
     click.echo(f"workflow: {m['workflow']} (sha256 {m['workflow_sha256'][:12]})")
     click.echo(f"model: {m['model']['path']} ({m['model']['arch']}/{m['model']['encoder']}, "
                f"sha256 {m['model']['weights_sha256'][:12]})")
@@ -118,5 +131,5 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
         click.echo(f"error: {m['error']}")
     for k, v in (m.get("timings") or {}).items():
         click.echo(f"  {k}: {v:.1f} s")
-    for k, v in (m.get("outputs") or {}).items():
-        click.echo(f"  {k}: {v}")
+    for k, p in run_outputs(run_dir, m).items():  # stored relative to the run folder, wherever it now is
+        click.echo(f"  {k}: {p}")

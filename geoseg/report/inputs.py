@@ -75,8 +75,10 @@ def _resolve(raw: str, base: Path) -> Path:
 
 def _scenes(manifest: dict[str, Any], run_dir: Path, mask: Path) -> list[tuple[str, Path, Path]]:
     """(name, image, mask) per scene, from the manifest's ``stats.scenes`` (every finished run records it)."""
+    from ..workflow.record import run_path
+
     recorded = (manifest.get("stats") or {}).get("scenes") or {}
-    pairs = [(str(k), Path(v)) for k, v in recorded.items()]
+    pairs = [(str(k), run_path(run_dir, str(v), manifest.get("run_id"))) for k, v in recorded.items()]
     out = []
     for name, image in pairs:
         per_scene = run_dir / "scenes" / name / "mask.tif"
@@ -109,9 +111,10 @@ def load_run_from(rd: Path, manifest: dict[str, Any]) -> RunData:
     from ..classes import default_classes
     from ..io import read_mask_classes
     from ..vector_io import read_table
+    from ..workflow.record import run_outputs
 
-    outputs = dict(manifest.get("outputs") or {})
-    mask = Path(outputs.get("mask") or rd / "mask.tif")
+    outputs = run_outputs(rd, manifest)  # stored relative to the run folder: a moved run reads its own files
+    mask = outputs.get("mask") or rd / "mask.tif"
     if not mask.exists():
         raise ReportError(
             f"{mask}: the run's mask is missing (run status {manifest.get('status')!r}); expected mask.tif in "
@@ -127,8 +130,8 @@ def load_run_from(rd: Path, manifest: dict[str, Any]) -> RunData:
         except (GeosegError, KeyError, OSError, TypeError):
             classes = default_classes()
             notes.append("class table not found in mask.tif or the model card: default class colours used")
-    fields_path = next((Path(outputs[k]) for k in ("fields_parquet", "fields_gpkg", "fields_fgb", "fields_geojson",
-                                                   "fields_shp") if outputs.get(k) and Path(outputs[k]).exists()),
+    fields_path = next((outputs[k] for k in ("fields_parquet", "fields_gpkg", "fields_fgb", "fields_geojson",
+                                             "fields_shp") if k in outputs and outputs[k].exists()),
                        None)
     wf, base = _workflow(manifest)
     d = wf.get("districts") if isinstance(wf.get("districts"), dict) else {}
@@ -139,7 +142,7 @@ def load_run_from(rd: Path, manifest: dict[str, Any]) -> RunData:
         districts = None
     areas = None
     area_file = outputs.get("district_areas_csv") or outputs.get("district_areas_parquet")
-    if area_file and Path(area_file).exists():
+    if area_file and area_file.exists():
         areas = read_table(area_file)
     return RunData(rd, manifest, classes, mask, _scenes(manifest, rd, mask), fields_path, districts, name_field,
                    areas, notes)

@@ -13,6 +13,7 @@ import importlib.metadata as md
 import logging
 import os
 import platform
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from ..model import read_card
 from ..stack import stack_rasters
 from .config import RunConfig
 from .record import Catalog, RunLock, read_manifest, write_manifest
+from .store import claim_run_store
 from .tasks import MAX_READERS, assemble_scene, infer_batch, usable_cores
 
 __all__ = ["RunResult", "run_workflow", "connect"]
@@ -74,15 +76,21 @@ def _input_record(path: Path) -> dict[str, Any]:
     return {"path": str(path), "bytes": st.st_size, "mtime": st.st_mtime}
 
 
+#: What the workers of the run's own LocalCluster do not log: a failed task, and a heartbeat
+#: that found the scheduler (in the run's own process) gone as a failed run shut the cluster down.
+_QUIET_WORKER_LOGS = ("Compute Failed", "Failed to communicate with scheduler during heartbeat")
+
+
 def _not_a_task_failure(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("Compute Failed")
+    return not str(record.msg).startswith(_QUIET_WORKER_LOGS)
 
 
 def quiet_task_failures() -> None:
     """In a worker of the run's own LocalCluster: do not log a failed task ("Compute Failed",
-    with the task's traceback, on the terminal of whoever started the run). The run raises the
-    task's error in the client, where the command line reports it as one line; workers of a
-    cluster you started yourself keep their logs."""
+    with the task's traceback, on the terminal of whoever started the run), nor, when the run
+    fails with tasks still running, the traceback of a heartbeat to the scheduler the run has
+    just closed. The run raises the task's error in the client, where the command line reports
+    it as one line; workers of a cluster you started yourself keep their logs."""
     logger = logging.getLogger("distributed.worker")
     if _not_a_task_failure not in logger.filters:
         logger.addFilter(_not_a_task_failure)
@@ -227,12 +235,15 @@ def _read_ahead(cfg: RunConfig) -> int | None:
 
 
 def _new_run_id(cfg: RunConfig) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + cfg.sha256[:6]
+    """A new run's id: the UTC second it starts, 6 hex digits of the workflow's sha256 and 6 random
+    ones, e.g. ``20261203T194500Z-3f2a9c-b71e04``; sorting ids sorts runs by start, and two runs of
+    one workflow text started in the same second (in two folders, say) still get two ids."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{cfg.sha256[:6]}-{secrets.token_hex(3)}"
 
 
 def _resumable(runs_root: Path) -> Path | None:
-    """The newest run directory of this workflow that did not finish."""
-    candidates = sorted((p for p in runs_root.glob("*/manifest.json")), reverse=True)
+    """The newest run directory of this workflow that did not finish (never the ``latest`` link)."""
+    candidates = sorted((m for m in runs_root.glob("*/manifest.json") if not m.parent.is_symlink()), reverse=True)
     for m in candidates:
         try:
             if read_manifest(m.parent).get("status") != "done":
@@ -240,6 +251,18 @@ def _resumable(runs_root: Path) -> Path | None:
         except GeosegError:
             continue
     return None
+
+
+def _remove_partials(*folders: Path) -> int:
+    """Delete the temporary files (``.<name>.partial-*``, see :func:`geoseg.io.atomic_path`) that an
+    interrupted attempt left in ``folders`` and below; they are never outputs. Returns how many."""
+    removed = 0
+    for folder in folders:
+        for p in folder.rglob(".*.partial-*"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def run_workflow(
@@ -257,12 +280,15 @@ def run_workflow(
     runs_root = cfg.runs_dir / cfg.name
     catalog = Catalog(cfg.runs_dir / "catalog.sqlite")
     with RunLock(runs_root / ".lock") as lock, ExitStack() as logs:
+        catalog.check()  # a damaged catalog fails the run before it starts
         run_dir = _resumable(runs_root) if resume else None
         if resume and run_dir is None:
             say(f"nothing to resume under {runs_root}: starting a new run")
+        removed = 0
         if run_dir is None:
             run_id = _new_run_id(cfg)
             run_dir = runs_root / run_id
+            claim_run_store(cfg.store / cfg.name / run_id, run_dir=run_dir, resume=False)
             run_dir.mkdir(parents=True, exist_ok=False)
             started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             previous: dict[str, Any] = {}
@@ -275,10 +301,15 @@ def run_workflow(
                     f"configurations - start a new run (without --resume)"
                 )
             started = previous.get("started", "")
+            claim_run_store(cfg.store / cfg.name / run_id, run_dir=run_dir, resume=True)
+            removed = _remove_partials(run_dir, cfg.store / cfg.name / run_id)
+        lock.hold_for(run_id)
         (run_dir / "logs").mkdir(exist_ok=True)
         logs.enter_context(_run_log(run_dir / "run.log"))
         say = _logged(say)
         log.info("run %s of %s (%s)", run_id, cfg.path, "resumed" if previous else "new")
+        if removed:
+            log.info("removed %d partial file(s) left by the interrupted attempt", removed)
         card = read_card(cfg.model)
         manifest: dict[str, Any] = {
             "run_id": run_id,
@@ -311,9 +342,12 @@ def run_workflow(
         except BaseException as e:
             manifest.update(status="failed", error=f"{type(e).__name__}: {e}",
                             ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-            write_manifest(run_dir, manifest)
-            catalog.upsert(run_id=run_id, status="failed", error=str(e)[:500], ended=manifest["ended"],
-                           seconds=time.perf_counter() - t_start, run_dir=str(run_dir), name=cfg.name)
+            try:
+                write_manifest(run_dir, manifest)
+                catalog.upsert(run_id=run_id, status="failed", error=str(e)[:500], ended=manifest["ended"],
+                               seconds=time.perf_counter() - t_start, run_dir=str(run_dir), name=cfg.name)
+            except OSError as rec:  # a full disk, say: the run's own error is what the caller must see
+                log.warning("run %s failed, and recording its failure failed too (%s)", run_id, rec)
             log.info("run %s failed: %s: %s", run_id, type(e).__name__, e)  # the CLI prints the error once
             raise
         result.outputs["run_log"] = str(run_dir / "run.log")

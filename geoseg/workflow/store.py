@@ -2,6 +2,11 @@
 
 Layout: ``<store>/<workflow>/<run-id>/<scene>/``
 
+* ``<store>/<workflow>/<run-id>/owner.json`` — which run the folder belongs to (its run
+  folder, runs folder, host and pid): a run creates its folder exclusively
+  (:func:`claim_run_store`), and a run that finds the folder held by another refuses to
+  start, so two runs never mix their tiles, even in one shared store.
+
 * ``<tile-key>.tif`` — the tile's **core** window as a small GeoTIFF with the scene's
   georeferencing: band 1 the class (uint8, 255 nodata), band 2 the confidence (uint8,
   0 nodata). Each tile is written by exactly one task, under a temporary name, then renamed.
@@ -20,16 +25,66 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import GeosegError, RasterWriteError
 from ..grid import Tile
-from ..errors import RasterWriteError
 from ..io import RasterWriter, open_raster, write_text_atomic
+from .record import RunDirError, StoreInUseError, read_owner
 
-__all__ = ["SceneStore"]
+__all__ = ["SceneStore", "claim_run_store", "OWNER_FILE"]
+
+#: The file naming the run a store folder belongs to.
+OWNER_FILE = "owner.json"
+
+
+def claim_run_store(root: str | os.PathLike[str], *, run_dir: str | os.PathLike[str], resume: bool) -> None:
+    """Take the tile-store folder ``root`` (``<store>/<workflow>/<run-id>``) for the run in ``run_dir``.
+
+    A new run creates ``root`` exclusively and writes :data:`OWNER_FILE` in it (the run
+    folder, its runs folder, host, pid and time). ``root`` may already exist only for a
+    resume of the run that owns it (same run folder), or, on resume, without an owner
+    file (a store written before owners were recorded); the owner file is then rewritten
+    with this process.
+
+    Raises
+    ------
+    StoreInUseError
+        ``root`` belongs to another run, or (new run) exists without an owner.
+    RunDirError
+        ``root`` cannot be created or written.
+    """
+    root, run_dir = Path(root), Path(run_dir)
+    owner_file = root / OWNER_FILE
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(root)  # exclusive: exactly one run creates it
+    except FileExistsError:
+        owner = read_owner(owner_file)
+        if owner is None and not resume:
+            raise StoreInUseError(
+                f"{root}: this tile-store folder already exists without an owner (left by another run); a new run "
+                f"must start with an empty folder - give this run its own store (the workflow's store key or "
+                f"--store), or delete {root} if no run uses it"
+            ) from None
+        if owner is not None and Path(str(owner.get("run_dir"))).resolve() != run_dir.resolve():
+            raise StoreInUseError(
+                f"{root}: this tile-store folder belongs to run {owner.get('run_dir', '?')} (pid "
+                f"{owner.get('pid', '?')} on {owner.get('host', '?')} since {owner.get('since', '?')}), not to "
+                f"{run_dir}; two runs in one store folder would mix their tiles - give this run its own store (the "
+                f"workflow's store key or --store), or delete {root} if that run is gone for good"
+            ) from None
+    except OSError as e:
+        raise RunDirError(f"{root}: cannot create the run's tile-store folder ({e.strerror or e}); choose a "
+                          f"writable store (the workflow's store key or --store), or fix its permissions") from None
+    me = {"run_dir": str(run_dir), "runs_dir": str(run_dir.parent.parent), "host": socket.gethostname(),
+          "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_text_atomic(owner_file, json.dumps(me, indent=1))
 
 
 def _sha256(path: Path) -> str:
@@ -73,6 +128,8 @@ class SceneStore:
         rec = self.record_path(batch)
         try:
             write_text_atomic(rec, json.dumps({"batch": batch, "tiles": hashes}, indent=1))
+        except GeosegError:
+            raise  # already one message naming the file, the reason and the fix
         except OSError as e:
             raise RasterWriteError(
                 f"{rec}: writing the batch record failed ({e.strerror or e}); check free disk space, then "
