@@ -70,6 +70,7 @@ __all__ = [
     "district_areas_fields",
     "district_areas",
     "district_areas_file",
+    "unknown_classes",
 ]
 
 log = logging.getLogger(__name__)
@@ -548,13 +549,14 @@ def district_areas_raster(
     geoseg.vector_io.DistrictWarning
         Null, invalid or repeated districts.
     """
-    from .io import raster_info, read_mask_classes, warn_no_nodata
+    from .io import check_size, raster_info, read_mask_classes, warn_no_nodata
     from .vector_io import DistrictProblem, read_districts
 
     if method not in ("exact", "centre", "center"):
         raise AreaError(f"method is {method!r}; expected 'exact' or 'centre'")
     src = str(mask_path)
     info = raster_info(src)
+    check_size(info)
     if info.count != 1 or not np.issubdtype(np.dtype(info.dtype), np.integer):
         raise AreaError(
             f"{src}: {info.count} band(s) of {info.dtype}; expected a single-band integer class raster "
@@ -613,17 +615,13 @@ def district_areas_raster(
     di = np.concatenate([r[0] for r in results])
     cv = np.concatenate([r[1] for r in results])
     am = np.concatenate([r[2] for r in results])
-    if table is not None:  # a value outside the class table is a mislabelled raster, not a new crop
-        extra = np.setdiff1d(np.unique(cv[cv >= 0]), [c.id for c in table])
-        if extra.size:
-            ha = [float(am[cv == v].sum()) / 1e4 for v in extra[:5]]
-            found = ", ".join(f"{int(v)} ({h:.2f} ha)" for v, h in zip(extra[:5], ha))
-            more = f" and {extra.size - 5} more" if extra.size > 5 else ""
-            raise AreaError(
-                f"{src}: holds class values {found}{more} inside the districts that are not in the class table "
-                f"(ids {', '.join(f'{c.id}={c.name}' for c in table)}; nodata {nod}); pass the class file the "
-                f"raster was made with (--classes) or its nodata value (--nodata)"
-            )
+    # a value outside the class table is a mislabelled raster, not a new crop
+    if table is not None and (found := unknown_classes(cv, am, table)):
+        raise AreaError(
+            f"{src}: holds class values {found} inside the districts that are not in the class table "
+            f"(ids {', '.join(f'{c.id}={c.name}' for c in table)}; nodata {nod}); pass the class file the "
+            f"raster was made with (--classes) or its nodata value (--nodata)"
+        )
     district_m2 = areas_m2(geoms[keep], info.crs)
     inside_m2 = areas_m2(clipped[keep], info.crs)
     df = _assemble(di, cv, am, names[keep], district_m2, inside_m2, table, observed=True)
@@ -834,6 +832,24 @@ def district_areas(
     return district_areas_raster(p, districts, name_field, classes, nodata, method=method)
 
 
+def unknown_classes(class_ids: np.ndarray, area_m2: np.ndarray, table: ClassTable) -> str | None:
+    """The class values (with their hectares) that ``table`` lacks, for a message; None when all are known.
+
+    Negative ids mean "no class" and are ignored; at most five values are listed.
+
+    >>> from geoseg.classes import default_classes
+    >>> unknown_classes(np.array([1, 9, 9, 12, -1]), np.array([100.0, 50, 50, 100, 7]), default_classes())
+    '9 (0.01 ha), 12 (0.01 ha)'
+    """
+    cid = np.asarray(class_ids)
+    extra = np.setdiff1d(np.unique(cid[cid >= 0]), [c.id for c in table])
+    if not extra.size:
+        return None
+    ha = [float(area_m2[cid == v].sum()) / 1e4 for v in extra[:5]]
+    more = f" and {extra.size - 5} more" if extra.size > 5 else ""
+    return ", ".join(f"{int(v)} ({h:.2f} ha)" for v, h in zip(extra[:5], ha)) + more
+
+
 def district_areas_file(
     source: str | os.PathLike[str],
     districts: str | os.PathLike[str],
@@ -850,6 +866,7 @@ def district_areas_file(
     """
     from pathlib import Path
 
+    from .io import check_outputs  # file-level wrapper: the I/O layer stays out of the pure module's imports
     from .vector_io import VectorFormatError, write_table
 
     if Path(out).suffix.lower() not in (".csv", ".parquet", ".json"):
@@ -857,6 +874,8 @@ def district_areas_file(
             f"{out}: cannot tell the table format from the extension {Path(out).suffix or '(none)'!r}; "
             f"use .csv, .parquet or .json"
         )
+    check_outputs({"the area table": out}, {"the source": source, "the district file": districts,
+                                            "the class file": classes if isinstance(classes, (str, os.PathLike)) else None})
     df = district_areas(source, districts, name_field, classes, nodata, method=method)
     write_table(df, out)
     return df

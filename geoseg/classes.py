@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from .errors import ClassFileError
+from .strict_yaml import load_yaml, yaml_problem
 
 __all__ = ["CropClass", "ClassTable", "NODATA", "load_classes", "default_classes"]
 
@@ -154,7 +155,7 @@ class ClassTable:
 
 
 def load_classes(path: str | os.PathLike[str]) -> ClassTable:
-    """Read and validate a class file (YAML, read with ``yaml.safe_load``).
+    """Read and validate a class file (YAML, read with :func:`geoseg.strict_yaml.load_yaml`).
 
     Raises
     ------
@@ -169,9 +170,9 @@ def load_classes(path: str | os.PathLike[str]) -> ClassTable:
     except (OSError, UnicodeDecodeError) as e:
         raise ClassFileError(f"{p}: cannot read the class file ({e}); expected a UTF-8 YAML file") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
-        raise ClassFileError(f"{p}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+        raise ClassFileError(f"{p}: not valid YAML ({yaml_problem(e)}); fix the syntax") from None
     return ClassTable.from_dict(data, str(p))
 
 

@@ -16,7 +16,10 @@ __all__ = [
     "GeosegError",
     "TileError",
     "RasterReadError",
+    "WriteError",
     "RasterWriteError",
+    "OutputIsInputError",
+    "RasterTooLargeError",
     "GridMismatchError",
     "ClassFileError",
     "ConfigError",
@@ -41,8 +44,20 @@ class RasterReadError(GeosegError, OSError):
     """A raster that cannot be opened or read as expected (corrupt, not georeferenced, ...)."""
 
 
-class RasterWriteError(GeosegError, OSError):
+class WriteError(GeosegError, OSError):
+    """An output that cannot be written (directory missing, not writable, disk full)."""
+
+
+class RasterWriteError(WriteError):
     """An output raster that cannot be written (directory missing, not writable, disk full)."""
+
+
+class OutputIsInputError(GeosegError, ValueError):
+    """An output path that names one of the inputs (or another output) of the same command."""
+
+
+class RasterTooLargeError(GeosegError, ValueError):
+    """A raster that declares more pixels than the limit in force (``max_pixels``)."""
 
 
 class GridMismatchError(GeosegError, ValueError):

@@ -29,10 +29,11 @@ from .classes import ClassTable
 from .errors import CheckpointError, ConfigError
 from .grid import Tile, tile_grid
 from .infer import pick_device, predict_batch
-from .io import RasterInfo, open_raster, raster_info, read_mask_classes, read_tile
+from .io import RasterInfo, check_size, open_raster, raster_info, read_mask_classes, read_tile
 from .labels import LabelError, RasterLabels, VectorLabels, open_labels
 from .metrics import ConfusionAccumulator, Scores, scores
 from .model import load_checkpoint
+from .predict import check_batch_size, check_input
 from .stitch import trim
 
 __all__ = ["EvalResult", "evaluate", "parse_window", "window_tiles", "accumulate_confusion"]
@@ -178,7 +179,7 @@ def accumulate_confusion(
     The model must be in eval mode. Each tile's core prediction is compared with
     ``labels.read(tile.core)``; pixels where the image has no data are not counted.
     """
-    n = max(1, int(batch_size))
+    n = check_batch_size(batch_size)
     for i in range(0, len(tiles), n):
         batch = tiles[i : i + n]
         data = [read_tile(src, t, rule=valid_rule) for t in batch]  # type: ignore[arg-type]
@@ -255,12 +256,12 @@ def evaluate(
     ConfigError, TileError
         A window outside the image; a tile size the model cannot take.
     """
-    from .predict import check_input
 
     t0 = time.perf_counter()
     dev = pick_device(device)
     model, card = load_checkpoint(model_dir, dev)
     info: RasterInfo = raster_info(image)
+    check_size(info)
     check_input(card, info, model_dir)
     if len(card.band_mean) != card.in_channels or len(card.band_std) != card.in_channels:
         raise CheckpointError(

@@ -18,6 +18,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import uuid
@@ -38,7 +39,15 @@ from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
 from .classes import NODATA, ClassTable
-from .errors import GridMismatchError, NoDataWarning, RasterReadError, RasterWriteError
+from .errors import (
+    GridMismatchError,
+    NoDataWarning,
+    OutputIsInputError,
+    RasterReadError,
+    RasterTooLargeError,
+    RasterWriteError,
+    WriteError,
+)
 from .grid import Tile, TileGrid
 from .stitch import trim
 from .types import Shape2d
@@ -55,11 +64,19 @@ __all__ = [
     "writer_cache_bytes",
     "valid_mask",
     "check_same_grid",
+    "check_size",
+    "DEFAULT_MAX_PIXELS",
     "RasterWriter",
     "mask_writer",
     "confidence_writer",
     "read_mask_classes",
     "atomic_path",
+    "check_outputs",
+    "input_files",
+    "write_text_atomic",
+    "check_written_raster",
+    "free_space_note",
+    "mute_libtiff_stderr",
     "count_differences",
 ]
 
@@ -175,23 +192,60 @@ def raster_info(path: str | os.PathLike[str]) -> RasterInfo:
         return _info(src, str(path))
 
 
+#: Largest raster (rows x columns) geoseg opens for work unless told otherwise: a 100,000 px
+#: square, 1,000 km at 10 m. Larger declared sizes are far more often a broken or hostile
+#: header (a VRT can declare any size in a few bytes) than a real scene, and planning the
+#: tiles of one would exhaust memory before the first pixel is read.
+DEFAULT_MAX_PIXELS = 10_000_000_000
+
+
+def check_size(info: RasterInfo, max_pixels: int = DEFAULT_MAX_PIXELS,
+               fix: str = "cut a raster that is really this large into scenes first (``gdal_translate -srcwin``)") -> None:
+    """Refuse a raster that declares more than ``max_pixels`` pixels, before any work is planned.
+
+    Raises
+    ------
+    RasterTooLargeError
+        Naming the file, its declared size, the limit and ``fix`` (how to go on).
+
+    Examples
+    --------
+    >>> info = RasterInfo("huge.vrt", None, Affine.identity(), Shape2d(10**6, 10**6), 1, "uint8", None, (), (1, 1))
+    >>> check_size(info)
+    Traceback (most recent call last):
+    ...
+    geoseg.errors.RasterTooLargeError: huge.vrt: declares 1,000,000 x 1,000,000 px (1,000,000,000,000 pixels), more than the limit of 10,000,000,000; check the size with ``gdalinfo huge.vrt`` (a broken or hostile header?), or cut a raster that is really this large into scenes first (``gdal_translate -srcwin``)
+    """
+    h, w = info.shape
+    if h * w > max_pixels:
+        raise RasterTooLargeError(
+            f"{info.path}: declares {w:,} x {h:,} px ({w * h:,} pixels), more than the limit of {max_pixels:,}; "
+            f"check the size with ``gdalinfo {info.path}`` (a broken or hostile header?), or {fix}"
+        )
+
+
 def valid_mask(array: np.ndarray, nodata: float | None, rule: ValidRule = "all") -> np.ndarray:
     """Return a ``(h, w)`` bool mask of pixels holding data in ``array`` (bands, h, w).
+
+    In floating-point data NaN and ±inf never hold data, whatever the nodata value: no
+    reflectance is infinite, and a model fed one would give its pixel a class anyway.
 
     Examples
     --------
     >>> a = np.array([[[0, 5]], [[3, 0]]], dtype="uint16")
     >>> valid_mask(a, 0).tolist(), valid_mask(a, 0, "any").tolist()
     ([[False, False]], [[True, True]])
+    >>> valid_mask(np.array([[1.0, np.inf, -np.inf, np.nan]], "float32"), None).tolist()
+    [[True, False, False, False]]
     """
     if array.ndim == 2:
         array = array[None]
     if nodata is None:
         nod = np.zeros(array.shape, bool)
         if np.issubdtype(array.dtype, np.floating):
-            nod = np.isnan(array)
+            nod = ~np.isfinite(array)
     elif np.isnan(nodata):
-        nod = np.isnan(array)
+        nod = ~np.isfinite(array)
     elif np.issubdtype(array.dtype, np.integer):
         info = np.iinfo(array.dtype)
         if float(nodata).is_integer() and info.min <= nodata <= info.max:
@@ -199,7 +253,7 @@ def valid_mask(array: np.ndarray, nodata: float | None, rule: ValidRule = "all")
         else:  # a nodata value the dtype cannot hold marks nothing
             nod = np.zeros(array.shape, bool)
     else:
-        nod = (array == nodata) | np.isnan(array)
+        nod = (array == nodata) | ~np.isfinite(array)
     if rule == "all":
         return ~nod.any(axis=0)
     if rule == "any":
@@ -400,19 +454,223 @@ def count_differences(a: str | os.PathLike[str], b: str | os.PathLike[str], bloc
     return diff
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if os.path.samefile(a, b):  # hard links and symlinks alike
+            return True
+    except OSError:  # one does not exist (yet): compare the resolved names
+        pass
+    return a.resolve() == b.resolve()
+
+
+def input_files(path: str | os.PathLike[str]) -> list[Path]:
+    """``path`` and, for a raster GDAL opens, every file it reads (a VRT's sources, ``.aux.xml``, ``.ovr``).
+
+    >>> [p.name for p in input_files("no/such.tif")]
+    ['such.tif']
+    """
+    p = Path(path)
+    files = [p]
+    if p.is_file():
+        try:
+            with rasterio.open(p) as src:
+                files += [Path(f) for f in src.files]
+        except Exception:  # noqa: BLE001 - not a raster (a vector or table input): the path alone
+            pass
+    return files
+
+
+def check_outputs(outputs: Mapping[str, str | os.PathLike[str] | None],
+                  inputs: Mapping[str, str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None]) -> None:
+    """Refuse an output that would replace one of the inputs, or another output.
+
+    Each mapping goes from a role ("the mask", "input 2") to a path; an input role may map
+    to several paths. A raster input counts with every file it reads (a VRT's sources
+    included), and two names count as one file when they resolve to it (``..``, symbolic
+    and hard links), as ``gdal_translate`` checks before writing.
+
+    Raises
+    ------
+    OutputIsInputError
+        Naming both roles and the file, with the fix.
+
+    Examples
+    --------
+    >>> check_outputs({"the mask": "a/s.tif"}, {"the image": "a/../a/s.tif"})
+    Traceback (most recent call last):
+    ...
+    geoseg.errors.OutputIsInputError: a/s.tif: the mask would replace the image (a/../a/s.tif, the same file); choose another output path
+    """
+    seen: list[tuple[str, Path, Path]] = []  # (role, named path, file)
+    for role, value in inputs.items():
+        paths = [value] if isinstance(value, (str, os.PathLike)) else list(value or [])
+        for named in paths:
+            seen += [(role, Path(named), f) for f in input_files(named)]
+    for role, out in outputs.items():
+        if out is None:
+            continue
+        o = Path(out)
+        for other, named, f in seen:
+            if _same_file(o, f):
+                via = "the same file" if f == named else f"which reads {f}"
+                raise OutputIsInputError(f"{o}: {role} would replace {other} ({named}, {via}); choose another output path")
+        seen.append((role, o, o))
+
+
 def atomic_path(path: str | os.PathLike[str]) -> Path:
     """A unique temporary name beside ``path`` (same directory, so rename is atomic)."""
     p = Path(path)
     return p.with_name(f".{p.name}.partial-{uuid.uuid4().hex[:12]}{p.suffix}")
 
 
+#: Below this many free bytes a failed write is put down to a full disk.
+FULL_DISK_BYTES = 64 << 20
+
+
+def free_space_note(path: str | os.PathLike[str]) -> str:
+    """A clause saying the disk holding ``path`` is (nearly) full, or ``""`` when it has room.
+
+    GDAL and libtiff report a full disk as "Write error at scanline N" or say nothing at
+    all; the free space of the directory tells the user what actually went wrong.
+
+    >>> free_space_note("/no/such/dir/x.tif")
+    ''
+    """
+    d = Path(path).parent
+    try:
+        st = os.statvfs(d)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    if free >= FULL_DISK_BYTES:
+        return ""
+    return f"; the disk holding {d} is full (only {free:,} bytes free)"
+
+
+@functools.cache
+def _loaded_libs(stem: str) -> tuple[Any, ...]:
+    """The shared libraries named ``stem*`` that this process has loaded, through ctypes."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as f:
+            paths = {line.split()[-1] for line in f if f"/{stem}" in line and ".so" in line}
+    except OSError:  # not Linux: nothing to adjust
+        return ()
+    libs = []
+    for path in sorted(paths):
+        try:
+            libs.append(ctypes.CDLL(path))
+        except OSError:
+            continue
+    return tuple(libs)
+
+
+@functools.cache
+def mute_libtiff_stderr() -> bool:
+    """Stop libtiff printing its own lines on standard error; True when it was found.
+
+    GDAL routes libtiff's errors into its own (which rasterio raises), except those of
+    its file I/O callbacks: a full disk prints "_tiffWriteProc: No space left on device."
+    once per block straight to standard error, besides the error geoseg raises. Those
+    lines go through libtiff's process-wide handler, which this clears (GDAL's routed
+    messages do not use it). A no-op where no libtiff is loaded.
+    """
+    import ctypes
+
+    done = False
+    for lib in _loaded_libs("libtiff"):
+        handler = getattr(lib, "TIFFSetErrorHandler", None)
+        if handler is not None:
+            handler.restype = ctypes.c_void_p
+            handler.argtypes = [ctypes.c_void_p]
+            handler(None)
+            done = True
+    return done
+
+
+@contextmanager
+def gdal_errors_muted() -> Iterator[None]:
+    """Drop GDAL's error lines inside the block (this thread only).
+
+    For closing a dataset that is being thrown away after a failure: GDAL flushes its
+    cached blocks on close and, outside rasterio's error capture, prints "ERROR 1: ..."
+    for each that cannot be written. geoseg has already raised the error that matters.
+    """
+    gdal = next((lib for lib in _loaded_libs("libgdal") if hasattr(lib, "CPLPushErrorHandler")), None)
+    if gdal is None:
+        yield
+        return
+    gdal.CPLPushErrorHandler(gdal.CPLQuietErrorHandler)
+    try:
+        yield
+    finally:
+        gdal.CPLPopErrorHandler()
+
+
+def check_written_raster(
+    path: str | os.PathLike[str], *, shape: tuple[int, int], count: int, dtype: str,
+    target: str | os.PathLike[str] | None = None,
+) -> None:
+    """Re-open a raster just written and decode every block of every band and overview.
+
+    GDAL and libtiff log some write failures (a full disk while a COG is copied, a
+    directory that could not be flushed) instead of raising them, leaving a truncated
+    file behind an exit status of 0; reading it all back is the one check that catches
+    every such case before the file is published. ``target`` names the file in the
+    message when ``path`` is its temporary name.
+
+    Raises
+    ------
+    RasterWriteError
+        The file cannot be opened, has another layout than was written, or a block fails to
+        decode; the message says whether the disk is full.
+    """
+    p = Path(path)
+    mute_libtiff_stderr()
+    expected = ((int(shape[0]), int(shape[1])), count, np.dtype(dtype).name)
+    found: str | None = None
+    try:
+        with rasterio.open(p) as src:
+            got = ((src.height, src.width), src.count, src.dtypes[0])
+            levels = len(src.overviews(1))
+            if got != expected:
+                found = f"size, bands and type {got}, expected {expected}"
+            else:
+                for _, win in src.block_windows(1):
+                    src.read(window=win)
+        for level in range(levels if found is None else 0):
+            with rasterio.open(p, overview_level=level) as ov:
+                for _, win in ov.block_windows(1):
+                    ov.read(window=win)
+    except Exception as e:  # noqa: BLE001 - rasterio's and GDAL's CPLE errors alike: the file is bad
+        found = gdal_reason(e).replace(f"{p.name}, ", "").replace(f"{p.name}: ", "")
+    if found is not None:
+        name = Path(target) if target is not None else p
+        raise RasterWriteError(
+            f"{name}: the file written does not read back ({found}){free_space_note(p)}; "
+            f"check free disk space, then run again"
+        )
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8, ``\n`` line ends) to ``path`` under a temporary name, then rename it into place."""
+    """Write ``text`` (UTF-8, ``\n`` line ends) to ``path`` under a temporary name, then rename it into place.
+
+    Raises
+    ------
+    WriteError
+        The text cannot be written (e.g. the disk is full); nothing is left at ``path``.
+    """
     target = Path(path)
     tmp = atomic_path(target)
     try:
         tmp.write_text(text, encoding="utf-8", newline="\n")
         os.replace(tmp, target)
+    except OSError as e:
+        raise WriteError(
+            f"{target}: writing failed ({e.strerror or e}){free_space_note(target)}; "
+            f"check free disk space and permissions, then run again"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     return target
@@ -516,6 +774,7 @@ class RasterWriter:
                 f"or fix its permissions"
             )
         self._tmp = atomic_path(self.path.with_suffix(".tif"))
+        mute_libtiff_stderr()  # a failed write raises one error here, not a libtiff line per block
         bs = self.blocksize
         profile = dict(
             driver="GTiff",
@@ -559,9 +818,9 @@ class RasterWriter:
                 self._ds.write(array, indexes if indexes is not None else 1, window=window)
             else:
                 self._ds.write(array, indexes, window=window)
-        except (RasterioIOError, RasterioError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - rasterio's and GDAL's CPLE errors alike
             raise RasterWriteError(
-                f"{self.path}: writing window {window} failed ({gdal_reason(e)}); "
+                f"{self.path}: writing window {window} failed ({gdal_reason(e)}){free_space_note(self._tmp or self.path)}; "
                 f"check free disk space, then run again"
             ) from None
 
@@ -569,15 +828,18 @@ class RasterWriter:
         """Write the core of a tile output ``array`` (over the tile's read window) in place."""
         self.write(trim(tile, array), tile.core)
 
-    def _abort(self) -> None:
+    def _abort(self, *extra: Path) -> None:
         if self._ds is not None:
             try:
-                self._ds.close()
+                with gdal_errors_muted():  # the failure that matters is being raised already
+                    self._ds.close()
             except Exception:  # noqa: BLE001 - closing a broken dataset while failing anyway
                 pass
             self._ds = None
-        if self._tmp is not None:
-            for f in (self._tmp, Path(str(self._tmp) + ".aux.xml")):
+        for tmp in (self._tmp, *extra):
+            if tmp is None:
+                continue
+            for f in (tmp, Path(str(tmp) + ".aux.xml")):
                 try:
                     f.unlink(missing_ok=True)
                 except OSError:  # e.g. the directory went away; nothing of ours is left there
@@ -590,7 +852,8 @@ class RasterWriter:
         assert self._tmp is not None
         final_tmp = self._tmp
         try:
-            self._ds.close()
+            with gdal_errors_muted():  # GDAL prints some flush failures besides raising the last one
+                self._ds.close()
             self._ds = None
             if self.cog:
                 final_tmp = atomic_path(self.path)
@@ -608,12 +871,16 @@ class RasterWriter:
                     NUM_THREADS="ALL_CPUS",
                 )
                 self._tmp.unlink(missing_ok=True)
+            # GDAL logs some failures (a full disk during the COG copy) without raising: read it all back
+            check_written_raster(final_tmp, shape=self.shape, count=self.count, dtype=self.dtype, target=self.path)
             os.replace(final_tmp, self.path)
-        except (RasterioIOError, RasterioError, OSError) as e:
-            final_tmp.unlink(missing_ok=True)
-            self._abort()
+        except RasterWriteError:
+            self._abort(final_tmp)
+            raise
+        except Exception as e:  # noqa: BLE001 - rasterio's, GDAL's CPLE and OS errors alike
+            self._abort(final_tmp)
             raise RasterWriteError(
-                f"{self.path}: finishing the output failed ({gdal_reason(e)}); "
+                f"{self.path}: finishing the output failed ({gdal_reason(e)}){free_space_note(self.path)}; "
                 f"check free disk space, then run again"
             ) from None
 

@@ -16,13 +16,23 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError, EmptySceneError
+from .errors import CheckpointError, EmptySceneError, TileError
 from .grid import DEFAULT_TILE, Tile, TileGrid, tile_grid
 from .infer import pick_device, predict_batch
-from .io import RasterInfo, confidence_writer, mask_writer, open_raster, raster_info, read_tile
-from .model import ModelCard, load_checkpoint
+from .io import (
+    DEFAULT_MAX_PIXELS,
+    RasterInfo,
+    check_outputs,
+    check_size,
+    confidence_writer,
+    mask_writer,
+    open_raster,
+    raster_info,
+    read_tile,
+)
+from .model import ModelCard, load_checkpoint, read_card
 
-__all__ = ["PredictResult", "check_input", "empty_scene_error", "predict_tiles", "predict_scene", "scene_grid"]
+__all__ = ["PredictResult", "check_batch_size", "check_input", "empty_scene_error", "predict_tiles", "predict_scene", "scene_grid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +49,13 @@ class PredictResult:
 
 def check_input(card: ModelCard, info: RasterInfo, model_dir: str | Path = "the model") -> None:
     """Raise :class:`CheckpointError` when ``info``'s bands do not fit what ``card`` expects."""
+    dt = np.dtype(info.dtype)
+    if not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
+        raise CheckpointError(
+            f"{info.path}: holds {dt.name} pixels; expected real numbers (integer or floating-point reflectance) - "
+            f"convert the image first, e.g. ``gdal_translate -ot Float32 {info.path} real.tif`` (for complex data, "
+            f"take the amplitude first)"
+        )
     if info.count != card.in_channels:
         expected = f" ({', '.join(card.bands[:6])}{', ...' if len(card.bands) > 6 else ''})" if card.bands else ""
         raise CheckpointError(
@@ -46,7 +63,6 @@ def check_input(card: ModelCard, info: RasterInfo, model_dir: str | Path = "the 
             f"stack the inputs in the model's band order (`geoseg stack OUT.vrt FILE...`) or use a model "
             f"trained on {info.count}-band images"
         )
-    dt = np.dtype(info.dtype)
     if np.issubdtype(dt, np.integer) and card.band_mean:
         top = int(np.iinfo(dt).max)
         low = [i for i, m in enumerate(card.band_mean) if m > top]
@@ -82,10 +98,23 @@ def scene_grid(card: ModelCard, info: RasterInfo, tile: int | None = None, overl
     return tile_grid(
         info.shape,
         info.transform,
-        size=tile or DEFAULT_TILE,
+        size=DEFAULT_TILE if tile is None else tile,
         overlap=card.overlap if overlap is None else overlap,
         multiple=card.multiple,
     )
+
+
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` when it is a whole number of tiles of at least 1.
+
+    >>> check_batch_size(-1)
+    Traceback (most recent call last):
+    ...
+    geoseg.errors.TileError: batch size -1: expected a whole number of tiles per forward pass, at least 1 (e.g. 4)
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise TileError(f"batch size {batch_size!r}: expected a whole number of tiles per forward pass, at least 1 (e.g. 4)")
+    return int(batch_size)
 
 
 def _batches(items: Sequence[Tile], n: int) -> Iterator[Sequence[Tile]]:
@@ -117,6 +146,7 @@ def predict_scene(
     batch_size: int = 4,
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> PredictResult:
     """Predict ``image`` with the checkpoint in ``model_dir``.
 
@@ -137,13 +167,29 @@ def predict_scene(
     device : {"auto", "cpu", "cuda"}
     progress : callable, optional
         ``progress(done, total)`` after each batch.
+    max_pixels : int
+        Refuse an image that declares more pixels (a broken or hostile header) before any work.
+
+    Raises
+    ------
+    OutputIsInputError
+        An output names the image, the model or the other output.
+    RasterTooLargeError
+        The image declares more than ``max_pixels`` pixels.
+    TileError
+        A tile size, overlap or batch size that cannot work.
     """
     t0 = time.perf_counter()
-    dev = pick_device(device)
-    model, card = load_checkpoint(model_dir, dev)
+    check_outputs({"the mask": out_mask, "the confidence raster": confidence},
+                  {"the image": image, "the model": [Path(model_dir) / "model.safetensors", Path(model_dir) / "model.json"]})
+    check_batch_size(batch_size)
+    card = read_card(model_dir)  # the image and the tiling are checked against the card before the weights load
     info = raster_info(image)
+    check_size(info, max_pixels, "pass a larger --max-pixels (max_pixels) if the image is really this large")
     check_input(card, info, model_dir)
     grid = scene_grid(card, info, tile, overlap)
+    dev = pick_device(device)
+    model, card = load_checkpoint(model_dir, dev)
     conf_path = Path(confidence) if confidence is not None else None
     with ExitStack() as stack:
         src = stack.enter_context(open_raster(image))
@@ -158,7 +204,7 @@ def predict_scene(
             )
         done = 0
         observed = False
-        for batch in _batches(grid.tiles, max(1, batch_size)):
+        for batch in _batches(grid.tiles, batch_size):
             classes, conf = predict_tiles(model, card, src, batch, dev)
             observed = observed or bool((conf > 0).any())
             for t, c, p in zip(batch, classes, conf):

@@ -17,7 +17,16 @@ from xml.sax.saxutils import escape
 from rasterio.windows import Window
 
 from .errors import ConfigError, GridMismatchError
-from .io import RasterInfo, RasterWriter, atomic_path, check_same_grid, open_raster, raster_info
+from .io import (
+    RasterInfo,
+    RasterWriter,
+    check_outputs,
+    check_same_grid,
+    check_size,
+    open_raster,
+    raster_info,
+    write_text_atomic,
+)
 
 __all__ = ["StackResult", "stack_rasters"]
 
@@ -69,25 +78,40 @@ def _vrt_xml(out: Path, infos: list[RasterInfo], names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stack_rasters(out: str | os.PathLike[str], inputs: list[str | os.PathLike[str]], block: int = 1024) -> StackResult:
+def stack_rasters(out: str | os.PathLike[str], inputs: list[str | os.PathLike[str]], block: int = 1024, *,
+                  overwrite: bool = False) -> StackResult:
     """Stack ``inputs`` (in the order given) into ``out`` (``.vrt`` or ``.tif``).
 
     A ``.vrt`` references the inputs (relative paths) and is written instantly; a ``.tif``
     copies the pixels block by block into a tiled DEFLATE GeoTIFF.
+
+    Like ``gdalbuildvrt``, an existing ``out`` is replaced only with ``overwrite=True``: the
+    output comes first, so a forgotten output name makes the first input the output.
 
     Raises
     ------
     GridMismatchError
         When an input's grid, dtype or nodata differs from the first input's.
     ConfigError
-        For fewer than one input or an output that is neither ``.vrt`` nor ``.tif``.
+        For fewer than one input, an output that is neither ``.vrt`` nor ``.tif``, or one
+        that exists without ``overwrite``.
+    OutputIsInputError
+        When the output is one of the inputs (or a file an input VRT reads).
     """
     target = Path(out)
     if not inputs:
         raise ConfigError("no input rasters to stack; give one or more files")
     if target.suffix.lower() not in (".vrt", ".tif", ".tiff"):
         raise ConfigError(f"{target}: output must end in .vrt or .tif, got {target.suffix!r}")
+    check_outputs({"the stack": target}, {f"input {i}": p for i, p in enumerate(inputs, start=1)})
+    if target.exists() and not overwrite:
+        raise ConfigError(
+            f"{target}: already exists; the output comes first (geoseg stack OUT.vrt INPUT...), so it would be "
+            f"replaced by the stack of {', '.join(str(p) for p in inputs)} - name a new output, or pass --overwrite"
+        )
     infos = [raster_info(p) for p in inputs]
+    for info in infos:
+        check_size(info)
     first = infos[0]
     for info in infos[1:]:
         check_same_grid(first, info)
@@ -108,9 +132,7 @@ def stack_rasters(out: str | os.PathLike[str], inputs: list[str | os.PathLike[st
     h, w = first.shape
     if target.suffix.lower() == ".vrt":
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = atomic_path(target)
-        tmp.write_text(_vrt_xml(target, infos, names), encoding="utf-8")
-        os.replace(tmp, target)
+        write_text_atomic(target, _vrt_xml(target, infos, names))
     else:
         with RasterWriter(target, shape=(h, w), transform=first.transform, crs=first.crs, count=len(names),
                           dtype=first.dtype, nodata=first.nodata, band_descriptions=names, cog=False) as dst:

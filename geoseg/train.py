@@ -86,7 +86,7 @@ from .errors import CheckpointError, ConfigError, TileError
 from .evaluate import accumulate_confusion, window_tiles
 from .grid import Tile
 from .infer import normalise, pick_device
-from .io import RasterInfo, open_raster, raster_info, read_tile
+from .io import RasterInfo, check_size, open_raster, raster_info, read_tile
 from .labels import LabelError, RasterLabels, VectorLabels, iter_blocks, label_counts, open_labels, window_tile
 from .metrics import ConfusionAccumulator, Scores, scores
 from .model import (
@@ -689,6 +689,8 @@ def train(
         raise TileError(f"overlap {ov} leaves no core in a {tile} px tile; use 0 <= overlap < {tile // 2}")
 
     infos = [raster_info(p) for p in image_list]
+    for info in infos:
+        check_size(info)
     c = infos[0].count
     for info in infos[1:]:
         if info.count != c:

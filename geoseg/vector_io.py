@@ -38,7 +38,7 @@ import numpy as np
 
 from .classes import ClassTable
 from .errors import GeosegError, GeosegWarning
-from .io import atomic_path
+from .io import atomic_path, free_space_note
 
 if TYPE_CHECKING:  # pragma: no cover
     import geopandas as gpd
@@ -49,6 +49,7 @@ __all__ = [
     "VectorWriteError",
     "VectorFormatError",
     "DistrictError",
+    "check_districts_reach",
     "DistrictWarning",
     "DistrictProblem",
     "Districts",
@@ -335,6 +336,53 @@ def read_districts(
     return Districts(out, name_field, src, tuple(problems))
 
 
+def check_districts_reach(path: str | os.PathLike[str], rasters: Sequence[Any]) -> None:
+    """Check, from the file's extent alone, that some district can overlap one of ``rasters``.
+
+    Reads only the layer's bounds and CRS (no geometry), so a workflow can refuse a
+    boundary file in the wrong CRS or of another region when it loads, not hours later
+    after inference. ``rasters`` are :class:`geoseg.io.RasterInfo`. Passing this check
+    is necessary, not sufficient: the exact overlap is checked when areas are summed.
+
+    Raises
+    ------
+    DistrictError
+        The file's extent misses every raster (the message gives both extents).
+    VectorReadError
+        The file cannot be read.
+    """
+    import pyogrio
+    from rasterio.warp import transform_bounds
+
+    src = str(path)
+    try:
+        info = pyogrio.read_info(src, force_total_bounds=True)
+    except Exception as e:  # noqa: BLE001 - GDAL's errors become one line
+        raise VectorReadError(f"{src}: cannot be read as a vector file ({str(e).splitlines()[0] if str(e) else e}); "
+                              f"expected a GeoPackage, Shapefile, GeoJSON, FlatGeobuf, GeoParquet or another format "
+                              f"GDAL reads") from None
+    crs, bounds = info.get("crs"), info.get("total_bounds")
+    if not crs or bounds is None or not np.all(np.isfinite(bounds)) or not rasters:
+        return  # no CRS or no features: read_districts says what is wrong in its own words
+    spans = []
+    for r in rasters:
+        h, w = r.shape
+        t = r.transform
+        rb = (t.c, t.f + h * t.e, t.c + w * t.a, t.f)
+        try:
+            db = transform_bounds(crs, r.crs, *bounds, densify_pts=21)
+        except Exception:  # noqa: BLE001 - a CRS pair GDAL cannot transform: the exact check decides later
+            return
+        if db[0] < rb[2] and rb[0] < db[2] and db[1] < rb[3] and rb[1] < db[3]:
+            return
+        spans.append(f"{Path(r.path).name} spans ({rb[0]:.6g}, {rb[1]:.6g}, {rb[2]:.6g}, {rb[3]:.6g}), the districts "
+                     f"({db[0]:.6g}, {db[1]:.6g}, {db[2]:.6g}, {db[3]:.6g}) in {r.crs.to_string()}")
+    raise DistrictError(
+        f"{src}: no district can overlap the scenes ({'; '.join(spans[:3])}); check that the boundary file covers "
+        f"the region and that both files have the right CRS"
+    )
+
+
 def _columns(gdf: Any) -> list[str]:
     return [str(c) for c in gdf.columns if c != getattr(gdf, "_geometry_column_name", "geometry")]
 
@@ -350,6 +398,39 @@ def _prepare_dir(path: Path) -> None:
                                f"choose a writable location") from None
     if not os.access(parent, os.W_OK):
         raise VectorWriteError(f"{path}: the directory {parent} is not writable; choose another output path")
+
+
+def _check_written(path: Path, target: Path, rows: int, *, layer: str | None = None) -> None:
+    """Re-open a vector or table file just written and check that it holds ``rows`` rows.
+
+    GDAL's writers report some failures only in their log (a GeoJSON whose closing bytes
+    or a Shapefile whose ``.shx`` index did not fit on the disk): without this check such
+    a file would be published behind an exit status of 0.
+
+    Raises
+    ------
+    VectorWriteError
+        The file does not open, or holds another number of rows.
+    """
+    found: str
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            n = pq.ParquetFile(path).metadata.num_rows
+        else:
+            import pyogrio
+
+            n = pyogrio.read_info(path, layer=layer, force_feature_count=True)["features"]
+        if n == rows:
+            return
+        found = f"{n} rows, expected {rows}"
+    except Exception as e:  # noqa: BLE001 - any failure to read it back means the file is bad
+        found = (str(e).splitlines() or [type(e).__name__])[0].replace(str(path), path.name)
+    raise VectorWriteError(
+        f"{target}: the file written does not read back ({found}){free_space_note(target)}; "
+        f"check free disk space, then run again"
+    )
 
 
 def write_vector(
@@ -417,6 +498,7 @@ def write_vector(
                     if style is not None:
                         _add_gpkg_style(tmp, lyr, style)
                     tmp = reproducible_gpkg(tmp, p)
+            _check_written(tmp, p, len(gdf), layer=None if name == "parquet" else lyr)
             os.replace(tmp, p)
         finally:
             tmp.unlink(missing_ok=True)
@@ -424,7 +506,9 @@ def write_vector(
         raise
     except Exception as e:  # noqa: BLE001 - GDAL/pyarrow errors become one clear line
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise VectorWriteError(f"{p}: writing {drv} failed ({first}); check free space and permissions") from None
+        raise VectorWriteError(
+            f"{p}: writing {drv} failed ({first}){free_space_note(p)}; check free space and permissions"
+        ) from None
     return p
 
 
@@ -446,6 +530,7 @@ def _write_shapefile(gdf: "gpd.GeoDataFrame", p: Path, style: str | None) -> Non
                                 encoding="UTF-8")
         if style is not None:
             (tmpdir / (p.stem + ".qml")).write_text(style, encoding="utf-8")
+        _check_written(tmpdir / p.name, p, len(gdf))
         for ext in _SHP_STALE:
             p.with_name(p.stem + ext).unlink(missing_ok=True)
         made = {f.name for f in tmpdir.iterdir()}
@@ -590,7 +675,11 @@ def write_table(df: "pd.DataFrame", path: str | os.PathLike[str]) -> Path:
             else:
                 tmp.write_text(df.to_json(orient="records", indent=1, force_ascii=False), encoding="utf-8")
         except OSError as e:
-            raise VectorWriteError(f"{p}: writing the table failed ({e.strerror or e}); check free space") from None
+            raise VectorWriteError(
+                f"{p}: writing the table failed ({e.strerror or e}){free_space_note(p)}; check free space"
+            ) from None
+        if ext == ".parquet":
+            _check_written(tmp, p, len(df))
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)

@@ -73,6 +73,7 @@ __all__ = [
     "DEFAULT_BLOCK",
     "DEFAULT_SIEVE_PASSES",
     "PolygonizeError",
+    "exclude_ids",
     "Fields",
     "min_area_pixels",
     "sieve_halo",
@@ -1070,7 +1071,14 @@ def _resolve_classes(classes: ClassTable | str | os.PathLike[str] | None, mask: 
     return load_classes(classes)
 
 
-def _exclude_ids(exclude: Sequence[str | int] | None, table: ClassTable | None, source: str) -> tuple[int, ...]:
+def exclude_ids(exclude: Sequence[str | int] | None, table: ClassTable | None, source: str) -> tuple[int, ...]:
+    """Class ids to leave out of the fields, from names or ids; ``None``: the table's non-crop classes.
+
+    Raises
+    ------
+    PolygonizeError
+        A name the class table does not hold (or any name, without a table).
+    """
     if exclude is None:
         return tuple(c.id for c in table if not c.crop) if table is not None else ()
     out = []
@@ -1192,10 +1200,11 @@ def polygonize_raster(
 
     from . import areas as _areas
     from .grid import tile_grid
-    from .io import check_same_grid, raster_info, warn_no_nodata
+    from .io import check_same_grid, check_size, raster_info, warn_no_nodata
 
     src = str(mask_path)
     info = raster_info(src)
+    check_size(info)
     if info.count != 1:
         raise PolygonizeError(
             f"{src}: has {info.count} bands; expected a single-band class mask - extract the class band first, "
@@ -1218,7 +1227,7 @@ def polygonize_raster(
         conf_path = str(confidence)
         check_same_grid(info, raster_info(conf_path))
     table = _resolve_classes(classes, src)
-    excl = _exclude_ids(exclude, table, src)
+    excl = exclude_ids(exclude, table, src)
     dist = None
     if districts is not None:  # checked before any work
         if not name_field:
@@ -1255,6 +1264,13 @@ def polygonize_raster(
         pieces = Fields(pieces.geometry, pieces.class_id, pieces.pixels, pieces.pixels * row_area[0],
                         pieces.first_pixel, pieces.conf_sum, pieces.conf_count)
     fields = merge_pieces(pieces, _seam_pairs(blocks), workers=workers or os.cpu_count() or 1)
+    # fields named "class_9" would reach the outputs: a mislabelled mask, or the wrong class file
+    if table is not None and (found := _areas.unknown_classes(fields.class_id, fields.area_m2, table)):
+        raise PolygonizeError(
+            f"{src}: holds class values {found} that are not in the class table "
+            f"({', '.join(f'{c.id}={c.name}' for c in table)}; from {table.source}); pass the class file the mask "
+            f"was made with (--classes), or its nodata value (--nodata)"
+        )
 
     geom = fields.geometry
     if simplify_m:
@@ -1350,9 +1366,12 @@ def polygonize_file(
     ``out``'s extension (or ``driver``) picks the format; the class colours go into the
     QGIS style. Keyword arguments are those of :func:`polygonize_raster`.
     """
+    from .io import check_outputs  # file-level wrapper: the I/O layer stays out of the pure module's imports
     from .vector_io import vector_driver, write_vector
 
     vector_driver(out, driver)  # an unknown format fails before any work
+    check_outputs({"the fields file": out}, {"the mask": mask_path, "the confidence raster": kwargs.get("confidence"),
+                                             "the district file": kwargs.get("districts")})
     gdf = polygonize_raster(mask_path, **kwargs)
     classes = kwargs.get("classes")
     table = _resolve_classes(classes, str(mask_path))

@@ -61,7 +61,7 @@ def polygonize(mask: Path, out: Path, driver: str | None, nodata: float | None, 
                 mask, out, driver=driver, nodata=nodata, classes=classes,
                 min_area_ha=DEFAULT_MIN_AREA_HA if min_area_ha is None else min_area_ha, exclude=excl,
                 confidence=confidence, districts=districts, name_field=name_field, simplify_m=simplify_m,
-                block=block or DEFAULT_BLOCK, run_id=run_id, progress=advance,
+                block=DEFAULT_BLOCK if block is None else block, run_id=run_id, progress=advance,
             )
     for w in caught:
         click.echo(f"Warning: {w.message}", err=True)

@@ -21,8 +21,11 @@ from .progress import progress_bar
 @click.option("--overlap", type=int, default=None, help="Halo per side in pixels (default: the model's).")
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--max-pixels", type=int, default=None,
+              help="Refuse a larger image (rows x columns) before any work, against broken or hostile headers "
+                   "[default: 10,000,000,000].")
 def predict(model_dir: Path, image: Path, out: Path, confidence: Path | None, tile: int | None,
-            overlap: int | None, batch_size: int, device: str) -> None:
+            overlap: int | None, batch_size: int, device: str, max_pixels: int | None) -> None:
     """Predict IMAGE tile by tile into a georeferenced crop mask.
 
     \b
@@ -33,7 +36,8 @@ def predict(model_dir: Path, image: Path, out: Path, confidence: Path | None, ti
 
     with progress_bar("tiles") as advance:
         res = predict_scene(model_dir, image, out, confidence=confidence, tile=tile, overlap=overlap,
-                            batch_size=batch_size, device=device, progress=advance)
+                            batch_size=batch_size, device=device, progress=advance,
+                            **({} if max_pixels is None else {"max_pixels": max_pixels}))
     click.echo(f"{res.tiles} tiles on {res.device} in {res.seconds:.1f} s "
                f"(pixels read / scene pixels = {res.read_ratio:.2f})")
     click.echo(f"mask: {res.mask}")

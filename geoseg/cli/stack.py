@@ -10,7 +10,8 @@ import click
 @click.command("stack")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-def stack(out: Path, inputs: tuple[Path, ...]) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (never an input).")
+def stack(out: Path, inputs: tuple[Path, ...], overwrite: bool) -> None:
     """Stack INPUTS, in the order given, into OUT (.vrt references them, .tif copies pixels).
 
     All inputs must share CRS, transform, size, data type and nodata. Band names are kept.
@@ -22,7 +23,7 @@ def stack(out: Path, inputs: tuple[Path, ...]) -> None:
     """
     from ..stack import stack_rasters
 
-    res = stack_rasters(out, list(inputs))
+    res = stack_rasters(out, list(inputs), overwrite=overwrite)
     click.echo(f"{res.path}: {len(res.bands)} bands, {res.shape[1]} x {res.shape[0]} px")
     for i, name in enumerate(res.bands, start=1):
         click.echo(f"  band {i}: {name}")

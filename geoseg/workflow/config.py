@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob as globmod
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,10 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, GeosegError
+from ..io import DEFAULT_MAX_PIXELS, check_size
+from ..strict_yaml import load_yaml
+from ..vector_io import check_districts_reach
+from ..vectorize import exclude_ids
 
 __all__ = ["SceneSpec", "ClusterSpec", "OutputSpec", "RunConfig", "load_workflow", "FIELD_FORMATS"]
 
@@ -86,6 +91,7 @@ class RunConfig:
     runs_dir: Path
     crs: str | None
     text: str = field(repr=False, default="")
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     @property
     def sha256(self) -> str:
@@ -95,7 +101,7 @@ class RunConfig:
 
 _TOP = {
     "name", "scenes", "model", "tile", "overlap", "batch_size", "tiles_per_task", "device", "districts",
-    "outputs", "cluster", "store", "runs_dir", "crs", "description",
+    "outputs", "cluster", "store", "runs_dir", "crs", "description", "max_pixels",
 }
 
 
@@ -217,7 +223,8 @@ def load_workflow(
     Parameters
     ----------
     path : path
-        The YAML file (read with ``yaml.safe_load``).
+        The YAML file (read with :func:`geoseg.strict_yaml.load_yaml`: safe, and without aliases,
+        deep nesting or repeated keys).
     runs_dir, store, scheduler : optional
         Override the file's ``runs_dir``, ``store`` and ``cluster.scheduler``.
     check_inputs : bool
@@ -236,7 +243,7 @@ def load_workflow(
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read the workflow ({e}); expected a UTF-8 YAML file") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -256,7 +263,9 @@ def load_workflow(
     overlap = r.get("overlap", int, None)
     batch_size = r.get("batch_size", int, 4)
     tiles_per_task = r.get("tiles_per_task", int, 16)
-    for key, v, lo in (("tile", tile, 16), ("batch_size", batch_size, 1), ("tiles_per_task", tiles_per_task, 1)):
+    max_pixels = r.get("max_pixels", int, DEFAULT_MAX_PIXELS)
+    for key, v, lo in (("tile", tile, 16), ("batch_size", batch_size, 1), ("tiles_per_task", tiles_per_task, 1),
+                       ("overlap", overlap if overlap is not None else 0, 0), ("max_pixels", max_pixels, 1)):
         if v < lo:
             raise r.err(key, f"must be at least {lo}, found {v}")
     if tile % 16:
@@ -286,12 +295,19 @@ def load_workflow(
     bad = [f for f in fields if f not in FIELD_FORMATS]
     if bad:
         raise o.err("fields", f"unknown format(s) {bad}; choose from {list(FIELD_FORMATS)}")
+    min_area_ha = o.get("min_area_ha", float, 0.1)
+    if not math.isfinite(min_area_ha) or min_area_ha < 0:
+        raise o.err("min_area_ha", f"{min_area_ha!r}; expected 0 (no sieving) or a positive area in hectares, e.g. 0.1")
+    exclude = o.get("exclude_classes", list, ["background"])
+    odd = [e for e in exclude if not isinstance(e, (str, int)) or isinstance(e, bool)]
+    if odd:
+        raise o.err("exclude_classes", f"expected class names or ids, found {odd}")
     outputs = OutputSpec(
         mask=True,
         confidence=o.get("confidence", bool, True),
         fields=tuple(fields),
-        min_area_ha=o.get("min_area_ha", float, 0.1),
-        exclude_classes=tuple(o.get("exclude_classes", list, ["background"])),
+        min_area_ha=min_area_ha,
+        exclude_classes=tuple(str(e) for e in exclude),
         district_areas=o.get("district_areas", bool, True),
         report=o.get("report", bool, True),
     )
@@ -321,6 +337,7 @@ def load_workflow(
     )
     if cluster.workers < 1 or cluster.threads_per_worker < 1:
         raise c.err("workers", "workers and threads_per_worker must be at least 1")
+    _check_memory_limit(c, cluster.memory_limit)
 
     def _dir(key: str, override: str | Path | None, default: str) -> Path:
         if override is not None:
@@ -349,10 +366,29 @@ def load_workflow(
         runs_dir=_dir("runs_dir", runs_dir, "runs"),
         crs=crs,
         text=text,
+        max_pixels=max_pixels,
     )
     if check_inputs:
         cfg = _check_inputs(cfg, r)
     return cfg
+
+
+def _check_memory_limit(c: _Reader, value: str) -> None:
+    """``cluster.memory_limit`` as Dask reads it: ``auto``, bytes, a size such as ``4GB``, or a fraction of RAM."""
+    from dask.utils import parse_bytes
+
+    if value == "auto":
+        return
+    try:
+        n = float(value)
+    except ValueError:
+        try:
+            n = parse_bytes(value)
+        except (ValueError, TypeError):
+            raise c.err("memory_limit", f"{value!r} is not a size; use auto, a size such as 4GB or 4GiB, "
+                                        f"bytes, or a fraction of the machine's memory such as 0.5") from None
+    if not math.isfinite(n) or n <= 0:
+        raise c.err("memory_limit", f"{value!r}; expected a positive size (e.g. 4GB) or auto")
 
 
 def _check_inputs(cfg: RunConfig, r: _Reader) -> RunConfig:
@@ -374,11 +410,19 @@ def _check_inputs(cfg: RunConfig, r: _Reader) -> RunConfig:
         raise r.err("overlap", f"{overlap} leaves no core in a {cfg.tile} px tile; use less than {cfg.tile // 2}")
     from ..predict import check_input
 
+    try:
+        exclude_ids(cfg.outputs.exclude_classes, card.classes, str(cfg.model))
+    except GeosegError as e:
+        raise r.err("outputs.exclude_classes", str(e)) from None
+    scene_infos = []
     for i, s in enumerate(cfg.scenes):
         try:
             infos = [raster_info(p) for p in s.paths]
+            for info in infos:
+                check_size(info, cfg.max_pixels, "raise the workflow's max_pixels key if the scene is really this large")
         except GeosegError as e:
             raise r.err(f"scenes[{i}]", str(e)) from None
+        scene_infos += infos
         counts = [info.count for info in infos]
         if sum(counts) != card.in_channels:
             raise r.err(
@@ -391,4 +435,9 @@ def _check_inputs(cfg: RunConfig, r: _Reader) -> RunConfig:
                 check_input(card, infos[0], cfg.model)
             except GeosegError as e:
                 raise r.err(f"scenes[{i}]", str(e)) from None
+    if cfg.districts is not None:
+        try:
+            check_districts_reach(cfg.districts, scene_infos)
+        except GeosegError as e:
+            raise r.err("districts.path", str(e)) from None
     return replace(cfg, overlap=overlap)

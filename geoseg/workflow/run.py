@@ -483,7 +483,7 @@ def _execute(
     for s in cfg.scenes:
         if s.is_stack:
             vrt = run_dir / "inputs" / f"{s.name}.vrt"
-            stack_rasters(vrt, list(s.paths))
+            stack_rasters(vrt, list(s.paths), overwrite=True)  # a resumed run writes it again
             scenes.append((s.name, vrt))
         else:
             scenes.append((s.name, s.paths[0]))
