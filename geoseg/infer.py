@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .classes import NODATA
+from .errors import CheckpointError
 
 __all__ = [
     "pick_device", "inference_precision", "tune_allocator", "release_memory", "quick_exit", "normalise",
@@ -286,6 +287,13 @@ def predict_batch(
     -------
     classes : ndarray (B, H, W) uint8, 255 where invalid
     confidence : ndarray (B, H, W) uint8, max softmax x 255 (at least 1), 0 where invalid
+
+    Raises
+    ------
+    CheckpointError
+        The model's outputs are NaN or infinite at valid pixels (it overflows on this input or its
+        weights are damaged); the message names the model's checkpoint directory when it was
+        loaded with :func:`geoseg.model.load_checkpoint`.
     """
     import torch
 
@@ -295,8 +303,30 @@ def predict_batch(
         x = normalise_tensor(arrays, valids, mean, std, device) if device.startswith("cuda") else \
             normalise(arrays, valids, mean, std)
         conf, cls = torch.softmax(_logits(model, x, device), dim=1).max(dim=1)
+        _check_finite_outputs(model, conf, valids)
         classes = cls.to(torch.uint8).cpu().numpy()
         confidence = torch.clamp(torch.round(conf * 255), 1, 255).to(torch.uint8).cpu().numpy()
     classes[~valids] = NODATA
     confidence[~valids] = 0
     return classes, confidence
+
+
+def _check_finite_outputs(model: Any, conf: Any, valids: np.ndarray) -> None:
+    """Raise when the top class probability ``conf`` (B, H, W) is NaN at a valid pixel: softmax
+    gives NaN exactly where a logit is NaN or +inf (or all are -inf), and such a pixel would
+    otherwise come out with confidence 0, as nodata."""
+    import torch
+
+    bad = torch.isnan(conf)
+    if not bool(bad.any()):
+        return
+    n_bad = int((bad.cpu().numpy() & valids).sum())
+    if n_bad:
+        where = getattr(model, "geoseg_checkpoint", None)
+        head = f"{where}: the model" if where else "The model"
+        raise CheckpointError(
+            f"{head} produced non-finite outputs (NaN or infinity) for {n_bad} of the {int(valids.sum())} valid "
+            f"pixels of a batch, so they cannot be classified; this is not a nodata problem: the model overflows on "
+            f"this input or its weights are damaged - check that the image is on the scale the model was trained on "
+            f"(band_mean and band_std in model.json), else retrain the model or restore it from its source"
+        )

@@ -162,8 +162,8 @@ def test_missing_files_and_bad_json_are_named(tmp_path):  # type: ignore[no-unty
 def test_weights_of_another_architecture_name_the_keys(tmp_path):  # type: ignore[no-untyped-def]
     save_checkpoint(tmp_path / "m", build_from_card(_card()), _card())
     card = json.loads((tmp_path / "m" / "model.json").read_text())
-    card["in_channels"] = 16  # the weights were trained on 4 bands
-    card["weights_sha256"] = ""
+    card["in_channels"] = 16  # the weights were trained on 4 bands (the card is otherwise consistent)
+    card["bands"], card["band_mean"], card["band_std"] = [f"b{i}" for i in range(16)], [1000.0] * 16, [500.0] * 16
     (tmp_path / "m" / "model.json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match=r"weights do not fit the architecture in model\.json: .*of another shape \(e\.g\. encoder\.conv1\.weight: \(64, 4, 7, 7\) vs \(64, 16, 7, 7\)\)"):
         load_checkpoint(tmp_path / "m")
