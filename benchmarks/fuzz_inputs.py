@@ -5,10 +5,10 @@ error (a :class:`geoseg.errors.GeosegError` subclass: ``ConfigError``, ``RasterR
 ``VectorReadError``, ``DistrictError``, ...). Anything else (a raw ``KeyError``, a GDAL
 exception that slipped through, a crash) is counted as unexpected and printed with its input.
 
-    python benchmarks/fuzz_inputs.py                  # about 4,000 cases
+    python benchmarks/fuzz_inputs.py                  # about 5,000 cases
     python benchmarks/fuzz_inputs.py --cases 200 --json fuzz.json
 
-Targets (``--cases`` scales each; the default 1000 gives 4,000 cases in all):
+Targets (``--cases`` scales each; the default 1000 gives 5,000 cases in all):
 
 * ``workflow``  ``load_workflow`` on random YAML documents built from the real keys and random
   values (1x cases) and on random bytes / random text (1x cases);
@@ -16,7 +16,24 @@ Targets (``--cases`` scales each; the default 1000 gives 4,000 cases in all):
   16) on random bytes and on copies of real GeoTIFFs (``tests/data/RGB.byte.tif`` and small
   tiled / striped / COG crops of it) truncated at a random offset or with random bytes flipped;
 * ``districts`` ``read_districts`` on random bytes, mutated GeoJSON text and random GeoJSON
-  structures.
+  structures;
+* ``yaml``      workflows and class files built to exhaust a parser: alias bombs of random width and
+  depth, nesting up to 30,000 levels deep (flow and block style), repeated keys;
+* ``sizes``     ``predict_scene`` on VRTs declaring random sizes up to 10^12 px, random band counts and
+  data types (complex ones included), and ``stack_rasters`` of them into a GeoTIFF;
+* ``cards``     ``load_checkpoint`` on model cards with random values for every key (in_channels and
+  decoder channels up to 10^9, band statistics of the wrong length, NaN, no weights hash) and on
+  damaged, truncated and NaN-holding weight files;
+* ``writes``    ``predict_scene``, ``write_vector`` and ``write_table`` onto a real tmpfs of a random size
+  (a few kB to a few hundred; skipped where the machine does not allow mounting): each result is
+  whole and reads back, or the call fails and leaves nothing;
+* ``outputs``   ``predict_scene``, ``stack_rasters`` and ``polygonize_file`` with outputs drawn from
+  the inputs, links to them, VRTs reading them and each other: every call either refuses or leaves
+  every input byte for byte as it was.
+
+For every target the growth of the process's peak resident memory (VmHWM) while it ran is printed:
+a hostile input must be refused before it can allocate. A single case slower than ``--slow`` seconds counts
+as unexpected.
 
 Exit status 1 when any unexpected exception occurred.
 """
@@ -61,8 +78,11 @@ class Tally:
         self.kinds: dict[str, Counter[str]] = {}
         self.unexpected: list[dict[str, Any]] = []
 
+    slow = 30.0
+
     def call(self, target: str, what: str, fn: Any, shown_input: Any) -> None:
         self.cases[target] += 1
+        t = time.perf_counter()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -70,6 +90,7 @@ class Tally:
         except DOCUMENTED as e:
             self.documented[target] += 1
             self.kinds.setdefault(target, Counter())[type(e).__name__] += 1
+            self._timed(target, what, t, shown_input)
         except Exception as e:  # noqa: BLE001 - that is what we count
             self.unexpected.append({
                 "target": target, "what": what, "error": f"{type(e).__name__}: {e}"[:500],
@@ -77,6 +98,31 @@ class Tally:
             })
         else:
             self.ok[target] += 1
+            self._timed(target, what, t, shown_input)
+
+    def _timed(self, target: str, what: str, t: float, shown_input: Any) -> None:
+        took = time.perf_counter() - t
+        if took > self.slow:  # a hostile input must be refused quickly, not after minutes of work
+            self.unexpected.append({"target": target, "what": what, "error": f"took {took:.1f} s",
+                                    "input": repr(shown_input)[:400], "where": []})
+
+    def check(self, target: str, what: str, ok: bool, problem: str, shown_input: Any) -> None:
+        """Count a broken invariant (a half-written output, a changed input) as unexpected."""
+        if not ok:
+            self.unexpected.append({"target": target, "what": what, "error": problem,
+                                    "input": repr(shown_input)[:400], "where": []})
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (VmHWM), in MB."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def _settings(n: int) -> Any:
@@ -298,42 +344,371 @@ def fuzz_districts(tally: Tally, work: Path, n: int) -> None:
     structures()
 
 
+# ------------------------------------------------------------------ YAML built to exhaust a parser
+
+
+def _alias_bomb(width: int, depth: int) -> str:
+    lines = ["a0: &a0 [" + ", ".join(['"lol"'] * width) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, depth)]
+    return "\n".join(lines) + "\n"
+
+
+def _nested(depth: int, flow: bool) -> str:
+    if flow:
+        return "[" * depth + "]" * depth
+    return "".join(f"{'  ' * i}k{i}:\n" for i in range(depth)) + "  " * depth + "x: 1\n"
+
+
+def fuzz_yaml(tally: Tally, work: Path, n: int) -> None:
+    from geoseg.classes import default_classes, load_classes
+
+    proj = work / "project"
+    (proj / "model").mkdir(parents=True)  # the paths exist; nothing is opened (check_inputs=False)
+    (proj / "scene.tif").write_bytes(b"")
+    wf, cf = proj / "wf.yaml", proj / "classes.yaml"
+    valid_wf = yaml.safe_dump(_base_doc)
+    valid_classes = default_classes().to_yaml()
+
+    @given(kind=st.sampled_from(["bomb", "nest-flow", "nest-block", "repeat"]), width=st.integers(1, 40),
+           depth=st.integers(1, 30_000), where=st.sampled_from(["workflow", "classes"]), before=st.booleans())
+    @_settings(n)
+    def hostile(kind: str, width: int, depth: int, where: str, before: bool) -> None:
+        valid = valid_wf if where == "workflow" else valid_classes
+        if kind == "bomb":
+            extra = _alias_bomb(width, min(depth, 12))
+        elif kind == "nest-flow":
+            extra = "deep: " + _nested(depth, True) + "\n"
+        elif kind == "nest-block":
+            extra = _nested(min(depth, 2_000), False)
+        else:
+            key = valid.splitlines()[min(width, len(valid.splitlines()) - 1)].split(":")[0]
+            extra = f"{key}: 1\n" if key and not key.startswith((" ", "-")) else "name: t\nname: u\n"
+        text = extra + valid if before else valid + extra
+        path = wf if where == "workflow" else cf
+        path.write_text(text, encoding="utf-8")
+        fn = (lambda: load_workflow(wf, check_inputs=False)) if where == "workflow" else (lambda: load_classes(cf))
+        tally.call("yaml", f"{kind} {where}", fn, {"kind": kind, "width": width, "depth": depth, "before": before})
+
+    hostile()
+
+
+# ------------------------------------------------------------------ rasters that declare hostile sizes
+
+
+_VRT_TYPES = ["Byte", "UInt16", "Int16", "UInt32", "Float32", "Float64", "CInt16", "CFloat32", "CFloat64", "Int8"]
+
+
+def _vrt(path: Path, source: Path, w: int, h: int, bands: int, dtype: str) -> None:
+    body = "".join(
+        f'<VRTRasterBand dataType="{dtype}" band="{b}"><NoDataValue>0</NoDataValue><SimpleSource>'
+        f'<SourceFilename relativeToVRT="0">{source}</SourceFilename><SourceBand>{(b - 1) % 4 + 1}</SourceBand>'
+        f"</SimpleSource></VRTRasterBand>" for b in range(1, bands + 1))
+    path.write_text(f'<VRTDataset rasterXSize="{w}" rasterYSize="{h}"><SRS>EPSG:32643</SRS>'
+                    f"<GeoTransform>560000, 10, 0, 3420000, 0, -10</GeoTransform>{body}</VRTDataset>")
+
+
+def fuzz_sizes(tally: Tally, work: Path, n: int) -> None:
+    from geoseg.predict import predict_scene
+    from geoseg.stack import stack_rasters
+
+    proj = work / "project"
+    proj.mkdir()
+    _make_project(proj)
+    vrt, out = work / "v.vrt", work / "out"
+    out.mkdir()
+    cap = 200_000  # a small limit, so that sizes under it run quickly and sizes over it must be refused
+
+    @given(w=st.one_of(st.integers(1, 600), st.integers(1, 10**6)), h=st.one_of(st.integers(1, 600), st.integers(1, 10**6)),
+           bands=st.sampled_from([1, 3, 4, 4, 4, 5, 64]), dtype=st.sampled_from(_VRT_TYPES),
+           target=st.sampled_from(["predict", "stack"]))
+    @_settings(n)
+    def sizes(w: int, h: int, bands: int, dtype: str, target: str) -> None:
+        _vrt(vrt, proj / "scene.tif", w, h, bands, dtype)
+        for f in out.iterdir():
+            f.unlink()
+        if target == "predict":
+            fn = lambda: predict_scene(proj / "model", vrt, out / "m.tif", tile=64, max_pixels=cap)  # noqa: E731
+        else:
+            def fn() -> None:
+                if w * h <= cap:  # stack_rasters has no limit argument: keep its copies small
+                    stack_rasters(out / "s.tif", [vrt])
+                else:
+                    from geoseg.io import check_size, raster_info
+
+                    check_size(raster_info(vrt), cap)
+        tally.call("sizes", target, fn, {"w": w, "h": h, "bands": bands, "dtype": dtype})
+
+    sizes()
+
+
+# ------------------------------------------------------------------ model cards and weight files
+
+
+_card_values = st.one_of(_scalars, st.integers(-1, 10**9), st.lists(st.integers(-1, 10**9), max_size=6),
+                         st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=6), _values)
+
+
+def fuzz_cards(tally: Tally, work: Path, n: int) -> None:
+    import numpy as np
+
+    from geoseg.model import load_checkpoint
+
+    proj = work / "project"
+    proj.mkdir()
+    _make_project(proj)
+    good = proj / "model"
+    card = json.loads((good / "model.json").read_text())
+    weights = (good / "model.safetensors").read_bytes()
+    keys = sorted(card) + ["arch_kwargs.decoder_channels", "arch_kwargs.encoder_depth", "bogus"]
+    m = work / "m"
+
+    def fresh(card_doc: Any, blob: bytes) -> None:
+        shutil.rmtree(m, ignore_errors=True)
+        m.mkdir()
+        (m / "model.json").write_text(json.dumps(card_doc, allow_nan=True, default=str))
+        (m / "model.safetensors").write_bytes(blob)
+
+    @given(changes=st.dictionaries(st.sampled_from(keys), st.one_of(_card_values, st.just(None)), min_size=1,
+                                   max_size=4), drop=st.lists(st.sampled_from(sorted(card)), max_size=2))
+    @_settings(max(1, n // 2))
+    def cards(changes: dict[str, Any], drop: list[str]) -> None:
+        doc = json.loads(json.dumps(card))
+        for k, v in changes.items():
+            if k.startswith("arch_kwargs.") and isinstance(doc.get("arch_kwargs"), dict):
+                doc["arch_kwargs"][k.split(".", 1)[1]] = v
+            else:
+                doc[k] = v
+        for k in drop:
+            doc.pop(k, None)
+        fresh(doc, weights)
+        tally.call("cards", "card", lambda: load_checkpoint(m), {"changes": changes, "drop": drop})
+
+    @given(mode=st.sampled_from(["truncate", "flip", "flip-header", "nan"]), where=st.floats(0, 1),
+           flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), min_size=1, max_size=8),
+           rehash=st.booleans())
+    @_settings(n - max(1, n // 2))
+    def blobs(mode: str, where: float, flips: list[tuple[float, int]], rehash: bool) -> None:
+        import hashlib
+
+        b = bytearray(weights)
+        if mode == "truncate":
+            b = b[: int(where * len(b))]
+        elif mode == "nan":  # a float32 NaN in the tensor data (past the JSON header)
+            start = 8 + int.from_bytes(weights[:8], "little")
+            pos = start + 4 * int(where * (len(b) - start - 4) / 4)
+            b[pos:pos + 4] = np.float32(np.nan).tobytes()
+        else:
+            span = min(len(b), 400) if mode == "flip-header" else len(b)
+            for p, v in flips:
+                b[min(int(p * span), len(b) - 1)] = v
+        doc = dict(card)
+        if rehash:  # a card that vouches for the damaged file: the loader must still refuse it
+            doc["weights_sha256"] = hashlib.sha256(bytes(b)).hexdigest()
+        fresh(doc, bytes(b))
+        tally.call("cards", f"weights {mode}", lambda: load_checkpoint(m),
+                   {"mode": mode, "where": where, "flips": flips, "rehash": rehash})
+
+    cards()
+    blobs()
+
+
+# ------------------------------------------------------------------ writes onto a full disk
+
+
+def _mount(where: Path, size_kb: int) -> bool:
+    import subprocess
+
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)],
+                           capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def _umount(where: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", str(where)], capture_output=True, timeout=20)
+
+
+def fuzz_writes(tally: Tally, work: Path, n: int) -> None:
+    import geopandas as gpd
+    import pandas as pd
+    from shapely.geometry import box
+
+    from geoseg.io import count_differences
+    from geoseg.predict import predict_scene
+    from geoseg.vector_io import read_table, read_vector, write_table, write_vector
+
+    proj = work / "project"
+    proj.mkdir()
+    _make_project(proj)
+    predict_scene(proj / "model", proj / "scene.tif", proj / "ref.tif", confidence=proj / "refc.tif", tile=64)
+    k = 600
+    gdf = gpd.GeoDataFrame({"class_id": [i % 5 for i in range(k)], "name": [f"field {i}" for i in range(k)]},
+                           geometry=[box(i, 0, i + 1, 1 + i % 7) for i in range(k)], crs="EPSG:32643")
+    disk = work / "disk"
+    if not _mount(disk, 64):
+        print("writes: cannot mount a tmpfs here (needs root): target skipped", file=sys.stderr)
+        return
+    _umount(disk)
+
+    @given(size_kb=st.integers(4, 160), what=st.sampled_from(["predict", "gpkg", "geojson", "shp", "fgb", "parquet",
+                                                               "csv", "table.parquet"]))
+    @_settings(n)
+    def writes(size_kb: int, what: str) -> None:
+        if not _mount(disk, size_kb):
+            return
+        try:
+            if what == "predict":
+                target = disk / "m.tif"
+                fn = lambda: predict_scene(proj / "model", proj / "scene.tif", target,  # noqa: E731
+                                           confidence=disk / "c.tif", tile=64)
+            elif what in ("csv", "table.parquet"):
+                target = disk / f"t.{what.split('.')[-1]}"
+                fn = lambda: write_table(pd.DataFrame(gdf.drop(columns="geometry")), target)  # noqa: E731
+            else:
+                target = disk / f"f.{what}"
+                fn = lambda: write_vector(gdf, target)  # noqa: E731
+            before = tally.unexpected[:]
+            tally.call("writes", what, fn, {"size_kb": size_kb})
+            left = sorted(p.name for p in disk.iterdir())
+            if not target.exists():  # refused: nothing at all may be left
+                tally.check("writes", what, left == [], f"left after a failure: {left}", size_kb)
+            elif len(tally.unexpected) == len(before):  # published: it must be whole
+                if what == "predict":
+                    whole = (count_differences(target, proj / "ref.tif") == 0
+                             and count_differences(disk / "c.tif", proj / "refc.tif") == 0)
+                elif what in ("csv", "table.parquet"):
+                    whole = len(read_table(target)) == k
+                else:
+                    whole = len(read_vector(target)) == k
+                tally.check("writes", what, whole, "published an incomplete file", size_kb)
+        finally:
+            _umount(disk)
+
+    writes()
+
+
+# ------------------------------------------------------------------ outputs drawn from the inputs
+
+
+def fuzz_outputs(tally: Tally, work: Path, n: int) -> None:
+    import hashlib
+
+    from geoseg.io import input_files
+    from geoseg.predict import predict_scene
+    from geoseg.stack import stack_rasters
+    from geoseg.vectorize import polygonize_file
+
+    proj = work / "project"
+    proj.mkdir()
+    _make_project(proj)
+    predict_scene(proj / "model", proj / "scene.tif", proj / "mask.tif", tile=64)
+    originals = {p: p.read_bytes() for p in (proj / "scene.tif", proj / "mask.tif")}
+
+    def restore() -> None:
+        for p, b in originals.items():
+            if not p.exists() or p.read_bytes() != b:
+                p.write_bytes(b)
+        for name, target in (("scene-link.tif", "scene.tif"), ("mask-link.tif", "mask.tif")):
+            q = proj / name
+            if not q.is_symlink():
+                q.unlink(missing_ok=True)
+                q.symlink_to(target)
+        hard = proj / "mask-hard.tif"
+        if not hard.exists() or not os.path.samefile(hard, proj / "mask.tif"):
+            hard.unlink(missing_ok=True)
+            os.link(proj / "mask.tif", hard)
+        if not (proj / "scene.vrt").exists():
+            stack_rasters(proj / "scene.vrt", [proj / "scene.tif"])
+
+    names = ["scene.tif", "scene-link.tif", "scene.vrt", "mask.tif", "mask-link.tif", "mask-hard.tif", "new.tif",
+             "new.gpkg", "./scene.tif", "../project/mask.tif", "model/model.json"]
+    paths = st.sampled_from(names).map(lambda s: proj / s)
+
+    @given(cmd=st.sampled_from(["predict", "stack", "polygonize"]), a=paths, b=paths, c=st.one_of(st.none(), paths),
+           overwrite=st.booleans())
+    @_settings(n)
+    def outputs(cmd: str, a: Path, b: Path, c: Path | None, overwrite: bool) -> None:
+        restore()
+        (proj / "new.tif").unlink(missing_ok=True)
+        (proj / "new.gpkg").unlink(missing_ok=True)
+        used = [a] + ([c] if c else []) + ([proj / "model" / "model.json"] if cmd == "predict" else [])
+        files = [f for u in used for f in input_files(u) if f.exists()]  # this command's inputs, VRT sources too
+        watched = [p for p in [*originals, proj / "model" / "model.json"] if any(os.path.samefile(p, f) for f in files)]
+        sums = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in watched}
+        if cmd == "predict":  # image a, mask b, confidence c
+            fn = lambda: predict_scene(proj / "model", a, b, confidence=c, tile=64)  # noqa: E731
+        elif cmd == "stack":  # output b, inputs a (and c)
+            fn = lambda: stack_rasters(b, [a] + ([c] if c else []), overwrite=overwrite)  # noqa: E731
+        else:  # mask a, fields b (as GeoPackage), confidence c
+            fn = lambda: polygonize_file(a, b, driver="gpkg", confidence=c, min_area_ha=0)  # noqa: E731
+        shown = {"cmd": cmd, "a": a.name, "b": b.name, "c": c.name if c else None, "overwrite": overwrite}
+        tally.call("outputs", cmd, fn, shown)
+        changed = [p.name for p, h in sums.items() if hashlib.sha256(p.read_bytes()).hexdigest() != h]
+        tally.check("outputs", cmd, not changed, f"one of its inputs was replaced: {changed}", shown)
+
+    outputs()
+
+
 # ------------------------------------------------------------------ main
+
+
+#: target -> (function, share of --cases): the slow targets (a model load, a mount or a prediction
+#: per case) run fewer cases.
+TARGETS: dict[str, tuple[Any, float]] = {
+    "workflow": (fuzz_workflow, 1.0),
+    "raster": (fuzz_rasters, 1.0),
+    "districts": (fuzz_districts, 1.0),
+    "yaml": (fuzz_yaml, 0.5),
+    "sizes": (fuzz_sizes, 0.1),
+    "cards": (fuzz_cards, 0.2),
+    "writes": (fuzz_writes, 0.1),
+    "outputs": (fuzz_outputs, 0.1),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, default=1000, help="cases per target and kind (workflow gets 2x)")
-    ap.add_argument("--only", choices=["workflow", "raster", "districts"], action="append")
+    ap.add_argument("--only", choices=list(TARGETS), action="append")
+    ap.add_argument("--slow", type=float, default=30.0, help="seconds after which one case counts as unexpected")
     ap.add_argument("--json", type=Path, help="write the figures as JSON here")
     ap.add_argument("--show", type=int, default=5, help="unexpected exceptions to print")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("CPL_LOG", "/dev/null")  # GDAL's own chatter about the damaged files
     tally = Tally()
+    tally.slow = args.slow
     seconds: dict[str, float] = {}
+    peak: dict[str, float] = {}
     work = Path(tempfile.mkdtemp(prefix="geoseg-fuzz-"))
     try:
-        for target, fn in (("workflow", fuzz_workflow), ("raster", fuzz_rasters), ("districts", fuzz_districts)):
+        for target, (fn, share) in TARGETS.items():
             if args.only and target not in args.only:
                 continue
             d = work / target
             d.mkdir()
-            t = time.perf_counter()
-            fn(tally, d, args.cases)
+            t, before = time.perf_counter(), peak_rss_mb()
+            fn(tally, d, max(1, int(args.cases * share)))
             seconds[target] = time.perf_counter() - t
+            peak[target] = peak_rss_mb() - before  # what this target's inputs added to the peak
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = []
-    print(f"{'target':<10} {'cases':>6} {'accepted':>9} {'documented':>11} {'unexpected':>11} {'seconds':>8}  errors")
+    print(f"{'target':<10} {'cases':>6} {'accepted':>9} {'documented':>11} {'unexpected':>11} {'seconds':>8} "
+          f"{'+peak MB':>8}  errors")
     for target in seconds:
         bad = sum(1 for u in tally.unexpected if u["target"] == target)
         kinds = ", ".join(f"{k} {v}" for k, v in tally.kinds.get(target, Counter()).most_common())
         rows.append({"target": target, "cases": tally.cases[target], "accepted": tally.ok[target],
                      "documented": tally.documented[target], "unexpected": bad, "seconds": round(seconds[target], 1),
-                     "errors": dict(tally.kinds.get(target, Counter()))})
+                     "peak_rss_mb": round(peak[target]), "errors": dict(tally.kinds.get(target, Counter()))})
         print(f"{target:<10} {tally.cases[target]:>6} {tally.ok[target]:>9} {tally.documented[target]:>11} "
-              f"{bad:>11} {seconds[target]:>8.1f}  {kinds}")
+              f"{bad:>11} {seconds[target]:>8.1f} {peak[target]:>8.0f}  {kinds}")
     total = sum(tally.cases.values())
     print(f"{'total':<10} {total:>6} {sum(tally.ok.values()):>9} {sum(tally.documented.values()):>11} "
           f"{len(tally.unexpected):>11} {sum(seconds.values()):>8.1f}")

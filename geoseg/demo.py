@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError
+from .strict_yaml import load_yaml
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -62,7 +63,7 @@ def demo_paths(workflow: str | Path) -> DemoPaths:
     """
     p = Path(workflow)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(
             f"{p}: workflow file not found; run the demo from the project folder (it uses workflows/demo.yaml) "

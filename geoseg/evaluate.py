@@ -26,7 +26,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from .classes import ClassTable
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .grid import Tile, tile_grid
 from .infer import pick_device, predict_batch
 from .io import RasterInfo, check_size, open_raster, raster_info, read_mask_classes, read_tile
@@ -263,13 +263,8 @@ def evaluate(
     info: RasterInfo = raster_info(image)
     check_size(info)
     check_input(card, info, model_dir)
-    if len(card.band_mean) != card.in_channels or len(card.band_std) != card.in_channels:
-        raise CheckpointError(
-            f"{model_dir}: model.json holds {len(card.band_mean)} band means and {len(card.band_std)} stds for "
-            f"{card.in_channels} bands; the model cannot normalise its inputs - retrain it with `geoseg train`"
-        )
     win = window if isinstance(window, Window) else parse_window(window, tuple(info.shape), str(image))
-    size = int(tile or card.tile)
+    size = int(card.tile if tile is None else tile)
     ov = int(card.overlap if overlap is None else overlap)
     tiles = window_tiles(info.transform, win, size, ov, card.multiple)
     acc = ConfusionAccumulator(len(card.classes))

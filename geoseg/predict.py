@@ -49,10 +49,14 @@ class PredictResult:
 
 def check_input(card: ModelCard, info: RasterInfo, model_dir: str | Path = "the model") -> None:
     """Raise :class:`CheckpointError` when ``info``'s bands do not fit what ``card`` expects."""
-    dt = np.dtype(info.dtype)
-    if not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
+    try:
+        dt = np.dtype(info.dtype)
+        real = np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)
+    except TypeError:  # GDAL types numpy lacks, e.g. complex_int16
+        real = False
+    if not real:
         raise CheckpointError(
-            f"{info.path}: holds {dt.name} pixels; expected real numbers (integer or floating-point reflectance) - "
+            f"{info.path}: holds {info.dtype} pixels; expected real numbers (integer or floating-point reflectance) - "
             f"convert the image first, e.g. ``gdal_translate -ot Float32 {info.path} real.tif`` (for complex data, "
             f"take the amplitude first)"
         )

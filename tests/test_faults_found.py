@@ -382,3 +382,11 @@ def test_complex_pixels_are_refused(base, tmp_path):  # type: ignore[no-untyped-
     line = _one_line(["predict", "--model", base / "model", tmp_path / "c.tif", "--out", tmp_path / "m.tif"])
     assert line.startswith(f"Error: {tmp_path / 'c.tif'}: holds complex64 pixels; expected real numbers"), line
     assert not (tmp_path / "m.tif").exists()
+
+
+def test_gdal_complex_types_numpy_lacks_are_refused_too(base, tmp_path):  # type: ignore[no-untyped-def]
+    """CInt16 reaches numpy as 'complex_int16' (found by the fuzzer: a TypeError, an internal error)."""
+    vrt = _huge_vrt(tmp_path / "c.vrt", base / "scene.tif", size=64)
+    vrt.write_text(vrt.read_text().replace('dataType="UInt16"', 'dataType="CInt16"'))
+    line = _one_line(["predict", "--model", base / "model", vrt, "--out", tmp_path / "m.tif"])
+    assert line.startswith(f"Error: {vrt}: holds complex_int16 pixels; expected real numbers"), line

@@ -19,6 +19,7 @@ import numpy as np
 from affine import Affine
 
 from ..errors import GeosegError
+from ..strict_yaml import load_yaml
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -57,12 +58,12 @@ class RunData:
 
 
 def _workflow(manifest: dict[str, Any]) -> tuple[dict[str, Any], Path]:
-    """The recorded workflow text (parsed with ``yaml.safe_load``) and the folder its paths are relative to."""
+    """The recorded workflow text (parsed strictly: a run folder may come from anywhere) and its paths' folder."""
     import yaml
 
     base = Path(manifest.get("workflow", ".")).parent
     try:
-        data = yaml.safe_load(manifest.get("workflow_text") or "") or {}
+        data = load_yaml(manifest.get("workflow_text") or "") or {}
     except yaml.YAMLError:
         data = {}
     return (data if isinstance(data, dict) else {}), base
