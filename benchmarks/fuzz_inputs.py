@@ -515,24 +515,6 @@ def fuzz_cards(tally: Tally, work: Path, n: int) -> None:
 # ------------------------------------------------------------------ writes onto a full disk
 
 
-def _mount(where: Path, size_kb: int) -> bool:
-    import subprocess
-
-    where.mkdir(parents=True, exist_ok=True)
-    try:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)],
-                           capture_output=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
-
-
-def _umount(where: Path) -> None:
-    import subprocess
-
-    subprocess.run(["umount", str(where)], capture_output=True, timeout=20)
-
-
 def fuzz_writes(tally: Tally, work: Path, n: int) -> None:
     import geopandas as gpd
     import pandas as pd
@@ -542,6 +524,9 @@ def fuzz_writes(tally: Tally, work: Path, n: int) -> None:
     from geoseg.predict import predict_scene
     from geoseg.vector_io import read_table, read_vector, write_table, write_vector
 
+    sys.path.insert(0, str(ROOT / "tests"))
+    from workflow_helpers import mount_tmpfs, umount  # type: ignore[import-not-found]
+
     proj = work / "project"
     proj.mkdir()
     _make_project(proj)
@@ -550,16 +535,16 @@ def fuzz_writes(tally: Tally, work: Path, n: int) -> None:
     gdf = gpd.GeoDataFrame({"class_id": [i % 5 for i in range(k)], "name": [f"field {i}" for i in range(k)]},
                            geometry=[box(i, 0, i + 1, 1 + i % 7) for i in range(k)], crs="EPSG:32643")
     disk = work / "disk"
-    if not _mount(disk, 64):
+    if not mount_tmpfs(disk, "64k"):
         print("writes: cannot mount a tmpfs here (needs root): target skipped", file=sys.stderr)
         return
-    _umount(disk)
+    umount(disk)
 
     @given(size_kb=st.integers(4, 160), what=st.sampled_from(["predict", "gpkg", "geojson", "shp", "fgb", "parquet",
                                                                "csv", "table.parquet"]))
     @_settings(n)
     def writes(size_kb: int, what: str) -> None:
-        if not _mount(disk, size_kb):
+        if not mount_tmpfs(disk, f"{size_kb}k"):
             return
         try:
             if what == "predict":
@@ -587,7 +572,7 @@ def fuzz_writes(tally: Tally, work: Path, n: int) -> None:
                     whole = len(read_vector(target)) == k
                 tally.check("writes", what, whole, "published an incomplete file", size_kb)
         finally:
-            _umount(disk)
+            umount(disk)
 
     writes()
 

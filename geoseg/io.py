@@ -753,6 +753,7 @@ class RasterWriter:
         self.predictor = predictor if predictor is not None else (1 if self.dtype == "uint8" else 2)
         self._tmp: Path | None = None
         self._ds: Any = None
+        self.published = False  # True once the finished file is renamed into place
 
     def __enter__(self) -> "RasterWriter":
         parent = self.path.parent
@@ -874,6 +875,7 @@ class RasterWriter:
             # GDAL logs some failures (a full disk during the COG copy) without raising: read it all back
             check_written_raster(final_tmp, shape=self.shape, count=self.count, dtype=self.dtype, target=self.path)
             os.replace(final_tmp, self.path)
+            self.published = True
         except RasterWriteError:
             self._abort(final_tmp)
             raise

@@ -195,13 +195,22 @@ def predict_scene(
     dev = pick_device(device)
     model, card = load_checkpoint(model_dir, dev)
     conf_path = Path(confidence) if confidence is not None else None
+    confs: Any = None
+
+    def both_or_neither(exc_type: Any, exc: Any, tb: Any) -> bool:
+        # pushed first, so it runs after both writers have finished or failed: a mask that failed
+        # after its confidence was published takes the confidence with it
+        if exc_type is not None and confs is not None and confs.published:
+            Path(conf_path).unlink(missing_ok=True)  # type: ignore[arg-type]
+        return False
+
     with ExitStack() as stack:
+        stack.push(both_or_neither)
         src = stack.enter_context(open_raster(image))
         masks = stack.enter_context(
             mask_writer(out_mask, shape=info.shape, transform=info.transform, crs=info.crs, classes=card.classes,
                         tags={"GEOSEG_MODEL_SHA256": card.weights_sha256})
         )
-        confs = None
         if conf_path is not None:
             confs = stack.enter_context(
                 confidence_writer(conf_path, shape=info.shape, transform=info.transform, crs=info.crs)

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import yaml
 from affine import Affine
 from click.testing import CliRunner
 
@@ -32,7 +31,7 @@ from geoseg.strict_yaml import MAX_DEPTH
 from geoseg.vector_io import VectorWriteError, read_vector, write_vector
 from geoseg.workflow.config import load_workflow
 
-from .workflow_helpers import write_districts, write_model, write_scene, write_workflow
+from .workflow_helpers import mount_tmpfs, umount, write_districts, write_model, write_scene, write_workflow
 
 TF = Affine(10, 0, 560000, 0, -10, 3420000)
 
@@ -47,16 +46,6 @@ def base(tmp_path_factory):  # type: ignore[no-untyped-def]
     return d
 
 
-def _mount(where: Path, size: str) -> bool:
-    where.mkdir(parents=True, exist_ok=True)
-    try:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                           capture_output=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
-
-
 @pytest.fixture
 def small_disk(tmp_path) -> Iterator:  # type: ignore[no-untyped-def]
     """``small_disk(size)`` mounts a fresh tmpfs of ``size`` (e.g. "16k") and returns its folder."""
@@ -64,14 +53,14 @@ def small_disk(tmp_path) -> Iterator:  # type: ignore[no-untyped-def]
 
     def make(size: str) -> Path:
         d = tmp_path / f"disk-{size}-{uuid.uuid4().hex[:6]}"
-        if not _mount(d, size):
+        if not mount_tmpfs(d, size):
             pytest.skip("cannot mount a tmpfs here (needs root); the full-disk cases need a real small filesystem")
         mounted.append(d)
         return d
 
     yield make
     for d in mounted:
-        subprocess.run(["umount", str(d)], capture_output=True, timeout=20)
+        umount(d)
 
 
 def _left(d: Path) -> list[str]:
@@ -390,3 +379,22 @@ def test_gdal_complex_types_numpy_lacks_are_refused_too(base, tmp_path):  # type
     vrt.write_text(vrt.read_text().replace('dataType="UInt16"', 'dataType="CInt16"'))
     line = _one_line(["predict", "--model", base / "model", vrt, "--out", tmp_path / "m.tif"])
     assert line.startswith(f"Error: {vrt}: holds complex_int16 pixels; expected real numbers"), line
+
+
+def test_predict_publishes_mask_and_confidence_together_or_neither(base, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """The confidence COG is finished first; a mask that fails after it took it along only after the fix
+    (found by the fuzzer's writes target on a full tmpfs: c.tif left beside no m.tif). The mask's read-back
+    is made to fail here, since on this scene the disk fills on the larger confidence first."""
+    import geoseg.io
+
+    real = geoseg.io.check_written_raster
+
+    def mask_fails(path, *, target=None, **kw):  # type: ignore[no-untyped-def]
+        if target is not None and Path(target).name == "m.tif":
+            raise RasterWriteError(f"{target}: the file written does not read back (simulated)")
+        return real(path, target=target, **kw)
+
+    monkeypatch.setattr(geoseg.io, "check_written_raster", mask_fails)
+    with pytest.raises(RasterWriteError, match="m.tif: the file written does not read back"):
+        predict_scene(base / "model", base / "scene.tif", tmp_path / "m.tif", confidence=tmp_path / "c.tif", tile=128)
+    assert _left(tmp_path) == []  # before: c.tif

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,21 @@ def write_districts(path: Path, split_x: float, bounds: tuple[float, float, floa
                            geometry=[box(x0, y0, split_x, y1), box(split_x, y0, x1, y1)], crs=crs)
     gdf.to_file(path, driver="GPKG")
     return path
+
+
+def mount_tmpfs(where: Path, size: str) -> bool:
+    """Mount a fresh tmpfs of ``size`` (e.g. "16k") on ``where``: a real, small, full-able disk.
+
+    Needs root (as the tests and CI run here); False where mounting is not allowed.
+    """
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                           capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def umount(where: Path) -> None:
+    subprocess.run(["umount", str(where)], capture_output=True, timeout=20)
