@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+import numpy as np
+from rasterio.dtypes import dtype_rev, typename_fwd
 from rasterio.windows import Window
 
 from .errors import ConfigError, GridMismatchError
@@ -49,10 +51,7 @@ def _band_names(info: RasterInfo) -> list[str]:
 def _vrt_xml(out: Path, infos: list[RasterInfo], names: list[str]) -> str:
     first = infos[0]
     h, w = first.shape
-    gdal_dtype = {
-        "uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
-        "float32": "Float32", "float64": "Float64", "int8": "Int8",
-    }[first.dtype]
+    gdal_dtype = typename_fwd[dtype_rev[first.dtype]]  # e.g. uint8 -> Byte, complex_int16 -> CInt16
     gt = ", ".join(repr(v) for v in first.transform.to_gdal())
     lines = [f'<VRTDataset rasterXSize="{w}" rasterYSize="{h}">',
              f"  <SRS>{escape(first.crs.to_wkt())}</SRS>", f"  <GeoTransform>{gt}</GeoTransform>"]
@@ -130,6 +129,14 @@ def stack_rasters(out: str | os.PathLike[str], inputs: list[str | os.PathLike[st
             )
     names = [n for info in infos for n in _band_names(info)]
     h, w = first.shape
+    if target.suffix.lower() != ".vrt":
+        try:
+            np.dtype(first.dtype)
+        except TypeError:  # GDAL types numpy lacks, e.g. complex_int16 (CInt16)
+            raise ConfigError(
+                f"{first.path}: holds {first.dtype} pixels, which cannot be copied block by block into a GeoTIFF; "
+                f"stack into a .vrt instead, or convert first, e.g. ``gdal_translate -ot CFloat32 {first.path} c.tif``"
+            ) from None
     if target.suffix.lower() == ".vrt":
         target.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(target, _vrt_xml(target, infos, names))

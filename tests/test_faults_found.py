@@ -381,6 +381,18 @@ def test_gdal_complex_types_numpy_lacks_are_refused_too(base, tmp_path):  # type
     assert line.startswith(f"Error: {vrt}: holds complex_int16 pixels; expected real numbers"), line
 
 
+def test_stacking_gdal_complex_types_into_a_geotiff_is_refused(base, tmp_path):  # type: ignore[no-untyped-def]
+    """Found by the fuzzer: ``stack out.tif cint16.vrt`` ended in numpy's TypeError, an internal error."""
+    vrt = _huge_vrt(tmp_path / "c.vrt", base / "scene.tif", size=64)
+    vrt.write_text(vrt.read_text().replace('dataType="UInt16"', 'dataType="CInt16"'))
+    line = _one_line(["stack", tmp_path / "out.tif", vrt])
+    assert line.startswith(f"Error: {vrt}: holds complex_int16 pixels, which cannot be copied"), line
+    assert "stack into a .vrt instead" in line
+    assert not (tmp_path / "out.tif").exists()
+    res = CliRunner().invoke(cli, ["stack", str(tmp_path / "out.vrt"), str(vrt)])
+    assert res.exit_code == 0 and (tmp_path / "out.vrt").exists(), res.output  # a VRT only references them
+
+
 def test_predict_publishes_mask_and_confidence_together_or_neither(base, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     """The confidence COG is finished first; a mask that fails after it took it along only after the fix
     (found by the fuzzer's writes target on a full tmpfs: c.tif left beside no m.tif). The mask's read-back
