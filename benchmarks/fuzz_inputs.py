@@ -61,10 +61,10 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from geoseg.core.grid import tile_grid  # noqa: E402
 from geoseg.errors import GeosegError  # noqa: E402
-from geoseg.grid import tile_grid  # noqa: E402
-from geoseg.io import open_raster, raster_info, read_tile  # noqa: E402
-from geoseg.vector_io import read_districts  # noqa: E402
+from geoseg.io.districts import read_districts  # noqa: E402
+from geoseg.io.raster import open_raster, raster_info, read_tile  # noqa: E402
 from geoseg.workflow.config import load_workflow  # noqa: E402
 
 DOCUMENTED: tuple[type[BaseException], ...] = (GeosegError,)
@@ -200,7 +200,6 @@ def fuzz_workflow(tally: Tally, work: Path, n: int) -> None:
 def _make_project(d: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from affine import Affine
-
     from workflow_helpers import write_model, write_scene  # type: ignore[import-not-found]
 
     write_scene(d / "scene.tif", 80, 70, Affine(10, 0, 560000, 0, -10, 3420000))
@@ -408,8 +407,8 @@ def _vrt(path: Path, source: Path, w: int, h: int, bands: int, dtype: str) -> No
 
 
 def fuzz_sizes(tally: Tally, work: Path, n: int) -> None:
-    from geoseg.predict import predict_scene
-    from geoseg.stack import stack_rasters
+    from geoseg.io.stack import stack_rasters
+    from geoseg.ops.predict import predict_scene
 
     proj = work / "project"
     proj.mkdir()
@@ -433,7 +432,7 @@ def fuzz_sizes(tally: Tally, work: Path, n: int) -> None:
                 if w * h <= cap:  # stack_rasters has no limit argument: keep its copies small
                     stack_rasters(out / "s.tif", [vrt])
                 else:
-                    from geoseg.io import check_size, raster_info
+                    from geoseg.io.raster import check_size, raster_info
 
                     check_size(raster_info(vrt), cap)
         tally.call("sizes", target, fn, {"w": w, "h": h, "bands": bands, "dtype": dtype})
@@ -451,7 +450,7 @@ _card_values = st.one_of(_scalars, st.integers(-1, 10**9), st.lists(st.integers(
 def fuzz_cards(tally: Tally, work: Path, n: int) -> None:
     import numpy as np
 
-    from geoseg.model import load_checkpoint
+    from geoseg.ml.model import load_checkpoint
 
     proj = work / "project"
     proj.mkdir()
@@ -520,9 +519,9 @@ def fuzz_writes(tally: Tally, work: Path, n: int) -> None:
     import pandas as pd
     from shapely.geometry import box
 
-    from geoseg.io import count_differences
-    from geoseg.predict import predict_scene
-    from geoseg.vector_io import read_table, read_vector, write_table, write_vector
+    from geoseg.io.raster import count_differences
+    from geoseg.io.vector import read_table, read_vector, write_table, write_vector
+    from geoseg.ops.predict import predict_scene
 
     sys.path.insert(0, str(ROOT / "tests"))
     from workflow_helpers import mount_tmpfs, umount  # type: ignore[import-not-found]
@@ -583,10 +582,10 @@ def fuzz_writes(tally: Tally, work: Path, n: int) -> None:
 def fuzz_outputs(tally: Tally, work: Path, n: int) -> None:
     import hashlib
 
-    from geoseg.io import input_files
-    from geoseg.predict import predict_scene
-    from geoseg.stack import stack_rasters
-    from geoseg.vectorize import polygonize_file
+    from geoseg.io.raster import input_files
+    from geoseg.io.stack import stack_rasters
+    from geoseg.ops.polygonize import polygonize_file
+    from geoseg.ops.predict import predict_scene
 
     proj = work / "project"
     proj.mkdir()

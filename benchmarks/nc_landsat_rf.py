@@ -18,13 +18,13 @@ Protocol
   labelled western pixel is reported too, since the forest needs no validation blocks.
 * Both are scored on the eastern half on the same pixels: labelled and observed in all
   six bands (band 7 has a larger nodata area than the others), with
-  :mod:`geoseg.metrics` (mIoU over classes present in target or prediction).
+  :mod:`geoseg.core.metrics` (mIoU over classes present in target or prediction).
 
 CRS: the band files carry an unnamed Lambert conformal conic CRS on GRS80 with an
 "unknown" datum that GDAL matches to EPSG:32119 (NAD83 / North Carolina); ``strata.tif``
 says EPSG:3358 (NAD83(HARN) / North Carolina). Same projection and parameters, same
 transform and size; the two NAD83 realisations differ by well under 1 m in North Carolina,
-against 28.5 m pixels. GDAL's CRS comparison (which :func:`geoseg.io.check_same_grid` uses)
+against 28.5 m pixels. GDAL's CRS comparison (which :func:`geoseg.io.raster.check_same_grid` uses)
 treats the unknown-datum CRS as equal to EPSG:3358, so geoseg would accept the pair as it
 is - but a copy of the bands tagged with the named EPSG:32119 would be refused. Rather than
 lean on that, this script checks explicitly that projection method, parameters, ellipsoid
@@ -176,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("this benchmark needs scikit-learn: .venv/bin/pip install scikit-learn", file=sys.stderr)
         return 2
-    from geoseg.evaluate import evaluate
-    from geoseg.metrics import confusion_matrix, scores
-    from geoseg.train import train
+    from geoseg.core.metrics import confusion_matrix, scores
+    from geoseg.ml.evaluate import evaluate
+    from geoseg.ml.train import train
 
     data = args.data or ROOT / "tests" / "data" / "nc_landsat"
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,12 +1,28 @@
 """geoseg: turn large satellite GeoTIFFs into per-field crop maps and per-district crop areas.
 
-Light imports only: the heavy modules (torch, dask) load when their functions are used.
+The public API, one function per job the command line offers::
+
+    import geoseg
+
+    geoseg.predict_scene("models/punjab", "scene.tif", "mask.tif", confidence="confidence.tif")
+    geoseg.polygonize_file("mask.tif", "fields.gpkg", confidence="confidence.tif")
+    geoseg.district_areas_file("mask.tif", "districts.gpkg", "district", out="areas.csv")
+    result = geoseg.run_workflow(geoseg.load_workflow("workflows/demo.yaml"))
+    table = geoseg.query_run(result.run_dir, "SELECT crop, sum(area_ha) FROM fields GROUP BY crop")
+
+The functions load on first use (``import geoseg`` stays light: no torch, no Dask); the
+classes, errors and grid below are imported at once. ``docs/architecture.md`` maps the
+package.
 """
 
 from __future__ import annotations
 
-from .classes import NODATA, ClassTable, CropClass, default_classes, load_classes
-from .errors import (
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from geoseg.classes import NODATA, ClassTable, CropClass, default_classes, load_classes
+from geoseg.core.grid import DEFAULT_OVERLAP, DEFAULT_TILE, Tile, TileGrid, tile_grid
+from geoseg.errors import (
     CheckpointError,
     ClassFileError,
     ConfigError,
@@ -18,17 +34,74 @@ from .errors import (
     RasterWriteError,
     TileError,
 )
-from .grid import DEFAULT_OVERLAP, DEFAULT_TILE, Tile, TileGrid, tile_grid
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:  # pragma: no cover
+    from geoseg.ml.evaluate import evaluate
+    from geoseg.ml.model import ModelCard, load_checkpoint, read_card
+    from geoseg.ml.train import train
+    from geoseg.ops.areas import district_areas_file
+    from geoseg.ops.polygonize import polygonize_file
+    from geoseg.ops.predict import predict_scene
+    from geoseg.ops.query import query_run
+    from geoseg.rundir import RunResult
+    from geoseg.workflow.config import RunConfig, load_workflow
+    from geoseg.workflow.run import run_workflow
+
+# name -> module of the functions that load on first use
+_LAZY = {
+    "predict_scene": "geoseg.ops.predict",
+    "polygonize_file": "geoseg.ops.polygonize",
+    "district_areas_file": "geoseg.ops.areas",
+    "query_run": "geoseg.ops.query",
+    "load_workflow": "geoseg.workflow.config",
+    "RunConfig": "geoseg.workflow.config",
+    "run_workflow": "geoseg.workflow.run",
+    "RunResult": "geoseg.rundir",
+    "load_checkpoint": "geoseg.ml.model",
+    "read_card": "geoseg.ml.model",
+    "ModelCard": "geoseg.ml.model",
+    "evaluate": "geoseg.ml.evaluate",
+    "train": "geoseg.ml.train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'geoseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
 __all__ = [
     "__version__",
+    # jobs
+    "predict_scene",
+    "polygonize_file",
+    "district_areas_file",
+    "query_run",
+    "load_workflow",
+    "RunConfig",
+    "run_workflow",
+    "RunResult",
+    "load_checkpoint",
+    "read_card",
+    "ModelCard",
+    "evaluate",
+    "train",
+    # classes
     "NODATA",
     "ClassTable",
     "CropClass",
     "default_classes",
     "load_classes",
+    # errors
     "GeosegError",
     "GeosegWarning",
     "ClassFileError",
@@ -39,6 +112,7 @@ __all__ = [
     "RasterReadError",
     "RasterWriteError",
     "TileError",
+    # the tile grid
     "Tile",
     "TileGrid",
     "tile_grid",

@@ -69,10 +69,44 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GeosegError
+from geoseg.classes import default_classes
+from geoseg.core.grid import tile_grid
+from geoseg.errors import BenchError
+from geoseg.io.raster import open_raster, raster_info, read_tile, write_text_atomic
+from geoseg.ml.infer import _logits, cpu_has_native_bf16, normalise
+from geoseg.ml.model import (
+    ModelCard,
+    build_from_card,
+    build_model,
+    default_arch_kwargs,
+    load_checkpoint,
+    read_card,
+    save_checkpoint,
+)
+from geoseg.ml.train import train
+from geoseg.ops.areas import district_areas_raster
+from geoseg.ops.polygonize import polygonize_raster
+from geoseg.ops.predict import predict_scene
+from geoseg.parallel import tune_allocator
+from geoseg.synth import synthesize
+from geoseg.workflow.config import load_workflow
+from geoseg.workflow.run import _read_ahead, run_workflow
+from geoseg.workflow.tasks import usable_cores
 
-__all__ = ["Row", "run_bench", "format_table", "TARGETS", "BenchError", "DRIFT", "load_result", "record_path",
-           "earlier_result", "compare", "write_result", "save_result", "throughput"]
+__all__ = [
+    "Row",
+    "run_bench",
+    "format_table",
+    "TARGETS",
+    "DRIFT",
+    "load_result",
+    "record_path",
+    "earlier_result",
+    "compare",
+    "write_result",
+    "save_result",
+    "throughput",
+]
 
 #: figure -> (comparison, target, description)
 TARGETS: dict[str, tuple[str, float, str]] = {
@@ -92,10 +126,6 @@ TARGETS: dict[str, tuple[str, float, str]] = {
 #: How far a ratio may move the wrong way against an earlier run before the table names it (relative):
 #: the run-to-run spread of the run-sized figures on one machine is up to ~10 % (more when its speed drifts).
 DRIFT = 0.10
-
-
-class BenchError(GeosegError, ValueError):
-    """A file given as benchmark results that ``geoseg bench`` did not write."""
 
 
 #: Seconds allowed for the end-to-end run of a Sentinel-2-sized scene on one GPU (the baseline of gpu_e2e_s2_scene).
@@ -215,8 +245,6 @@ def _set_threads(n: int) -> None:
 
 
 def _job_run(job: dict[str, Any]) -> dict[str, Any]:
-    from .workflow.config import load_workflow
-    from .workflow.run import run_workflow
 
     t = time.perf_counter()  # reading and checking the workflow is part of a run's time
     cfg = load_workflow(job["workflow"])
@@ -233,9 +261,6 @@ def _job_one_process(job: dict[str, Any]) -> dict[str, Any]:
     not): the run's workers import torch inside its infer stage, so this process's import
     of torch is inside its time too.
     """
-    from .areas import district_areas_raster
-    from .predict import predict_scene
-    from .vectorize import polygonize_raster
 
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)
@@ -258,10 +283,6 @@ def _job_forward(job: dict[str, Any]) -> dict[str, Any]:
     _set_threads(job["threads"])
     import torch
 
-    from .grid import tile_grid
-    from .infer import _logits, normalise, tune_allocator
-    from .io import open_raster, raster_info, read_tile
-    from .model import load_checkpoint
 
     tune_allocator()  # the same allocator settings as the pipeline's forward passes
     model, card = load_checkpoint(job["model"])
@@ -295,8 +316,6 @@ def _job_naive(job: dict[str, Any]) -> dict[str, Any]:
     import rasterio
     from rasterio.windows import Window
 
-    from .infer import _logits, normalise, tune_allocator
-    from .model import load_checkpoint
 
     t = time.perf_counter()
     import torch
@@ -364,7 +383,6 @@ def _job_polygonise(job: dict[str, Any]) -> dict[str, Any]:
     import rasterio.features
     import shapely
 
-    from .vectorize import polygonize_raster
 
     def shapes_whole() -> list[Any]:
         with rasterio.open(job["mask"]) as src:
@@ -383,7 +401,6 @@ def _job_polygonise(job: dict[str, Any]) -> dict[str, Any]:
 def _job_areas(job: dict[str, Any]) -> dict[str, Any]:
     import rasterio
 
-    from .areas import district_areas_raster
 
     def decode() -> None:
         with rasterio.open(job["mask"]) as src:
@@ -399,8 +416,6 @@ def _job_areas(job: dict[str, Any]) -> dict[str, Any]:
 def _job_reader(job: dict[str, Any]) -> dict[str, Any]:
     import rasterio
 
-    from .grid import tile_grid
-    from .io import open_raster, raster_info, read_tile
 
     info = raster_info(job["scene"])
     grid = tile_grid(info.shape, info.transform, size=job["tile"], overlap=job["overlap"])
@@ -427,7 +442,7 @@ def _job_reader(job: dict[str, Any]) -> dict[str, Any]:
 
 
 #: Short jobs that time geoseg and its baseline in one process start with the allocator tuned
-#: (:func:`geoseg.infer.tune_allocator`), so that both sides run with the same allocator state.
+#: (:func:`geoseg.parallel.tune_allocator`), so that both sides run with the same allocator state.
 #: Untuned, glibc may hand freed blocks back to the system after each call, and whether it does
 #: depends on what the process allocated before: decoding the 16x mask took 12 ms in some processes
 #: and 25-26 ms in others (byte-identical file, same code), which made the areas baseline flip
@@ -446,9 +461,6 @@ def _bench_model(path: Path, scene: Path, seed: int = 0, encoder: str = "resnet1
     """A U-Net with random weights and the scene's bands and statistics (speed does not need training)."""
     import torch
 
-    from .classes import default_classes
-    from .io import open_raster
-    from .model import ModelCard, build_from_card, default_arch_kwargs, save_checkpoint
 
     with open_raster(scene) as src:
         names = [d or f"band {i}" for i, d in enumerate(src.descriptions, start=1)]
@@ -504,13 +516,9 @@ def run_bench(
     (which makes the weights depend on the machine's speed). ``repeats``: how many times each
     run-sized job is timed (the fastest counts, baselines alike).
     """
-    from .grid import tile_grid
-    from .io import raster_info
-    from .synth import synthesize
 
     dates = 4
     if model:  # regions with as many bands as the model takes, checked before minutes of synthesis
-        from .model import read_card
 
         bands = read_card(model).in_channels
         if bands % 4:
@@ -532,7 +540,6 @@ def run_bench(
     elif train_epochs > 0 and (train_minutes is None or train_minutes > 0):
         # a briefly trained model: its masks have field-like regions (an untrained one gives speckle,
         # which makes polygonising unrealistically slow)
-        from .train import train
 
         limit = f" (at most {train_minutes:g} min)" if train_minutes else ""
         say(f"training a U-Net/ResNet-18 on the 1x region for {train_epochs} epochs{limit}")
@@ -658,7 +665,6 @@ def forward_throughput_row(device: str = "cuda", *, encoder: str = "resnet34", s
     the compile time, and why compiling failed if it did)."""
     import torch
 
-    from .model import build_model
 
     model = build_model("unet", encoder, bands, 7).to(device).eval().to(memory_format=torch.channels_last)
     x = torch.randn(batch, bands, size, size, device=device).contiguous(memory_format=torch.channels_last)
@@ -712,10 +718,6 @@ def device_e2e_row(work: Path, model_dir: Path, side: int = 10980, device: str =
     (tile reading on the reader threads, the model step - normalising on the CPU, copies,
     forward, softmax: an upper bound on the device's busy time - setup, tile store).
     """
-    from .synth import synthesize
-    from .workflow.config import load_workflow
-    from .workflow.run import _read_ahead
-    from .workflow.tasks import usable_cores
 
     say(f"end to end on {device}: synthesising a {side} px scene")
     region = synthesize(work / f"r{side}", height=side, width=side, seed=0)
@@ -741,7 +743,6 @@ def device_e2e_row(work: Path, model_dir: Path, side: int = 10980, device: str =
 
 def _cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux), with its bf16 instructions if it has them."""
-    from .infer import cpu_has_native_bf16
 
     name = ""
     try:
@@ -804,7 +805,6 @@ def format_table(result: dict[str, Any]) -> str:
 
 def write_result(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the result JSON atomically."""
-    from .io import write_text_atomic
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -896,7 +896,6 @@ def _main(argv: list[str]) -> int:
         job = json.loads(Path(argv[1]).read_text())
         tuned = None
         if job["kind"] in _TUNED_JOBS:
-            from .infer import tune_allocator
 
             tuned = tune_allocator()
         print(json.dumps({**JOBS[job["kind"]](job), "allocator_tuned": tuned}))

@@ -21,12 +21,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-from .errors import ClassFileError
-from .strict_yaml import load_yaml, yaml_problem
+from geoseg.errors import ClassFileError
+from geoseg.strict_yaml import load_yaml, yaml_problem
 
-__all__ = ["CropClass", "ClassTable", "NODATA", "load_classes", "default_classes"]
+__all__ = [
+    "crop_names",
+    "unknown_classes",
+"CropClass", "ClassTable", "NODATA", "load_classes", "default_classes"]
 
 #: The mask value that means "no data" in every geoseg mask.
 NODATA = 255
@@ -180,3 +184,29 @@ def default_classes() -> ClassTable:
     """The crop classes the synthetic region uses (background, rice, wheat, ...)."""
     text = resources.files("geoseg.data").joinpath("classes.yaml").read_text(encoding="utf-8")
     return ClassTable.from_dict(yaml.safe_load(text), "geoseg/data/classes.yaml")
+
+
+def crop_names(class_ids: np.ndarray, table: ClassTable | None) -> np.ndarray:
+    """Class names for ids (``class_<id>`` for ids the table lacks)."""
+    names = {c.id: c.name for c in table} if table is not None else {}
+    uniq, inv = np.unique(np.asarray(class_ids, np.int64), return_inverse=True)
+    lookup = np.array([names.get(int(u), f"class_{int(u)}") for u in uniq], dtype=object)
+    return lookup[inv] if len(uniq) else np.zeros(0, dtype=object)
+
+
+def unknown_classes(class_ids: np.ndarray, area_m2: np.ndarray, table: ClassTable) -> str | None:
+    """The class values (with their hectares) that ``table`` lacks, for a message; None when all are known.
+
+    Negative ids mean "no class" and are ignored; at most five values are listed.
+
+    >>> from geoseg.classes import default_classes
+    >>> unknown_classes(np.array([1, 9, 9, 12, -1]), np.array([100.0, 50, 50, 100, 7]), default_classes())
+    '9 (0.01 ha), 12 (0.01 ha)'
+    """
+    cid = np.asarray(class_ids)
+    extra = np.setdiff1d(np.unique(cid[cid >= 0]), [c.id for c in table])
+    if not extra.size:
+        return None
+    ha = [float(area_m2[cid == v].sum()) / 1e4 for v in extra[:5]]
+    more = f" and {extra.size - 5} more" if extra.size > 5 else ""
+    return ", ".join(f"{int(v)} ({h:.2f} ha)" for v, h in zip(extra[:5], ha)) + more

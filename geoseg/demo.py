@@ -23,16 +23,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from .errors import ConfigError
-from .strict_yaml import load_yaml
+from geoseg.classes import load_classes
+from geoseg.core.metrics import ConfusionAccumulator, scores
+from geoseg.errors import ConfigError
+from geoseg.ml.train import train
+from geoseg.strict_yaml import load_yaml
+from geoseg.synth import synthesize
+from geoseg.workflow.config import load_workflow
+from geoseg.workflow.run import run_workflow
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from .metrics import Scores
-    from .synth import SynthRegion
-    from .train import TrainResult
-    from .workflow.run import RunResult
+    from geoseg.core.metrics import Scores
+    from geoseg.ml.train import TrainResult
+    from geoseg.rundir import RunResult
+    from geoseg.synth import SynthRegion
 
 __all__ = ["DEMO_WORKFLOW", "DemoResult", "demo_paths", "run_demo", "score_mask", "compare_areas"]
 
@@ -89,7 +95,6 @@ def score_mask(mask: str | Path, labels: str | Path, class_names: list[str], row
     import rasterio
     from rasterio.windows import Window
 
-    from .metrics import ConfusionAccumulator, scores
 
     acc = ConfusionAccumulator(len(class_names))
     with rasterio.open(mask) as m, rasterio.open(labels) as lab:
@@ -203,9 +208,6 @@ def run_demo(
     """
     import pandas as pd
 
-    from .synth import synthesize
-    from .workflow.config import load_workflow
-    from .workflow.run import run_workflow
 
     paths = demo_paths(workflow)
     seconds: dict[str, float] = {}
@@ -216,7 +218,6 @@ def run_demo(
 
     trained = None
     if retrain or not (paths.model_dir / "model.json").is_file():
-        from .train import train
 
         t = time.perf_counter()
         say(f"no model in {paths.model_dir}: training one on a second region (seed {TRAIN_SEED}) "
@@ -235,7 +236,6 @@ def run_demo(
     seconds["run"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    from .classes import load_classes
 
     table = load_classes(region.classes)
     names = [c.name for c in table]

@@ -13,6 +13,22 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 __all__ = [
+    "PolygonizeError",
+    "AreaError",
+    "VectorReadError",
+    "VectorWriteError",
+    "VectorFormatError",
+    "DistrictError",
+    "DistrictWarning",
+    "LabelError",
+    "QueryError",
+    "RunLockedError",
+    "RunDirError",
+    "StoreInUseError",
+    "CatalogError",
+    "ReportError",
+    "BenchError",
+
     "GeosegError",
     "TileError",
     "RasterReadError",
@@ -92,6 +108,67 @@ class NoDataWarning(GeosegWarning):
     """A raster has no nodata value, so every pixel is taken as valid."""
 
 
+class PolygonizeError(GeosegError, ValueError):
+    """A bad argument or input for polygonising a mask (class names, block size, dtype...)."""
+
+
+class AreaError(GeosegError, ValueError):
+    """An input that cannot give a district area table (no overlap, wrong raster type...)."""
+
+
+class VectorReadError(GeosegError, OSError):
+    """A vector file that is missing or cannot be read."""
+
+
+class VectorWriteError(GeosegError, OSError):
+    """A vector file or table that cannot be written."""
+
+
+class VectorFormatError(GeosegError, ValueError):
+    """An output format (extension or name) geoseg cannot write."""
+
+
+class DistrictError(GeosegError, ValueError):
+    """A district boundary file that cannot be used (no CRS, no such name field, no polygons...)."""
+
+
+class DistrictWarning(GeosegWarning):
+    """Some districts were skipped or repaired (null or invalid geometry, repeated names)."""
+
+
+class LabelError(GeosegError, ValueError):
+    """Labels that cannot be used with the class file or the image (bad values, missing field...)."""
+
+
+class QueryError(GeosegError, ValueError):
+    """A run directory without outputs to query, a damaged output, bad SQL, SQL refused in safe
+    mode, or an unknown district or crop."""
+
+
+class RunLockedError(GeosegError, RuntimeError):
+    """Another live process is running the same workflow."""
+
+
+class StoreInUseError(GeosegError, RuntimeError):
+    """A tile-store folder that belongs to another run."""
+
+
+class CatalogError(GeosegError, OSError):
+    """A run catalog (``catalog.sqlite``) that is damaged or cannot be used."""
+
+
+class RunDirError(GeosegError, OSError):
+    """The runs folder cannot be created or written."""
+
+
+class ReportError(GeosegError, ValueError):
+    """A run directory that lacks what a report needs (no manifest, no mask, unfinished run)."""
+
+
+class BenchError(GeosegError, ValueError):
+    """A file given as benchmark results that ``geoseg bench`` did not write."""
+
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -115,3 +192,4 @@ def portable_errors(fn: _F) -> _F:
             raise
 
     return wrapper  # type: ignore[return-value]
+

@@ -53,10 +53,11 @@ from affine import Affine
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
-from .classes import NODATA, ClassTable, default_classes, load_classes
-from .errors import ConfigError, RasterWriteError
-from .io import RasterWriter, atomic_path, mask_writer
-from .types import Shape2d
+from geoseg.classes import NODATA, ClassTable, default_classes, load_classes
+from geoseg.errors import ConfigError, RasterWriteError
+from geoseg.io.raster import RasterWriter, atomic_path, mask_writer, write_text_atomic
+from geoseg.io.vector import reproducible_gpkg
+from geoseg.types import Shape2d
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -621,7 +622,6 @@ def _write_gpkg(gdf: Any, path: Path, layer: str) -> None:
     """
     import pyogrio
 
-    from .vector_io import reproducible_gpkg
 
     raw = atomic_path(path)
     try:
@@ -633,7 +633,6 @@ def _write_gpkg(gdf: Any, path: Path, layer: str) -> None:
 
 
 def _write_text(text: str, path: Path) -> None:
-    from .io import write_text_atomic
 
     write_text_atomic(path, text)
 

@@ -9,7 +9,6 @@ import pytest
 
 from geoseg.bench import (
     DRIFT,
-    BenchError,
     TreeMemory,
     _device,
     _fastest,
@@ -25,8 +24,9 @@ from geoseg.bench import (
     throughput,
     write_result,
 )
-from geoseg.grid import tile_grid
-from geoseg.io import raster_info
+from geoseg.core.grid import tile_grid
+from geoseg.errors import BenchError
+from geoseg.io.raster import raster_info
 
 
 def test_rows_compare_ratios_with_their_targets():
@@ -134,7 +134,7 @@ def test_bench_refuses_a_model_whose_bands_it_cannot_synthesise_before_synthesis
 
     from geoseg.classes import default_classes
     from geoseg.cli.main import cli
-    from geoseg.model import ModelCard, build_from_card, default_arch_kwargs, save_checkpoint
+    from geoseg.ml.model import ModelCard, build_from_card, default_arch_kwargs, save_checkpoint
 
     card = ModelCard(arch="unet", encoder="resnet18", in_channels=6, classes=default_classes(),
                      arch_kwargs=default_arch_kwargs("unet"), bands=[f"b{i}" for i in range(6)], band_mean=[0.0] * 6,
@@ -199,7 +199,7 @@ def test_reader_job_reads_every_tile(tmp_path):
 
 def test_short_jobs_time_both_sides_with_the_allocator_tuned(tmp_path):
     """Untuned, glibc's state decided whether decoding the bench's mask took 12 or 25 ms."""
-    from geoseg.infer import _glibc
+    from geoseg.parallel import _glibc
     from geoseg.synth import synthesize
 
     region = synthesize(tmp_path / "r", height=300, width=500, seed=2)

@@ -24,11 +24,11 @@ from click.testing import CliRunner
 
 from geoseg.classes import default_classes, load_classes
 from geoseg.cli.main import cli
-from geoseg.errors import ClassFileError, ConfigError, RasterWriteError, WriteError
-from geoseg.io import count_differences, write_text_atomic
-from geoseg.predict import predict_scene
+from geoseg.errors import ClassFileError, ConfigError, RasterWriteError, VectorWriteError, WriteError
+from geoseg.io.raster import count_differences, write_text_atomic
+from geoseg.io.vector import read_vector, write_vector
+from geoseg.ops.predict import predict_scene
 from geoseg.strict_yaml import MAX_DEPTH
-from geoseg.vector_io import VectorWriteError, read_vector, write_vector
 from geoseg.workflow.config import load_workflow
 
 from .workflow_helpers import mount_tmpfs, umount, write_districts, write_model, write_scene, write_workflow
@@ -397,16 +397,16 @@ def test_predict_publishes_mask_and_confidence_together_or_neither(base, tmp_pat
     """The confidence COG is finished first; a mask that fails after it took it along only after the fix
     (found by the fuzzer's writes target on a full tmpfs: c.tif left beside no m.tif). The mask's read-back
     is made to fail here, since on this scene the disk fills on the larger confidence first."""
-    import geoseg.io
+    import geoseg.io.raster
 
-    real = geoseg.io.check_written_raster
+    real = geoseg.io.raster.check_written_raster
 
     def mask_fails(path, *, target=None, **kw):  # type: ignore[no-untyped-def]
         if target is not None and Path(target).name == "m.tif":
             raise RasterWriteError(f"{target}: the file written does not read back (simulated)")
         return real(path, target=target, **kw)
 
-    monkeypatch.setattr(geoseg.io, "check_written_raster", mask_fails)
+    monkeypatch.setattr(geoseg.io.raster, "check_written_raster", mask_fails)
     with pytest.raises(RasterWriteError, match="m.tif: the file written does not read back"):
         predict_scene(base / "model", base / "scene.tif", tmp_path / "m.tif", confidence=tmp_path / "c.tif", tile=128)
     assert _left(tmp_path) == []  # before: c.tif

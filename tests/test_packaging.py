@@ -93,3 +93,99 @@ def test_the_dask_dashboard_a_run_prints_is_served():
         with urllib.request.urlopen(client.dashboard_link, timeout=30) as page:
             body = page.read().decode("utf-8", "replace")
     assert "needs bokeh" not in body and "Dask" in body, body[:300]
+
+
+# ------------------------------------------------------------------ the layers (docs/architecture.md)
+
+# What each layer of the package may import from geoseg: a layer imports only downward. The
+# base (errors, types, classes, strict_yaml) is shared by every layer.
+BASE = ("geoseg.errors", "geoseg.types", "geoseg.classes", "geoseg.strict_yaml")
+LAYERS: dict[str, tuple[str, ...]] = {
+    "geoseg.core": BASE + ("geoseg.core",),
+    "geoseg.io": BASE + ("geoseg.core", "geoseg.io"),
+    "geoseg.parallel": BASE,
+    "geoseg.ml": BASE + ("geoseg.core", "geoseg.io", "geoseg.parallel", "geoseg.ml"),
+    "geoseg.ops": BASE + ("geoseg.core", "geoseg.io", "geoseg.parallel", "geoseg.ml", "geoseg.ops"),
+    "geoseg.rundir": BASE + ("geoseg.io",),
+    "geoseg.report": BASE + ("geoseg.core", "geoseg.io", "geoseg.ml", "geoseg.ops", "geoseg.rundir", "geoseg.report"),
+}
+# Third-party packages a layer never imports: the core opens no file and runs no model or cluster.
+FORBIDDEN = {
+    "geoseg.core": ("rasterio", "dask", "distributed", "torch", "segmentation_models_pytorch", "geopandas",
+                    "pyogrio", "duckdb", "matplotlib", "click"),
+    "geoseg.io": ("torch", "segmentation_models_pytorch", "dask", "distributed", "click"),
+    "geoseg.ml": ("dask", "distributed", "click"),
+    "geoseg.ops": ("click",),
+    "geoseg.report": ("click", "distributed"),
+}
+# Own-module imports inside functions: only these, each deferring a module that loads torch.
+DEFERRED = {("geoseg.cli.train", "geoseg.ml.train"), ("geoseg.cli.bench", "geoseg.bench"),
+            ("geoseg.cli.demo", "geoseg.demo")}
+
+
+def _imports(path: Path, mod: str) -> list[tuple[str, bool]]:
+    """``(module, inside a function)`` for every import in module ``mod``, relative ones resolved."""
+    import ast
+
+    package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+    out: list[tuple[str, bool]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        nonlocal out
+        for child in ast.iter_child_nodes(node):
+            inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, ast.Import):
+                out += [(a.name, in_function) for a in child.names]
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    parts = package.split(".")[: len(package.split(".")) - child.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                out += [(base, in_function)] if child.module else [(f"{base}.{a.name}", in_function) for a in child.names]
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), False)
+    return out
+
+
+def _layer_violations(root: Path) -> list[str]:
+    bad = []
+    for path in sorted((root / "geoseg").rglob("*.py")):
+        mod = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        layer = next((k for k in LAYERS if mod == k or mod.startswith(k + ".")), None)
+        for name, in_function in _imports(path, mod):
+            own = name == "geoseg" or name.startswith("geoseg.")
+            if own and name.startswith("geoseg.cli") and not mod.startswith("geoseg.cli"):
+                bad.append(f"{mod} imports {name}: nothing imports the command line")
+            if own and in_function and (mod, name) not in DEFERRED:
+                bad.append(f"{mod} imports {name} inside a function: own modules are imported at the top")
+            if layer is None:
+                continue
+            if own and name != "geoseg" and not any(name == a or name.startswith(a + ".") for a in LAYERS[layer]):
+                bad.append(f"{mod} imports {name}: the {layer} layer may import only {', '.join(LAYERS[layer])}")
+            top = name.split(".")[0]
+            if top in FORBIDDEN.get(layer, ()):
+                bad.append(f"{mod} imports {name}, which the {layer} layer never imports")
+    return bad
+
+
+def test_each_layer_imports_only_downward():
+    assert _layer_violations(ROOT) == []
+
+
+def test_the_layer_check_catches_a_broken_rule(tmp_path):
+    """The check fails on a tree where the core opens a raster and reaches up into the workflow."""
+    import shutil
+
+    shutil.copytree(ROOT / "geoseg", tmp_path / "geoseg", ignore=shutil.ignore_patterns("__pycache__"))
+    grid = tmp_path / "geoseg" / "core" / "grid.py"
+    grid.write_text(grid.read_text() + "\nimport rasterio\nfrom geoseg.workflow.run import run_workflow\n")
+    store = tmp_path / "geoseg" / "io" / "raster.py"
+    store.write_text(store.read_text() + "\n\ndef f():\n    from geoseg.ml.model import read_card\n")
+    assert _layer_violations(tmp_path) == [
+        "geoseg.core.grid imports rasterio, which the geoseg.core layer never imports",
+        "geoseg.core.grid imports geoseg.workflow.run: the geoseg.core layer may import only "
+        + ", ".join(LAYERS["geoseg.core"]),
+        "geoseg.io.raster imports geoseg.ml.model inside a function: own modules are imported at the top",
+        "geoseg.io.raster imports geoseg.ml.model: the geoseg.io layer may import only " + ", ".join(LAYERS["geoseg.io"]),
+    ]

@@ -17,7 +17,7 @@ from rasterio.enums import Compression
 
 from geoseg.classes import ClassTable, CropClass, default_classes, load_classes
 from geoseg.errors import ConfigError
-from geoseg.io import read_mask_classes, valid_mask
+from geoseg.io.raster import read_mask_classes, valid_mask
 from geoseg.synth import BANDS, DEFAULT_CENTRE, OUTSIDE, SynthRegion, season_dates, synthesize
 
 FILES = ("scene.tif", "labels.tif", "truth.csv", "fields.gpkg", "districts.gpkg", "classes.yaml")

@@ -13,7 +13,7 @@ import yaml
 from affine import Affine
 
 from geoseg.classes import default_classes
-from geoseg.model import ModelCard, build_from_card, save_checkpoint
+from geoseg.ml.model import ModelCard, build_from_card, save_checkpoint
 
 BANDS = [f"2024-06-15 {b}" for b in ["B", "G", "R", "NIR"]]
 

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import click
 
+from geoseg.errors import DistrictWarning
+from geoseg.ops.areas import district_areas_file
+from geoseg.ops.query import format_table
+
 
 @click.command("areas")
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
@@ -35,9 +39,6 @@ def areas(source: Path, districts: Path, name_field: str, out: Path, nodata: flo
         geoseg areas runs/punjab/latest/mask.tif --districts india_district.json \\
             --name-field district --out areas.csv
     """
-    from ..areas import district_areas_file
-    from ..query import format_table
-    from ..vector_io import DistrictWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DistrictWarning)  # listed below, one per line

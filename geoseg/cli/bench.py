@@ -51,7 +51,8 @@ def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train
         geoseg bench --gpu --model models/punjab
         geoseg bench --against benchmarks/results/bench-20261126T1236Z-2-cpu-cores-amd-epyc-bf16.json
     """
-    from ..bench import load_result, run_bench, save_result
+    # deferred: it loads torch, which `geoseg --help` and the other commands do not need
+    from geoseg.bench import load_result, run_bench, save_result
 
     reference = load_result(against) if against is not None else None  # a wrong file fails now, not after the run
 

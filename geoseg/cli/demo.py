@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .progress import progress_bar
+from geoseg.cli.progress import progress_bar
 
 
 @click.command("demo")
@@ -29,7 +29,8 @@ def demo(workflow: Path, size: int, train_minutes: float, retrain: bool) -> None
         geoseg demo
         geoseg demo --size 1024 --train-minutes 2
     """
-    from ..demo import run_demo
+    # deferred: it loads torch, which `geoseg --help` and the other commands do not need
+    from geoseg.demo import run_demo
 
     def epoch(i: int, total: int, m: dict) -> None:  # type: ignore[type-arg]
         click.echo(f"  epoch {i:>2}/{total}  loss {m['loss']:.3f}  val mIoU {m['val_miou']:.3f}  "

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .progress import progress_bar
+from geoseg.cli.progress import progress_bar
+from geoseg.ml.evaluate import evaluate as evaluate_model
 
 
 @click.command("evaluate")
@@ -36,7 +37,6 @@ def evaluate(model_dir: Path, image: Path, labels: Path, label_field: str | None
         geoseg evaluate --model models/punjab --image region2/scene.tif \\
             --labels region2/labels.tif --window 1024,1024,1024,1024
     """
-    from ..evaluate import evaluate as evaluate_model
 
     with progress_bar("tiles") as advance:
         res = evaluate_model(model_dir, image, labels, window=window, label_field=label_field, tile=tile,

@@ -14,8 +14,10 @@ from typing import Any
 
 import click
 
-from .. import __version__
-from ..errors import GeosegError
+from geoseg import __version__
+from geoseg.cli import areas, bench, demo, evaluate, polygonize, predict, query, report, run, stack, synth, train
+from geoseg.errors import GeosegError
+from geoseg.parallel import quick_exit
 
 log = logging.getLogger("geoseg")
 
@@ -69,7 +71,6 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import areas, bench, demo, evaluate, polygonize, predict, query, report, run, stack, synth, train
 
     cli.add_command(synth.synth)
     cli.add_command(stack.stack)
@@ -91,7 +92,6 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    from ..infer import quick_exit
 
     quick_exit()  # return to the shell without a final collection over torch's objects (~1 s)
     cli.main(args=argv, prog_name="geoseg")

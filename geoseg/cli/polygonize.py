@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
-from .progress import progress_bar
+from geoseg.cli.progress import progress_bar
+from geoseg.core.sieve import DEFAULT_MIN_AREA_HA
+from geoseg.errors import DistrictWarning
+from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
 
 
 @click.command("polygonize")
@@ -48,8 +51,6 @@ def polygonize(mask: Path, out: Path, driver: str | None, nodata: float | None, 
         geoseg polygonize runs/punjab/latest/mask.tif --out fields.gpkg \\
             --districts districts.gpkg --name-field district --min-area-ha 0.1
     """
-    from ..vector_io import DistrictWarning
-    from ..vectorize import DEFAULT_BLOCK, DEFAULT_MIN_AREA_HA, polygonize_file
 
     if districts is not None and not name_field:
         raise click.UsageError("--districts needs --name-field (the attribute that names a district)")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .progress import progress_bar
+from geoseg.cli.progress import progress_bar
+from geoseg.ops.predict import predict_scene
 
 
 @click.command("predict")
@@ -32,7 +33,6 @@ def predict(model_dir: Path, image: Path, out: Path, confidence: Path | None, ti
     Example:
         geoseg predict --model models/punjab demo/region/scene.tif --out mask.tif --confidence conf.tif
     """
-    from ..predict import predict_scene
 
     with progress_bar("tiles") as advance:
         res = predict_scene(model_dir, image, out, confidence=confidence, tile=tile, overlap=overlap,

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from geoseg.report import write_run_report
+from geoseg.rundir import read_manifest, write_manifest
+
 
 @click.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -31,8 +34,6 @@ def report(run_dir: Path, max_fields: int, max_px: int, as_json: bool, quiet: bo
         geoseg report runs/demo/latest
         geoseg report runs/demo/20261124T2130Z-abc --max-fields 20000
     """
-    from ..report import write_run_report
-    from ..workflow.record import read_manifest, write_manifest
 
     say = (lambda s: None) if quiet or as_json else (lambda s: click.echo(s, err=True))
     written = write_run_report(run_dir, max_fields=max_fields, max_px=max_px, say=say)

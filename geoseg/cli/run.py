@@ -7,7 +7,11 @@ from pathlib import Path
 
 import click
 
-from .progress import progress_bar
+from geoseg.cli.progress import progress_bar
+from geoseg.report.summary import area_lines, run_summary
+from geoseg.rundir import Catalog, read_manifest, run_outputs, run_status
+from geoseg.workflow.config import load_workflow
+from geoseg.workflow.run import run_workflow
 
 
 @click.command("run")
@@ -33,9 +37,6 @@ def run(workflow: Path, resume: bool, scheduler: str | None, runs_dir: Path | No
     \b
     Exit status: 0 done, 1 failed (one line on stderr says why), 130 interrupted.
     """
-    from ..report.summary import area_lines, run_summary
-    from ..workflow.config import load_workflow
-    from ..workflow.run import run_workflow
 
     cfg = load_workflow(workflow, runs_dir=runs_dir, store=store, scheduler=scheduler)
     say = (lambda s: None) if quiet or as_json else (lambda s: click.echo(s, err=True))
@@ -80,7 +81,6 @@ def runs(ctx: click.Context, runs_dir: Path, as_json: bool) -> None:
     ctx.obj["runs_dir"] = runs_dir
     if ctx.invoked_subcommand is not None:
         return
-    from ..workflow.record import Catalog
 
     catalog = Catalog(runs_dir / "catalog.sqlite")
     if not catalog.path.exists():
@@ -109,7 +109,6 @@ def runs(ctx: click.Context, runs_dir: Path, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Print the manifest summary of one run (a unique prefix of the id is enough)."""
-    from ..workflow.record import Catalog, read_manifest, run_outputs, run_status
 
     runs_dir = ctx.obj["runs_dir"]
     row = Catalog(runs_dir / "catalog.sqlite").get(run_id)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from geoseg.synth import synthesize
+
 
 @click.command("synth")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -29,7 +31,6 @@ def synth(out_dir: Path, height: int, width: int, seed: int, dates: int, clouds:
     Example:
         geoseg synth data/region --height 1024 --width 1536 --seed 7 --clouds 0.05
     """
-    from ..synth import synthesize
 
     region = synthesize(out_dir, height=height, width=width, seed=seed, dates=dates,
                         cloud_fraction=clouds, collar=not no_collar)

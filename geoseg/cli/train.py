@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .progress import progress_bar
+from geoseg.cli.progress import progress_bar
 
 
 def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
@@ -59,7 +59,8 @@ def train(images: tuple[Path, ...], labels: tuple[Path, ...], classes: Path, out
         geoseg train --image scene.tif --labels fields.gpkg --label-field crop \\
             --classes classes.yaml --out models/ft --init-from models/punjab
     """
-    from ..train import train as train_model
+    # deferred: it loads torch, which `geoseg --help` and the other commands do not need
+    from geoseg.ml.train import train as train_model
 
     with progress_bar("epochs") as advance:
 

@@ -20,7 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .inputs import MAX_PX, ReportError, RunData, load_run, load_run_from
+from geoseg.errors import GeosegError, ReportError
+from geoseg.io.districts import read_districts
+from geoseg.io.raster import raster_info
+from geoseg.report.chart import crop_pivot, write_district_chart
+from geoseg.report.html import SVG_WIDTH, render_report, svg_map, write_html
+from geoseg.report.inputs import MAX_PX, RunData, load_run, load_run_from, read_fields
+from geoseg.report.quicklook import MAX_OUTLINES, crs_label, write_quicklook
 
 __all__ = ["write_run_report", "ReportError", "RunData", "load_run", "MAX_FIELDS", "MAX_PX"]
 
@@ -62,13 +68,6 @@ def write_run_report(
     ReportError
         ``run_dir`` has no manifest or no mask.
     """
-    from ..vector_io import read_districts
-    from ..io import raster_info
-    from ..errors import GeosegError
-    from .chart import crop_pivot, write_district_chart
-    from .html import SVG_WIDTH, render_report, svg_map, write_html
-    from .inputs import read_fields
-    from .quicklook import MAX_OUTLINES, crs_label, write_quicklook
 
     rd = Path(run_dir).resolve()  # runs/<name>/latest -> the run itself
     data = load_run(rd) if manifest is None else load_run_from(rd, manifest)

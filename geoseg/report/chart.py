@@ -6,10 +6,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from geoseg.io.raster import atomic_path
+
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..classes import ClassTable
+    from geoseg.classes import ClassTable
 
 __all__ = ["crop_pivot", "write_district_chart", "MAX_DISTRICTS"]
 
@@ -55,10 +57,9 @@ def write_district_chart(out: str | os.PathLike[str], pivot: "pd.DataFrame", cla
 
     Only the ``max_districts`` largest districts are drawn; a note says how many were left out.
     """
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switching
     import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switching
 
-    from ..io import atomic_path
 
     crops = [c for c in classes.classes if c.crop and c.name in pivot.columns]
     shown = pivot.iloc[:max_districts]

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .geom import prepare, rings
+from geoseg.io.raster import write_text_atomic
+from geoseg.report.geom import prepare, rings
 
 if TYPE_CHECKING:
     import geopandas as gpd
     import pandas as pd
 
-    from ..classes import ClassTable
+    from geoseg.classes import ClassTable
 
 __all__ = ["svg_map", "render_report", "write_html", "MAX_FIELDS"]
 
@@ -368,6 +369,5 @@ def render_report(
 
 def write_html(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
-    from ..io import write_text_atomic
 
     return write_text_atomic(path, text)

@@ -18,23 +18,30 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from affine import Affine
 
-from ..errors import GeosegError
-from ..strict_yaml import load_yaml
+from geoseg.classes import default_classes
+from geoseg.errors import GeosegError, ReportError
+from geoseg.io.raster import open_raster, read_mask_classes
+from geoseg.io.vector import read_table, read_vector
+from geoseg.ml.model import read_card
+from geoseg.rundir import read_manifest, run_outputs, run_path
+from geoseg.strict_yaml import load_yaml
 
 if TYPE_CHECKING:
     import geopandas as gpd
     import pandas as pd
 
-    from ..classes import ClassTable
+    from geoseg.classes import ClassTable
 
-__all__ = ["ReportError", "RunData", "load_run", "read_decimated", "read_fields", "false_colour_bands"]
+__all__ = [
+    "RunData",
+    "load_run",
+    "read_decimated",
+    "read_fields",
+    "false_colour_bands",
+]
 
 #: Quicklook rasters are read at most this many pixels on their long side.
 MAX_PX = 1500
-
-
-class ReportError(GeosegError, ValueError):
-    """A run directory that lacks what a report needs (no manifest, no mask, unfinished run)."""
 
 
 @dataclass
@@ -76,7 +83,6 @@ def _resolve(raw: str, base: Path) -> Path:
 
 def _scenes(manifest: dict[str, Any], run_dir: Path, mask: Path) -> list[tuple[str, Path, Path]]:
     """(name, image, mask) per scene, from the manifest's ``stats.scenes`` (every finished run records it)."""
-    from ..workflow.record import run_path
 
     recorded = (manifest.get("stats") or {}).get("scenes") or {}
     pairs = [(str(k), run_path(run_dir, str(v), manifest.get("run_id"))) for k, v in recorded.items()]
@@ -95,7 +101,6 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
     ReportError
         No manifest, or no mask in the run directory.
     """
-    from ..workflow.record import read_manifest
 
     rd = Path(run_dir)
     if not (rd / "manifest.json").exists():
@@ -109,10 +114,6 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
 
 def load_run_from(rd: Path, manifest: dict[str, Any]) -> RunData:
     """Like :func:`load_run`, with the manifest given (used while a run is finishing)."""
-    from ..classes import default_classes
-    from ..io import read_mask_classes
-    from ..vector_io import read_table
-    from ..workflow.record import run_outputs
 
     outputs = run_outputs(rd, manifest)  # stored relative to the run folder: a moved run reads its own files
     mask = outputs.get("mask") or rd / "mask.tif"
@@ -125,7 +126,6 @@ def load_run_from(rd: Path, manifest: dict[str, Any]) -> RunData:
     classes = read_mask_classes(mask)
     if classes is None:
         try:
-            from ..model import read_card
 
             classes = read_card(Path(manifest["model"]["path"])).classes
         except (GeosegError, KeyError, OSError, TypeError):
@@ -176,7 +176,6 @@ def read_decimated(path: str | os.PathLike[str], bands: list[int] | int = 1, *, 
     """
     from rasterio.enums import Resampling
 
-    from ..io import open_raster
 
     idx = [bands] if isinstance(bands, int) else list(bands)
     with open_raster(path) as src:
@@ -231,7 +230,6 @@ def read_fields(path: Path, *, limit: int | None = None, columns: list[str] | No
     """
     import geopandas as gpd
 
-    from ..vector_io import read_vector
 
     if path.suffix.lower() in (".parquet", ".geoparquet"):
         import pyarrow.parquet as pq

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .geom import prepare, rings
-from .inputs import MAX_PX, false_colour_bands, read_decimated
+from geoseg.io.raster import atomic_path, open_raster, raster_info
+from geoseg.report.geom import prepare, rings
+from geoseg.report.inputs import MAX_PX, false_colour_bands, read_decimated
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
-    from ..classes import ClassTable
+    from geoseg.classes import ClassTable
 
 __all__ = ["write_quicklook", "stretch", "class_rgba", "nice_length"]
 
@@ -163,11 +164,10 @@ def write_quicklook(
     notes : list of str, optional
         Lines printed under the panels (e.g. how many outlines were left out).
     """
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switching
     from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switching
     from matplotlib.patches import Patch
 
-    from ..io import atomic_path, open_raster
 
     with open_raster(image) as src:
         descriptions = list(src.descriptions)
@@ -239,7 +239,6 @@ def write_quicklook(
     handles.append(Patch(facecolor="white", edgecolor="#333333", label="no data"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False, fontsize=10,
                bbox_to_anchor=(0.5, 0.35 / H), handlelength=1.6)
-    from ..io import raster_info
 
     shown_as = " (decimated)" if pixel > 1.001 * raster_info(mask).res[0] else ""
     unit = "deg" if crs is not None and crs.is_geographic else "m"

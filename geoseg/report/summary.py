@@ -6,20 +6,22 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from geoseg.classes import default_classes
+from geoseg.io.raster import read_mask_classes
+from geoseg.io.vector import read_table
+from geoseg.report.chart import crop_pivot
+
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..classes import ClassTable
-    from ..workflow.run import RunResult
+    from geoseg.classes import ClassTable
+    from geoseg.rundir import RunResult
 
 __all__ = ["area_table_lines", "area_lines", "areas_by_district", "run_areas", "run_summary"]
 
 
 def run_areas(outputs: dict[str, str]) -> tuple["pd.DataFrame | None", "ClassTable"]:
     """A run's district table (None when it has none) and its class table, from its outputs."""
-    from ..classes import default_classes
-    from ..io import read_mask_classes
-    from ..vector_io import read_table
 
     classes = read_mask_classes(outputs["mask"]) if outputs.get("mask") else None
     path = outputs.get("district_areas_csv") or outputs.get("district_areas_parquet")
@@ -29,7 +31,6 @@ def run_areas(outputs: dict[str, str]) -> tuple["pd.DataFrame | None", "ClassTab
 
 def area_lines(outputs: dict[str, str]) -> list[str]:
     """The districts x crops hectare table of a run as text lines (none when the run has no district table)."""
-    from .chart import crop_pivot
 
     areas, classes = run_areas(outputs)
     return [] if areas is None else area_table_lines(crop_pivot(areas, classes))

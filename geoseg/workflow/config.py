@@ -18,11 +18,13 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, GeosegError
-from ..io import DEFAULT_MAX_PIXELS, check_size
-from ..strict_yaml import load_yaml
-from ..vector_io import check_districts_reach
-from ..vectorize import exclude_ids
+from geoseg.errors import ConfigError, GeosegError
+from geoseg.io.districts import check_districts_reach
+from geoseg.io.raster import DEFAULT_MAX_PIXELS, check_size, raster_info
+from geoseg.ml.infer import check_input
+from geoseg.ml.model import read_card
+from geoseg.ops.polygonize import exclude_ids
+from geoseg.strict_yaml import load_yaml
 
 __all__ = ["SceneSpec", "ClusterSpec", "OutputSpec", "RunConfig", "load_workflow", "FIELD_FORMATS"]
 
@@ -394,8 +396,6 @@ def _check_memory_limit(c: _Reader, value: str) -> None:
 def _check_inputs(cfg: RunConfig, r: _Reader) -> RunConfig:
     from dataclasses import replace
 
-    from ..io import raster_info
-    from ..model import read_card
 
     try:
         card = read_card(cfg.model)
@@ -408,7 +408,6 @@ def _check_inputs(cfg: RunConfig, r: _Reader) -> RunConfig:
     overlap = card.overlap if cfg.overlap < 0 else cfg.overlap
     if cfg.tile - 2 * overlap <= 0:
         raise r.err("overlap", f"{overlap} leaves no core in a {cfg.tile} px tile; use less than {cfg.tile // 2}")
-    from ..predict import check_input
 
     try:
         exclude_ids(cfg.outputs.exclude_classes, card.classes, str(cfg.model))

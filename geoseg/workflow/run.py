@@ -18,40 +18,33 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, GeosegError, WorkerLostError
-from ..grid import task_batches, tile_grid
-from ..infer import release_memory
-from ..io import decode_block_shape, raster_info
-from ..model import read_card
-from ..stack import stack_rasters
-from .config import RunConfig
-from .record import Catalog, RunLock, read_manifest, write_manifest
-from .store import claim_run_store
-from .tasks import MAX_READERS, assemble_scene, infer_batch, usable_cores
+from geoseg.core.grid import task_batches, tile_grid
+from geoseg.errors import ConfigError, DistrictWarning, GeosegError, WorkerLostError
+from geoseg.io.districts import read_districts
+from geoseg.io.mosaic import mosaic_masks
+from geoseg.io.raster import decode_block_shape, raster_info, write_text_atomic
+from geoseg.io.stack import stack_rasters
+from geoseg.io.vector import write_table, write_vector
+from geoseg.ml.model import read_card
+from geoseg.ops.areas import district_areas_raster
+from geoseg.ops.polygonize import polygonize_raster
+from geoseg.parallel import release_memory
+from geoseg.report import write_run_report
+from geoseg.rundir import Catalog, RunLock, RunResult, read_manifest, write_manifest
+from geoseg.workflow.config import RunConfig
+from geoseg.workflow.store import claim_run_store
+from geoseg.workflow.tasks import MAX_READERS, assemble_scene, infer_batch, usable_cores
 
-__all__ = ["RunResult", "run_workflow", "connect"]
+__all__ = ["run_workflow", "connect"]
 
 log = logging.getLogger("geoseg.run")
 
 Progress = Callable[[int, int], None]
 
 
-@dataclass
-class RunResult:
-    run_id: str
-    run_dir: Path
-    status: str
-    outputs: dict[str, str]
-    timings: dict[str, float]
-    tiles: int
-    tiles_skipped: int
-    dashboard: str | None
-    stale_lock: dict[str, Any] | None = None
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def _versions() -> dict[str, str]:
@@ -177,7 +170,7 @@ def task_tiles(counts: list[int], workers: int, most: int, batch_size: int) -> i
     """Tiles per inference task: at most ``most``, chosen to finish soonest on ``workers`` workers.
 
     Tasks take ``n`` tiles at a time from each scene (``counts`` tiles per scene; in the order
-    of :func:`geoseg.grid.task_batches`, which does not change their sizes). Candidate
+    of :func:`geoseg.core.grid.task_batches`, which does not change their sizes). Candidate
     sizes are multiples of ``batch_size`` up to ``most`` (and ``most`` itself); for each, the
     tasks are dealt to the least-loaded worker, largest first, and the size whose busiest
     worker has the fewest tiles wins, the largest such size on ties (fewer, longer tasks).
@@ -206,7 +199,6 @@ def _task_tiles(cfg: RunConfig, run_id: str, counts: list[int], workers: int) ->
     """:func:`task_tiles` for this run; a resumed run keeps the size its first attempt chose."""
     import json
 
-    from ..io import write_text_atomic
 
     path = cfg.store / cfg.name / run_id / "tasks.json"
     try:
@@ -254,7 +246,7 @@ def _resumable(runs_root: Path) -> Path | None:
 
 
 def _remove_partials(*folders: Path) -> int:
-    """Delete the temporary files (``.<name>.partial-*``, see :func:`geoseg.io.atomic_path`) that an
+    """Delete the temporary files (``.<name>.partial-*``, see :func:`geoseg.io.raster.atomic_path`) that an
     interrupted attempt left in ``folders`` and below; they are never outputs. Returns how many."""
     removed = 0
     for folder in folders:
@@ -584,7 +576,6 @@ def _execute(
                         Path(out_path).unlink(missing_ok=True)
             raise
         if not single:
-            from ..mosaic import mosaic_masks
 
             mosaic_masks([m for m, _ in scene_outputs], run_dir / "mask.tif",
                          confidences=[c for _, c in scene_outputs],
@@ -623,7 +614,6 @@ def _execute(
 def _report(run_dir: Path, outputs: dict[str, str], timings: dict[str, float], tiles: int, skipped: int,
             stats: dict[str, Any], say: Callable[[str], None]) -> dict[str, str]:
     """Quicklooks, district chart and report.html; a failure here is reported, not fatal to the run."""
-    from ..report import write_run_report
 
     manifest = {**read_manifest(run_dir), "status": "done", "outputs": dict(outputs), "timings": dict(timings),
                 "tiles": tiles, "tiles_skipped": skipped, "stats": stats}
@@ -646,7 +636,6 @@ def _check_districts(cfg: RunConfig) -> Any:
     """The workflow's boundary file read and checked (name field, CRS, usable polygons), or None."""
     if cfg.districts is None:
         return None
-    from ..vector_io import read_districts
 
     return read_districts(cfg.districts, cfg.name_field, warn=False)
 
@@ -656,8 +645,6 @@ def _districts(cfg: RunConfig, mask: Path, stats: dict[str, Any], checked: Any) 
     repaired ones go to the stats."""
     if checked is None:
         return None
-    from ..io import raster_info
-    from ..vector_io import read_districts
 
     d = read_districts(checked.gdf, cfg.name_field, crs=raster_info(mask).crs, warn=False)
     problems = [str(p) for p in checked.problems]
@@ -667,8 +654,6 @@ def _districts(cfg: RunConfig, mask: Path, stats: dict[str, Any], checked: Any) 
 
 
 def _fields(cfg: RunConfig, card: Any, run_id: str, run_dir: Path, client: Any, districts: Any) -> dict[str, str]:
-    from ..vector_io import write_vector
-    from ..vectorize import polygonize_raster
 
     gdf = polygonize_raster(
         run_dir / "mask.tif",
@@ -696,8 +681,6 @@ def _fields(cfg: RunConfig, card: Any, run_id: str, run_dir: Path, client: Any, 
 def _district_areas(cfg: RunConfig, card: Any, run_dir: Path, districts: Any, stats: dict[str, Any]) -> dict[str, str]:
     import warnings
 
-    from ..areas import district_areas_raster
-    from ..vector_io import DistrictWarning, write_table
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DistrictWarning)  # repeated names: reported through df.attrs["problems"]

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GeosegError, RasterWriteError
-from ..grid import Tile
-from ..io import RasterWriter, open_raster, write_text_atomic
-from .record import RunDirError, StoreInUseError, read_owner
+from geoseg.core.grid import Tile
+from geoseg.errors import GeosegError, RasterWriteError, RunDirError, StoreInUseError
+from geoseg.io.raster import RasterWriter, open_raster, write_text_atomic
+from geoseg.rundir import read_owner
 
 __all__ = ["SceneStore", "claim_run_store", "OWNER_FILE"]
 

@@ -8,7 +8,7 @@ reader thread only takes time slices and cache from the model (measured: two CPU
 workers on two cores, 72 tiles of 16 bands each, 15.2-15.7 s with read-ahead against
 14.3-14.6 s without).
 
-Tiles are read through a GDAL block cache sized by :func:`geoseg.io.tile_cache_bytes`,
+Tiles are read through a GDAL block cache sized by :func:`geoseg.io.raster.tile_cache_bytes`,
 so the blocks that neighbouring tiles of a task share are decoded once.
 """
 
@@ -27,11 +27,10 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from ..classes import NODATA
-from ..errors import portable_errors
-from ..grid import Tile, TileGrid
-from ..infer import inference_precision, pick_device, predict_batch, quick_exit
-from ..io import (
+from geoseg.classes import NODATA, ClassTable
+from geoseg.core.grid import Tile, TileGrid
+from geoseg.errors import portable_errors
+from geoseg.io.raster import (
     MAX_CACHE_BYTES,
     confidence_writer,
     mask_writer,
@@ -40,8 +39,10 @@ from ..io import (
     tile_cache_bytes,
     writer_cache_bytes,
 )
-from ..model import ModelCard, load_checkpoint, read_card
-from .store import SceneStore
+from geoseg.ml.infer import empty_scene_error, inference_precision, pick_device, predict_batch
+from geoseg.ml.model import ModelCard, load_checkpoint, read_card
+from geoseg.parallel import quick_exit
+from geoseg.workflow.store import SceneStore
 
 __all__ = ["infer_batch", "assemble_scene", "cached_model", "readers_for", "usable_cores", "MAX_READERS"]
 
@@ -234,7 +235,6 @@ def assemble_scene(
     (leaving no output) when not one pixel of the scene (``scene``: its path, for the
     message) holds data.
     """
-    from ..classes import ClassTable
 
     t0 = time.perf_counter()
     store = SceneStore(store_root)
@@ -262,7 +262,6 @@ def assemble_scene(
                 observed = observed or bool((data[-1] > 0).any())
                 confs.write(data[-1], t.core)
         if not observed:  # inside the writers' block: neither COG is left behind
-            from ..predict import empty_scene_error
 
             raise empty_scene_error(scene or store_root, _scene_nodata(scene))
     return {"mask": out_mask, "confidence": out_confidence, "seconds": time.perf_counter() - t0}

@@ -1,0 +1,291 @@
+"""Score a model against labels: tiled prediction, compared with the labels block by block.
+
+The prediction is made exactly as :mod:`geoseg.ops.predict` makes it (same tile grid rule,
+same reading, same :func:`geoseg.ml.infer.predict_batch`), but nothing is written: each
+batch's tile cores are compared with the labels of the same windows and added to one
+confusion matrix (:class:`geoseg.core.metrics.ConfusionAccumulator`). Memory is bounded by one
+batch of tiles, whatever the image size.
+
+Counted pixels are those where the image holds data (the model card's valid rule) and
+the labels hold a class id (not 255 / the label file's nodata / outside every labelled
+feature). See :mod:`geoseg.core.metrics` for how the scores are defined.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from affine import Affine
+
+from geoseg.classes import ClassTable
+from geoseg.core.grid import Tile, Window, tile_grid
+from geoseg.core.metrics import ConfusionAccumulator, Scores, scores
+from geoseg.core.stitch import trim
+from geoseg.errors import ConfigError, LabelError
+from geoseg.io.labels import RasterLabels, VectorLabels, open_labels
+from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, read_mask_classes, read_tile
+from geoseg.ml.infer import check_batch_size, check_input, pick_device, predict_batch
+from geoseg.ml.model import load_checkpoint
+
+__all__ = [
+    "EvalResult",
+    "evaluate",
+    "parse_window",
+    "window_tiles",
+    "accumulate_confusion",
+]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Scores of one evaluation and what was evaluated.
+
+    ``to_dict()`` is what ``geoseg evaluate --json`` prints: the keys of
+    :meth:`geoseg.core.metrics.Scores.to_dict` plus ``model``, ``image``, ``labels``,
+    ``window`` (``[row, col, height, width]``), ``tile``, ``overlap``, ``tiles``,
+    ``device`` and ``seconds``.
+    """
+
+    scores: Scores
+    model: Path
+    image: Path
+    labels: Path
+    window: tuple[int, int, int, int]
+    tile: int
+    overlap: int
+    tiles: int
+    device: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.scores.to_dict(),
+            "model": str(self.model),
+            "image": str(self.image),
+            "labels": str(self.labels),
+            "window": list(self.window),
+            "tile": self.tile,
+            "overlap": self.overlap,
+            "tiles": self.tiles,
+            "device": self.device,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def summary(self) -> str:
+        """Printable lines: mIoU first, then per-class IoU and F1, pixel accuracy last."""
+        d = self.scores.to_dict()
+
+        def f(v: float | None) -> str:
+            return "  n/a" if v is None else f"{v:.3f}"
+
+        lines = [f"mIoU {f(d['miou'])} over {d['pixels']:,} labelled pixels "
+                 f"(window {','.join(map(str, self.window))}, {self.tiles} tiles on {self.device}, {self.seconds:.1f} s)"]
+        width = max(len(n) for n in d["class_names"])
+        lines.append(f"  {'class':<{width}}    IoU     F1")
+        for n in d["class_names"]:
+            lines.append(f"  {n:<{width}}  {f(d['per_class_iou'][n])}  {f(d['per_class_f1'][n])}")
+        lines.append(f"pixel accuracy {f(d['pixel_accuracy'])} (dominated by the commonest class; compare models by mIoU)")
+        return "\n".join(lines)
+
+
+def parse_window(text: str | Sequence[int] | None, shape: tuple[int, int], source: str = "the image") -> Window:
+    """A window ``row,col,height,width`` inside a raster of ``shape``; None means the whole raster.
+
+    Examples
+    --------
+    >>> parse_window("10,20,100,50", (200, 300))
+    Window(col_off=20, row_off=10, width=50, height=100)
+    >>> parse_window("0,0,300,10", (200, 300))
+    Traceback (most recent call last):
+    ...
+    geoseg.errors.ConfigError: window row 0, col 0, height 300, width 10 reaches outside the image (200 rows x 300 columns); pass --window row,col,height,width inside it
+    """
+    h, w = int(shape[0]), int(shape[1])
+    if text is None:
+        return Window(0, 0, w, h)
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.split(",")]
+        try:
+            vals = [int(p) for p in parts]
+        except ValueError:
+            vals = []
+        if len(vals) != 4:
+            raise ConfigError(
+                f"window {text!r} is not four integers; pass --window row,col,height,width, e.g. 0,0,512,512"
+            )
+    else:
+        vals = [int(v) for v in text]
+        if len(vals) != 4:
+            raise ConfigError(f"window {text!r} is not (row, col, height, width)")
+    r, c, wh, ww = vals
+    if wh <= 0 or ww <= 0 or r < 0 or c < 0 or r + wh > h or c + ww > w:
+        raise ConfigError(
+            f"window row {r}, col {c}, height {wh}, width {ww} reaches outside {source} ({h} rows x {w} columns); "
+            f"pass --window row,col,height,width inside it"
+        )
+    return Window(c, r, ww, wh)
+
+
+def window_tiles(
+    transform: Affine, window: Window, size: int, overlap: int, multiple: int = 16
+) -> list[Tile]:
+    """The tile grid of :func:`geoseg.core.grid.tile_grid` over ``window`` of a raster, in raster pixel coordinates.
+
+    The cores partition ``window``; read windows reach ``overlap`` pixels beyond it (into
+    real pixels where the raster has them; :func:`geoseg.io.raster.read_tile` pads outside the raster).
+
+    Examples
+    --------
+    >>> ts = window_tiles(Affine.identity(), Window(100, 50, 64, 64), 64, 8)
+    >>> [(int(t.core.row_off), int(t.core.col_off), int(t.read.row_off)) for t in ts][:2]
+    [(50, 100, 42), (50, 148, 42)]
+    """
+    r0, c0 = int(window.row_off), int(window.col_off)
+    g = tile_grid((int(window.height), int(window.width)), transform @ Affine.translation(c0, r0),
+                  size=size, overlap=overlap, multiple=multiple)
+    out = []
+    for t in g:
+        out.append(Tile(
+            index=t.index,
+            read=Window(int(t.read.col_off) + c0, int(t.read.row_off) + r0, int(t.read.width), int(t.read.height)),
+            core=Window(int(t.core.col_off) + c0, int(t.core.row_off) + r0, int(t.core.width), int(t.core.height)),
+            transform=t.transform,
+        ))
+    return out
+
+
+def accumulate_confusion(
+    model: Any,
+    src: Any,
+    labels: RasterLabels | VectorLabels,
+    tiles: Sequence[Tile],
+    acc: ConfusionAccumulator,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    valid_rule: str = "all",
+    batch_size: int = 4,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Predict ``tiles`` of the open image ``src`` batch by batch and add their cores to ``acc``.
+
+    The model must be in eval mode. Each tile's core prediction is compared with
+    ``labels.read(tile.core)``; pixels where the image has no data are not counted.
+    """
+    n = check_batch_size(batch_size)
+    for i in range(0, len(tiles), n):
+        batch = tiles[i : i + n]
+        data = [read_tile(src, t, rule=valid_rule) for t in batch]  # type: ignore[arg-type]
+        arrays = np.stack([d.array for d in data])
+        valids = np.stack([d.valid for d in data])
+        classes, _ = predict_batch(model, arrays, valids, mean, std, device)
+        for t, c, v in zip(batch, classes, valids):
+            acc.update(trim(t, c), labels.read(t.core), valid=trim(t, v))
+        if progress is not None:
+            progress(min(i + n, len(tiles)), len(tiles))
+
+
+def _check_label_classes(path: str | os.PathLike[str], classes: ClassTable) -> None:
+    """A geoseg mask used as labels must carry the model's class names (if it carries any)."""
+    try:
+        own = read_mask_classes(path)
+    except Exception:  # noqa: BLE001 - a damaged tag only loses this extra check
+        return
+    if own is not None and own.names != classes.names:
+        raise LabelError(
+            f"{path}: its class table {own.names} differs from the model's {classes.names}; "
+            f"evaluate with labels coded in the model's class ids (or recode them)"
+        )
+
+
+def evaluate(
+    model_dir: str | os.PathLike[str],
+    image: str | os.PathLike[str],
+    labels: str | os.PathLike[str],
+    *,
+    window: str | Sequence[int] | Window | None = None,
+    label_field: str | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Score the checkpoint in ``model_dir`` on ``image`` against ``labels``.
+
+    Parameters
+    ----------
+    model_dir : path
+        A checkpoint directory (``model.safetensors`` + ``model.json``).
+    image : path
+        The image, with the bands the model expects in its order.
+    labels : path
+        Class ids on the image's grid (raster) or a vector file with ``label_field``
+        (see :mod:`geoseg.io.labels`); ids are those of the model's class table.
+    window : "row,col,height,width" or Window, optional
+        Score only this window of the image (default: all of it), e.g. a held-out block.
+    label_field : str, optional
+        The class attribute of a vector label file.
+    tile, overlap : int, optional
+        Prediction tile size and halo (default: the model card's).
+    batch_size : int
+        Tiles per forward pass.
+    device : {"auto", "cpu", "cuda"}
+    progress : callable, optional
+        ``progress(done, total)`` in tiles.
+
+    Returns
+    -------
+    EvalResult
+
+    Raises
+    ------
+    CheckpointError
+        A missing or damaged checkpoint, or an image whose bands do not fit the model.
+    GridMismatchError
+        Labels on another grid.
+    LabelError
+        Label values outside the model's class table; a missing label field.
+    ConfigError, TileError
+        A window outside the image; a tile size the model cannot take.
+    """
+
+    t0 = time.perf_counter()
+    dev = pick_device(device)
+    model, card = load_checkpoint(model_dir, dev)
+    info: RasterInfo = raster_info(image)
+    check_size(info)
+    check_input(card, info, model_dir)
+    win = window if hasattr(window, "col_off") else parse_window(window, tuple(info.shape), str(image))  # type: ignore[arg-type]
+    size = int(card.tile if tile is None else tile)
+    ov = int(card.overlap if overlap is None else overlap)
+    tiles = window_tiles(info.transform, win, size, ov, card.multiple)
+    acc = ConfusionAccumulator(len(card.classes))
+    with open_labels(labels, info, card.classes, field=label_field) as lab, open_raster(image) as src:
+        if isinstance(lab, RasterLabels):
+            _check_label_classes(labels, card.classes)
+        accumulate_confusion(model, src, lab, tiles, acc, mean=card.band_mean, std=card.band_std,
+                             valid_rule=card.valid_rule, batch_size=batch_size, device=dev, progress=progress)
+    return EvalResult(
+        scores=scores(acc.matrix, card.classes.names),
+        model=Path(model_dir),
+        image=Path(image),
+        labels=Path(labels),
+        window=(int(win.row_off), int(win.col_off), int(win.height), int(win.width)),
+        tile=size,
+        overlap=ov,
+        tiles=len(tiles),
+        device=dev,
+        seconds=time.perf_counter() - t0,
+    )

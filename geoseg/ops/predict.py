@@ -1,0 +1,145 @@
+"""Predict a whole scene with a checkpoint, tile by tile, into a mask COG (and a confidence COG).
+
+Memory stays bounded by one batch of tiles, whatever the scene size. The single-process
+loop here is what ``geoseg predict`` runs; ``geoseg run`` distributes the same per-batch
+work (:func:`predict_tiles`) over Dask workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geoseg.io.raster import (
+    DEFAULT_MAX_PIXELS,
+    check_outputs,
+    check_size,
+    confidence_writer,
+    mask_writer,
+    open_raster,
+    raster_info,
+)
+from geoseg.ml.infer import (
+    _batches,
+    check_batch_size,
+    check_input,
+    empty_scene_error,
+    pick_device,
+    predict_tiles,
+    scene_grid,
+)
+from geoseg.ml.model import load_checkpoint, read_card
+
+__all__ = [
+    "PredictResult",
+    "predict_scene",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PredictResult:
+    """Where a prediction went and what it cost."""
+
+    mask: Path
+    confidence: Path | None
+    tiles: int
+    read_ratio: float
+    device: str
+    seconds: float
+
+
+def predict_scene(
+    model_dir: str | Path,
+    image: str | Path,
+    out_mask: str | Path,
+    *,
+    confidence: str | Path | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> PredictResult:
+    """Predict ``image`` with the checkpoint in ``model_dir``.
+
+    Parameters
+    ----------
+    model_dir : path
+        A checkpoint directory (``model.safetensors`` + ``model.json``).
+    image : path
+        A georeferenced raster with the bands the model expects, in its order.
+    out_mask : path
+        The class mask to write (COG, uint8, 255 = nodata, the image's grid).
+    confidence : path, optional
+        Also write the confidence raster (COG, uint8 max softmax x 255, 0 = nodata).
+    tile, overlap : int, optional
+        Tile size (default 512) and overlap (default: the model card's).
+    batch_size : int
+        Tiles per forward pass.
+    device : {"auto", "cpu", "cuda"}
+    progress : callable, optional
+        ``progress(done, total)`` after each batch.
+    max_pixels : int
+        Refuse an image that declares more pixels (a broken or hostile header) before any work.
+
+    Raises
+    ------
+    OutputIsInputError
+        An output names the image, the model or the other output.
+    RasterTooLargeError
+        The image declares more than ``max_pixels`` pixels.
+    TileError
+        A tile size, overlap or batch size that cannot work.
+    """
+    t0 = time.perf_counter()
+    check_outputs({"the mask": out_mask, "the confidence raster": confidence},
+                  {"the image": image, "the model": [Path(model_dir) / "model.safetensors", Path(model_dir) / "model.json"]})
+    check_batch_size(batch_size)
+    card = read_card(model_dir)  # the image and the tiling are checked against the card before the weights load
+    info = raster_info(image)
+    check_size(info, max_pixels, "pass a larger --max-pixels (max_pixels) if the image is really this large")
+    check_input(card, info, model_dir)
+    grid = scene_grid(card, info, tile, overlap)
+    dev = pick_device(device)
+    model, card = load_checkpoint(model_dir, dev)
+    conf_path = Path(confidence) if confidence is not None else None
+    confs: Any = None
+
+    def both_or_neither(exc_type: Any, exc: Any, tb: Any) -> bool:
+        # pushed first, so it runs after both writers have finished or failed: a mask that failed
+        # after its confidence was published takes the confidence with it
+        if exc_type is not None and confs is not None and confs.published:
+            Path(conf_path).unlink(missing_ok=True)  # type: ignore[arg-type]
+        return False
+
+    with ExitStack() as stack:
+        stack.push(both_or_neither)
+        src = stack.enter_context(open_raster(image))
+        masks = stack.enter_context(
+            mask_writer(out_mask, shape=info.shape, transform=info.transform, crs=info.crs, classes=card.classes,
+                        tags={"GEOSEG_MODEL_SHA256": card.weights_sha256})
+        )
+        if conf_path is not None:
+            confs = stack.enter_context(
+                confidence_writer(conf_path, shape=info.shape, transform=info.transform, crs=info.crs)
+            )
+        done = 0
+        observed = False
+        for batch in _batches(grid.tiles, batch_size):
+            classes, conf = predict_tiles(model, card, src, batch, dev)
+            observed = observed or bool((conf > 0).any())
+            for t, c, p in zip(batch, classes, conf):
+                masks.write_tile(t, c)
+                if confs is not None:
+                    confs.write_tile(t, p)
+            done += len(batch)
+            if progress:
+                progress(done, len(grid))
+        if not observed:  # raised inside the writers' block: nothing is left at the targets
+            raise empty_scene_error(image, info.nodata)
+    return PredictResult(Path(out_mask), conf_path, len(grid), grid.read_ratio, dev, time.perf_counter() - t0)

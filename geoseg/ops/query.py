@@ -1,0 +1,573 @@
+"""SQL over a run's outputs (DuckDB over its Parquet files), shortcuts and run-to-run changes.
+
+A run directory (``runs/<workflow>/<run-id>/``) holds ``fields.parquet`` (GeoParquet, one
+row per field) and ``district_areas.parquet`` (one row per district and class, see
+:data:`geoseg.ops.areas.TABLE_COLUMNS`). :func:`query_run` exposes them as three views:
+
+``fields``
+    every attribute of ``fields.parquet`` except the geometry (``field_id``,
+    ``class_id``, ``crop``, ``area_ha``, ``perimeter_m``, ``confidence``, ``district``,
+    ``run_id`` ... whatever the run wrote);
+``fields_geo``
+    the same with the geometry column (WKB; ``ST_AsText(geometry)`` works);
+``district_areas``
+    the district table.
+
+Example::
+
+    geoseg query runs/punjab/2024-11-02T0930 \\
+        "SELECT district, crop, sum(area_ha) AS ha FROM fields GROUP BY ALL ORDER BY ha DESC"
+
+The views read the files in place (nothing is copied or loaded up front); the SQL runs
+in an in-memory DuckDB database.
+
+Safe mode (the default of :func:`query_run`, :func:`run_query` and :func:`connect_run`)
+is for SQL you did not write yourself. DuckDB may then read the run's two Parquet files
+and nothing else (``enable_external_access=false`` with ``allowed_paths`` naming them; its
+spill files go to a private temporary directory); it installs and loads no extensions,
+and its configuration is locked so that the SQL cannot switch any of this back. Because
+DuckDB's ``allowed_paths`` grants writing as well as reading, :func:`query_run` also runs
+only ``SELECT`` statements (``WITH``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``, ``FROM ...``
+are ``SELECT`` to DuckDB); ``COPY``, ``ATTACH``, ``INSTALL``/``LOAD``, ``SET``/``PRAGMA``,
+``EXPLAIN`` (``EXPLAIN ANALYZE`` runs its statement) and the rest are refused. With
+``safe=False`` (the default of ``geoseg query``, whose SQL comes from the user's own
+command line) the SQL has DuckDB's full access: it can read and write any file the user
+can, as running ``duckdb`` would.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import json
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from geoseg.errors import QueryError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = [
+    "RUN_TABLES",
+    "find_run",
+    "connect_run",
+    "query_run",
+    "district_summary",
+    "compare_runs",
+    "run_query",
+    "format_table",
+]
+
+#: View name -> file in a run directory.
+RUN_TABLES = {"fields": "fields.parquet", "district_areas": "district_areas.parquet"}
+_FORMATS = ("table", "csv", "json")
+
+
+#: What a run's file holds, and how to make it again, for the message about a damaged one.
+_REGENERATE = {
+    "fields": ("the GeoParquet of field polygons that a run writes",
+               "``geoseg polygonize {run}/mask.tif --out {path} --confidence {run}/confidence.tif`` (with the "
+               "workflow's --districts and --name-field)"),
+    "district_areas": ("the district table that a run writes",
+                       "``geoseg areas {run}/mask.tif --districts FILE --name-field ATTR --out {path}``"),
+}
+#: Safe mode: DuckDB settings that keep SQL away from files and extensions; each is set to false.
+_SAFE_OFF = ("enable_external_access", "autoinstall_known_extensions", "autoload_known_extensions",
+             "allow_community_extensions")
+#: Safe mode: why a statement that is not a SELECT is refused, by DuckDB's statement type.
+_REFUSED = {
+    "COPY": "copies data to or from files",
+    "EXPORT": "writes files",
+    "ATTACH": "opens another database file",
+    "DETACH": "detaches a database",
+    "LOAD": "installs or loads a DuckDB extension",  # INSTALL is a LOAD statement too
+    "SET": "changes a setting",  # also RESET, SET VARIABLE and USE
+    "VARIABLE_SET": "changes a setting",
+    "PRAGMA": "can change settings",
+    "EXPLAIN": "can run the statement it explains (EXPLAIN ANALYZE does)",
+    "CALL": "calls a procedure",
+}
+_SAFE_FIX = ("to run it with full DuckDB access, if you trust this SQL, use `geoseg query` without --safe, or "
+             "safe=False in Python")
+
+
+def find_run(run_dir: str | os.PathLike[str]) -> Path:
+    """Check that ``run_dir`` is a run directory with something to query; return it.
+
+    A workflow's folder (``runs/<workflow>``) stands for its newest finished run (its
+    ``latest`` link).
+
+    Raises
+    ------
+    QueryError
+        Missing directory, or no ``fields.parquet`` / ``district_areas.parquet`` in it
+        (listing the run directories found below it, if any).
+    """
+    p = Path(run_dir)
+    if not p.is_dir():
+        raise QueryError(f"{p}: no such run directory; pass runs/<workflow>/<run-id> (see `geoseg runs`)")
+    if any((p / f).is_file() for f in RUN_TABLES.values()):
+        return p
+    latest = p / "latest"  # runs/<workflow>/latest: the newest finished run of a workflow
+    if latest.is_dir() and any((latest / f).is_file() for f in RUN_TABLES.values()):
+        return latest.resolve()
+    below = sorted({q.parent for f in RUN_TABLES.values() for q in p.glob(f"*/{f}")} |
+                   {q.parent for f in RUN_TABLES.values() for q in p.glob(f"*/*/{f}")})
+    if below:
+        shown = ", ".join(str(b) for b in below[-5:])
+        raise QueryError(
+            f"{p}: is not a run directory itself but holds {len(below)} run(s); pass one of them, e.g. {shown}"
+        )
+    raise QueryError(
+        f"{p}: holds neither {RUN_TABLES['fields']} nor {RUN_TABLES['district_areas']}; pass the directory of a "
+        f"finished run (runs/<workflow>/<run-id>)"
+    )
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _run_files(p: Path) -> list[Path]:
+    """The run's Parquet files that exist, in :data:`RUN_TABLES` order."""
+    return [p / f for f in RUN_TABLES.values() if (p / f).is_file()]
+
+
+def _duckdb_reason(e: Exception, path: Path) -> str:
+    """DuckDB's first line without its class prefix ("Invalid Input Error: ") and the quoted path."""
+    first = str(e).strip().splitlines()[0]
+    first = re.sub(r"^[A-Z][A-Za-z ]*Error: ", "", first)
+    return re.sub(r"\s*'" + re.escape(str(path)) + "'", "", first).rstrip(". ")
+
+
+def _damaged(path: Path, e: Exception, problem: str = "cannot be read as Parquet",
+             cause: str = "damaged or truncated") -> QueryError:
+    """The error for a run's Parquet file that DuckDB cannot read (or that lacks a column)."""
+    view = next(v for v, f in RUN_TABLES.items() if f == path.name)
+    holds, command = _REGENERATE[view]
+    fix = command.format(run=path.parent, path=path)
+    return QueryError(
+        f"{path}: {problem} ({_duckdb_reason(e, path)}); expected {holds} - the file is {cause}: regenerate it "
+        f"with {fix}, or rerun the workflow (``geoseg run WORKFLOW.yaml`` makes a new run)"
+    )
+
+
+def _parquet_view(con: Any, name: str, path: Path, columns: str = "*") -> None:
+    """``CREATE VIEW name AS SELECT columns FROM read_parquet(path)``; a damaged file raises :class:`QueryError`."""
+    import duckdb
+
+    try:
+        con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet({_sql_str(str(path))})")
+    except duckdb.BinderException as e:  # it reads, but a column is missing
+        raise _damaged(path, e, "lacks a column geoseg needs", "not what geoseg wrote") from None
+    except duckdb.Error as e:
+        raise _damaged(path, e) from None
+
+
+def _check_readable(con: Any, files: Sequence[Path]) -> None:
+    """Decode every column of ``files``; raise :class:`QueryError` naming the first one DuckDB cannot read.
+
+    A file whose footer reads but whose pages are damaged fails only when a query reaches
+    them, with a message that names no file (``Variable-length int over 10 bytes``).
+    """
+    import duckdb
+
+    for path in files:
+        try:
+            con.execute(f"SELECT max(hash(COLUMNS(*))) FROM read_parquet({_sql_str(str(path))})").fetchall()
+        except duckdb.Error as e:
+            raise _damaged(path, e) from None
+
+
+@contextmanager
+def _reading(con: Any, files: Sequence[Path]) -> Iterator[None]:
+    """Run queries over ``files``: a DuckDB error that a damaged file can cause is checked against them.
+
+    Errors raised while DuckDB parses and plans a statement (bad SQL, unknown names, safe
+    mode's refusals) come before any data is read, so they are passed on as they are;
+    after any other error each file is read through (only then), and a damaged one raises
+    :class:`QueryError` naming it. Otherwise the original error propagates.
+    """
+    import duckdb
+
+    try:
+        yield
+    except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.PermissionException):
+        raise
+    except duckdb.Error:
+        _check_readable(con, files)
+        raise
+
+
+def _lock_down(con: Any, files: Sequence[Path]) -> None:
+    """Safe mode: DuckDB may read ``files`` only, loads no extension, and its settings are locked.
+
+    With external access off DuckDB still allows its temporary directory (``./.tmp`` by
+    default, which may hold anything): it is moved to a fresh directory that DuckDB creates
+    only if a query spills to disk and deletes when the connection closes.
+    """
+    spill = Path(tempfile.gettempdir()) / f"geoseg-duckdb-{uuid.uuid4().hex}"
+    con.execute(f"SET temp_directory = {_sql_str(str(spill))}")
+    # Before external access goes off: DuckDB refuses to change allowed_paths after it.
+    con.execute(f"SET allowed_paths = [{', '.join(_sql_str(str(f)) for f in files)}]")
+    for name in _SAFE_OFF:
+        con.execute(f"SET {name} = false")
+    con.execute("SET lock_configuration = true")
+
+
+def _connect(p: Path, safe: bool) -> Any:
+    """:func:`connect_run` for a directory already checked by :func:`find_run`."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        fields = p / RUN_TABLES["fields"]
+        if fields.is_file():
+            try:
+                cols = [r[0] for r in con.execute(
+                    f"DESCRIBE SELECT * FROM read_parquet({_sql_str(str(fields))})").fetchall()]
+            except duckdb.Error as e:
+                raise _damaged(fields, e) from None
+            drop = [c for c in cols if c in ("geometry", "bbox")]
+            excl = f" EXCLUDE ({', '.join(_quote(c) for c in drop)})" if drop else ""
+            _parquet_view(con, "fields", fields, f"*{excl}")
+            _parquet_view(con, "fields_geo", fields, "* EXCLUDE (bbox)" if "bbox" in cols else "*")
+        areas = p / RUN_TABLES["district_areas"]
+        if areas.is_file():
+            _parquet_view(con, "district_areas", areas)
+        if safe:
+            _lock_down(con, _run_files(p))
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def connect_run(run_dir: str | os.PathLike[str], *, safe: bool = True) -> Any:
+    """An in-memory DuckDB connection with the run's views (see the module notes).
+
+    Parameters
+    ----------
+    run_dir
+        A run directory, or a workflow's folder (its newest finished run).
+    safe
+        Lock the connection down: DuckDB may read the run's two Parquet files and no other
+        file, installs and loads no extension, and its settings cannot be changed. DuckDB's
+        ``allowed_paths`` lets it *write* those two files too (``COPY ... TO`` one of them),
+        so run SQL you did not write through :func:`query_run`, which also refuses every
+        statement but ``SELECT``. ``False``: DuckDB's full access, as running ``duckdb``.
+
+        .. versionadded:: 0.2.0 ``safe``, on by default.
+
+    Returns
+    -------
+    duckdb.DuckDBPyConnection
+        Close it when done (in safe mode this also deletes its spill directory).
+
+    Raises
+    ------
+    QueryError
+        No outputs in ``run_dir``, or a damaged ``fields.parquet`` / ``district_areas.parquet``
+        (naming the file and how to regenerate it).
+    """
+    return _connect(find_run(run_dir), safe)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _views(con: Any) -> dict[str, list[str]]:
+    out = {}
+    for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY view_name").fetchall():
+        out[name] = [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
+    return out
+
+
+def _short(text: str, width: int = 60) -> str:
+    one = " ".join(text.split())
+    return one if len(one) <= width else one[: width - 3] + "..."
+
+
+def _refuse_unsafe(con: Any, sql: str, run_dir: Any) -> None:
+    """Safe mode: raise :class:`QueryError` for the first statement of ``sql`` that is not a SELECT."""
+    statements = con.extract_statements(sql)
+    for i, st in enumerate(statements, start=1):
+        try:
+            kind = st.type.name
+        except ValueError:  # a type the Python API cannot name (UPDATE EXTENSIONS in DuckDB 2.0)
+            kind = "unknown"
+        if kind == "SELECT":
+            continue
+        why = _REFUSED.get(kind, "is not a query")
+        article = "an" if kind[0].upper() in "AEIOU" else "a"
+        views = ", ".join(_views(con))
+        raise QueryError(
+            f"{run_dir}: refused in safe mode: statement {i} ({_short(st.query)}) is {article} {kind} statement, "
+            f"which {why}; safe mode runs only SELECT queries over the run's views ({views}) - {_SAFE_FIX}"
+        )
+
+
+def _query_failed(con: Any, e: Exception, run_dir: Any, files: Sequence[Path], safe: bool) -> QueryError:
+    """The :class:`QueryError` for SQL that DuckDB refused or could not run."""
+    import duckdb
+
+    first = str(e).strip().splitlines()[0]
+    views = _views(con)
+    if safe and isinstance(e, duckdb.PermissionException):
+        m = re.search(r'Cannot access (?:file|directory) "(.*)"', first)
+        what = f"reads {m.group(1)}" if m else f"needs what safe mode does not allow ({first})"
+        return QueryError(
+            f"{run_dir}: refused in safe mode: the query {what}, outside the run; safe mode reads only the run's "
+            f"{' and '.join(f.name for f in files)}, through the views {', '.join(views)} - {_SAFE_FIX}"
+        )
+    if safe and isinstance(e, duckdb.CatalogException) and " extension" in first:
+        first += " (safe mode installs and loads no extensions)"
+    tables = "; ".join(f"{v}({', '.join(c)})" for v, c in views.items())
+    return QueryError(f"{run_dir}: the query failed: {first}. Tables: {tables}")
+
+
+def query_run(run_dir: str | os.PathLike[str], sql: str, params: list[Any] | None = None, *,
+              safe: bool = True) -> "pd.DataFrame":
+    """Run ``sql`` against a run's views; return the result as a DataFrame.
+
+    Parameters
+    ----------
+    run_dir
+        A run directory, or a workflow's folder (its newest finished run).
+    sql
+        DuckDB SQL over the views ``fields``, ``fields_geo`` and ``district_areas``; several
+        statements separated by ``;`` return the last one's result.
+    params
+        Values for ``?`` placeholders.
+    safe
+        Run only ``SELECT`` statements, reading only the run's two Parquet files, with no
+        extensions and locked settings (see the module notes); for SQL you did not write.
+        ``False`` gives the SQL DuckDB's full access: it can read and write any file you can.
+
+        .. versionadded:: 0.2.0 ``safe``, on by default.
+
+    Raises
+    ------
+    QueryError
+        No outputs in ``run_dir``; a damaged output (naming the file and how to regenerate
+        it); SQL that fails (the message lists the views and their columns); in safe mode,
+        a statement that is not a ``SELECT`` or a query that reaches outside the run (saying
+        which and why).
+    """
+    import duckdb
+
+    p = find_run(run_dir)
+    con, files = _connect(p, safe), _run_files(p)
+    try:
+        with _reading(con, files):
+            if safe:
+                _refuse_unsafe(con, sql, run_dir)
+            return con.execute(sql, params or []).df()
+    except duckdb.Error as e:
+        raise _query_failed(con, e, run_dir, files, safe) from None
+    finally:
+        con.close()
+
+
+def _need(con: Any, view: str, run_dir: Any) -> None:
+    if view not in _views(con):
+        raise QueryError(
+            f"{run_dir}: has no {RUN_TABLES[view]}; this run did not write it (enable "
+            f"{'outputs.district_areas' if view == 'district_areas' else 'outputs.fields'} in the workflow)"
+        )
+
+
+def _match(con: Any, column: str, value: str, run_dir: Any) -> str:
+    """The value of ``column`` in ``district_areas`` equal to ``value`` ignoring case, or a clear error."""
+    known = [r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM district_areas ORDER BY 1").fetchall()]
+    for k in known:
+        if str(k).lower() == value.lower():
+            return str(k)
+    close = difflib.get_close_matches(value, [str(k) for k in known], n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise QueryError(f"{run_dir}: no {column} {value!r} in this run{hint} The {column}s are: "
+                     f"{', '.join(str(k) for k in known)}")
+
+
+def district_summary(run_dir: str | os.PathLike[str], district: str | None = None,
+                     crop: str | None = None) -> "pd.DataFrame":
+    """The district table, optionally for one district and/or one crop (names match ignoring case).
+
+    Raises
+    ------
+    QueryError
+        Unknown district or crop (with the closest names), no district table in the run, or a
+        damaged one.
+    """
+    p = find_run(run_dir)
+    con = _connect(p, safe=True)
+    try:
+        _need(con, "district_areas", run_dir)
+        with _reading(con, _run_files(p)):
+            where, args = [], []
+            if district is not None:
+                where.append("district = ?")
+                args.append(_match(con, "district", district, run_dir))
+            if crop is not None:
+                where.append("crop = ?")
+                args.append(_match(con, "crop", crop, run_dir))
+            cols = [c for c in ("district", "class_id", "crop", "area_ha", "share", "observed_ha", "unobserved_ha")
+                    if c in _views(con)["district_areas"]]
+            sql = f"SELECT {', '.join(cols)} FROM district_areas"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY district, class_id"
+            return con.execute(sql, args).df()
+    finally:
+        con.close()
+
+
+def compare_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], *, district: str | None = None,
+                 crop: str | None = None) -> "pd.DataFrame":
+    """Change in hectares per district and crop from run A to run B.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``district, class_id, crop, area_ha_a, area_ha_b, change_ha, change_pct``: one row
+        per (district, class) in either run (a side without it counts 0 ha); ``change_pct``
+        is NaN where run A had 0 ha.
+
+    Raises
+    ------
+    QueryError
+        A run without a district table, or with a damaged one; an unknown district or crop.
+    """
+    import duckdb
+
+    pa, pb = find_run(run_a), find_run(run_b)
+    files = [pa / RUN_TABLES["district_areas"], pb / RUN_TABLES["district_areas"]]
+    for f in files:
+        if not f.is_file():
+            raise QueryError(f"{f.parent}: has no {f.name} to compare")
+    con = duckdb.connect(":memory:")
+    try:
+        for name, f in zip("ab", files):
+            _parquet_view(con, name, f, "district, class_id, crop, area_ha")
+        con.execute("CREATE VIEW district_areas AS SELECT * FROM a UNION ALL SELECT * FROM b")
+        sql = """
+            SELECT coalesce(a.district, b.district) AS district,
+                   coalesce(a.class_id, b.class_id) AS class_id,
+                   coalesce(a.crop, b.crop) AS crop,
+                   coalesce(a.area_ha, 0) AS area_ha_a,
+                   coalesce(b.area_ha, 0) AS area_ha_b,
+                   coalesce(b.area_ha, 0) - coalesce(a.area_ha, 0) AS change_ha,
+                   CASE WHEN coalesce(a.area_ha, 0) > 0
+                        THEN 100 * (coalesce(b.area_ha, 0) - a.area_ha) / a.area_ha END AS change_pct
+            FROM a FULL OUTER JOIN b ON a.district = b.district AND a.class_id = b.class_id
+        """
+        with _reading(con, files):
+            where, args = [], []
+            if district is not None:
+                where.append("district = ?")
+                args.append(_match(con, "district", district, f"{pa} / {pb}"))
+            if crop is not None:
+                where.append("crop = ?")
+                args.append(_match(con, "crop", crop, f"{pa} / {pb}"))
+            if where:
+                sql = f"SELECT * FROM ({sql}) WHERE " + " AND ".join(where)
+            sql += " ORDER BY district, class_id"
+            return con.execute(sql, args).df()
+    finally:
+        con.close()
+
+
+def run_query(
+    run_dir: str | os.PathLike[str],
+    sql: str | None = None,
+    *,
+    district: str | None = None,
+    crop: str | None = None,
+    compare: str | os.PathLike[str] | None = None,
+    safe: bool = True,
+) -> "pd.DataFrame":
+    """What ``geoseg query`` runs: SQL, a shortcut, or a comparison with another run.
+
+    * ``sql`` given: :func:`query_run` (``district``/``crop``/``compare`` must be left out),
+      in safe mode unless ``safe=False`` (``geoseg query`` passes ``safe=False`` unless
+      ``--safe``: its SQL comes from the user's own command line);
+    * ``compare`` given: :func:`compare_runs` (this run is A, ``compare`` is B);
+    * otherwise: :func:`district_summary` (the whole district table without filters).
+
+    The shortcuts run geoseg's own SQL, never the caller's; ``safe`` applies to ``sql``.
+
+    .. versionadded:: 0.2.0 ``safe``, on by default.
+    """
+    if sql is not None:
+        if district is not None or crop is not None or compare is not None:
+            raise QueryError("give either SQL or the shortcuts (--district, --crop, --compare), not both")
+        return query_run(run_dir, sql, safe=safe)
+    if compare is not None:
+        return compare_runs(run_dir, compare, district=district, crop=crop)
+    return district_summary(run_dir, district=district, crop=crop)
+
+
+def format_table(df: "pd.DataFrame", fmt: str = "table") -> str:
+    """Render a result: ``table`` (aligned text, hectares to 2 decimals, shares in %),
+    ``csv`` or ``json`` (records).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> print(format_table(pd.DataFrame({"district": ["Ludhiana"], "crop": ["rice"], "area_ha": [1234.5678],
+    ...                                  "share": [0.4321]})))
+    district  crop  area_ha  share
+    Ludhiana  rice  1234.57  43.2%
+    >>> format_table(pd.DataFrame({"a": [1]}), "xml")
+    Traceback (most recent call last):
+    ...
+    geoseg.errors.QueryError: unknown output format 'xml'; use table, csv or json
+    """
+    import pandas as pd
+
+    if fmt not in _FORMATS:
+        raise QueryError(f"unknown output format {fmt!r}; use {', '.join(_FORMATS[:-1])} or {_FORMATS[-1]}")
+    df = df.copy()
+    for c in df.columns:
+        if len(df) and isinstance(df[c].iloc[0], (bytes, bytearray, memoryview)):
+            df[c] = df[c].map(lambda b: f"<{len(b)} bytes WKB>" if b is not None else None)
+    if fmt == "csv":
+        buf = io.StringIO()
+        df.to_csv(buf, index=False, lineterminator="\n")
+        return buf.getvalue().rstrip("\n")
+    if fmt == "json":
+        return json.dumps(json.loads(df.to_json(orient="records", force_ascii=False)), indent=1, ensure_ascii=False)
+    if df.empty:
+        return "(no rows)\n" + "  ".join(str(c) for c in df.columns)
+    shown = pd.DataFrame(index=df.index)
+    for c in df.columns:
+        col = df[c]
+        if str(c) in ("share",) or str(c).endswith("_share"):
+            shown[c] = col.map(lambda v: "" if pd.isna(v) else f"{100 * v:.1f}%")
+        elif str(c).endswith("_pct"):
+            shown[c] = col.map(lambda v: "" if pd.isna(v) else f"{v:+.1f}%")
+        elif pd.api.types.is_float_dtype(col.dtype):
+            shown[c] = col.map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+        else:
+            shown[c] = col.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    widths = {c: max(len(str(c)), int(shown[c].str.len().max() or 0)) for c in shown.columns}
+    numeric = {c: pd.api.types.is_numeric_dtype(df[c].dtype) and not pd.api.types.is_bool_dtype(df[c].dtype)
+               for c in df.columns}
+
+    def cell(c: Any, v: str) -> str:
+        return v.rjust(widths[c]) if numeric[c] else v.ljust(widths[c])
+
+    lines = ["  ".join(cell(c, str(c)) for c in shown.columns).rstrip()]
+    for row in shown.itertuples(index=False):
+        lines.append("  ".join(cell(c, v) for c, v in zip(shown.columns, row)).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,356 @@
+"""Seeing the result: quicklook PNGs, the district chart, report.html (checked in headless Chromium), run summaries.
+
+One small real run (300 x 250 px scene, two districts, a random-weight U-Net) is made once
+through ``geoseg run --json`` and shared by the tests; a second run switches the report off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from affine import Affine
+from click.testing import CliRunner
+from PIL import Image
+
+from geoseg.classes import default_classes
+from geoseg.cli.main import cli
+from geoseg.report import ReportError, write_run_report
+from geoseg.report.chart import crop_pivot
+from geoseg.report.inputs import false_colour_bands, read_decimated
+from geoseg.rundir import read_manifest
+
+from ..workflow_helpers import write_districts, write_model, write_scene, write_workflow
+
+TF = Affine(10, 0, 560000, 0, -10, 3420000)
+H, W = 300, 250
+CLASSES = default_classes()
+RGB = {c.name: c.rgb for c in CLASSES.classes}
+# seed 1 makes a random U-Net that maps this scene to several crop classes (cotton, maize, rice, sugarcane)
+MODEL_SEED = 1
+
+
+def _project(root: Path, model_dir: Path, **outputs: object) -> Path:
+    write_scene(root / "scene.tif", H, W, TF)
+    shutil.copytree(model_dir, root / "model")
+    write_districts(root / "districts.gpkg", 561200, (560000, 3417000, 562500, 3420000))
+    return write_workflow(root / "wf.yaml", districts={"path": "districts.gpkg", "name_field": "district"},
+                          outputs={"fields": ["parquet", "gpkg"], "district_areas": True, "min_area_ha": 0.05,
+                                   **outputs})
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):  # type: ignore[no-untyped-def]
+    return write_model(tmp_path_factory.mktemp("m") / "model", seed=MODEL_SEED)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, model_dir):  # type: ignore[no-untyped-def]
+    """A finished run made by ``geoseg run --json``: (summary JSON, run directory)."""
+    root = tmp_path_factory.mktemp("proj")
+    wf = _project(root, model_dir)
+    out = CliRunner().invoke(cli, ["run", str(wf), "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    return summary, Path(summary["run_dir"])
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _count(img: np.ndarray, rgb: tuple[int, int, int]) -> int:
+    return int(np.all(img == np.array(rgb, dtype=img.dtype), axis=-1).sum())
+
+
+# ------------------------------------------------------------------ the run writes the report
+
+
+def test_run_writes_report_quicklook_chart_and_log(run):  # type: ignore[no-untyped-def]
+    summary, rd = run
+    outputs = read_manifest(rd)["outputs"]
+    for key, name in [("report_html", "report.html"), ("quicklook_scene", "quicklook_scene.png"),
+                      ("district_chart", "district_chart.png"), ("run_log", "run.log")]:
+        assert outputs[key] == name  # stored relative to the run folder
+        assert (rd / name).stat().st_size > 1000 or name == "run.log"
+    assert "report" in read_manifest(rd)["timings"] and "report" in summary["timings"]
+    assert not [p.name for p in rd.iterdir() if ".partial-" in p.name]  # written to temporary names, renamed
+    log = (rd / "run.log").read_text()
+    assert f"run {summary['run_id']}" in log
+    for line in ("polygonising fields", "summing district areas", "writing the report", "done:"):
+        assert line in log, line
+
+
+def test_run_json_summary_matches_the_district_table(run):  # type: ignore[no-untyped-def]
+    summary, rd = run
+    assert set(summary) >= {"run_id", "run_dir", "status", "tiles", "timings", "outputs", "district_crop_ha"}
+    assert summary["status"] == "done" and summary["run_id"] == rd.name
+    assert summary["tiles"] == read_manifest(rd)["tiles"] > 0
+    table = pd.read_csv(rd / "district_areas.csv")
+    crops = table[table.class_id.isin([c.id for c in CLASSES.classes if c.crop])]
+    assert set(summary["district_crop_ha"]) == {"West", "East"}
+    n = 0
+    for row in crops.itertuples():
+        assert summary["district_crop_ha"][row.district][row.crop] == pytest.approx(row.area_ha, rel=1e-9)
+        n += 1
+    assert n == sum(len(v) for v in summary["district_crop_ha"].values())
+    assert "background" not in json.dumps(summary["district_crop_ha"])
+
+
+def test_report_switched_off_and_text_summary(tmp_path, model_dir):  # type: ignore[no-untyped-def]
+    wf = _project(tmp_path, model_dir, report=False)
+    out = CliRunner().invoke(cli, ["run", str(wf)])
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.strip().splitlines()
+    rd = Path(lines[-1])  # the last line stays the run directory
+    assert (rd / "manifest.json").is_file()
+    assert not (rd / "report.html").exists() and not list(rd.glob("*.png"))
+    assert "report" not in read_manifest(rd)["timings"]
+    # the districts x crops table in hectares, matching district_areas.csv
+    i = lines.index("crop area per district (hectares):")
+    header = lines[i + 1].split()
+    table = pd.read_csv(rd / "district_areas.csv")
+    for district in ("West", "East"):
+        row = next(line for line in lines[i + 2:] if line.split()[0] == district).split()
+        ha = table[(table.district == district) & (table.class_id != 0)].area_ha.sum()
+        assert float(row[header.index("total")].replace(",", "")) == pytest.approx(ha, abs=0.5)
+    quiet = CliRunner().invoke(cli, ["run", str(wf), "--quiet"])
+    assert quiet.exit_code == 0 and len(quiet.stdout.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ PNGs
+
+
+def test_quicklook_png_size_and_content(run):  # type: ignore[no-untyped-def]
+    _, rd = run
+    img = _pixels(rd / "quicklook_scene.png")
+    h, w = img.shape[:2]
+    assert 1200 <= w <= 2500 and 500 <= h <= 2000, (w, h)
+    colours = np.unique(img.reshape(-1, 3), axis=0)
+    assert len(colours) > 2000  # a real false-colour composite, not a blank canvas
+    mask, _, _, _ = read_decimated(rd / "mask.tif", 1)
+    values, counts = np.unique(mask, return_counts=True)
+    present = [CLASSES.classes[v] for v, n in zip(values, counts) if v != 255 and n > 0.005 * mask.size]
+    assert len(present) >= 2
+    right = img[:, w // 2:]  # the crop-map panel
+    for c in present:
+        assert _count(right, c.rgb) > 200, f"{c.name} {c.color} not drawn in the quicklook's mask panel"
+
+
+def test_district_chart_png_size_and_content(run):  # type: ignore[no-untyped-def]
+    _, rd = run
+    img = _pixels(rd / "district_chart.png")
+    h, w = img.shape[:2]
+    assert 800 <= w <= 2000 and 200 <= h <= 1500, (w, h)
+    table = pd.read_csv(rd / "district_areas.csv")
+    per_crop = table[table.class_id != 0].groupby("crop").area_ha.sum()
+    big = [c for c, ha in per_crop.items() if ha > 0.02 * per_crop.sum()]
+    assert len(big) >= 2
+    for crop in big:
+        assert _count(img, RGB[crop]) > 100, f"{crop} bar segment missing from the chart"
+
+
+def test_read_decimated_bounds_memory_and_grid(run):  # type: ignore[no-untyped-def]
+    _, rd = run
+    a, t, crs, _ = read_decimated(rd / "mask.tif", 1, max_px=64)
+    assert a.shape == (1, 60, 50)  # factor 5: 300 x 250 -> 60 x 50
+    assert (t.a, t.e, t.c, t.f) == (50.0, -50.0, TF.c, TF.f)  # same bounds, coarser pixels
+    assert crs.to_epsg() == 32643
+
+
+def test_false_colour_bands_pick_nir_red_green_per_date():  # type: ignore[no-untyped-def]
+    desc = [f"{d} {b}" for d in ("2024-06-15", "2024-09-05") for b in ("B", "G", "R", "NIR")]
+    assert false_colour_bands(desc) == [("2024-06-15", [4, 3, 2]), ("2024-09-05", [8, 7, 6])]
+    assert false_colour_bands(["B02", "B03", "B04", "B08"]) == [("", [4, 3, 2])]
+
+
+def test_crop_pivot_sorts_districts_by_total_and_keeps_empty_ones():  # type: ignore[no-untyped-def]
+    t = pd.DataFrame({"district": ["A", "A", "B", "C", "C"], "class_id": [0, 1, 2, 0, 1],
+                      "crop": ["background", "rice", "wheat", "background", "rice"],
+                      "area_ha": [100.0, 2.0, 5.0, 50.0, 0.0]})
+    p = crop_pivot(t, CLASSES)
+    assert p.index.tolist() == ["B", "A", "C"]
+    assert "background" not in p.columns and p.loc["C", "total"] == 0.0
+    assert p.loc["A", "rice"] == 2.0 and p.loc["B", "wheat"] == 5.0
+
+
+# ------------------------------------------------------------------ report.html
+
+
+class _Page(HTMLParser):
+    """Collects what the tests look at: resource URLs, map paths, district table rows, field records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.fields: list[tuple[str, str]] = []  # (crop of the enclosing group, data-i)
+        self.rows: list[str] = []
+        self.tags: set[str] = set()
+        self._crop = ""
+        self._json = False
+        self.records: list = []  # type: ignore[type-arg]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.add(tag)
+        for k in ("src", "href"):
+            if a.get(k):
+                self.urls.append(str(a[k]))
+        if tag == "g" and a.get("data-crop"):
+            self._crop = str(a["data-crop"])
+        if tag == "path" and a.get("class") == "f":
+            self.fields.append((self._crop, str(a.get("data-i"))))
+        if tag == "tr" and a.get("data-district") is not None:
+            self.rows.append(str(a["data-district"]))
+        self._json = tag == "script" and a.get("id") == "field-data"
+
+    def handle_data(self, data: str) -> None:
+        if self._json:
+            self.records = json.loads(data)
+            self._json = False
+
+
+def _parse(text: str) -> _Page:
+    p = _Page()
+    p.feed(text)
+    return p
+
+
+def test_report_html_is_self_contained_and_complete(run):  # type: ignore[no-untyped-def]
+    _, rd = run
+    text = (rd / "report.html").read_text(encoding="utf-8")
+    page = _parse(text)
+    # nothing is fetched: images are data URIs, links point at files of the run (relative), no stylesheet links
+    assert "link" not in page.tags and "iframe" not in page.tags
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text)
+    assert not re.search(r"@import|url\(\s*[\"']?https?:", text)
+    for u in page.urls:
+        assert u.startswith("data:image/") or not re.match(r"^[a-z]+:", u), u
+    assert any(u.startswith("data:image/png;base64,") for u in page.urls)  # the chart
+    # every field of this small run is on the map, in its group's crop, with its record
+    import geopandas as gpd
+
+    fields = gpd.read_parquet(rd / "fields.parquet")
+    assert len(page.fields) == len(page.records) == len(fields)
+    by_id = fields.set_index("field_id")
+    for crop, i in page.fields:
+        fid, rec_crop, area, conf, district = page.records[int(i)]
+        assert rec_crop == crop == by_id.loc[fid, "crop"]
+        assert area == pytest.approx(by_id.loc[fid, "area_ha"], abs=0.006)
+        assert conf == pytest.approx(by_id.loc[fid, "confidence"], abs=0.0006)
+        assert district == by_id.loc[fid, "district"]
+    assert sorted(page.rows) == ["East", "West"]
+    for heading in ("Stage timings", "Crop area per district", "Chart", "Run", "Outputs"):
+        assert f"<h2>{heading}" in text
+    assert read_manifest(rd)["run_id"] in text
+
+
+def test_large_runs_load_only_the_largest_fields_and_say_so(run, tmp_path):  # type: ignore[no-untyped-def]
+    _, rd = run
+    copy = tmp_path / rd.name
+    shutil.copytree(rd, copy)
+    import geopandas as gpd
+
+    fields = gpd.read_parquet(copy / "fields.parquet")
+    m = read_manifest(copy)
+    m["outputs"] = {k: v.replace(str(rd), str(copy)) for k, v in m["outputs"].items()}
+    (copy / "manifest.json").write_text(json.dumps(m))
+    write_run_report(copy, max_fields=5)
+    text = (copy / "report.html").read_text(encoding="utf-8")
+    page = _parse(text)
+    assert len(page.fields) == 5
+    largest = sorted(fields.area_ha, reverse=True)[:5]
+    assert sorted((r[2] for r in page.records), reverse=True) == pytest.approx(largest, abs=0.006)
+    assert f"the 5 largest of {len(fields):,} fields" in text
+
+
+def test_report_command_rebuilds_a_run(run, tmp_path):  # type: ignore[no-untyped-def]
+    _, rd = run
+    runner = CliRunner()
+    help_text = runner.invoke(cli, ["report", "--help"]).output
+    assert "Example" in help_text and "geoseg report runs/demo/latest" in help_text
+    for name in ("report.html", "quicklook_scene.png", "district_chart.png"):
+        (rd / name).unlink()
+    out = runner.invoke(cli, ["report", str(rd), "--json"])
+    assert out.exit_code == 0, out.output
+    written = json.loads(out.stdout)
+    assert written == {"quicklook_scene": str(rd / "quicklook_scene.png"),
+                       "district_chart": str(rd / "district_chart.png"), "report_html": str(rd / "report.html")}
+    assert all(Path(p).stat().st_size > 1000 for p in written.values())
+    assert read_manifest(rd)["outputs"]["report_html"] == "report.html"  # relative to the run folder
+    bad = runner.invoke(cli, ["report", str(tmp_path)])
+    assert bad.exit_code == 1
+    assert f"{tmp_path}: no manifest.json found" in bad.output and "geoseg run" in bad.output
+    with pytest.raises(ReportError):
+        write_run_report(tmp_path)
+
+
+# ------------------------------------------------------------------ in a real browser
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """A headless Chromium: Debian's ``chromium`` package, installed here when missing and possible."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        pytest.skip("no chromium, and it cannot be installed here (needs apt-get as root): "
+                    "`sudo apt-get install chromium` to run this test")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        subprocess.run([apt, "update"], env=env, capture_output=True, timeout=300)
+        res = subprocess.run([apt, "install", "-y", "--no-install-recommends", "chromium"], env=env,
+                             capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        pytest.skip("installing chromium with apt-get timed out (no package mirror reachable?)")
+    found = shutil.which("chromium")
+    if res.returncode != 0 or not found:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["?"]
+        pytest.skip(f"chromium is missing and `apt-get install chromium` failed ({tail[0]})")
+    return found
+
+
+def _chromium(exe: str, *args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--force-color-profile=srgb", "--window-size=1400,1000", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_report_in_headless_chromium_shows_crop_polygons_and_every_district(run, chromium, tmp_path):  # type: ignore[no-untyped-def]
+    _, rd = run
+    url = (rd / "report.html").as_uri()
+    shot = tmp_path / "shot.png"
+    res = _chromium(chromium, f"--screenshot={shot}", url)
+    assert shot.is_file(), res.stderr[-2000:]
+    img = _pixels(shot)
+    assert img.shape[:2] == (1000, 1400)
+    map_area = img[60:, :840]  # the map is the page's first section, on the left; the legend is to its right
+    import geopandas as gpd
+
+    fields = gpd.read_parquet(rd / "fields.parquet")
+    visible = fields.groupby("crop").area_ha.max()
+    visible = visible[visible >= 0.3].index.tolist()  # at least ~250 screen pixels at this zoom
+    assert len(visible) >= 2
+    for crop in visible:
+        assert _count(map_area, RGB[crop]) > 30, f"no {crop} polygon ({RGB[crop]}) on the rendered map"
+    absent = [c for c in CLASSES.classes if c.crop and c.name not in set(fields.crop)]
+    for c in absent:  # a colour of no field is not on the map
+        assert _count(map_area, c.rgb) == 0, c.name
+    dom = _chromium(chromium, "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    rows = _parse(dom.stdout).rows
+    districts = sorted(pd.read_csv(rd / "district_areas.csv").district.unique())
+    assert sorted(rows) == districts == ["East", "West"]
+    assert len(_parse(dom.stdout).records) == len(fields)  # the field data parsed in the browser's DOM too
