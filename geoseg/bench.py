@@ -283,7 +283,6 @@ def _job_forward(job: dict[str, Any]) -> dict[str, Any]:
     _set_threads(job["threads"])
     import torch
 
-
     tune_allocator()  # the same allocator settings as the pipeline's forward passes
     model, card = load_checkpoint(job["model"])
     info = raster_info(job["scene"])
@@ -315,7 +314,6 @@ def _job_naive(job: dict[str, Any]) -> dict[str, Any]:
     """
     import rasterio
     from rasterio.windows import Window
-
 
     t = time.perf_counter()
     import torch
@@ -383,7 +381,6 @@ def _job_polygonise(job: dict[str, Any]) -> dict[str, Any]:
     import rasterio.features
     import shapely
 
-
     def shapes_whole() -> list[Any]:
         with rasterio.open(job["mask"]) as src:
             a = src.read(1)
@@ -401,7 +398,6 @@ def _job_polygonise(job: dict[str, Any]) -> dict[str, Any]:
 def _job_areas(job: dict[str, Any]) -> dict[str, Any]:
     import rasterio
 
-
     def decode() -> None:
         with rasterio.open(job["mask"]) as src:
             for _, w in src.block_windows(1):
@@ -415,7 +411,6 @@ def _job_areas(job: dict[str, Any]) -> dict[str, Any]:
 
 def _job_reader(job: dict[str, Any]) -> dict[str, Any]:
     import rasterio
-
 
     info = raster_info(job["scene"])
     grid = tile_grid(info.shape, info.transform, size=job["tile"], overlap=job["overlap"])
@@ -460,7 +455,6 @@ JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 def _bench_model(path: Path, scene: Path, seed: int = 0, encoder: str = "resnet18") -> Path:
     """A U-Net with random weights and the scene's bands and statistics (speed does not need training)."""
     import torch
-
 
     with open_raster(scene) as src:
         names = [d or f"band {i}" for i, d in enumerate(src.descriptions, start=1)]
@@ -664,7 +658,6 @@ def forward_throughput_row(device: str = "cuda", *, encoder: str = "resnet34", s
     channels-last, eager and under ``torch.compile`` (the faster counts; the note gives both,
     the compile time, and why compiling failed if it did)."""
     import torch
-
 
     model = build_model("unet", encoder, bands, 7).to(device).eval().to(memory_format=torch.channels_last)
     x = torch.randn(batch, bands, size, size, device=device).contiguous(memory_format=torch.channels_last)

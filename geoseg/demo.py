@@ -95,7 +95,6 @@ def score_mask(mask: str | Path, labels: str | Path, class_names: list[str], row
     import rasterio
     from rasterio.windows import Window
 
-
     acc = ConfusionAccumulator(len(class_names))
     with rasterio.open(mask) as m, rasterio.open(labels) as lab:
         if (m.width, m.height, m.transform) != (lab.width, lab.height, lab.transform):
@@ -207,7 +206,6 @@ def run_demo(
         Status lines; tile progress ``(done, total)``; per-epoch training records.
     """
     import pandas as pd
-
 
     paths = demo_paths(workflow)
     seconds: dict[str, float] = {}

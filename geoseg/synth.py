@@ -622,7 +622,6 @@ def _write_gpkg(gdf: Any, path: Path, layer: str) -> None:
     """
     import pyogrio
 
-
     raw = atomic_path(path)
     try:
         pyogrio.write_dataframe(gdf, raw, layer=layer, driver="GPKG")

@@ -231,7 +231,6 @@ class VectorLabels:
     ) -> None:
         import shapely
 
-
         self.path = str(path)
         self.classes = classes
         self.field = field

@@ -646,7 +646,6 @@ def train(
     """
     import torch
 
-
     tune_allocator()  # reuse freed activation memory instead of fresh pages per step
     t_start = time.perf_counter()
     budget_s = None if time_limit is None else float(time_limit) * 60.0

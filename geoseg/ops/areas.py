@@ -97,7 +97,6 @@ def _area_blocks(jobs: Sequence[_AreaJob]) -> list[tuple[np.ndarray, np.ndarray,
     """Run :func:`_area_block_env` over ``jobs`` (one mask) with one open dataset, in its own ``rasterio.Env``."""
     import rasterio
 
-
     if not jobs:
         return []
     with rasterio.Env(), open_raster(jobs[0].mask) as src:
@@ -125,7 +124,6 @@ def _area_block_env(job: _AreaJob, src: Any) -> tuple[np.ndarray, np.ndarray, np
     from rasterio.enums import MaskFlags
     from rasterio.features import rasterize
     from rasterio.windows import Window
-
 
     r0, c0, bh, bw = job.window
     win = Window(c0, r0, bw, bh)
@@ -342,7 +340,6 @@ def _report(problems: Sequence[Any], in_table: set[str], source: str) -> list[st
     """Problems worth listing for this table; warn about repeated names that reached it."""
     import warnings
 
-
     out = [p for p in problems if p.problem != "repeated name" or p.district in in_table]
     repeated = [p for p in out if p.problem == "repeated name"]
     if repeated:
@@ -368,7 +365,6 @@ def _assemble(d: np.ndarray, v: np.ndarray, m2: np.ndarray, names: np.ndarray, d
     class of ``table`` (and every other value found), zeros included.
     """
     import pandas as pd
-
 
     uniq, of_feature = np.unique(np.asarray(names, dtype=str), return_inverse=True)
     nn = len(uniq)
@@ -437,7 +433,6 @@ def district_areas_fields(
         district inside the fields' bounding box.
     """
     import geopandas as gpd
-
 
     if isinstance(fields, gpd.GeoDataFrame):
         f, fsrc = fields, "<fields>"
@@ -550,7 +545,6 @@ def district_areas_file(
     The extension is checked before any work; returns the table (with ``attrs["problems"]``).
     """
     from pathlib import Path
-
 
     if Path(out).suffix.lower() not in (".csv", ".parquet", ".json"):
         raise VectorFormatError(

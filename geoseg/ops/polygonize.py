@@ -102,7 +102,6 @@ def _run_block(job: _BlockJob) -> tuple[Fields, dict[str, np.ndarray]]:
     from rasterio.enums import MaskFlags
     from rasterio.windows import Window
 
-
     tune_allocator()
 
     tile = job.tile
@@ -306,7 +305,6 @@ def polygonize_raster(
         A confidence raster on another grid.
     """
     import geopandas as gpd
-
 
     src = str(mask_path)
     info = raster_info(src)

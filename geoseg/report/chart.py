@@ -60,7 +60,6 @@ def write_district_chart(out: str | os.PathLike[str], pivot: "pd.DataFrame", cla
     import numpy as np
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switching
 
-
     crops = [c for c in classes.classes if c.crop and c.name in pivot.columns]
     shown = pivot.iloc[:max_districts]
     n = max(len(shown), 1)

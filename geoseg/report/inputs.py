@@ -176,7 +176,6 @@ def read_decimated(path: str | os.PathLike[str], bands: list[int] | int = 1, *, 
     """
     from rasterio.enums import Resampling
 
-
     idx = [bands] if isinstance(bands, int) else list(bands)
     with open_raster(path) as src:
         _, (h, w) = decimation((src.height, src.width), max_px)
@@ -229,7 +228,6 @@ def read_fields(path: Path, *, limit: int | None = None, columns: list[str] | No
     the kept rows only. The total area is NaN when the file has no ``area_ha``.
     """
     import geopandas as gpd
-
 
     if path.suffix.lower() in (".parquet", ".geoparquet"):
         import pyarrow.parquet as pq

@@ -168,7 +168,6 @@ def write_quicklook(
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switching
     from matplotlib.patches import Patch
 
-
     with open_raster(image) as src:
         descriptions = list(src.descriptions)
     date, bands = _best_date(Path(image), false_colour_bands(descriptions))

@@ -396,7 +396,6 @@ def _check_memory_limit(c: _Reader, value: str) -> None:
 def _check_inputs(cfg: RunConfig, r: _Reader) -> RunConfig:
     from dataclasses import replace
 
-
     try:
         card = read_card(cfg.model)
     except GeosegError as e:

@@ -199,7 +199,6 @@ def _task_tiles(cfg: RunConfig, run_id: str, counts: list[int], workers: int) ->
     """:func:`task_tiles` for this run; a resumed run keeps the size its first attempt chose."""
     import json
 
-
     path = cfg.store / cfg.name / run_id / "tasks.json"
     try:
         n = int(json.loads(path.read_text())["tiles_per_task"])
@@ -680,7 +679,6 @@ def _fields(cfg: RunConfig, card: Any, run_id: str, run_dir: Path, client: Any, 
 
 def _district_areas(cfg: RunConfig, card: Any, run_dir: Path, districts: Any, stats: dict[str, Any]) -> dict[str, str]:
     import warnings
-
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DistrictWarning)  # repeated names: reported through df.attrs["problems"]
