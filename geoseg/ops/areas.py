@@ -44,6 +44,7 @@ from affine import Affine
 from geoseg.classes import ClassTable, CropClass, crop_names, load_classes, unknown_classes
 from geoseg.core.geodesy import _to_equal_area, _unit_factor, areas_m2, row_pixel_areas
 from geoseg.core.overlay import boundary_coverage, overlap_areas
+from geoseg.core.tally import centre_counts
 from geoseg.errors import AreaError, DistrictWarning, VectorFormatError
 from geoseg.io.districts import DistrictProblem, read_districts
 from geoseg.io.raster import (
@@ -168,25 +169,20 @@ def _area_block_env(job: _AreaJob, src: Any) -> tuple[np.ndarray, np.ndarray, np
     whole = shapely.covers(job.geoms[cand], box)
     if whole.any():  # the block lies inside one district: no burning, no boundary
         cand = cand[np.argmax(whole)][None]
-        key = bucket
         local = None
     else:
         shapes = [(g, i + 1) for i, g in enumerate(job.geoms[cand])]
         dtype = "uint8" if len(cand) < 255 and nb == 256 else "int32"
         with _RASTERIZE_LOCK:  # rasterio silences a warning with catch_warnings, which threads race on
             local = rasterize(shapes, out_shape=(bh, bw), transform=bt, fill=0, dtype=dtype, all_touched=False)
-        if nb == 256 and len(cand) < 255:
-            key = (local.astype(np.uint16) << 8) | bucket
-        else:
-            key = local.astype(np.int32) * nb + bucket
     n = (len(cand) + 1) * nb
     if geographic:
-        counts = np.bincount(key.ravel(), weights=np.repeat(areas_row, bw), minlength=n)
+        counts = centre_counts(local, bucket, nb, len(cand) + 1, row_weights=areas_row)
     elif local is None and nb == 256:
         likely = np.union1d(job.likely, np.unique(bucket.ravel()[:: 97]))
         counts = _count_values(bucket, likely, n) * areas_row[0]
     else:
-        counts = np.bincount(key.ravel(), minlength=n) * areas_row[0]
+        counts = centre_counts(local, bucket, nb, len(cand) + 1) * areas_row[0]
     if local is None:  # everything counted for the one district
         counts = np.concatenate([np.zeros(nb), counts[:nb]])
     elif job.exact:

@@ -1,0 +1,411 @@
+"""The synthetic region's entry point: :func:`synthesize` checks its arguments, lays out the
+region (:mod:`geoseg.synth.layout`), gives every surface its spectra through the season
+(:mod:`geoseg.synth.spectra`) and writes the rasters, vectors and truth
+(:mod:`geoseg.synth.render`); :class:`SynthRegion` is what it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import shapely
+from affine import Affine
+
+from geoseg.classes import ClassTable, default_classes, load_classes
+from geoseg.errors import ConfigError, RasterWriteError
+from geoseg.io.raster import write_text_atomic
+from geoseg.synth.layout import CRS, DEFAULT_CENTRE, make_layout, punjab_districts
+from geoseg.synth.render import SmoothFields, write_fields, write_gpkg, write_rasters, write_truth
+from geoseg.synth.spectra import BANDS, REFLECTANCE_SCALE, season, spectral_table
+from geoseg.types import Shape2d
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["SynthRegion", "synthesize", "MAX_DATES"]
+
+#: Most acquisition dates a region can have.
+MAX_DATES = 24
+
+_MAX_EXTENT = 200_000.0  # metres; larger regions would hold millions of fields
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SynthRegion:
+    """What :func:`synthesize` wrote, and the truth it counted.
+
+    Attributes
+    ----------
+    out_dir : Path
+        The output directory.
+    scene, labels, fields, districts, classes, truth_csv : Path
+        ``scene.tif``, ``labels.tif``, ``fields.gpkg``, ``districts.gpkg``,
+        ``classes.yaml`` and ``truth.csv`` in ``out_dir``.
+    shape : Shape2d
+        ``(height, width)`` in pixels.
+    transform : Affine
+        The grid of both rasters (north-up, ``pixel_size`` metres).
+    crs : str
+        ``"EPSG:32643"``.
+    dates : tuple of str
+        ISO acquisition dates, in band order.
+    seed : int
+        The seed it was made with.
+    n_fields : int
+        Field polygons in ``fields.gpkg``.
+    district_names : tuple of str
+        Districts in ``districts.gpkg`` (those intersecting the region), sorted.
+    collar_fraction, cloud_fraction : float
+        Fractions of the region's pixels that are nodata in ``labels.tif`` because of the
+        collar, and because of clouds on at least one date (outside the collar).
+    truth : pandas.DataFrame
+        ``truth.csv`` as a table: ``district``, ``class_id``, ``crop``, ``pixels``,
+        ``hectares``, one row per district and class with at least one valid pixel.
+    """
+
+    out_dir: Path
+    scene: Path
+    labels: Path
+    fields: Path
+    districts: Path
+    classes: Path
+    truth_csv: Path
+    shape: Shape2d
+    transform: Affine
+    crs: str
+    dates: tuple[str, ...]
+    seed: int
+    n_fields: int
+    district_names: tuple[str, ...]
+    collar_fraction: float
+    cloud_fraction: float
+    truth: pd.DataFrame = field(repr=False)
+
+    def hectares_by_class(self) -> dict[str, float]:
+        """Hectares of valid pixels per class name, summed over districts (classes present only)."""
+        grouped = self.truth.groupby(["class_id", "crop"], sort=True)["hectares"].sum()
+        return {str(crop): float(ha) for (_, crop), ha in grouped.items()}
+
+    def summary(self) -> str:
+        """A few printable lines: files, size, dates, fields, districts, hectares per class."""
+        h, w = self.shape
+        res = abs(self.transform.a)
+        ha = self.hectares_by_class()
+        total = sum(ha.values())
+        lines = [
+            f"synthetic region in {self.out_dir} (seed {self.seed})",
+            f"  scene.tif       {w} x {h} px at {res:g} m, {len(self.dates) * len(BANDS)} bands "
+            f"({len(self.dates)} dates x {','.join(BANDS)}), uint16 reflectance x {REFLECTANCE_SCALE}, "
+            f"nodata 0, {self.crs}",
+            f"  dates           {', '.join(self.dates)}",
+            f"  labels.tif      nodata 255 on {100 * self.collar_fraction:.1f} % (collar) + "
+            f"{100 * self.cloud_fraction:.1f} % (clouds)",
+            f"  fields.gpkg     {self.n_fields:,} fields",
+            f"  districts.gpkg  {', '.join(self.district_names)}",
+            f"  truth.csv       {total:,.1f} ha of valid pixels: "
+            + ", ".join(f"{k} {v:,.1f}" for k, v in sorted(ha.items(), key=lambda kv: -kv[1])),
+        ]
+        return "\n".join(lines)
+
+
+# --- argument checks -----------------------------------------------------------------
+def _int_arg(name: str, value: Any, lo: int, hi: int | None, hint: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be an int, got {value!r} ({type(value).__name__}); {hint}")
+    v = int(value)
+    if v < lo or (hi is not None and v > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ConfigError(f"{name} must be {rng}, got {v}; {hint}")
+    return v
+
+
+def _resolve_classes(classes: ClassTable | str | os.PathLike[str] | None) -> tuple[ClassTable, int, list[int]]:
+    if classes is None:
+        table = default_classes()
+    elif isinstance(classes, ClassTable):
+        table = classes
+    elif isinstance(classes, (str, os.PathLike)):
+        table = load_classes(classes)
+    else:
+        raise ConfigError(
+            f"classes must be a ClassTable, a path to a class file or None, got {type(classes).__name__}; "
+            f"pass e.g. geoseg.default_classes()"
+        )
+    background = [c.id for c in table.classes if not c.crop]
+    crops = [c.id for c in table.classes if c.crop]
+    if not background or not crops:
+        missing = "non-crop class (crop: false)" if not background else "crop class"
+        raise ConfigError(
+            f"classes ({table.source}) has no {missing}; the synthetic region needs one non-crop class "
+            f"for roads, canals and villages and one or more crop classes for fields - e.g. "
+            f"{{id: 0, name: background, color: '#bdbdbd', crop: false}} then the crops"
+        )
+    return table, background[0], crops
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """The arguments of :func:`synthesize`, checked and normalised."""
+
+    height: int
+    width: int
+    seed: int
+    dates: int
+    cloud_fraction: float
+    collar: bool
+    table: ClassTable
+    background: int  # the class id of roads, canals, villages and margins
+    crops: list[int]  # the class ids fields are drawn from
+    pixel_size: float
+    transform: Affine
+
+    @property
+    def shape(self) -> Shape2d:
+        return Shape2d(self.height, self.width)
+
+    def provenance(self) -> str:
+        """The ``GEOSEG_SYNTH`` tag of both rasters: the arguments, as JSON."""
+        return json.dumps({"seed": self.seed, "height": self.height, "width": self.width,
+                           "cloud_fraction": self.cloud_fraction, "collar": self.collar,
+                           "pixel_size": self.pixel_size})
+
+
+def _pixel_size(pixel_size: Any) -> float:
+    ps_hint = "use a pixel size in metres such as 10.0"
+    if isinstance(pixel_size, bool) or not isinstance(pixel_size, (int, float, np.floating)):
+        raise ConfigError(f"pixel_size must be a number, got {pixel_size!r}; {ps_hint}")
+    ps = float(pixel_size)
+    if not (math.isfinite(ps) and 0 < ps <= 100):
+        raise ConfigError(f"pixel_size must be in (0, 100] metres, got {pixel_size!r}; {ps_hint}")
+    return ps
+
+
+def _cloud_fraction(cloud_fraction: Any) -> float:
+    if isinstance(cloud_fraction, bool) or not isinstance(cloud_fraction, (int, float, np.floating)):
+        raise ConfigError(f"cloud_fraction must be a number, got {cloud_fraction!r}; pass e.g. 0.05 for 5 % cloud")
+    cf = float(cloud_fraction)
+    if not (0.0 <= cf <= 0.9):
+        raise ConfigError(
+            f"cloud_fraction must be in [0, 0.9] (fraction of each date under cloud), got {cloud_fraction!r}; "
+            f"pass e.g. 0.05 for 5 % cloud, or 0 for none"
+        )
+    return cf
+
+
+def _origin(origin: Any, h: int, w: int, ps: float) -> tuple[float, float]:
+    """The top-left corner: ``origin``, or the one that centres the region on :data:`DEFAULT_CENTRE`."""
+    if origin is None:
+        ox = round((DEFAULT_CENTRE[0] - w * ps / 2) / ps) * ps
+        oy = round((DEFAULT_CENTRE[1] + h * ps / 2) / ps) * ps
+        return ox, oy
+    try:
+        ox, oy = (float(v) for v in origin)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"origin must be a pair (x, y) of EPSG:32643 metres, got {origin!r}; "
+            f"e.g. ({DEFAULT_CENTRE[0] - 10240:.0f}, {DEFAULT_CENTRE[1] + 10240:.0f}) or None"
+        ) from None
+    if not (math.isfinite(ox) and math.isfinite(oy)):
+        raise ConfigError(f"origin must be finite, got {origin!r}; pass (x, y) in EPSG:32643 metres or None")
+    return ox, oy
+
+
+def _check_arguments(height: Any, width: Any, seed: Any, dates: Any, cloud_fraction: Any, collar: Any,
+                     classes: Any, origin: Any, pixel_size: Any) -> _Spec:
+    """:func:`synthesize`'s arguments checked once, at the edge (in this order, so the first bad one is named)."""
+    ps = _pixel_size(pixel_size)
+    max_px = int(_MAX_EXTENT // ps)
+    size_hint = (f"pass a size in pixels between 1 and {max_px} ({_MAX_EXTENT / 1000:g} km at {ps:g} m; "
+                 f"a Sentinel-2 scene is 10980)")
+    h = _int_arg("height", height, 1, max_px, size_hint)
+    w = _int_arg("width", width, 1, max_px, size_hint)
+    seed_ = _int_arg("seed", seed, 0, None, "pass a non-negative int such as 0")
+    nd = _int_arg("dates", dates, 1, MAX_DATES, f"pass the number of acquisition dates, 1 to {MAX_DATES} (default 4)")
+    cf = _cloud_fraction(cloud_fraction)
+    if not isinstance(collar, (bool, np.bool_)):
+        raise ConfigError(f"collar must be True or False, got {collar!r}")
+    table, bg_id, crop_ids = _resolve_classes(classes)
+    ox, oy = _origin(origin, h, w, ps)
+    return _Spec(h, w, seed_, nd, cf, bool(collar), table, bg_id, crop_ids, ps, Affine(ps, 0.0, ox, 0.0, -ps, oy))
+
+
+def _districts_over(spec: _Spec, origin: Any) -> Any:
+    """The Punjab districts the region overlaps; :class:`ConfigError` if none."""
+    h, w, ps, t = spec.height, spec.width, spec.pixel_size, spec.transform
+    ox, oy = t.c, t.f
+    districts = punjab_districts(shapely.box(ox, oy - h * ps, ox + w * ps, oy))
+    if len(districts) == 0:
+        raise ConfigError(
+            f"origin {origin!r} puts the {w} x {h} px region ({ox:.0f}, {oy - h * ps:.0f}, {ox + w * ps:.0f}, "
+            f"{oy:.0f}) outside Punjab; expected a top-left corner in EPSG:32643 over Punjab, e.g. "
+            f"({DEFAULT_CENTRE[0] - 10240:.0f}, {DEFAULT_CENTRE[1] + 10240:.0f}), or None for the default"
+        )
+    return districts
+
+
+def _output_dir(out_dir: str | os.PathLike[str]) -> Path:
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RasterWriteError(
+            f"{out}: cannot create the output directory ({e.strerror}); choose a writable location"
+        ) from None
+    return out
+
+
+# --- the generator -------------------------------------------------------------------
+def synthesize(
+    out_dir: str | os.PathLike[str],
+    height: int = 2048,
+    width: int = 2048,
+    seed: int = 0,
+    *,
+    dates: int = 4,
+    cloud_fraction: float = 0.0,
+    collar: bool = True,
+    classes: ClassTable | str | os.PathLike[str] | None = None,
+    origin: tuple[float, float] | None = None,
+    pixel_size: float = 10.0,
+) -> SynthRegion:
+    """Write a synthetic multi-date crop region over real Punjab districts into ``out_dir``.
+
+    Writes, each atomically (temporary name, then rename):
+
+    ``scene.tif``
+        ``dates x 4`` bands, date-major (date 1 B, G, R, NIR, date 2 B, ...), uint16
+        surface reflectance x 10000, nodata 0 (collar: all bands; clouds: that date's 4
+        bands), tiled (512 px) DEFLATE GeoTIFF, EPSG:32643, band descriptions such as
+        ``"2024-06-15 NIR"``; tags ``GEOSEG_DATES``, ``GEOSEG_BANDS``, ``GEOSEG_SCALE``.
+    ``labels.tif``
+        The true class of each pixel's centre, uint8, 255 where any band of
+        ``scene.tif`` is nodata (collar or a cloud on any date); a COG with the class
+        colours, on exactly the grid of ``scene.tif``.
+    ``fields.gpkg``
+        Layer ``fields``: ``field_id`` (1..n, north to south), ``class_id``, ``crop``,
+        ``area_ha`` and the polygon, EPSG:32643, clipped to the region minus the collar
+        (fields under clouds are kept whole).
+    ``districts.gpkg``
+        Layer ``districts``: the real Punjab districts (Census 2011 boundaries) that
+        intersect the region, whole, reprojected to **EPSG:32643**; ``district``,
+        ``st_nm``, ``censuscode``.
+    ``classes.yaml``
+        The class table used.
+    ``truth.csv``
+        ``district, class_id, crop, pixels, hectares``: valid pixels of ``labels.tif``
+        per district and class, each pixel counted in the district containing its
+        centre (:data:`OUTSIDE` for none; where the simplified boundaries overlap, the
+        district later by name), hectares = pixels x pixel area, exact in decimal. Areas
+        are in the UTM grid (within 0.1 % of ground area here).
+
+    Pixels are made window by window (512 x 512), so memory is bounded by one window plus
+    the vector layout, and time grows with the area (one core).
+
+    Parameters
+    ----------
+    out_dir : path
+        Output directory (created if missing; existing files of these names are replaced).
+    height, width : int
+        Region size in pixels, any positive size (it need not be divisible by 16).
+    seed : int
+        Non-negative; the same seed and arguments give byte-identical files.
+    dates : int
+        Acquisition dates, 1..:data:`MAX_DATES`, spread over the kharif + rabi season
+        (see :func:`season_dates`).
+    cloud_fraction : float
+        Fraction of the region hidden by cloud gaps on each date, 0..0.9 (approximate:
+        set by thresholding a smooth random field at its sampled quantile).
+    collar : bool
+        Add a slanted nodata collar (a few % of the area) like a real scene footprint.
+    classes : ClassTable or path, optional
+        The class table (default :func:`geoseg.classes.default_classes`). It needs one
+        non-crop class (the first is used for roads, canals, villages and margins) and at
+        least one crop class; crops named rice, wheat, sugarcane, cotton, maize or fallow
+        get realistic seasonal trajectories, other names a made-up but fixed one.
+    origin : (float, float), optional
+        ``(x, y)`` of the region's top-left corner in EPSG:32643 metres. By default the
+        region is centred on :data:`DEFAULT_CENTRE`, where four districts meet. The region
+        must overlap Punjab.
+    pixel_size : float
+        Pixel size in metres (0 < pixel_size <= 100); the layout is in metres, so a larger
+        pixel only coarsens the rasters.
+
+    Returns
+    -------
+    SynthRegion
+        Paths, grid, dates and the truth table.
+
+    Raises
+    ------
+    ConfigError
+        For a bad argument: non-positive or too large height/width, negative seed, dates
+        outside 1..24, cloud_fraction outside [0, 0.9], a bad pixel_size or origin, a
+        region outside Punjab, or a class table without a non-crop or a crop class.
+    RasterWriteError
+        When the output directory or the rasters cannot be written.
+    ClassFileError
+        When ``classes`` is a path to a missing or malformed class file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     r = synthesize(d, height=100, width=150, seed=1)
+    ...     print(r.shape, len(r.dates), r.scene.name, r.labels.name, r.n_fields > 0)
+    Shape2d(height=100, width=150) 4 scene.tif labels.tif True
+    >>> synthesize("unused", height=0)
+    Traceback (most recent call last):
+    ...
+    geoseg.errors.ConfigError: height must be 1..20000, got 0; ...
+    """
+    spec = _check_arguments(height, width, seed, dates, cloud_fraction, collar, classes, origin, pixel_size)
+    districts = _districts_over(spec, origin)
+    out = _output_dir(out_dir)
+
+    # -- vectors for the whole region, spectra through the season --
+    date_list, days = season(spec.dates)
+    date_str = tuple(d.isoformat() for d in date_list)
+    layout = make_layout(spec.seed, spec.height, spec.width, spec.transform, spec.table, spec.crops, spec.collar)
+    spectra = spectral_table(spec.seed, layout.field_class, spec.table, days)
+    smooth = SmoothFields.make(spec.seed, spec.dates, spec.cloud_fraction, spec.shape, spec.pixel_size)
+
+    # -- pixels, window by window, and the truth counted on the way --
+    scene_path, labels_path = out / "scene.tif", out / "labels.tif"
+    tally = write_rasters(
+        scene_path, labels_path, transform=spec.transform, shape=spec.shape, seed=spec.seed, dates=date_str,
+        table=spec.table, background=spec.background, layout=layout, spectra=spectra, smooth=smooth,
+        districts=districts.geometry.values, provenance=spec.provenance(),
+    )
+
+    # -- vectors and tables --
+    write_fields(layout, spec.table, out / "fields.gpkg")
+    write_gpkg(districts, out / "districts.gpkg", "districts")
+    write_text_atomic(out / "classes.yaml", spec.table.to_yaml())
+    names = tuple(districts["district"].tolist())
+    truth = write_truth(tally.counts, names, spec.table, spec.pixel_size, out / "truth.csv")
+    total = spec.height * spec.width
+    return SynthRegion(
+        out_dir=out,
+        scene=scene_path,
+        labels=labels_path,
+        fields=out / "fields.gpkg",
+        districts=out / "districts.gpkg",
+        classes=out / "classes.yaml",
+        truth_csv=out / "truth.csv",
+        shape=spec.shape,
+        transform=spec.transform,
+        crs=CRS,
+        dates=date_str,
+        seed=spec.seed,
+        n_fields=len(layout.fields),
+        district_names=names,
+        collar_fraction=tally.collar / total,
+        cloud_fraction=tally.cloud / total,
+        truth=truth,
+    )

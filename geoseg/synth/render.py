@@ -1,0 +1,322 @@
+"""Writing the synthetic region: the rasters window by window, the vectors, and the truth table.
+
+Pixels are made window by window (512 x 512), so memory is bounded by one window plus the
+vector layout, whatever the region's size. In each window:
+
+1. fields and background are burnt at 2 x 2 sub-pixels, so that boundary pixels are true
+   mixtures, and turned into reflectance (:func:`geoseg.synth.spectra.reflectance`) with a
+   smooth within-field texture (a function of position, so seamless across windows) and
+   pixel noise seeded from ``(seed, window row, window column)``;
+2. the class of each pixel's centre is burnt into the labels;
+3. the collar (every band) and each date's clouds (that date's bands) become nodata, and
+   nodata in any band makes the label nodata;
+4. the valid labels are counted per district, each pixel in the district holding its
+   centre (:func:`geoseg.core.tally.centre_counts`, as ``geoseg areas --method centre`` counts).
+
+Every file is written under a temporary name and renamed into place, reproducibly: GDAL
+writes no timestamps in GeoTIFFs, and the GeoPackage ``last_change`` timestamp is pinned.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.features import rasterize
+from rasterio.windows import Window
+
+from geoseg.classes import NODATA, ClassTable
+from geoseg.core.tally import centre_counts
+from geoseg.io.raster import RasterWriter, atomic_path, mask_writer, write_text_atomic
+from geoseg.io.vector import reproducible_gpkg
+from geoseg.synth.layout import CRS, Layout, Waves
+from geoseg.synth.spectra import BANDS, MAT_MARGIN, N_MAT, REFLECTANCE_SCALE, reflectance
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["OUTSIDE", "SmoothFields", "Tally", "write_rasters", "write_fields", "write_gpkg", "write_truth"]
+
+#: District name given in the truth table to pixels whose centre lies in no Punjab district.
+OUTSIDE = "(outside Punjab)"
+
+_BLOCK = 512  # window (and internal tile) size
+_GPKG_TIMESTAMP = "2024-06-15T00:00:00.000Z"
+
+
+@dataclass(frozen=True, slots=True)
+class SmoothFields:
+    """Smooth random fields over the region, in metres from its top-left corner.
+
+    ``texture`` scales each pixel's reflectance (within-field variation); on each date,
+    ``clouds[t]`` plus a quarter of ``ragged[t]`` (a ragged edge) above ``thresholds[t]``
+    is cloud. The thresholds are the ``1 - cloud_fraction`` quantile of that sum, sampled
+    on a grid of at most 256 x 256 points (none when there are no clouds).
+    """
+
+    texture: Waves
+    clouds: tuple[Waves, ...]
+    ragged: tuple[Waves, ...]
+    thresholds: tuple[float, ...]
+
+    @classmethod
+    def make(cls, seed: int, dates: int, cloud_fraction: float, shape: tuple[int, int], pixel_size: float
+             ) -> "SmoothFields":
+        h, w = shape
+        ps = pixel_size
+        wrng = np.random.default_rng(np.random.SeedSequence([seed, 9]))
+        texture = Waves.make(wrng, 6, (120.0, 600.0))
+        clouds = tuple(Waves.make(wrng, 12, (1200.0, 9000.0)) for _ in range(dates))
+        ragged = tuple(Waves.make(wrng, 6, (150.0, 400.0)) for _ in range(dates))
+        thresholds: tuple[float, ...] = ()
+        if cloud_fraction > 0:
+            sy = (np.linspace(0, h, min(h, 256), endpoint=False) + 0.5 * h / min(h, 256)) * ps
+            sx = (np.linspace(0, w, min(w, 256), endpoint=False) + 0.5 * w / min(w, 256)) * ps
+            thresholds = tuple(float(np.quantile(_cloud_field(cl, rg, sx, -sy), 1 - cloud_fraction))
+                               for cl, rg in zip(clouds, ragged))
+        return cls(texture, clouds, ragged, thresholds)
+
+    def cloud(self, t: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Date ``t``'s cloud field on the grid ``ys (rows) x xs (cols)``."""
+        return _cloud_field(self.clouds[t], self.ragged[t], xs, ys)
+
+
+def _cloud_field(clouds: Waves, ragged: Waves, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    return clouds.grid(xs, ys) + np.float32(0.25) * ragged.grid(xs, ys)
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What rendering counted: valid pixels per (district, class) and the nodata pixels."""
+
+    counts: np.ndarray  # pixels per district and class: zone * classes + class, zone 0 = outside, q + 1 = district q
+    collar: int  # pixels under the collar
+    cloud: int  # pixels under a cloud on some date, outside the collar
+
+
+@dataclass(frozen=True, slots=True)
+class _At:
+    """One window of the region: where it is, and the search box of its features (one pixel wider)."""
+
+    i: int  # window row
+    j: int  # window column
+    window: Window
+    shape: tuple[int, int]
+    transform: Affine
+    box: Any
+    xs: np.ndarray  # pixel-centre x, metres from the region's left edge
+    ys: np.ndarray  # pixel-centre y, metres from the region's top edge (negative down)
+
+    @classmethod
+    def make(cls, i: int, j: int, win: Window, transform: Affine) -> "_At":
+        ps = transform.a
+        r0, c0, wh, ww = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
+        wt = transform @ Affine.translation(c0, r0)
+        wx0, wy1 = wt.c, wt.f
+        box = shapely.box(wx0 - ps, wy1 - (wh + 1) * ps, wx0 + (ww + 1) * ps, wy1 + ps)
+        xs = (np.arange(c0, c0 + ww) + 0.5) * ps
+        ys = -(np.arange(r0, r0 + wh) + 0.5) * ps
+        return cls(i, j, win, (wh, ww), wt, box, xs, ys)
+
+
+def _windows(height: int, width: int) -> Iterator[tuple[int, int, Window]]:
+    for i, r in enumerate(range(0, height, _BLOCK)):
+        for j, c in enumerate(range(0, width, _BLOCK)):
+            yield i, j, Window(c, r, min(_BLOCK, width - c), min(_BLOCK, height - r))
+
+
+def _burn(
+    shapes: Sequence[tuple[Any, int]], shape: tuple[int, int], transform: Affine, fill: int, dtype: str
+) -> np.ndarray:
+    """Rasterise ``(geometry, value)`` pairs (pixel-centre rule; later shapes win) - no file is opened."""
+    if not shapes:
+        return np.full(shape, fill, dtype)
+    return rasterize(shapes, out_shape=shape, transform=transform, fill=fill, dtype=dtype)
+
+
+# --- one window ----------------------------------------------------------------------
+def _pixels(at: _At, layout: Layout, fi: np.ndarray, bi: np.ndarray, spectra: np.ndarray, texture: Waves,
+            seed: int) -> np.ndarray:
+    """uint16 reflectance (bands, h, w) of the window with background features ``bi`` and fields ``fi``."""
+    wh, ww = at.shape
+    # 2 x 2 sub-pixel codes -> mixed boundary pixels
+    sub_shapes = [(g, int(c)) for g, c in zip(layout.bg[bi], layout.bg_code[bi])]
+    sub_shapes += [(g, N_MAT + int(f)) for g, f in zip(layout.fields[fi], fi)]
+    codes = _burn(sub_shapes, (2 * wh, 2 * ww), at.transform @ Affine.scale(0.5), MAT_MARGIN, "int32")
+    # within-field texture (seamless: a function of position) and pixel noise (seeded per window)
+    gain = 1 + np.float32(0.04) * texture.grid(at.xs, at.ys)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7, at.i, at.j]))
+    return reflectance(spectra, codes, gain, rng)
+
+
+def _labels(at: _At, layout: Layout, fi: np.ndarray, background: int) -> np.ndarray:
+    """The class of each pixel's centre (uint8): fields ``fi`` on ``background``."""
+    shapes = [(g, int(c)) for g, c in zip(layout.fields[fi], layout.field_class[fi])]
+    return _burn(shapes, at.shape, at.transform, background, "uint8")
+
+
+def _blank_collar(at: _At, collar: Any, dn: np.ndarray) -> np.ndarray:
+    """Zero every band under the collar (None: none) in ``dn``; return where it lies."""
+    if collar is None or not shapely.intersects(collar, at.box):
+        return np.zeros(at.shape, bool)
+    invalid = _burn([(collar, 1)], at.shape, at.transform, 0, "uint8").astype(bool)
+    dn[:, invalid] = 0
+    return invalid
+
+
+def _blank_clouds(at: _At, smooth: SmoothFields, dn: np.ndarray) -> np.ndarray:
+    """Zero each date's bands under its clouds in ``dn``; return where any date is cloudy."""
+    cloudy_any = np.zeros(at.shape, bool)
+    for t, threshold in enumerate(smooth.thresholds):
+        cloudy = smooth.cloud(t, at.xs, at.ys) > threshold
+        dn[len(BANDS) * t: len(BANDS) * (t + 1), cloudy] = 0
+        cloudy_any |= cloudy
+    return cloudy_any
+
+
+def _district_counts(at: _At, districts: np.ndarray, tree: shapely.STRtree, labels: np.ndarray,
+                     valid: np.ndarray, n_classes: int) -> np.ndarray:
+    """Valid pixels per (district holding the centre, class): zone 0 for none, ``q + 1`` for district ``q``."""
+    di = np.sort(tree.query(at.box))
+    zone = _burn([(districts[q], int(q) + 1) for q in di], at.shape, at.transform, 0, "uint8")
+    return centre_counts(zone, labels, n_classes, len(districts) + 1, valid=valid)
+
+
+# --- the region ----------------------------------------------------------------------
+def write_rasters(
+    scene: Path,
+    labels: Path,
+    *,
+    transform: Affine,
+    shape: tuple[int, int],
+    seed: int,
+    dates: tuple[str, ...],
+    table: ClassTable,
+    background: int,
+    layout: Layout,
+    spectra: np.ndarray,
+    smooth: SmoothFields,
+    districts: np.ndarray,
+    provenance: str,
+) -> Tally:
+    """Write ``scene.tif`` and ``labels.tif`` window by window; count the truth on the way.
+
+    ``districts`` are the district polygons (EPSG:32643) in the order of the truth table;
+    ``provenance`` is the ``GEOSEG_SYNTH`` tag (the arguments, as JSON) of both rasters.
+    """
+    h, w = shape
+    k = len(table)
+    field_tree, bg_tree = shapely.STRtree(layout.fields), shapely.STRtree(layout.bg)
+    d_tree = shapely.STRtree(districts)
+    counts = np.zeros((len(districts) + 1) * k, np.int64)
+    n_collar = n_cloud = 0
+    tags = {
+        "GEOSEG_DATES": json.dumps(list(dates)),
+        "GEOSEG_BANDS": ",".join(BANDS),
+        "GEOSEG_SCALE": str(REFLECTANCE_SCALE),
+        "GEOSEG_SYNTH": provenance,
+    }
+    descriptions = [f"{d} {b}" for d in dates for b in BANDS]
+    with RasterWriter(
+        scene, shape=(h, w), transform=transform, crs=CRS, count=len(descriptions), dtype="uint16", nodata=0,
+        tags=tags, band_descriptions=descriptions, cog=False, overview_resampling="average",
+    ) as scene_w, mask_writer(
+        labels, shape=(h, w), transform=transform, crs=CRS, classes=table, tags={"GEOSEG_SYNTH": provenance},
+    ) as label_w:
+        for i, j, win in _windows(h, w):
+            at = _At.make(i, j, win, transform)
+            fi, bi = np.sort(field_tree.query(at.box)), np.sort(bg_tree.query(at.box))
+            dn = _pixels(at, layout, fi, bi, spectra, smooth.texture, seed)
+            lab = _labels(at, layout, fi, background)
+            invalid = _blank_collar(at, layout.collar, dn)
+            n_collar += int(invalid.sum())
+            if smooth.thresholds:
+                cloudy = _blank_clouds(at, smooth, dn)
+                n_cloud += int((cloudy & ~invalid).sum())
+                invalid |= cloudy
+            lab[invalid] = NODATA
+            counts += _district_counts(at, districts, d_tree, lab, ~invalid, k)
+            scene_w.write(dn, win)
+            label_w.write(lab, win)
+    return Tally(counts, n_collar, n_cloud)
+
+
+def write_gpkg(gdf: Any, path: Path, layer: str) -> None:
+    """Write a GeoPackage atomically and reproducibly.
+
+    GDAL stamps ``gpkg_contents.last_change`` with the current time and builds the
+    spatial index in a background thread (so the SQLite header's change counter varies
+    from run to run); pinning the timestamp and copying the database with
+    ``VACUUM INTO`` gives the same bytes for the same content.
+    """
+    import pyogrio  # the vector libraries are slow to import; deferred so that `geoseg --help` stays quick
+
+    raw = atomic_path(path)
+    try:
+        pyogrio.write_dataframe(gdf, raw, layer=layer, driver="GPKG")
+        final = reproducible_gpkg(raw, path, _GPKG_TIMESTAMP)
+    finally:
+        raw.unlink(missing_ok=True)
+    os.replace(final, path)
+
+
+def write_fields(layout: Layout, table: ClassTable, path: Path) -> None:
+    """``fields.gpkg``: layer ``fields`` with ``field_id``, ``class_id``, ``crop``, ``area_ha``."""
+    import geopandas as gpd  # slow to import; deferred so that `geoseg --help` stays quick
+
+    area = shapely.area(layout.fields)
+    fields_gdf = gpd.GeoDataFrame(
+        {
+            "field_id": np.arange(1, len(layout.fields) + 1, dtype=np.int32),
+            "class_id": layout.field_class.astype(np.int32),
+            "crop": np.asarray(table.names, dtype=object)[layout.field_class],
+            "area_ha": np.round(area / 10_000, 6),
+        },
+        geometry=layout.fields,
+        crs=CRS,
+    )
+    write_gpkg(fields_gdf, path, "fields")
+
+
+def write_truth(counts: np.ndarray, districts: Sequence[str], table: ClassTable, pixel_size: float,
+                path: Path) -> "pd.DataFrame":
+    """``truth.csv`` from :attr:`Tally.counts`: one row per district and class with a pixel; return it as a table.
+
+    Hectares are ``pixels x pixel area``, exact in decimal; rows are sorted by district
+    (:data:`OUTSIDE` last) and class id.
+    """
+    import pandas as pd  # slow to import; deferred so that `geoseg --help` stays quick
+
+    k = len(table)
+    pixel_ha = Decimal(repr(pixel_size)) ** 2 / Decimal(10_000)
+    names = [OUTSIDE, *districts]
+    rows = []
+    for flat in np.flatnonzero(counts):
+        dq, cid = divmod(int(flat), k)
+        n_px = int(counts[flat])
+        rows.append((names[dq], cid, table[cid].name, n_px, pixel_ha * n_px))
+    rows.sort(key=lambda r: (r[0] == OUTSIDE, r[0], r[1]))
+    buf = _io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(["district", "class_id", "crop", "pixels", "hectares"])
+    wr.writerows([(d, c, n, p, str(ha)) for d, c, n, p, ha in rows])
+    write_text_atomic(path, buf.getvalue())
+    return pd.DataFrame(
+        {
+            "district": [r[0] for r in rows],
+            "class_id": np.array([r[1] for r in rows], dtype=np.int64),
+            "crop": [r[2] for r in rows],
+            "pixels": np.array([r[3] for r in rows], dtype=np.int64),
+            "hectares": np.array([float(r[4]) for r in rows], dtype=np.float64),
+        }
+    )
