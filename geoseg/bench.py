@@ -32,8 +32,9 @@ gpu_e2e_s2_scene          (``--gpu``) a workflow run over a 10980 px scene of 4 
                           the note names the slowest stage and what bounds inference
 ========================  ==============================================================
 
-Runs that are measured for time or memory run in child processes (``python -m
-geoseg.bench --job``), and the peak memory is the largest sum of resident set sizes over
+Runs that are measured for time or memory run in child processes (the jobs of
+:mod:`geoseg.bench_jobs`, a module that does not load torch, so that each starts as a
+workflow run's driver starts), and the peak memory is the largest sum of resident set sizes over
 the child and all its descendants (Dask workers included), sampled every 50 ms from
 ``/proc`` (Linux; elsewhere the memory figures are left out).
 
@@ -67,30 +68,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import yaml
 
 from geoseg.classes import default_classes
 from geoseg.core.grid import tile_grid
 from geoseg.errors import BenchError
-from geoseg.io.raster import open_raster, raster_info, read_tile, write_text_atomic
-from geoseg.ml.infer import _logits, cpu_has_native_bf16, normalise
+from geoseg.io.raster import open_raster, raster_info, write_text_atomic
+from geoseg.ml.infer import cpu_has_native_bf16
 from geoseg.ml.model import (
     ModelCard,
     build_from_card,
     build_model,
     default_arch_kwargs,
-    load_checkpoint,
     read_card,
     save_checkpoint,
 )
 from geoseg.ml.train import train
-from geoseg.ops.areas import district_areas_raster
-from geoseg.ops.polygonize import polygonize_raster
-from geoseg.ops.predict import predict_scene
-from geoseg.parallel import tune_allocator
-from geoseg.synth import synthesize
+from geoseg.synth import SynthRegion, synthesize
 from geoseg.workflow.config import load_workflow
-from geoseg.workflow.run import _read_ahead, run_workflow
+from geoseg.workflow.run import _read_ahead
 from geoseg.workflow.tasks import usable_cores
 
 __all__ = [
@@ -124,7 +120,8 @@ TARGETS: dict[str, tuple[str, float, str]] = {
 }
 
 #: How far a ratio may move the wrong way against an earlier run before the table names it (relative):
-#: the run-to-run spread of the run-sized figures on one machine is up to ~10 % (more when its speed drifts).
+#: about the run-to-run spread of the run-sized figures on one machine (benchmarks/README.md, "Run-to-run
+#: spread"); more when the machine's speed drifts.
 DRIFT = 0.10
 
 
@@ -219,7 +216,7 @@ def run_job(job: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
         path = f.name
     try:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "DASK_LOGGING__DISTRIBUTED": "error"}
-        proc = subprocess.Popen([sys.executable, "-m", "geoseg.bench", "--job", path], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "geoseg.bench_jobs", "--job", path], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env)
         mem = TreeMemory(proc.pid)
         if TreeMemory.available():
@@ -234,115 +231,6 @@ def run_job(job: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
         return result
     finally:
         os.unlink(path)
-
-
-# --------------------------------------------------------------------------------------
-# jobs (run in a child process)
-def _set_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
-
-
-def _job_run(job: dict[str, Any]) -> dict[str, Any]:
-
-    t = time.perf_counter()  # reading and checking the workflow is part of a run's time
-    cfg = load_workflow(job["workflow"])
-    res = run_workflow(cfg)
-    wall = time.perf_counter() - t
-    stats = {k: res.stats.get(k) for k in ("infer_worker_seconds", "tiles_per_task", "inference_precision")}
-    return {"wall": wall, "timings": res.timings, "tiles": res.tiles, "run_dir": str(res.run_dir), "stats": stats}
-
-
-def _job_one_process(job: dict[str, Any]) -> dict[str, Any]:
-    """The run's work in this process: one thread, no Dask.
-
-    Timed from the state a workflow run is timed from (geoseg's modules imported, torch
-    not): the run's workers import torch inside its infer stage, so this process's import
-    of torch is inside its time too.
-    """
-
-    out = Path(job["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    _set_threads(1)
-    predict_scene(job["model"], job["scene"], out / "mask.tif", confidence=out / "confidence.tif",
-                  tile=job["tile"], batch_size=job["batch_size"], device="cpu")
-    t1 = time.perf_counter()
-    polygonize_raster(out / "mask.tif", confidence=out / "confidence.tif", workers=1,
-                      districts=job["districts"], name_field="district")
-    t2 = time.perf_counter()
-    district_areas_raster(out / "mask.tif", job["districts"], "district", workers=1)
-    t3 = time.perf_counter()
-    return {"wall": t3 - t0, "timings": {"predict": t1 - t0, "polygonise": t2 - t1, "district_areas": t3 - t2}}
-
-
-def _job_forward(job: dict[str, Any]) -> dict[str, Any]:
-    """Model forward passes alone over ``tiles`` tiles (read once, in memory), ``threads`` threads,
-    in the pipeline's precision and layout (bf16 channels-last where native) with its allocator settings."""
-    _set_threads(job["threads"])
-    import torch
-
-    tune_allocator()  # the same allocator settings as the pipeline's forward passes
-    model, card = load_checkpoint(job["model"])
-    info = raster_info(job["scene"])
-    grid = tile_grid(info.shape, info.transform, size=job["tile"], overlap=card.overlap, multiple=card.multiple)
-    b = job["batch_size"]
-    with open_raster(job["scene"]) as src:
-        data = [read_tile(src, t) for t in grid.tiles[:b]]
-    x = normalise(np.stack([d.array for d in data]), np.stack([d.valid for d in data]), card.band_mean, card.band_std)
-    n = job["tiles"]
-    with torch.inference_mode():  # the pipeline's forward: its precision (bf16 where native) and layout
-        _logits(model, x, "cpu")  # warm-up
-        t = time.perf_counter()
-        done = 0
-        while done < n:
-            k = min(b, n - done)
-            _logits(model, x[:k], "cpu").argmax(1)
-            done += k
-        secs = time.perf_counter() - t
-    return {"wall": secs, "tiles": n}
-
-
-def _job_naive(job: dict[str, Any]) -> dict[str, Any]:
-    """A straightforward loop: read a window, forward, argmax, write the window (all threads).
-
-    As a user would write it: float32, default layout and allocator. With ``same_settings``
-    the model runs as the pipeline runs it (precision, channels-last, allocator), which
-    separates the pipeline's design from those settings. Timed, like the workflow run, from
-    geoseg's modules imported: torch's import and the checkpoint's load are inside.
-    """
-    import rasterio
-    from rasterio.windows import Window
-
-    t = time.perf_counter()
-    import torch
-
-    same = bool(job.get("same_settings"))
-    if same:
-        tune_allocator()
-    model, card = load_checkpoint(job["model"])
-    size, multiple = job["tile"], card.multiple
-    with rasterio.open(job["scene"]) as src:
-        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
-                   "crs": src.crs, "transform": src.transform, "nodata": 255, "tiled": True, "blockxsize": 512,
-                   "blockysize": 512, "compress": "deflate"}
-        with rasterio.open(job["out"], "w", **profile) as dst, torch.inference_mode():
-            for r in range(0, src.height, size):
-                for c in range(0, src.width, size):
-                    w = Window(c, r, min(size, src.width - c), min(size, src.height - r))
-                    a = src.read(window=w)
-                    valid = src.read_masks(window=w).min(axis=0) > 0
-                    h, wd = a.shape[1:]
-                    ph, pw = -h % multiple, -wd % multiple
-                    x = normalise(np.pad(a, ((0, 0), (0, ph), (0, pw))), np.pad(valid, ((0, ph), (0, pw))),
-                                  card.band_mean, card.band_std)
-                    logits = (_logits(model, x[None], "cpu") if same  # a plain loop's batch is NCHW in memory
-                              else model(torch.from_numpy(np.ascontiguousarray(x[None]))))
-                    pred = logits.argmax(1)[0, :h, :wd].numpy().astype("uint8")
-                    pred[~valid] = 255
-                    dst.write(pred, 1, window=w)
-    return {"wall": time.perf_counter() - t}
 
 
 def _fastest(run: Callable[[int], dict[str, Any]], repeats: int,
@@ -360,94 +248,6 @@ def _fastest(run: Callable[[int], dict[str, Any]], repeats: int,
 def _run_seconds(r: dict[str, Any]) -> float:
     """A workflow run's time with the cluster start-up left out."""
     return float(r["wall"] - r["timings"].get("cluster", 0.0))
-
-
-def _typical(fn: Callable[[], Any], repeat: int = 5) -> tuple[float, Any]:
-    """The median of ``repeat`` timed calls after one untimed call (which warms imports and
-    caches), and the last result. A median, not the shortest: this machine sometimes runs a
-    short call at twice its usual speed (decoding the 16x mask: 12 ms in a few of 45 calls,
-    25 ms in the rest), and a shortest-of-n would catch such a call on one side only."""
-    out = fn()
-    times = []
-    for _ in range(max(1, repeat)):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)), out
-
-
-def _job_polygonise(job: dict[str, Any]) -> dict[str, Any]:
-    import rasterio
-    import rasterio.features
-    import shapely
-
-    def shapes_whole() -> list[Any]:
-        with rasterio.open(job["mask"]) as src:
-            a = src.read(1)
-            return [(shapely.geometry.shape(g), v) for g, v in
-                    rasterio.features.shapes(a, mask=a != 255, transform=src.transform, connectivity=4)]
-
-    ours, gdf = _typical(lambda: polygonize_raster(job["mask"], min_area_ha=0, exclude=(), workers=job["threads"]))
-    base, shapes = _typical(shapes_whole)
-    same_count = len(shapes) == len(gdf)
-    same_area = abs(sum(g.area for g, _ in shapes) - float(shapely.area(gdf.geometry.values).sum())) < 1e-3
-    return {"ours": ours, "shapes": base, "polygons": len(gdf), "shapes_polygons": len(shapes),
-            "identical_count_and_area": bool(same_count and same_area)}
-
-
-def _job_areas(job: dict[str, Any]) -> dict[str, Any]:
-    import rasterio
-
-    def decode() -> None:
-        with rasterio.open(job["mask"]) as src:
-            for _, w in src.block_windows(1):
-                src.read(1, window=w)
-
-    base, _ = _typical(decode, 9)
-    ours, _ = _typical(lambda: district_areas_raster(job["mask"], job["districts"], "district",
-                                                     workers=job["threads"]), 9)
-    return {"ours": ours, "decode": base}
-
-
-def _job_reader(job: dict[str, Any]) -> dict[str, Any]:
-    import rasterio
-
-    info = raster_info(job["scene"])
-    grid = tile_grid(info.shape, info.transform, size=job["tile"], overlap=job["overlap"])
-    def tiled() -> int:
-        px = 0
-        with open_raster(job["scene"]) as src:
-            for tile in grid.tiles:
-                d = read_tile(src, tile)
-                px += d.array.shape[-1] * d.array.shape[-2]
-        return px
-
-    def plain() -> int:
-        px = 0
-        with rasterio.open(job["scene"]) as src:
-            for _, w in src.block_windows(1):
-                a = src.read(window=w)
-                src.read_masks(1, window=w)
-                px += a.shape[-1] * a.shape[-2]
-        return px
-
-    ours, px = _typical(tiled, 3)
-    base, plain_px = _typical(plain, 3)
-    return {"ours": ours, "ours_px": px, "plain": base, "plain_px": plain_px}
-
-
-#: Short jobs that time geoseg and its baseline in one process start with the allocator tuned
-#: (:func:`geoseg.parallel.tune_allocator`), so that both sides run with the same allocator state.
-#: Untuned, glibc may hand freed blocks back to the system after each call, and whether it does
-#: depends on what the process allocated before: decoding the 16x mask took 12 ms in some processes
-#: and 25-26 ms in others (byte-identical file, same code), which made the areas baseline flip
-#: between the two from one run to the next.
-_TUNED_JOBS = ("polygonise", "areas", "reader")
-
-JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "run": _job_run, "one_process": _job_one_process, "forward": _job_forward, "naive": _job_naive,
-    "polygonise": _job_polygonise, "areas": _job_areas, "reader": _job_reader,
-}
 
 
 # --------------------------------------------------------------------------------------
@@ -472,8 +272,6 @@ def _bench_model(path: Path, scene: Path, seed: int = 0, encoder: str = "resnet1
 
 def _workflow(path: Path, scene: Path, model: Path, districts: Path, work: Path, name: str, batch: int,
               workers: int = 2, device: str = "auto") -> Path:
-    import yaml
-
     wf = {
         # the defaults otherwise (tiles_per_task included)
         "name": name, "scenes": [str(scene)], "model": str(model), "tile": 512, "batch_size": batch,
@@ -511,17 +309,7 @@ def run_bench(
     run-sized job is timed (the fastest counts, baselines alike).
     """
 
-    dates = 4
-    if model:  # regions with as many bands as the model takes, checked before minutes of synthesis
-
-        bands = read_card(model).in_channels
-        if bands % 4:
-            raise BenchError(
-                f"{model}: the model takes {bands} bands; the bench synthesises scenes of 4 bands per date (blue, "
-                f"green, red, NIR), so it can time models of 4, 8, 12, 16... bands - time this one with `geoseg run` "
-                f"on a scene of its own"
-            )
-        dates = bands // 4
+    dates = _dates_for(model)  # checked before minutes of synthesis
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -529,96 +317,16 @@ def run_bench(
     small = synthesize(work / "r1x", height=base, width=base, seed=0, dates=dates)
     large = synthesize(work / "r16x", height=4 * base, width=4 * base, seed=0, dates=dates)
     extra: dict[str, Any] = {}
-    if model:
-        model_dir = Path(model)
-    elif train_epochs > 0 and (train_minutes is None or train_minutes > 0):
-        # a briefly trained model: its masks have field-like regions (an untrained one gives speckle,
-        # which makes polygonising unrealistically slow)
+    model_dir = _suite_model(work, small, model, train_epochs, train_minutes, extra, say)
+    s = _Suite(work, small, large, model_dir, repeats, say, extra)
 
-        limit = f" (at most {train_minutes:g} min)" if train_minutes else ""
-        say(f"training a U-Net/ResNet-18 on the 1x region for {train_epochs} epochs{limit}")
-        tr = train(small.scene, small.labels, small.classes, work / "model", epochs=train_epochs,
-                   time_limit=train_minutes, seed=0)
-        extra["model_training"] = {"epochs_run": tr.epochs_run, "seconds": round(tr.seconds, 1),
-                                   "val_miou": tr.card.metrics.get("miou")}
-        model_dir = work / "model"
-    else:
-        model_dir = _bench_model(work / "model", small.scene)
-    batch = 4
-    rows: list[Row] = []
-
-    # read ratio: pure grid arithmetic on a Sentinel-2-sized scene
-    g = tile_grid((10980, 10980), size=512, overlap=32)
-    rows.append(_row("read_ratio", g.read_ratio * 10980 ** 2, 10980 ** 2, unit="px",
-                     note=f"{len(g)} tiles of 512 px, 32 px halo"))
-
-    say("end-to-end runs on a LocalCluster at 1x and 16x")
-    runs = {}
-    for key, region in (("1x", small), ("16x", large)):
-        def one_run(i: int, key: str = key, region: Any = region) -> dict[str, Any]:
-            where = work / f"try{i}"  # a fresh tile store each time: a repeat must not resume the last one
-            wf = _workflow(work / f"wf_{key}_{i}.yaml", region.scene, model_dir, region.districts, where,
-                           f"bench{key}", batch)
-            return run_job({"kind": "run", "workflow": str(wf)})
-
-        runs[key] = _fastest(one_run, repeats, key=_run_seconds)
-        extra[f"run_{key}"] = {k: runs[key][k] for k in ("wall", "timings", "tiles", "peak_bytes", "repeats")}
-    big = runs["16x"]
-    e2e = _run_seconds(big)
-    e2e_small = _run_seconds(runs["1x"])
-    sizing = throughput(large.shape[0] * large.shape[1], abs(raster_info(large.scene).res[0]), e2e)
-
-    say("model forward alone over the same tiles")
-    fwd = _fastest(lambda i: run_job({"kind": "forward", "model": str(model_dir), "scene": str(large.scene),
-                                      "tile": 512, "batch_size": batch, "tiles": big["tiles"], "threads": 2}),
-                   repeats)
-    extra["forward_repeats"] = fwd["repeats"]
-    rows.append(_row("e2e_vs_forward", e2e, fwd["wall"], note=f"{big['tiles']} tiles; run stages: " + ", ".join(
-        f"{k} {v:.1f}" for k, v in big["timings"].items())))
-    if big["peak_bytes"] and runs["1x"]["peak_bytes"]:
-        rows.append(_row("memory_16x", big["peak_bytes"] / 2**20, runs["1x"]["peak_bytes"] / 2**20, unit="MiB",
-                         note="peak RSS of the run and its Dask workers"))
-    rows.append(_row("time_16x", e2e, 16 * e2e_small, note=f"1x: {e2e_small:.1f} s"))
-
-    say("the same work in one process, one thread, no Dask")
-    one = _fastest(lambda i: run_job({"kind": "one_process", "model": str(model_dir), "scene": str(large.scene),
-                                      "districts": str(large.districts), "tile": 512, "batch_size": batch,
-                                      "out": str(work / "one")}), repeats)
-    extra["one_process_repeats"] = one["repeats"]
-    rows.append(_row("dask_vs_one_process", e2e, one["wall"], note="one process: " + ", ".join(
-        f"{k} {v:.1f}" for k, v in one["timings"].items())))
-
-    say("polygonise vs rasterio.features.shapes; district areas vs decoding")
-    poly = run_job({"kind": "polygonise", "mask": str(large.labels), "threads": 2})
-    rows.append(_row("polygonise_vs_shapes", poly["shapes"], poly["ours"], ratio=poly["shapes"] / poly["ours"],
-                     note=f"{poly['polygons']} polygons (shapes: {poly['shapes_polygons']}); identical count and "
-                          f"area: {poly['identical_count_and_area']}; labels.tif of the 16x region"))
-    areas = run_job({"kind": "areas", "mask": str(Path(big["run_dir"]) / "mask.tif"),
-                     "districts": str(large.districts), "threads": 2})
-    rows.append(_row("areas_vs_decode", areas["ours"], areas["decode"], note="the 16x run's mask"))
-
-    say("tiled reader vs plain block reads")
-    rd = run_job({"kind": "reader", "scene": str(large.scene), "tile": 512, "overlap": 32})
-    ours_tp, plain_tp = rd["ours_px"] / rd["ours"], rd["plain_px"] / rd["plain"]
-    rows.append(_row("reader_vs_plain", ours_tp / 1e6, plain_tp / 1e6, unit="Mpx/s",
-                     note=f"tiled {rd['ours']:.1f} s for {rd['ours_px'] / 1e6:.1f} Mpx (halos included); "
-                          f"plain {rd['plain']:.1f} s for {rd['plain_px'] / 1e6:.1f} Mpx"))
-
-    say("a naive read-forward-write loop")
-    naive = _fastest(lambda i: run_job({"kind": "naive", "model": str(model_dir), "scene": str(large.scene),
-                                        "tile": 512, "out": str(work / "naive.tif")}), repeats)
-    same = _fastest(lambda i: run_job({"kind": "naive", "model": str(model_dir), "scene": str(large.scene),
-                                       "tile": 512, "out": str(work / "naive_same.tif"), "same_settings": True}),
-                    repeats)
-    extra["naive_repeats"] = naive["repeats"]
-    extra["naive_same_settings"] = same["wall"]
-    extra["naive_same_settings_repeats"] = same["repeats"]
-    to_mask = sum(big["timings"].get(k, 0.0) for k in ("plan", "infer", "mosaic"))
-    rows.append(_row("e2e_vs_naive", to_mask, naive["wall"],
-                     note=f"geoseg: plan + infer + mosaic stages; the naive loop in float32 as written plainly "
-                          f"(with geoseg's precision and allocator settings it takes {same['wall']:.1f} s: "
-                          f"ratio {to_mask / same['wall']:.2f})"))
-
+    rows = [_read_ratio_row()]
+    runs = _workflow_runs(s)
+    rows += _run_rows(s, runs)
+    rows.append(_one_process_row(s, runs["16x"]))
+    rows += _polygonise_and_areas_rows(s, runs["16x"])
+    rows.append(_reader_row(s))
+    rows.append(_naive_row(s, runs["16x"]))
     if gpu:
         rows.extend(gpu_rows(say))
         import torch
@@ -634,11 +342,154 @@ def run_bench(
             f"U-Net/ResNet-18 trained on the 1x region ({extra['model_training']['epochs_run']} epochs)"
             if "model_training" in extra else "U-Net/ResNet-18 with random weights"),
         "cpu_count": os.cpu_count(),
-        "throughput": sizing,
+        "throughput": throughput(large.shape[0] * large.shape[1], abs(raster_info(large.scene).res[0]),
+                                 _run_seconds(runs["16x"])),
         "repeats": max(1, repeats),
         "seconds": round(time.perf_counter() - t_start, 1),
         "details": extra,
     }
+
+
+@dataclass
+class _Suite:
+    """What the stages of :func:`run_bench` share: the work folder, the regions, the model, how often
+    each run-sized job is timed, where progress goes, and ``extra`` (the result's ``details``)."""
+
+    work: Path
+    small: SynthRegion
+    large: SynthRegion
+    model_dir: Path
+    repeats: int
+    say: Callable[[str], None]
+    extra: dict[str, Any]
+    batch: int = 4
+
+
+def _dates_for(model: str | os.PathLike[str] | None) -> int:
+    """Dates of 4 bands the regions need: as many as ``model`` takes (4 without one)."""
+    if not model:
+        return 4
+    bands = read_card(model).in_channels
+    if bands % 4:
+        raise BenchError(
+            f"{model}: the model takes {bands} bands; the bench synthesises scenes of 4 bands per date (blue, "
+            f"green, red, NIR), so it can time models of 4, 8, 12, 16... bands - time this one with `geoseg run` "
+            f"on a scene of its own"
+        )
+    return bands // 4
+
+
+def _suite_model(work: Path, small: SynthRegion, model: str | os.PathLike[str] | None, train_epochs: int,
+                 train_minutes: float | None, extra: dict[str, Any], say: Callable[[str], None]) -> Path:
+    """The model the suite times: ``model``, else one trained on the 1x region, else random weights."""
+    if model:
+        return Path(model)
+    if train_epochs > 0 and (train_minutes is None or train_minutes > 0):
+        # a briefly trained model: its masks have field-like regions (an untrained one gives speckle,
+        # which makes polygonising unrealistically slow)
+        limit = f" (at most {train_minutes:g} min)" if train_minutes else ""
+        say(f"training a U-Net/ResNet-18 on the 1x region for {train_epochs} epochs{limit}")
+        tr = train(small.scene, small.labels, small.classes, work / "model", epochs=train_epochs,
+                   time_limit=train_minutes, seed=0)
+        extra["model_training"] = {"epochs_run": tr.epochs_run, "seconds": round(tr.seconds, 1),
+                                   "val_miou": tr.card.metrics.get("miou")}
+        return work / "model"
+    return _bench_model(work / "model", small.scene)
+
+
+def _read_ratio_row() -> Row:
+    """``read_ratio``: pure grid arithmetic on a Sentinel-2-sized scene."""
+    g = tile_grid((10980, 10980), size=512, overlap=32)
+    return _row("read_ratio", g.read_ratio * 10980 ** 2, 10980 ** 2, unit="px",
+                note=f"{len(g)} tiles of 512 px, 32 px halo")
+
+
+def _workflow_runs(s: _Suite) -> dict[str, dict[str, Any]]:
+    """The fastest of ``s.repeats`` workflow runs on a LocalCluster over each region (``"1x"``, ``"16x"``)."""
+    s.say("end-to-end runs on a LocalCluster at 1x and 16x")
+    runs = {}
+    for key, region in (("1x", s.small), ("16x", s.large)):
+        def one_run(i: int, key: str = key, region: Any = region) -> dict[str, Any]:
+            where = s.work / f"try{i}"  # a fresh tile store each time: a repeat must not resume the last one
+            wf = _workflow(s.work / f"wf_{key}_{i}.yaml", region.scene, s.model_dir, region.districts, where,
+                           f"bench{key}", s.batch)
+            return run_job({"kind": "run", "workflow": str(wf)})
+
+        runs[key] = _fastest(one_run, s.repeats, key=_run_seconds)
+        s.extra[f"run_{key}"] = {k: runs[key][k] for k in ("wall", "timings", "tiles", "peak_bytes", "repeats")}
+    return runs
+
+
+def _run_rows(s: _Suite, runs: dict[str, dict[str, Any]]) -> list[Row]:
+    """``e2e_vs_forward`` (timing the forward passes alone over the 16x run's tiles), ``memory_16x``, ``time_16x``."""
+    big = runs["16x"]
+    e2e = _run_seconds(big)
+    e2e_small = _run_seconds(runs["1x"])
+    s.say("model forward alone over the same tiles")
+    fwd = _fastest(lambda i: run_job({"kind": "forward", "model": str(s.model_dir), "scene": str(s.large.scene),
+                                      "tile": 512, "batch_size": s.batch, "tiles": big["tiles"], "threads": 2}),
+                   s.repeats)
+    s.extra["forward_repeats"] = fwd["repeats"]
+    rows = [_row("e2e_vs_forward", e2e, fwd["wall"], note=f"{big['tiles']} tiles; run stages: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in big["timings"].items()))]
+    if big["peak_bytes"] and runs["1x"]["peak_bytes"]:
+        rows.append(_row("memory_16x", big["peak_bytes"] / 2**20, runs["1x"]["peak_bytes"] / 2**20, unit="MiB",
+                         note="peak RSS of the run and its Dask workers"))
+    rows.append(_row("time_16x", e2e, 16 * e2e_small, note=f"1x: {e2e_small:.1f} s"))
+    return rows
+
+
+def _one_process_row(s: _Suite, big: dict[str, Any]) -> Row:
+    """``dask_vs_one_process``: the 16x run against the same work in one process, one thread, no Dask."""
+    s.say("the same work in one process, one thread, no Dask")
+    one = _fastest(lambda i: run_job({"kind": "one_process", "model": str(s.model_dir), "scene": str(s.large.scene),
+                                      "districts": str(s.large.districts), "tile": 512, "batch_size": s.batch,
+                                      "out": str(s.work / "one")}), s.repeats)
+    s.extra["one_process_repeats"] = one["repeats"]
+    return _row("dask_vs_one_process", _run_seconds(big), one["wall"], note="one process: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in one["timings"].items()))
+
+
+def _polygonise_and_areas_rows(s: _Suite, big: dict[str, Any]) -> list[Row]:
+    """``polygonise_vs_shapes`` on the 16x labels and ``areas_vs_decode`` on the 16x run's mask."""
+    s.say("polygonise vs rasterio.features.shapes; district areas vs decoding")
+    poly = run_job({"kind": "polygonise", "mask": str(s.large.labels), "threads": 2})
+    areas = run_job({"kind": "areas", "mask": str(Path(big["run_dir"]) / "mask.tif"),
+                     "districts": str(s.large.districts), "threads": 2})
+    return [
+        _row("polygonise_vs_shapes", poly["shapes"], poly["ours"], ratio=poly["shapes"] / poly["ours"],
+             note=f"{poly['polygons']} polygons (shapes: {poly['shapes_polygons']}); identical count and "
+                  f"area: {poly['identical_count_and_area']}; labels.tif of the 16x region"),
+        _row("areas_vs_decode", areas["ours"], areas["decode"], note="the 16x run's mask"),
+    ]
+
+
+def _reader_row(s: _Suite) -> Row:
+    """``reader_vs_plain``: geoseg's tiled reader against plain block reads of the 16x scene."""
+    s.say("tiled reader vs plain block reads")
+    rd = run_job({"kind": "reader", "scene": str(s.large.scene), "tile": 512, "overlap": 32})
+    ours_tp, plain_tp = rd["ours_px"] / rd["ours"], rd["plain_px"] / rd["plain"]
+    return _row("reader_vs_plain", ours_tp / 1e6, plain_tp / 1e6, unit="Mpx/s",
+                note=f"tiled {rd['ours']:.1f} s for {rd['ours_px'] / 1e6:.1f} Mpx (halos included); "
+                     f"plain {rd['plain']:.1f} s for {rd['plain_px'] / 1e6:.1f} Mpx")
+
+
+def _naive_row(s: _Suite, big: dict[str, Any]) -> Row:
+    """``e2e_vs_naive``: the 16x run to the mask against a naive loop, plain and with geoseg's settings."""
+    s.say("a naive read-forward-write loop")
+    naive = _fastest(lambda i: run_job({"kind": "naive", "model": str(s.model_dir), "scene": str(s.large.scene),
+                                        "tile": 512, "out": str(s.work / "naive.tif")}), s.repeats)
+    same = _fastest(lambda i: run_job({"kind": "naive", "model": str(s.model_dir), "scene": str(s.large.scene),
+                                       "tile": 512, "out": str(s.work / "naive_same.tif"), "same_settings": True}),
+                    s.repeats)
+    s.extra["naive_repeats"] = naive["repeats"]
+    s.extra["naive_same_settings"] = same["wall"]
+    s.extra["naive_same_settings_repeats"] = same["repeats"]
+    to_mask = sum(big["timings"].get(k, 0.0) for k in ("plan", "infer", "mosaic"))
+    return _row("e2e_vs_naive", to_mask, naive["wall"],
+                note=f"geoseg: plan + infer + mosaic stages; the naive loop in float32 as written plainly "
+                     f"(with geoseg's precision and allocator settings it takes {same['wall']:.1f} s: "
+                     f"ratio {to_mask / same['wall']:.2f})")
 
 
 def gpu_rows(say: Callable[[str], None] = lambda s: None) -> list[Row]:
@@ -882,20 +733,3 @@ def save_result(result: dict[str, Any], out: str | os.PathLike[str], *, record: 
     write_result(result, out)
     kept = write_result(result, record_path(result, out.parent)) if record else None
     return format_table(result), kept
-
-
-def _main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "--job":
-        job = json.loads(Path(argv[1]).read_text())
-        tuned = None
-        if job["kind"] in _TUNED_JOBS:
-
-            tuned = tune_allocator()
-        print(json.dumps({**JOBS[job["kind"]](job), "allocator_tuned": tuned}))
-        return 0
-    print("usage: python -m geoseg.bench --job JOB.json (internal); use `geoseg bench`", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

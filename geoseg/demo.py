@@ -18,27 +18,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
+from rasterio.windows import Window
 
 from geoseg.classes import load_classes
-from geoseg.core.metrics import ConfusionAccumulator, scores
+from geoseg.core.metrics import ConfusionAccumulator, Scores, scores
 from geoseg.errors import ConfigError
-from geoseg.ml.train import train
+from geoseg.io.raster import open_raster
+from geoseg.ml.train import TrainResult, train
+from geoseg.rundir import RunResult
 from geoseg.strict_yaml import load_yaml
-from geoseg.synth import synthesize
+from geoseg.synth import SynthRegion, synthesize
 from geoseg.workflow.config import load_workflow
 from geoseg.workflow.run import run_workflow
-
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-
-    from geoseg.core.metrics import Scores
-    from geoseg.ml.train import TrainResult
-    from geoseg.rundir import RunResult
-    from geoseg.synth import SynthRegion
 
 __all__ = ["DEMO_WORKFLOW", "DemoResult", "demo_paths", "run_demo", "score_mask", "compare_areas"]
 
@@ -90,13 +86,10 @@ def demo_paths(workflow: str | Path) -> DemoPaths:
     return DemoPaths(p, region, (base / data["model"]).resolve(), region.with_name(region.name + "-train"))
 
 
-def score_mask(mask: str | Path, labels: str | Path, class_names: list[str], rows: int = 512) -> "Scores":
+def score_mask(mask: str | Path, labels: str | Path, class_names: list[str], rows: int = 512) -> Scores:
     """Confusion of ``mask`` against ``labels`` (same grid; 255 ignored), streamed in row blocks."""
-    import rasterio
-    from rasterio.windows import Window
-
     acc = ConfusionAccumulator(len(class_names))
-    with rasterio.open(mask) as m, rasterio.open(labels) as lab:
+    with open_raster(mask) as m, open_raster(labels) as lab:
         if (m.width, m.height, m.transform) != (lab.width, lab.height, lab.transform):
             raise ConfigError(f"{mask}: not on the grid of {labels}; cannot score it pixel by pixel")
         for r0 in range(0, m.height, rows):
@@ -106,14 +99,12 @@ def score_mask(mask: str | Path, labels: str | Path, class_names: list[str], row
     return scores(acc.matrix, class_names)
 
 
-def compare_areas(predicted: "pd.DataFrame", truth: "pd.DataFrame") -> "pd.DataFrame":
+def compare_areas(predicted: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """Join a district table (``geoseg areas``) with a synthetic ``truth.csv`` table.
 
     Returns one row per (district, crop) present in either, with ``truth_ha``,
     ``predicted_ha``, ``error_ha`` and ``error_pct`` (of the truth; NaN where the truth is 0).
     """
-    import pandas as pd
-
     t = truth.groupby(["district", "class_id", "crop"], as_index=False)["hectares"].sum()
     t = t.rename(columns={"hectares": "truth_ha"})
     p = predicted[["district", "class_id", "crop", "area_ha"]].rename(columns={"area_ha": "predicted_ha"})
@@ -128,11 +119,11 @@ class DemoResult:
     """What the demo did, where its outputs are and how they score against the truth."""
 
     paths: DemoPaths
-    region: "SynthRegion"
-    trained: "TrainResult | None"
-    run: "RunResult"
-    scores: "Scores"
-    areas: "pd.DataFrame"
+    region: SynthRegion
+    trained: TrainResult | None
+    run: RunResult
+    scores: Scores
+    areas: pd.DataFrame
     crop_ids: list[int]
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -205,8 +196,6 @@ def run_demo(
     say, progress, epoch
         Status lines; tile progress ``(done, total)``; per-epoch training records.
     """
-    import pandas as pd
-
     paths = demo_paths(workflow)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
@@ -216,7 +205,6 @@ def run_demo(
 
     trained = None
     if retrain or not (paths.model_dir / "model.json").is_file():
-
         t = time.perf_counter()
         say(f"no model in {paths.model_dir}: training one on a second region (seed {TRAIN_SEED}) "
             f"for at most {train_minutes:g} min")
@@ -234,7 +222,6 @@ def run_demo(
     seconds["run"] = time.perf_counter() - t
 
     t = time.perf_counter()
-
     table = load_classes(region.classes)
     names = [c.name for c in table]
     sc = score_mask(res.run_dir / "mask.tif", region.labels, names)

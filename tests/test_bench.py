@@ -198,7 +198,7 @@ def test_reader_job_reads_every_tile(tmp_path):
 
 
 def test_short_jobs_time_both_sides_with_the_allocator_tuned(tmp_path):
-    """Untuned, glibc's state decided whether decoding the bench's mask took 12 or 25 ms."""
+    """Untuned, glibc's state decided whether decoding the bench's mask took its usual time or twice it."""
     from geoseg.parallel import _glibc
     from geoseg.synth import synthesize
 
@@ -206,6 +206,15 @@ def test_short_jobs_time_both_sides_with_the_allocator_tuned(tmp_path):
     out = run_job({"kind": "areas", "mask": str(region.labels), "districts": str(region.districts), "threads": 2})
     assert out["allocator_tuned"] is (_glibc() is not None)
     assert out["ours"] > 0 and out["decode"] > 0
+
+
+def test_jobs_start_without_torch_as_a_run_does():
+    """A measured job's process imports geoseg but not torch (a run's driver does not either), so the
+    one-process run and the naive loop time their own import of torch, and the short jobs tune the
+    allocator before torch has allocated anything; `geoseg.bench` itself imports training, which loads it."""
+    code = "import sys, geoseg.bench_jobs; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_forward_throughput_row_takes_the_faster_of_eager_and_compiled():

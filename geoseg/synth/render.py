@@ -23,7 +23,7 @@ import csv
 import io as _io
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -33,10 +33,11 @@ import numpy as np
 import shapely
 from affine import Affine
 from rasterio.features import rasterize
-from rasterio.windows import Window
 
 from geoseg.classes import NODATA, ClassTable
+from geoseg.core.grid import Window
 from geoseg.core.tally import centre_counts
+from geoseg.io.labels import iter_blocks
 from geoseg.io.raster import RasterWriter, atomic_path, mask_writer, write_text_atomic
 from geoseg.io.vector import reproducible_gpkg
 from geoseg.synth.layout import CRS, Layout, Waves
@@ -127,12 +128,6 @@ class _At:
         xs = (np.arange(c0, c0 + ww) + 0.5) * ps
         ys = -(np.arange(r0, r0 + wh) + 0.5) * ps
         return cls(i, j, win, (wh, ww), wt, box, xs, ys)
-
-
-def _windows(height: int, width: int) -> Iterator[tuple[int, int, Window]]:
-    for i, r in enumerate(range(0, height, _BLOCK)):
-        for j, c in enumerate(range(0, width, _BLOCK)):
-            yield i, j, Window(c, r, min(_BLOCK, width - c), min(_BLOCK, height - r))
 
 
 def _burn(
@@ -233,7 +228,7 @@ def write_rasters(
     ) as scene_w, mask_writer(
         labels, shape=(h, w), transform=transform, crs=CRS, classes=table, tags={"GEOSEG_SYNTH": provenance},
     ) as label_w:
-        for i, j, win in _windows(h, w):
+        for i, j, win in iter_blocks((h, w), _BLOCK):
             at = _At.make(i, j, win, transform)
             fi, bi = np.sort(field_tree.query(at.box)), np.sort(bg_tree.query(at.box))
             dn = _pixels(at, layout, fi, bi, spectra, smooth.texture, seed)
