@@ -1,7 +1,7 @@
 """Score a model against labels: tiled prediction, compared with the labels block by block.
 
 The prediction is made exactly as :mod:`geoseg.ops.predict` makes it (same tile grid rule,
-same reading, same :func:`geoseg.ml.infer.predict_batch`), but nothing is written: each
+same reading and loop, :func:`geoseg.ml.infer.predict_tiles`), but nothing is written: each
 batch's tile cores are compared with the labels of the same windows and added to one
 confusion matrix (:class:`geoseg.core.metrics.ConfusionAccumulator`). Memory is bounded by one
 batch of tiles, whatever the image size.
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from affine import Affine
 
 from geoseg.classes import ClassTable
@@ -30,8 +29,8 @@ from geoseg.core.metrics import ConfusionAccumulator, Scores, scores
 from geoseg.core.stitch import trim
 from geoseg.errors import ConfigError, LabelError
 from geoseg.io.labels import RasterLabels, VectorLabels, open_labels
-from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, read_mask_classes, read_tile
-from geoseg.ml.infer import check_batch_size, check_input, pick_device, predict_batch
+from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, read_mask_classes
+from geoseg.ml.infer import check_batch_size, check_input, pick_device, predict_tiles, read_batches
 from geoseg.ml.model import load_checkpoint
 
 __all__ = [
@@ -183,17 +182,14 @@ def accumulate_confusion(
     The model must be in eval mode. Each tile's core prediction is compared with
     ``labels.read(tile.core)``; pixels where the image has no data are not counted.
     """
-    n = check_batch_size(batch_size)
-    for i in range(0, len(tiles), n):
-        batch = tiles[i : i + n]
-        data = [read_tile(src, t, rule=valid_rule) for t in batch]  # type: ignore[arg-type]
-        arrays = np.stack([d.array for d in data])
-        valids = np.stack([d.valid for d in data])
-        classes, _ = predict_batch(model, arrays, valids, mean, std, device)
-        for t, c, v in zip(batch, classes, valids):
+    batches = read_batches(src, tiles, check_batch_size(batch_size), valid_rule)
+    done = 0
+    for pred in predict_tiles(model, batches, mean, std, device):
+        for t, c, v in zip(pred.tiles, pred.classes, pred.valid):
             acc.update(trim(t, c), labels.read(t.core), valid=trim(t, v))
+        done += len(pred.tiles)
         if progress is not None:
-            progress(min(i + n, len(tiles)), len(tiles))
+            progress(done, len(tiles))
 
 
 def _check_label_classes(path: str | os.PathLike[str], classes: ClassTable) -> None:
@@ -260,7 +256,6 @@ def evaluate(
     ConfigError, TileError
         A window outside the image; a tile size the model cannot take.
     """
-
     t0 = time.perf_counter()
     dev = pick_device(device)
     model, card = load_checkpoint(model_dir, dev)

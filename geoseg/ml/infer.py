@@ -1,8 +1,14 @@
-"""Model inference on batches of tiles: normalise, forward, class + confidence. torch only.
+"""Model inference on batches of tiles: read, normalise, forward, class + confidence. torch only.
+
+:func:`predict_tiles` is the one inference loop: ``geoseg predict``, ``geoseg evaluate``,
+training's validation and the workflow's tasks all predict through it. Each caller decides
+where the pixels come from (:func:`read_batches` reads them in line; a workflow task reads
+ahead on threads with :func:`read_batch`) and what becomes of the answers (written, scored,
+stored).
 
 On a GPU the raw pixels are sent as they are read (uint16 is half the bytes of float32) and
 the device normalises them (:func:`normalise_tensor`, the same values as :func:`normalise`);
-on a CPU numpy normalises (38 ms per 4 tiles of 16 bands against 196 ms in torch on one thread).
+on a CPU numpy normalises, which is several times quicker there than torch on one thread.
 
 Confidence is the maximum softmax probability scaled to uint8 (1..255); 0 marks nodata.
 Classes are uint8 with 255 for nodata. Batches run channels-last under
@@ -10,8 +16,8 @@ Classes are uint8 with 255 for nodata. Batches run channels-last under
 autocast on CUDA and on CPUs with native bf16 matrix instructions (Intel AMX, AVX512-BF16),
 float32 elsewhere. Set ``GEOSEG_PRECISION=fp32`` (or ``bf16``) in the environment of the
 processes that predict (Dask workers inherit it) to force one. On the demo model, bf16 and
-float32 masks agree on 99.97 % of pixels and bf16 is about 2.5 x faster on an AVX512-BF16 CPU
-(AMD EPYC, measured).
+float32 masks agree on 99.97 % of pixels, and bf16 is the quicker on CPUs with native bf16
+instructions (benchmarks/README.md has the figures).
 
 Memory allocator: a batch allocates and frees tens of large arrays (activations of 10-100
 MB). glibc serves allocations above its mmap threshold with fresh pages from the kernel
@@ -19,8 +25,8 @@ each time, and Dask workers start with ``MALLOC_TRIM_THRESHOLD_=65536``, which p
 threshold at 128 KiB; every batch then pays page faults for all its activations.
 :func:`tune_allocator` (called before the first batch, and by training) raises the mmap
 threshold to 256 MiB and the trim threshold to 512 MiB with ``mallopt`` (glibc only), so
-freed activations are reused: model compute per 4-tile batch fell from 0.70 s to 0.48 s on
-one core here (U-Net/ResNet-18, 512 px, 16 bands, bf16). Set ``GEOSEG_MALLOC=default`` to
+freed activations are reused instead of faulted in afresh (benchmarks/README.md, "Allocator",
+has the gain). Set ``GEOSEG_MALLOC=default`` to
 leave the allocator alone. This reaches threads other than the main one only when the process
 has a single malloc arena (``MALLOC_ARENA_MAX=1``; glibc's per-thread arenas hand out heaps of
 at most 64 MiB): Dask tasks run on worker threads, so workflow runs start their LocalCluster
@@ -32,7 +38,9 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +49,7 @@ import numpy as np
 from geoseg.classes import NODATA
 from geoseg.core.grid import DEFAULT_TILE, Tile, TileGrid, tile_grid
 from geoseg.errors import CheckpointError, ConfigError, EmptySceneError, TileError
-from geoseg.io.raster import (
-    RasterInfo,
-    read_tile,
-)
+from geoseg.io.raster import RasterInfo, read_tile
 from geoseg.ml.model import ModelCard
 from geoseg.parallel import tune_allocator
 
@@ -59,8 +64,13 @@ __all__ = [
     "check_batch_size",
     "check_input",
     "empty_scene_error",
-    "predict_tiles",
     "scene_grid",
+    "TileBatch",
+    "TilePrediction",
+    "tile_batches",
+    "read_batch",
+    "read_batches",
+    "predict_tiles",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -90,7 +100,6 @@ def inference_precision(device: str = "cpu") -> str:
     """
     want = os.environ.get("GEOSEG_PRECISION", "auto").strip().lower()
     if want not in PRECISIONS:
-
         raise ConfigError(f"GEOSEG_PRECISION={want!r}; expected one of {', '.join(PRECISIONS)} (or leave it unset)")
     if want != "auto":
         return want
@@ -106,7 +115,6 @@ def pick_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-
         raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
     return device
 
@@ -127,9 +135,8 @@ def normalise(
 
     The result has the shape of ``array`` but is laid out channels-last in memory (a
     transposed view of an (..., H, W, C) float32 array), the layout the model runs in: torch
-    takes it without reordering it, a copy of ~25-40 ms per 4 tiles of 16 bands at 512 px on
-    one core (:func:`predict_batch`: 473 -> 457 ms per 4 such tiles). The values are float32
-    ``(float32(pixel) - mean) / std``, computed as written.
+    takes it without the reordering copy it would otherwise make of every batch. The values
+    are float32 ``(float32(pixel) - mean) / std``, computed as written.
 
     Examples
     --------
@@ -361,19 +368,111 @@ def check_batch_size(batch_size: int) -> int:
     return int(batch_size)
 
 
-def _batches(items: Sequence[Tile], n: int) -> Iterator[Sequence[Tile]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
+def tile_batches(tiles: Sequence[Tile], n: int) -> list[Sequence[Tile]]:
+    """``tiles`` in consecutive groups of ``n``, one forward pass each (the last group possibly
+    shorter). Not to be confused with :func:`geoseg.core.grid.task_batches`, which cuts a
+    scene's grid into the workflow's tasks.
+
+    Examples
+    --------
+    >>> tile_batches("abcde", 2)
+    ['ab', 'cd', 'e']
+    """
+    return [tiles[i : i + n] for i in range(0, len(tiles), n)]
+
+
+@dataclass(frozen=True, slots=True)
+class TileBatch:
+    """Tiles as read for the model (by :func:`read_batch`): raw pixels and where they hold data.
+
+    Attributes
+    ----------
+    tiles : sequence of Tile
+    pixels : ndarray (B, C, H, W)
+        Pixel values over the tiles' read windows, as read from the raster.
+    valid : ndarray (B, H, W) bool
+        Where the pixels hold data, by the model card's valid rule.
+    """
+
+    tiles: Sequence[Tile]
+    pixels: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class TilePrediction:
+    """The model's answer for one :class:`TileBatch` (see :func:`predict_batch`).
+
+    Attributes
+    ----------
+    tiles : sequence of Tile
+    classes : ndarray (B, H, W) uint8
+        Class ids over the read windows, 255 where the pixels hold no data.
+    confidence : ndarray (B, H, W) uint8
+        Max softmax x 255 (at least 1), 0 where the pixels hold no data.
+    valid : ndarray (B, H, W) bool
+        The batch's valid masks.
+    seconds : float
+        Time spent normalising, in the forward pass and on class and confidence (not reading).
+    """
+
+    tiles: Sequence[Tile]
+    classes: np.ndarray
+    confidence: np.ndarray
+    valid: np.ndarray
+    seconds: float
+
+
+def read_batch(src: Any, tiles: Sequence[Tile], valid_rule: str = "all") -> TileBatch:
+    """Read ``tiles`` from the open dataset ``src`` (:func:`geoseg.io.raster.read_tile`: padded
+    where a read window reaches outside the raster; ``valid_rule`` as in the model card).
+
+    A workflow task calls it on reader threads, each with a dataset of its own (GDAL datasets
+    are not thread-safe).
+    """
+    data = [read_tile(src, t, rule=valid_rule) for t in tiles]  # type: ignore[arg-type]
+    return TileBatch(tiles, np.stack([d.array for d in data]), np.stack([d.valid for d in data]))
+
+
+def read_batches(src: Any, tiles: Sequence[Tile], batch_size: int, valid_rule: str = "all") -> Iterator[TileBatch]:
+    """:func:`read_batch` over ``tiles`` in groups of ``batch_size``, each group read when it is asked for
+    (so memory holds one batch at a time)."""
+    for group in tile_batches(tiles, batch_size):
+        yield read_batch(src, group, valid_rule)
 
 
 def predict_tiles(
-    model: Any, card: ModelCard, src: Any, tiles: Sequence[Tile], device: str = "cpu"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``tiles`` from an open dataset and predict them as one batch.
+    model: Any,
+    batches: Iterable[TileBatch],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: str = "cpu",
+) -> Iterator[TilePrediction]:
+    """Predict each batch of tiles as it comes (:func:`predict_batch`), yielding one
+    :class:`TilePrediction` per batch, in order.
 
-    Returns ``(classes, confidence)``, each (B, size, size) uint8 over the read windows.
+    The inference loop of every caller: ``batches`` come from :func:`read_batches` (read in
+    line) or from the caller's own readers (a workflow task reads ahead on threads); the
+    caller writes, scores or stores the answers. ``mean`` and ``std`` are the model card's
+    band statistics; the model must be in eval mode.
+
+    Raises
+    ------
+    CheckpointError
+        The model's outputs are NaN or infinite at valid pixels (see :func:`predict_batch`).
+
+    Examples
+    --------
+    A "model" whose logits are the normalised bands, on one tile of 1 x 2 pixels, the second nodata:
+
+    >>> import torch
+    >>> pixels = np.array([[[[1, 5]], [[3, 2]]]], np.uint16)  # (1 tile, 2 bands, 1, 2)
+    >>> batch = TileBatch(["tile"], pixels, np.array([[[True, False]]]))
+    >>> [(p.tiles, p.classes.tolist(), p.confidence.tolist())
+    ...  for p in predict_tiles(torch.nn.Identity(), [batch], [0.0, 0.0], [1.0, 1.0])]
+    [(['tile'], [[[1, 255]]], [[[225, 0]]])]
     """
-    data = [read_tile(src, t, rule=card.valid_rule) for t in tiles]  # type: ignore[arg-type]
-    arrays = np.stack([d.array for d in data])
-    valids = np.stack([d.valid for d in data])
-    return predict_batch(model, arrays, valids, card.band_mean, card.band_std, device)
+    for batch in batches:
+        t0 = time.perf_counter()
+        classes, confidence = predict_batch(model, batch.pixels, batch.valid, mean, std, device)
+        yield TilePrediction(batch.tiles, classes, confidence, batch.valid, time.perf_counter() - t0)

@@ -38,6 +38,8 @@ __all__ = [
     "DEFAULT_ARCH",
     "DEFAULT_ENCODER",
     "ModelCard",
+    "default_arch_kwargs",
+    "resolved_arch_kwargs",
     "build_model",
     "build_from_card",
     "tile_multiple",
@@ -130,7 +132,6 @@ class ModelCard:
 
 
 def _version() -> str:
-
     return __version__
 
 
@@ -269,6 +270,27 @@ def default_arch_kwargs(arch: str) -> dict[str, Any]:
     return dict(UNET_DEFAULTS) if arch.lower() == "unet" else {}
 
 
+def resolved_arch_kwargs(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The keyword arguments :func:`build_model` hands the smp class for ``arch`` (training stores them in the card).
+
+    The caller's options over geoseg's defaults; a U-Net given an ``encoder_depth`` but no
+    ``decoder_channels`` gets one decoder stage per encoder stage: the last ``encoder_depth``
+    of smp's ``[256, 128, 64, 32, 16]``.
+
+    Examples
+    --------
+    >>> resolved_arch_kwargs("unet", {"encoder_depth": 3})
+    {'encoder_depth': 3, 'decoder_channels': [64, 32, 16]}
+    >>> resolved_arch_kwargs("unet") == UNET_DEFAULTS, resolved_arch_kwargs("segformer")
+    (True, {})
+    """
+    user = dict(arch_kwargs or {})
+    kwargs = {**default_arch_kwargs(arch), **user}
+    if arch.lower() == "unet" and "encoder_depth" in user and "decoder_channels" not in user:
+        kwargs["decoder_channels"] = [256, 128, 64, 32, 16][5 - int(user["encoder_depth"]) :]
+    return kwargs
+
+
 def build_model(
     arch: str = DEFAULT_ARCH,
     encoder: str | None = None,
@@ -302,9 +324,7 @@ def build_model(
     _check_encoder(enc)
     if in_channels < 1 or num_classes < 1:
         raise ConfigError(f"in_channels and num_classes must be >= 1, got {in_channels} and {num_classes}")
-    kwargs = {**default_arch_kwargs(arch), **arch_kwargs}
-    if arch.lower() == "unet" and "encoder_depth" in arch_kwargs and "decoder_channels" not in arch_kwargs:
-        kwargs["decoder_channels"] = [256, 128, 64, 32, 16][5 - int(arch_kwargs["encoder_depth"]) :]
+    kwargs = resolved_arch_kwargs(arch, arch_kwargs)
     try:
         return cls(encoder_name=enc, encoder_weights=None, in_channels=in_channels, classes=num_classes, **kwargs)
     except (TypeError, ValueError, KeyError) as e:
@@ -339,7 +359,7 @@ def _meta_if_large() -> Iterator[None]:
 
     ``torch.device("meta")`` alone is not enough: smp makes a first convolution for other than 3
     bands with the legacy ``torch.Tensor(sizes)``, which ignores it (a card with ``in_channels``
-    1000000 took 12 GB and 65 s), and SegFormer reads its small drop-path schedule back with
+    1000000 allocated a 12 GB first convolution), and SegFormer reads its small drop-path schedule back with
     ``.item()``, which a meta tensor cannot answer. At the dispatcher, the legacy constructor and
     the factories that take a size (empty, zeros, ones, full, rand...) all arrive as aten calls
     with a ``size`` argument: those of more than :data:`SMALL_TENSOR` values go to the meta
@@ -469,8 +489,8 @@ def _check_finite(state: Mapping[str, Any], source: Path) -> None:
 
     bad = []
     for k, t in state.items():
-        # a finite sum means finite values (NaN and infinity carry through a sum; 0.17 s for 12 M values
-        # here, against 1.1 s to count); only a tensor whose sum is not (or only overflowed) is counted
+        # a finite sum means finite values (NaN and infinity carry through a sum, which is much quicker
+        # than counting); only a tensor whose sum is not (or only overflowed) is counted
         if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and \
                 not bool(torch.isfinite(t.sum())):
             n = t.numel() - int(torch.isfinite(t).sum())

@@ -2,7 +2,7 @@
 
 Memory stays bounded by one batch of tiles, whatever the scene size. The single-process
 loop here is what ``geoseg predict`` runs; ``geoseg run`` distributes the same per-batch
-work (:func:`predict_tiles`) over Dask workers.
+work (:func:`geoseg.ml.infer.predict_tiles`) over Dask workers.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from geoseg.io.raster import (
     raster_info,
 )
 from geoseg.ml.infer import (
-    _batches,
     check_batch_size,
     check_input,
     empty_scene_error,
     pick_device,
     predict_tiles,
+    read_batches,
     scene_grid,
 )
 from geoseg.ml.model import load_checkpoint, read_card
@@ -130,14 +130,14 @@ def predict_scene(
             )
         done = 0
         observed = False
-        for batch in _batches(grid.tiles, batch_size):
-            classes, conf = predict_tiles(model, card, src, batch, dev)
-            observed = observed or bool((conf > 0).any())
-            for t, c, p in zip(batch, classes, conf):
+        batches = read_batches(src, grid.tiles, batch_size, card.valid_rule)
+        for pred in predict_tiles(model, batches, card.band_mean, card.band_std, dev):
+            observed = observed or bool((pred.confidence > 0).any())
+            for t, c, p in zip(pred.tiles, pred.classes, pred.confidence):
                 masks.write_tile(t, c)
                 if confs is not None:
                     confs.write_tile(t, p)
-            done += len(batch)
+            done += len(pred.tiles)
             if progress:
                 progress(done, len(grid))
         if not observed:  # raised inside the writers' block: nothing is left at the targets

@@ -4,9 +4,10 @@ The model is loaded once per worker process and cached (keyed by checkpoint path
 weights hash and device). On a GPU, inference reads the next batch of tiles on a thread
 while the model computes the current one; on CPUs it does so only when told that cores
 are free (``read_ahead``): where every core already runs a worker's model thread, a
-reader thread only takes time slices and cache from the model (measured: two CPU
-workers on two cores, 72 tiles of 16 bands each, 15.2-15.7 s with read-ahead against
-14.3-14.6 s without).
+reader thread only takes time slices and cache from the model, and the task is slower
+with it (benchmarks/README.md, "Read-ahead only where cores are free"). The reading and
+the model are :mod:`geoseg.ml.infer`'s (:func:`~geoseg.ml.infer.read_batch`,
+:func:`~geoseg.ml.infer.predict_tiles`); a task adds the threads and the tile store.
 
 Tiles are read through a GDAL block cache sized by :func:`geoseg.io.raster.tile_cache_bytes`,
 so the blocks that neighbouring tiles of a task share are decoded once.
@@ -18,9 +19,9 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,18 @@ from geoseg.io.raster import (
     confidence_writer,
     mask_writer,
     open_raster,
-    read_tile,
     tile_cache_bytes,
     writer_cache_bytes,
 )
-from geoseg.ml.infer import empty_scene_error, inference_precision, pick_device, predict_batch
+from geoseg.ml.infer import (
+    TileBatch,
+    empty_scene_error,
+    inference_precision,
+    pick_device,
+    predict_tiles,
+    read_batch,
+    tile_batches,
+)
 from geoseg.ml.model import ModelCard, load_checkpoint, read_card
 from geoseg.parallel import quick_exit
 from geoseg.workflow.store import SceneStore
@@ -126,7 +134,7 @@ def infer_batch(
     tm = time.perf_counter()
     model, card = cached_model(model_dir, dev)
     setup = time.perf_counter() - tm  # imports and the checkpoint on a worker's first task, ~0 after
-    groups = [list(tiles[i : i + batch_size]) for i in range(0, len(tiles), batch_size)]
+    groups = tile_batches(tiles, batch_size)
     classes: list[np.ndarray] = []
     confidence: list[np.ndarray] = []
     compute = 0.0
@@ -143,32 +151,26 @@ def infer_batch(
                 src = local.src = handles.enter_context(open_raster(scene))
         return src
 
-    def load(src: Any, group: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
+    def load(src: Any, group: Sequence[Tile]) -> TileBatch:
         tr = time.perf_counter()
-        data = [read_tile(src, t, rule=card.valid_rule) for t in group]  # type: ignore[arg-type]
-        out = np.stack([d.array for d in data]), np.stack([d.valid for d in data])
+        out = read_batch(src, group, card.valid_rule)
         with lock:
             reading[0] += time.perf_counter() - tr
         return out
-
-    def run(next_group: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> None:
-        nonlocal compute
-        for i in range(len(groups)):
-            arrays, valids = next_group(i)
-            tc = time.perf_counter()
-            c, p = predict_batch(model, arrays, valids, card.band_mean, card.band_std, dev)
-            compute += time.perf_counter() - tc
-            classes.extend(c)
-            confidence.extend(p)
 
     with rasterio.Env(), open_raster(scene) as src:
         one = tile_cache_bytes(src, tiles)  # each reader's working set, so shared blocks are decoded once
         with rasterio.Env(GDAL_CACHEMAX=max(one, min(one * max(1, readers), MAX_CACHE_BYTES))):
             crs = src.crs
             if readers <= 0:
-                run(lambda i: load(src, groups[i]))
+                batches: Iterator[TileBatch] = (load(src, g) for g in groups)
             else:
-                _run_reading_ahead(readers, groups, run, lambda g: load(reader_src(), g), handles)
+                batches = _reading_ahead(readers, groups, lambda g: load(reader_src(), g), handles)
+            with closing(batches):  # a failed batch stops the readers and closes their datasets here
+                for pred in predict_tiles(model, batches, card.band_mean, card.band_std, dev):
+                    compute += pred.seconds
+                    classes.extend(pred.classes)
+                    confidence.extend(pred.confidence)
     tw = time.perf_counter()
     store.write_batch(batch, tiles, classes, confidence, crs)
     write = time.perf_counter() - tw
@@ -188,30 +190,27 @@ def infer_batch(
     }
 
 
-def _run_reading_ahead(
+def _reading_ahead(
     readers: int,
-    groups: list[list[Tile]],
-    run: Callable[[Callable[[int], Any]], None],
-    load: Callable[[list[Tile]], Any],
+    groups: Sequence[Sequence[Tile]],
+    load: Callable[[Sequence[Tile]], TileBatch],
     handles: ExitStack,
-) -> None:
-    """``run`` the model over ``groups`` while ``readers`` threads load the next ones.
+) -> Iterator[TileBatch]:
+    """The loaded ``groups``, in order, while ``readers`` threads load the next ones.
 
     Each reader loads a whole group (adjacent tiles, which share file blocks) and
     ``readers`` groups are in flight; the readers' datasets (``handles``) are closed
-    when the pool is done, and groups not yet started are cancelled if the model fails.
+    when the pool is done, and groups not yet started are cancelled when the caller
+    stops early (closes this generator, e.g. because the model failed).
     """
     with handles, ThreadPoolExecutor(readers) as pool:  # the pool is done before the datasets close
         pending = deque(pool.submit(load, g) for g in groups[:readers])
-
-        def next_group(i: int) -> Any:
-            out = pending.popleft().result()
-            if i + readers < len(groups):
-                pending.append(pool.submit(load, groups[i + readers]))
-            return out
-
         try:
-            run(next_group)
+            for i in range(len(groups)):
+                out = pending.popleft().result()
+                if i + readers < len(groups):
+                    pending.append(pool.submit(load, groups[i + readers]))
+                yield out
         finally:
             for f in pending:
                 f.cancel()
@@ -235,7 +234,6 @@ def assemble_scene(
     (leaving no output) when not one pixel of the scene (``scene``: its path, for the
     message) holds data.
     """
-
     t0 = time.perf_counter()
     store = SceneStore(store_root)
     classes = ClassTable.from_dict(classes_dict)
@@ -262,7 +260,6 @@ def assemble_scene(
                 observed = observed or bool((data[-1] > 0).any())
                 confs.write(data[-1], t.core)
         if not observed:  # inside the writers' block: neither COG is left behind
-
             raise empty_scene_error(scene or store_root, _scene_nodata(scene))
     return {"mask": out_mask, "confidence": out_confidence, "seconds": time.perf_counter() - t0}
 

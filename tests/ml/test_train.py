@@ -26,8 +26,10 @@ from geoseg.cli.train import train as train_cmd
 from geoseg.errors import CheckpointError, ConfigError, GridMismatchError, LabelError, TileError
 from geoseg.io.labels import RasterLabels, VectorLabels, label_counts, open_labels, window_tile
 from geoseg.io.raster import raster_info
+from geoseg.ml.chips import ChipSampler
 from geoseg.ml.model import ModelCard, build_from_card, load_checkpoint, save_checkpoint, sha256_file
-from geoseg.ml.train import ChipSampler, Split, _init_from, block_size, make_split, train
+from geoseg.ml.split import Split, block_size, make_split
+from geoseg.ml.train import _init_from, train
 from geoseg.synth import synthesize
 
 FAST = dict(tile=64, chips_per_epoch=32, batch_size=8)

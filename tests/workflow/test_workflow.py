@@ -498,16 +498,17 @@ def test_inference_tasks_read_through_a_real_block_cache(project, monkeypatch): 
     (a 256-byte cache decoded every 16-band block again for each of the ~4 tiles sharing it)."""
     from geoseg.core.grid import tile_grid
     from geoseg.io.raster import MIN_CACHE_BYTES, raster_info
+    from geoseg.ml import infer
     from geoseg.workflow import tasks
 
     seen = []
-    real = tasks.read_tile
+    real = infer.read_tile
 
     def spy(src, tile, **kw):  # type: ignore[no-untyped-def]
         seen.append(int(rasterio.env.getenv()["GDAL_CACHEMAX"]))
         return real(src, tile, **kw)
 
-    monkeypatch.setattr(tasks, "read_tile", spy)
+    monkeypatch.setattr(infer, "read_tile", spy)  # the task reads through geoseg.ml.infer.read_batch
     info = raster_info(project / "scene.tif")
     grid = tile_grid(info.shape, info.transform, size=64, overlap=16)
     rec = tasks.infer_batch(str(project / "scene.tif"), str(project / "model"), str(project / "store"), 0,

@@ -1,0 +1,185 @@
+"""Training chips: random windows of the training blocks, their band statistics, and batches.
+
+Chips of ``tile`` x ``tile`` px are drawn at random from the training blocks of a
+:class:`geoseg.ml.split.Split` (a block chosen in proportion to its labelled pixels, the
+chip centred at a random point in it), read with :func:`geoseg.io.raster.read_tile`, and
+kept when at least half their pixels hold image data and one pixel holds a label. Each
+gets one of the 8 flips / 90-degree rotations (the same on image and labels) and, in a
+training batch, a mild per-band gain and offset jitter. Nothing is cached beyond GDAL's
+block cache: memory is bounded by one batch of chips, whatever the scene size.
+
+The normalisation statistics (per-band mean and std) come from the valid image pixels of up
+to :data:`STAT_WINDOWS` chips - sampled windows, never the whole scene.
+
+Every random choice comes from the sampler's ``numpy.random.Generator``, so the same seed
+gives the same chips in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from geoseg.classes import NODATA
+from geoseg.core.grid import Window
+from geoseg.errors import LabelError, TileError
+from geoseg.io.labels import iter_blocks, window_tile
+from geoseg.io.raster import read_tile
+from geoseg.ml.infer import normalise
+from geoseg.ml.split import Split
+
+__all__ = ["ChipSampler", "band_statistics", "chip_batch", "STAT_WINDOWS", "MIN_VALID_SHARE", "MAX_TRIES"]
+
+#: Most chips read for the normalisation statistics.
+STAT_WINDOWS = 64
+#: A chip is kept when at least this share of its pixels hold image data.
+MIN_VALID_SHARE = 0.5
+#: Most tries at placing a chip, or at finding a chip worth keeping, before giving up.
+MAX_TRIES = 500
+
+
+class ChipSampler:
+    """Draw training chips from the training blocks of one or more scenes (see the module notes).
+
+    Parameters
+    ----------
+    scenes : sequence of (open dataset, labels, Split)
+        Each scene's open image, its labels and its split.
+    tile : int
+        Chip side in pixels.
+    rng : numpy.random.Generator
+        All randomness (block, position, augmentation) comes from it.
+    valid_rule : {"all", "any"}
+        Image validity rule.
+    """
+
+    def __init__(self, scenes: Sequence[tuple[Any, Any, Split]], tile: int, rng: np.random.Generator,
+                 valid_rule: str = "all") -> None:
+        self.scenes = list(scenes)
+        self.tile = int(tile)
+        self.rng = rng
+        self.valid_rule = valid_rule
+        weights, index = [], []
+        for s, (_, _, split) in enumerate(self.scenes):
+            per_block = split.counts.sum(axis=2)
+            for i, j, w in iter_blocks(split.shape, split.block):
+                if not split.val[i, j] and per_block[i, j] > 0:
+                    weights.append(float(per_block[i, j]))
+                    index.append((s, w))
+        if not index:
+            names = ", ".join(str(getattr(lab, "path", "?")) for _, lab, _ in self.scenes)
+            raise LabelError(
+                f"{names}: no training block (outside the validation blocks) holds labels; label more of the image "
+                f"or use a smaller --tile (blocks are two tiles wide)"
+            )
+        p = np.asarray(weights)
+        self._p = p / p.sum()
+        self._index = index
+        self.tries = 0
+        self.drawn = 0
+
+    def window(self) -> tuple[int, Window]:
+        """A random chip window (scene index, window) that overlaps no validation block."""
+        t = self.tile
+        for _ in range(MAX_TRIES):
+            s, b = self._index[int(self.rng.choice(len(self._index), p=self._p))]
+            split = self.scenes[s][2]
+            h, w = split.shape
+            cr = int(b.row_off) + int(self.rng.integers(int(b.height)))
+            cc = int(b.col_off) + int(self.rng.integers(int(b.width)))
+            r = int(np.clip(cr - t // 2, min(0, h - t), max(0, h - t)))
+            c = int(np.clip(cc - t // 2, min(0, w - t), max(0, w - t)))
+            self.tries += 1
+            win = Window(c, r, t, t)
+            if not split.overlaps_validation(win):
+                return s, win
+        raise TileError(
+            f"could not place a {t} px training chip away from the validation blocks in {MAX_TRIES} tries; "
+            f"use a smaller --tile (e.g. {max(16, t // 2)})"
+        )
+
+    def chip(self, augment: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, Window, int]:
+        """One kept chip: ``(image (C, t, t), target (t, t) int64 with 255 ignored, valid (t, t), window, scene)``."""
+        for _ in range(MAX_TRIES):
+            s, win = self.window()
+            src, labels, _ = self.scenes[s]
+            lab = labels.read(win)
+            if not (lab != NODATA).any():
+                continue
+            td = read_tile(src, window_tile(win, src.transform), rule=self.valid_rule)  # type: ignore[arg-type]
+            valid = td.valid
+            if valid.mean() < MIN_VALID_SHARE:
+                continue
+            target = np.where(valid, lab, NODATA).astype(np.int64)
+            if not (target != NODATA).any():
+                continue
+            img = td.array
+            if augment:
+                k = int(self.rng.integers(4))
+                flip = bool(self.rng.integers(2))
+                img, target, valid = (_d4(a, k, flip) for a in (img, target, valid))
+            self.drawn += 1
+            return np.ascontiguousarray(img), np.ascontiguousarray(target), np.ascontiguousarray(valid), win, s
+        raise LabelError(
+            f"{MAX_TRIES} chips in a row were mostly nodata or unlabelled; the training blocks hold too little "
+            f"labelled image data - check the image's nodata value and that labels and image overlap"
+        )
+
+
+def _d4(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """Rotate by ``k`` x 90 degrees and optionally mirror the last two axes.
+
+    Examples
+    --------
+    >>> _d4(np.array([[1, 2], [3, 4]]), 1, False).tolist(), _d4(np.array([[1, 2], [3, 4]]), 0, True).tolist()
+    ([[2, 4], [1, 3]], [[2, 1], [4, 3]])
+    """
+    out = np.rot90(a, k, axes=(-2, -1))
+    return out[..., ::-1] if flip else out
+
+
+def band_statistics(sampler: ChipSampler, n: int) -> tuple[list[float], list[float], int]:
+    """Per-band mean and std of the valid pixels of ``n`` sampled training chips (float64 sums).
+
+    Returns ``(mean, std, pixels counted)``; a band without spread gets std 1.
+    """
+    s1 = s2 = None
+    count = 0
+    for _ in range(n):
+        img, _, valid, _, _ = sampler.chip(augment=False)
+        x = img[:, valid].astype(np.float64)
+        if s1 is None:
+            s1, s2 = np.zeros(x.shape[0]), np.zeros(x.shape[0])
+        s1 += x.sum(axis=1)
+        s2 += (x * x).sum(axis=1)
+        count += x.shape[1]
+    assert s1 is not None and s2 is not None
+    mean = s1 / max(count, 1)
+    var = np.maximum(s2 / max(count, 1) - mean * mean, 0.0)
+    std = np.sqrt(var)
+    std = np.where(std > 0, std, 1.0)
+    return [float(v) for v in mean], [float(v) for v in std], count
+
+
+def chip_batch(sampler: ChipSampler, n: int, mean: Sequence[float], std: Sequence[float], jitter: float,
+               augment: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A normalised float32 batch (n, C, t, t) and int64 targets (n, t, t) with 255 ignored.
+
+    Each chip is normalised as at inference (:func:`geoseg.ml.infer.normalise`); with
+    ``jitter`` > 0 its bands then get a random gain ``1 + jitter * N(0, 1)`` and offset
+    ``jitter * N(0, 1)`` (in band standard deviations), drawn from the sampler's generator.
+    """
+    xs, ys = [], []
+    for _ in range(n):
+        img, target, valid, _, _ = sampler.chip(augment=augment)
+        x = normalise(img, valid, mean, std)
+        if jitter > 0:
+            cb = x.shape[0]
+            gain = 1 + jitter * sampler.rng.standard_normal((cb, 1, 1)).astype(np.float32)
+            offset = jitter * sampler.rng.standard_normal((cb, 1, 1)).astype(np.float32)
+            x = np.where(valid, x * gain + offset, np.float32(0)).astype(np.float32)
+        xs.append(x)
+        ys.append(target)
+    return np.stack(xs), np.stack(ys).astype(np.int64)
