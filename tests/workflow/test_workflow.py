@@ -629,7 +629,7 @@ def test_processes_exit_without_a_final_collection_of_what_they_imported():
     code = (
         "import atexit, gc\n"
         "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
-        "from geoseg.ml.infer import quick_exit\n"
+        "from geoseg.parallel import quick_exit\n"
         "print(quick_exit(), quick_exit())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
