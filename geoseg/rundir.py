@@ -1,4 +1,13 @@
-"""Run records: the run lock, ``manifest.json`` and the SQLite run catalog.
+"""The run folder: its file names, the run lock, ``manifest.json`` and the SQLite run catalog.
+
+This module is the one place that spells the layout of a runs folder; everyone else asks it::
+
+    <runs_dir>/catalog.sqlite                the run catalog (:class:`Catalog`)
+    <runs_dir>/<name>/.lock                  one workflow's run lock (:class:`RunLock`)
+    <runs_dir>/<name>/latest                 a link to its newest finished run
+    <runs_dir>/<name>/<run-id>/              one run (:class:`RunPaths`): manifest.json, mask.tif,
+                                             confidence.tif, fields.<fmt>, district_areas.<ext>,
+                                             run.log, dask-report.html, report.html, ...
 
 A run folder is relocatable: the manifest stores the run's outputs relative to the folder
 (``mask.tif``, ``scenes/x/mask.tif``) and the catalog stores run folders relative to itself
@@ -24,6 +33,19 @@ from geoseg.errors import CatalogError, GeosegError, RunDirError, RunLockedError
 from geoseg.io.raster import write_text_atomic
 
 __all__ = [
+    "CATALOG",
+    "LOCK",
+    "LATEST",
+    "MANIFEST",
+    "FIELD_FORMATS",
+    "AREA_FORMATS",
+    "RunPaths",
+    "fields_name",
+    "district_areas_name",
+    "fields_key",
+    "district_areas_key",
+    "quicklook_key",
+    "QUICKLOOK_PREFIX",
     "RunResult",
     "RunLock",
     "read_owner",
@@ -34,6 +56,130 @@ __all__ = [
     "run_outputs",
     "Catalog",
 ]
+
+
+# ------------------------------------------------------------------ names in a runs folder
+
+#: ``<runs_dir>/catalog.sqlite``: the run catalog of every workflow run into ``runs_dir``.
+CATALOG = "catalog.sqlite"
+#: ``<runs_dir>/<name>/.lock``: the lock a workflow's running run holds.
+LOCK = ".lock"
+#: ``<runs_dir>/<name>/latest``: a relative link to the workflow's newest finished run.
+LATEST = "latest"
+#: ``<runs_dir>/<name>/<run-id>/manifest.json``: what a run is and did; its presence makes a folder a run.
+MANIFEST = "manifest.json"
+#: The formats a run writes its fields in (``fields.<fmt>``), in the order a reader prefers them.
+FIELD_FORMATS = ("parquet", "gpkg", "fgb", "geojson", "shp")
+#: The formats a run writes its district table in (``district_areas.<ext>``), in that order.
+AREA_FORMATS = ("csv", "parquet")
+#: The start of a quicklook's output key (``quicklook_<scene>``).
+QUICKLOOK_PREFIX = "quicklook_"
+
+
+def fields_name(fmt: str) -> str:
+    """The file name of the fields in format ``fmt``: ``fields.parquet``, ``fields.gpkg``, ..."""
+    return f"fields.{fmt}"
+
+
+def district_areas_name(ext: str) -> str:
+    """The file name of the district table in format ``ext``: ``district_areas.csv``, ``district_areas.parquet``."""
+    return f"district_areas.{ext}"
+
+
+def fields_key(fmt: str) -> str:
+    """The output key of the fields file in format ``fmt``: ``fields_parquet``, ``fields_gpkg``, ..."""
+    return f"fields_{fmt}"
+
+
+def district_areas_key(ext: str) -> str:
+    """The output key of the district table in format ``ext``: ``district_areas_csv``, ``district_areas_parquet``."""
+    return f"district_areas_{ext}"
+
+
+def quicklook_key(scene: str) -> str:
+    """The output key of a scene's quicklook: ``quicklook_<scene>``."""
+    return f"{QUICKLOOK_PREFIX}{scene}"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one run folder (``<runs_dir>/<name>/<run-id>/``), by what they hold.
+
+    The output keys a manifest lists them under are the names of these properties
+    (``mask``, ``confidence``, ``run_log``, ``dask_report``, ``report_html``,
+    ``district_chart``), and :func:`fields_key`, :func:`district_areas_key` and
+    :func:`quicklook_key` for the others.
+
+    >>> p = RunPaths(Path("runs/demo/r1"))
+    >>> p.manifest, p.fields("gpkg"), p.district_areas("csv")
+    (PosixPath('runs/demo/r1/manifest.json'), PosixPath('runs/demo/r1/fields.gpkg'), PosixPath('runs/demo/r1/district_areas.csv'))
+    >>> p.scene_mask("a"), p.stacked_scene("a"), p.quicklook("a")
+    (PosixPath('runs/demo/r1/scenes/a/mask.tif'), PosixPath('runs/demo/r1/inputs/a.vrt'), PosixPath('runs/demo/r1/quicklook_a.png'))
+    """
+
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        """What the run is and did (:func:`write_manifest`)."""
+        return self.root / MANIFEST
+
+    @property
+    def mask(self) -> Path:
+        """The class mask of the whole region (a COG)."""
+        return self.root / "mask.tif"
+
+    @property
+    def confidence(self) -> Path:
+        """The confidence of the whole region (a COG)."""
+        return self.root / "confidence.tif"
+
+    @property
+    def run_log(self) -> Path:
+        return self.root / "run.log"
+
+    @property
+    def logs(self) -> Path:
+        """A folder for the logs of the run's workers."""
+        return self.root / "logs"
+
+    @property
+    def dask_report(self) -> Path:
+        """Dask's performance report (workflow key ``cluster.performance_report``)."""
+        return self.root / "dask-report.html"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def district_chart(self) -> Path:
+        return self.root / "district_chart.png"
+
+    def fields(self, fmt: str) -> Path:
+        """The field polygons in format ``fmt`` (one of :data:`FIELD_FORMATS`)."""
+        return self.root / fields_name(fmt)
+
+    def district_areas(self, ext: str) -> Path:
+        """The district table in format ``ext`` (one of :data:`AREA_FORMATS`)."""
+        return self.root / district_areas_name(ext)
+
+    def quicklook(self, scene: str) -> Path:
+        return self.root / f"quicklook_{scene}.png"
+
+    def scene_mask(self, scene: str) -> Path:
+        """A scene's own mask, in a run of several scenes (mosaicked into :attr:`mask`)."""
+        return self.root / "scenes" / scene / "mask.tif"
+
+    def scene_confidence(self, scene: str) -> Path:
+        return self.root / "scenes" / scene / "confidence.tif"
+
+    def stacked_scene(self, scene: str) -> Path:
+        """The VRT that stacks a scene given as several files."""
+        return self.root / "inputs" / f"{scene}.vrt"
+
+
+# ------------------------------------------------------------------ locks, manifests and the catalog
 
 
 def _alive(pid: int) -> bool:
@@ -191,11 +337,11 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     stats = manifest.get("stats")
     if isinstance(stats, dict) and isinstance(stats.get("scenes"), dict):
         stored["stats"] = {**stats, "scenes": {k: _stored(run_dir, run_id, str(v)) for k, v in stats["scenes"].items()}}
-    write_text_atomic(run_dir / "manifest.json", json.dumps(stored, indent=2, default=str))
+    write_text_atomic(RunPaths(run_dir).manifest, json.dumps(stored, indent=2, default=str))
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "manifest.json"
+    path = RunPaths(run_dir).manifest
     try:
         return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
     except FileNotFoundError:
@@ -271,7 +417,7 @@ class Catalog:
         if not stored.is_absolute():
             return self.path.parent.absolute() / stored
         here = self.path.parent / str(row["name"]) / str(row["run_id"])
-        return here if (here / "manifest.json").is_file() else stored
+        return here if RunPaths(here).manifest.is_file() else stored
 
     def list(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -282,7 +428,7 @@ class Catalog:
         for r in rows:
             r["run_dir"] = str(self._run_dir(r))
             r["recorded_status"] = r["status"]
-            r["status"] = run_status(r["status"], self.path.parent / str(r["name"]) / ".lock", str(r["run_id"]))
+            r["status"] = run_status(r["status"], self.path.parent / str(r["name"]) / LOCK, str(r["run_id"]))
         return rows
 
     def get(self, run_id: str) -> dict[str, Any]:
@@ -301,7 +447,7 @@ class Catalog:
         when there is no run to record.
         """
         count = 0
-        for m in sorted(self.path.parent.glob("*/*/manifest.json")):
+        for m in sorted(self.path.parent.glob(f"*/*/{MANIFEST}")):
             if m.parent.is_symlink():
                 continue
             try:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.options import classes_option
 from geoseg.errors import DistrictWarning
 from geoseg.ops.areas import district_areas_file
 from geoseg.ops.query import format_table
@@ -20,8 +21,7 @@ from geoseg.ops.query import format_table
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Table to write: .csv, .parquet or .json.")
 @click.option("--nodata", type=float, default=None, help="Nodata value of a class raster (default: the file's).")
-@click.option("--classes", type=click.Path(dir_okay=False, path_type=Path),
-              help="Class file (YAML) naming the class ids (default: the mask's embedded table).")
+@classes_option(help="Class file (YAML) naming the class ids (default: the mask's embedded table).")
 @click.option("--method", type=click.Choice(["exact", "centre"]), default="exact", show_default=True,
               help="exact: split border pixels by their exact coverage; centre: whole pixel to the centre's district.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the table.")
@@ -39,7 +39,6 @@ def areas(source: Path, districts: Path, name_field: str, out: Path, nodata: flo
         geoseg areas runs/punjab/latest/mask.tif --districts india_district.json \\
             --name-field district --out areas.csv
     """
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DistrictWarning)  # listed below, one per line
         df = district_areas_file(source, districts, name_field, out, classes=classes, nodata=nodata, method=method)

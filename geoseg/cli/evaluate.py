@@ -6,23 +6,30 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.options import (
+    batch_size_option,
+    device_option,
+    label_field_option,
+    model_option,
+    overlap_option,
+    tile_option,
+)
 from geoseg.cli.progress import progress_bar
 from geoseg.ml.evaluate import evaluate as evaluate_model
 
 
 @click.command("evaluate")
-@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint directory (model.safetensors + model.json).")
+@model_option
 @click.option("--image", required=True, type=click.Path(path_type=Path), help="Image with the model's bands.")
 @click.option("--labels", required=True, type=click.Path(path_type=Path),
               help="Label raster on the image grid, or a vector file with --label-field.")
-@click.option("--label-field", default=None, help="Attribute of a vector label file holding class id or name.")
+@label_field_option
 @click.option("--window", default=None, metavar="ROW,COL,HEIGHT,WIDTH",
               help="Score only this window of the image (e.g. a held-out block).")
-@click.option("--tile", type=int, default=None, help="Tile size in pixels (default: the model's).")
-@click.option("--overlap", type=int, default=None, help="Halo per side in pixels (default: the model's).")
-@click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@tile_option(help="Tile size in pixels (default: the model's).")
+@overlap_option
+@batch_size_option()
+@device_option
 @click.option("--json/--text", "as_json", default=True, show_default=True,
               help="Print the scores as JSON (default) or as readable text.")
 def evaluate(model_dir: Path, image: Path, labels: Path, label_field: str | None, window: str | None,
@@ -37,7 +44,6 @@ def evaluate(model_dir: Path, image: Path, labels: Path, label_field: str | None
         geoseg evaluate --model models/punjab --image region2/scene.tif \\
             --labels region2/labels.tif --window 1024,1024,1024,1024
     """
-
     with progress_bar("tiles") as advance:
         res = evaluate_model(model_dir, image, labels, window=window, label_field=label_field, tile=tile,
                              overlap=overlap, batch_size=batch_size, device=device, progress=advance)

@@ -9,6 +9,7 @@ shows the full traceback instead.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -63,8 +64,6 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
     if verbose < 2:  # Dask's own INFO chatter only with -vv
         # distributed configures its loggers from dask's config when first imported (later than
         # this), in this process and in every worker it spawns: set it through the environment.
-        import os
-
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         for name in ("distributed", "bokeh", "tornado"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -92,8 +91,7 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-
-    quick_exit()  # return to the shell without a final collection over torch's objects (~1 s)
+    quick_exit()  # return to the shell without a slow final collection over torch's many objects
     cli.main(args=argv, prog_name="geoseg")
 
 

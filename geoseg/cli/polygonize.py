@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.options import classes_option
 from geoseg.cli.progress import progress_bar
 from geoseg.core.sieve import DEFAULT_MIN_AREA_HA
 from geoseg.errors import DistrictWarning
@@ -20,8 +21,7 @@ from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
 @click.option("--format", "driver", type=click.Choice(["gpkg", "parquet", "fgb", "geojson", "shp"]),
               help="Output format, overriding the extension.")
 @click.option("--nodata", type=float, default=None, help="Mask nodata value (default: the file's).")
-@click.option("--classes", type=click.Path(dir_okay=False, path_type=Path),
-              help="Class file (YAML) with names and colours (default: the mask's embedded table).")
+@classes_option(help="Class file (YAML) with names and colours (default: the mask's embedded table).")
 @click.option("--min-area-ha", type=float, default=None,
               help="Minimum mapping unit in hectares; smaller specks are sieved; 0 turns sieving off. [default: 0.1]")
 @click.option("--exclude", multiple=True,
@@ -51,7 +51,6 @@ def polygonize(mask: Path, out: Path, driver: str | None, nodata: float | None, 
         geoseg polygonize runs/punjab/latest/mask.tif --out fields.gpkg \\
             --districts districts.gpkg --name-field district --min-area-ha 0.1
     """
-
     if districts is not None and not name_field:
         raise click.UsageError("--districts needs --name-field (the attribute that names a district)")
     excl: tuple[str, ...] | None = () if all_classes else (tuple(exclude) if exclude else None)

@@ -6,22 +6,22 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.options import batch_size_option, device_option, model_option, overlap_option, tile_option
 from geoseg.cli.progress import progress_bar
 from geoseg.ops.predict import predict_scene
 
 
 @click.command("predict")
-@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint directory (model.safetensors + model.json).")
+@model_option
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Class mask to write (COG, uint8, 255 = nodata).")
 @click.option("--confidence", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write max-softmax confidence (COG, uint8 x 255, 0 = nodata).")
-@click.option("--tile", type=int, default=None, help="Tile size in pixels (default 512).")
-@click.option("--overlap", type=int, default=None, help="Halo per side in pixels (default: the model's).")
-@click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@tile_option(help="Tile size in pixels (default 512).")
+@overlap_option
+@batch_size_option()
+@device_option
 @click.option("--max-pixels", type=int, default=None,
               help="Refuse a larger image (rows x columns) before any work, against broken or hostile headers "
                    "[default: 10,000,000,000].")
@@ -33,7 +33,6 @@ def predict(model_dir: Path, image: Path, out: Path, confidence: Path | None, ti
     Example:
         geoseg predict --model models/punjab demo/region/scene.tif --out mask.tif --confidence conf.tif
     """
-
     with progress_bar("tiles") as advance:
         res = predict_scene(model_dir, image, out, confidence=confidence, tile=tile, overlap=overlap,
                             batch_size=batch_size, device=device, progress=advance,

@@ -38,7 +38,6 @@ def query(run_dir: Path, sql: str | None, district: str | None, crop: str | None
         geoseg query runs/punjab/RUN_2023 --compare runs/punjab/RUN_2024
         geoseg query runs/punjab/RUN --safe "$SQL_FROM_SOMEONE_ELSE"
     """
-
     # Full access by default: the SQL comes from the user's own command line.
     df = run_query(run_dir, sql, district=district, crop=crop, compare=compare, safe=safe)
     click.echo(format_table(df, fmt))

@@ -34,7 +34,6 @@ def report(run_dir: Path, max_fields: int, max_px: int, as_json: bool, quiet: bo
         geoseg report runs/demo/latest
         geoseg report runs/demo/20261124T2130Z-abc --max-fields 20000
     """
-
     say = (lambda s: None) if quiet or as_json else (lambda s: click.echo(s, err=True))
     written = write_run_report(run_dir, max_fields=max_fields, max_px=max_px, say=say)
     real = Path(run_dir).resolve()

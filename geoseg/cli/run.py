@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.table import Table
 
 from geoseg.cli.progress import progress_bar
 from geoseg.report.summary import area_lines, run_summary
-from geoseg.rundir import Catalog, read_manifest, run_outputs, run_status
+from geoseg.rundir import CATALOG, LOCK, Catalog, read_manifest, run_outputs, run_status
 from geoseg.workflow.config import load_workflow
 from geoseg.workflow.run import run_workflow
 
@@ -37,7 +39,6 @@ def run(workflow: Path, resume: bool, scheduler: str | None, runs_dir: Path | No
     \b
     Exit status: 0 done, 1 failed (one line on stderr says why), 130 interrupted.
     """
-
     cfg = load_workflow(workflow, runs_dir=runs_dir, store=store, scheduler=scheduler)
     say = (lambda s: None) if quiet or as_json else (lambda s: click.echo(s, err=True))
     with progress_bar("tiles") as advance:
@@ -82,7 +83,7 @@ def runs(ctx: click.Context, runs_dir: Path, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
 
-    catalog = Catalog(runs_dir / "catalog.sqlite")
+    catalog = Catalog(runs_dir / CATALOG)
     if not catalog.path.exists():
         catalog.rebuild()
     rows = catalog.list()
@@ -92,9 +93,6 @@ def runs(ctx: click.Context, runs_dir: Path, as_json: bool) -> None:
     if not rows:
         click.echo(f"no runs recorded under {runs_dir}")
         return
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table("name", "run id", "status", "scenes", "tiles", "duration")
     for r in rows:
         secs = r["seconds"]
@@ -109,15 +107,14 @@ def runs(ctx: click.Context, runs_dir: Path, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Print the manifest summary of one run (a unique prefix of the id is enough)."""
-
     runs_dir = ctx.obj["runs_dir"]
-    row = Catalog(runs_dir / "catalog.sqlite").get(run_id)
+    row = Catalog(runs_dir / CATALOG).get(run_id)
     run_dir = Path(row["run_dir"])
     m = read_manifest(run_dir)
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
-    status = run_status(m["status"], runs_dir / m["name"] / ".lock", m["run_id"])
+    status = run_status(m["status"], runs_dir / m["name"] / LOCK, m["run_id"])
     if status != m["status"]:
         status += (f" (recorded as {m['status']}; its process is gone - `geoseg run WORKFLOW --resume` "
                    f"continues it)")

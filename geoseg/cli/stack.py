@@ -23,7 +23,6 @@ def stack(out: Path, inputs: tuple[Path, ...], overwrite: bool) -> None:
         geoseg stack s2_2024.vrt T43RFQ_20240615_B02.tif T43RFQ_20240615_B03.tif \\
             T43RFQ_20240615_B04.tif T43RFQ_20240615_B08.tif
     """
-
     res = stack_rasters(out, list(inputs), overwrite=overwrite)
     click.echo(f"{res.path}: {len(res.bands)} bands, {res.shape[1]} x {res.shape[0]} px")
     for i, name in enumerate(res.bands, start=1):

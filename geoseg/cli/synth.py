@@ -31,7 +31,6 @@ def synth(out_dir: Path, height: int, width: int, seed: int, dates: int, clouds:
     Example:
         geoseg synth data/region --height 1024 --width 1536 --seed 7 --clouds 0.05
     """
-
     region = synthesize(out_dir, height=height, width=width, seed=seed, dates=dates,
                         cloud_fraction=clouds, collar=not no_collar)
     click.echo(region.summary())

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from geoseg.cli.options import batch_size_option, classes_option, device_option, label_field_option, tile_option
 from geoseg.cli.progress import progress_bar
 
 
@@ -24,23 +25,21 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
               help="Input image (repeat with --labels for several scenes).")
 @click.option("--labels", "labels", required=True, multiple=True, type=click.Path(path_type=Path),
               help="Label raster on the image grid, or a vector file with --label-field (one per --image).")
-@click.option("--classes", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Class file (YAML): the ids and names the labels use.")
+@classes_option(required=True, help="Class file (YAML): the ids and names the labels use.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Checkpoint directory to write (model.safetensors + model.json).")
 @click.option("--arch", type=click.Choice(["unet", "deeplabv3plus", "segformer"], case_sensitive=False), default=None,
               help="Architecture [default: unet, or that of --init-from].")
 @click.option("--encoder", default=None, help="smp encoder name [default: resnet18; mit_b0 for segformer].")
-@click.option("--tile", type=int, default=256, show_default=True,
-              help="Training chip size in pixels (a multiple of 16 for the default U-Net).")
+@tile_option(default=256, show_default=True, help="Training chip size in pixels (a multiple of 16 for the default U-Net).")
 @click.option("--epochs", type=int, default=40, show_default=True, help="Most epochs (early stopping may end sooner).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same split, chips and weights.")
 @click.option("--init-from", type=click.Path(path_type=Path), default=None,
               help="Checkpoint directory to fine-tune, or encoder weights (.safetensors/.pt/.pth).")
-@click.option("--label-field", default=None, help="Attribute of a vector label file holding class id or name.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@label_field_option
+@device_option
 @click.option("--loss", type=click.Choice(["ce+dice", "ce", "dice"]), default="ce+dice", show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Chips per optimisation step.")
+@batch_size_option(default=8, help="Chips per optimisation step.")
 @click.option("--time-limit", type=float, default=None,
               help="Minutes of wall clock; stops cleanly before, keeping the best epoch.")
 def train(images: tuple[Path, ...], labels: tuple[Path, ...], classes: Path, out: Path, arch: str | None,

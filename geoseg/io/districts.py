@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import shapely
+from rasterio.warp import transform_bounds
 
 from geoseg.errors import DistrictError, DistrictWarning, VectorReadError
 from geoseg.io.vector import _columns, read_vector
@@ -77,8 +79,41 @@ def read_districts(
     DistrictError
         No such attribute, no CRS, or no usable polygon at all.
     """
-    import geopandas as gpd
-    import shapely
+    import geopandas as gpd  # deferred: slow to import (pandas, pyproj), and a workflow file is read without it
+
+    gdf, src = _read_checked(source, name_field, layer)
+    names, geom, keep, problems = _usable(gdf, name_field)
+    out = gpd.GeoDataFrame({name_field: names[keep].to_numpy()}, geometry=geom[keep], crs=gdf.crs)
+    out = out.reset_index(drop=True)
+    if len(out) == 0:
+        raise DistrictError(
+            f"{src}: no usable district polygon ({len(gdf)} features: "
+            + "; ".join(str(p) for p in problems[:5]) + ("; ..." if len(problems) > 5 else "")
+            + "); expected polygons with a name in " + repr(name_field)
+        )
+    if crs is not None and out.crs != crs:
+        out = out.to_crs(crs)
+        bad = ~shapely.is_valid(out.geometry.values)
+        if bad.any():  # reprojection can fold a few rings
+            out.loc[bad, "geometry"] = shapely.make_valid(out.geometry.values[bad], method="structure",
+                                                          keep_collapsed=False)
+    if warn and problems:
+        shown = [p for p in problems if p.problem not in ("no overlap", "repeated name")]
+        if shown:
+            warnings.warn(
+                f"{src}: {len(shown)} district problem(s): " + "; ".join(str(p) for p in shown[:8])
+                + ("; ..." if len(shown) > 8 else ""),
+                DistrictWarning,
+                stacklevel=2,
+            )
+    return Districts(out, name_field, src, tuple(problems))
+
+
+def _read_checked(source: str | os.PathLike[str] | "gpd.GeoDataFrame", name_field: str,
+                  layer: str | int | None) -> tuple["gpd.GeoDataFrame", str]:
+    """The boundaries (a copy of a GeoDataFrame given) and how messages name them, once they are
+    known to have the ``name_field`` attribute and a CRS."""
+    import geopandas as gpd  # deferred: see read_districts
 
     if isinstance(source, gpd.GeoDataFrame):
         gdf, src = source.copy(), "<districts>"
@@ -100,6 +135,12 @@ def read_districts(
             f"{src}: has no CRS, so it cannot be matched to the raster; set one, e.g. "
             f"`ogr2ogr -a_srs EPSG:4326 fixed.gpkg {src}`"
         )
+    return gdf, src
+
+
+def _usable(gdf: "gpd.GeoDataFrame", name_field: str) -> tuple[Any, np.ndarray, np.ndarray, list[DistrictProblem]]:
+    """The names (strings or None), the geometries with invalid ones repaired, which features to
+    keep (a named polygon or multipolygon), and a problem for each feature skipped, repaired or named twice."""
     problems: list[DistrictProblem] = []
     names = gdf[name_field].astype(object).where(gdf[name_field].notna(), None)
     names = names.map(lambda v: None if v is None else str(v))
@@ -139,30 +180,7 @@ def read_districts(
     for name, n in counts[counts > 1].items():
         problems.append(DistrictProblem(str(name), "repeated name",
                                         f"{n} features; their areas are summed - use a unique name field"))
-    out = gpd.GeoDataFrame({name_field: names[keep].to_numpy()}, geometry=geom[keep], crs=gdf.crs)
-    out = out.reset_index(drop=True)
-    if len(out) == 0:
-        raise DistrictError(
-            f"{src}: no usable district polygon ({len(gdf)} features: "
-            + "; ".join(str(p) for p in problems[:5]) + ("; ..." if len(problems) > 5 else "")
-            + "); expected polygons with a name in " + repr(name_field)
-        )
-    if crs is not None and out.crs != crs:
-        out = out.to_crs(crs)
-        bad = ~shapely.is_valid(out.geometry.values)
-        if bad.any():  # reprojection can fold a few rings
-            out.loc[bad, "geometry"] = shapely.make_valid(out.geometry.values[bad], method="structure",
-                                                          keep_collapsed=False)
-    if warn and problems:
-        shown = [p for p in problems if p.problem not in ("no overlap", "repeated name")]
-        if shown:
-            warnings.warn(
-                f"{src}: {len(shown)} district problem(s): " + "; ".join(str(p) for p in shown[:8])
-                + ("; ..." if len(shown) > 8 else ""),
-                DistrictWarning,
-                stacklevel=2,
-            )
-    return Districts(out, name_field, src, tuple(problems))
+    return names, geom, keep, problems
 
 
 def check_districts_reach(path: str | os.PathLike[str], rasters: Sequence[Any]) -> None:
@@ -180,8 +198,7 @@ def check_districts_reach(path: str | os.PathLike[str], rasters: Sequence[Any]) 
     VectorReadError
         The file cannot be read.
     """
-    import pyogrio
-    from rasterio.warp import transform_bounds
+    import pyogrio  # deferred: slow to import, and only this check needs it here
 
     src = str(path)
     try:

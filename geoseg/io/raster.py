@@ -72,6 +72,7 @@ __all__ = [
     "confidence_writer",
     "read_mask_classes",
     "atomic_path",
+    "atomic_output",
     "check_outputs",
     "input_files",
     "write_text_atomic",
@@ -532,6 +533,30 @@ def atomic_path(path: str | os.PathLike[str]) -> Path:
     return p.with_name(f".{p.name}.partial-{uuid.uuid4().hex[:12]}{p.suffix}")
 
 
+@contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary name beside ``path`` (:func:`atomic_path`) to write any file (or link) to; when the
+    block ends without an error it is renamed to ``path``, replacing what was there. Either way no
+    temporary file is left: readers of ``path`` see the old file or the new one whole, never half of it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "chart.png"
+    >>> with atomic_output(target) as tmp:
+    ...     _ = tmp.write_bytes(b"PNG")
+    >>> target.read_bytes(), [p.name for p in target.parent.iterdir()]
+    (b'PNG', ['chart.png'])
+    """
+    target = Path(path)
+    tmp = atomic_path(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 #: Below this many free bytes a failed write is put down to a full disk.
 FULL_DISK_BYTES = 64 << 20
 
@@ -671,17 +696,14 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
         The text cannot be written (e.g. the disk is full); nothing is left at ``path``.
     """
     target = Path(path)
-    tmp = atomic_path(target)
     try:
-        tmp.write_text(text, encoding="utf-8", newline="\n")
-        os.replace(tmp, target)
+        with atomic_output(target) as tmp:
+            tmp.write_text(text, encoding="utf-8", newline="\n")
     except OSError as e:
         raise WriteError(
             f"{target}: writing failed ({e.strerror or e}){free_space_note(target)}; "
             f"check free disk space and permissions, then run again"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -2,7 +2,7 @@
 
 :func:`write_run_report` (re)builds them in a finished run directory; ``geoseg run`` calls
 it as its last stage and ``geoseg report RUN_DIR`` calls it on demand. Light imports only:
-matplotlib, geopandas and rasterio load when a report is drawn.
+matplotlib, geopandas and pandas load when a report is drawn.
 
 Files written in the run directory:
 
@@ -17,16 +17,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geoseg.errors import GeosegError, ReportError
 from geoseg.io.districts import read_districts
-from geoseg.io.raster import raster_info
+from geoseg.io.raster import RasterInfo, raster_info
 from geoseg.report.chart import crop_pivot, write_district_chart
 from geoseg.report.html import SVG_WIDTH, render_report, svg_map, write_html
 from geoseg.report.inputs import MAX_PX, RunData, load_run, load_run_from, read_fields
 from geoseg.report.quicklook import MAX_OUTLINES, crs_label, write_quicklook
+from geoseg.rundir import QUICKLOOK_PREFIX, RunPaths, quicklook_key
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 __all__ = ["write_run_report", "ReportError", "RunData", "load_run", "MAX_FIELDS", "MAX_PX"]
 
@@ -68,19 +73,49 @@ def write_run_report(
     ReportError
         ``run_dir`` has no manifest or no mask.
     """
-
-    rd = Path(run_dir).resolve()  # runs/<name>/latest -> the run itself
-    data = load_run(rd) if manifest is None else load_run_from(rd, manifest)
-    m = data.manifest
+    paths = RunPaths(Path(run_dir).resolve())  # runs/<name>/latest -> the run itself
+    data = load_run(paths.root) if manifest is None else load_run_from(paths.root, manifest)
     notes = list(data.notes)
-    outputs: dict[str, str] = {}
+    layers = _read_layers(data, max(MAX_OUTLINES, max_fields), notes)
+    info = raster_info(data.mask)
+    outputs = _draw_quicklooks(paths, data, layers, max_px, notes, say)
+    pivot = None
+    if data.areas is not None and len(data.areas):
+        pivot = crop_pivot(data.areas, data.classes)
+        outputs["district_chart"] = str(write_district_chart(paths.district_chart, pivot, data.classes))
 
+    say("writing report.html")
+    svg, records, map_note = _map(data, layers, info, max_fields, notes)
+    full_outputs = {**(data.manifest.get("outputs") or {}), **outputs, "report_html": str(paths.report_html)}
+    page = render_report(
+        manifest={**data.manifest, "outputs": full_outputs}, run_dir=paths.root, classes=data.classes, svg=svg,
+        records=records, pivot=pivot, areas=data.areas,
+        chart=Path(outputs["district_chart"]) if "district_chart" in outputs else None,
+        quicklooks={k[len(QUICKLOOK_PREFIX):]: Path(v) for k, v in outputs.items() if k.startswith(QUICKLOOK_PREFIX)},
+        notes=notes, map_note=map_note, crs_text=f"CRS {crs_label(info.crs)}",
+    )
+    outputs["report_html"] = str(write_html(paths.report_html, page))
+    return outputs
+
+
+@dataclass(frozen=True)
+class _Layers:
+    """The vector layers a report draws: the run's largest fields (None without fields), how many
+    fields and hectares the run has in all, and the district outlines (None without)."""
+
+    fields: "gpd.GeoDataFrame | None"
+    n_fields: int
+    field_ha: float
+    districts: "gpd.GeoDataFrame | None"
+
+
+def _read_layers(data: RunData, limit: int, notes: list[str]) -> _Layers:
+    """The ``limit`` largest fields and the district outlines; what is missing goes to ``notes``."""
     fields = None
     n_fields, field_ha = 0, float("nan")
     if data.fields is not None:
         fields, n_fields, field_ha = read_fields(
-            data.fields, limit=max(MAX_OUTLINES, max_fields),
-            columns=["field_id", "class_id", "crop", "area_ha", "confidence", "district"])
+            data.fields, limit=limit, columns=["field_id", "class_id", "crop", "area_ha", "confidence", "district"])
     else:
         notes.append("no field polygons in this run (outputs.fields is empty): the map shows districts only")
     districts = None
@@ -89,56 +124,54 @@ def write_run_report(
             districts = read_districts(data.districts, data.name_field, warn=False).gdf
         except GeosegError as e:
             notes.append(f"district outlines left out: {e}")
+    return _Layers(fields, n_fields, field_ha, districts)
 
-    info = raster_info(data.mask)
-    h, w = info.shape
-    t = info.transform
-    bounds = (t.c, t.f + t.e * h, t.c + t.a * w, t.f)
 
+def _draw_quicklooks(paths: RunPaths, data: RunData, layers: _Layers, max_px: int, notes: list[str],
+                     say: Callable[[str], None]) -> dict[str, str]:
+    """One quicklook per scene whose image is still there (a note for the others); returns the outputs."""
+    m = data.manifest
+    fields = layers.fields
+    outputs = {}
     for name, image, mask in data.scenes:
         if not Path(image).exists():
             notes.append(f"scene {name}: {image} not found, so no quicklook (the input moved or was deleted)")
             continue
         say(f"drawing the quicklook of {name}")
         ql_notes = []
-        if fields is not None and n_fields > len(fields):
-            ql_notes.append(f"outlines of the {len(fields):,} largest of {n_fields:,} fields")
-        path = write_quicklook(rd / f"quicklook_{name}.png", image=image, mask=mask, classes=data.classes,
-                               fields=fields, districts=districts, name_field=data.name_field,
+        if fields is not None and layers.n_fields > len(fields):
+            ql_notes.append(f"outlines of the {len(fields):,} largest of {layers.n_fields:,} fields")
+        path = write_quicklook(paths.quicklook(name), image=image, mask=mask, classes=data.classes,
+                               fields=fields, districts=layers.districts, name_field=data.name_field,
                                title=f"run {m.get('run_id', '')} ({m.get('name', '')}) - scene {name}",
                                notes=ql_notes, max_px=max_px)
-        outputs[f"quicklook_{name}"] = str(path)
+        outputs[quicklook_key(name)] = str(path)
+    return outputs
 
-    pivot = None
-    if data.areas is not None and len(data.areas):
-        pivot = crop_pivot(data.areas, data.classes)
-        outputs["district_chart"] = str(write_district_chart(rd / "district_chart.png", pivot, data.classes))
 
-    say("writing report.html")
-    shown = fields
+def _map(data: RunData, layers: _Layers, info: RasterInfo, max_fields: int,
+         notes: list[str]) -> tuple[str, list[list[Any]], str]:
+    """The page's SVG map of the ``max_fields`` largest fields over the mask's extent, its records,
+    and the note under it (also in ``notes`` when fields were left out)."""
+    h, w = info.shape
+    t = info.transform
+    bounds = (t.c, t.f + t.e * h, t.c + t.a * w, t.f)
+    fields = shown = layers.fields
     if fields is not None and len(fields) > max_fields:
         keep = fields["area_ha"].to_numpy().argsort(kind="stable")[::-1][:max_fields]
         shown = fields.iloc[sorted(keep)]
     tol = (bounds[2] - bounds[0]) / SVG_WIDTH
     unit = "deg" if info.crs is not None and info.crs.is_geographic else "m"
-    svg, records = svg_map(shown, districts, data.name_field, data.classes, bounds, info.crs)
+    svg, records = svg_map(shown, layers.districts, data.name_field, data.classes, bounds, info.crs)
     if fields is None:
         map_note = "No field polygons in this run."
-    elif shown is not None and len(shown) < n_fields:
+    elif shown is not None and len(shown) < layers.n_fields:
         shown_ha = float(shown["area_ha"].sum())
-        share = f" ({100 * shown_ha / field_ha:.1f} % of the field area)" if field_ha > 0 else ""
-        map_note = (f"Large run: the map loads the {len(shown):,} largest of {n_fields:,} fields{share}; the "
+        share = f" ({100 * shown_ha / layers.field_ha:.1f} % of the field area)" if layers.field_ha > 0 else ""
+        map_note = (f"Large run: the map loads the {len(shown):,} largest of {layers.n_fields:,} fields{share}; the "
                     f"rest are left out here but are in the fields files. Outlines are simplified to about "
                     f"{tol:,.3g} {unit}.")
         notes.append(map_note)
     else:
-        map_note = f"All {n_fields:,} fields; outlines simplified to about {tol:,.3g} {unit}."
-    full_outputs = {**(m.get("outputs") or {}), **outputs, "report_html": str(rd / "report.html")}
-    page = render_report(
-        manifest={**m, "outputs": full_outputs}, run_dir=rd, classes=data.classes, svg=svg, records=records,
-        pivot=pivot, areas=data.areas, chart=Path(outputs["district_chart"]) if "district_chart" in outputs else None,
-        quicklooks={k[len("quicklook_"):]: Path(v) for k, v in outputs.items() if k.startswith("quicklook_")},
-        notes=notes, map_note=map_note, crs_text=f"CRS {crs_label(info.crs)}",
-    )
-    outputs["report_html"] = str(write_html(rd / "report.html", page))
-    return outputs
+        map_note = f"All {layers.n_fields:,} fields; outlines simplified to about {tol:,.3g} {unit}."
+    return svg, records, map_note

@@ -1,4 +1,8 @@
-"""Per-district crop areas: the district x crop hectare table and its stacked bar chart."""
+"""Per-district crop areas: the district x crop hectare table and its stacked bar chart.
+
+pandas and matplotlib are imported inside the functions: they are slow to import, and only
+drawing a report needs them.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geoseg.io.raster import atomic_path
+import numpy as np
+
+from geoseg.io.raster import atomic_output
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,7 +41,7 @@ def crop_pivot(areas: "pd.DataFrame", classes: "ClassTable") -> "pd.DataFrame":
     >>> p.index.tolist(), p["total"].tolist(), float(p.loc["A", "wheat"])
     (['B', 'A'], [5.0, 3.0], 2.0)
     """
-    import pandas as pd
+    import pandas as pd  # deferred: slow to import, and only drawing a report needs it
 
     crops = [c for c in classes.classes if c.crop]
     names = [c.name for c in crops]
@@ -57,7 +63,6 @@ def write_district_chart(out: str | os.PathLike[str], pivot: "pd.DataFrame", cla
 
     Only the ``max_districts`` largest districts are drawn; a note says how many were left out.
     """
-    import numpy as np
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switching
 
     crops = [c for c in classes.classes if c.crop and c.name in pivot.columns]
@@ -90,10 +95,6 @@ def write_district_chart(out: str | os.PathLike[str], pivot: "pd.DataFrame", cla
         ax.text(0.5, 0.5, "no district areas in this run", transform=ax.transAxes, ha="center")
     fig.tight_layout()
     target = Path(out)
-    tmp = atomic_path(target)
-    try:
+    with atomic_output(target) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target

@@ -9,6 +9,7 @@ down to the largest fields, and the page says so.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 from html import escape
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import shapely
 
 from geoseg.io.raster import write_text_atomic
 from geoseg.report.geom import prepare, rings
+from geoseg.rundir import district_areas_name
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -52,8 +55,6 @@ def _svg_paths(geoms: np.ndarray, bounds: tuple[float, float, float, float], sca
 
 def _svg_lines(geoms: np.ndarray, bounds: tuple[float, float, float, float], scale: float) -> str:
     """One SVG path (``M x,y x,y ...`` per line part) for all (multi)linestrings in ``geoms``."""
-    import shapely
-
     g = np.asarray(geoms, dtype=object)
     g = g[~shapely.is_missing(g)]
     parts = shapely.get_parts(g)
@@ -120,8 +121,6 @@ def svg_map(
                 parts.append(f'<path class="f" data-i="{k}" d="{paths[i]}"/>')
             parts.append("</g>")
     if districts is not None and len(districts):
-        import shapely
-
         d = districts.to_crs(crs) if crs is not None and districts.crs != crs else districts
         raw = np.asarray(d.geometry.values, dtype=object)
         dg = prepare(raw, bounds, tol)  # clipped polygons: for labels
@@ -148,9 +147,7 @@ def _data_uri(path: Path) -> str:
 
 def _thumbnail_uri(path: Path, width: int = 1200) -> str:
     """A JPEG copy of a PNG, at most ``width`` px wide, as a data URI (keeps the page small)."""
-    import io
-
-    from PIL import Image
+    from PIL import Image  # deferred: Pillow comes with matplotlib, which only drawing a report loads
 
     with Image.open(path) as im:
         im = im.convert("RGB")
@@ -340,7 +337,7 @@ def render_report(
         crops = [c.name for c in classes.classes if c.crop and c.name in pivot.columns]
         out.append(_district_table(pivot, areas, crops))
         out.append('<p class="note">Click a column heading to sort. Hectares from the mask (every pixel\'s ground '
-                   'area, border pixels split by coverage); see district_areas.csv.</p>')
+                   f'area, border pixels split by coverage); see {district_areas_name("csv")}.</p>')
     else:
         out.append("<p>No district table in this run (no districts in the workflow, or outputs.district_areas "
                    "is false).</p>")
@@ -369,5 +366,4 @@ def render_report(
 
 def write_html(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
-
     return write_text_atomic(path, text)

@@ -16,14 +16,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import yaml
 from affine import Affine
+from rasterio.enums import Resampling
 
 from geoseg.classes import default_classes
 from geoseg.errors import GeosegError, ReportError
 from geoseg.io.raster import open_raster, read_mask_classes
 from geoseg.io.vector import read_table, read_vector
 from geoseg.ml.model import read_card
-from geoseg.rundir import read_manifest, run_outputs, run_path
+from geoseg.rundir import (
+    AREA_FORMATS,
+    FIELD_FORMATS,
+    MANIFEST,
+    RunPaths,
+    district_areas_key,
+    fields_key,
+    read_manifest,
+    run_outputs,
+    run_path,
+)
 from geoseg.strict_yaml import load_yaml
 
 if TYPE_CHECKING:
@@ -66,8 +78,6 @@ class RunData:
 
 def _workflow(manifest: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     """The recorded workflow text (parsed strictly: a run folder may come from anywhere) and its paths' folder."""
-    import yaml
-
     base = Path(manifest.get("workflow", ".")).parent
     try:
         data = load_yaml(manifest.get("workflow_text") or "") or {}
@@ -83,12 +93,11 @@ def _resolve(raw: str, base: Path) -> Path:
 
 def _scenes(manifest: dict[str, Any], run_dir: Path, mask: Path) -> list[tuple[str, Path, Path]]:
     """(name, image, mask) per scene, from the manifest's ``stats.scenes`` (every finished run records it)."""
-
     recorded = (manifest.get("stats") or {}).get("scenes") or {}
     pairs = [(str(k), run_path(run_dir, str(v), manifest.get("run_id"))) for k, v in recorded.items()]
     out = []
     for name, image in pairs:
-        per_scene = run_dir / "scenes" / name / "mask.tif"
+        per_scene = RunPaths(run_dir).scene_mask(name)
         out.append((name, image, per_scene if per_scene.exists() else mask))
     return out
 
@@ -101,11 +110,10 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
     ReportError
         No manifest, or no mask in the run directory.
     """
-
     rd = Path(run_dir)
-    if not (rd / "manifest.json").exists():
+    if not RunPaths(rd).manifest.exists():
         raise ReportError(
-            f"{rd}: no manifest.json found; expected a run directory written by `geoseg run` "
+            f"{rd}: no {MANIFEST} found; expected a run directory written by `geoseg run` "
             f"(e.g. runs/demo/latest)"
         )
     manifest = read_manifest(rd)
@@ -114,25 +122,22 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
 
 def load_run_from(rd: Path, manifest: dict[str, Any]) -> RunData:
     """Like :func:`load_run`, with the manifest given (used while a run is finishing)."""
-
     outputs = run_outputs(rd, manifest)  # stored relative to the run folder: a moved run reads its own files
-    mask = outputs.get("mask") or rd / "mask.tif"
+    mask = outputs.get("mask") or RunPaths(rd).mask
     if not mask.exists():
         raise ReportError(
-            f"{mask}: the run's mask is missing (run status {manifest.get('status')!r}); expected mask.tif in "
-            f"{rd} - finish the run with `geoseg run WORKFLOW --resume`"
+            f"{mask}: the run's mask is missing (run status {manifest.get('status')!r}); expected "
+            f"{RunPaths(rd).mask.name} in {rd} - finish the run with `geoseg run WORKFLOW --resume`"
         )
     notes: list[str] = []
     classes = read_mask_classes(mask)
     if classes is None:
         try:
-
             classes = read_card(Path(manifest["model"]["path"])).classes
         except (GeosegError, KeyError, OSError, TypeError):
             classes = default_classes()
             notes.append("class table not found in mask.tif or the model card: default class colours used")
-    fields_path = next((outputs[k] for k in ("fields_parquet", "fields_gpkg", "fields_fgb", "fields_geojson",
-                                             "fields_shp") if k in outputs and outputs[k].exists()),
+    fields_path = next((outputs[k] for k in map(fields_key, FIELD_FORMATS) if k in outputs and outputs[k].exists()),
                        None)
     wf, base = _workflow(manifest)
     d = wf.get("districts") if isinstance(wf.get("districts"), dict) else {}
@@ -142,7 +147,7 @@ def load_run_from(rd: Path, manifest: dict[str, Any]) -> RunData:
         notes.append(f"district boundaries {districts} not found: district outlines left out")
         districts = None
     areas = None
-    area_file = outputs.get("district_areas_csv") or outputs.get("district_areas_parquet")
+    area_file = next((outputs[k] for k in map(district_areas_key, AREA_FORMATS) if outputs.get(k)), None)
     if area_file and area_file.exists():
         areas = read_table(area_file)
     return RunData(rd, manifest, classes, mask, _scenes(manifest, rd, mask), fields_path, districts, name_field,
@@ -174,8 +179,6 @@ def read_decimated(path: str | os.PathLike[str], bands: list[int] | int = 1, *, 
     -------
     array (bands, h, w), the decimated grid's transform, the CRS and the nodata value.
     """
-    from rasterio.enums import Resampling
-
     idx = [bands] if isinstance(bands, int) else list(bands)
     with open_raster(path) as src:
         _, (h, w) = decimation((src.height, src.width), max_px)
@@ -227,7 +230,7 @@ def read_fields(path: Path, *, limit: int | None = None, columns: list[str] | No
     From GeoParquet only the ``area_ha`` column is read in full; geometries are decoded for
     the kept rows only. The total area is NaN when the file has no ``area_ha``.
     """
-    import geopandas as gpd
+    import geopandas as gpd  # deferred, as pyarrow: slow to import, and only drawing a report needs them
 
     if path.suffix.lower() in (".parquet", ".geoparquet"):
         import pyarrow.parquet as pq

@@ -4,6 +4,9 @@ Both panels share the scene's extent and CRS. The mask panel carries field outli
 district boundaries; beneath are a legend (crop names in class colours), and the left
 panel has a scale bar and a north arrow; the CRS is written under the panels. Rasters are
 read decimated to at most :data:`~geoseg.report.inputs.MAX_PX` px on the long side.
+
+matplotlib is imported inside the drawing functions: it is slow to import, and only drawing
+needs it (``geoseg --help`` and a run without a report do not).
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import shapely
 
-from geoseg.io.raster import atomic_path, open_raster, raster_info
+from geoseg.io.raster import atomic_output, open_raster, raster_info
 from geoseg.report.geom import prepare, rings
 from geoseg.report.inputs import MAX_PX, false_colour_bands, read_decimated
 
@@ -116,7 +120,7 @@ def crs_label(crs: Any) -> str:
     if crs is None:
         return "no CRS"
     try:
-        from pyproj import CRS
+        from pyproj import CRS  # deferred, as geopandas (which loads it): only drawing a report needs it
 
         p = CRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
         epsg = p.to_epsg()
@@ -164,18 +168,7 @@ def write_quicklook(
     notes : list of str, optional
         Lines printed under the panels (e.g. how many outlines were left out).
     """
-    from matplotlib.collections import LineCollection
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switching
-    from matplotlib.patches import Patch
-
-    with open_raster(image) as src:
-        descriptions = list(src.descriptions)
-    date, bands = _best_date(Path(image), false_colour_bands(descriptions))
-    rgb, t_img, crs_img, nodata = read_decimated(image, bands, max_px=max_px)
-    valid = np.all(rgb != nodata, axis=0) if nodata is not None else np.ones(rgb.shape[1:], bool)
-    valid &= ~np.any(np.isnan(rgb.astype("float32")), axis=0)
-    composite = stretch(rgb, valid)
-    del rgb
+    date, composite, img_extent = _composite(image, max_px)
     m, t_mask, crs, _ = read_decimated(mask, 1, max_px=max_px)
     colours = class_rgba(m[0], classes)
     present = set(np.unique(m[0]).tolist())
@@ -184,47 +177,19 @@ def write_quicklook(
     left, top = t_mask.c, t_mask.f
     right, bottom = left + t_mask.a * w, top + t_mask.e * h
     extent = (left, right, bottom, top)
-    ih, iw = composite.shape[:2]
-    img_extent = (t_img.c, t_img.c + t_img.a * iw, t_img.f + t_img.e * ih, t_img.f)
     pixel = abs(t_mask.a)
     bounds = (left, bottom, right, top)
 
-    aspect = (top - bottom) / max(right - left, 1e-9)
-    panel_w = 7.6
-    panel_h = min(max(panel_w * aspect, 3.0), 12.0)
-    H = panel_h + 1.7
-    fig = Figure(figsize=(2 * panel_w + 0.6, H), dpi=110)
-    axes = fig.subplots(1, 2)
-    fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.55 / H, bottom=1.05 / H,
-                        wspace=0.04)
-    ax_img, ax_mask = axes
+    fig, (ax_img, ax_mask), H = _figure((top - bottom) / max(right - left, 1e-9))
     ax_img.imshow(composite, extent=img_extent, interpolation="nearest")
     ax_img.set_title(f"false colour (NIR, red, green){' - ' + date if date else ''}", fontsize=11)
     ax_mask.imshow(colours, extent=extent, interpolation="nearest")
     ax_mask.set_title("crop map", fontsize=11)
-
     if fields is not None and len(fields):
-        f = fields.to_crs(crs) if crs is not None and fields.crs is not None and fields.crs != crs else fields
-        geoms = prepare(f.geometry.values.to_numpy() if hasattr(f.geometry.values, "to_numpy")
-                        else np.asarray(f.geometry.values), bounds, pixel)
-        ax_mask.add_collection(LineCollection(_segments(geoms), colors="#202020", linewidths=0.25, zorder=3))
+        _draw_fields(ax_mask, fields, crs, bounds, pixel)
     if districts is not None and len(districts):
-        d = districts.to_crs(crs) if crs is not None and districts.crs != crs else districts
-        dg = prepare(np.asarray(d.geometry.values, dtype=object), bounds, pixel)
-        segs = _segments(dg)
-        for ax in axes:
-            ax.add_collection(LineCollection(segs, colors="black", linewidths=2.2, zorder=4))
-            ax.add_collection(LineCollection(segs, colors="white", linewidths=0.8, zorder=4))
-        if name_field and name_field in d.columns:
-            import shapely
-
-            ok = np.array([g is not None for g in dg])
-            pts = shapely.point_on_surface(dg[ok])
-            for name, p in zip(d[name_field].to_numpy()[ok], pts):
-                ax_mask.text(p.x, p.y, str(name), ha="center", va="center", fontsize=9, zorder=6,
-                             bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "black", "lw": 0.5,
-                                   "alpha": 0.85})
-    for ax in axes:
+        _draw_districts((ax_img, ax_mask), districts, name_field, crs, bounds, pixel)
+    for ax in (ax_img, ax_mask):
         ax.set_xlim(left, right)
         ax.set_ylim(bottom, top)
         ax.set_aspect("equal")
@@ -232,12 +197,7 @@ def write_quicklook(
         ax.set_yticks([])
     _scale_bar(ax_img, extent, crs)
     _north_arrow(ax_img)
-
-    handles = [Patch(facecolor=c.color, edgecolor="#333333", label=c.name + ("" if c.id in present else " (none)"))
-               for c in classes.classes]
-    handles.append(Patch(facecolor="white", edgecolor="#333333", label="no data"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False, fontsize=10,
-               bbox_to_anchor=(0.5, 0.35 / H), handlelength=1.6)
+    _legend(fig, classes, present, H)
 
     shown_as = " (decimated)" if pixel > 1.001 * raster_info(mask).res[0] else ""
     unit = "deg" if crs is not None and crs.is_geographic else "m"
@@ -246,10 +206,78 @@ def write_quicklook(
     if title:
         fig.suptitle(title, fontsize=12, y=1 - 0.12 / H, va="top")
     target = Path(out)
-    tmp = atomic_path(target)
-    try:
+    with atomic_output(target) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
+
+
+def _composite(image: str | os.PathLike[str], max_px: int) -> tuple[str, np.ndarray, tuple[float, ...]]:
+    """The false-colour composite of the scene's best date: the date, the stretched (h, w, 3) image
+    (read decimated) and its extent (left, right, bottom, top)."""
+    with open_raster(image) as src:
+        descriptions = list(src.descriptions)
+    date, bands = _best_date(Path(image), false_colour_bands(descriptions))
+    rgb, t_img, _, nodata = read_decimated(image, bands, max_px=max_px)
+    valid = np.all(rgb != nodata, axis=0) if nodata is not None else np.ones(rgb.shape[1:], bool)
+    valid &= ~np.any(np.isnan(rgb.astype("float32")), axis=0)
+    composite = stretch(rgb, valid)
+    del rgb
+    ih, iw = composite.shape[:2]
+    return date, composite, (t_img.c, t_img.c + t_img.a * iw, t_img.f + t_img.e * ih, t_img.f)
+
+
+def _figure(aspect: float) -> tuple[Any, Any, float]:
+    """The figure with its two panels side by side for a scene of ``aspect`` (height / width), and
+    the figure's height in inches."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switching
+
+    panel_w = 7.6
+    panel_h = min(max(panel_w * aspect, 3.0), 12.0)
+    H = panel_h + 1.7
+    fig = Figure(figsize=(2 * panel_w + 0.6, H), dpi=110)
+    axes = fig.subplots(1, 2)
+    fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.55 / H, bottom=1.05 / H,
+                        wspace=0.04)
+    return fig, axes, H
+
+
+def _draw_fields(ax: Any, fields: "gpd.GeoDataFrame", crs: Any, bounds: tuple[float, float, float, float],
+                 pixel: float) -> None:
+    """Field outlines on the mask panel, clipped to it and simplified to about a pixel."""
+    from matplotlib.collections import LineCollection
+
+    f = fields.to_crs(crs) if crs is not None and fields.crs is not None and fields.crs != crs else fields
+    geoms = prepare(f.geometry.values.to_numpy() if hasattr(f.geometry.values, "to_numpy")
+                    else np.asarray(f.geometry.values), bounds, pixel)
+    ax.add_collection(LineCollection(_segments(geoms), colors="#202020", linewidths=0.25, zorder=3))
+
+
+def _draw_districts(axes: tuple[Any, Any], districts: "gpd.GeoDataFrame", name_field: str | None, crs: Any,
+                    bounds: tuple[float, float, float, float], pixel: float) -> None:
+    """District boundaries on both panels, and their names on the mask panel (the second)."""
+    from matplotlib.collections import LineCollection
+
+    d = districts.to_crs(crs) if crs is not None and districts.crs != crs else districts
+    dg = prepare(np.asarray(d.geometry.values, dtype=object), bounds, pixel)
+    segs = _segments(dg)
+    for ax in axes:
+        ax.add_collection(LineCollection(segs, colors="black", linewidths=2.2, zorder=4))
+        ax.add_collection(LineCollection(segs, colors="white", linewidths=0.8, zorder=4))
+    if name_field and name_field in d.columns:
+        ok = np.array([g is not None for g in dg])
+        pts = shapely.point_on_surface(dg[ok])
+        for name, p in zip(d[name_field].to_numpy()[ok], pts):
+            axes[1].text(p.x, p.y, str(name), ha="center", va="center", fontsize=9, zorder=6,
+                         bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "black", "lw": 0.5,
+                               "alpha": 0.85})
+
+
+def _legend(fig: Any, classes: "ClassTable", present: set[int], H: float) -> None:
+    """The class colours under the panels; classes absent from the mask say ``(none)``."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=c.color, edgecolor="#333333", label=c.name + ("" if c.id in present else " (none)"))
+               for c in classes.classes]
+    handles.append(Patch(facecolor="white", edgecolor="#333333", label="no data"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False, fontsize=10,
+               bbox_to_anchor=(0.5, 0.35 / H), handlelength=1.6)

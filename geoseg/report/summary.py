@@ -10,28 +10,25 @@ from geoseg.classes import default_classes
 from geoseg.io.raster import read_mask_classes
 from geoseg.io.vector import read_table
 from geoseg.report.chart import crop_pivot
+from geoseg.rundir import AREA_FORMATS, RunResult, district_areas_key, district_areas_name
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from geoseg.classes import ClassTable
-    from geoseg.rundir import RunResult
 
 __all__ = ["area_table_lines", "area_lines", "areas_by_district", "run_areas", "run_summary"]
 
-
 def run_areas(outputs: dict[str, str]) -> tuple["pd.DataFrame | None", "ClassTable"]:
     """A run's district table (None when it has none) and its class table, from its outputs."""
-
     classes = read_mask_classes(outputs["mask"]) if outputs.get("mask") else None
-    path = outputs.get("district_areas_csv") or outputs.get("district_areas_parquet")
+    path = next((outputs[k] for k in map(district_areas_key, AREA_FORMATS) if outputs.get(k)), None)
     areas = read_table(path) if path and Path(path).exists() else None
     return areas, classes or default_classes()
 
 
 def area_lines(outputs: dict[str, str]) -> list[str]:
     """The districts x crops hectare table of a run as text lines (none when the run has no district table)."""
-
     areas, classes = run_areas(outputs)
     return [] if areas is None else area_table_lines(crop_pivot(areas, classes))
 
@@ -76,12 +73,12 @@ def area_table_lines(pivot: "pd.DataFrame", *, max_rows: int = 50) -> list[str]:
     for d, r in shown.iterrows():
         lines.append(str(d).ljust(w0) + "".join(f"{float(r[c]):,.0f}".rjust(w) for c, w in zip(cols, widths)))
     if len(pivot) > len(shown):
-        lines.append(f"... {len(pivot) - len(shown)} more districts (see district_areas.csv)")
+        lines.append(f"... {len(pivot) - len(shown)} more districts (see {district_areas_name('csv')})")
     lines.append("all".ljust(w0) + "".join(f"{float(pivot[c].sum()):,.0f}".rjust(w) for c, w in zip(cols, widths)))
     return lines
 
 
-def run_summary(result: "RunResult") -> dict[str, Any]:
+def run_summary(result: RunResult) -> dict[str, Any]:
     """The JSON summary ``geoseg run --json`` prints: ids, status, tiles, timings, outputs and crop hectares.
 
     ``district_crop_ha`` is ``{district: {crop: hectares}}`` over the crop classes of the run's

@@ -12,11 +12,13 @@ import glob as globmod
 import hashlib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
 
 from geoseg.errors import ConfigError, GeosegError
 from geoseg.io.districts import check_districts_reach
@@ -24,11 +26,11 @@ from geoseg.io.raster import DEFAULT_MAX_PIXELS, check_size, raster_info
 from geoseg.ml.infer import check_input
 from geoseg.ml.model import read_card
 from geoseg.ops.polygonize import exclude_ids
+from geoseg.rundir import FIELD_FORMATS
 from geoseg.strict_yaml import load_yaml
 
 __all__ = ["SceneSpec", "ClusterSpec", "OutputSpec", "RunConfig", "load_workflow", "FIELD_FORMATS"]
 
-FIELD_FORMATS = ("parquet", "gpkg", "fgb", "geojson", "shp")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -201,14 +203,12 @@ def _scenes(r: _Reader, base: Path) -> tuple[SceneSpec, ...]:
         if s.name in ("", ".", "..") or "/" in s.name or "\\" in s.name:
             raise r.err(f"scenes[{i}]", f"the file {s.paths[0]} gives the scene name {s.name!r}, which cannot name a "
                                         f"folder; give the scene a name: {{path: ..., name: NAME}}")
-    names = [s.name for s in out]
     seen: dict[str, int] = {}
     final = []
     for s in out:  # make names unique, in order
         n = seen.get(s.name, 0)
         seen[s.name] = n + 1
         final.append(s if n == 0 else SceneSpec(f"{s.name}-{n + 1}", s.paths))
-    del names
     return tuple(final)
 
 
@@ -238,6 +238,40 @@ def load_workflow(
         Naming the file and the key for every problem found.
     """
     p = Path(path)
+    text, data = _read_mapping(p)
+    base = p.resolve().parent
+    r = _Reader(p, data)
+    r.check_keys(_TOP)
+    name = r.get("name", str, required=True)
+    if not _NAME.match(name):
+        raise r.err("name", f"{name!r} is not a plain name (letters, digits, '_', '-', '.'; it names folders)")
+    scenes = _scenes(r, base)
+    model = r.path_("model", base, kind="model directory")
+    inference = _inference(r)
+    districts, name_field = _districts(r, base)
+    outputs = _outputs(r, districts)
+    cluster = _cluster(r, scheduler)
+    cfg = RunConfig(
+        path=p.resolve(),
+        name=name,
+        scenes=scenes,
+        model=model,
+        districts=districts,
+        name_field=name_field,
+        outputs=outputs,
+        cluster=cluster,
+        store=_folder(r, "store", store, "tiles", base),
+        runs_dir=_folder(r, "runs_dir", runs_dir, "runs", base),
+        text=text,
+        **inference,
+    )
+    if check_inputs:
+        cfg = _check_inputs(cfg, r)
+    return cfg
+
+
+def _read_mapping(p: Path) -> tuple[str, dict[str, Any]]:
+    """The workflow file's text and its YAML mapping."""
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -253,14 +287,12 @@ def load_workflow(
         raise ConfigError(f"{p}: YAML syntax error{where}: {problem}; fix the syntax") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of keys (name, scenes, model, ...), found {type(data).__name__}")
-    base = p.resolve().parent
-    r = _Reader(p, data)
-    r.check_keys(_TOP)
-    name = r.get("name", str, required=True)
-    if not _NAME.match(name):
-        raise r.err("name", f"{name!r} is not a plain name (letters, digits, '_', '-', '.'; it names folders)")
-    scenes = _scenes(r, base)
-    model = r.path_("model", base, kind="model directory")
+    return text, data
+
+
+def _inference(r: _Reader) -> dict[str, Any]:
+    """The keys of how inference runs (tile, overlap, batch_size, tiles_per_task, max_pixels, device, crs),
+    checked, as :class:`RunConfig` fields; an overlap not given is -1 (the model's, once its card is read)."""
     tile = r.get("tile", int, 512)
     overlap = r.get("overlap", int, None)
     batch_size = r.get("batch_size", int, 4)
@@ -278,19 +310,25 @@ def load_workflow(
         raise r.err("device", f"{device!r}; expected auto, cpu or cuda")
     crs = r.get("crs", str, None)
     if crs is not None:
-        from rasterio.crs import CRS
-        from rasterio.errors import CRSError
-
         try:
             CRS.from_user_input(crs)
         except CRSError:
             raise r.err("crs", f"{crs!r} is not a CRS GDAL knows; use e.g. EPSG:32643") from None
+    return {"tile": tile, "overlap": overlap if overlap is not None else -1, "batch_size": batch_size,
+            "tiles_per_task": tiles_per_task, "device": device, "crs": crs, "max_pixels": max_pixels}
 
+
+def _districts(r: _Reader, base: Path) -> tuple[Path | None, str | None]:
+    """The ``districts`` mapping: the boundary file (which must exist) and its name field."""
     d = r.sub("districts")
     d.check_keys({"path", "name_field"})
     districts = d.path_("path", base, default=None, kind="district boundary file") if d.data else None
     name_field = d.get("name_field", str, "district") if d.data else None
+    return districts, name_field
 
+
+def _outputs(r: _Reader, districts: Path | None) -> OutputSpec:
+    """The ``outputs`` mapping; district areas need ``districts``."""
     o = r.sub("outputs")
     o.check_keys({"mask", "confidence", "fields", "min_area_ha", "exclude_classes", "district_areas", "report"})
     fields = o.get("fields", list, ["parquet", "gpkg"])
@@ -317,7 +355,11 @@ def load_workflow(
         raise o.err("mask", "the mask is the run's primary output and cannot be switched off")
     if outputs.district_areas and districts is None:
         raise r.err("districts", "is required when outputs.district_areas is true (give path and name_field)")
+    return outputs
 
+
+def _cluster(r: _Reader, scheduler: str | None) -> ClusterSpec:
+    """The ``cluster`` mapping; ``scheduler`` (``--scheduler``) overrides its scheduler."""
     c = r.sub("cluster")
     c.check_keys({"scheduler", "workers", "threads_per_worker", "memory_limit", "resources", "dashboard",
                   "performance_report"})
@@ -340,44 +382,24 @@ def load_workflow(
     if cluster.workers < 1 or cluster.threads_per_worker < 1:
         raise c.err("workers", "workers and threads_per_worker must be at least 1")
     _check_memory_limit(c, cluster.memory_limit)
+    return cluster
 
-    def _dir(key: str, override: str | Path | None, default: str) -> Path:
-        if override is not None:
-            return Path(override).resolve()
-        raw = r.get(key, str, None)
-        if raw is None:
-            return Path(default).resolve()
-        q = Path(raw).expanduser()
-        return q if q.is_absolute() else (base / q).resolve()
 
-    cfg = RunConfig(
-        path=p.resolve(),
-        name=name,
-        scenes=scenes,
-        model=model,
-        tile=tile,
-        overlap=overlap if overlap is not None else -1,
-        batch_size=batch_size,
-        tiles_per_task=tiles_per_task,
-        device=device,
-        districts=districts,
-        name_field=name_field,
-        outputs=outputs,
-        cluster=cluster,
-        store=_dir("store", store, "tiles"),
-        runs_dir=_dir("runs_dir", runs_dir, "runs"),
-        crs=crs,
-        text=text,
-        max_pixels=max_pixels,
-    )
-    if check_inputs:
-        cfg = _check_inputs(cfg, r)
-    return cfg
+def _folder(r: _Reader, key: str, override: str | Path | None, default: str, base: Path) -> Path:
+    """The folder ``key`` names (``store``, ``runs_dir``): ``override`` (a command-line option), else
+    the file's value relative to the workflow's folder, else ``default`` relative to the current one."""
+    if override is not None:
+        return Path(override).resolve()
+    raw = r.get(key, str, None)
+    if raw is None:
+        return Path(default).resolve()
+    q = Path(raw).expanduser()
+    return q if q.is_absolute() else (base / q).resolve()
 
 
 def _check_memory_limit(c: _Reader, value: str) -> None:
     """``cluster.memory_limit`` as Dask reads it: ``auto``, bytes, a size such as ``4GB``, or a fraction of RAM."""
-    from dask.utils import parse_bytes
+    from dask.utils import parse_bytes  # deferred: dask is slow to import, and `geoseg --help` imports this module
 
     if value == "auto":
         return
@@ -394,8 +416,6 @@ def _check_memory_limit(c: _Reader, value: str) -> None:
 
 
 def _check_inputs(cfg: RunConfig, r: _Reader) -> RunConfig:
-    from dataclasses import replace
-
     try:
         card = read_card(cfg.model)
     except GeosegError as e:

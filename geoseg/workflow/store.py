@@ -1,6 +1,6 @@
 """The tile store: per-tile outputs of a run, written atomically and verified on resume.
 
-Layout: ``<store>/<workflow>/<run-id>/<scene>/``
+Layout: ``<store>/<workflow>/<run-id>/<scene>/`` (:func:`run_store` names the run's folder)
 
 * ``<store>/<workflow>/<run-id>/owner.json`` — which run the folder belongs to (its run
   folder, runs folder, host and pid): a run creates its folder exclusively
@@ -10,6 +10,8 @@ Layout: ``<store>/<workflow>/<run-id>/<scene>/``
 * ``<tile-key>.tif`` — the tile's **core** window as a small GeoTIFF with the scene's
   georeferencing: band 1 the class (uint8, 255 nodata), band 2 the confidence (uint8,
   0 nodata). Each tile is written by exactly one task, under a temporary name, then renamed.
+* ``<store>/<workflow>/<run-id>/tasks.json`` — the number of tiles per inference task the
+  run chose, kept for its resumes.
 * ``batch-<n>.json`` — the batch record: for each tile of the batch, its file's sha256.
   Written (atomically) only after all of the batch's tiles. A batch counts as done only
   when its record exists *and* every tile file still has the recorded hash, so a
@@ -31,16 +33,29 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
+from rasterio.windows import Window
 
 from geoseg.core.grid import Tile
 from geoseg.errors import GeosegError, RasterWriteError, RunDirError, StoreInUseError
 from geoseg.io.raster import RasterWriter, open_raster, write_text_atomic
 from geoseg.rundir import read_owner
 
-__all__ = ["SceneStore", "claim_run_store", "OWNER_FILE"]
+__all__ = ["SceneStore", "claim_run_store", "run_store", "OWNER_FILE", "TASKS_FILE"]
 
 #: The file naming the run a store folder belongs to.
 OWNER_FILE = "owner.json"
+#: The file keeping a run's tiles per inference task (``{"tiles_per_task": n}``) for its resumes.
+TASKS_FILE = "tasks.json"
+
+
+def run_store(store: str | os.PathLike[str], workflow: str, run_id: str) -> Path:
+    """The tile-store folder of one run: ``<store>/<workflow>/<run-id>``; its scenes are folders in it.
+
+    >>> run_store("tiles", "demo", "r1")
+    PosixPath('tiles/demo/r1')
+    """
+    return Path(store) / workflow / run_id
 
 
 def claim_run_store(root: str | os.PathLike[str], *, run_dir: str | os.PathLike[str], resume: bool) -> None:
@@ -120,8 +135,6 @@ class SceneStore:
             with RasterWriter(path, shape=(int(t.core.height), int(t.core.width)), transform=core_tf, crs=crs,
                               count=2, dtype="uint8", cog=False, blocksize=256, fast=True) as w:
                 rows, cols = t.core_in_read
-                from rasterio.windows import Window
-
                 win = Window(0, 0, int(t.core.width), int(t.core.height))
                 w.write(np.stack([c[rows, cols], p[rows, cols]]), win)
             hashes[t.key] = _sha256(path)
@@ -156,7 +169,5 @@ class SceneStore:
             return src.read(list(bands) if bands is not None else None)
 
 
-def _translation(t: Tile):  # type: ignore[no-untyped-def]
-    from affine import Affine
-
+def _translation(t: Tile) -> Affine:
     return Affine.translation(t.core.col_off - t.read.col_off, t.core.row_off - t.read.row_off)

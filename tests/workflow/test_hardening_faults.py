@@ -117,21 +117,22 @@ def test_workers_that_run_out_of_memory_give_one_line_that_says_what_to_change(m
     from distributed import KilledWorker
 
     from geoseg.errors import WorkerLostError
+    from geoseg.workflow.cluster import worker_lost
 
     d = _project(tmp_path / "p", model_dir)
     write_workflow(d / "oom.yaml", name="oom",
                    cluster={"workers": 1, "threads_per_worker": 1, "dashboard": False, "memory_limit": "400MB"})
     cfg = load_workflow(d / "oom.yaml")
-    lost = run_mod._worker_lost(cfg, KilledWorker("infer-scene-00003-20261126T131400Z-e414ff", None, 3))
+    lost = worker_lost(cfg, KilledWorker("infer-scene-00003-20261126T131400Z-e414ff", None, 3))
     assert isinstance(lost, WorkerLostError)
     msg = str(lost)
     assert msg.startswith(f"{d / 'oom.yaml'}: the inference task infer-scene-00003-20261126T131400Z-e414ff killed "
                           "the 4 workers that ran it in turn, out of memory most likely")
     assert "cluster.memory_limit: 400MB, for each of 1 workers" in msg and "lower batch_size (2)" in msg
     assert "add --resume" in msg
-    assert run_mod._worker_lost(cfg, ValueError("x")) is None  # other errors pass through as they are
+    assert worker_lost(cfg, ValueError("x")) is None  # other errors pass through as they are
     remote = load_workflow(d / "oom.yaml", scheduler="tcp://10.0.0.5:8786")
-    assert "the workers of tcp://10.0.0.5:8786 are restarted" in str(run_mod._worker_lost(
+    assert "the workers of tcp://10.0.0.5:8786 are restarted" in str(worker_lost(
         remote, KilledWorker("assemble-mask-scene-x", None, 3)))
 
 

@@ -437,7 +437,7 @@ import platform  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from geoseg.workflow.run import task_tiles  # noqa: E402
+from geoseg.workflow.stages import task_tiles  # noqa: E402
 
 
 @settings(max_examples=200, deadline=None)
@@ -569,14 +569,14 @@ def test_reader_threads_by_device():
 
 @pytest.mark.parametrize("workers, threads, readers", [(4, 1, 3), (3, 2, 3), (16, 1, 0), (20, 1, 0), (1, 1, 8)])
 def test_local_cluster_shares_its_spare_cores_out_as_readers(project, monkeypatch, workers, threads, readers):  # type: ignore[no-untyped-def]
-    from geoseg.workflow.run import _read_ahead
+    from geoseg.workflow.cluster import read_ahead
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     cluster = {"workers": workers, "threads_per_worker": threads, "dashboard": False}
     cfg = load_workflow(write_workflow(project / "wf.yaml", cluster=cluster))
-    assert _read_ahead(cfg) == readers
+    assert read_ahead(cfg) == readers
     ext = load_workflow(write_workflow(project / "wf.yaml", cluster={"scheduler": "tcp://127.0.0.1:8786"}))
-    assert _read_ahead(ext) is None  # an external cluster's workers decide from their own cores
+    assert read_ahead(ext) is None  # an external cluster's workers decide from their own cores
 
 
 def test_a_corrupt_block_read_ahead_fails_the_task_cleanly(project):  # type: ignore[no-untyped-def]
@@ -609,13 +609,13 @@ def test_a_corrupt_block_read_ahead_fails_the_task_cleanly(project):  # type: ig
 def test_a_run_reading_ahead_on_spare_cores_gives_the_same_mask(project):  # type: ignore[no-untyped-def]
     """One worker on a machine with more cores: its tasks read on reader threads (own datasets, inside
     the worker process) and the outputs equal the single-process prediction's bytes."""
-    from geoseg.workflow.run import _read_ahead
+    from geoseg.workflow.cluster import read_ahead
     from geoseg.workflow.tasks import usable_cores
 
     cfg = load_workflow(write_workflow(project / "wf1.yaml",
                                        cluster={"workers": 1, "threads_per_worker": 1, "dashboard": False}))
     if usable_cores() >= 2:
-        assert _read_ahead(cfg) >= 1
+        assert read_ahead(cfg) >= 1
     res = run_workflow(cfg)
     single_mask, single_conf = _single_process_prediction(project)
     np.testing.assert_array_equal(_read(res.run_dir / "mask.tif")[0], single_mask)

@@ -1,0 +1,340 @@
+"""The stages of a run, one function each, in the order :func:`geoseg.workflow.run.run_workflow` calls them.
+
+1. :func:`plan_scenes` and :func:`check_districts` - the scenes (stacking per-date files) on
+   their tile grids, and the boundary file read and checked before any inference;
+2. :func:`batch_tasks` - the tiles of each inference task;
+3. :func:`infer` - one Dask task per batch of tiles into the tile store;
+4. :func:`assemble` - each scene's mask and confidence from the store, then the mosaic;
+5. :func:`polygonize_fields` and :func:`sum_district_areas` - fields and the district table;
+6. :func:`write_report` - quicklooks, chart and ``report.html``.
+
+Each stage wires library functions (``io``, ``ops``, the Dask tasks of
+:mod:`geoseg.workflow.tasks`) to the run's folders; the computing is theirs. File names come
+from :class:`geoseg.rundir.RunPaths` and :func:`geoseg.workflow.store.run_store`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rasterio.crs import CRS
+
+from geoseg.core.grid import Tile, TileGrid, task_batches, tile_grid
+from geoseg.errors import DistrictWarning
+from geoseg.io.districts import Districts, read_districts
+from geoseg.io.mosaic import mosaic_masks
+from geoseg.io.raster import RasterInfo, decode_block_shape, raster_info, write_text_atomic
+from geoseg.io.stack import stack_rasters
+from geoseg.io.vector import write_table, write_vector
+from geoseg.ml.model import ModelCard
+from geoseg.ops.areas import district_areas_raster
+from geoseg.ops.polygonize import polygonize_raster
+from geoseg.report import write_run_report
+from geoseg.rundir import AREA_FORMATS, RunPaths, district_areas_key, fields_key, read_manifest
+from geoseg.workflow.config import RunConfig
+from geoseg.workflow.store import TASKS_FILE, run_store
+from geoseg.workflow.tasks import assemble_scene, infer_batch
+
+__all__ = [
+    "Scene",
+    "InferTally",
+    "plan_scenes",
+    "check_districts",
+    "task_tiles",
+    "batch_tasks",
+    "infer",
+    "assemble",
+    "districts_on_mask",
+    "polygonize_fields",
+    "sum_district_areas",
+    "write_report",
+]
+
+log = logging.getLogger("geoseg.run")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One scene of a run: the raster inference reads, its tile grid and, once sized, its tasks' tiles."""
+
+    name: str
+    path: Path
+    info: RasterInfo
+    grid: TileGrid
+    batches: tuple[list[Tile], ...] = ()
+
+
+# ------------------------------------------------------------------ 1. plan
+
+
+def plan_scenes(cfg: RunConfig, card: ModelCard, paths: RunPaths) -> list[Scene]:
+    """The workflow's scenes on their tile grids; a scene of several files is stacked into a VRT in the run folder."""
+    rasters: list[tuple[str, Path]] = []
+    for s in cfg.scenes:
+        if s.is_stack:
+            stack_rasters(paths.stacked_scene(s.name), list(s.paths), overwrite=True)  # a resumed run writes it again
+            rasters.append((s.name, paths.stacked_scene(s.name)))
+        else:
+            rasters.append((s.name, s.paths[0]))
+    scenes = []
+    for name, path in rasters:
+        info = raster_info(path)
+        grid = tile_grid(info.shape, info.transform, size=cfg.tile, overlap=cfg.overlap, multiple=card.multiple)
+        scenes.append(Scene(name, path, info, grid))
+    return scenes
+
+
+def check_districts(cfg: RunConfig) -> Districts | None:
+    """The workflow's boundary file read and checked (name field, CRS, usable polygons), or None.
+
+    Called while planning, so that a wrong name field or a broken file fails the run now, not
+    after inference.
+    """
+    if cfg.districts is None:
+        return None
+    return read_districts(cfg.districts, cfg.name_field, warn=False)
+
+
+# ------------------------------------------------------------------ 2. tasks
+
+
+def task_tiles(counts: list[int], workers: int, most: int, batch_size: int) -> int:
+    """Tiles per inference task: at most ``most``, chosen to finish soonest on ``workers`` workers.
+
+    Tasks take ``n`` tiles at a time from each scene (``counts`` tiles per scene; in the order
+    of :func:`geoseg.core.grid.task_batches`, which does not change their sizes). Candidate
+    sizes are multiples of ``batch_size`` up to ``most`` (and ``most`` itself); for each, the
+    tasks are dealt to the least-loaded worker, largest first, and the size whose busiest
+    worker has the fewest tiles wins, the largest such size on ties (fewer, longer tasks).
+    A 9-tile scene on 2 workers is split 4 + 4 + 1 rather than sent whole to one worker;
+    144 tiles make 12 tasks of 12 rather than 9 of 16 (5 against 4 for the two workers).
+
+    >>> task_tiles([9], 2, 16, 4), task_tiles([144], 2, 16, 4), task_tiles([144], 1, 16, 4)
+    (4, 12, 16)
+    """
+    sizes = sorted({k for k in range(batch_size, most + 1, batch_size)} | {most})
+    best, best_span = most, None
+    for n in sizes:
+        tasks = sorted((min(n, c - i) for c in counts for i in range(0, c, n)), reverse=True)
+        loads = [0] * max(1, workers)
+        for size in tasks:
+            heapq.heapreplace(loads, loads[0] + size)
+        span = max(loads)
+        if best_span is None or span <= best_span:
+            best, best_span = n, span
+    return best
+
+
+def _kept_task_tiles(cfg: RunConfig, run_id: str, counts: list[int], workers: int) -> int:
+    """:func:`task_tiles` for this run; a resumed run keeps the size its first attempt chose."""
+    path = run_store(cfg.store, cfg.name, run_id) / TASKS_FILE
+    try:
+        n = int(json.loads(path.read_text())["tiles_per_task"])
+        if n >= 1:
+            return n
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    n = task_tiles(counts, workers, cfg.tiles_per_task, cfg.batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"tiles_per_task": n}))
+    return n
+
+
+def batch_tasks(cfg: RunConfig, run_id: str, scenes: list[Scene], workers: int) -> tuple[int, list[Scene]]:
+    """The tiles per task (sized so that each of ``workers`` gets a fair share; kept on resume) and
+    the scenes with their tasks' tiles: compact bands of tiles, walked column by column, so that
+    fewer file blocks are decoded twice."""
+    n = _kept_task_tiles(cfg, run_id, [len(s.grid) for s in scenes], workers)
+    batched = [replace(s, batches=tuple(task_batches(s.grid, n, decode_block_shape(s.info.block_shape))))
+               for s in scenes]
+    return n, batched
+
+
+# ------------------------------------------------------------------ 3. infer
+
+
+@dataclass
+class InferTally:
+    """What the inference tasks reported, summed: tiles done and reused from the store, worker
+    seconds by part (skipped tasks add 0), and per worker the model loads, tasks and precision."""
+
+    done: int = 0
+    skipped: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "model": 0.0, "setup": 0.0, "write": 0.0})
+    loads: dict[str, int] = field(default_factory=dict)
+    tasks: dict[str, int] = field(default_factory=dict)
+    precision: dict[str, str] = field(default_factory=dict)
+
+    def add(self, rec: dict[str, Any]) -> None:
+        """Count one task's record (what :func:`geoseg.workflow.tasks.infer_batch` returns)."""
+        worker = str(rec.get("worker"))
+        self.done += rec["tiles"]
+        self.skipped += rec["tiles"] if rec["skipped"] else 0
+        for part, key in (("read", "read"), ("model", "compute"), ("setup", "setup"), ("write", "write")):
+            self.seconds[part] += rec.get(f"{key}_seconds", 0.0)
+        self.loads[worker] = rec["loads"]
+        self.tasks[worker] = self.tasks.get(worker, 0) + 1
+        if "precision" in rec:
+            self.precision[worker] = f"{rec['device']} {rec['precision']}"
+
+
+def infer(cfg: RunConfig, run_id: str, scenes: list[Scene], client: Any, read_ahead: int | None,
+          progress: Progress | None) -> InferTally:
+    """One task per batch of tiles (annotated with the workflow's worker resources) into the tile
+    store; ``progress(done, total)`` as they finish."""
+    from distributed import as_completed  # deferred: see geoseg.workflow.cluster
+
+    total = sum(len(s.grid) for s in scenes)
+    futures = []
+    for s in scenes:
+        root = run_store(cfg.store, cfg.name, run_id) / s.name
+        for b, tiles in enumerate(s.batches):
+            futures.append(client.submit(
+                infer_batch, str(s.path), str(cfg.model), str(root), b, tiles,
+                batch_size=cfg.batch_size, device=cfg.device, threads=cfg.cluster.threads_per_worker,
+                read_ahead=read_ahead,
+                resources=cfg.cluster.resources or None, key=f"infer-{s.name}-{b:05d}-{run_id}", pure=False,
+            ))
+    tally = InferTally()
+    for fut in as_completed(futures):
+        tally.add(fut.result())
+        if progress:
+            progress(tally.done, total)
+    return tally
+
+
+# ------------------------------------------------------------------ 4. assemble and mosaic
+
+
+def assemble(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPaths, scenes: list[Scene],
+             client: Any) -> dict[str, str]:
+    """Each scene's mask (and confidence) COG from the tile store, then the mosaic of the scenes.
+
+    A single scene in the run's CRS is assembled straight into the run's ``mask.tif``; several
+    are assembled under ``scenes/<name>/`` and mosaicked. Returns the outputs (``mask``,
+    ``confidence``).
+    """
+    single = len(scenes) == 1 and (cfg.crs is None or scenes[0].info.crs == CRS.from_user_input(cfg.crs))
+    if single:
+        pairs = [(paths.mask, paths.confidence if cfg.outputs.confidence else None)]
+    else:
+        pairs = [(paths.scene_mask(s.name), paths.scene_confidence(s.name)) for s in scenes]
+    _assemble_scenes(card, run_id, run_store(cfg.store, cfg.name, run_id), scenes, pairs, client)
+    if not single:
+        mosaic_masks([m for m, _ in pairs], paths.mask, confidences=[c for _, c in pairs],
+                     out_confidence=paths.confidence if cfg.outputs.confidence else None,
+                     classes=card.classes, crs=cfg.crs)
+    outputs = {"mask": str(paths.mask)}
+    if cfg.outputs.confidence:
+        outputs["confidence"] = str(paths.confidence)
+    return outputs
+
+
+def _assemble_scenes(card: ModelCard, run_id: str, store: Path, scenes: list[Scene],
+                     pairs: list[tuple[Path, Path | None]], client: Any) -> None:
+    """The mask and confidence of each scene as two tasks (two workers compress at once); a
+    failed run leaves neither file of any pair."""
+    futures = []
+    for s, (m, c) in zip(scenes, pairs):
+        jobs = [("mask", str(m), None)] + ([("confidence", None, str(c))] if c is not None else [])
+        for kind, out_m, out_c in jobs:
+            futures.append(client.submit(
+                assemble_scene, str(store / s.name), s.grid, s.info.crs.to_wkt(), card.classes.to_dict(),
+                out_m, out_c, key=f"assemble-{kind}-{s.name}-{run_id}", pure=False, scene=str(s.path),
+            ))
+    try:
+        client.gather(futures)
+    except Exception:
+        # the other COG of a pair may have been finished by its own task: a failed run leaves neither
+        from distributed import wait  # deferred: see geoseg.workflow.cluster
+
+        wait(futures)
+        for m, c in pairs:
+            for out_path in (m, c):
+                if out_path is not None:
+                    Path(out_path).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------ 5. fields and district areas
+
+
+def districts_on_mask(cfg: RunConfig, mask: Path, checked: Districts | None, stats: dict[str, Any]) -> Any:
+    """The checked districts (:func:`check_districts`) in the mask's CRS, as a GeoDataFrame, or
+    None; skipped or repaired ones go to ``stats["district_problems"]``. Read once for both stages."""
+    if checked is None:
+        return None
+    d = read_districts(checked.gdf, cfg.name_field, crs=raster_info(mask).crs, warn=False)
+    problems = [str(p) for p in checked.problems]
+    problems += [q for q in (str(p) for p in d.problems) if q not in problems]
+    stats["district_problems"] = problems
+    return d.gdf
+
+
+def polygonize_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPaths, client: Any,
+                      districts: Any) -> dict[str, str]:
+    """The mask's fields, block by block on the cluster, written in each of the workflow's formats
+    and always as GeoParquet (which ``geoseg query`` reads); returns the outputs (``fields_<fmt>``)."""
+    gdf = polygonize_raster(
+        paths.mask,
+        confidence=paths.confidence if cfg.outputs.confidence else None,
+        classes=card.classes,
+        min_area_ha=cfg.outputs.min_area_ha,
+        exclude=cfg.outputs.exclude_classes,
+        client=client,
+        districts=districts,
+        name_field=cfg.name_field,
+        run_id=run_id,
+        model_id=(card.weights_sha256 or "")[:16] or None,
+    )
+    formats = list(cfg.outputs.fields)
+    if "parquet" not in formats:  # the query engine reads the Parquet copy
+        formats.append("parquet")
+    out = {}
+    for fmt in formats:
+        write_vector(gdf, paths.fields(fmt), classes=card.classes)
+        out[fields_key(fmt)] = str(paths.fields(fmt))
+    return out
+
+
+def sum_district_areas(cfg: RunConfig, card: ModelCard, paths: RunPaths, districts: Any,
+                       stats: dict[str, Any]) -> dict[str, str]:
+    """Hectares per district and class from the mask, as CSV and Parquet; problems go to
+    ``stats["district_problems"]``. Returns the outputs (``district_areas_<ext>``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DistrictWarning)  # repeated names: reported through df.attrs["problems"]
+        df = district_areas_raster(paths.mask, districts, cfg.name_field, classes=card.classes)
+    problems = stats.setdefault("district_problems", [])
+    problems.extend(p for p in df.attrs.get("problems", []) if p not in problems)
+    out = {}
+    for ext in AREA_FORMATS:
+        write_table(df, paths.district_areas(ext))
+        out[district_areas_key(ext)] = str(paths.district_areas(ext))
+    return out
+
+
+# ------------------------------------------------------------------ 6. report
+
+
+def write_report(paths: RunPaths, outputs: dict[str, str], timings: dict[str, float], tiles: int, skipped: int,
+                 stats: dict[str, Any], say: Callable[[str], None]) -> dict[str, str]:
+    """Quicklooks, district chart and report.html, from the manifest the run is about to write;
+    a failure here is reported (and recorded in ``stats["report_error"]``), not fatal to the run."""
+    manifest = {**read_manifest(paths.root), "status": "done", "outputs": dict(outputs), "timings": dict(timings),
+                "tiles": tiles, "tiles_skipped": skipped, "stats": stats}
+    try:
+        return write_run_report(paths.root, manifest=manifest, say=say)
+    except Exception as e:  # noqa: BLE001 - the mask, fields and areas are done; the run stays usable
+        stats["report_error"] = f"{type(e).__name__}: {e}"
+        log.warning("%s: the report could not be written (%s: %s); the run's outputs are complete - rebuild "
+                    "it with `geoseg report %s`", paths.root, type(e).__name__, e, paths.root)
+        return {}
