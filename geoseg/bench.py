@@ -86,8 +86,9 @@ from geoseg.ml.model import (
 from geoseg.ml.train import train
 from geoseg.synth import SynthRegion, synthesize
 from geoseg.workflow.config import load_workflow
-from geoseg.workflow.run import _read_ahead
+from geoseg.workflow.cluster import read_ahead
 from geoseg.workflow.tasks import usable_cores
+from geoseg.rundir import RunPaths
 
 __all__ = [
     "Row",
@@ -454,7 +455,7 @@ def _polygonise_and_areas_rows(s: _Suite, big: dict[str, Any]) -> list[Row]:
     """``polygonise_vs_shapes`` on the 16x labels and ``areas_vs_decode`` on the 16x run's mask."""
     s.say("polygonise vs rasterio.features.shapes; district areas vs decoding")
     poly = run_job({"kind": "polygonise", "mask": str(s.large.labels), "threads": 2})
-    areas = run_job({"kind": "areas", "mask": str(Path(big["run_dir"]) / "mask.tif"),
+    areas = run_job({"kind": "areas", "mask": str(RunPaths(Path(big["run_dir"])).mask),
                      "districts": str(s.large.districts), "threads": 2})
     return [
         _row("polygonise_vs_shapes", poly["shapes"], poly["ours"], ratio=poly["shapes"] / poly["ours"],
@@ -573,7 +574,7 @@ def device_e2e_row(work: Path, model_dir: Path, side: int = 10980, device: str =
     wall = _run_seconds(r)
     stages = {k: v for k, v in r["timings"].items() if k not in ("plan", "cluster")}
     slowest = max(stages, key=lambda k: stages[k])
-    readers = _read_ahead(load_workflow(wf)) or 0
+    readers = read_ahead(load_workflow(wf)) or 0
     parts = (r.get("stats") or {}).get("infer_worker_seconds") or {}
     # per worker, reading spread over its reader threads: the largest bounds the infer stage
     per = {k: v / workers / (max(1, readers) if k == "read" else 1) for k, v in parts.items()}

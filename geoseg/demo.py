@@ -35,6 +35,7 @@ from geoseg.strict_yaml import load_yaml
 from geoseg.synth import SynthRegion, synthesize
 from geoseg.workflow.config import load_workflow
 from geoseg.workflow.run import run_workflow
+from geoseg.rundir import QUICKLOOK_PREFIX, RunPaths
 
 __all__ = ["DEMO_WORKFLOW", "DemoResult", "demo_paths", "run_demo", "score_mask", "compare_areas"]
 
@@ -164,7 +165,7 @@ class DemoResult:
         out += [f"  {k}: {v}" for k, v in r.outputs.items()]
         out.append("demo timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
         look = [f"report: {r.outputs['report_html']}"] if r.outputs.get("report_html") else []
-        look += [f"quicklook: {v}" for k, v in r.outputs.items() if k.startswith("quicklook_")]
+        look += [f"quicklook: {v}" for k, v in r.outputs.items() if k.startswith(QUICKLOOK_PREFIX)]
         if look:
             out += ["", "see the result:"] + ["  " + line for line in look]
         return out
@@ -224,8 +225,8 @@ def run_demo(
     t = time.perf_counter()
     table = load_classes(region.classes)
     names = [c.name for c in table]
-    sc = score_mask(res.run_dir / "mask.tif", region.labels, names)
-    predicted = pd.read_csv(res.run_dir / "district_areas.csv")
+    sc = score_mask(RunPaths(res.run_dir).mask, region.labels, names)
+    predicted = pd.read_csv(RunPaths(res.run_dir).district_areas("csv"))
     areas = compare_areas(predicted, region.truth)
     seconds["score"] = time.perf_counter() - t
     crop_ids = [c.id for c in table if c.crop]

@@ -105,7 +105,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "geoseg.io": BASE + ("geoseg.core", "geoseg.io"),
     "geoseg.parallel": BASE,
     "geoseg.ml": BASE + ("geoseg.core", "geoseg.io", "geoseg.parallel", "geoseg.ml"),
-    "geoseg.ops": BASE + ("geoseg.core", "geoseg.io", "geoseg.parallel", "geoseg.ml", "geoseg.ops"),
+    "geoseg.ops": BASE + ("geoseg.core", "geoseg.io", "geoseg.parallel", "geoseg.ml", "geoseg.rundir", "geoseg.ops"),
     "geoseg.rundir": BASE + ("geoseg.io",),
     "geoseg.report": BASE + ("geoseg.core", "geoseg.io", "geoseg.ml", "geoseg.ops", "geoseg.rundir", "geoseg.report"),
 }

@@ -364,7 +364,7 @@ def task_batches(grid: TileGrid, n: int, block: tuple[int, int]) -> list[list[Ti
     with the next task's) up to ``n`` tile rows is tried, and the one whose tasks touch the
     fewest blocks in total wins (the lowest on ties: the smallest cache). Each task's tiles stay
     in walking order, so consecutive tiles share blocks. Task sizes do not depend on the
-    order, so :func:`geoseg.workflow.run.task_tiles`' balance holds.
+    order, so :func:`geoseg.workflow.stages.task_tiles`' balance holds.
 
     >>> g = tile_grid((5376, 5376), size=512, overlap=32)  # 12 x 12 tiles over 11 x 11 blocks
     >>> row_major = [list(g.tiles[i : i + 12]) for i in range(0, len(g), 12)]

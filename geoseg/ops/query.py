@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geoseg.errors import QueryError
+from geoseg.rundir import LATEST, district_areas_name, fields_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -67,12 +68,8 @@ __all__ = [
     "format_table",
 ]
 
-#: View name -> file in a run directory. These names belong to :mod:`geoseg.rundir`
-#: (``fields_name("parquet")``, ``district_areas_name("parquet")``), which this layer, below it,
-#: cannot import; tests/workflow/test_run_isolation.py checks that the two agree.
-RUN_TABLES = {"fields": "fields.parquet", "district_areas": "district_areas.parquet"}
-#: A workflow's link to its newest finished run (:data:`geoseg.rundir.LATEST`).
-_LATEST = "latest"
+#: View name -> file in a run directory (the names :mod:`geoseg.rundir` gives them).
+RUN_TABLES = {"fields": fields_name("parquet"), "district_areas": district_areas_name("parquet")}
 _FORMATS = ("table", "csv", "json")
 
 
@@ -121,7 +118,7 @@ def find_run(run_dir: str | os.PathLike[str]) -> Path:
         raise QueryError(f"{p}: no such run directory; pass runs/<workflow>/<run-id> (see `geoseg runs`)")
     if any((p / f).is_file() for f in RUN_TABLES.values()):
         return p
-    latest = p / _LATEST  # runs/<workflow>/latest: the newest finished run of a workflow
+    latest = p / LATEST  # runs/<workflow>/latest: the newest finished run of a workflow
     if latest.is_dir() and any((latest / f).is_file() for f in RUN_TABLES.values()):
         return latest.resolve()
     below = sorted({q.parent for f in RUN_TABLES.values() for q in p.glob(f"*/{f}")} |

@@ -55,9 +55,6 @@ log = logging.getLogger("geoseg.run")
 
 Progress = Callable[[int, int], None]
 
-#: :func:`geoseg.workflow.cluster.read_ahead` under the name ``geoseg.bench`` imports it by.
-_read_ahead = read_ahead
-
 
 def run_workflow(
     cfg: RunConfig,

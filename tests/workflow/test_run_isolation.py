@@ -321,14 +321,6 @@ def test_resume_never_takes_the_latest_link_for_a_run(model_dir, tmp_path, monke
     assert res.run_id == "20261203T100000Z-abcdef-000001"
 
 
-def test_the_query_engine_reads_the_files_a_run_writes():  # type: ignore[no-untyped-def]
-    """geoseg.ops.query sits below geoseg.rundir and cannot import its names: they must agree."""
-    from geoseg.ops import query
-    from geoseg.rundir import LATEST, district_areas_name, fields_name
-
-    assert query.RUN_TABLES == {"fields": fields_name("parquet"), "district_areas": district_areas_name("parquet")}
-    assert query._LATEST == LATEST
-
 
 # ------------------------------------------------------------------ 5. a full tile store, a damaged catalog
 
