@@ -84,11 +84,11 @@ from geoseg.ml.model import (
     save_checkpoint,
 )
 from geoseg.ml.train import train
-from geoseg.synth import SynthRegion, synthesize
-from geoseg.workflow.config import load_workflow
-from geoseg.workflow.cluster import read_ahead
-from geoseg.workflow.tasks import usable_cores
 from geoseg.rundir import RunPaths
+from geoseg.synth import SynthRegion, synthesize
+from geoseg.workflow.cluster import read_ahead
+from geoseg.workflow.config import load_workflow
+from geoseg.workflow.tasks import usable_cores
 
 __all__ = [
     "Row",

@@ -30,12 +30,11 @@ from geoseg.core.metrics import ConfusionAccumulator, Scores, scores
 from geoseg.errors import ConfigError
 from geoseg.io.raster import open_raster
 from geoseg.ml.train import TrainResult, train
-from geoseg.rundir import RunResult
+from geoseg.rundir import QUICKLOOK_PREFIX, RunPaths, RunResult
 from geoseg.strict_yaml import load_yaml
 from geoseg.synth import SynthRegion, synthesize
 from geoseg.workflow.config import load_workflow
 from geoseg.workflow.run import run_workflow
-from geoseg.rundir import QUICKLOOK_PREFIX, RunPaths
 
 __all__ = ["DEMO_WORKFLOW", "DemoResult", "demo_paths", "run_demo", "score_mask", "compare_areas"]
 
