@@ -102,7 +102,7 @@ def test_the_dask_dashboard_a_run_prints_is_served():
 BASE = ("geoseg.errors", "geoseg.types", "geoseg.classes", "geoseg.strict_yaml")
 LAYERS: dict[str, tuple[str, ...]] = {
     "geoseg.core": BASE + ("geoseg.core",),
-    "geoseg.io": BASE + ("geoseg.core", "geoseg.io"),
+    "geoseg.io": BASE + ("geoseg.core", "geoseg.io", "geoseg.parallel"),
     "geoseg.parallel": BASE,
     "geoseg.ml": BASE + ("geoseg.core", "geoseg.io", "geoseg.parallel", "geoseg.ml"),
     "geoseg.ops": BASE + ("geoseg.core", "geoseg.io", "geoseg.parallel", "geoseg.ml", "geoseg.rundir", "geoseg.ops"),

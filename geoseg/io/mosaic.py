@@ -10,7 +10,11 @@ another CRS (a neighbouring UTM zone, say) are reprojected onto it with nearest-
 resampling, which keeps class values. Pixel size and pixel alignment come from the first
 scene already in the output CRS (if none is, from the first scene's footprint reprojected),
 and the extent covers every scene.
-Work is done in blocks: memory is bounded by one block per scene.
+
+Work is done in blocks, read in parallel on a :class:`~geoseg.parallel.Runner`: each job
+opens the scenes itself and reads a run of blocks along one row (at most
+:data:`JOB_PIXELS` pixels), and the blocks are written in row order, so the output does not
+depend on the number of threads. Memory is bounded by a few jobs' pixels per thread.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
@@ -31,12 +36,18 @@ from rasterio.windows import Window
 
 from geoseg.classes import NODATA, ClassTable
 from geoseg.io.raster import RasterInfo, confidence_writer, mask_writer, open_raster, raster_info
+from geoseg.parallel import Runner
 
 __all__ = [
     "MosaicGrid",
     "mosaic_grid",
     "mosaic_masks",
+    "JOB_PIXELS",
 ]
+
+#: Most pixels one mosaic job reads (a run of blocks along a row): the scenes are opened once
+#: per job, and memory holds a few jobs' pixels per thread however wide the mosaic.
+JOB_PIXELS = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,60 @@ def mosaic_grid(infos: Sequence[RasterInfo], crs: CRS | str | None = None) -> Mo
     return MosaicGrid(out_crs, Affine(xres, 0, left, 0, -yres, top), (height, width))
 
 
+@dataclass(frozen=True)
+class _MosaicJob:
+    masks: tuple[str, ...]
+    confidences: tuple[str, ...] | None  # None: no confidence written
+    grid: MosaicGrid
+    windows: tuple[Window, ...]  # blocks along one row, left to right
+
+
+def _warped(stack: ExitStack, path: str, grid: MosaicGrid, nodata: int) -> WarpedVRT:
+    """``path`` on the mosaic grid (nearest neighbour, which keeps class values), kept open by ``stack``."""
+    h, w = grid.shape
+    src = stack.enter_context(open_raster(path))
+    return stack.enter_context(WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=w, height=h,
+                                         resampling=Resampling.nearest, nodata=nodata))
+
+
+def _mosaic_blocks(job: _MosaicJob) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The mosaic's mask (and confidence) in each window of ``job``, by the first-valid-scene rule."""
+    out: list[tuple[np.ndarray, np.ndarray | None]] = []
+    with rasterio.Env(), ExitStack() as stack:
+        vrts = [_warped(stack, m, job.grid, NODATA) for m in job.masks]
+        cvrts = [_warped(stack, c, job.grid, 0) for c in job.confidences] if job.confidences is not None else None
+        for win in job.windows:
+            acc = np.full((int(win.height), int(win.width)), NODATA, np.uint8)
+            cacc = np.zeros_like(acc) if cvrts is not None else None
+            for i, vrt in enumerate(vrts):
+                todo = acc == NODATA
+                if not todo.any():
+                    break
+                v = vrt.read(1, window=win)
+                take = todo & (v != NODATA)
+                acc[take] = v[take]
+                if cvrts is not None and cacc is not None:
+                    cacc[take] = cvrts[i].read(1, window=win)[take]
+            out.append((acc, cacc))
+    return out
+
+
+def _jobs(masks: Sequence[str | Path], confidences: Sequence[str | Path] | None, grid: MosaicGrid,
+          block: int) -> list[_MosaicJob]:
+    """Runs of ``block`` px blocks along each row of blocks, at most :data:`JOB_PIXELS` pixels each, in row order."""
+    h, w = grid.shape
+    per_job = max(1, JOB_PIXELS // (block * block))
+    ms = tuple(str(m) for m in masks)
+    cs = tuple(str(c) for c in confidences) if confidences is not None else None
+    jobs = []
+    for r in range(0, h, block):
+        cols = list(range(0, w, block))
+        for k in range(0, len(cols), per_job):
+            wins = tuple(Window(c, r, min(block, w - c), min(block, h - r)) for c in cols[k : k + per_job])
+            jobs.append(_MosaicJob(ms, cs, grid, wins))
+    return jobs
+
+
 def mosaic_masks(
     masks: Sequence[str | Path],
     out_mask: str | Path,
@@ -85,43 +150,30 @@ def mosaic_masks(
     classes: ClassTable,
     crs: CRS | str | None = None,
     block: int = 1024,
+    workers: int | None = None,
 ) -> MosaicGrid:
-    """Mosaic class masks (and their confidence rasters) by the first-valid-scene rule."""
+    """Mosaic class masks (and their confidence rasters) by the first-valid-scene rule.
+
+    ``workers`` threads (default: one per core) read the scenes; see the module notes.
+    """
     infos = [raster_info(m) for m in masks]
+    if confidences is not None:  # every input is checked before an output is started
+        for c in confidences:
+            raster_info(c)
     grid = mosaic_grid(infos, crs)
     h, w = grid.shape
+    with_conf = confidences is not None and out_confidence is not None
+    jobs = _jobs(masks, confidences if with_conf else None, grid, block)
     with ExitStack() as stack:
-        vrts = []
-        cvrts = []
-        for i, m in enumerate(masks):
-            src = stack.enter_context(open_raster(m))
-            vrts.append(stack.enter_context(WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=w, height=h,
-                                                      resampling=Resampling.nearest, nodata=NODATA)))
-            if confidences is not None:
-                csrc = stack.enter_context(open_raster(confidences[i]))
-                cvrts.append(stack.enter_context(WarpedVRT(csrc, crs=grid.crs, transform=grid.transform, width=w,
-                                                           height=h, resampling=Resampling.nearest, nodata=0)))
         out = stack.enter_context(mask_writer(out_mask, shape=(h, w), transform=grid.transform, crs=grid.crs,
                                               classes=classes))
         cout = None
         if confidences is not None and out_confidence is not None:
             cout = stack.enter_context(confidence_writer(out_confidence, shape=(h, w), transform=grid.transform,
                                                          crs=grid.crs))
-        for r in range(0, h, block):
-            for c in range(0, w, block):
-                win = Window(c, r, min(block, w - c), min(block, h - r))
-                acc = np.full((int(win.height), int(win.width)), NODATA, np.uint8)
-                cacc = np.zeros_like(acc)
-                for i, vrt in enumerate(vrts):
-                    todo = acc == NODATA
-                    if not todo.any():
-                        break
-                    v = vrt.read(1, window=win)
-                    take = todo & (v != NODATA)
-                    acc[take] = v[take]
-                    if cout is not None:
-                        cacc[take] = cvrts[i].read(1, window=win)[take]
+        for job, blocks in zip(jobs, Runner(workers).imap(_mosaic_blocks, jobs)):
+            for win, (acc, cacc) in zip(job.windows, blocks):
                 out.write(acc, win)
-                if cout is not None:
+                if cout is not None and cacc is not None:
                     cout.write(cacc, win)
     return grid

@@ -24,7 +24,7 @@ import os
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +60,9 @@ __all__ = [
     "open_raster",
     "read_tile",
     "iter_tiles",
+    "BlockData",
+    "read_block",
+    "BlockReader",
     "decode_block_shape",
     "tile_cache_bytes",
     "writer_cache_bytes",
@@ -361,6 +364,109 @@ def read_tile(
             arr = np.pad(arr, ((0, 0), *widths), mode="constant", constant_values=fill)
         valid = np.pad(valid, widths, mode="constant", constant_values=False)
     return TileData(tile, arr, valid)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockData:
+    """One band's pixels in a window, as :func:`read_block` reads them.
+
+    ``array`` (h, w) holds the pixels; ``nodata`` is the value in force (the caller's, else
+    the file's); ``mask`` (h, w) bool is the file's internal mask (True = data) when that,
+    not a nodata value, says which pixels hold data, else None. :meth:`valid` combines them;
+    a caller that can use the nodata value itself (a uint8 count, say) need not build it.
+    """
+
+    array: np.ndarray
+    nodata: float | None
+    mask: np.ndarray | None
+
+    def valid(self) -> np.ndarray:
+        """``(h, w)`` bool: pixels holding data (the internal mask, else :func:`valid_mask`)."""
+        return self.mask if self.mask is not None else valid_mask(self.array, self.nodata)
+
+
+def read_block(src: Any, window: GridWindow | Window, *, nodata: float | None = None, band: int = 1) -> BlockData:
+    """Read one band of ``window`` (inside the raster) from an open dataset, with what says which
+    pixels hold data: ``nodata`` (default: the file's), else the file's internal mask.
+
+    Unlike :func:`read_tile` nothing is padded: block-wise steps read their windows clipped
+    to the raster. Errors are rasterio's, as the steps that call this always raised them.
+    """
+    win = rio_window(window)
+    array = src.read(band, window=win)
+    nod = nodata if nodata is not None else src.nodata
+    internal = nod is None and any(MaskFlags.per_dataset in f for f in src.mask_flag_enums)
+    mask = src.read_masks(band, window=win) > 0 if internal else None
+    return BlockData(array, nod, mask)
+
+
+class BlockReader:
+    """A raster kept open, in its own ``rasterio.Env``, to read blocks of one band from.
+
+    A block job (on a thread or a Dask worker) opens its own: a dataset is never shared
+    between threads. Use as a context manager.
+
+    Parameters
+    ----------
+    path : path
+        The raster.
+    nodata : number, optional
+        Nodata value, overriding the file's.
+    band : int
+        The 1-based band to read.
+
+    Examples
+    --------
+    >>> path = "/vsimem/geoseg-doc-block.tif"
+    >>> with rasterio.open(path, "w", driver="GTiff", width=3, height=2, count=1, dtype="uint8", nodata=255,
+    ...                    crs="EPSG:32643", transform=Affine(10, 0, 600_000, 0, -10, 3_380_000)) as dst:
+    ...     dst.write(np.array([[1, 255, 2], [3, 4, 255]], "uint8"), 1)
+    >>> with BlockReader(path) as reader:
+    ...     shape = reader.shape
+    ...     block = reader.read(GridWindow(1, 0, 2, 2))
+    ...     row = reader.read_array(GridWindow(0, 1, 3, 1))
+    >>> shape, block.array.tolist(), block.valid().tolist(), row.tolist()
+    (Shape2d(height=2, width=3), [[255, 2], [4, 255]], [[False, True], [True, False]], [[3, 4, 255]])
+    >>> rasterio.shutil.delete(path)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, nodata: float | None = None, band: int = 1) -> None:
+        self.path = str(path)
+        self.nodata = nodata
+        self.band = band
+        self._stack: ExitStack | None = None
+        self._src: Any = None
+
+    def __enter__(self) -> "BlockReader":
+        with ExitStack() as stack:
+            stack.enter_context(rasterio.Env())
+            self._src = stack.enter_context(open_raster(self.path))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stack, self._stack, self._src = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+    @property
+    def shape(self) -> Shape2d:
+        """``(height, width)`` of the raster."""
+        src = self._open()
+        return Shape2d(src.height, src.width)
+
+    def read(self, window: GridWindow | Window) -> BlockData:
+        """The band in ``window`` with what says which pixels hold data (:func:`read_block`)."""
+        return read_block(self._open(), window, nodata=self.nodata, band=self.band)
+
+    def read_array(self, window: GridWindow | Window) -> np.ndarray:
+        """The band's pixels in ``window``, nothing else."""
+        return self._open().read(self.band, window=rio_window(window))
+
+    def _open(self) -> Any:
+        if self._src is None:
+            raise RuntimeError("BlockReader used outside its `with` block")
+        return self._src
 
 
 #: GDAL block-cache bounds for :func:`tile_cache_bytes` and :func:`writer_cache_bytes`.
@@ -956,9 +1062,9 @@ def confidence_writer(
 ) -> RasterWriter:
     """A :class:`RasterWriter` for a confidence raster: uint8 max softmax x 255, nodata 0, COG.
 
-    Compressed with DEFLATE level 1 after horizontal differencing: on the 16x benchmark mask's
-    confidence (29 Mpx) 0.28 s and 22.1 MB, against 0.51 s and 22.8 MB at level 6 without it
-    (confidence varies smoothly; a higher level gains little on it).
+    Compressed with DEFLATE level 1 after horizontal differencing: quicker to write than level 6
+    without it and no larger (confidence varies smoothly; a higher level gains little on it;
+    the figures are in benchmarks/README.md).
     """
     return RasterWriter(
         path,

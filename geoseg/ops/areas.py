@@ -5,8 +5,8 @@ coverage of pixels cut by a boundary from :mod:`geoseg.core.overlay`.
 
 Raster path (:func:`district_areas_raster`)
 -------------------------------------------
-The mask is read block by block (memory bounded by one block per thread) and every pixel
-is decoded once. Per block, districts are burnt at pixel centres (GDAL), pixels are counted
+The mask is read block by block on a :class:`~geoseg.parallel.Runner`'s threads (memory
+bounded by one block per thread) and every pixel is decoded once. Per block, districts are burnt at pixel centres (GDAL), pixels are counted
 per (district, class) with one ``bincount``, and pixels cut by a district boundary are then
 corrected to their **exact fractional coverage**: each boundary's edges are split at the
 grid lines and their signed trapezoids summed per cell (the scan-converter of font
@@ -32,31 +32,36 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
 from affine import Affine
+from rasterio.features import rasterize
 
 from geoseg.classes import ClassTable, CropClass, crop_names, load_classes, unknown_classes
 from geoseg.core.geodesy import _to_equal_area, _unit_factor, areas_m2, row_pixel_areas
+from geoseg.core.grid import Window
 from geoseg.core.overlay import boundary_coverage, overlap_areas
 from geoseg.core.tally import centre_counts
-from geoseg.errors import AreaError, DistrictWarning, VectorFormatError
-from geoseg.io.districts import DistrictProblem, read_districts
+from geoseg.errors import AreaError, DistrictWarning, VectorFormatError, portable_errors
+from geoseg.io.districts import DistrictProblem, Districts, read_districts
 from geoseg.io.raster import (
+    BlockReader,
+    RasterInfo,
     check_outputs,
     check_size,
-    open_raster,
     raster_info,
     read_mask_classes,
     valid_mask,
     warn_no_nodata,
 )
 from geoseg.io.vector import FORMATS, read_vector, write_table
+from geoseg.parallel import Runner
 
 if TYPE_CHECKING:  # pragma: no cover
     import geopandas as gpd
@@ -94,14 +99,14 @@ class _AreaJob:
     likely: np.ndarray  # class ids and nodata expected in the mask (uint8 fast path)
 
 
+@portable_errors
 def _area_blocks(jobs: Sequence[_AreaJob]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Run :func:`_area_block_env` over ``jobs`` (one mask) with one open dataset, in its own ``rasterio.Env``."""
-    import rasterio
-
+    """Count the blocks of ``jobs`` (one mask) with one :class:`~geoseg.io.raster.BlockReader`:
+    one job of the :class:`~geoseg.parallel.Runner`."""
     if not jobs:
         return []
-    with rasterio.Env(), open_raster(jobs[0].mask) as src:
-        return [_area_block_env(job, src) for job in jobs]
+    with BlockReader(jobs[0].mask, nodata=jobs[0].nodata) as reader:
+        return [_area_block(job, reader) for job in jobs]
 
 
 def _count_values(values: np.ndarray, likely: np.ndarray, nb: int) -> np.ndarray:
@@ -115,50 +120,45 @@ def _count_values(values: np.ndarray, likely: np.ndarray, nb: int) -> np.ndarray
     return counts
 
 
-def _area_block_env(job: _AreaJob, src: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(district index, class value or -1 for nodata, area m2) summed over one block.
+def _buckets(arr: np.ndarray, nod: float | None, valid: np.ndarray | None, source: str) -> tuple[np.ndarray, int, int]:
+    """``(bucket, nb, nodata_bucket)``: each pixel's bucket 0..nb-1 for the count, and nodata's.
 
     Fast path for uint8 masks with an integer nodata (every geoseg mask): the pixel value
     itself is the bucket (nodata is just one of 256), so each pixel costs one shift-or and
-    one ``bincount`` slot; other masks map values and validity to buckets first.
+    one ``bincount`` slot; other masks map values and validity (``valid``: the file's
+    internal mask, or None to take it from ``nod``) to buckets first.
     """
-    from rasterio.enums import MaskFlags
-    from rasterio.features import rasterize
-    from rasterio.windows import Window
+    if arr.dtype == np.uint8 and valid is None and (nod is None or (float(nod).is_integer() and 0 <= nod <= 255)):
+        return arr, 256, int(nod) if nod is not None else -1
+    if valid is None:
+        valid = valid_mask(arr, nod)
+    if arr.dtype.kind not in "iu":
+        raise AreaError(f"{source}: {arr.dtype} pixels; expected integer class ids")
+    vmax = 0
+    if valid.any():
+        vals = arr[valid]
+        vmin, vmax = int(vals.min()), int(vals.max())
+        if vmin < 0:
+            raise AreaError(
+                f"{source}: negative class value {vmin}; expected class ids >= 0 (is it the nodata value? "
+                f"pass it with --nodata)"
+            )
+    nodata_bucket = vmax + 1  # buckets 0..vmax for classes, vmax + 1 for nodata
+    return np.where(valid, arr, nodata_bucket).astype(np.int32), vmax + 2, nodata_bucket
 
+
+def _area_block(job: _AreaJob, reader: BlockReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(district index, class value or -1 for nodata, area m2) summed over one block (see the
+    module notes); a block no district reaches is not read."""
     r0, c0, bh, bw = job.window
-    win = Window(c0, r0, bw, bh)
     bt = job.transform @ Affine.translation(c0, r0)
     box = shapely.box(*_bounds(bt, bh, bw))
     cand = np.flatnonzero(shapely.intersects(job.geoms, box))
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     if len(cand) == 0:
         return empty
-    arr = src.read(1, window=win)
-    nod = job.nodata if job.nodata is not None else src.nodata
-    internal = nod is None and any(MaskFlags.per_dataset in f for f in src.mask_flag_enums)
-    valid = src.read_masks(1, window=win) > 0 if internal else None
-    if arr.dtype == np.uint8 and valid is None and (nod is None or (float(nod).is_integer() and 0 <= nod <= 255)):
-        bucket = arr
-        nb = 256
-        nodata_bucket = int(nod) if nod is not None else -1
-    else:
-        if valid is None:
-            valid = valid_mask(arr, nod)
-        if arr.dtype.kind not in "iu":
-            raise AreaError(f"{job.mask}: {arr.dtype} pixels; expected integer class ids")
-        vmax = 0
-        if valid.any():
-            vals = arr[valid]
-            vmin, vmax = int(vals.min()), int(vals.max())
-            if vmin < 0:
-                raise AreaError(
-                    f"{job.mask}: negative class value {vmin}; expected class ids >= 0 (is it the nodata value? "
-                    f"pass it with --nodata)"
-                )
-        nb = vmax + 2  # buckets 0..vmax for classes, vmax + 1 for nodata
-        nodata_bucket = vmax + 1
-        bucket = np.where(valid, arr, nodata_bucket).astype(np.int32)
+    block = reader.read(Window(c0, r0, bw, bh))
+    bucket, nb, nodata_bucket = _buckets(block.array, block.nodata, block.mask, job.mask)
     if nb * (len(cand) + 1) > 1 << 24:
         raise AreaError(
             f"{job.mask}: class values up to {nb - 2}; expected class ids below {(1 << 24) // (len(cand) + 1)} "
@@ -258,6 +258,37 @@ def district_areas_raster(
     if method not in ("exact", "centre", "center"):
         raise AreaError(f"method is {method!r}; expected 'exact' or 'centre'")
     src = str(mask_path)
+    info = _check_class_raster(src)
+    nod = nodata if nodata is not None else info.nodata
+    if nod is None:
+        warn_no_nodata(info)
+    table = _class_table(classes) if classes is not None else read_mask_classes(src)
+    d = read_districts(districts, name_field, crs=info.crs)
+    # the districts clipped to the raster; those outside it are left out of the table
+    geoms = np.asarray(d.gdf.geometry.values, dtype=object)
+    clipped, keep, problems = _clip_to_raster(geoms, d, info)
+    # the blocks, counted on a Runner
+    jobs = _area_jobs(info, clipped[keep], nodata, nod, table, method == "exact", block)
+    di, cv, am = _count_blocks(jobs, workers)
+    # a value outside the class table is a mislabelled raster, not a new crop
+    if table is not None and (found := unknown_classes(cv, am, table)):
+        raise AreaError(
+            f"{src}: holds class values {found} inside the districts that are not in the class table "
+            f"(ids {', '.join(f'{c.id}={c.name}' for c in table)}; nodata {nod}); pass the class file the "
+            f"raster was made with (--classes) or its nodata value (--nodata)"
+        )
+    # the table
+    names = d.names[keep]
+    district_m2 = areas_m2(geoms[keep], info.crs)
+    inside_m2 = areas_m2(clipped[keep], info.crs)
+    df = _assemble(di, cv, am, names, district_m2, inside_m2, table, observed=True)
+    df.attrs["problems"] = _report(problems, set(names), d.source)
+    df.attrs["source"] = src
+    return df
+
+
+def _check_class_raster(src: str) -> RasterInfo:
+    """The raster's description, once it is known to be a single-band integer raster of a sane size."""
     info = raster_info(src)
     check_size(info)
     if info.count != 1 or not np.issubdtype(np.dtype(info.dtype), np.integer):
@@ -265,20 +296,24 @@ def district_areas_raster(
             f"{src}: {info.count} band(s) of {info.dtype}; expected a single-band integer class raster "
             f"(a crop mask), e.g. `gdal_translate -b 1 -ot Byte {src} mask.tif`"
         )
-    nod = nodata if nodata is not None else info.nodata
-    if nod is None:
-        warn_no_nodata(info)
-    if isinstance(classes, ClassTable):
-        table: ClassTable | None = classes
-    elif classes is not None:
+    return info
 
-        table = load_classes(classes)
-    else:
-        table = read_mask_classes(src)
-    d = read_districts(districts, name_field, crs=info.crs)
+
+def _class_table(classes: ClassTable | str | os.PathLike[str]) -> ClassTable:
+    return classes if isinstance(classes, ClassTable) else load_classes(classes)
+
+
+def _clip_to_raster(geoms: np.ndarray, d: Districts, info: RasterInfo) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """``(clipped, keep, problems)``: the districts clipped to the raster's footprint, the indices
+    of those that overlap it, and the districts' problems with those that do not added.
+
+    Raises
+    ------
+    AreaError
+        No district overlaps the raster (a CRS mix-up, most likely).
+    """
     h, w = info.shape
     footprint = shapely.box(*_bounds(info.transform, h, w))
-    geoms = np.asarray(d.gdf.geometry.values, dtype=object)
     clipped = shapely.intersection(geoms, footprint)
     overlap = ~shapely.is_empty(clipped) & (shapely.area(clipped) > 0)
     names = d.names
@@ -288,54 +323,53 @@ def district_areas_raster(
     if not overlap.any():
         b = shapely.total_bounds(geoms)
         raise AreaError(
-            f"none of the {len(geoms)} districts in {d.source} overlaps {src}: districts span "
+            f"none of the {len(geoms)} districts in {d.source} overlaps {info.path}: districts span "
             f"{_fmt_bounds(b)}, the raster {_fmt_bounds(footprint.bounds)} (in {info.crs.to_string()}); check "
             f"that both files have the right CRS"
         )
     n_skip = int((~overlap).sum())
     if n_skip:
-        log.info("%d of %d districts do not overlap %s and are left out", n_skip, len(geoms), src)
-    keep = np.flatnonzero(overlap)
+        log.info("%d of %d districts do not overlap %s and are left out", n_skip, len(geoms), info.path)
+    return clipped, np.flatnonzero(overlap), problems
+
+
+def _area_jobs(info: RasterInfo, geoms: np.ndarray, nodata: float | None, nod: float | None,
+               table: ClassTable | None, exact: bool, block: int) -> list[_AreaJob]:
+    """One job per ``block x block`` block of the raster, row by row; ``nodata`` is the caller's
+    override, ``nod`` the value in force."""
+    h, w = info.shape
     row_area = row_pixel_areas(info.transform, info.crs, h)
     expected = {c.id for c in table if 0 <= c.id < 256} if table is not None else set()
     if nod is not None and float(nod).is_integer() and 0 <= nod < 256:
         expected.add(int(nod))
     likely = np.array(sorted(expected), dtype=np.int64)
-    jobs = [
-        _AreaJob(src, (r, c, min(block, h - r), min(block, w - c)), None if nodata is None else float(nodata),
-                 info.transform, clipped[keep], row_area, method == "exact", likely)
+    return [
+        _AreaJob(info.path, (r, c, min(block, h - r), min(block, w - c)), None if nodata is None else float(nodata),
+                 info.transform, geoms, row_area, exact, likely)
         for r in range(0, h, block)
         for c in range(0, w, block)
     ]
+
+
+def _count_blocks(jobs: Sequence[_AreaJob], workers: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(district index, class value or -1 for nodata, m2) of every block, counted on a Runner.
+
+    The blocks are dealt round-robin into four runs per thread, so that each thread opens
+    the mask once per run and the threads stay evenly loaded. The contributions are
+    concatenated run after run, so the order of the sums, and with it their last bits,
+    follows the number of threads (as it always has), not which thread finished first.
+    """
     nw = min(workers or os.cpu_count() or 1, len(jobs))
-    chunks = [jobs[k :: nw * 4] for k in range(nw * 4)] if nw > 1 else [jobs]
-    if nw > 1:
-        with ThreadPoolExecutor(nw) as ex:
-            results = [r for part in ex.map(_area_blocks, chunks) for r in part]
-    else:
-        results = _area_blocks(jobs)
+    runs = [jobs[k :: nw * 4] for k in range(nw * 4)] if nw > 1 else [jobs]
+    results = [r for run in Runner(max(nw, 1)).map(_area_blocks, runs) for r in run]
     di = np.concatenate([r[0] for r in results])
     cv = np.concatenate([r[1] for r in results])
     am = np.concatenate([r[2] for r in results])
-    # a value outside the class table is a mislabelled raster, not a new crop
-    if table is not None and (found := unknown_classes(cv, am, table)):
-        raise AreaError(
-            f"{src}: holds class values {found} inside the districts that are not in the class table "
-            f"(ids {', '.join(f'{c.id}={c.name}' for c in table)}; nodata {nod}); pass the class file the "
-            f"raster was made with (--classes) or its nodata value (--nodata)"
-        )
-    district_m2 = areas_m2(geoms[keep], info.crs)
-    inside_m2 = areas_m2(clipped[keep], info.crs)
-    df = _assemble(di, cv, am, names[keep], district_m2, inside_m2, table, observed=True)
-    df.attrs["problems"] = _report(problems, set(names[keep]), d.source)
-    df.attrs["source"] = src
-    return df
+    return di, cv, am
 
 
 def _report(problems: Sequence[Any], in_table: set[str], source: str) -> list[str]:
     """Problems worth listing for this table; warn about repeated names that reached it."""
-    import warnings
-
     out = [p for p in problems if p.problem != "repeated name" or p.district in in_table]
     repeated = [p for p in out if p.problem == "repeated name"]
     if repeated:
@@ -428,7 +462,37 @@ def district_areas_fields(
         NaN (polygons do not say what was observed); ``coverage`` is the fraction of the
         district inside the fields' bounding box.
     """
-    import geopandas as gpd
+    f, fsrc = _read_fields(fields)
+    table, cid = _field_classes(f, _class_table(classes) if classes is not None else None, class_field, fsrc)
+    d = read_districts(districts, name_field, crs=f.crs)
+    geoms = np.asarray(f.geometry.values, dtype=object)
+    dg = np.asarray(d.gdf.geometry.values, dtype=object)
+    ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    geoms, cid = geoms[ok], np.asarray(cid)[ok].astype(np.int64)
+    # each field's overlap with each district, measured in metres
+    crs = f.crs
+    geoms_m, dg_m, factor = _in_metres(geoms, dg, crs)
+    fi, di, area = overlap_areas(geoms_m, dg_m)
+    sel = area > 0
+    # the districts no field reaches are left out of the table
+    keep, problems = _reached(di[sel], d, f, fsrc)
+    remap = np.full(len(dg), -1)
+    remap[keep] = np.arange(len(keep))
+    # the table; a district's coverage is its share inside the fields' bounding box
+    names = d.names[keep]
+    district_m2 = areas_m2(dg[keep], crs)
+    ext = shapely.box(*shapely.total_bounds(np.asarray(f.geometry.values)))
+    inside_m2 = areas_m2(shapely.intersection(dg[keep], ext), crs)
+    df = _assemble(remap[di[sel]], cid[fi[sel]], area[sel] * factor, names, district_m2, inside_m2, table,
+                   observed=False)
+    df.attrs["problems"] = _report(problems, set(names), d.source)
+    df.attrs["source"] = fsrc
+    return df
+
+
+def _read_fields(fields: str | os.PathLike[str] | "gpd.GeoDataFrame") -> tuple["gpd.GeoDataFrame", str]:
+    """The fields and a name for them in messages; they must have a CRS."""
+    import geopandas as gpd  # deferred: slow to import
 
     if isinstance(fields, gpd.GeoDataFrame):
         f, fsrc = fields, "<fields>"
@@ -437,13 +501,14 @@ def district_areas_fields(
         f = read_vector(fsrc)
     if f.crs is None:
         raise AreaError(f"{fsrc}: the fields have no CRS; set one, e.g. `ogr2ogr -a_srs EPSG:32643 out.gpkg {fsrc}`")
-    table: ClassTable | None
-    if isinstance(classes, ClassTable):
-        table = classes
-    elif classes is not None:
-        table = load_classes(classes)
-    else:
-        table = None
+    return f, fsrc
+
+
+def _field_classes(f: "gpd.GeoDataFrame", table: ClassTable | None, class_field: str,
+                   fsrc: str) -> tuple[ClassTable | None, np.ndarray]:
+    """``(table, class ids)`` of the fields: from ``class_field`` (the table then defaults to the
+    ``crop`` column's names when they number the classes 0..K-1), else from ``crop`` names
+    looked up in ``table``."""
     if class_field in f.columns:
         cid = f[class_field].to_numpy()
         if table is None and "crop" in f.columns:
@@ -451,33 +516,39 @@ def district_areas_fields(
             ids = [p[0] for p in pairs]
             if len(set(ids)) == len(ids) and ids == list(range(len(ids))):
                 table = ClassTable(tuple(CropClass(i, n, "#808080") for i, n in pairs), fsrc)
-    elif "crop" in f.columns and table is not None:
+        return table, cid
+    if "crop" in f.columns and table is not None:
         lookup = {c.name: c.id for c in table}
         unknown = sorted(set(f["crop"]) - set(lookup))
         if unknown:
             raise AreaError(f"{fsrc}: crops {unknown} are not in the class table {table.names}")
-        cid = f["crop"].map(lookup).to_numpy()
-    else:
-        raise AreaError(
-            f"{fsrc}: has no {class_field!r} column (nor 'crop' with a class file); the columns are "
-            f"{[c for c in f.columns if c != f.geometry.name]}"
-        )
-    d = read_districts(districts, name_field, crs=f.crs)
-    geoms = np.asarray(f.geometry.values, dtype=object)
+        return table, f["crop"].map(lookup).to_numpy()
+    raise AreaError(
+        f"{fsrc}: has no {class_field!r} column (nor 'crop' with a class file); the columns are "
+        f"{[c for c in f.columns if c != f.geometry.name]}"
+    )
+
+
+def _in_metres(geoms: np.ndarray, dg: np.ndarray, crs: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fields and districts in a CRS whose areas are ground areas, and the factor from its
+    square units to m2: an equal-area projection for a geographic CRS."""
+    if crs.is_geographic:
+        return _to_equal_area(geoms, crs), _to_equal_area(dg, crs), 1.0
+    return geoms, dg, _unit_factor(crs) ** 2
+
+
+def _reached(hit: np.ndarray, d: Districts, f: "gpd.GeoDataFrame", fsrc: str) -> tuple[np.ndarray, list[Any]]:
+    """``(keep, problems)``: the indices of the districts in ``hit`` (a field overlaps them), and
+    the districts' problems with the others added.
+
+    Raises
+    ------
+    AreaError
+        No field overlaps any district (a CRS mix-up, most likely).
+    """
     dg = np.asarray(d.gdf.geometry.values, dtype=object)
-    ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-    geoms, cid = geoms[ok], np.asarray(cid)[ok].astype(np.int64)
-    crs = f.crs
-    if crs.is_geographic:  # measure in an equal-area projection
-        geoms = _to_equal_area(geoms, crs)
-        dg_m = _to_equal_area(dg, crs)
-        factor = 1.0
-    else:
-        dg_m = dg
-        factor = _unit_factor(crs) ** 2
-    fi, di, area = overlap_areas(geoms, dg_m)
     touched = np.zeros(len(dg), bool)
-    touched[di[area > 0]] = True
+    touched[hit] = True
     problems = list(d.problems)
     names = d.names
     for i in np.flatnonzero(~touched):
@@ -486,20 +557,9 @@ def district_areas_fields(
         raise AreaError(
             f"no field in {fsrc} overlaps any of the {len(dg)} districts in {d.source}: fields span "
             f"{_fmt_bounds(shapely.total_bounds(np.asarray(f.geometry.values)))}, districts "
-            f"{_fmt_bounds(shapely.total_bounds(dg))} (in {crs.to_string()}); check the CRS of both files"
+            f"{_fmt_bounds(shapely.total_bounds(dg))} (in {f.crs.to_string()}); check the CRS of both files"
         )
-    keep = np.flatnonzero(touched)
-    remap = np.full(len(dg), -1)
-    remap[keep] = np.arange(len(keep))
-    sel = area > 0
-    district_m2 = areas_m2(dg[keep], crs)
-    ext = shapely.box(*shapely.total_bounds(np.asarray(f.geometry.values)))
-    inside_m2 = areas_m2(shapely.intersection(dg[keep], ext), crs)
-    df = _assemble(remap[di[sel]], cid[fi[sel]], area[sel] * factor, names[keep], district_m2, inside_m2, table,
-                   observed=False)
-    df.attrs["problems"] = _report(problems, set(names[keep]), d.source)
-    df.attrs["source"] = fsrc
-    return df
+    return np.flatnonzero(touched), problems
 
 
 def district_areas(
@@ -540,8 +600,6 @@ def district_areas_file(
 
     The extension is checked before any work; returns the table (with ``attrs["problems"]``).
     """
-    from pathlib import Path
-
     if Path(out).suffix.lower() not in (".csv", ".parquet", ".json"):
         raise VectorFormatError(
             f"{out}: cannot tell the table format from the extension {Path(out).suffix or '(none)'!r}; "

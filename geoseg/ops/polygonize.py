@@ -1,13 +1,14 @@
 """Polygonise a class-mask file into fields, block by block, with no splits at block seams.
 
 :func:`polygonize_raster` reads the mask (and a confidence raster) in blocks with a halo
-of :func:`~geoseg.core.sieve.sieve_halo` pixels, sieves and traces each block with the
-pure core (:mod:`geoseg.core.sieve`, :mod:`geoseg.core.trace`), and merges the pieces of
-fields cut by block seams (:mod:`geoseg.core.merge`), so that its result equals
-vectorising the whole sieved raster at once; it then adds each field's class, ground area
-and perimeter (:mod:`geoseg.core.geodesy`), mean confidence and district.
-:func:`polygonize_file` writes the result in any GIS format. The conventions for fields,
-polygons and ``field_id`` are in :mod:`geoseg.core.trace`.
+of :func:`~geoseg.core.sieve.sieve_halo` pixels (:class:`~geoseg.io.raster.BlockReader`),
+sieves and traces each block with the pure core (:mod:`geoseg.core.sieve`,
+:mod:`geoseg.core.trace`), the blocks in parallel on a :class:`~geoseg.parallel.Runner`,
+and merges the pieces of fields cut by block seams (:mod:`geoseg.core.merge`), so that its
+result equals vectorising the whole sieved raster at once; it then adds each field's
+class, ground area and perimeter (:mod:`geoseg.core.geodesy`), mean confidence and
+district. :func:`polygonize_file` writes the result in any GIS format. The conventions for
+fields, polygons and ``field_id`` are in :mod:`geoseg.core.trace`.
 """
 
 from __future__ import annotations
@@ -25,25 +26,25 @@ from affine import Affine
 
 from geoseg.classes import ClassTable, crop_names, load_classes, unknown_classes
 from geoseg.core.geodesy import perimeters_m, row_pixel_areas
-from geoseg.core.grid import tile_grid
-from geoseg.core.merge import _seam_pairs, merge_pieces
+from geoseg.core.grid import Tile, TileGrid, Window, tile_grid
+from geoseg.core.merge import merge_pieces, seam_pairs
 from geoseg.core.overlay import largest_overlap
 from geoseg.core.sieve import DEFAULT_MIN_AREA_HA, DEFAULT_SIEVE_PASSES, min_area_pixels, sieve, sieve_halo
 from geoseg.core.trace import Fields, _vectorize
 from geoseg.errors import PolygonizeError, portable_errors
-from geoseg.io.districts import read_districts
+from geoseg.io.districts import Districts, read_districts
 from geoseg.io.raster import (
+    BlockReader,
+    RasterInfo,
     check_outputs,
     check_same_grid,
     check_size,
-    open_raster,
     raster_info,
     read_mask_classes,
-    valid_mask,
     warn_no_nodata,
 )
 from geoseg.io.vector import vector_driver, write_vector
-from geoseg.parallel import tune_allocator
+from geoseg.parallel import Runner, tune_allocator
 
 if TYPE_CHECKING:  # pragma: no cover
     import geopandas as gpd
@@ -58,21 +59,22 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 #: Default block (core) size in pixels for :func:`polygonize_raster`. Fewer seams mean
-#: fewer pieces to merge: on a 5376 px field mask (30,576 polygons, 2 threads) 1024 px
-#: blocks took 1.44 s, 2048 px 0.97 s (on pure noise, 8.7 M polygons, 1024 px is faster:
-#: 35 s against 43 s; there the output, not the seams, dominates).
+#: fewer pieces to merge: on field masks 2048 px blocks are quicker than 1024 px ones
+#: (benchmarks/README.md, "Seam merge"); on pure noise, where the output rather than the
+#: seams dominates, 1024 px blocks are.
 DEFAULT_BLOCK = 2048
 
-_S4 = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
+#: The labels along a block core's four edges, 1-based piece index or 0 (for the seams).
+Edges = dict[str, np.ndarray]
 
 
 # --------------------------------------------------------------------------------------
-# the raster driver (file access through geoseg.io.raster only)
+# one block: read (geoseg.io.raster), sieve and trace (geoseg.core)
 @dataclass(frozen=True)
 class _BlockJob:
     mask: str
     confidence: str | None
-    tile: Any  # geoseg.core.grid.Tile
+    tile: Tile
     nodata: float | None
     exclude: tuple[int, ...]
     min_pixels: int
@@ -86,44 +88,35 @@ class _BlockJob:
                 self.exclude, self.min_pixels, self.passes)
 
 
+def _inside(window: Window, height: int, width: int) -> Window:
+    """The part of ``window`` inside a raster of ``height x width`` pixels."""
+    r0, c0 = max(int(window.row_off), 0), max(int(window.col_off), 0)
+    r1 = min(int(window.row_off + window.height), height)
+    c1 = min(int(window.col_off + window.width), width)
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
 @portable_errors
-def _run_block(job: _BlockJob) -> tuple[Fields, dict[str, np.ndarray]]:
+def _run_block(job: _BlockJob) -> tuple[Fields, Edges]:
     """Read one block (plus halo, clipped to the raster), sieve, vectorise its core.
 
     Returns the core's pieces and the labels along the core's four edges (for the seams).
-
-    Keeps freed memory for reuse first (:func:`geoseg.parallel.tune_allocator`): a Dask worker
-    starts with ``MALLOC_TRIM_THRESHOLD_=65536``, under which glibc hands every freed array
-    back to the kernel and the next one faults in fresh pages; a worker that has not run
-    inference (which tunes it) then took 1.2-1.4 s instead of 0.6 s for 8 blocks of 1344 px
-    of the bench's 16x mask.
+    Keeps freed memory for reuse first (:func:`geoseg.parallel.tune_allocator`): a Dask
+    worker that has run no inference would otherwise polygonise at about half speed (see
+    :mod:`geoseg.parallel`).
     """
-    import rasterio
-    from rasterio.enums import MaskFlags
-    from rasterio.windows import Window
-
     tune_allocator()
-
-    tile = job.tile
-    core = tile.core
-    with rasterio.Env():
-        with open_raster(job.mask) as src:
-            H, W = src.height, src.width
-            rd = tile.read
-            r0, c0 = max(int(rd.row_off), 0), max(int(rd.col_off), 0)
-            r1 = min(int(rd.row_off + rd.height), H)
-            c1 = min(int(rd.col_off + rd.width), W)
-            win = Window(c0, r0, c1 - c0, r1 - r0)
-            arr = src.read(1, window=win)
-            nod = job.nodata if job.nodata is not None else src.nodata
-            if nod is None and any(MaskFlags.per_dataset in f for f in src.mask_flag_enums):
-                valid = src.read_masks(1, window=win) > 0
-            else:
-                valid = valid_mask(arr, nod)
-        conf = None
-        if job.confidence is not None:
-            with open_raster(job.confidence) as csrc:
-                conf = csrc.read(1, window=Window(core.col_off, core.row_off, core.width, core.height))
+    core = job.tile.core
+    with BlockReader(job.mask, nodata=job.nodata) as reader:
+        H, W = reader.shape
+        inner = _inside(job.tile.read, H, W)
+        block = reader.read(inner)
+        arr, valid = block.array, block.valid()
+    conf = None
+    if job.confidence is not None:
+        with BlockReader(job.confidence) as reader:
+            conf = reader.read_array(core)
+    r0, c0, r1, c1 = inner.row_off, inner.col_off, inner.row_off + inner.height, inner.col_off + inner.width
     if job.min_pixels > 1:  # only the sides cut out of the raster are open
         arr = sieve(arr, job.min_pixels, valid=valid, passes=job.passes,
                     open_edges=(r0 > 0, r1 < H, c0 > 0, c1 < W))
@@ -140,46 +133,7 @@ def _run_block(job: _BlockJob) -> tuple[Fields, dict[str, np.ndarray]]:
     return fields, edges
 
 
-def _compute(jobs: Sequence[_BlockJob], client: Any, workers: int | None,
-             progress: Callable[[int, int], None] | None = None) -> list[tuple[Fields, dict[str, np.ndarray]]]:
-    """Run the block jobs on Dask: a distributed ``client`` or local threads.
-
-    ``progress(done, total)`` is called as blocks finish.
-    """
-    import dask
-
-    tasks = [dask.delayed(_run_block, pure=True)(job) for job in jobs]
-    total = len(tasks)
-    if client is None:
-        import threading
-        from contextlib import nullcontext
-
-        from dask.callbacks import Callback
-
-        keys = {t.key for t in tasks}
-        done = [0]
-        lock = threading.Lock()
-
-        class _Blocks(Callback):
-            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-                if key in keys and progress is not None:
-                    with lock:
-                        done[0] += 1
-                        progress(done[0], total)
-
-        with _Blocks() if progress is not None else nullcontext():
-            return list(dask.compute(*tasks, scheduler="threads", num_workers=workers or os.cpu_count() or 1))
-    futures = client.compute(tasks)
-    if progress is not None:
-        from distributed import as_completed
-
-        for i, _ in enumerate(as_completed(futures), start=1):
-            progress(i, total)
-    return list(client.gather(futures))
-
-
 def _resolve_classes(classes: ClassTable | str | os.PathLike[str] | None, mask: str) -> ClassTable | None:
-
     if classes is None:
         return read_mask_classes(mask)
     if isinstance(classes, ClassTable):
@@ -240,7 +194,8 @@ def polygonize_raster(
     """Polygonise a class mask block by block into per-field polygons with attributes.
 
     Blocks of ``block x block`` pixels (plus a halo of :func:`sieve_halo` pixels) are
-    read, sieved and vectorised in parallel on Dask; fields cut by block seams are merged
+    read, sieved and vectorised in parallel on a :class:`~geoseg.parallel.Runner` (local
+    threads, or the tasks of a Dask client); fields cut by block seams are merged
     exactly, so the result does not depend on ``block``: the same polygons as
     vectorising the whole sieved mask at once (see the module notes). Memory is bounded
     by one block per worker plus the output.
@@ -267,7 +222,8 @@ def polygonize_raster(
     client : dask.distributed.Client, optional
         Run the blocks on this cluster; default: local threads.
     workers : int, optional
-        Threads for the local scheduler (default: all cores).
+        Threads of this process (default: all cores): they run the blocks when no
+        ``client`` is given, and merge the seams.
     passes : int
         Sieve passes.
     districts : path or GeoDataFrame, optional
@@ -304,9 +260,46 @@ def polygonize_raster(
     geoseg.errors.GridMismatchError
         A confidence raster on another grid.
     """
-    import geopandas as gpd
-
     src = str(mask_path)
+    # the inputs, all checked before any work
+    info = _check_mask(src, block, passes)
+    if (nodata if nodata is not None else info.nodata) is None:
+        warn_no_nodata(info)
+    conf_path = None
+    if confidence is not None:
+        conf_path = str(confidence)
+        check_same_grid(info, raster_info(conf_path))
+    table = _resolve_classes(classes, src)
+    excl = exclude_ids(exclude, table, src)
+    dist = None
+    if districts is not None:
+        if not name_field:
+            raise PolygonizeError("districts given without name_field; pass the attribute that names a district")
+        dist = read_districts(districts, name_field, crs=info.crs)
+    # the blocks, each sieved and traced on its own
+    row_area = row_pixel_areas(info.transform, info.crs, info.shape.height)
+    min_px = min_area_pixels(min_area_ha, float(row_area.mean()))
+    grid, jobs = _plan_blocks(info, conf_path, nodata, excl, min_px, passes, block, row_area)
+    runner = Runner(workers, client)
+    results = runner.map(_run_block, jobs, progress)
+    # the seams: pieces of one field in several blocks merged
+    fields = _merge_blocks(grid, results, row_area, info, conf_path is not None, runner.workers)
+    _check_classes(fields, table, src)
+    # the attributes
+    gdf = _to_frame(fields, info, table, simplify_m, max_area_change)
+    if dist is not None:
+        gdf["district"] = _district_names(gdf, dist)
+    if run_id is not None:
+        gdf["run_id"] = str(run_id)
+    if model_id is not None:
+        gdf["model_id"] = str(model_id)
+    gdf.attrs["min_area_pixels"] = min_px
+    return gdf
+
+
+def _check_mask(src: str, block: int, passes: int) -> RasterInfo:
+    """The mask's description, once it is known to be a single-band integer raster and the
+    block and passes make sense."""
     info = raster_info(src)
     check_size(info)
     if info.count != 1:
@@ -323,57 +316,58 @@ def polygonize_raster(
         raise PolygonizeError(f"block is {block!r}; expected an int of at least 16 pixels (e.g. {DEFAULT_BLOCK})")
     if passes < 0:
         raise PolygonizeError(f"passes is {passes}; expected 0 or more")
-    nod = nodata if nodata is not None else info.nodata
-    if nod is None:
-        warn_no_nodata(info)
-    conf_path = None
-    if confidence is not None:
-        conf_path = str(confidence)
-        check_same_grid(info, raster_info(conf_path))
-    table = _resolve_classes(classes, src)
-    excl = exclude_ids(exclude, table, src)
-    dist = None
-    if districts is not None:  # checked before any work
-        if not name_field:
-            raise PolygonizeError("districts given without name_field; pass the attribute that names a district")
+    return info
 
-        dist = read_districts(districts, name_field, crs=info.crs)
 
-    row_area = row_pixel_areas(info.transform, info.crs, info.shape.height)
-    mean_px = float(row_area.mean())
-    min_px = min_area_pixels(min_area_ha, mean_px)
+def _plan_blocks(info: RasterInfo, conf_path: str | None, nodata: float | None, exclude: tuple[int, ...],
+                 min_px: int, passes: int, block: int, row_area: np.ndarray) -> tuple[TileGrid, list[_BlockJob]]:
+    """The block grid (cores of ``block`` px, a halo wide enough for the sieve) and a job per block."""
     halo = sieve_halo(min_px, passes)
     grid = tile_grid(info.shape, info.transform, size=block + 2 * halo, overlap=halo, multiple=1)
     geographic = bool(info.crs.is_geographic)
     jobs = [
-        _BlockJob(src, conf_path, t, None if nodata is None else float(nodata), excl, min_px, passes,
+        _BlockJob(info.path, conf_path, t, None if nodata is None else float(nodata), exclude, min_px, passes,
                   info.shape.width, info.transform, row_area if geographic else None)
         for t in grid
     ]
-    log.info("polygonising %s: %d blocks of %d px (halo %d), specks < %d px sieved", src, len(jobs), block, halo,
-             min_px)
-    results = _compute(jobs, client, workers, progress)
+    log.info("polygonising %s: %d blocks of %d px (halo %d), specks < %d px sieved", info.path, len(jobs), block,
+             halo, min_px)
+    return grid, jobs
 
-    # seams: global piece offsets, then union of pieces that touch across a seam
+
+def _merge_blocks(grid: TileGrid, results: Sequence[tuple[Fields, Edges]], row_area: np.ndarray, info: RasterInfo,
+                  with_conf: bool, workers: int) -> Fields:
+    """The fields of the whole mask from the blocks' pieces: global piece offsets, then the union
+    of pieces that touch across a seam (:mod:`geoseg.core.merge`)."""
     blocks = []
-    offset = 0
     parts = []
+    offset = 0
     for t, (f, edges) in zip(grid, results):
         blocks.append((t.index, offset, f, edges))
         parts.append(f)
         offset += len(f)
-    pieces = _concat(parts, with_conf=conf_path is not None)
-    if not geographic:
+    pieces = _concat(parts, with_conf=with_conf)
+    if not info.crs.is_geographic:  # a projected grid: every pixel has the same ground area
         pieces = Fields(pieces.geometry, pieces.class_id, pieces.pixels, pieces.pixels * row_area[0],
                         pieces.first_pixel, pieces.conf_sum, pieces.conf_count)
-    fields = merge_pieces(pieces, _seam_pairs(blocks), workers=workers or os.cpu_count() or 1)
-    # fields named "class_9" would reach the outputs: a mislabelled mask, or the wrong class file
+    return merge_pieces(pieces, seam_pairs(blocks), workers=workers)
+
+
+def _check_classes(fields: Fields, table: ClassTable | None, src: str) -> None:
+    """Refuse class values the table lacks: fields named "class_9" would reach the outputs from a
+    mislabelled mask, or the wrong class file."""
     if table is not None and (found := unknown_classes(fields.class_id, fields.area_m2, table)):
         raise PolygonizeError(
             f"{src}: holds class values {found} that are not in the class table "
             f"({', '.join(f'{c.id}={c.name}' for c in table)}; from {table.source}); pass the class file the mask "
             f"was made with (--classes), or its nodata value (--nodata)"
         )
+
+
+def _to_frame(fields: Fields, info: RasterInfo, table: ClassTable | None, simplify_m: float | None,
+              max_area_change: float) -> "gpd.GeoDataFrame":
+    """One row per field: outline (simplified when asked), ids, class, ground area and perimeter, confidence."""
+    import geopandas as gpd  # deferred: slow to import
 
     geom = fields.geometry
     if simplify_m:
@@ -388,19 +382,15 @@ def polygonize_raster(
     conf = fields.confidence
     if conf is not None:
         data["confidence"] = conf
-    gdf = gpd.GeoDataFrame(data, geometry=geom, crs=info.crs)
-    if dist is not None:
-        idx = largest_overlap(gdf.geometry.values, dist.gdf.geometry.values)
-        names = dist.names
-        col = np.full(len(gdf), None, dtype=object)
-        col[idx >= 0] = names[idx[idx >= 0]]
-        gdf["district"] = col
-    if run_id is not None:
-        gdf["run_id"] = str(run_id)
-    if model_id is not None:
-        gdf["model_id"] = str(model_id)
-    gdf.attrs["min_area_pixels"] = min_px
-    return gdf
+    return gpd.GeoDataFrame(data, geometry=geom, crs=info.crs)
+
+
+def _district_names(gdf: "gpd.GeoDataFrame", dist: Districts) -> np.ndarray:
+    """Each field's district: the one it overlaps most (None outside every district)."""
+    idx = largest_overlap(gdf.geometry.values, dist.gdf.geometry.values)
+    col = np.full(len(gdf), None, dtype=object)
+    col[idx >= 0] = dist.names[idx[idx >= 0]]
+    return col
 
 
 def _concat(parts: Sequence[Fields], with_conf: bool) -> Fields:

@@ -516,6 +516,14 @@ def test_progress_counts_every_block(field_mask, use_client):  # type: ignore[no
     assert len(gdf) == len(polygonize_raster(field_mask, block=32, workers=1)) > 0
 
 
+def test_fields_do_not_depend_on_the_number_of_threads(field_mask):  # type: ignore[no-untyped-def]
+    path, _ = field_mask
+    one = polygonize_raster(path, block=16, workers=1, exclude=(), min_area_ha=0)
+    three = polygonize_raster(path, block=16, workers=3, exclude=(), min_area_ha=0)
+    assert one.field_id.tolist() == three.field_id.tolist() and one.area_ha.tolist() == three.area_ha.tolist()
+    assert shapely.to_wkb(one.geometry.values).tolist() == shapely.to_wkb(three.geometry.values).tolist()
+
+
 @pytest.mark.skipif(not (__import__("platform").system() == "Linux" and __import__("platform").libc_ver()[0] == "glibc"),
                     reason="glibc's allocator (mallopt); resident memory from /proc")
 def test_polygonise_blocks_keep_freed_memory_under_dasks_trim_threshold(tmp_path):  # type: ignore[no-untyped-def]

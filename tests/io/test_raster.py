@@ -107,6 +107,41 @@ def test_valid_rule_any_keeps_partly_observed_pixels():
     assert valid_mask(f, None).tolist() == [[False, True]]
 
 
+def test_block_reader_takes_validity_from_nodata_or_the_internal_mask(tmp_path):  # type: ignore[no-untyped-def]
+    from geoseg.core.grid import Window as GridWindow
+    from geoseg.io.raster import BlockReader
+
+    a = np.arange(48, dtype="uint8").reshape(6, 8)
+    kw = dict(driver="GTiff", height=6, width=8, count=1, dtype="uint8", crs="EPSG:32643",
+              transform=Affine(10, 0, 600_000, 0, -10, 3_380_000))
+    with rasterio.open(tmp_path / "nod.tif", "w", nodata=9, **kw) as d:
+        d.write(a, 1)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp_path / "internal.tif", "w", **kw) as d:
+        d.write(a, 1)
+        d.write_mask(a % 3 != 0)
+    win = GridWindow(1, 1, 4, 3)  # rows 1-3, columns 1-4
+    with BlockReader(tmp_path / "nod.tif") as r:
+        b = r.read(win)
+        assert r.shape == (6, 8) and b.nodata == 9 and b.mask is None
+        np.testing.assert_array_equal(b.array, a[1:4, 1:5])
+        np.testing.assert_array_equal(b.valid(), a[1:4, 1:5] != 9)
+    with BlockReader(tmp_path / "nod.tif", nodata=10) as r:  # the caller's nodata overrides the file's
+        np.testing.assert_array_equal(r.read(win).valid(), a[1:4, 1:5] != 10)
+    with BlockReader(tmp_path / "internal.tif") as r:
+        b = r.read(win)
+        assert b.nodata is None and b.mask is not None
+        np.testing.assert_array_equal(b.valid(), a[1:4, 1:5] % 3 != 0)
+        np.testing.assert_array_equal(r.read_array(win), a[1:4, 1:5])
+    with BlockReader(tmp_path / "internal.tif", nodata=0) as r:  # a nodata value is used instead of the mask
+        b = r.read(win)
+        assert b.mask is None and b.valid().all()
+    with pytest.raises(RuntimeError, match="outside its `with` block"):
+        r.read(win)
+    with pytest.raises(RasterReadError, match="file not found"):
+        with BlockReader(tmp_path / "missing.tif"):
+            pass
+
+
 # ---------------------------------------------------------------- bad inputs
 
 

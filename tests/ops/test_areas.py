@@ -214,6 +214,24 @@ def test_geographic_raster_counts_true_pixel_areas(tmp_path):
     assert df.area_ha.sum() * 1e4 == pytest.approx(abs(area), rel=1e-6)
 
 
+def test_blocks_on_threads_give_the_one_thread_table_and_raise_a_bad_block(tmp_path):
+    """Blocks counted on several threads (the Runner) give the one-thread table; a bad value in one
+    block of many is raised as the block's own error, not lost in a thread."""
+    rng = np.random.default_rng(5)
+    m = rng.integers(0, 3, (70, 90)).astype(np.int16)
+    path = write_mask(tmp_path / "m.tif", m, nodata=255)
+    x0, y0 = T10.c, T10.f
+    d = gpd.GeoDataFrame({"n": ["A", "B"]}, crs=UTM, geometry=[shapely.box(x0, y0 - 700, x0 + 333, y0),
+                                                               shapely.box(x0 + 333, y0 - 700, x0 + 900, y0)])
+    one = district_areas_raster(path, d, "n", block=16, workers=1)
+    many = district_areas_raster(path, d, "n", block=16, workers=3)
+    pd.testing.assert_frame_equal(one, many, check_exact=False, rtol=1e-12)
+    m[60, 80] = -4
+    write_mask(path, m, nodata=255)
+    with pytest.raises(AreaError, match=r"m\.tif: negative class value -4; expected class ids >= 0"):
+        district_areas_raster(path, d, "n", block=16, workers=3)
+
+
 # --------------------------------------------------------------------------------------
 # the synthetic Punjab region with its real districts
 def test_true_labels_reproduce_the_generators_truth(region):
