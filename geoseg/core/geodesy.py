@@ -22,6 +22,8 @@ from affine import Affine
 from geoseg.errors import AreaError
 
 __all__ = [
+    "to_equal_area",
+    "unit_factor",
     "row_pixel_areas",
     "equal_area_crs",
     "areas_m2",
@@ -40,7 +42,7 @@ def _to_pyproj(crs: Any) -> Any:
     return pyproj.CRS.from_user_input(wkt)
 
 
-def _unit_factor(crs: Any) -> float:
+def unit_factor(crs: Any) -> float:
     """Metres per CRS unit of a projected CRS."""
     pc = _to_pyproj(crs)
     axis = pc.axis_info[0] if pc.axis_info else None
@@ -86,7 +88,7 @@ def row_pixel_areas(transform: Affine, crs: Any, height: int) -> np.ndarray:
         lat = transform.f + rows * transform.e
         z = _zone(np.clip(lat, -90, 90), a, b)
         return np.abs(np.diff(z)) * math.radians(abs(transform.a))
-    f = _unit_factor(pc)
+    f = unit_factor(pc)
     return np.full(height, abs(transform.a * transform.e) * f * f)
 
 
@@ -101,7 +103,7 @@ def equal_area_crs(crs: Any, lon_0: float = 0.0) -> Any:
     )
 
 
-def _to_equal_area(geoms: np.ndarray, crs: Any) -> np.ndarray:
+def to_equal_area(geoms: np.ndarray, crs: Any) -> np.ndarray:
     import pyproj
 
     pc = _to_pyproj(crs)
@@ -120,8 +122,8 @@ def areas_m2(geoms: np.ndarray, crs: Any) -> np.ndarray:
     geoms = np.asarray(geoms, dtype=object)
     pc = _to_pyproj(crs)
     if pc.is_geographic:
-        return shapely.area(_to_equal_area(geoms, pc))
-    f = _unit_factor(pc)
+        return shapely.area(to_equal_area(geoms, pc))
+    f = unit_factor(pc)
     return shapely.area(geoms) * f * f
 
 
@@ -130,7 +132,7 @@ def perimeters_m(geoms: np.ndarray, crs: Any) -> np.ndarray:
     geoms = np.asarray(geoms, dtype=object)
     pc = _to_pyproj(crs)
     if not pc.is_geographic:
-        return shapely.length(geoms) * _unit_factor(pc)
+        return shapely.length(geoms) * unit_factor(pc)
     out = np.zeros(len(geoms))
     if len(geoms) == 0:
         return out

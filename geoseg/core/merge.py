@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import shapely
 
-from geoseg.core.trace import Fields, _drop_collinear
+from geoseg.core.trace import Fields, drop_collinear
 
 __all__ = [
     "seam_pairs",
@@ -135,7 +135,7 @@ def merge_pieces(pieces: Fields, pairs: np.ndarray, workers: int = 1) -> Fields:
         mg = np.unique(group[multi])
         sub = np.searchsorted(mg, group[multi])
         merged = _group_union(pieces.geometry[multi], sub, len(mg), workers)
-        geom[mg] = shapely.orient_polygons(_drop_collinear(merged), exterior_cw=False)
+        geom[mg] = shapely.orient_polygons(drop_collinear(merged), exterior_cw=False)
     cls = np.zeros(n_groups, np.int64)
     cls[group] = pieces.class_id
     first = np.full(n_groups, np.iinfo(np.int64).max, np.int64)

@@ -26,10 +26,12 @@ import shapely
 from affine import Affine
 
 from geoseg.classes import NODATA
-from geoseg.core.sieve import _label, _Runs
+from geoseg.core.sieve import FieldRuns, label_runs
 from geoseg.errors import PolygonizeError
 
 __all__ = [
+    "vectorize_block",
+    "drop_collinear",
     "Fields",
     "vectorize",
 ]
@@ -45,7 +47,7 @@ def _last_le(sorted_ids: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.searchsorted(sorted_ids, q, side="right") - 1
 
 
-def _trace_corners(runs: _Runs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _trace_corners(runs: FieldRuns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every corner of every field outline, linked to the next corner of its ring.
 
     ``runs.code`` holds a non-zero code per class (0 = no field). Pixel ``(r, c)`` covers ``[c, c+1] x [r, r+1]`` in pixel coordinates (x right,
@@ -255,7 +257,7 @@ class Fields:
 
 
 def _polygons_from_runs(
-    runs: _Runs, transform: Affine, row_off: int, col_off: int,
+    runs: FieldRuns, transform: Affine, row_off: int, col_off: int,
     cum_row_area: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Trace the fields of ``runs`` into polygons; also pixel counts, weighted areas and first pixels."""
@@ -354,12 +356,12 @@ def vectorize(
     >>> f.geometry[0].wkt
     'POLYGON ((0 30, 0 10, 10 10, 10 20, 20 20, 20 30, 0 30))'
     """
-    fields, _ = _vectorize(mask, transform, nodata=nodata, exclude=exclude, valid=valid, confidence=confidence,
+    fields, _ = vectorize_block(mask, transform, nodata=nodata, exclude=exclude, valid=valid, confidence=confidence,
                            offset=offset, raster_width=raster_width, row_areas=row_areas)
     return fields
 
 
-def _vectorize(
+def vectorize_block(
     mask: np.ndarray,
     transform: Affine,
     *,
@@ -370,7 +372,7 @@ def _vectorize(
     offset: tuple[int, int],
     raster_width: int | None,
     row_areas: np.ndarray | None,
-) -> tuple[Fields, _Runs]:
+) -> tuple[Fields, FieldRuns]:
     """:func:`vectorize`, also returning the labelling (label = 1-based field index, 0 none)."""
     if mask.ndim != 2:
         raise PolygonizeError(f"expected a 2-D class array, got shape {mask.shape}")
@@ -381,7 +383,7 @@ def _vectorize(
     if valid is None:
         valid = np.ones(mask.shape, bool) if nodata is None else mask != nodata
     field = valid & ~np.isin(mask, np.asarray(list(exclude), dtype=np.int64)) if len(exclude) else valid
-    runs = _label(mask, field)
+    runs = label_runs(mask, field)
     classes = runs.classes
     r0, c0 = offset
     width = raster_width if raster_width is not None else mask.shape[1]
@@ -407,7 +409,7 @@ def _vectorize(
 
 # --------------------------------------------------------------------------------------
 # merging block pieces (pure)
-def _drop_collinear(polys: np.ndarray) -> np.ndarray:
+def drop_collinear(polys: np.ndarray) -> np.ndarray:
     """Remove vertices where an axis-aligned outline goes straight on (left by unions at seams).
 
     Only plain Polygons are rewritten (a union of 4-connected pieces is one); anything

@@ -14,7 +14,7 @@ import shapely
 from rasterio.warp import transform_bounds
 
 from geoseg.errors import DistrictError, DistrictWarning, VectorReadError
-from geoseg.io.vector import _columns, read_vector
+from geoseg.io.vector import attribute_columns, read_vector
 
 if TYPE_CHECKING:  # pragma: no cover
     import geopandas as gpd
@@ -122,12 +122,12 @@ def _read_checked(source: str | os.PathLike[str] | "gpd.GeoDataFrame", name_fiel
         gdf = read_vector(src, layer=layer)
     if not name_field:
         raise DistrictError(f"{src}: no name field given; pass the attribute that names a district "
-                            f"(one of {_columns(gdf)})")
+                            f"(one of {attribute_columns(gdf)})")
     if name_field not in gdf.columns:
         close = [c for c in gdf.columns if c.lower() == name_field.lower()]
         hint = f" - did you mean {close[0]!r}?" if close else ""
         raise DistrictError(
-            f"{src}: has no attribute {name_field!r}; the attributes are {_columns(gdf)}{hint}; pass the one "
+            f"{src}: has no attribute {name_field!r}; the attributes are {attribute_columns(gdf)}{hint}; pass the one "
             f"that names the districts (--name-field, or districts.name_field in a workflow)"
         )
     if gdf.crs is None:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = [
+    "attribute_columns",
     "FORMATS",
     "SHP_NAMES",
     "vector_driver",
@@ -161,7 +162,7 @@ def read_vector(path: str | os.PathLike[str], *, layer: str | int | None = None,
     return gdf
 
 
-def _columns(gdf: Any) -> list[str]:
+def attribute_columns(gdf: Any) -> list[str]:
     return [str(c) for c in gdf.columns if c != getattr(gdf, "_geometry_column_name", "geometry")]
 
 

@@ -23,14 +23,13 @@ Memory allocator: a batch allocates and frees tens of large arrays (activations 
 MB). glibc serves allocations above its mmap threshold with fresh pages from the kernel
 each time, and Dask workers start with ``MALLOC_TRIM_THRESHOLD_=65536``, which pins that
 threshold at 128 KiB; every batch then pays page faults for all its activations.
-:func:`tune_allocator` (called before the first batch, and by training) raises the mmap
+:func:`geoseg.parallel.tune_allocator` (called before the first batch, and by training) raises the mmap
 threshold to 256 MiB and the trim threshold to 512 MiB with ``mallopt`` (glibc only), so
 freed activations are reused instead of faulted in afresh (benchmarks/README.md, "Allocator",
-has the gain). Set ``GEOSEG_MALLOC=default`` to
-leave the allocator alone. This reaches threads other than the main one only when the process
+has the gain). Set ``GEOSEG_MALLOC=default`` to leave the allocator alone. This reaches threads other than the main one only when the process
 has a single malloc arena (``MALLOC_ARENA_MAX=1``; glibc's per-thread arenas hand out heaps of
 at most 64 MiB): Dask tasks run on worker threads, so workflow runs start their LocalCluster
-workers with it (see :func:`geoseg.workflow.run.connect`). :func:`release_memory` gives the
+workers with it (see :func:`geoseg.workflow.cluster.connect`). :func:`geoseg.parallel.release_memory` gives the
 kept memory back when inference is over.
 """
 

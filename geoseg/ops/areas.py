@@ -44,7 +44,7 @@ from affine import Affine
 from rasterio.features import rasterize
 
 from geoseg.classes import ClassTable, CropClass, crop_names, load_classes, unknown_classes
-from geoseg.core.geodesy import _to_equal_area, _unit_factor, areas_m2, row_pixel_areas
+from geoseg.core.geodesy import areas_m2, row_pixel_areas, to_equal_area, unit_factor
 from geoseg.core.grid import Window
 from geoseg.core.overlay import boundary_coverage, overlap_areas
 from geoseg.core.tally import centre_counts
@@ -533,8 +533,8 @@ def _in_metres(geoms: np.ndarray, dg: np.ndarray, crs: Any) -> tuple[np.ndarray,
     """Fields and districts in a CRS whose areas are ground areas, and the factor from its
     square units to m2: an equal-area projection for a geographic CRS."""
     if crs.is_geographic:
-        return _to_equal_area(geoms, crs), _to_equal_area(dg, crs), 1.0
-    return geoms, dg, _unit_factor(crs) ** 2
+        return to_equal_area(geoms, crs), to_equal_area(dg, crs), 1.0
+    return geoms, dg, unit_factor(crs) ** 2
 
 
 def _reached(hit: np.ndarray, d: Districts, f: "gpd.GeoDataFrame", fsrc: str) -> tuple[np.ndarray, list[Any]]:

@@ -30,7 +30,7 @@ from geoseg.core.grid import Tile, TileGrid, Window, tile_grid
 from geoseg.core.merge import merge_pieces, seam_pairs
 from geoseg.core.overlay import largest_overlap
 from geoseg.core.sieve import DEFAULT_MIN_AREA_HA, DEFAULT_SIEVE_PASSES, min_area_pixels, sieve, sieve_halo
-from geoseg.core.trace import Fields, _vectorize
+from geoseg.core.trace import Fields, vectorize_block
 from geoseg.errors import PolygonizeError, portable_errors
 from geoseg.io.districts import Districts, read_districts
 from geoseg.io.raster import (
@@ -123,7 +123,7 @@ def _run_block(job: _BlockJob) -> tuple[Fields, Edges]:
     cr, cc = int(core.row_off) - r0, int(core.col_off) - c0
     rows, cols = slice(cr, cr + int(core.height)), slice(cc, cc + int(core.width))
     core_arr, cvalid = arr[rows, cols], valid[rows, cols]
-    fields, runs = _vectorize(core_arr, job.transform, nodata=None, valid=cvalid, exclude=job.exclude,
+    fields, runs = vectorize_block(core_arr, job.transform, nodata=None, valid=cvalid, exclude=job.exclude,
                               confidence=conf, offset=(int(core.row_off), int(core.col_off)),
                               raster_width=job.width, row_areas=job.row_areas)
     h, w = core_arr.shape
