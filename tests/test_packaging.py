@@ -189,3 +189,29 @@ def test_the_layer_check_catches_a_broken_rule(tmp_path):
         "geoseg.io.raster imports geoseg.ml.model inside a function: own modules are imported at the top",
         "geoseg.io.raster imports geoseg.ml.model: the geoseg.io layer may import only " + ", ".join(LAYERS["geoseg.io"]),
     ]
+
+
+def test_every_geoseg_name_the_docs_and_docstrings_give_exists():
+    """``geoseg.x.y`` in the README, docs/ and docstrings names a module or object that exists,
+    so that moving a function cannot leave the map pointing at an empty room."""
+    import importlib
+
+    # strings that look like dotted names but are not: a logger and a Dask token prefix
+    not_names = {"geoseg.run", "geoseg._BlockJob"}
+    texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "geoseg").rglob("*.py"))]
+    missing = []
+    for path in texts:
+        for ref in sorted(set(re.findall(r"\bgeoseg(?:\.[A-Za-z_]\w*)+", path.read_text(encoding="utf-8"))) - not_names):
+            parts = ref.split(".")
+            for i in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:i]))
+                except ImportError:
+                    continue
+                try:
+                    for attr in parts[i:]:
+                        obj = getattr(obj, attr)
+                except AttributeError:
+                    missing.append(f"{path.relative_to(ROOT)}: {ref}")
+                break
+    assert missing == []
