@@ -1,0 +1,1 @@
+"""Every file access: rasters (read, write, publish whole), vectors, districts, labels, stacks and mosaics."""

@@ -1,0 +1,1 @@
+"""Models: the architecture registry and checkpoints, inference, losses, training and evaluation."""
