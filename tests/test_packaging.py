@@ -192,13 +192,16 @@ def test_the_layer_check_catches_a_broken_rule(tmp_path):
 
 
 def test_every_geoseg_name_the_docs_and_docstrings_give_exists():
-    """``geoseg.x.y`` in the README, docs/ and docstrings names a module or object that exists,
-    so that moving a function cannot leave the map pointing at an empty room."""
+    """``geoseg.x.y`` in the README, docs/, docstrings, tests and benchmarks (the scripts the
+    tests run in subprocesses included) names a module or object that exists, so that moving a
+    function cannot leave the map, or a test, pointing at an empty room."""
     import importlib
 
     # strings that look like dotted names but are not: a logger and a Dask token prefix
-    not_names = {"geoseg.run", "geoseg._BlockJob"}
-    texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "geoseg").rglob("*.py"))]
+    not_names = {"geoseg.run", "geoseg._BlockJob", "geoseg.x.y"}
+    texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md",
+             *sorted((ROOT / "geoseg").rglob("*.py")), *sorted((ROOT / "tests").rglob("*.py")),
+             *sorted((ROOT / "benchmarks").glob("*.py"))]
     missing = []
     for path in texts:
         for ref in sorted(set(re.findall(r"\bgeoseg(?:\.[A-Za-z_]\w*)+", path.read_text(encoding="utf-8"))) - not_names):

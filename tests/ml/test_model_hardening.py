@@ -176,7 +176,7 @@ def test_every_checkpoint_geoseg_writes_records_the_weights_hash(tmp_path: Path)
 _MEASURE = textwrap.dedent("""
     import json, sys, time
     import segmentation_models_pytorch, torch  # imported first: their memory is not the load's
-    from geoseg.model import load_checkpoint, read_card
+    from geoseg.ml.model import load_checkpoint, read_card
 
     def mb(key):
         with open("/proc/self/status") as f:
