@@ -66,6 +66,12 @@ def test_layout_is_as_the_user_asked():
     assert {".venv/", "runs/", "tiles/*", "!tiles/README.md"} <= set(ignore)
 
 
+def test_the_licence_is_in_the_repository_and_matches_pyproject():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert data["project"]["license"] == {"text": "MIT"}
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make demo" in readme
