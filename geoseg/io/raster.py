@@ -850,6 +850,8 @@ class RasterWriter:
         A plain GeoTIFF compressed with ZSTD level 1 instead of DEFLATE: about 3 x quicker to
         write and a third quicker to read, about as small for class masks; for files geoseg
         reads back itself (the tile store), since some GIS tools lack ZSTD.
+    scale : float, optional
+        GDAL scale of every band (offset 0): stored value x scale = physical value.
     """
 
     def __init__(
@@ -871,6 +873,7 @@ class RasterWriter:
         predictor: int | None = None,
         fast: bool = False,
         level: int = 6,
+        scale: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.shape = (int(shape[0]), int(shape[1]))
@@ -887,6 +890,7 @@ class RasterWriter:
         self.blocksize = blocksize
         self.fast = fast
         self.level = level
+        self.scale = scale
         self.predictor = predictor if predictor is not None else (1 if self.dtype == "uint8" else 2)
         self._tmp: Path | None = None
         self._ds: Any = None
@@ -942,6 +946,9 @@ class RasterWriter:
             if self.band_descriptions:
                 for i, d in enumerate(self.band_descriptions, start=1):
                     self._ds.set_band_description(i, d)
+            if self.scale is not None:  # readers that apply GDAL's scale/offset get physical values
+                self._ds.scales = (self.scale,) * self.count
+                self._ds.offsets = (0.0,) * self.count
         except (RasterioIOError, RasterioError, OSError) as e:
             self._abort()
             raise RasterWriteError(f"{self.path}: cannot create the output ({e}); check free space and permissions") from None
@@ -1062,6 +1069,10 @@ def confidence_writer(
 ) -> RasterWriter:
     """A :class:`RasterWriter` for a confidence raster: uint8 max softmax x 255, nodata 0, COG.
 
+    The band's scale is 1/255 (offset 0), so GDAL-based readers that apply scale and offset
+    (``gdal_translate -unscale``, QGIS's identify tool, ``rasterio``'s ``scales``) give the
+    probability itself, 1/255 to 1.
+
     Compressed with DEFLATE level 1 after horizontal differencing: quicker to write than level 6
     without it and no larger (confidence varies smoothly; a higher level gains little on it;
     the figures are in benchmarks/README.md).
@@ -1078,6 +1089,7 @@ def confidence_writer(
         tags={"GEOSEG_CONFIDENCE": "max softmax probability x 255; 0 = nodata"},
         predictor=2,
         level=1,
+        scale=1 / 255,
     )
 
 

@@ -269,3 +269,6 @@ def test_confidence_cog_round_trips_through_differencing(tmp_path):  # type: ign
         np.testing.assert_array_equal(s.read(1), a)
         st = s.tags(ns="IMAGE_STRUCTURE")
         assert (st["LAYOUT"], st["COMPRESSION"], st["PREDICTOR"], s.nodata) == ("COG", "DEFLATE", "2", 0)
+        # a probability for readers that apply scale and offset: stored 255 reads 1.0
+        assert (s.scales, s.offsets) == ((1 / 255,), (0.0,))
+        assert float(s.read(1).max()) * s.scales[0] == pytest.approx(a.max() / 255)

@@ -120,6 +120,8 @@ def test_local_cluster_run_matches_single_process_prediction(project):  # type: 
     single_mask, single_conf = _single_process_prediction(project)
     np.testing.assert_array_equal(mask, single_mask)
     np.testing.assert_array_equal(_read(res.run_dir / "confidence.tif")[0], single_conf)
+    with rasterio.open(res.run_dir / "confidence.tif") as c, rasterio.open(res.run_dir / "mask.tif") as m:
+        assert (c.scales, c.offsets, m.scales) == ((1 / 255,), (0.0,), (1.0,))  # a probability; classes unscaled
     assert (mask[0, :3] == 255).all() and (mask[0, 3:] < 7).all()
     # Each worker process loaded the model once, however many batches it ran.
     assert set(res.stats["model_loads_per_worker"].values()) == {1}
