@@ -225,12 +225,31 @@ def _lock_down(con: Any, files: Sequence[Path]) -> None:
     con.execute("SET lock_configuration = true")
 
 
+def _load_spatial(con: Any) -> bool:
+    """Load DuckDB's spatial extension (``ST_Area`` ...) where it is installed; never install it.
+
+    Installing downloads it, which a batch machine without network cannot do and which a query
+    should not do silently; a query that needs it and lacks it gets :func:`_query_failed`'s
+    message instead. Safe mode loads no extension: the lock-down is about what SQL can reach,
+    and an extension adds readers of its own (``ST_Read``).
+    """
+    import duckdb
+
+    try:
+        con.execute("LOAD spatial")
+    except duckdb.Error:
+        return False
+    return True
+
+
 def _connect(p: Path, safe: bool) -> Any:
     """:func:`connect_run` for a directory already checked by :func:`find_run`."""
     import duckdb
 
     con = duckdb.connect(":memory:")
     try:
+        if not safe:
+            _load_spatial(con)
         fields = p / RUN_TABLES["fields"]
         if fields.is_file():
             try:
@@ -330,6 +349,23 @@ def _query_failed(con: Any, e: Exception, run_dir: Any, files: Sequence[Path], s
         return QueryError(
             f"{run_dir}: refused in safe mode: the query {what}, outside the run; safe mode reads only the run's "
             f"{' and '.join(f.name for f in files)}, through the views {', '.join(views)} - {_SAFE_FIX}"
+        )
+    spatial = re.search(r'Function with name "?(\w+)"? is not in the catalog, but it exists in the spatial extension',
+                        first)
+    if isinstance(e, duckdb.CatalogException) and spatial:
+        fn = spatial.group(1)
+        if safe:
+            return QueryError(
+                f"{run_dir}: the query calls {fn}, a function of DuckDB's spatial extension, and safe mode loads no "
+                f"extensions; the fields' area_ha and perimeter_m columns hold ground areas and lengths already - "
+                f"{_SAFE_FIX}"
+            )
+        return QueryError(
+            f"{run_dir}: the query calls {fn}, a function of DuckDB's spatial extension, which is not installed "
+            f"here (installing downloads it); install it once on a machine with network access "
+            f"(`python -c \"import duckdb; duckdb.sql('INSTALL spatial')\"`, or copy the extension into "
+            f"~/.duckdb/extensions/), or use the fields' area_ha and perimeter_m columns, which hold ground areas "
+            f"and lengths already"
         )
     if safe and isinstance(e, duckdb.CatalogException) and " extension" in first:
         first += " (safe mode installs and loads no extensions)"
