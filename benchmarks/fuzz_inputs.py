@@ -61,10 +61,16 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from geoseg.classes import default_classes, load_classes  # noqa: E402
 from geoseg.core.grid import tile_grid  # noqa: E402
 from geoseg.errors import GeosegError  # noqa: E402
 from geoseg.io.districts import read_districts  # noqa: E402
-from geoseg.io.raster import open_raster, raster_info, read_tile  # noqa: E402
+from geoseg.io.raster import check_size, count_differences, input_files, open_raster, raster_info, read_tile  # noqa: E402
+from geoseg.io.stack import stack_rasters  # noqa: E402
+from geoseg.io.vector import read_table, read_vector, write_table, write_vector  # noqa: E402
+from geoseg.ml.model import load_checkpoint  # noqa: E402
+from geoseg.ops.polygonize import polygonize_file  # noqa: E402
+from geoseg.ops.predict import predict_scene  # noqa: E402
 from geoseg.workflow.config import load_workflow  # noqa: E402
 
 DOCUMENTED: tuple[type[BaseException], ...] = (GeosegError,)
@@ -359,8 +365,6 @@ def _nested(depth: int, flow: bool) -> str:
 
 
 def fuzz_yaml(tally: Tally, work: Path, n: int) -> None:
-    from geoseg.classes import default_classes, load_classes
-
     proj = work / "project"
     (proj / "model").mkdir(parents=True)  # the paths exist; nothing is opened (check_inputs=False)
     (proj / "scene.tif").write_bytes(b"")
@@ -407,9 +411,6 @@ def _vrt(path: Path, source: Path, w: int, h: int, bands: int, dtype: str) -> No
 
 
 def fuzz_sizes(tally: Tally, work: Path, n: int) -> None:
-    from geoseg.io.stack import stack_rasters
-    from geoseg.ops.predict import predict_scene
-
     proj = work / "project"
     proj.mkdir()
     _make_project(proj)
@@ -432,7 +433,6 @@ def fuzz_sizes(tally: Tally, work: Path, n: int) -> None:
                 if w * h <= cap:  # stack_rasters has no limit argument: keep its copies small
                     stack_rasters(out / "s.tif", [vrt])
                 else:
-                    from geoseg.io.raster import check_size, raster_info
 
                     check_size(raster_info(vrt), cap)
         tally.call("sizes", target, fn, {"w": w, "h": h, "bands": bands, "dtype": dtype})
@@ -450,7 +450,6 @@ _card_values = st.one_of(_scalars, st.integers(-1, 10**9), st.lists(st.integers(
 def fuzz_cards(tally: Tally, work: Path, n: int) -> None:
     import numpy as np
 
-    from geoseg.ml.model import load_checkpoint
 
     proj = work / "project"
     proj.mkdir()
@@ -519,9 +518,6 @@ def fuzz_writes(tally: Tally, work: Path, n: int) -> None:
     import pandas as pd
     from shapely.geometry import box
 
-    from geoseg.io.raster import count_differences
-    from geoseg.io.vector import read_table, read_vector, write_table, write_vector
-    from geoseg.ops.predict import predict_scene
 
     sys.path.insert(0, str(ROOT / "tests"))
     from workflow_helpers import mount_tmpfs, umount  # type: ignore[import-not-found]
@@ -582,10 +578,6 @@ def fuzz_writes(tally: Tally, work: Path, n: int) -> None:
 def fuzz_outputs(tally: Tally, work: Path, n: int) -> None:
     import hashlib
 
-    from geoseg.io.raster import input_files
-    from geoseg.io.stack import stack_rasters
-    from geoseg.ops.polygonize import polygonize_file
-    from geoseg.ops.predict import predict_scene
 
     proj = work / "project"
     proj.mkdir()

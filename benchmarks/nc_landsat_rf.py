@@ -55,6 +55,10 @@ import rasterio
 from pyproj import CRS
 from rasterio.windows import Window
 
+from geoseg.core.metrics import confusion_matrix, scores
+from geoseg.ml.evaluate import evaluate
+from geoseg.ml.train import train
+
 ROOT = Path(__file__).resolve().parents[1]
 BANDS = ["lsat7_2000_10", "lsat7_2000_20", "lsat7_2000_30", "lsat7_2000_40", "lsat7_2000_50", "lsat7_2000_70"]
 BAND_NAMES = ["B1 blue", "B2 green", "B3 red", "B4 NIR", "B5 SWIR1", "B7 SWIR2"]
@@ -176,9 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("this benchmark needs scikit-learn: .venv/bin/pip install scikit-learn", file=sys.stderr)
         return 2
-    from geoseg.core.metrics import confusion_matrix, scores
-    from geoseg.ml.evaluate import evaluate
-    from geoseg.ml.train import train
 
     data = args.data or ROOT / "tests" / "data" / "nc_landsat"
     with tempfile.TemporaryDirectory() as tmp:

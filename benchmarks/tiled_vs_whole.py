@@ -20,6 +20,10 @@ from pathlib import Path
 
 import rasterio
 
+from geoseg.io.raster import raster_info
+from geoseg.ml.model import read_card
+from geoseg.ops.predict import predict_scene
+
 
 def _crop(image: Path, size: int, out: Path) -> Path:
     from rasterio.windows import Window
@@ -42,9 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overlaps", default=None, help="comma-separated halos to try (default: the model's and 0)")
     args = ap.parse_args(argv)
 
-    from geoseg.io.raster import raster_info
-    from geoseg.ml.model import read_card
-    from geoseg.ops.predict import predict_scene
 
     card = read_card(args.model)
     overlaps = [int(v) for v in args.overlaps.split(",")] if args.overlaps else [card.overlap, 0]

@@ -37,6 +37,8 @@ from geoseg.errors import (
 
 __version__ = "0.1.0"
 
+# For type checkers and editors only: at run time __getattr__ below imports each on first use, so that
+# `import geoseg` loads neither torch (geoseg.ml.train) nor the workflow's modules.
 if TYPE_CHECKING:  # pragma: no cover
     from geoseg.ml.evaluate import evaluate
     from geoseg.ml.model import ModelCard, load_checkpoint, read_card

@@ -9,14 +9,18 @@ import pytest
 
 from geoseg.bench import (
     DRIFT,
+    GPU_E2E_SECONDS,
     TreeMemory,
+    _bench_model,
     _device,
     _fastest,
     _row,
     _run_seconds,
     compare,
+    device_e2e_row,
     earlier_result,
     format_table,
+    forward_throughput_row,
     load_result,
     record_path,
     run_job,
@@ -24,9 +28,14 @@ from geoseg.bench import (
     throughput,
     write_result,
 )
+from geoseg.classes import default_classes
+from geoseg.cli.main import cli
 from geoseg.core.grid import tile_grid
 from geoseg.errors import BenchError
 from geoseg.io.raster import raster_info
+from geoseg.ml.model import ModelCard, build_from_card, default_arch_kwargs, save_checkpoint
+from geoseg.parallel import _glibc
+from geoseg.synth import synthesize
 
 
 def test_rows_compare_ratios_with_their_targets():
@@ -132,9 +141,6 @@ def test_device_names_the_cpu_model():
 def test_bench_refuses_a_model_whose_bands_it_cannot_synthesise_before_synthesising(tmp_path):
     from click.testing import CliRunner
 
-    from geoseg.classes import default_classes
-    from geoseg.cli.main import cli
-    from geoseg.ml.model import ModelCard, build_from_card, default_arch_kwargs, save_checkpoint
 
     card = ModelCard(arch="unet", encoder="resnet18", in_channels=6, classes=default_classes(),
                      arch_kwargs=default_arch_kwargs("unet"), bands=[f"b{i}" for i in range(6)], band_mean=[0.0] * 6,
@@ -187,8 +193,6 @@ def test_tree_memory_counts_grandchildren():
 
 
 def test_reader_job_reads_every_tile(tmp_path):
-    from geoseg.synth import synthesize
-
     region = synthesize(tmp_path / "r", height=300, width=500, seed=2)
     out = run_job({"kind": "reader", "scene": str(region.scene), "tile": 128, "overlap": 16})
     info = raster_info(region.scene)
@@ -199,8 +203,6 @@ def test_reader_job_reads_every_tile(tmp_path):
 
 def test_short_jobs_time_both_sides_with_the_allocator_tuned(tmp_path):
     """Untuned, glibc's state decided whether decoding the bench's mask took its usual time or twice it."""
-    from geoseg.parallel import _glibc
-    from geoseg.synth import synthesize
 
     region = synthesize(tmp_path / "r", height=300, width=500, seed=2)
     out = run_job({"kind": "areas", "mask": str(region.labels), "districts": str(region.districts), "threads": 2})
@@ -223,7 +225,6 @@ def test_forward_throughput_row_takes_the_faster_of_eager_and_compiled():
     import re
     import shutil
 
-    from geoseg.bench import forward_throughput_row
 
     row = forward_throughput_row("cpu", encoder="resnet18", size=64, batch=2, bands=4, n=2)
     assert row.figure == "gpu_forward_tiles_per_s" and row.unit == "tiles/s" and row.ratio == round(row.value, 4)
@@ -239,8 +240,6 @@ def test_forward_throughput_row_takes_the_faster_of_eager_and_compiled():
 def test_device_end_to_end_row_names_the_bottleneck(tmp_path):
     """The GPU end-to-end figure's job, run on the CPU at a small size: a real workflow run whose
     row carries the run time against 60 s and names the slowest stage and the infer stage's bound."""
-    from geoseg.bench import GPU_E2E_SECONDS, _bench_model, device_e2e_row
-    from geoseg.synth import synthesize
 
     scene = synthesize(tmp_path / "m", height=256, width=256, seed=1).scene
     model = _bench_model(tmp_path / "model", scene)

@@ -8,6 +8,7 @@ import rasterio
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
+from geoseg.demo import compare_areas
 
 
 @pytest.fixture
@@ -105,7 +106,6 @@ def test_demo_runs_the_chain_and_accounts_for_every_pixel(tmp_path):  # type: ig
 def test_compare_areas_joins_prediction_and_truth() -> None:
     import pandas as pd
 
-    from geoseg.demo import compare_areas
 
     truth = pd.DataFrame({"district": ["A", "A", "B"], "class_id": [1, 2, 1], "crop": ["rice", "wheat", "rice"],
                           "pixels": [100, 50, 10], "hectares": [1.0, 0.5, 0.1]})

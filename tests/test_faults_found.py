@@ -22,6 +22,7 @@ import rasterio
 from affine import Affine
 from click.testing import CliRunner
 
+import geoseg.io.raster
 from geoseg.classes import default_classes, load_classes
 from geoseg.cli.main import cli
 from geoseg.errors import ClassFileError, ConfigError, RasterWriteError, VectorWriteError, WriteError
@@ -397,7 +398,6 @@ def test_predict_publishes_mask_and_confidence_together_or_neither(base, tmp_pat
     """The confidence COG is finished first; a mask that fails after it took it along only after the fix
     (found by the fuzzer's writes target on a full tmpfs: c.tif left beside no m.tif). The mask's read-back
     is made to fail here, since on this scene the disk fills on the larger confidence first."""
-    import geoseg.io.raster
 
     real = geoseg.io.raster.check_written_raster
 

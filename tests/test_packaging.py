@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from geoseg.cli.main import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # conda-forge names that differ from PyPI names.
@@ -79,8 +81,6 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_readme_documents_every_command():
-    from geoseg.cli.main import cli
-
     readme = (ROOT / "README.md").read_text()
     for name in cli.commands:
         assert f"### `geoseg {name}" in readme, f"README has no section for `geoseg {name}`"

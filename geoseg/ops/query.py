@@ -225,7 +225,7 @@ def _lock_down(con: Any, files: Sequence[Path]) -> None:
     con.execute("SET lock_configuration = true")
 
 
-def _load_spatial(con: Any) -> bool:
+def _load_spatial(con: Any) -> None:
     """Load DuckDB's spatial extension (``ST_Area`` ...) where it is installed; never install it.
 
     Installing downloads it, which a batch machine without network cannot do and which a query
@@ -238,8 +238,7 @@ def _load_spatial(con: Any) -> bool:
     try:
         con.execute("LOAD spatial")
     except duckdb.Error:
-        return False
-    return True
+        pass  # not installed: a query that needs it says so (_query_failed)
 
 
 def _connect(p: Path, safe: bool) -> Any:

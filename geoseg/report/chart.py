@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from geoseg.classes import ClassTable
 from geoseg.io.raster import atomic_output
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from geoseg.classes import ClassTable
 
 __all__ = ["crop_pivot", "write_district_chart", "MAX_DISTRICTS"]
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 
+from geoseg.classes import ClassTable
 from geoseg.io.raster import write_text_atomic
 from geoseg.report.geom import prepare, rings
 from geoseg.rundir import district_areas_name
@@ -26,8 +27,6 @@ from geoseg.rundir import district_areas_name
 if TYPE_CHECKING:
     import geopandas as gpd
     import pandas as pd
-
-    from geoseg.classes import ClassTable
 
 __all__ = ["svg_map", "render_report", "write_html", "MAX_FIELDS"]
 

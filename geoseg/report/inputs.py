@@ -20,7 +20,7 @@ import yaml
 from affine import Affine
 from rasterio.enums import Resampling
 
-from geoseg.classes import default_classes
+from geoseg.classes import ClassTable, default_classes
 from geoseg.errors import GeosegError, ReportError
 from geoseg.io.raster import open_raster, read_mask_classes
 from geoseg.io.vector import read_table, read_vector
@@ -41,8 +41,6 @@ from geoseg.strict_yaml import load_yaml
 if TYPE_CHECKING:
     import geopandas as gpd
     import pandas as pd
-
-    from geoseg.classes import ClassTable
 
 __all__ = [
     "RunData",

@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 
+from geoseg.classes import ClassTable
 from geoseg.io.raster import atomic_output, open_raster, raster_info
 from geoseg.report.geom import prepare, rings
 from geoseg.report.inputs import MAX_PX, false_colour_bands, read_decimated
 
 if TYPE_CHECKING:
     import geopandas as gpd
-
-    from geoseg.classes import ClassTable
 
 __all__ = ["write_quicklook", "stretch", "class_rgba", "nice_length"]
 

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg.classes import default_classes
+from geoseg.classes import ClassTable, default_classes
 from geoseg.io.raster import read_mask_classes
 from geoseg.io.vector import read_table
 from geoseg.report.chart import crop_pivot
@@ -14,8 +14,6 @@ from geoseg.rundir import AREA_FORMATS, RunResult, district_areas_key, district_
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from geoseg.classes import ClassTable
 
 __all__ = ["area_table_lines", "area_lines", "areas_by_district", "run_areas", "run_summary"]
 

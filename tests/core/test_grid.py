@@ -8,7 +8,7 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geoseg.core.grid import tile_grid
+from geoseg.core.grid import band_order, blocks_touched, cache_blocks, lru_decodes, task_batches, tile_grid
 from geoseg.errors import TileError
 
 
@@ -120,8 +120,6 @@ def test_tile_error_is_also_a_value_error():
     bw=st.sampled_from([128, 256, 512]),
 )
 def test_task_batches_cover_every_tile_once_in_fixed_sizes_and_decode_no_more(h, w, size, frac, n, bh, bw):
-    from geoseg.core.grid import blocks_touched, task_batches
-
     g = tile_grid((h, w), size=size, overlap=int(size * frac) // 16 * 16 // 2 * 2)
     tasks = task_batches(g, n, (bh, bw))
     keys = [t.key for task in tasks for t in task]
@@ -135,8 +133,6 @@ def test_task_batches_cover_every_tile_once_in_fixed_sizes_and_decode_no_more(h,
 
 
 def test_task_batches_walk_bands_column_by_column_and_decode_a_fifth_less():
-    from geoseg.core.grid import band_order, blocks_touched, task_batches
-
     g = tile_grid((5376, 5376), size=512, overlap=32)  # the bench's 16x scene: 12 x 12 tiles, 11 x 11 blocks
     tasks = task_batches(g, 12, (512, 512))
     assert [t.index for t in tasks[0][:4]] == [(0, 0), (1, 0), (2, 0), (0, 1)]  # bands of 3 rows, walked down
@@ -154,8 +150,6 @@ def test_task_batches_walk_bands_column_by_column_and_decode_a_fifth_less():
 @given(h=st.integers(1, 2500), w=st.integers(1, 2500), size=st.sampled_from([64, 128, 256, 512]),
        rows=st.integers(1, 4), start=st.integers(0, 200), n=st.integers(1, 20), b=st.sampled_from([128, 256, 512]))
 def test_cache_blocks_is_the_smallest_cache_that_decodes_each_block_once(h, w, size, rows, start, n, b):
-    from geoseg.core.grid import band_order, blocks_touched, cache_blocks, lru_decodes
-
     g = tile_grid((h, w), size=size, overlap=size // 8)
     tiles = band_order(g, rows)[start : start + n]
     need, c = blocks_touched(tiles, g.shape, (b, b)), cache_blocks(tiles, g.shape, (b, b))

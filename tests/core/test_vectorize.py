@@ -21,9 +21,11 @@ from rasterio.crs import CRS
 from scipy import ndimage
 
 from geoseg.classes import ClassTable, CropClass, default_classes
+from geoseg.cli.main import GeosegGroup
+from geoseg.cli.polygonize import polygonize
 from geoseg.core.sieve import label_fields, min_area_pixels, sieve, sieve_halo
 from geoseg.core.trace import vectorize
-from geoseg.errors import GeosegError, GridMismatchError, PolygonizeError
+from geoseg.errors import GeosegError, GridMismatchError, NoDataWarning, PolygonizeError
 from geoseg.ops.polygonize import polygonize_raster
 
 UTM = CRS.from_epsg(32643)
@@ -385,7 +387,6 @@ def test_foreign_raster_with_nodata_override(tmp_path):
     gdf = polygonize_raster(path, nodata=0, exclude=(), min_area_ha=0)
     assert sorted(gdf.class_id.tolist()) == [1, 3]
     assert sorted(gdf.area_ha.round(6).tolist()) == [1.0, 2.0]
-    from geoseg.errors import NoDataWarning
 
     with pytest.warns(NoDataWarning, match="no nodata value set; every pixel is taken as observed"):
         assert 0 in polygonize_raster(path, exclude=(), min_area_ha=0).class_id.tolist()
@@ -468,9 +469,6 @@ def test_distributed_client_matches_local_threads(field_mask):
 # --------------------------------------------------------------------------------------
 # CLI
 def _cli() -> click.Group:
-    from geoseg.cli.main import GeosegGroup
-    from geoseg.cli.polygonize import polygonize
-
     @click.group(cls=GeosegGroup)
     def cli() -> None:
         pass

@@ -10,6 +10,7 @@ import rasterio
 from affine import Affine
 
 from geoseg.classes import NODATA, default_classes
+from geoseg.errors import RasterReadError
 from geoseg.io import mosaic
 
 T10 = Affine(10, 0, 600_000, 0, -10, 3_380_000)
@@ -71,8 +72,6 @@ def test_the_output_does_not_depend_on_threads_or_job_size(scenes, tmp_path, mon
 
 
 def test_a_missing_confidence_raster_fails_before_any_output(scenes, tmp_path):  # type: ignore[no-untyped-def]
-    from geoseg.errors import RasterReadError
-
     ms, cs, _, _ = scenes
     with pytest.raises(RasterReadError, match="nope.tif: file not found"):
         mosaic.mosaic_masks(ms, tmp_path / "m.tif", confidences=[cs[0], tmp_path / "nope.tif"],

@@ -10,19 +10,26 @@ import rasterio
 from affine import Affine
 
 from geoseg.classes import default_classes
-from geoseg.core.grid import tile_grid
+from geoseg.core.grid import Window as GridWindow
+from geoseg.core.grid import band_order, tile_grid
 from geoseg.core.stitch import apply_nodata
 from geoseg.errors import GridMismatchError, RasterReadError, RasterWriteError
 from geoseg.io.raster import (
+    MAX_CACHE_BYTES,
+    MIN_CACHE_BYTES,
+    BlockReader,
     RasterWriter,
     check_same_grid,
+    confidence_writer,
     iter_tiles,
     mask_writer,
     open_raster,
     raster_info,
     read_mask_classes,
     read_tile,
+    tile_cache_bytes,
     valid_mask,
+    writer_cache_bytes,
 )
 
 
@@ -108,9 +115,6 @@ def test_valid_rule_any_keeps_partly_observed_pixels():
 
 
 def test_block_reader_takes_validity_from_nodata_or_the_internal_mask(tmp_path):  # type: ignore[no-untyped-def]
-    from geoseg.core.grid import Window as GridWindow
-    from geoseg.io.raster import BlockReader
-
     a = np.arange(48, dtype="uint8").reshape(6, 8)
     kw = dict(driver="GTiff", height=6, width=8, count=1, dtype="uint8", crs="EPSG:32643",
               transform=Affine(10, 0, 600_000, 0, -10, 3_380_000))
@@ -230,9 +234,6 @@ def test_existing_output_is_replaced_only_when_complete(tmp_path):  # type: igno
 
 
 def test_block_cache_sizes_hold_what_neighbouring_tiles_share(tmp_path):  # type: ignore[no-untyped-def]
-    from geoseg.core.grid import band_order
-    from geoseg.io.raster import MAX_CACHE_BYTES, MIN_CACHE_BYTES, tile_cache_bytes, writer_cache_bytes
-
     path = tmp_path / "s2.tif"  # 16 uint16 bands in 512 px blocks; never written (sparse), only its layout matters
     with rasterio.open(path, "w", driver="GTiff", width=4096, height=3072, count=16, dtype="uint16", crs="EPSG:32643",
                        transform=Affine(10, 0, 0, 0, -10, 0), tiled=True, blockxsize=512, blockysize=512):
@@ -259,7 +260,6 @@ def test_block_cache_sizes_hold_what_neighbouring_tiles_share(tmp_path):  # type
 def test_confidence_cog_round_trips_through_differencing(tmp_path):  # type: ignore[no-untyped-def]
     from rasterio.windows import Window
 
-    from geoseg.io.raster import confidence_writer
 
     a = np.random.default_rng(3).integers(0, 256, (300, 260)).astype("uint8")
     p = tmp_path / "confidence.tif"

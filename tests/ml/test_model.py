@@ -13,7 +13,15 @@ import torch
 from geoseg.classes import default_classes
 from geoseg.core.grid import tile_grid
 from geoseg.errors import CheckpointError, ConfigError, TileError
-from geoseg.ml.infer import forward_logits, normalise, normalise_tensor, predict_batch
+from geoseg.ml.infer import (
+    _logits,
+    cpu_has_native_bf16,
+    forward_logits,
+    inference_precision,
+    normalise,
+    normalise_tensor,
+    predict_batch,
+)
 from geoseg.ml.model import (
     ModelCard,
     build_from_card,
@@ -216,9 +224,6 @@ def test_predict_batch_marks_nodata_and_scales_confidence(monkeypatch):  # type:
 
 
 def test_inference_precision_follows_the_environment_and_the_cpu(monkeypatch):  # type: ignore[no-untyped-def]
-    from geoseg.errors import ConfigError
-    from geoseg.ml.infer import cpu_has_native_bf16, inference_precision
-
     monkeypatch.delenv("GEOSEG_PRECISION", raising=False)
     assert inference_precision("cuda") == "bf16"
     assert inference_precision("cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
@@ -276,7 +281,6 @@ def test_the_model_gets_dense_channels_last_strides_whatever_the_batch_axis_carr
     """numpy's x[None] gives the batch axis a stride of 0; a size-1 axis may carry any stride,
     but oneDNN then takes a slow path (86 ms against 53 ms for one 512 px tile here), so the
     tensor reaching the model has the dense channels-last strides, with the same values."""
-    from geoseg.ml.infer import _logits
 
     seen = []
 

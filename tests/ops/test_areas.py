@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from rasterio.crs import CRS
 
 from geoseg.classes import ClassTable, CropClass
+from geoseg.cli.areas import areas
+from geoseg.cli.main import GeosegGroup
 from geoseg.core.geodesy import areas_m2, row_pixel_areas
 from geoseg.core.overlay import boundary_coverage, largest_overlap, overlap_areas
 from geoseg.errors import AreaError, DistrictError, DistrictWarning, VectorFormatError
@@ -30,6 +32,7 @@ from geoseg.ops.areas import (
     district_areas_raster,
 )
 from geoseg.ops.polygonize import polygonize_raster
+from geoseg.synth import synthesize
 
 DATA = Path(__file__).parents[1] / "data"
 INDIA = DATA / "india_districts" / "india_district.json"
@@ -47,7 +50,6 @@ def write_mask(path: Path, mask: np.ndarray, transform: Affine = T10, crs: CRS =
 @pytest.fixture(scope="module")
 def region(tmp_path_factory: pytest.TempPathFactory):
     """A 512 x 512 synthetic region over real Punjab districts (about a second to make)."""
-    from geoseg.synth import synthesize
 
     return synthesize(tmp_path_factory.mktemp("region"), height=512, width=512, seed=3)
 
@@ -349,9 +351,6 @@ def test_multiband_raster_is_refused(tmp_path, split_raster):
 # --------------------------------------------------------------------------------------
 # CLI
 def _cli() -> click.Group:
-    from geoseg.cli.areas import areas
-    from geoseg.cli.main import GeosegGroup
-
     @click.group(cls=GeosegGroup)
     def cli() -> None:
         pass

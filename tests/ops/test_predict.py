@@ -13,7 +13,9 @@ from geoseg.errors import CheckpointError, GridMismatchError
 from geoseg.io.raster import raster_info
 from geoseg.io.stack import stack_rasters
 from geoseg.ml.model import ModelCard, build_from_card, save_checkpoint
+from geoseg.ml.train import train
 from geoseg.ops.predict import predict_scene
+from geoseg.synth import synthesize
 
 TF = Affine(10, 0, 560000, 0, -10, 3420000)
 
@@ -117,8 +119,6 @@ def test_tiled_prediction_agrees_with_whole_image_prediction(tmp_path):  # type:
     """A trained model: the stitched tiled mask equals the one-piece prediction on >= 99.5 % of pixels with
     the default overlap (measured on the demo region with the demo model: 99.96 %, see
     benchmarks/tiled_vs_whole.py)."""
-    from geoseg.ml.train import train
-    from geoseg.synth import synthesize
 
     region = synthesize(tmp_path / "r", height=640, width=640, seed=11)
     res = train(region.scene, region.labels, region.classes, tmp_path / "m", tile=128, epochs=15, patience=15,

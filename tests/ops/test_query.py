@@ -13,9 +13,14 @@ import pytest
 import shapely
 from click.testing import CliRunner
 
+from geoseg.cli.areas import areas
+from geoseg.cli.main import GeosegGroup, cli
+from geoseg.cli.polygonize import polygonize
+from geoseg.cli.query import query
 from geoseg.errors import QueryError
 from geoseg.io.vector import write_table, write_vector
 from geoseg.ops.query import compare_runs, connect_run, district_summary, format_table, query_run, run_query
+from geoseg.synth import synthesize
 
 
 def make_run(root: Path, name: str, rice_ha: float, wheat_ha: float, with_fields: bool = True) -> Path:
@@ -153,11 +158,6 @@ def test_format_table_csv_and_json(runs):
 # --------------------------------------------------------------------------------------
 # CLI, end to end on a synthetic region: polygonize + areas -> a run directory -> query
 def _cli() -> click.Group:
-    from geoseg.cli.areas import areas
-    from geoseg.cli.main import GeosegGroup
-    from geoseg.cli.polygonize import polygonize
-    from geoseg.cli.query import query
-
     @click.group(cls=GeosegGroup)
     def cli() -> None:
         pass
@@ -168,8 +168,6 @@ def _cli() -> click.Group:
 
 
 def test_cli_query_end_to_end(tmp_path):
-    from geoseg.synth import synthesize
-
     region = synthesize(tmp_path / "region", height=256, width=256, seed=5)
     run = tmp_path / "runs" / "demo" / "r1"
     cli, runner = _cli(), CliRunner()
@@ -357,8 +355,6 @@ def test_connect_run_is_locked_in_safe_mode(runs, secret):
 
 
 def test_cli_safe_flag(runs, secret, tmp_path):
-    from geoseg.cli.main import cli
-
     a, _ = runs
     runner = CliRunner()
     sql = f"SELECT * FROM read_csv('{secret}')"
@@ -424,8 +420,6 @@ _AREAS_FIX = ("expected the district table that a run writes - the file is damag
 )
 @pytest.mark.parametrize("safe", [[], ["--safe"]], ids=["full", "safe"])
 def test_cli_damaged_parquet_is_one_line(runs, name, damage, reason, safe):
-    from geoseg.cli.main import cli
-
     a, b = runs
     damage(a / name)
     fix = (_FIELDS_FIX if name == "fields.parquet" else _AREAS_FIX).format(run=a)

@@ -26,7 +26,9 @@ import geoseg.io.raster
 import geoseg.workflow.run as run_mod
 import geoseg.workflow.store
 from geoseg.cli.main import cli
+from geoseg.errors import WorkerLostError
 from geoseg.io.raster import RasterWriter
+from geoseg.workflow.cluster import worker_lost
 from geoseg.workflow.config import load_workflow
 from geoseg.workflow.run import run_workflow
 
@@ -116,8 +118,6 @@ def test_workers_that_run_out_of_memory_give_one_line_that_says_what_to_change(m
     counting the task's attempts (seen with distributed 2026.8), and the run would then not end."""
     from distributed import KilledWorker
 
-    from geoseg.errors import WorkerLostError
-    from geoseg.workflow.cluster import worker_lost
 
     d = _project(tmp_path / "p", model_dir)
     write_workflow(d / "oom.yaml", name="oom",

@@ -26,6 +26,7 @@ import geoseg.workflow.run as run_mod
 from geoseg.cli.main import cli
 from geoseg.errors import StoreInUseError
 from geoseg.io.raster import count_differences
+from geoseg.report.inputs import load_run, read_decimated
 from geoseg.rundir import Catalog, RunLock, read_manifest
 from geoseg.workflow.config import load_workflow
 from geoseg.workflow.run import run_workflow
@@ -261,8 +262,6 @@ def _copy_runs(res: Any, dest: Path, *, old_format: bool = False) -> Path:
 
 @pytest.mark.parametrize("old_format", [False, True])
 def test_a_moved_run_reads_its_own_files(finished, tmp_path, old_format):  # type: ignore[no-untyped-def]
-    from geoseg.report.inputs import load_run
-
     run_dir = _copy_runs(finished, tmp_path / "moved" / "runs", old_format=old_format)
     runs_dir = run_dir.parent.parent
     show = _cli("runs", "--runs-dir", str(runs_dir), "show", finished.run_id)
@@ -284,8 +283,6 @@ def test_a_moved_run_reads_its_own_files(finished, tmp_path, old_format):  # typ
 
 
 def test_readers_of_a_copied_run_see_the_copys_files(finished, tmp_path):  # type: ignore[no-untyped-def]
-    from geoseg.report.inputs import load_run, read_decimated
-
     copy = tmp_path / "copy"
     shutil.copytree(finished.run_dir, copy)  # the original stays where it was
     with rasterio.open(copy / "mask.tif", "r+", IGNORE_COG_LAYOUT_BREAK="YES") as ds:

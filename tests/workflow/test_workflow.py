@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -15,12 +16,22 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from geoseg.errors import ConfigError, RunLockedError
+from geoseg.core.grid import tile_grid
+from geoseg.errors import ConfigError, DistrictError, RasterReadError, RunLockedError, portable_errors
+from geoseg.io.raster import MIN_CACHE_BYTES, raster_info
+from geoseg.ml import infer
 from geoseg.ops.predict import predict_scene
 from geoseg.rundir import Catalog, RunLock
+from geoseg.workflow import tasks
+from geoseg.workflow.cluster import read_ahead
 from geoseg.workflow.config import load_workflow
 from geoseg.workflow.run import run_workflow
+from geoseg.workflow.stages import task_tiles
+from geoseg.workflow.store import SceneStore
+from geoseg.workflow.tasks import MAX_READERS, readers_for, usable_cores
 
 from ..workflow_helpers import write_districts, write_model, write_scene, write_workflow
 
@@ -182,7 +193,6 @@ def test_a_task_that_fails_on_a_worker_is_one_clean_line_and_keeps_the_performan
 def test_geoseg_errors_cross_to_the_client_without_gdal_chains():
     from distributed.protocol import pickle as dask_pickle
 
-    from geoseg.errors import RasterReadError, portable_errors
 
     def read():  # a geoseg error raised while handling an error whose class tblib cannot rebuild
         try:
@@ -422,8 +432,6 @@ def test_district_problems_are_recorded_not_fatal(project):  # type: ignore[no-u
 
 
 def test_a_wrong_district_name_field_fails_before_any_tile_is_predicted(project):  # type: ignore[no-untyped-def]
-    from geoseg.errors import DistrictError
-
     write_districts(project / "d.gpkg", 561250, (559000, 3415000, 563500, 3421000))
     write_workflow(project / "bad.yaml", name="bad", districts={"path": "d.gpkg", "name_field": "DISTNAME"},
                    outputs={"fields": ["parquet"], "district_areas": True, "report": False})
@@ -434,12 +442,8 @@ def test_a_wrong_district_name_field_fails_before_any_tile_is_predicted(project)
 
 # --------------------------------------------------------------------------------------
 # task sizing and the allocator (pure; no cluster)
-import platform  # noqa: E402
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
-from geoseg.workflow.stages import task_tiles  # noqa: E402
 
 
 @settings(max_examples=200, deadline=None)
@@ -498,10 +502,6 @@ def test_memory_kept_for_reuse_is_returned_after_inference():
 def test_inference_tasks_read_through_a_real_block_cache(project, monkeypatch):  # type: ignore[no-untyped-def]
     """rasterio takes an integer GDAL_CACHEMAX as bytes: the task must ask for megabytes' worth
     (a 256-byte cache decoded every 16-band block again for each of the ~4 tiles sharing it)."""
-    from geoseg.core.grid import tile_grid
-    from geoseg.io.raster import MIN_CACHE_BYTES, raster_info
-    from geoseg.ml import infer
-    from geoseg.workflow import tasks
 
     seen = []
     real = infer.read_tile
@@ -525,10 +525,6 @@ def test_reader_threads_give_the_same_tiles_and_close_their_files(project, monke
     """Reading ahead on several threads (one dataset each) stores exactly what reading inline stores."""
     from contextlib import contextmanager
 
-    from geoseg.core.grid import tile_grid
-    from geoseg.io.raster import raster_info
-    from geoseg.workflow import tasks
-    from geoseg.workflow.store import SceneStore
 
     opened, closed = [], []
     real = tasks.open_raster
@@ -560,8 +556,6 @@ def test_reader_threads_give_the_same_tiles_and_close_their_files(project, monke
 
 
 def test_reader_threads_by_device():
-    from geoseg.workflow.tasks import MAX_READERS, readers_for, usable_cores
-
     assert readers_for("cpu") == 0 and readers_for("cpu", 4) == 0  # CPU cores run the model
     cores = usable_cores()
     assert 1 <= cores <= (os.cpu_count() or 1)
@@ -571,8 +565,6 @@ def test_reader_threads_by_device():
 
 @pytest.mark.parametrize("workers, threads, readers", [(4, 1, 3), (3, 2, 3), (16, 1, 0), (20, 1, 0), (1, 1, 8)])
 def test_local_cluster_shares_its_spare_cores_out_as_readers(project, monkeypatch, workers, threads, readers):  # type: ignore[no-untyped-def]
-    from geoseg.workflow.cluster import read_ahead
-
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     cluster = {"workers": workers, "threads_per_worker": threads, "dashboard": False}
     cfg = load_workflow(write_workflow(project / "wf.yaml", cluster=cluster))
@@ -584,11 +576,6 @@ def test_local_cluster_shares_its_spare_cores_out_as_readers(project, monkeypatc
 def test_a_corrupt_block_read_ahead_fails_the_task_cleanly(project):  # type: ignore[no-untyped-def]
     """A decoding error on a reader thread reaches the task as the one-line read error, and the
     batch leaves no record (it will be predicted again on resume)."""
-    from geoseg.core.grid import tile_grid
-    from geoseg.errors import RasterReadError
-    from geoseg.io.raster import raster_info
-    from geoseg.workflow import tasks
-    from geoseg.workflow.store import SceneStore
 
     src_path, bad = project / "scene.tif", project / "damaged.tif"
     with rasterio.open(src_path) as s:
@@ -611,8 +598,6 @@ def test_a_corrupt_block_read_ahead_fails_the_task_cleanly(project):  # type: ig
 def test_a_run_reading_ahead_on_spare_cores_gives_the_same_mask(project):  # type: ignore[no-untyped-def]
     """One worker on a machine with more cores: its tasks read on reader threads (own datasets, inside
     the worker process) and the outputs equal the single-process prediction's bytes."""
-    from geoseg.workflow.cluster import read_ahead
-    from geoseg.workflow.tasks import usable_cores
 
     cfg = load_workflow(write_workflow(project / "wf1.yaml",
                                        cluster={"workers": 1, "threads_per_worker": 1, "dashboard": False}))
