@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.geoseg-installed
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-min install bench clean
 
 install: $(STAMP)
 
@@ -25,8 +25,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n auto --dist loadfile -q
 
+# The suite again on the lowest version of every direct dependency that pyproject.toml allows
+# (uv's lowest-direct resolution), in its own venv; CI runs it as .ci/min-versions.
+MINVENV := .venv-min
+test-min:
+	@test -x $(MINVENV)/bin/python || $(PYTHON) -m venv $(MINVENV)
+	$(MINVENV)/bin/python -m pip install --disable-pip-version-check -q uv
+	$(MINVENV)/bin/uv pip install -q --python $(MINVENV)/bin/python --resolution lowest-direct -e '.[test]'
+	$(MINVENV)/bin/python -m pip list --disable-pip-version-check 2>/dev/null | grep -iE '^(numpy|rasterio|geopandas|shapely|pyproj|pyogrio|pyarrow|dask|distributed|bokeh|segmentation|safetensors|pyyaml|click|rich|scipy|duckdb|matplotlib) '
+	$(MINVENV)/bin/python -m pytest -n auto --dist loadfile -q -p no:cacheprovider
+
 bench: $(STAMP)
 	$(VENV)/bin/geoseg bench --out benchmarks/results/latest.json
 
 clean:
-	rm -rf demo runs .pytest_cache .hypothesis
+	rm -rf demo runs .pytest_cache .hypothesis $(MINVENV)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +94,26 @@ def mount_tmpfs(where: Path, size: str) -> bool:
 
 def umount(where: Path) -> None:
     subprocess.run(["umount", str(where)], capture_output=True, timeout=20)
+
+
+def run_geoseg(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m geoseg.cli.main ARGS`` in ``cwd``; a run that hangs fails with every thread's stack.
+
+    The child runs with Python's faulthandler on: past ``timeout`` it gets SIGABRT, which makes
+    faulthandler print the stack of each of its threads to stderr before it dies, and the test
+    fails with that tail instead of a bare time-out.
+    """
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONFAULTHANDLER": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "geoseg.cli.main", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        raise AssertionError(f"geoseg {' '.join(args)} hung for {timeout:.0f} s; its threads:\n{err[-12000:]}\n{out[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -33,7 +33,7 @@ from geoseg.workflow.stages import task_tiles
 from geoseg.workflow.store import SceneStore
 from geoseg.workflow.tasks import MAX_READERS, readers_for, usable_cores
 
-from ..workflow_helpers import write_districts, write_model, write_scene, write_workflow
+from ..workflow_helpers import run_geoseg, write_districts, write_model, write_scene, write_workflow
 
 TF = Affine(10, 0, 560000, 0, -10, 3420000)
 GEOSEG = [sys.executable, "-m", "geoseg.cli.main"]
@@ -165,10 +165,6 @@ def test_a_task_that_fails_on_a_worker_is_one_clean_line_and_keeps_the_performan
     """A corrupt block read on a worker: the client gets the RasterReadError itself (GDAL's errors in
     its chain would not survive Dask's pickling), the command prints it as one line with GDAL's reason,
     the workers do not log it with a traceback, and the failed run's performance report is kept."""
-    import os
-    import subprocess
-    import sys
-
     src_path, bad = project / "scene.tif", project / "damaged.tif"
     with rasterio.open(src_path) as s:
         with rasterio.open(bad, "w", **{**s.profile, "compress": "deflate"}) as d:
@@ -179,8 +175,7 @@ def test_a_task_that_fails_on_a_worker_is_one_clean_line_and_keeps_the_performan
     bad.write_bytes(bytes(data))
     write_workflow(project / "bad.yaml", name="bad", scenes=["damaged.tif"],
                    cluster={"workers": 1, "threads_per_worker": 1, "dashboard": False, "performance_report": True})
-    out = subprocess.run([sys.executable, "-m", "geoseg.cli.main", "run", "bad.yaml"], cwd=project,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+    out = run_geoseg(["run", "bad.yaml"], cwd=project)
     lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
     assert out.returncode == 1 and len(lines) == 1, out.stdout + out.stderr
     assert lines[0].startswith("Error: ") and "damaged.tif: reading window" in lines[0], lines[0]
