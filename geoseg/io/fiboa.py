@@ -149,7 +149,8 @@ def fiboa_table(gdf: "gpd.GeoDataFrame") -> "pa.Table":
     """``gdf`` as a GeoParquet 1.1 table (bbox covering column) with fiboa's metadata and NOT NULLs.
 
     geopandas encodes the geometry and the ``geo`` metadata; text columns are then stored as
-    Arrow ``string`` (fiboa-cli takes ``large_string`` for another type), the columns of
+    Arrow ``string`` (fiboa-cli takes ``large_string`` for another type; empty text columns,
+    typed null by pandas, too), the columns of
     :data:`REQUIRED` and the ``bbox`` covering column declared NOT NULL (the others stay
     nullable) and the collection metadata added.
 
@@ -166,7 +167,8 @@ def fiboa_table(gdf: "gpd.GeoDataFrame") -> "pa.Table":
     table = pq.read_table(pa.BufferReader(buf.getvalue()))
     meta = dict(table.schema.metadata or {})
     meta[b"collection"] = json.dumps(collection_metadata(gdf), separators=(",", ":")).encode("utf-8")
-    fields = [f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f  # fiboa's "string"
+    # fiboa's "string"; text columns of no rows come out of pandas as Arrow nulls
+    fields = [f.with_type(pa.string()) if pa.types.is_large_string(f.type) or pa.types.is_null(f.type) else f
               for f in table.schema]
     fields = [f.with_nullable(f.name not in REQUIRED + ALSO_REQUIRED) for f in fields]
     return table.cast(pa.schema(fields, metadata=meta))
