@@ -275,15 +275,17 @@ def test_kill_then_resume_gives_byte_identical_outputs(project, tmp_path_factory
     assert 0 < reused <= (len(records) - 1) * 4
     for name in ("mask.tif", "confidence.tif", "district_areas.csv", "district_areas.parquet"):
         assert (run_dir / name).read_bytes() == (ref_dir / name).read_bytes(), name
-    # Field files carry their run's id; apart from it they are identical, geometry for geometry.
+    # Field files carry their run's id (also as fiboa's collection); apart from it they are identical, geometry for
+    # geometry.
     import geopandas as gpd
 
     for name in ("fields.parquet", "fields.gpkg", "fields.fgb"):
         read = gpd.read_parquet if name.endswith(".parquet") else gpd.read_file
         got, want = (read(d / name) for d in (run_dir, ref_dir))
-        assert set(got.run_id) == {run_dir.name} and set(want.run_id) == {ref_dir.name}
+        assert set(got.run_id) == set(got.collection) == {run_dir.name}
+        assert set(want.run_id) == set(want.collection) == {ref_dir.name}
         assert len(got) > 10
-        got, want = got.drop(columns="run_id"), want.drop(columns="run_id")
+        got, want = got.drop(columns=["run_id", "collection"]), want.drop(columns=["run_id", "collection"])
         assert got.drop(columns="geometry").equals(want.drop(columns="geometry")), name
         assert (got.geometry.to_wkb() == want.geometry.to_wkb()).all(), name
     m = json.loads((run_dir / "manifest.json").read_text())
