@@ -142,7 +142,7 @@ _KEYS = ["name", "scenes", "model", "tile", "overlap", "batch_size", "tiles_per_
          "outputs", "cluster", "store", "runs_dir", "crs", "description", "colour"]
 _SUB = {
     "districts": ["path", "name_field", "bogus"],
-    "outputs": ["mask", "confidence", "fields", "min_area_ha", "exclude_classes", "district_areas", "report", "x"],
+    "outputs": ["mask", "confidence", "fields", "min_area_ha", "exclude_classes", "district_areas", "report", "observed", "x"],
     "cluster": ["scheduler", "workers", "threads_per_worker", "memory_limit", "resources", "dashboard", "nope"],
 }
 _words = st.sampled_from(["scene.tif", "model", "t", "demo", "../x", "..", "/", "", "local", "tcp://127.0.0.1:1",

@@ -8,7 +8,7 @@ The public API, one function per job the command line offers::
     geoseg.polygonize_file("mask.tif", "fields.gpkg", confidence="confidence.tif")
     geoseg.district_areas_file("mask.tif", "districts.gpkg", "district", out="areas.csv")
     result = geoseg.run_workflow(geoseg.load_workflow("workflows/demo.yaml"))
-    table = geoseg.query_run(result.run_dir, "SELECT crop, sum(area_ha) FROM fields GROUP BY crop")
+    table = geoseg.query_run(result.run_dir, 'SELECT "crop:name", sum(area_ha) FROM fields GROUP BY 1')
 
 The functions load on first use (``import geoseg`` stays light: no torch, no Dask); the
 classes, errors and grid below are imported at once. ``docs/architecture.md`` maps the

@@ -35,16 +35,21 @@ from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
 @click.option("--simplify", "simplify_m", type=float, default=None,
               help="Simplify outlines with this tolerance in metres (shared edges stay shared).")
 @click.option("--block", type=int, default=None, help="Block size in pixels. [default: 2048]")
-@click.option("--run-id", help="Run id to store with every field.")
+@click.option("--run-id", help="Run id to store with every field (also the fiboa collection; default: geoseg).")
+@click.option("--observed", metavar="DATE",
+              help="When the imagery was taken (its last date, e.g. 2024-10-31): fiboa's determination:datetime. "
+                   "[default: unknown, left empty]")
 def polygonize(mask: Path, out: Path, driver: str | None, nodata: float | None, classes: Path | None,
                min_area_ha: float | None, exclude: tuple[str, ...], all_classes: bool, confidence: Path | None,
                districts: Path | None, name_field: str | None, simplify_m: float | None, block: int | None,
-               run_id: str | None) -> None:
+               run_id: str | None, observed: str | None) -> None:
     """Turn the class raster MASK into one polygon per field, block by block in parallel.
 
     Specks smaller than --min-area-ha are merged into their neighbours first; nodata never
-    becomes a polygon. Each field gets field_id, class_id, crop, area_ha and perimeter_m
-    (ground units), plus confidence and district when those inputs are given.
+    becomes a polygon. The fields follow fiboa 0.3 with its crop extension: each gets id,
+    collection, field_id, class_id, crop:code, crop:name, crop:code_list, area_ha,
+    metrics:area (m2), metrics:perimeter (m) and determination:method/datetime/details,
+    plus confidence and district when those inputs are given.
 
     \b
     Example:
@@ -61,7 +66,8 @@ def polygonize(mask: Path, out: Path, driver: str | None, nodata: float | None, 
                 mask, out, driver=driver, nodata=nodata, classes=classes,
                 min_area_ha=DEFAULT_MIN_AREA_HA if min_area_ha is None else min_area_ha, exclude=excl,
                 confidence=confidence, districts=districts, name_field=name_field, simplify_m=simplify_m,
-                block=DEFAULT_BLOCK if block is None else block, run_id=run_id, progress=advance,
+                block=DEFAULT_BLOCK if block is None else block, run_id=run_id, observed=observed,
+                progress=advance,
             )
     for w in caught:
         click.echo(f"Warning: {w.message}", err=True)

@@ -32,7 +32,7 @@ def query(run_dir: Path, sql: str | None, district: str | None, crop: str | None
 
     \b
     Examples:
-        geoseg query runs/punjab/RUN "SELECT district, crop, sum(area_ha) AS ha FROM fields GROUP BY ALL"
+        geoseg query runs/punjab/RUN 'SELECT district, "crop:name", sum(area_ha) AS ha FROM fields GROUP BY ALL'
         geoseg query runs/punjab/RUN --district Ludhiana
         geoseg query runs/punjab/RUN --crop rice --format csv > rice.csv
         geoseg query runs/punjab/RUN_2023 --compare runs/punjab/RUN_2024

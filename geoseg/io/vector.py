@@ -34,6 +34,7 @@ from xml.sax.saxutils import escape
 
 from geoseg.classes import ClassTable
 from geoseg.errors import GeosegError, VectorFormatError, VectorReadError, VectorWriteError
+from geoseg.io.fiboa import collection_metadata, compatible_fields, fiboa_table, is_fiboa
 from geoseg.io.raster import atomic_path, free_space_note
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,7 +62,10 @@ FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
     "shp": ("ESRI Shapefile", (".shp",)),
 }
 #: Attribute names too long for a Shapefile (10 characters) and their short forms.
-SHP_NAMES = {"perimeter_m": "perim_m", "confidence": "confidence"}
+SHP_NAMES = {"confidence": "confidence", "crop:code": "crop_code", "crop:name": "crop_name",
+             "crop:code_list": "crop_list", "metrics:area": "area_m2", "metrics:perimeter": "perim_m",
+             "determination:method": "det_method", "determination:datetime": "det_time",
+             "determination:details": "det_detail"}
 _SHP_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qml")
 _SHP_STALE = (".qix", ".sbn", ".sbx", ".shp.xml")
 
@@ -266,11 +270,17 @@ def write_vector(
             return p
         tmp = atomic_path(p)
         try:
-            if name == "parquet":
+            if name == "parquet" and is_fiboa(gdf):  # fields: fiboa's metadata and NOT NULLs
+                import pyarrow.parquet as pq
+
+                pq.write_table(fiboa_table(gdf), tmp, compression="zstd")
+            elif name == "parquet":
                 gdf.to_parquet(tmp, index=False, compression="zstd", write_covering_bbox=True)
             elif name == "geojson":
                 out = gdf.to_crs("EPSG:4326") if not gdf.crs.equals("EPSG:4326") else gdf
-                pyogrio.write_dataframe(out, tmp, driver="GeoJSON", layer=lyr, RFC7946="YES")
+                fiboa = {"ID_FIELD": "id", "FOREIGN_MEMBERS_COLLECTION": json.dumps(collection_metadata(gdf))} \
+                    if is_fiboa(gdf) else {}  # fields: fiboa's string feature ids and collection members
+                pyogrio.write_dataframe(out, tmp, driver="GeoJSON", layer=lyr, RFC7946="YES", **fiboa)
             else:
                 pyogrio.write_dataframe(gdf, tmp, driver=drv, layer=lyr)
                 if name == "gpkg":
@@ -304,9 +314,12 @@ def _write_shapefile(gdf: "gpd.GeoDataFrame", p: Path, style: str | None) -> Non
         )
     tmpdir = p.with_name(f".{p.name}.partial-{uuid.uuid4().hex[:12]}")
     tmpdir.mkdir()
+    out = gdf.rename(columns=rename)
+    for c in out.columns:  # a .dbf holds dates without times: times as ISO 8601 text in UTC
+        if c != geom_col and str(out[c].dtype).startswith("datetime64"):
+            out[c] = out[c].dt.strftime("%Y-%m-%dT%H:%M:%SZ").astype(object)
     try:
-        pyogrio.write_dataframe(gdf.rename(columns=rename), tmpdir / p.name, driver="ESRI Shapefile",
-                                encoding="UTF-8")
+        pyogrio.write_dataframe(out, tmpdir / p.name, driver="ESRI Shapefile", encoding="UTF-8")
         if style is not None:
             (tmpdir / (p.stem + ".qml")).write_text(style, encoding="utf-8")
         _check_written(tmpdir / p.name, p, len(gdf))

@@ -60,6 +60,7 @@ from geoseg.io.raster import (
     valid_mask,
     warn_no_nodata,
 )
+from geoseg.io.fiboa import compatible_fields
 from geoseg.io.vector import FORMATS, read_vector, write_table
 from geoseg.parallel import Runner
 
@@ -447,11 +448,12 @@ def district_areas_fields(
     Parameters
     ----------
     fields : path or GeoDataFrame
-        Field polygons with a ``class_id`` column (or a ``crop`` column and ``classes``).
+        Field polygons with a ``class_id`` column (or a ``crop:name`` column - ``crop`` in
+        older files - and ``classes``).
     districts, name_field
         As for :func:`district_areas_raster`; districts are reprojected to the fields.
     classes : ClassTable or path, optional
-        Class names (default: the ``crop`` column's names, else ``class_<id>``).
+        Class names (default: the ``crop:name`` column's names, else ``class_<id>``).
     class_field : str
         The column with class ids.
 
@@ -499,6 +501,7 @@ def _read_fields(fields: str | os.PathLike[str] | "gpd.GeoDataFrame") -> tuple["
     else:
         fsrc = str(fields)
         f = read_vector(fsrc)
+    f = compatible_fields(f)  # geoseg 0.1's 'crop' is 'crop:name'
     if f.crs is None:
         raise AreaError(f"{fsrc}: the fields have no CRS; set one, e.g. `ogr2ogr -a_srs EPSG:32643 out.gpkg {fsrc}`")
     return f, fsrc
@@ -507,24 +510,24 @@ def _read_fields(fields: str | os.PathLike[str] | "gpd.GeoDataFrame") -> tuple["
 def _field_classes(f: "gpd.GeoDataFrame", table: ClassTable | None, class_field: str,
                    fsrc: str) -> tuple[ClassTable | None, np.ndarray]:
     """``(table, class ids)`` of the fields: from ``class_field`` (the table then defaults to the
-    ``crop`` column's names when they number the classes 0..K-1), else from ``crop`` names
-    looked up in ``table``."""
+    ``crop:name`` column's names when they number the classes 0..K-1), else from ``crop:name``
+    names looked up in ``table``."""
     if class_field in f.columns:
         cid = f[class_field].to_numpy()
-        if table is None and "crop" in f.columns:
-            pairs = sorted({(int(a), str(b)) for a, b in zip(cid, f["crop"])})
+        if table is None and "crop:name" in f.columns:
+            pairs = sorted({(int(a), str(b)) for a, b in zip(cid, f["crop:name"])})
             ids = [p[0] for p in pairs]
             if len(set(ids)) == len(ids) and ids == list(range(len(ids))):
                 table = ClassTable(tuple(CropClass(i, n, "#808080") for i, n in pairs), fsrc)
         return table, cid
-    if "crop" in f.columns and table is not None:
+    if "crop:name" in f.columns and table is not None:
         lookup = {c.name: c.id for c in table}
-        unknown = sorted(set(f["crop"]) - set(lookup))
+        unknown = sorted(set(f["crop:name"]) - set(lookup))
         if unknown:
             raise AreaError(f"{fsrc}: crops {unknown} are not in the class table {table.names}")
-        return table, f["crop"].map(lookup).to_numpy()
+        return table, f["crop:name"].map(lookup).to_numpy()
     raise AreaError(
-        f"{fsrc}: has no {class_field!r} column (nor 'crop' with a class file); the columns are "
+        f"{fsrc}: has no {class_field!r} column (nor 'crop:name' or 'crop' with a class file); the columns are "
         f"{[c for c in f.columns if c != f.geometry.name]}"
     )
 

@@ -33,6 +33,7 @@ from geoseg.core.sieve import DEFAULT_MIN_AREA_HA, DEFAULT_SIEVE_PASSES, min_are
 from geoseg.core.trace import Fields, vectorize_block
 from geoseg.errors import PolygonizeError, portable_errors
 from geoseg.io.districts import Districts, read_districts
+from geoseg.io.fiboa import DETERMINATION_METHOD, code_list_id, determination_column
 from geoseg.io.raster import (
     BlockReader,
     RasterInfo,
@@ -189,6 +190,7 @@ def polygonize_raster(
     model_id: str | None = None,
     simplify_m: float | None = None,
     max_area_change: float = 0.01,
+    observed: Any = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> "gpd.GeoDataFrame":
     """Polygonise a class mask block by block into per-field polygons with attributes.
@@ -232,7 +234,8 @@ def polygonize_raster(
     name_field : str, optional
         The districts' attribute that names a district.
     run_id, model_id : str, optional
-        Added as columns when given.
+        Added as columns when given; ``run_id`` also names the fiboa ``collection``
+        (default ``geoseg``).
     simplify_m : float, optional
         Simplify outlines with this tolerance in metres, keeping shared edges shared
         (topology-preserving coverage simplification). The tolerance is halved until no
@@ -240,16 +243,24 @@ def polygonize_raster(
         that fails, outlines stay unsimplified. ``area_ha`` is always the pixel area.
     max_area_change : float
         See ``simplify_m``.
+    observed : str, date or datetime, optional
+        When the imagery was taken (its last date, e.g. the end of the season): fiboa's
+        ``determination:datetime`` ("the last timestamp at which the field was observed"; a
+        date without a time zone is UTC). Default: unknown, left null - not the run's time,
+        which fiboa rules out for boundaries made by ML.
     progress : callable, optional
         ``progress(done, total)`` as blocks finish.
 
     Returns
     -------
     geopandas.GeoDataFrame
-        One row per field, sorted by ``field_id``: ``field_id`` (int64), ``class_id``,
-        ``crop``, ``area_ha`` (ground area), ``perimeter_m`` (ground length of the
-        outline), then ``confidence``, ``district``, ``run_id``, ``model_id`` where
-        applicable; in the mask's CRS.
+        One row per field, sorted by ``field_id``, with fiboa 0.3's columns and geoseg's
+        (:mod:`geoseg.io.fiboa` lists them): ``id``, ``collection``, ``field_id`` (int64),
+        ``class_id``, ``crop:code``, ``crop:name``, ``crop:code_list``, ``area_ha`` (ground
+        area), ``metrics:area`` (m²), ``metrics:perimeter`` (ground length of the outline, m),
+        ``confidence`` and ``district`` where applicable, ``determination:method``,
+        ``determination:datetime``, ``determination:details``, then ``run_id`` and
+        ``model_id`` when given; in the mask's CRS.
 
     Raises
     ------
@@ -271,6 +282,7 @@ def polygonize_raster(
         check_same_grid(info, raster_info(conf_path))
     table = _resolve_classes(classes, src)
     excl = exclude_ids(exclude, table, src)
+    observed_at = _observed(observed, src)
     dist = None
     if districts is not None:
         if not name_field:
@@ -289,12 +301,61 @@ def polygonize_raster(
     gdf = _to_frame(fields, info, table, simplify_m, max_area_change)
     if dist is not None:
         gdf["district"] = _district_names(gdf, dist)
+    gdf = _fiboa_columns(gdf, table, observed_at, f"geoseg: traced from the class mask {Path(src).name}"
+                         + (f" (model {model_id})" if model_id else ""))
     if run_id is not None:
         gdf["run_id"] = str(run_id)
     if model_id is not None:
         gdf["model_id"] = str(model_id)
+    gdf["collection"] = str(run_id) if run_id else "geoseg"
     gdf.attrs["min_area_pixels"] = min_px
     return gdf
+
+
+def _observed(observed: Any, src: str) -> Any:
+    """``observed`` as a UTC timestamp (a date without a zone is UTC), or None."""
+    import pandas as pd
+
+    if observed is None:
+        return None
+    try:
+        ts = pd.Timestamp(observed)
+    except (TypeError, ValueError):
+        ts = pd.NaT
+    if ts is pd.NaT or not (1900 <= ts.year <= 2200):
+        raise PolygonizeError(
+            f"{src}: the observation time is {observed!r}; expected a date or time of the imagery, e.g. "
+            f"2024-10-31 or 2024-10-31T10:30:00Z (the last image of the season)"
+        )
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _fiboa_columns(gdf: "gpd.GeoDataFrame", table: ClassTable | None, observed: Any,
+                   details: str) -> "gpd.GeoDataFrame":
+    """The fields with fiboa's columns (:mod:`geoseg.io.fiboa`) in their documented order."""
+    import geopandas as gpd  # deferred: slow to import
+
+    n = len(gdf)
+    cid = gdf["class_id"].to_numpy()
+    data: dict[str, Any] = {
+        "id": gdf["field_id"].astype(str).to_numpy(dtype=object),
+        "collection": np.full(n, "geoseg", dtype=object),  # named by polygonize_raster
+        "field_id": gdf["field_id"].to_numpy(),
+        "class_id": cid,
+        "crop:code": cid.astype(str).astype(object),
+        "crop:name": crop_names(cid, table).astype(object),
+        "crop:code_list": np.full(n, code_list_id(table, cid), dtype=object),
+        "area_ha": gdf["area_ha"].to_numpy(),
+        "metrics:area": (gdf["area_ha"].to_numpy() * 10_000.0).astype(np.float32),
+        "metrics:perimeter": gdf["perimeter_m"].to_numpy().astype(np.float32),
+    }
+    for extra in ("confidence", "district"):
+        if extra in gdf.columns:
+            data[extra] = gdf[extra].to_numpy()
+    data["determination:method"] = np.full(n, DETERMINATION_METHOD, dtype=object)
+    data["determination:datetime"] = determination_column(observed, n)
+    data["determination:details"] = np.full(n, details, dtype=object)
+    return gpd.GeoDataFrame(data, geometry=gdf.geometry.values, crs=gdf.crs)
 
 
 def _check_mask(src: str, block: int, passes: int) -> RasterInfo:
@@ -467,6 +528,6 @@ def polygonize_file(
     classes = kwargs.get("classes")
     table = _resolve_classes(classes, str(mask_path))
     path = write_vector(gdf, out, driver=driver, classes=table)
-    ha = gdf.groupby("crop")["area_ha"].sum().to_dict() if len(gdf) else {}
+    ha = gdf.groupby("crop:name")["area_ha"].sum().to_dict() if len(gdf) else {}
     return PolygonizeResult(Path(path), len(gdf), {str(k): float(v) for k, v in ha.items()},
                             int(gdf.attrs.get("min_area_pixels", 1)))

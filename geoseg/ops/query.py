@@ -5,9 +5,11 @@ row per field) and ``district_areas.parquet`` (one row per district and class, s
 :data:`geoseg.ops.areas.TABLE_COLUMNS`). :func:`query_run` exposes them as three views:
 
 ``fields``
-    every attribute of ``fields.parquet`` except the geometry (``field_id``,
-    ``class_id``, ``crop``, ``area_ha``, ``perimeter_m``, ``confidence``, ``district``,
-    ``run_id`` ... whatever the run wrote);
+    every attribute of ``fields.parquet`` except the geometry (``id``, ``field_id``,
+    ``class_id``, ``crop:name``, ``area_ha``, ``metrics:perimeter``, ``confidence``,
+    ``district``, ``run_id`` ... whatever the run wrote; :mod:`geoseg.io.fiboa` lists them;
+    names with a colon are quoted in SQL: ``"crop:name"``). The fields of a run of geoseg
+    0.1 (``crop``, ``perimeter_m``) are shown under these names too;
 ``fields_geo``
     the same with the geometry column (WKB; ``ST_AsText(geometry)`` works);
 ``district_areas``
@@ -16,7 +18,7 @@ row per field) and ``district_areas.parquet`` (one row per district and class, s
 Example::
 
     geoseg query runs/punjab/2024-11-02T0930 \\
-        "SELECT district, crop, sum(area_ha) AS ha FROM fields GROUP BY ALL ORDER BY ha DESC"
+        'SELECT district, "crop:name" AS crop, sum(area_ha) AS ha FROM fields GROUP BY ALL ORDER BY ha DESC'
 
 The views read the files in place (nothing is copied or loaded up front); the SQL runs
 in an in-memory DuckDB database.
@@ -52,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geoseg.errors import QueryError
+from geoseg.io.fiboa import OLD_NAMES
 from geoseg.rundir import LATEST, district_areas_name, fields_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -258,8 +261,11 @@ def _connect(p: Path, safe: bool) -> Any:
                 raise _damaged(fields, e) from None
             drop = [c for c in cols if c in ("geometry", "bbox")]
             excl = f" EXCLUDE ({', '.join(_quote(c) for c in drop)})" if drop else ""
-            _parquet_view(con, "fields", fields, f"*{excl}")
-            _parquet_view(con, "fields_geo", fields, "* EXCLUDE (bbox)" if "bbox" in cols else "*")
+            # a run of geoseg 0.1: its columns also under today's names, so that today's SQL works on it
+            compat = "".join(f", {_quote(old)} AS {_quote(new)}" for old, new in OLD_NAMES.items()
+                             if old in cols and new not in cols)
+            _parquet_view(con, "fields", fields, f"*{excl}{compat}")
+            _parquet_view(con, "fields_geo", fields, ("* EXCLUDE (bbox)" if "bbox" in cols else "*") + compat)
         areas = p / RUN_TABLES["district_areas"]
         if areas.is_file():
             _parquet_view(con, "district_areas", areas)
@@ -356,15 +362,16 @@ def _query_failed(con: Any, e: Exception, run_dir: Any, files: Sequence[Path], s
         if safe:
             return QueryError(
                 f"{run_dir}: the query calls {fn}, a function of DuckDB's spatial extension, and safe mode loads no "
-                f"extensions; the fields' area_ha and perimeter_m columns hold ground areas and lengths already - "
+                f"extensions; the fields' area_ha and \"metrics:perimeter\" columns hold ground areas and lengths "
+                f"already - "
                 f"{_SAFE_FIX}"
             )
         return QueryError(
             f"{run_dir}: the query calls {fn}, a function of DuckDB's spatial extension, which is not installed "
             f"here (installing downloads it); install it once on a machine with network access "
             f"(`python -c \"import duckdb; duckdb.sql('INSTALL spatial')\"`, or copy the extension into "
-            f"~/.duckdb/extensions/), or use the fields' area_ha and perimeter_m columns, which hold ground areas "
-            f"and lengths already"
+            f"~/.duckdb/extensions/), or use the fields' area_ha and \"metrics:perimeter\" columns, which hold "
+            f"ground areas and lengths already"
         )
     if safe and isinstance(e, duckdb.CatalogException) and " extension" in first:
         first += " (safe mode installs and loads no extensions)"

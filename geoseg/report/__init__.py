@@ -115,7 +115,8 @@ def _read_layers(data: RunData, limit: int, notes: list[str]) -> _Layers:
     n_fields, field_ha = 0, float("nan")
     if data.fields is not None:
         fields, n_fields, field_ha = read_fields(
-            data.fields, limit=limit, columns=["field_id", "class_id", "crop", "area_ha", "confidence", "district"])
+            data.fields, limit=limit,
+            columns=["field_id", "class_id", "crop:name", "area_ha", "confidence", "district"])
     else:
         notes.append("no field polygons in this run (outputs.fields is empty): the map shows districts only")
     districts = None

@@ -85,7 +85,7 @@ def svg_map(
     Coordinates are the run CRS shifted to the map's top-left corner and scaled to
     :data:`SVG_WIDTH` units, outlines simplified to about one SVG unit. Fields are grouped by
     class (``<g data-crop=NAME fill=COLOUR>``); each ``<path class="f" data-i=K>`` points at
-    record ``K``: ``[field_id, crop, area_ha, confidence, district]``.
+    record ``K``: ``[field_id, crop name, area_ha, confidence, district]``.
     """
     x0, y0, x1, y1 = bounds
     scale = SVG_WIDTH / max(x1 - x0, 1e-12)
@@ -101,7 +101,7 @@ def svg_map(
         paths = _svg_paths(geoms, bounds, scale)
         cid = f["class_id"].to_numpy() if "class_id" in f.columns else np.zeros(len(f), int)
         col = {c: f[c].to_numpy() if c in f.columns else np.full(len(f), None, object)
-               for c in ("field_id", "crop", "area_ha", "confidence", "district")}
+               for c in ("field_id", "area_ha", "confidence", "district")}
         for c in classes.classes:
             idx = np.flatnonzero((cid == c.id) & np.array([bool(p) for p in paths]))
             if not len(idx):

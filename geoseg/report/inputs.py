@@ -22,6 +22,7 @@ from rasterio.enums import Resampling
 
 from geoseg.classes import ClassTable, default_classes
 from geoseg.errors import GeosegError, ReportError
+from geoseg.io.fiboa import OLD_NAMES, compatible_fields
 from geoseg.io.raster import open_raster, read_mask_classes
 from geoseg.io.vector import read_table, read_vector
 from geoseg.ml.model import read_card
@@ -226,7 +227,8 @@ def read_fields(path: Path, *, limit: int | None = None, columns: list[str] | No
     """The ``limit`` largest fields (by ``area_ha``) of a fields file, the number of fields and their total area.
 
     From GeoParquet only the ``area_ha`` column is read in full; geometries are decoded for
-    the kept rows only. The total area is NaN when the file has no ``area_ha``.
+    the kept rows only. The total area is NaN when the file has no ``area_ha``. Fields files of
+    geoseg 0.1 are read under today's column names (:func:`geoseg.io.fiboa.compatible_fields`).
     """
     import geopandas as gpd  # deferred, as pyarrow: slow to import, and only drawing a report needs them
 
@@ -241,13 +243,16 @@ def read_fields(path: Path, *, limit: int | None = None, columns: list[str] | No
         keep = None
         if limit is not None and total > limit and area is not None:
             keep = np.sort(np.argsort(-area, kind="stable")[:limit])
-        cols = None if columns is None else [c for c in columns if c in names] + ["geometry"]
+        cols = None
+        if columns is not None:
+            old = [o for o, new in OLD_NAMES.items() if new in columns and new not in names and o in names]
+            cols = [c for c in columns if c in names] + old + ["geometry"]
         table = pq.read_table(path, columns=cols)
         if keep is not None:
             table = table.take(keep)
-        gdf = gpd.GeoDataFrame.from_arrow(table)
+        gdf = compatible_fields(gpd.GeoDataFrame.from_arrow(table))
         return gdf, total, total_ha
-    gdf = read_vector(path)
+    gdf = compatible_fields(read_vector(path))
     total = len(gdf)
     total_ha = float(gdf["area_ha"].sum()) if "area_ha" in gdf.columns else float("nan")
     if limit is not None and total > limit and "area_ha" in gdf.columns:

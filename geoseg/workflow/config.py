@@ -8,6 +8,7 @@ model's. See the README ("Workflow files") for the full reference.
 
 from __future__ import annotations
 
+import datetime
 import glob as globmod
 import hashlib
 import math
@@ -72,6 +73,9 @@ class OutputSpec:
     exclude_classes: tuple[str, ...] = ("background",)
     district_areas: bool = True
     report: bool = True
+    #: When the imagery was taken (ISO 8601, UTC when no zone is given): the fields'
+    #: ``determination:datetime``; None: unknown.
+    observed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -330,7 +334,8 @@ def _districts(r: _Reader, base: Path) -> tuple[Path | None, str | None]:
 def _outputs(r: _Reader, districts: Path | None) -> OutputSpec:
     """The ``outputs`` mapping; district areas need ``districts``."""
     o = r.sub("outputs")
-    o.check_keys({"mask", "confidence", "fields", "min_area_ha", "exclude_classes", "district_areas", "report"})
+    o.check_keys({"mask", "confidence", "fields", "min_area_ha", "exclude_classes", "district_areas", "report",
+                  "observed"})
     fields = o.get("fields", list, ["parquet", "gpkg"])
     bad = [f for f in fields if f not in FIELD_FORMATS]
     if bad:
@@ -342,6 +347,13 @@ def _outputs(r: _Reader, districts: Path | None) -> OutputSpec:
     odd = [e for e in exclude if not isinstance(e, (str, int)) or isinstance(e, bool)]
     if odd:
         raise o.err("exclude_classes", f"expected class names or ids, found {odd}")
+    observed = o.get("observed", (str, datetime.date), None)
+    if observed is not None:
+        try:
+            observed = datetime.datetime.fromisoformat(str(observed)).isoformat()
+        except ValueError:
+            raise o.err("observed", f"{observed!r}; expected the date (or time) of the last image, e.g. 2024-10-31 "
+                                    f"or 2024-10-31T10:30:00Z") from None
     outputs = OutputSpec(
         mask=True,
         confidence=o.get("confidence", bool, True),
@@ -350,6 +362,7 @@ def _outputs(r: _Reader, districts: Path | None) -> OutputSpec:
         exclude_classes=tuple(str(e) for e in exclude),
         district_areas=o.get("district_areas", bool, True),
         report=o.get("report", bool, True),
+        observed=observed,
     )
     if o.get("mask", bool, True) is False:
         raise o.err("mask", "the mask is the run's primary output and cannot be switched off")

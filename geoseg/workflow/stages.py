@@ -295,6 +295,7 @@ def polygonize_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPa
         name_field=cfg.name_field,
         run_id=run_id,
         model_id=(card.weights_sha256 or "")[:16] or None,
+        observed=cfg.outputs.observed,
     )
     formats = list(cfg.outputs.fields)
     if "parquet" not in formats:  # the query engine reads the Parquet copy

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import pandas as pd
 import pyproj
 import pytest
 import rasterio
@@ -26,6 +27,7 @@ from geoseg.cli.polygonize import polygonize
 from geoseg.core.sieve import label_fields, min_area_pixels, sieve, sieve_halo
 from geoseg.core.trace import vectorize
 from geoseg.errors import GeosegError, GridMismatchError, NoDataWarning, PolygonizeError
+from geoseg.io.fiboa import code_list_id
 from geoseg.ops.polygonize import polygonize_raster
 
 UTM = CRS.from_epsg(32643)
@@ -317,15 +319,41 @@ def test_attributes_areas_perimeters_and_stable_ids(field_mask):
     path, m = field_mask
     a = polygonize_raster(path, classes=default_classes(), block=16, run_id="run-7", model_id="unet-1")
     b = polygonize_raster(path, classes=default_classes(), block=1024)
-    assert list(a.columns) == ["field_id", "class_id", "crop", "area_ha", "perimeter_m", "geometry", "run_id",
-                               "model_id"]
+    assert list(a.columns) == ["id", "collection", "field_id", "class_id", "crop:code", "crop:name",
+                               "crop:code_list", "area_ha", "metrics:area", "metrics:perimeter",
+                               "determination:method", "determination:datetime", "determination:details", "geometry",
+                               "run_id", "model_id"]
     assert a.crs == UTM
-    assert a.crop.tolist() == ["rice", "wheat"]  # background excluded, the speck sieved into background
+    assert a["crop:name"].tolist() == ["rice", "wheat"]  # background excluded, the speck sieved into background
+    assert a["crop:code"].tolist() == ["1", "2"] and a.class_id.tolist() == [1, 2]
     assert a.area_ha.tolist() == pytest.approx([6.0, 11.75])
-    assert a.perimeter_m.tolist() == pytest.approx([2 * (200 + 300), 2 * (200 + 600) + 2 * (50 + 50)])
+    assert a["metrics:area"].tolist() == [60_000.0, 117_500.0] and a["metrics:area"].dtype == np.float32
+    assert a["metrics:perimeter"].tolist() == [2 * (200 + 300), 2 * (200 + 600) + 2 * (50 + 50)]
     assert a.field_id.tolist() == [5 * 80 + 10, 30 * 80 + 10]
+    assert a.id.tolist() == ["410", "2410"]
     assert a.field_id.tolist() == b.field_id.tolist() and a.area_ha.tolist() == b.area_ha.tolist()
     assert (a.run_id == "run-7").all() and (a.model_id == "unet-1").all()
+    assert (a.collection == "run-7").all() and (b.collection == "geoseg").all()
+    assert (a["determination:method"] == "auto-imagery").all()
+    assert a["determination:datetime"].isna().all()  # imagery date not given: unknown, not the run's time
+    assert a["determination:details"][0] == "geoseg: traced from the class mask mask.tif (model unet-1)"
+    # the class table's code list: its ids and names hashed, the same on every run
+    assert (a["crop:code_list"] == code_list_id(default_classes())).all()
+    assert code_list_id(default_classes()) != code_list_id(ClassTable(
+        tuple(CropClass(c.id, c.name + "x", c.color, c.crop) for c in default_classes())))
+
+
+def test_observation_time_is_the_determination_datetime(field_mask):
+    path, _ = field_mask
+    a = polygonize_raster(path, classes=default_classes(), observed="2024-10-31")
+    b = polygonize_raster(path, classes=default_classes(), observed="2024-10-31T10:30:00+05:30")
+    assert a["determination:datetime"].tolist() == [pd.Timestamp("2024-10-31T00:00:00Z")] * 2
+    assert b["determination:datetime"].tolist() == [pd.Timestamp("2024-10-31T05:00:00Z")] * 2
+    assert str(a["determination:datetime"].dtype) == "datetime64[ms, UTC]"
+    for bad in ("last autumn", "2024-13-01", "0999-01-01"):
+        with pytest.raises(PolygonizeError, match=r"the observation time is .*; expected a date or time of the "
+                                                  r"imagery, e\.g\. 2024-10-31"):
+            polygonize_raster(path, observed=bad)
 
 
 def test_no_sieving_keeps_the_speck_and_nodata_is_never_a_polygon(field_mask):
@@ -375,7 +403,7 @@ def test_exclude_by_name_needs_names_and_unknown_names_fail(field_mask, tmp_path
         polygonize_raster(path, classes=default_classes(), exclude=("barley",))
     by_id = polygonize_raster(path, exclude=(0, 2))
     assert by_id.class_id.tolist() == [1]
-    assert by_id.crop.tolist() == ["class_1"]
+    assert by_id["crop:name"].tolist() == ["class_1"]
 
 
 def test_foreign_raster_with_nodata_override(tmp_path):
@@ -446,7 +474,7 @@ def test_geographic_mask_areas_are_geodesic(tmp_path):
     geod = pyproj.Geod(ellps="WGS84")
     area, perim = geod.polygon_area_perimeter([w, e, e, w], [n, n, s, s])
     assert field.area_ha * 1e4 == pytest.approx(abs(area), rel=1e-7)
-    assert field.perimeter_m == pytest.approx(perim, rel=1e-6)
+    assert field["metrics:perimeter"] == pytest.approx(perim, rel=1e-6)
     assert 70_000 > field.area_ha * 1e4 > 60_000  # about 6.4 ha, not 6e-6 square degrees
     # the MMU is in hectares on a geographic grid too
     assert polygonize_raster(path, exclude=(0,), min_area_ha=10).empty
@@ -484,12 +512,16 @@ def test_cli_polygonize_writes_fields_and_reports(field_mask, tmp_path):
                                    CropClass(2, "wheat", "#fee08b"), CropClass(3, "maize", "#fc8d59"))).to_yaml())
     out = tmp_path / "fields.gpkg"
     r = CliRunner().invoke(_cli(), ["polygonize", str(path), "--out", str(out), "--classes", str(classes),
-                                    "--min-area-ha", "0.05"])
+                                    "--min-area-ha", "0.05", "--observed", "2024-10-31", "--run-id", "kharif-24"])
     assert r.exit_code == 0, r.output
     assert "2 fields (specks under 5 px sieved)" in r.output and "wheat 11.8" in r.output
     import geopandas as gpd
 
-    assert gpd.read_file(out, layer="fields").crop.tolist() == ["rice", "wheat"]
+    back = gpd.read_file(out, layer="fields")
+    assert back["crop:name"].tolist() == ["rice", "wheat"] and back.collection.tolist() == ["kharif-24"] * 2
+    assert back["determination:datetime"].tolist() == [pd.Timestamp("2024-10-31T00:00:00Z")] * 2
+    r = CliRunner().invoke(_cli(), ["polygonize", str(path), "--out", str(out), "--observed", "soon"])
+    assert r.exit_code == 1 and "the observation time is 'soon'; expected a date or time" in r.output
     r = CliRunner().invoke(_cli(), ["polygonize", str(path), "--out", str(tmp_path / "f.kml")])
     assert r.exit_code == 1
     assert r.output.startswith("Error: ") and "cannot tell the output format from the extension '.kml'" in r.output

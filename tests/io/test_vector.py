@@ -29,9 +29,9 @@ def fields() -> gpd.GeoDataFrame:
         {
             "field_id": np.array([12, 4_000_000_007], np.int64),
             "class_id": np.array([1, 2], np.int32),
-            "crop": ["rice", "wheat"],
+            "crop:name": ["rice", "wheat"],
             "area_ha": [11.0, 2.5],
-            "perimeter_m": [2000.0, 700.0],
+            "metrics:perimeter": [2000.0, 700.0],
             "confidence": [0.91, np.nan],
             "district": ["Ludhiāna", None],  # non-ASCII and missing values survive
             "run_id": ["r1", "r1"],
@@ -58,9 +58,9 @@ def test_round_trip_each_format(fields, tmp_path, ext):
         assert shapely.equals_exact(shapely.normalize(back.geometry.values),
                                     shapely.normalize(fields.geometry.values), tolerance=0).all()
     assert back.field_id.tolist() == fields.field_id.tolist()
-    assert back.class_id.tolist() == [1, 2] and back.crop.tolist() == ["rice", "wheat"]
+    assert back.class_id.tolist() == [1, 2] and back["crop:name"].tolist() == ["rice", "wheat"]
     assert back.area_ha.tolist() == fields.area_ha.tolist()
-    assert back.perimeter_m.tolist() == fields.perimeter_m.tolist()
+    assert back["metrics:perimeter"].tolist() == fields["metrics:perimeter"].tolist()
     assert back.confidence.iloc[0] == pytest.approx(0.91) and pd.isna(back.confidence.iloc[1])
     assert back.district.iloc[0] == "Ludhiāna" and pd.isna(back.district.iloc[1])
     leftovers = [p.name for p in tmp_path.iterdir() if ".partial-" in p.name]
@@ -89,8 +89,8 @@ def test_gpkg_carries_a_qgis_style_in_class_colours(fields, tmp_path):
 def test_shapefile_gets_a_qml_sidecar_and_short_names(fields, tmp_path):
     path = write_vector(fields, tmp_path / "fields.shp", classes=default_classes())
     assert (tmp_path / "fields.qml").read_text() == qgis_style(default_classes())
-    assert "perim_m" in pyogrio.read_info(path)["fields"]
-    assert "perimeter_m" in read_vector(path).columns
+    assert {"perim_m", "crop_name"} <= set(pyogrio.read_info(path)["fields"])
+    assert {"metrics:perimeter", "crop:name"} <= set(read_vector(path).columns)
     long = fields.assign(a_very_long_name=1)
     with pytest.raises(VectorWriteError, match=r"attribute names \['a_very_long_name'\] are longer than the 10 "
                                                r"characters a Shapefile allows"):
@@ -115,7 +115,7 @@ def test_format_by_extension_or_name_and_clear_errors(fields, tmp_path):
     assert vector_driver("a.parquet") == ("parquet", "Parquet")
     assert vector_driver("a.bin", "FlatGeobuf") == ("fgb", "FlatGeobuf")
     write_vector(fields, tmp_path / "fields.dat", driver="FlatGeobuf")
-    assert sorted(read_vector(tmp_path / "fields.dat").crop) == ["rice", "wheat"]
+    assert sorted(read_vector(tmp_path / "fields.dat")["crop:name"]) == ["rice", "wheat"]
     with pytest.raises(VectorFormatError, match=r"fields.xlsx: cannot tell the output format from the extension "
                                                 r"'.xlsx'; use one of .gpkg, .parquet"):
         write_vector(fields, tmp_path / "fields.xlsx")

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.crs import CRS
 
-from geoseg.classes import ClassTable, CropClass
+from geoseg.classes import ClassTable, CropClass, default_classes
 from geoseg.cli.areas import areas
 from geoseg.cli.main import GeosegGroup
 from geoseg.core.geodesy import areas_m2, row_pixel_areas
@@ -191,6 +191,20 @@ def test_district_in_several_parts_is_split_exactly(tmp_path):
     assert poly.area_ha["A", 1] == pytest.approx(a.area / 1e4)
 
 
+def test_fields_by_crop_name_and_fields_of_geoseg_0_1(tmp_path):
+    """Without class_id, crop:name (or geoseg 0.1's crop) looked up in the class file gives the classes."""
+    x0, y0 = T10.c, T10.f
+    d = gpd.GeoDataFrame({"n": ["D"]}, geometry=[shapely.box(x0, y0 - 400, x0 + 400, y0)], crs=UTM)
+    boxes = [shapely.box(x0, y0 - 100, x0 + 100, y0), shapely.box(x0 + 100, y0 - 300, x0 + 300, y0 - 100)]
+    for col in ("crop:name", "crop"):
+        f = gpd.GeoDataFrame({col: ["rice", "wheat"]}, geometry=boxes, crs=UTM)
+        f.to_file(tmp_path / "f.gpkg")
+        df = district_areas(tmp_path / "f.gpkg", d, "n", classes=default_classes()).set_index("class_id")
+        assert df.area_ha[1] == pytest.approx(1.0) and df.area_ha[2] == pytest.approx(4.0)
+    with pytest.raises(AreaError, match=r"has no 'class_id' column \(nor 'crop:name' or 'crop' with a class file\)"):
+        district_areas_fields(gpd.GeoDataFrame({"x": [1, 2]}, geometry=boxes, crs=UTM), d, "n")
+
+
 def test_foreign_uint16_raster_with_nodata_option_and_class_file(tmp_path):
     m = np.array([[10, 10, 0], [20, 20, 0]], np.uint16)
     path = write_mask(tmp_path / "other.tif", m, nodata=None)
@@ -265,10 +279,10 @@ def test_raster_and_polygon_paths_agree(region):
     poly = district_areas_fields(fields, region.districts, "district")
     m = raster.merge(poly, on=["district", "class_id"], suffixes=("_r", "_p"))
     m = m[m.area_ha_r > 0]
-    assert len(m) >= 12 and set(m.crop_r) == set(fields.crop)
+    assert len(m) >= 12 and set(m.crop_r) == set(fields["crop:name"])
     assert ((m.area_ha_r - m.area_ha_p).abs() / m.area_ha_r).max() < 0.005
     assert poly.share.isna().all() and poly.unobserved_ha.isna().all()
-    # a fields file written to disk with a crop column gives the same
+    # a fields file written to disk with a crop:name column gives the same
     fields.to_file(Path(region.out_dir) / "fields_test.gpkg")
     again = district_areas(Path(region.out_dir) / "fields_test.gpkg", region.districts, "district")
     assert np.allclose(again.set_index(["district", "class_id"]).area_ha.reindex(

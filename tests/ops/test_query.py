@@ -23,7 +23,9 @@ from geoseg.ops.query import compare_runs, connect_run, district_summary, format
 from geoseg.synth import synthesize
 
 
-def make_run(root: Path, name: str, rice_ha: float, wheat_ha: float, with_fields: bool = True) -> Path:
+def make_run(root: Path, name: str, rice_ha: float, wheat_ha: float, with_fields: bool = True,
+             old: bool = False) -> Path:
+    """A run folder with fields (fiboa's column names; ``old``: geoseg 0.1's) and a district table."""
     run = root / "runs" / "punjab" / name
     run.mkdir(parents=True)
     if with_fields:
@@ -32,9 +34,9 @@ def make_run(root: Path, name: str, rice_ha: float, wheat_ha: float, with_fields
             {
                 "field_id": np.arange(n, dtype=np.int64) * 1000,
                 "class_id": np.array([1, 1, 2, 2], np.int32),
-                "crop": ["rice", "rice", "wheat", "wheat"],
+                "crop" if old else "crop:name": ["rice", "rice", "wheat", "wheat"],
                 "area_ha": [rice_ha / 2, rice_ha / 2, wheat_ha / 2, wheat_ha / 2],
-                "perimeter_m": [400.0] * n,
+                "perimeter_m" if old else "metrics:perimeter": [400.0] * n,
                 "confidence": [0.9, 0.8, 0.7, 0.95],
                 "district": ["Ludhiana", "Sangrur", "Ludhiana", "Ludhiana"],
                 "run_id": [name] * n,
@@ -69,7 +71,7 @@ def runs(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_sql_over_fields_and_district_table(runs):
     a, _ = runs
-    df = query_run(a, "SELECT district, crop, sum(area_ha) AS ha, count(*) AS n FROM fields "
+    df = query_run(a, 'SELECT district, "crop:name" AS crop, sum(area_ha) AS ha, count(*) AS n FROM fields '
                       "GROUP BY ALL ORDER BY district, crop")
     assert df.to_dict("records") == [
         {"district": "Ludhiana", "crop": "rice", "ha": 20.0, "n": 1},
@@ -116,11 +118,22 @@ def test_compare_two_runs_change_per_district_and_crop(runs):
     assert run_query(a, compare=b, district="sangrur").district.unique().tolist() == ["Sangrur"]
 
 
+def test_a_run_of_geoseg_0_1_answers_todays_sql(tmp_path):
+    """Its fields' crop and perimeter_m are shown as crop:name and metrics:perimeter too (both views)."""
+    run = make_run(tmp_path, "2023-kharif", 40.0, 60.0, old=True)
+    sql = ('SELECT "crop:name" AS crop, sum("metrics:perimeter") AS m, sum(area_ha) AS ha FROM {} '
+           "GROUP BY ALL ORDER BY ALL")
+    for view in ("fields", "fields_geo"):
+        assert query_run(run, sql.format(view)).to_dict("records") == [
+            {"crop": "rice", "m": 800.0, "ha": 40.0}, {"crop": "wheat", "m": 800.0, "ha": 60.0}]
+    assert query_run(run, "SELECT crop FROM fields ORDER BY field_id").crop.tolist()[0] == "rice"  # old SQL too
+
+
 def test_bad_sql_lists_the_tables(runs):
     a, _ = runs
     with pytest.raises(QueryError, match=r"the query failed: .*nope.* Tables: district_areas\(district, class_id, crop, "
-                                         r"area_ha, .*\); fields\(field_id, class_id, crop, area_ha, perimeter_m, "
-                                         r"confidence, district, run_id\)"):
+                                         r"area_ha, .*\); fields\(field_id, class_id, crop:name, area_ha, "
+                                         r"metrics:perimeter, confidence, district, run_id\)"):
         query_run(a, "SELECT * FROM nope")
     with pytest.raises(QueryError, match="give either SQL or the shortcuts"):
         run_query(a, "SELECT 1", district="Ludhiana")
@@ -210,8 +223,8 @@ _FIX = ("to run it with full DuckDB access, if you trust this SQL, use `geoseg q
 
 def test_safe_mode_reads_the_run_views(runs):
     a, _ = runs
-    df = query_run(a, "SELECT crop, sum(area_ha) AS ha, count(*) AS n FROM fields GROUP BY ALL ORDER BY ALL",
-                   safe=True)
+    df = query_run(a, 'SELECT "crop:name" AS crop, sum(area_ha) AS ha, count(*) AS n FROM fields GROUP BY ALL '
+                      "ORDER BY ALL", safe=True)
     assert df.to_dict("records") == [{"crop": "rice", "ha": 40.0, "n": 2}, {"crop": "wheat", "ha": 60.0, "n": 2}]
     wkt = query_run(a, "SELECT ST_AsText(geometry) AS wkt FROM fields_geo WHERE field_id = 3000", safe=True).wkt[0]
     assert shapely.from_wkt(wkt).equals(shapely.box(600_300, 3_380_000, 600_400, 3_380_100))
@@ -302,8 +315,9 @@ def test_safe_mode_message_quotes_the_statement(runs, tmp_path, monkeypatch):
 def test_safe_mode_says_extensions_are_not_loaded(runs):
     a, _ = runs
     with pytest.raises(QueryError, match=r"the query calls st_point, a function of DuckDB's spatial extension, and "
-                                         r"safe mode loads no extensions; the fields' area_ha and perimeter_m "
-                                         r"columns hold ground areas and lengths already - to run it"):
+                                         r"safe mode loads no extensions; the fields' area_ha and "
+                                         r"\"metrics:perimeter\" columns hold ground areas and lengths already - "
+                                         r"to run it"):
         query_run(a, "SELECT ST_Point(1, 2)")
 
 
@@ -328,8 +342,8 @@ def test_spatial_functions_run_where_the_extension_is_installed_and_are_explaine
             f"{a}: the query calls st_area, a function of DuckDB's spatial extension, which is not installed "
             f"here (installing downloads it); install it once on a machine with network access "
             f"(`python -c \"import duckdb; duckdb.sql('INSTALL spatial')\"`, or copy the extension into "
-            f"~/.duckdb/extensions/), or use the fields' area_ha and perimeter_m columns, which hold ground areas "
-            f"and lengths already"
+            f"~/.duckdb/extensions/), or use the fields' area_ha and \"metrics:perimeter\" columns, which hold "
+            f"ground areas and lengths already"
         )
 
 
@@ -371,8 +385,8 @@ def test_cli_safe_flag(runs, secret, tmp_path):
     # Without --safe the user's own command line has DuckDB's full access.
     r = runner.invoke(cli, ["query", str(a), sql, "--format", "csv"])
     assert r.exit_code == 0 and r.output == "name,pin\nalice,1234\n", r.output
-    r = runner.invoke(cli, ["query", str(a), "SELECT crop, sum(area_ha) AS ha FROM fields GROUP BY ALL ORDER BY ALL",
-                            "--safe", "--format", "csv"])
+    r = runner.invoke(cli, ["query", str(a), 'SELECT "crop:name" AS crop, sum(area_ha) AS ha FROM fields GROUP BY ALL '
+                                             "ORDER BY ALL", "--safe", "--format", "csv"])
     assert r.exit_code == 0 and r.output == "crop,ha\nrice,40.0\nwheat,60.0\n", r.output
 
 

@@ -244,7 +244,7 @@ def test_report_html_is_self_contained_and_complete(run):  # type: ignore[no-unt
     by_id = fields.set_index("field_id")
     for crop, i in page.fields:
         fid, rec_crop, area, conf, district = page.records[int(i)]
-        assert rec_crop == crop == by_id.loc[fid, "crop"]
+        assert rec_crop == crop == by_id.loc[fid, "crop:name"]
         assert area == pytest.approx(by_id.loc[fid, "area_ha"], abs=0.006)
         assert conf == pytest.approx(by_id.loc[fid, "confidence"], abs=0.0006)
         assert district == by_id.loc[fid, "district"]
@@ -340,12 +340,12 @@ def test_report_in_headless_chromium_shows_crop_polygons_and_every_district(run,
     import geopandas as gpd
 
     fields = gpd.read_parquet(rd / "fields.parquet")
-    visible = fields.groupby("crop").area_ha.max()
+    visible = fields.groupby("crop:name").area_ha.max()
     visible = visible[visible >= 0.3].index.tolist()  # at least ~250 screen pixels at this zoom
     assert len(visible) >= 2
     for crop in visible:
         assert _count(map_area, RGB[crop]) > 30, f"no {crop} polygon ({RGB[crop]}) on the rendered map"
-    absent = [c for c in CLASSES.classes if c.crop and c.name not in set(fields.crop)]
+    absent = [c for c in CLASSES.classes if c.crop and c.name not in set(fields["crop:name"])]
     for c in absent:  # a colour of no field is not on the map
         assert _count(map_area, c.rgb) == 0, c.name
     dom = _chromium(chromium, "--dump-dom", url)

@@ -75,6 +75,8 @@ def _read(path):  # type: ignore[no-untyped-def]
         ({"cluster": {"resources": {"GPU": "one"}}}, r"key 'cluster\.resources\.GPU': expected a positive number"),
         ({"overlap": 40}, r"key 'overlap': 40 leaves no core in a 64 px tile"),
         ({"cluster": {"performance_report": "yes"}}, r"key 'cluster\.performance_report': expected bool, found str"),
+        ({"outputs": {"observed": "autumn", "district_areas": False}},
+         r"key 'outputs\.observed': 'autumn'; expected the date \(or time\) of the last image, e\.g\. 2024-10-31"),
     ],
 )
 def test_bad_workflows_name_the_file_and_key(project, override, message):  # type: ignore[no-untyped-def]
@@ -268,15 +270,17 @@ def test_kill_then_resume_gives_byte_identical_outputs(project, tmp_path_factory
     assert 0 < reused <= (len(records) - 1) * 4
     for name in ("mask.tif", "confidence.tif", "district_areas.csv", "district_areas.parquet"):
         assert (run_dir / name).read_bytes() == (ref_dir / name).read_bytes(), name
-    # Field files carry their run's id; apart from it they are identical, geometry for geometry.
+    # Field files carry their run's id (also as fiboa's collection); apart from it they are identical, geometry for
+    # geometry.
     import geopandas as gpd
 
     for name in ("fields.parquet", "fields.gpkg", "fields.fgb"):
         read = gpd.read_parquet if name.endswith(".parquet") else gpd.read_file
         got, want = (read(d / name) for d in (run_dir, ref_dir))
-        assert set(got.run_id) == {run_dir.name} and set(want.run_id) == {ref_dir.name}
+        assert set(got.run_id) == set(got.collection) == {run_dir.name}
+        assert set(want.run_id) == set(want.collection) == {ref_dir.name}
         assert len(got) > 10
-        got, want = got.drop(columns="run_id"), want.drop(columns="run_id")
+        got, want = got.drop(columns=["run_id", "collection"]), want.drop(columns=["run_id", "collection"])
         assert got.drop(columns="geometry").equals(want.drop(columns="geometry")), name
         assert (got.geometry.to_wkb() == want.geometry.to_wkb()).all(), name
     m = json.loads((run_dir / "manifest.json").read_text())
@@ -356,7 +360,8 @@ def test_overlapping_scenes_count_each_location_once(project):  # type: ignore[n
     write_districts(project / "districts.gpkg", 561250, (559000, 3415000, 563500, 3421000))
     write_workflow(project / "two.yaml", name="two", scenes=["scene.tif", "b.tif"],
                    districts={"path": "districts.gpkg", "name_field": "district"},
-                   outputs={"fields": ["parquet"], "district_areas": True, "min_area_ha": 0})
+                   outputs={"fields": ["parquet"], "district_areas": True, "min_area_ha": 0,
+                            "observed": "2024-10-31"})
     res = run_workflow(load_workflow(project / "two.yaml"))
     mosaic, crs, tf = _read(res.run_dir / "mask.tif")
     a = _read(res.run_dir / "scenes" / "scene" / "mask.tif")[0][0]
@@ -380,9 +385,13 @@ def test_overlapping_scenes_count_each_location_once(project):  # type: ignore[n
             assert got.loc[cid, "area_ha"] == pytest.approx((part == cid).sum() * 0.01, abs=1e-6), (name, cid)
         assert got["observed_ha"].iloc[0] == pytest.approx((part != 255).sum() * 0.01, abs=1e-6)
     # Field polygons: their areas sum to the mosaic's crop pixels (no sieving; background excluded).
-    fields = pd.read_parquet(res.run_dir / "fields.parquet", columns=["class_id", "area_ha", "district"])
+    fields = pd.read_parquet(res.run_dir / "fields.parquet", columns=["class_id", "area_ha", "district", "collection",
+                                                                      "run_id", "determination:datetime"])
     assert fields.area_ha.sum() == pytest.approx(((union != 255) & (union != 0)).sum() * 0.01, rel=1e-9)
     assert set(fields.district) <= {"West", "East"}
+    # fiboa: the run is the collection; the workflow's outputs.observed is when the fields were observed
+    assert (fields.collection == res.run_dir.name).all() and (fields.run_id == res.run_dir.name).all()
+    assert (fields["determination:datetime"] == pd.Timestamp("2024-10-31T00:00:00Z")).all()
 
 
 def test_scenes_in_two_utm_zones_mosaic_onto_one_grid(project):  # type: ignore[no-untyped-def]
