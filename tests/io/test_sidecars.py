@@ -171,3 +171,12 @@ def test_gdalinfo_lists_the_categories_and_the_rat(tmp_path):  # type: ignore[no
     rat = info["rat"]
     assert [f["name"] for f in rat["fieldDefn"]][:2] == ["value", "class"]
     assert [r["f"][1] for r in rat["row"]] == default_classes().names
+
+
+def test_a_sidecar_that_cannot_be_written_publishes_nothing(tmp_path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "r.tif"
+    with pytest.raises(RasterWriteError, match=r"r\.tif: finishing the output failed .*check free disk space"):
+        with RasterWriter(path, shape=(8, 8), transform=TF, crs="EPSG:32643",
+                          sidecars={tmp_path / "ok.txt": "a", tmp_path / "no" / "dir.txt": "b"}) as wr:
+            wr.write(np.ones((8, 8), "uint8"), GridWindow(0, 0, 8, 8))
+    assert list(tmp_path.iterdir()) == []  # neither the raster nor the sidecar written first, nor temporary files
