@@ -5,8 +5,9 @@ This module is the one place that spells the layout of a runs folder; everyone e
     <runs_dir>/catalog.sqlite                the run catalog (:class:`Catalog`)
     <runs_dir>/<name>/.lock                  one workflow's run lock (:class:`RunLock`)
     <runs_dir>/<name>/latest                 a link to its newest finished run
-    <runs_dir>/<name>/<run-id>/              one run (:class:`RunPaths`): manifest.json, mask.tif,
-                                             confidence.tif, fields.<fmt>, district_areas.<ext>,
+    <runs_dir>/<name>/<run-id>/              one run (:class:`RunPaths`): manifest.json, mask.tif
+                                             (+ mask.tif.aux.xml, mask.qml), confidence.tif,
+                                             stac_item.json, fields.<fmt>, district_areas.<ext>,
                                              run.log, dask-report.html, report.html, ...
 
 A run folder is relocatable: the manifest stores the run's outputs relative to the folder
@@ -106,7 +107,7 @@ class RunPaths:
     """The files of one run folder (``<runs_dir>/<name>/<run-id>/``), by what they hold.
 
     The output keys a manifest lists them under are the names of these properties
-    (``mask``, ``confidence``, ``run_log``, ``dask_report``, ``report_html``,
+    (``mask``, ``confidence``, ``stac_item``, ``run_log``, ``dask_report``, ``report_html``,
     ``district_chart``), and :func:`fields_key`, :func:`district_areas_key` and
     :func:`quicklook_key` for the others.
 
@@ -133,6 +134,11 @@ class RunPaths:
     def confidence(self) -> Path:
         """The confidence of the whole region (a COG)."""
         return self.root / "confidence.tif"
+
+    @property
+    def stac_item(self) -> Path:
+        """The STAC item of the run's rasters (:func:`geoseg.io.stac.stac_item`)."""
+        return self.root / "stac_item.json"
 
     @property
     def run_log(self) -> Path:

@@ -51,6 +51,7 @@ from geoseg.errors import (
     RasterWriteError,
     WriteError,
 )
+from geoseg.io.sidecars import mask_sidecars
 from geoseg.types import Shape2d
 
 __all__ = [
@@ -852,6 +853,13 @@ class RasterWriter:
         reads back itself (the tile store), since some GIS tools lack ZSTD.
     scale : float, optional
         GDAL scale of every band (offset 0): stored value x scale = physical value.
+    sidecars : mapping, optional
+        Files published with the raster, ``{path: text}`` (a mask's ``.aux.xml`` and ``.qml``,
+        see :func:`geoseg.io.sidecars.mask_sidecars`). They are written under temporary names
+        once the raster is complete and renamed into place just before it, so a reader who sees
+        the new raster sees its sidecars. A ``<path>.aux.xml`` that is not among them is removed
+        before the raster is replaced (it described the old file, as GDAL's own drivers do on
+        create).
     """
 
     def __init__(
@@ -874,6 +882,7 @@ class RasterWriter:
         fast: bool = False,
         level: int = 6,
         scale: float | None = None,
+        sidecars: Mapping[str | os.PathLike[str], str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.shape = (int(shape[0]), int(shape[1]))
@@ -891,6 +900,7 @@ class RasterWriter:
         self.fast = fast
         self.level = level
         self.scale = scale
+        self.sidecars = {Path(k): v for k, v in (sidecars or {}).items()}
         self.predictor = predictor if predictor is not None else (1 if self.dtype == "uint8" else 2)
         self._tmp: Path | None = None
         self._ds: Any = None
@@ -997,6 +1007,7 @@ class RasterWriter:
             return
         assert self._tmp is not None
         final_tmp = self._tmp
+        side_tmps: list[tuple[Path, Path]] = []  # (temporary name, target) of each sidecar
         try:
             with gdal_errors_muted():  # GDAL prints some flush failures besides raising the last one
                 self._ds.close()
@@ -1019,13 +1030,21 @@ class RasterWriter:
                 self._tmp.unlink(missing_ok=True)
             # GDAL logs some failures (a full disk during the COG copy) without raising: read it all back
             check_written_raster(final_tmp, shape=self.shape, count=self.count, dtype=self.dtype, target=self.path)
+            for target, text in self.sidecars.items():  # every sidecar written before any file is replaced
+                side_tmps.append((atomic_path(target), target))
+                side_tmps[-1][0].write_text(text, encoding="utf-8", newline="\n")
+            for tmp, target in side_tmps:
+                os.replace(tmp, target)
+            stale_pam = Path(str(self.path) + ".aux.xml")
+            if stale_pam not in self.sidecars:
+                stale_pam.unlink(missing_ok=True)
             os.replace(final_tmp, self.path)
             self.published = True
         except RasterWriteError:
-            self._abort(final_tmp)
+            self._abort(final_tmp, *(t for t, _ in side_tmps))
             raise
         except Exception as e:  # noqa: BLE001 - rasterio's, GDAL's CPLE and OS errors alike
-            self._abort(final_tmp)
+            self._abort(final_tmp, *(t for t, _ in side_tmps))
             raise RasterWriteError(
                 f"{self.path}: finishing the output failed ({gdal_reason(e)}){free_space_note(self.path)}; "
                 f"check free disk space, then run again"
@@ -1044,7 +1063,9 @@ def mask_writer(
     """A :class:`RasterWriter` for a class mask: uint8, nodata 255, class colours, COG.
 
     The class table is stored in the metadata tag ``GEOSEG_CLASSES`` (JSON) so that any
-    mask geoseg writes carries its class names and colours.
+    mask geoseg writes carries its class names and colours; GIS tools get them from the
+    sidecars published with it (:func:`geoseg.io.sidecars.mask_sidecars`): GDAL category
+    names and a raster attribute table in ``<mask>.aux.xml``, a QGIS style in ``<mask stem>.qml``.
     """
     all_tags = {"GEOSEG_CLASSES": json.dumps(classes.to_dict()["classes"])}
     all_tags.update(tags or {})
@@ -1061,6 +1082,7 @@ def mask_writer(
         band_descriptions=["class"],
         cog=True,
         overview_resampling="mode",
+        sidecars=mask_sidecars(path, classes),
     )
 
 

@@ -31,6 +31,8 @@ from geoseg.errors import DistrictWarning
 from geoseg.io.districts import Districts, read_districts
 from geoseg.io.mosaic import mosaic_masks
 from geoseg.io.raster import RasterInfo, decode_block_shape, raster_info, write_text_atomic
+from geoseg.io.sidecars import sidecar_paths
+from geoseg.io.stac import StacAsset, stac_item, write_stac_item
 from geoseg.io.stack import stack_rasters
 from geoseg.io.vector import write_table, write_vector
 from geoseg.ml.model import ModelCard
@@ -236,7 +238,18 @@ def assemble(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPaths, scen
     outputs = {"mask": str(paths.mask)}
     if cfg.outputs.confidence:
         outputs["confidence"] = str(paths.confidence)
+    outputs["stac_item"] = str(_write_stac_item(cfg, card, run_id, paths))
     return outputs
+
+
+def _write_stac_item(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPaths) -> Path:
+    """The STAC item of the run's mask (with its classes) and confidence (:mod:`geoseg.io.stac`)."""
+    assets = {"mask": StacAsset(paths.mask, "Crop class mask", ("data",), card.classes)}
+    if cfg.outputs.confidence:
+        assets["confidence"] = StacAsset(paths.confidence, "Confidence (max softmax probability)", ("data",))
+    item = stac_item(paths.stac_item, run_id, assets,
+                     properties={"geoseg:workflow": cfg.name, "geoseg:model_sha256": card.weights_sha256})
+    return write_stac_item(paths.stac_item, item)
 
 
 def _assemble_scenes(card: ModelCard, run_id: str, store: Path, scenes: list[Scene],
@@ -259,7 +272,7 @@ def _assemble_scenes(card: ModelCard, run_id: str, store: Path, scenes: list[Sce
 
         wait(futures)
         for m, c in pairs:
-            for out_path in (m, c):
+            for out_path in (m, c, *sidecar_paths(m)):
                 if out_path is not None:
                     Path(out_path).unlink(missing_ok=True)
         raise

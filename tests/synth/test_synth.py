@@ -20,7 +20,8 @@ from geoseg.errors import ConfigError
 from geoseg.io.raster import read_mask_classes, valid_mask
 from geoseg.synth import BANDS, DEFAULT_CENTRE, OUTSIDE, SynthRegion, season_dates, synthesize
 
-FILES = ("scene.tif", "labels.tif", "truth.csv", "fields.gpkg", "districts.gpkg", "classes.yaml")
+FILES = ("scene.tif", "labels.tif", "labels.tif.aux.xml", "labels.qml", "truth.csv", "fields.gpkg", "districts.gpkg",
+         "classes.yaml")
 
 
 def _read(path: Path) -> tuple[np.ndarray, dict]:

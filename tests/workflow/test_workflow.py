@@ -23,6 +23,7 @@ from geoseg.core.grid import tile_grid
 from geoseg.errors import ConfigError, DistrictError, RasterReadError, RunLockedError, portable_errors
 from geoseg.io.raster import MIN_CACHE_BYTES, raster_info
 from geoseg.ml import infer
+from geoseg.ml.model import read_card
 from geoseg.ops.predict import predict_scene
 from geoseg.rundir import Catalog, RunLock
 from geoseg.workflow import tasks
@@ -33,6 +34,8 @@ from geoseg.workflow.stages import task_tiles
 from geoseg.workflow.store import SceneStore
 from geoseg.workflow.tasks import MAX_READERS, readers_for, usable_cores
 
+from ..gdal_capi import gdal_categories, gdal_rat
+from ..stac_schema import stac_errors
 from ..workflow_helpers import run_geoseg, write_districts, write_model, write_scene, write_workflow
 
 TF = Affine(10, 0, 560000, 0, -10, 3420000)
@@ -148,6 +151,27 @@ def test_local_cluster_run_matches_single_process_prediction(project):  # type: 
     assert m["model"]["weights_sha256"] and m["inputs"][0]["bytes"] == (project / "scene.tif").stat().st_size
     row = Catalog(cfg.runs_dir / "catalog.sqlite").get(res.run_id)
     assert (row["status"], row["tiles_done"], row["tiles_total"], row["scenes"]) == ("done", 80, 80, 1)
+    _check_class_names_and_stac(res, card_classes=read_card(project / "model").classes)
+
+
+def _check_class_names_and_stac(res, card_classes):  # type: ignore[no-untyped-def]
+    """The run's mask carries its class names for GDAL (read through its C API) and QGIS, and the run's
+    STAC item, listed in the manifest, is valid against the official schemas and describes both rasters."""
+    mask = res.run_dir / "mask.tif"
+    assert gdal_categories(mask) == card_classes.names
+    rat = gdal_rat(mask)
+    assert rat is not None and [r[:2] for r in rat.rows] == [[str(c.id), c.name] for c in card_classes]
+    assert (res.run_dir / "mask.qml").is_file()
+    m = json.loads((res.run_dir / "manifest.json").read_text())
+    assert m["outputs"]["stac_item"] == "stac_item.json" and res.outputs["stac_item"] == str(res.run_dir / "stac_item.json")
+    item = json.loads((res.run_dir / "stac_item.json").read_text())
+    assert stac_errors(item) == []
+    assert item["id"] == res.run_id and set(item["assets"]) == {"mask", "confidence"}
+    assert [c["name"] for c in item["assets"]["mask"]["classification:classes"]] == card_classes.names
+    with rasterio.open(mask) as src:
+        assert item["assets"]["mask"]["proj:shape"] == [src.height, src.width]
+        assert item["assets"]["mask"]["proj:transform"] == list(src.transform)[:6]
+        assert item["assets"]["mask"]["proj:epsg"] == src.crs.to_epsg()
 
 
 def test_a_run_serves_the_dashboard_and_writes_a_dask_performance_report(project):  # type: ignore[no-untyped-def]
@@ -392,6 +416,9 @@ def test_overlapping_scenes_count_each_location_once(project):  # type: ignore[n
     # fiboa: the run is the collection; the workflow's outputs.observed is when the fields were observed
     assert (fields.collection == res.run_dir.name).all() and (fields.run_id == res.run_dir.name).all()
     assert (fields["determination:datetime"] == pd.Timestamp("2024-10-31T00:00:00Z")).all()
+    _check_class_names_and_stac(res, card_classes=read_card(project / "model").classes)
+    for scene in ("scene", "b"):  # each scene's mask is a mask COG too
+        assert gdal_categories(res.run_dir / "scenes" / scene / "mask.tif") == read_card(project / "model").classes.names
 
 
 def test_scenes_in_two_utm_zones_mosaic_onto_one_grid(project):  # type: ignore[no-untyped-def]
