@@ -212,7 +212,7 @@ class PixelAreas:
         """The ground areas of a block's pixels as ``A @ B.T``: ``A`` (height, k), ``B`` (width, k).
 
         The block's lattice is factored by a singular value decomposition, keeping the
-        factors down to 1e-12 of the largest (``k`` is 1 or 2 for real projections), and
+        factors down to 1e-9 of the largest (``k`` is 1 to 3 for real projections), and
         each factor is interpolated linearly between the nodes: the product is the bilinear
         interpolation of the nodes' areas.
 
@@ -234,7 +234,7 @@ class PixelAreas:
         if sub.shape[1] == 1:  # one column of nodes (a geographic grid's rows): no factoring to do
             return np.interp(r, self.rows[i0:i1], sub[:, 0])[:, None], np.ones((w, 1))
         u, s, vt = np.linalg.svd(sub, full_matrices=False)
-        k = max(1, int(np.count_nonzero(s > s[0] * 1e-12)))
+        k = max(1, int(np.count_nonzero(s > s[0] * 1e-9)))
         a = np.column_stack([np.interp(r, self.rows[i0:i1], u[:, q] * s[q]) for q in range(k)])
         b = np.column_stack([np.interp(c, self.cols[j0:j1], vt[q]) for q in range(k)])
         return a, b
@@ -314,8 +314,8 @@ def pixel_areas(transform: Affine, crs: Any, shape: tuple[int, int], *,
     X, Y = X - X.mean(axis=0), Y - Y.mean(axis=0)  # each cell about its centre: no cancellation
     values = np.abs(0.5 * sum(X[i] * Y[(i + 1) % 4] - X[(i + 1) % 4] * Y[i] for i in range(4)))
     spread = float(np.ptp(values) / values.mean())
-    if spread < 1e-9:  # every pixel alike: an equal-area CRS (the planar area then, exactly)
-        c = planar if abs(values.mean() / planar - 1) < 1e-9 else float(values.mean())
+    if spread < 1e-8:  # every pixel alike: an equal-area CRS (the planar area then, exactly)
+        c = planar if abs(values.mean() / planar - 1) < 1e-8 else float(values.mean())
         return PixelAreas(np.array([h / 2.0]), np.array([w / 2.0]), np.array([[c]]), c)
     return PixelAreas(rows, cols, values)
 

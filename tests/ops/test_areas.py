@@ -221,6 +221,41 @@ def test_geographic_raster_counts_true_pixel_areas(tmp_path):
     assert df.area_ha.sum() * 1e4 == pytest.approx(abs(area), rel=1e-6)
 
 
+@pytest.mark.parametrize("method", ["exact", "centre"])
+def test_both_routes_give_the_geodesic_district_area_at_a_zone_edge(tmp_path, method):
+    """A district 10 km across, 330 km west of UTM 43N's central meridian (the grid's areal scale
+    1.0018 there), all one crop: both routes give its ground area (pyproj.Geod), not its grid area."""
+    t = Affine(20, 0, 168_000, 0, -20, 1_012_000)
+    path = write_mask(tmp_path / "edge.tif", np.ones((600, 600), np.uint8), transform=t)
+    x0, y0 = 170_000.0, 1_000_000.0
+    d = gpd.GeoDataFrame({"n": ["D"]}, crs=UTM, geometry=[shapely.Polygon(
+        [(x0, y0), (x0 + 9_000, y0 + 700), (x0 + 8_300, y0 + 9_900), (x0 + 4_000, y0 + 6_000), (x0 - 600, y0 + 8_800)])])
+    truth = geod_area_perimeter(d.geometry.values, UTM)[0][0] / 1e4
+    raster = district_areas_raster(path, d, "n", method=method, block=256)
+    fields = gpd.GeoDataFrame({"class_id": [1]}, crs=UTM, geometry=[shapely.box(168_000, 1_000_000 - 2_000,
+                                                                                  180_000, 1_012_000)])
+    poly = district_areas_fields(fields, d, "n")
+    assert poly.area_ha.sum() == pytest.approx(truth, rel=1e-7)
+    assert poly.district_ha.iloc[0] == raster.district_ha.iloc[0] == pytest.approx(truth, rel=1e-7)
+    # centre: the pixels whose centres are inside, a few boundary pixels' worth off
+    assert raster.area_ha.sum() == pytest.approx(truth, rel=1e-7 if method == "exact" else 1e-3)
+    assert d.geometry.area.iloc[0] / 1e4 / truth - 1 == pytest.approx(1.8e-3, abs=1e-4)  # the grid's area
+
+
+def test_geographic_fields_and_districts_of_different_extents_overlay_in_one_projection():
+    """Fields and districts go into one equal-area projection centred on the fields (each used to
+    get its own central meridian, which moved a district 5 degrees wide off its fields)."""
+    fields = gpd.GeoDataFrame({"class_id": [1, 2]}, crs="EPSG:4326", geometry=[
+        shapely.box(75.00, 30.00, 75.02, 30.01), shapely.box(75.02, 30.00, 75.03, 30.02)])
+    d = gpd.GeoDataFrame({"n": ["Wide", "West"]}, crs="EPSG:4326", geometry=[
+        shapely.box(75.015, 25.0, 85.0, 35.0), shapely.box(70.0, 25.0, 75.015, 35.0)])
+    df = district_areas_fields(fields, d, "n").set_index(["district", "class_id"]).area_ha
+    ha = lambda *b: geod_area_perimeter(shapely.box(*b), "EPSG:4326")[0][0] / 1e4  # noqa: E731
+    assert df["West", 1] == pytest.approx(ha(75.00, 30.00, 75.015, 30.01), rel=1e-6)
+    assert df["Wide", 1] == pytest.approx(ha(75.015, 30.00, 75.02, 30.01), rel=1e-6)
+    assert df["Wide", 2] == pytest.approx(ha(75.02, 30.00, 75.03, 30.02), rel=1e-6)
+
+
 def test_blocks_on_threads_give_the_one_thread_table_and_raise_a_bad_block(tmp_path):
     """Blocks counted on several threads (the Runner) give the one-thread table; a bad value in one
     block of many is raised as the block's own error, not lost in a thread."""
