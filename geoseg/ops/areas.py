@@ -1,13 +1,16 @@
 """Crop areas per district, from a class raster or from field polygons.
 
-Ground areas come from :mod:`geoseg.core.geodesy` (never square degrees), the exact
-coverage of pixels cut by a boundary from :mod:`geoseg.core.overlay`.
+Every area is a ground area on the CRS's ellipsoid, whatever the CRS (never a projected
+grid's planar area, nor square degrees): pixels' and polygons' from :mod:`geoseg.core.geodesy`,
+the exact coverage of pixels cut by a boundary from :mod:`geoseg.core.overlay`.
 
 Raster path (:func:`district_areas_raster`)
 -------------------------------------------
 The mask is read block by block on a :class:`~geoseg.parallel.Runner`'s threads (memory
 bounded by one block per thread) and every pixel is decoded once. Per block, districts are burnt at pixel centres (GDAL), pixels are counted
-per (district, class) with one ``bincount``, and pixels cut by a district boundary are then
+per (district, class) with one ``bincount``, each pixel weighted by its own ground area
+(:meth:`~geoseg.core.geodesy.PixelAreas.block`; one factor for the whole block in an
+equal-area CRS), and pixels cut by a district boundary are then
 corrected to their **exact fractional coverage**: each boundary's edges are split at the
 grid lines and their signed trapezoids summed per cell (the scan-converter of font
 renderers), so a pixel half in Ludhiana and half in Sangrur counts half to each, and totals
@@ -17,8 +20,10 @@ containing its centre), which is how :func:`geoseg.synth.synthesize` counts its 
 
 Polygon path (:func:`district_areas_fields`)
 --------------------------------------------
-Fields x districts through an STRtree; fields inside one district keep their own area, the
-others are intersected. A fields file says nothing about what was observed, so
+Fields and districts are taken into one equal-area projection on the CRS's datum, centred on
+the fields (:func:`~geoseg.core.geodesy.to_equal_area`), then crossed through an STRtree;
+fields inside one district keep their own area, the others are intersected. A fields file
+says nothing about what was observed, so
 ``share``, ``observed_ha`` and ``unobserved_ha`` are NaN there.
 
 Output table: one row per (district, class) with ``district``, ``class_id``, ``crop``,

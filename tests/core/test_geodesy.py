@@ -26,7 +26,8 @@ ZONE_EDGE = (170_000.0, 1_000_000.0)  # 72.0 E, 9 N: the grid's areal scale is 1
 
 def field(x: float, y: float, size: float = 3000.0) -> shapely.Polygon:
     """A four-sided field of about ``size`` metres, slanted, with a hole."""
-    outer = shapely.Polygon([(x, y), (x + size, y + 0.1 * size), (x + 0.9 * size, y + size), (x - 0.1 * size, y + 0.8 * size)])
+    outer = shapely.Polygon([(x, y), (x + size, y + 0.1 * size), (x + 0.9 * size, y + size),
+                             (x - 0.1 * size, y + 0.8 * size)])
     return outer.difference(shapely.box(x + 0.3 * size, y + 0.3 * size, x + 0.5 * size, y + 0.5 * size))
 
 
@@ -175,7 +176,8 @@ def test_pixel_areas_add_up_whatever_the_blocks(r0, c0, h, w, cut):  # type: ign
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 10_000), st.integers(0, 500), st.integers(0, 500))
-def test_traced_fields_sum_their_pixels_as_the_polygon_route_measures_them(seed, r0, c0):  # type: ignore[no-untyped-def]
+def test_traced_fields_sum_their_pixels_as_the_polygon_route_measures_them(  # type: ignore[no-untyped-def]
+        seed, r0, c0):
     """The raster route (pixels' areas summed along each traced outline) and the polygon route
     (the outline measured in the equal-area projection) agree, holes and all.
 

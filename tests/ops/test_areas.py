@@ -229,7 +229,8 @@ def test_both_routes_give_the_geodesic_district_area_at_a_zone_edge(tmp_path, me
     path = write_mask(tmp_path / "edge.tif", np.ones((600, 600), np.uint8), transform=t)
     x0, y0 = 170_000.0, 1_000_000.0
     d = gpd.GeoDataFrame({"n": ["D"]}, crs=UTM, geometry=[shapely.Polygon(
-        [(x0, y0), (x0 + 9_000, y0 + 700), (x0 + 8_300, y0 + 9_900), (x0 + 4_000, y0 + 6_000), (x0 - 600, y0 + 8_800)])])
+        [(x0, y0), (x0 + 9_000, y0 + 700), (x0 + 8_300, y0 + 9_900), (x0 + 4_000, y0 + 6_000),
+         (x0 - 600, y0 + 8_800)])])
     truth = geod_area_perimeter(d.geometry.values, UTM)[0][0] / 1e4
     raster = district_areas_raster(path, d, "n", method=method, block=256)
     fields = gpd.GeoDataFrame({"class_id": [1]}, crs=UTM, geometry=[shapely.box(168_000, 1_000_000 - 2_000,
