@@ -20,9 +20,9 @@ containing its centre), which is how :func:`geoseg.synth.synthesize` counts its 
 
 Polygon path (:func:`district_areas_fields`)
 --------------------------------------------
-Fields and districts are taken into one equal-area projection on the CRS's datum, centred on
-the fields (:func:`~geoseg.core.geodesy.to_equal_area`), then crossed through an STRtree;
-fields inside one district keep their own area, the others are intersected. A fields file
+Fields x districts through an STRtree, in the CRS (where their edges are straight); fields
+inside one district keep their own area, the others are intersected, and each piece is
+measured on the ground (:func:`~geoseg.core.geodesy.areas_m2`). A fields file
 says nothing about what was observed, so
 ``share``, ``observed_ha`` and ``unobserved_ha`` are NaN there.
 
@@ -49,7 +49,7 @@ from affine import Affine
 from rasterio.features import rasterize
 
 from geoseg.classes import ClassTable, CropClass, crop_names, load_classes, unknown_classes
-from geoseg.core.geodesy import PixelAreas, areas_m2, pixel_areas, to_equal_area
+from geoseg.core.geodesy import PixelAreas, areas_m2, pixel_areas
 from geoseg.core.grid import Window
 from geoseg.core.overlay import boundary_coverage, overlap_areas
 from geoseg.core.tally import centre_counts
@@ -476,10 +476,10 @@ def district_areas_fields(
     dg = np.asarray(d.gdf.geometry.values, dtype=object)
     ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
     geoms, cid = geoms[ok], np.asarray(cid)[ok].astype(np.int64)
-    # each field's overlap with each district, measured in metres
+    # each field's overlap with each district (cut in the CRS, where their edges are straight),
+    # measured on the ground
     crs = f.crs
-    geoms_m, dg_m = _on_the_ground(geoms, dg, crs)
-    fi, di, area = overlap_areas(geoms_m, dg_m)
+    fi, di, area = overlap_areas(geoms, dg, lambda g: areas_m2(g, crs))
     sel = area > 0
     # the districts no field reaches are left out of the table
     keep, problems = _reached(di[sel], d, f, fsrc)
@@ -534,19 +534,6 @@ def _field_classes(f: "gpd.GeoDataFrame", table: ClassTable | None, class_field:
         f"{fsrc}: has no {class_field!r} column (nor 'crop' with a class file); the columns are "
         f"{[c for c in f.columns if c != f.geometry.name]}"
     )
-
-
-def _on_the_ground(geoms: np.ndarray, dg: np.ndarray, crs: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Fields and districts in one equal-area projection on the CRS's datum, centred on the
-    fields (:func:`~geoseg.core.geodesy.to_equal_area`): their planar areas there, in m2,
-    are ground areas. Districts away from every field's bounding box come back None."""
-    if len(geoms) == 0:
-        return geoms, np.full(len(dg), None, dtype=object)
-    bounds = shapely.total_bounds(geoms)
-    near = shapely.intersects(dg, shapely.box(*bounds))  # the others overlap no field: left out (None)
-    dg_m = np.full(len(dg), None, dtype=object)
-    dg_m[near] = to_equal_area(dg[near], crs, bounds=bounds)
-    return to_equal_area(geoms, crs, bounds=bounds), dg_m
 
 
 def _reached(hit: np.ndarray, d: Districts, f: "gpd.GeoDataFrame", fsrc: str) -> tuple[np.ndarray, list[Any]]:

@@ -243,9 +243,10 @@ def test_both_routes_give_the_geodesic_district_area_at_a_zone_edge(tmp_path, me
     assert d.geometry.area.iloc[0] / 1e4 / truth - 1 == pytest.approx(1.8e-3, abs=1e-4)  # the grid's area
 
 
-def test_geographic_fields_and_districts_of_different_extents_overlay_in_one_projection():
-    """Fields and districts go into one equal-area projection centred on the fields (each used to
-    get its own central meridian, which moved a district 5 degrees wide off its fields)."""
+def test_geographic_fields_and_districts_of_different_extents_overlay_where_they_lie():
+    """Fields are cut by districts in their own CRS, then measured (they used to be taken into
+    two equal-area projections, each centred on its own extent, which moved a district 5 degrees
+    wide off its fields)."""
     fields = gpd.GeoDataFrame({"class_id": [1, 2]}, crs="EPSG:4326", geometry=[
         shapely.box(75.00, 30.00, 75.02, 30.01), shapely.box(75.02, 30.00, 75.03, 30.02)])
     d = gpd.GeoDataFrame({"n": ["Wide", "West"]}, crs="EPSG:4326", geometry=[
