@@ -18,8 +18,9 @@ meridian, up to about +0.2 % at a zone's edge near the equator).
   CRS's own datum centred on the data: Lambert azimuthal equal-area for a projected CRS, the
   cylindrical equal-area projection for a geographic one (meridians and parallels stay
   straight there, so pixel-shaped polygons keep their exact area).
-* **Perimeters** (:func:`perimeters_m`): geodesic (:class:`pyproj.Geod`) between consecutive
-  vertices, taken to longitude and latitude on the CRS's datum.
+* **Perimeters** (:func:`perimeters_m`): geodesic (:class:`pyproj.Geod`): between consecutive
+  vertices in a geographic CRS; in a projected one each edge (in pieces of at most 1 km) is
+  measured with the CRS's metric on the ellipsoid, itself measured by geodesics on a lattice.
 
 A CRS with no datum (a local engineering CRS) is a plane: its areas stay planar, in metres.
 """
@@ -430,8 +431,18 @@ def _densify(xy: np.ndarray, ridx: np.ndarray, step: float) -> tuple[np.ndarray,
 def perimeters_m(geoms: np.ndarray, crs: Any) -> np.ndarray:
     """Ground lengths (m) of polygon outlines (exterior plus holes): geodesic, in any CRS.
 
-    Each edge's length is the geodesic distance between its ends on the CRS's ellipsoid
-    (planar, in metres, for a CRS with no datum).
+    Geographic CRS: the geodesic distance between consecutive vertices on the CRS's
+    ellipsoid. Projected CRS: each edge (split into pieces of at most 1 km) is measured with
+    the CRS's metric on the ellipsoid at its middle (:func:`_metric`), which gives the
+    geodesic length of short pieces to about 1e-9 without taking every vertex to longitude
+    and latitude. Planar (in metres) for a CRS with no datum.
+
+    Examples
+    --------
+    >>> from rasterio.crs import CRS
+    >>> g = np.array([shapely.box(600_000, 3_370_000, 601_000, 3_371_000)])  # 4 km of UTM 43N's grid
+    >>> round(float(perimeters_m(g, CRS.from_epsg(32643))[0]), 2)
+    4001.1
     """
     geoms = np.asarray(geoms, dtype=object)
     pc = _to_pyproj(crs)
@@ -444,14 +455,53 @@ def perimeters_m(geoms: np.ndarray, crs: Any) -> np.ndarray:
     rings, ring_part = shapely.get_rings(parts, return_index=True)
     gidx = part_of[ring_part]
     xy, ridx = shapely.get_coordinates(rings, return_index=True)
-    same = ridx[1:] == ridx[:-1]
-    if not same.any():
+    if len(xy) < 2:
         return out
     if pc.is_geographic:
         _check_degrees(pc)
-    else:
-        lon, lat = _transformer(pc, pc.geodetic_crs).transform(xy[:, 0], xy[:, 1])
-        xy = np.column_stack([lon, lat])
-    geod = pc.get_geod()
-    _, _, dist = geod.inv(xy[:-1][same, 0], xy[:-1][same, 1], xy[1:][same, 0], xy[1:][same, 1])
+        same = ridx[1:] == ridx[:-1]
+        _, _, dist = pc.get_geod().inv(xy[:-1][same, 0], xy[:-1][same, 1], xy[1:][same, 0], xy[1:][same, 1])
+        return np.bincount(gidx[ridx[:-1][same]], weights=dist, minlength=len(geoms))
+    xy, ridx = _densify(xy, ridx, 1000.0 / unit_factor(pc))
+    same = ridx[1:] == ridx[:-1]
+    d = (xy[1:] - xy[:-1])[same]
+    mid = ((xy[1:] + xy[:-1]) / 2)[same]
+    e, f, g = _metric(pc, mid)
+    dist = np.sqrt(np.maximum(e * d[:, 0] ** 2 + 2 * f * d[:, 0] * d[:, 1] + g * d[:, 1] ** 2, 0.0))
     return np.bincount(gidx[ridx[:-1][same]], weights=dist, minlength=len(geoms))
+
+
+def _metric(pc: Any, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(E, F, G)`` of a projected CRS at the points ``at`` (n, 2): a step ``(dx, dy)`` in CRS
+    units there is ``sqrt(E dx^2 + 2F dx dy + G dy^2)`` metres on the ellipsoid.
+
+    Measured by geodesics of 10 m steps (along x, along y, diagonally) centred on the nodes of
+    a lattice over the points, at most 1 km apart (257 a side), and interpolated bilinearly.
+    """
+    f = unit_factor(pc)
+    lo, hi = at.min(axis=0), at.max(axis=0)
+    n = np.clip(np.ceil((hi - lo) * f / 1000.0).astype(np.int64) + 1, 2, 257)
+    xs, ys = np.linspace(lo[0], hi[0], n[0]), np.linspace(lo[1], hi[1], n[1])
+    nx, ny = (a.ravel() for a in np.meshgrid(xs, ys))
+    h = 5.0 / f  # half a 10 m step, in CRS units
+    steps = ((h, 0.0), (0.0, h), (h, h))
+    px = np.concatenate([np.r_[nx - a, nx + a] for a, _ in steps])
+    py = np.concatenate([np.r_[ny - b, ny + b] for _, b in steps])
+    lon, lat = _transformer(pc, pc.geodetic_crs).transform(px, py)
+    k = len(nx)
+    lon, lat = lon.reshape(3, 2, k), lat.reshape(3, 2, k)
+    _, _, dist = pc.get_geod().inv(lon[:, 0].ravel(), lat[:, 0].ravel(), lon[:, 1].ravel(), lat[:, 1].ravel())
+    lx, ly, ld = (dist.reshape(3, k) / (2 * h))
+    e, g = lx * lx, ly * ly
+    fm = (ld * ld - e - g) / 2
+    # bilinear interpolation on the regular lattice: four gathers of the three values at once
+    tx = np.clip((at[:, 0] - lo[0]) / max(xs[1] - xs[0], 1e-300), 0, n[0] - 1)
+    ty = np.clip((at[:, 1] - lo[1]) / max(ys[1] - ys[0], 1e-300), 0, n[1] - 1)
+    i0, j0 = np.minimum(tx.astype(np.int64), n[0] - 2), np.minimum(ty.astype(np.int64), n[1] - 2)
+    wx, wy = tx - i0, ty - j0
+    v = np.stack([e, fm, g])
+    k00 = j0 * n[0] + i0
+    top = v[:, k00] + wx * (v[:, k00 + 1] - v[:, k00])
+    bottom = v[:, k00 + n[0]] + wx * (v[:, k00 + n[0] + 1] - v[:, k00 + n[0]])
+    out = top + wy * (bottom - top)
+    return out[0], out[1], out[2]
