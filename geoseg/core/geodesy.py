@@ -50,9 +50,10 @@ __all__ = [
 ]
 
 #: Longest polygon edge (metres; 0.001 degree in a geographic CRS) measured as a straight line
-#: in the equal-area projection. A straight edge of a UTM grid 100 km from the central meridian
-#: bends away from that line by L^2 / 8 x 2.5e-9 / m: 3 um over 100 m, moving a field's area by
-#: about 1e-9 (1e-6 ha for a 10 ha field with 500 m edges, were they not densified).
+#: in the equal-area projection. A straight edge of a UTM grid bends away from that line by
+#: L^2 / 8 x (2.5e-9 / m 100 km from the central meridian, 8e-9 / m 330 km from it): at most
+#: 10 um over 100 m, which moves a field of a few pixels by about 1e-7 of its area and a bigger
+#: one by less (a 10 ha field with 500 m edges by 5e-7, were they not densified).
 DENSIFY_M = 100.0
 _DENSIFY_DEG = 0.001
 #: Largest spacing (metres) of the lattice on which pixel areas are measured and between
