@@ -169,8 +169,9 @@ def _area_block(job: _AreaJob, reader: BlockReader) -> tuple[np.ndarray, np.ndar
             f"{job.mask}: class values up to {nb - 2}; expected class ids below {(1 << 24) // (len(cand) + 1)} "
             f"here - renumber the classes 0..K-1"
         )
-    px_area = job.areas.constant  # m2 of every pixel (an equal-area CRS), else each pixel's own
-    px_areas = job.areas.block(r0, c0, bh, bw) if px_area is None else None
+    # each pixel's ground area (m2), or one for them all (an equal-area CRS): job.areas.mean then
+    px_areas = job.areas.block(r0, c0, bh, bw) if job.areas.constant is None else None
+    px_area = job.areas.mean
     whole = shapely.covers(job.geoms[cand], box)
     if whole.any():  # the block lies inside one district: no burning, no boundary
         cand = cand[np.argmax(whole)][None]
@@ -194,7 +195,7 @@ def _area_block(job: _AreaJob, reader: BlockReader) -> tuple[np.ndarray, np.ndar
         rr, cc, pi, frac = boundary_coverage(job.geoms[cand], bt, (bh, bw))
         if len(rr):
             b = bucket[rr, cc].astype(np.int64)
-            cell_area = px_areas[rr, cc] if px_areas is not None else px_area
+            cell_area = px_areas[rr, cc] if px_areas is not None else np.full(len(rr), px_area)
             counts += np.bincount((pi + 1) * nb + b, weights=frac * cell_area, minlength=n)
             cell = np.unique(rr * bw + cc)
             cr, ccol = np.divmod(cell, bw)
