@@ -308,7 +308,9 @@ def test_raster_and_polygon_paths_agree(region):
     m = raster.merge(poly, on=["district", "class_id"], suffixes=("_r", "_p"))
     m = m[m.area_ha_r > 0]
     assert len(m) >= 12 and set(m.crop_r) == set(fields.crop)
-    assert ((m.area_ha_r - m.area_ha_p).abs() / m.area_ha_r).max() < 0.005
+    # the same ground areas: each pixel's (exact coverage) against the traced fields cut by the districts
+    # and measured in the equal-area projection (1e-8 apart here; 3e-7 is the bound for the smallest fields)
+    assert ((m.area_ha_r - m.area_ha_p).abs() / m.area_ha_r).max() < 3e-7
     assert poly.share.isna().all() and poly.unobserved_ha.isna().all()
     # a fields file written to disk with a crop column gives the same
     fields.to_file(Path(region.out_dir) / "fields_test.gpkg")
