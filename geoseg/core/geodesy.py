@@ -290,10 +290,26 @@ def pixel_areas(transform: Affine, crs: Any, shape: tuple[int, int], *,
     projection on the CRS's datum centred on the grid, measured there; nodes at most
     ``spacing_m`` apart. A CRS with no datum: the planar pixel area in metres.
 
+    Parameters
+    ----------
+    transform : Affine
+        The grid's north-up transform.
+    crs : CRS
+        Any CRS pyproj reads (a rasterio or pyproj CRS, WKT, ``"EPSG:32643"``).
+    shape : (height, width)
+        The grid's size in pixels.
+    spacing_m : float
+        Largest distance between the lattice's nodes (metres).
+
+    Returns
+    -------
+    PixelAreas
+        Hand a block's areas out with :meth:`PixelAreas.block` or :meth:`PixelAreas.factors`.
+
     Raises
     ------
     AreaError
-        A rotated grid, or a geographic CRS not in degrees.
+        A rotated grid, a geographic CRS not in degrees, or pixels that do not map to the ground.
 
     Examples
     --------
@@ -378,6 +394,23 @@ def areas_m2(geoms: np.ndarray, crs: Any) -> np.ndarray:
     vertices go through one transform, and each ring's shoelace area (holes subtracted) is
     summed per geometry. Planar (in metres) for a CRS with no datum.
 
+    Parameters
+    ----------
+    geoms : array of (Multi)Polygons
+        In ``crs``; None gives NaN, other geometries 0.
+    crs : CRS
+        Any CRS pyproj reads.
+
+    Returns
+    -------
+    ndarray of float64
+        One ground area (m2) per geometry.
+
+    Raises
+    ------
+    AreaError
+        A geographic CRS not in degrees.
+
     Examples
     --------
     >>> from rasterio.crs import CRS
@@ -437,6 +470,23 @@ def perimeters_m(geoms: np.ndarray, crs: Any) -> np.ndarray:
     the CRS's metric on the ellipsoid at its middle (:func:`_metric`), which gives the
     geodesic length of short pieces to about 1e-9 without taking every vertex to longitude
     and latitude. Planar (in metres) for a CRS with no datum.
+
+    Parameters
+    ----------
+    geoms : array of (Multi)Polygons
+        In ``crs``.
+    crs : CRS
+        Any CRS pyproj reads.
+
+    Returns
+    -------
+    ndarray of float64
+        One length (m) per geometry, 0 for missing or empty ones.
+
+    Raises
+    ------
+    AreaError
+        A geographic CRS not in degrees.
 
     Examples
     --------
