@@ -328,13 +328,13 @@ def test_cli_values_are_refused_not_replaced(base, tmp_path):  # type: ignore[no
 def test_polygonize_refuses_class_values_the_table_lacks(base, tmp_path):  # type: ignore[no-untyped-def]
     with rasterio.open(base / "mask.tif") as src:
         a, profile, tags = src.read(1), src.profile, src.tags()
-    a[10:50, 10:50] = 9  # 40 x 40 px of 100 m2: 16 ha of a class the table does not hold
+    a[10:50, 10:50] = 9  # 40 x 40 px of 100 m2 of grid: 16.01 ha on the ground, of a class the table does not hold
     profile.update(driver="GTiff")
     with rasterio.open(tmp_path / "m9.tif", "w", **profile) as d:
         d.write(a, 1)
         d.update_tags(**tags)
     line = _one_line(["polygonize", tmp_path / "m9.tif", "--out", tmp_path / "f.gpkg", "--min-area-ha", "0"])
-    assert line.startswith(f"Error: {tmp_path / 'm9.tif'}: holds class values 9 (16.00 ha) that are not in the class "
+    assert line.startswith(f"Error: {tmp_path / 'm9.tif'}: holds class values 9 (16.01 ha) that are not in the class "
                            f"table (0=background, 1=rice, "), line
     assert not (tmp_path / "f.gpkg").exists()
 

@@ -21,6 +21,7 @@ import rasterio
 import yaml
 from affine import Affine
 from click.testing import CliRunner
+from shapely import make_valid
 from shapely.geometry import Polygon, box
 
 from geoseg.classes import default_classes
@@ -28,10 +29,14 @@ from geoseg.cli.main import cli
 from geoseg.errors import ConfigError
 from geoseg.workflow.config import load_workflow
 
+from .geodesic_truth import geod_area_perimeter
 from .workflow_helpers import BANDS, write_districts, write_model, write_scene, write_workflow
 
 TF = Affine(10, 0, 560000, 0, -10, 3420000)
 H, W = 100, 90
+#: Ground area (ha) of one TF pixel, 60 km east of UTM 43N's central meridian (pyproj.Geod): 0.07 % more
+#: than the grid's 0.01 ha (and within 2e-6 of it over these 900 m)
+PX_HA = float(geod_area_perimeter(box(560000, 3419990, 560010, 3420000), "EPSG:32643")[0][0]) / 1e4
 
 
 @pytest.fixture(scope="module")
@@ -307,10 +312,12 @@ def test_null_and_invalid_geometries_are_reported_and_the_rest_counted(runner, b
     west_pixels = lab[:, :45]  # x 560000..560450 = columns 0..44, whole height
     got = t[t.district == "West"].set_index("class_id")["area_ha"]
     for cid in range(7):
-        assert got[cid] == pytest.approx((west_pixels == cid).sum() * 0.01, abs=1e-9)
-    # the bow tie repaired into its two triangles: half of the east half's 45 ha
-    assert t[t.district == "Bow"]["district_ha"].iloc[0] == pytest.approx(22.5, rel=1e-9)
-    assert t[t.district == "Bow"]["observed_ha"].iloc[0] == pytest.approx(22.5, rel=1e-9)
+        assert got[cid] == pytest.approx((west_pixels == cid).sum() * PX_HA, rel=1e-5, abs=1e-9)
+    # the bow tie repaired into its two triangles: half of the east half's 45 ha of grid, on the ground
+    bow_ha = geod_area_perimeter(make_valid(bow), "EPSG:32643")[0][0] / 1e4
+    assert bow_ha == pytest.approx(22.5 * PX_HA / 0.01, rel=1e-5)
+    assert t[t.district == "Bow"]["district_ha"].iloc[0] == pytest.approx(bow_ha, rel=1e-7)
+    assert t[t.district == "Bow"]["observed_ha"].iloc[0] == pytest.approx(bow_ha, rel=1e-7)
 
 
 def test_boundaries_that_miss_the_raster(runner, base, tmp_path):  # type: ignore[no-untyped-def]
@@ -423,7 +430,7 @@ def test_paths_with_spaces_and_non_ascii_characters(runner, base, tmp_path):  # 
     import pandas as pd
 
     t = pd.read_csv(out / "surfaces ha.csv")
-    assert set(t.district) == {"West", "East"} and t.groupby("district").observed_ha.first().sum() == pytest.approx((H - 3) * W * 0.01)
+    assert set(t.district) == {"West", "East"} and t.groupby("district").observed_ha.first().sum() == pytest.approx((H - 3) * W * PX_HA, rel=1e-5)
     with rasterio.open(out / "masque final.tif") as m:
         assert m.crs.to_epsg() == 32643 and m.read(1)[3:].max() < 7
     # a workflow in that folder, with relative and absolute paths, loads with every path resolved

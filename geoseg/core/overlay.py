@@ -8,6 +8,8 @@ half inside a district counts half. Pure arrays plus an Affine; no files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import shapely
 from affine import Affine
@@ -18,12 +20,15 @@ __all__ = [
 ]
 
 
-def overlap_areas(geoms: np.ndarray, districts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every intersecting (geometry, district) pair and the planar area they share.
+def overlap_areas(
+    geoms: np.ndarray, districts: np.ndarray, measure: Callable[[np.ndarray], np.ndarray] = shapely.area
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every intersecting (geometry, district) pair and the area they share.
 
     Returns ``(gi, di, area)``: indices into ``geoms`` and ``districts`` and the shared area
-    in CRS units squared (pairs that only touch have area 0). A geometry wholly inside a
-    district is not intersected, just measured.
+    as ``measure`` gives it (default: planar, in CRS units squared; e.g. ground areas with
+    :func:`geoseg.core.geodesy.areas_m2`); pairs that only touch have area 0. A geometry
+    wholly inside a district is not intersected, just measured.
 
     Bounding-box candidates are tested against the prepared districts: first the
     geometry's bounding box (a district that covers the box covers the geometry: 4
@@ -39,14 +44,15 @@ def overlap_areas(geoms: np.ndarray, districts: np.ndarray) -> tuple[np.ndarray,
     inside = shapely.covers(districts[di], shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]))
     rest = np.flatnonzero(~inside)
     inside[rest] = shapely.covers(districts[di[rest]], geoms[gi[rest]])
-    area = np.where(inside, shapely.area(geoms[gi]), 0.0)
+    area = np.zeros(len(gi))
+    area[inside] = measure(geoms[gi[inside]])
     rest = np.flatnonzero(~inside)
     hit = np.ones(len(gi), bool)
     if len(rest):
         cross = shapely.intersects(districts[di[rest]], geoms[gi[rest]])
         hit[rest[~cross]] = False
         rest = rest[cross]
-        area[rest] = shapely.area(shapely.intersection(geoms[gi[rest]], districts[di[rest]]))
+        area[rest] = measure(shapely.intersection(geoms[gi[rest]], districts[di[rest]]))
     return gi[hit], di[hit], area[hit]
 
 

@@ -38,6 +38,7 @@ def centre_counts(
     *,
     valid: np.ndarray | None = None,
     row_weights: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """How many pixels of each value lie in each zone (the zone holding each pixel's centre).
 
@@ -55,17 +56,21 @@ def centre_counts(
     row_weights : ndarray of float, shape (h,), optional
         What a pixel of each row counts for, such as its ground area in a geographic CRS
         (default: 1 each).
+    weights : ndarray of float, shape (h, w), optional
+        What each pixel counts for, such as its ground area
+        (:meth:`geoseg.core.geodesy.PixelAreas.block`); not with ``row_weights``.
 
     Returns
     -------
     ndarray, shape (n_zones * n_values,)
         The count of zone ``z`` and value ``v`` at ``z * n_values + v``: int64 pixel counts,
-        or float64 sums of ``row_weights``.
+        or float64 sums of ``row_weights`` or ``weights``.
 
     Raises
     ------
     ValueError
-        ``zones`` and ``values`` (or ``valid``) differ in shape, or ``row_weights`` is not one per row.
+        ``zones`` and ``values`` (or ``valid`` or ``weights``) differ in shape, ``row_weights`` is not one
+        per row, or both kinds of weights are given.
 
     Examples
     --------
@@ -84,8 +89,14 @@ def centre_counts(
         raise ValueError(f"valid has shape {valid.shape} and values {values.shape}; expected one flag per pixel")
     if row_weights is not None and (row_weights.ndim != 1 or len(row_weights) != values.shape[0]):
         raise ValueError(f"row_weights has shape {row_weights.shape}; expected one weight per row ({values.shape[0]})")
+    if weights is not None and (weights.shape != values.shape or row_weights is not None):
+        raise ValueError(f"weights have shape {weights.shape} and values {values.shape}; expected one weight per "
+                         f"pixel, and no row_weights with them")
     n = n_zones * n_values
-    weights = None if row_weights is None else np.repeat(row_weights, values.shape[1])
+    if row_weights is not None:
+        weights = np.repeat(row_weights, values.shape[1])
+    elif weights is not None:
+        weights = weights.ravel()
     if valid is not None:  # leave the others out before packing: fewer keys to make
         zones = None if zones is None else zones[valid]
         values = values[valid]

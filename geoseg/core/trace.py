@@ -258,9 +258,14 @@ class Fields:
 
 def _polygons_from_runs(
     runs: FieldRuns, transform: Affine, row_off: int, col_off: int,
-    cum_row_area: np.ndarray | None,
+    cum_area: tuple[np.ndarray, np.ndarray] | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Trace the fields of ``runs`` into polygons; also pixel counts, weighted areas and first pixels."""
+    """Trace the fields of ``runs`` into polygons; also pixel counts, weighted areas and first pixels.
+
+    ``cum_area``: ``(FA, FB)``, the prefix sums (from 0) of the block's area factors along its
+    rows and columns (:meth:`geoseg.core.geodesy.PixelAreas.factors`), so that the summed area
+    of the pixels above row ``y`` and left of column ``x`` is ``S(y, x) = FA[y] @ FB[x]``.
+    """
     n = runs.n
     if n == 0:
         e = np.zeros(0, np.int64)
@@ -278,11 +283,14 @@ def _polygons_from_runs(
     hole = twice < 0
     rl = runs.at_flat(vpix[order[starts]])
     pixels = np.bincount(rl - 1, weights=twice, minlength=n).astype(np.int64)
-    if cum_row_area is None:
+    if cum_area is None:
         area = pixels.astype(np.float64)
-    else:  # sum of per-row pixel areas: the same identity with y replaced by F(y) = cumulative area
-        F = cum_row_area[ys - row_off]
-        area = np.bincount(rl - 1, weights=np.add.reduceat(xs * (F[nxt] - F), starts), minlength=n)
+    else:  # sum of per-pixel areas: the same identity with x * y replaced by S(y, x), summed over vertical edges
+        FA, FB = cum_area
+        ly, lx = ys - row_off, xs - col_off
+        fb = FB[lx]
+        S = np.einsum("ij,ij->i", FA[ly[nxt]], fb) - np.einsum("ij,ij->i", FA[ly], fb)
+        area = np.bincount(rl - 1, weights=np.add.reduceat(S, starts), minlength=n)
     # first pixel: smallest (y, x) corner of the exterior = top-left corner of the top-left-most pixel
     flat = ys * (1 << 31) + xs
     ring_min = np.minimum.reduceat(flat, starts)
@@ -313,6 +321,7 @@ def vectorize(
     offset: tuple[int, int] = (0, 0),
     raster_width: int | None = None,
     row_areas: np.ndarray | None = None,
+    area_factors: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Fields:
     """Vectorise every 4-connected region of one class in ``mask`` into a polygon.
 
@@ -340,6 +349,10 @@ def vectorize(
     row_areas : (H,) float array, optional
         Ground area of one pixel in each row of the full raster (m2). Default: the
         transform's pixel area in CRS units squared.
+    area_factors : ((h, k), (w, k)) float arrays, optional
+        Ground area (m2) of each pixel of ``mask`` as ``A @ B.T``
+        (:meth:`geoseg.core.geodesy.PixelAreas.factors` of ``mask``'s window); overrides
+        ``row_areas``.
 
     Returns
     -------
@@ -357,7 +370,8 @@ def vectorize(
     'POLYGON ((0 30, 0 10, 10 10, 10 20, 20 20, 20 30, 0 30))'
     """
     fields, _ = vectorize_block(mask, transform, nodata=nodata, exclude=exclude, valid=valid, confidence=confidence,
-                           offset=offset, raster_width=raster_width, row_areas=row_areas)
+                           offset=offset, raster_width=raster_width, row_areas=row_areas,
+                           area_factors=area_factors)
     return fields
 
 
@@ -372,6 +386,7 @@ def vectorize_block(
     offset: tuple[int, int],
     raster_width: int | None,
     row_areas: np.ndarray | None,
+    area_factors: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Fields, FieldRuns]:
     """:func:`vectorize`, also returning the labelling (label = 1-based field index, 0 none)."""
     if mask.ndim != 2:
@@ -387,12 +402,18 @@ def vectorize_block(
     classes = runs.classes
     r0, c0 = offset
     width = raster_width if raster_width is not None else mask.shape[1]
+    if area_factors is None and row_areas is not None:
+        area_factors = (row_areas[r0 : r0 + mask.shape[0], None], np.ones((mask.shape[1], 1)))
     cum = None
-    if row_areas is not None:
-        cum = np.zeros(mask.shape[0] + 1)
-        np.cumsum(row_areas[r0 : r0 + mask.shape[0]], out=cum[1:])
+    if area_factors is not None:
+        fa, fb = area_factors
+        if fa.shape[0] != mask.shape[0] or fb.shape[0] != mask.shape[1] or fa.shape[1] != fb.shape[1]:
+            raise PolygonizeError(f"area factors of shapes {fa.shape} and {fb.shape}; expected ({mask.shape[0]}, k) "
+                                  f"and ({mask.shape[1]}, k) for a mask of shape {mask.shape}")
+        cum = (np.vstack([np.zeros((1, fa.shape[1])), np.cumsum(fa, axis=0)]),
+               np.vstack([np.zeros((1, fb.shape[1])), np.cumsum(fb, axis=0)]))
     polys, pixels, area, first = _polygons_from_runs(runs, transform, r0, c0, cum)
-    if row_areas is None:
+    if cum is None:
         area = pixels * abs(transform.a * transform.e - transform.b * transform.d)
     fy, fx = np.divmod(first, 1 << 31)
     first_pixel = fy * width + fx

@@ -1,13 +1,16 @@
 """Crop areas per district, from a class raster or from field polygons.
 
-Ground areas come from :mod:`geoseg.core.geodesy` (never square degrees), the exact
-coverage of pixels cut by a boundary from :mod:`geoseg.core.overlay`.
+Every area is a ground area on the CRS's ellipsoid, whatever the CRS (never a projected
+grid's planar area, nor square degrees): pixels' and polygons' from :mod:`geoseg.core.geodesy`,
+the exact coverage of pixels cut by a boundary from :mod:`geoseg.core.overlay`.
 
 Raster path (:func:`district_areas_raster`)
 -------------------------------------------
 The mask is read block by block on a :class:`~geoseg.parallel.Runner`'s threads (memory
 bounded by one block per thread) and every pixel is decoded once. Per block, districts are burnt at pixel centres (GDAL), pixels are counted
-per (district, class) with one ``bincount``, and pixels cut by a district boundary are then
+per (district, class) with one ``bincount``, each pixel weighted by its own ground area
+(:meth:`~geoseg.core.geodesy.PixelAreas.block`; one factor for the whole block in an
+equal-area CRS), and pixels cut by a district boundary are then
 corrected to their **exact fractional coverage**: each boundary's edges are split at the
 grid lines and their signed trapezoids summed per cell (the scan-converter of font
 renderers), so a pixel half in Ludhiana and half in Sangrur counts half to each, and totals
@@ -17,8 +20,10 @@ containing its centre), which is how :func:`geoseg.synth.synthesize` counts its 
 
 Polygon path (:func:`district_areas_fields`)
 --------------------------------------------
-Fields x districts through an STRtree; fields inside one district keep their own area, the
-others are intersected. A fields file says nothing about what was observed, so
+Fields x districts through an STRtree, in the CRS (where their edges are straight); fields
+inside one district keep their own area, the others are intersected, and each piece is
+measured on the ground (:func:`~geoseg.core.geodesy.areas_m2`). A fields file
+says nothing about what was observed, so
 ``share``, ``observed_ha`` and ``unobserved_ha`` are NaN there.
 
 Output table: one row per (district, class) with ``district``, ``class_id``, ``crop``,
@@ -44,7 +49,7 @@ from affine import Affine
 from rasterio.features import rasterize
 
 from geoseg.classes import ClassTable, CropClass, crop_names, load_classes, unknown_classes
-from geoseg.core.geodesy import areas_m2, row_pixel_areas, to_equal_area, unit_factor
+from geoseg.core.geodesy import PixelAreas, areas_m2, pixel_areas
 from geoseg.core.grid import Window
 from geoseg.core.overlay import boundary_coverage, overlap_areas
 from geoseg.core.tally import centre_counts
@@ -95,7 +100,7 @@ class _AreaJob:
     nodata: float | None
     transform: Affine
     geoms: np.ndarray  # districts clipped to the raster, raster CRS
-    row_areas: np.ndarray
+    areas: PixelAreas
     exact: bool
     likely: np.ndarray  # class ids and nodata expected in the mask (uint8 fast path)
 
@@ -165,8 +170,9 @@ def _area_block(job: _AreaJob, reader: BlockReader) -> tuple[np.ndarray, np.ndar
             f"{job.mask}: class values up to {nb - 2}; expected class ids below {(1 << 24) // (len(cand) + 1)} "
             f"here - renumber the classes 0..K-1"
         )
-    areas_row = job.row_areas[r0 : r0 + bh]
-    geographic = bool(np.any(areas_row != areas_row[0]))
+    # each pixel's ground area (m2), or one for them all (an equal-area CRS): job.areas.mean then
+    px_areas = job.areas.block(r0, c0, bh, bw) if job.areas.constant is None else None
+    px_area = job.areas.mean
     whole = shapely.covers(job.geoms[cand], box)
     if whole.any():  # the block lies inside one district: no burning, no boundary
         cand = cand[np.argmax(whole)][None]
@@ -177,24 +183,26 @@ def _area_block(job: _AreaJob, reader: BlockReader) -> tuple[np.ndarray, np.ndar
         with _RASTERIZE_LOCK:  # rasterio silences a warning with catch_warnings, which threads race on
             local = rasterize(shapes, out_shape=(bh, bw), transform=bt, fill=0, dtype=dtype, all_touched=False)
     n = (len(cand) + 1) * nb
-    if geographic:
-        counts = centre_counts(local, bucket, nb, len(cand) + 1, row_weights=areas_row)
+    if px_areas is not None:
+        counts = centre_counts(local, bucket, nb, len(cand) + 1, weights=px_areas)
     elif local is None and nb == 256:
         likely = np.union1d(job.likely, np.unique(bucket.ravel()[:: 97]))
-        counts = _count_values(bucket, likely, n) * areas_row[0]
+        counts = _count_values(bucket, likely, n) * px_area
     else:
-        counts = centre_counts(local, bucket, nb, len(cand) + 1) * areas_row[0]
+        counts = centre_counts(local, bucket, nb, len(cand) + 1) * px_area
     if local is None:  # everything counted for the one district
         counts = np.concatenate([np.zeros(nb), counts[:nb]])
     elif job.exact:
         rr, cc, pi, frac = boundary_coverage(job.geoms[cand], bt, (bh, bw))
         if len(rr):
             b = bucket[rr, cc].astype(np.int64)
-            counts += np.bincount((pi + 1) * nb + b, weights=frac * areas_row[rr], minlength=n)
+            cell_area = px_areas[rr, cc] if px_areas is not None else np.full(len(rr), px_area)
+            counts += np.bincount((pi + 1) * nb + b, weights=frac * cell_area, minlength=n)
             cell = np.unique(rr * bw + cc)
             cr, ccol = np.divmod(cell, bw)
+            cell_area = px_areas[cr, ccol] if px_areas is not None else np.full(len(cell), px_area)
             counts -= np.bincount(local[cr, ccol].astype(np.int64) * nb + bucket[cr, ccol],
-                                  weights=areas_row[cr], minlength=n)
+                                  weights=cell_area, minlength=n)
     nz = np.flatnonzero(counts)
     d, v = np.divmod(nz, nb)
     keep = d > 0
@@ -339,14 +347,14 @@ def _area_jobs(info: RasterInfo, geoms: np.ndarray, nodata: float | None, nod: f
     """One job per ``block x block`` block of the raster, row by row; ``nodata`` is the caller's
     override, ``nod`` the value in force."""
     h, w = info.shape
-    row_area = row_pixel_areas(info.transform, info.crs, h)
+    areas = pixel_areas(info.transform, info.crs, (h, w))
     expected = {c.id for c in table if 0 <= c.id < 256} if table is not None else set()
     if nod is not None and float(nod).is_integer() and 0 <= nod < 256:
         expected.add(int(nod))
     likely = np.array(sorted(expected), dtype=np.int64)
     return [
         _AreaJob(info.path, (r, c, min(block, h - r), min(block, w - c)), None if nodata is None else float(nodata),
-                 info.transform, geoms, row_area, exact, likely)
+                 info.transform, geoms, areas, exact, likely)
         for r in range(0, h, block)
         for c in range(0, w, block)
     ]
@@ -471,10 +479,10 @@ def district_areas_fields(
     dg = np.asarray(d.gdf.geometry.values, dtype=object)
     ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
     geoms, cid = geoms[ok], np.asarray(cid)[ok].astype(np.int64)
-    # each field's overlap with each district, measured in metres
+    # each field's overlap with each district (cut in the CRS, where their edges are straight),
+    # measured on the ground
     crs = f.crs
-    geoms_m, dg_m, factor = _in_metres(geoms, dg, crs)
-    fi, di, area = overlap_areas(geoms_m, dg_m)
+    fi, di, area = overlap_areas(geoms, dg, lambda g: areas_m2(g, crs))
     sel = area > 0
     # the districts no field reaches are left out of the table
     keep, problems = _reached(di[sel], d, f, fsrc)
@@ -485,7 +493,7 @@ def district_areas_fields(
     district_m2 = areas_m2(dg[keep], crs)
     ext = shapely.box(*shapely.total_bounds(np.asarray(f.geometry.values)))
     inside_m2 = areas_m2(shapely.intersection(dg[keep], ext), crs)
-    df = _assemble(remap[di[sel]], cid[fi[sel]], area[sel] * factor, names, district_m2, inside_m2, table,
+    df = _assemble(remap[di[sel]], cid[fi[sel]], area[sel], names, district_m2, inside_m2, table,
                    observed=False)
     df.attrs["problems"] = _report(problems, set(names), d.source)
     df.attrs["source"] = fsrc
@@ -530,14 +538,6 @@ def _field_classes(f: "gpd.GeoDataFrame", table: ClassTable | None, class_field:
         f"{fsrc}: has no {class_field!r} column (nor 'crop:name' or 'crop' with a class file); the columns are "
         f"{[c for c in f.columns if c != f.geometry.name]}"
     )
-
-
-def _in_metres(geoms: np.ndarray, dg: np.ndarray, crs: Any) -> tuple[np.ndarray, np.ndarray, float]:
-    """Fields and districts in a CRS whose areas are ground areas, and the factor from its
-    square units to m2: an equal-area projection for a geographic CRS."""
-    if crs.is_geographic:
-        return to_equal_area(geoms, crs), to_equal_area(dg, crs), 1.0
-    return geoms, dg, unit_factor(crs) ** 2
 
 
 def _reached(hit: np.ndarray, d: Districts, f: "gpd.GeoDataFrame", fsrc: str) -> tuple[np.ndarray, list[Any]]:

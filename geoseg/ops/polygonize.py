@@ -25,7 +25,7 @@ import shapely
 from affine import Affine
 
 from geoseg.classes import ClassTable, crop_names, load_classes, unknown_classes
-from geoseg.core.geodesy import perimeters_m, row_pixel_areas
+from geoseg.core.geodesy import PixelAreas, perimeters_m, pixel_areas
 from geoseg.core.grid import Tile, TileGrid, Window, tile_grid
 from geoseg.core.merge import merge_pieces, seam_pairs
 from geoseg.core.overlay import largest_overlap
@@ -82,7 +82,7 @@ class _BlockJob:
     passes: int
     width: int
     transform: Affine
-    row_areas: np.ndarray | None
+    areas: PixelAreas
 
     def __dask_tokenize__(self) -> Any:
         return ("geoseg._BlockJob", self.mask, self.confidence, self.tile.__dask_tokenize__(), self.nodata,
@@ -126,7 +126,9 @@ def _run_block(job: _BlockJob) -> tuple[Fields, Edges]:
     core_arr, cvalid = arr[rows, cols], valid[rows, cols]
     fields, runs = vectorize_block(core_arr, job.transform, nodata=None, valid=cvalid, exclude=job.exclude,
                               confidence=conf, offset=(int(core.row_off), int(core.col_off)),
-                              raster_width=job.width, row_areas=job.row_areas)
+                              raster_width=job.width, row_areas=None,
+                              area_factors=job.areas.factors(int(core.row_off), int(core.col_off), int(core.height),
+                                                             int(core.width)))
     h, w = core_arr.shape
     rr, ccs = np.arange(h), np.arange(w)
     edges = {"top": runs.at(np.zeros(w, np.int64), ccs), "bottom": runs.at(np.full(w, h - 1), ccs),
@@ -240,7 +242,7 @@ def polygonize_raster(
         Simplify outlines with this tolerance in metres, keeping shared edges shared
         (topology-preserving coverage simplification). The tolerance is halved until no
         field's geometric area changes by more than ``max_area_change`` (relative); if
-        that fails, outlines stay unsimplified. ``area_ha`` is always the pixel area.
+        that fails, outlines stay unsimplified. ``area_ha`` is always the pixels' area.
     max_area_change : float
         See ``simplify_m``.
     observed : str, date or datetime, optional
@@ -257,7 +259,7 @@ def polygonize_raster(
         One row per field, sorted by ``field_id``, with fiboa 0.3's columns and geoseg's
         (:mod:`geoseg.io.fiboa` lists them): ``id``, ``collection``, ``field_id`` (int64),
         ``class_id``, ``crop:code``, ``crop:name``, ``crop:code_list``, ``area_ha`` (ground
-        area), ``metrics:area`` (m²), ``metrics:perimeter`` (ground length of the outline, m),
+        area on the ellipsoid: its pixels' ground areas, :func:`~geoseg.core.geodesy.pixel_areas`, summed), ``metrics:area`` (m²), ``metrics:perimeter`` (geodesic length of the outline, m),
         ``confidence`` and ``district`` where applicable, ``determination:method``,
         ``determination:datetime``, ``determination:details``, then ``run_id`` and
         ``model_id`` when given; in the mask's CRS.
@@ -289,13 +291,13 @@ def polygonize_raster(
             raise PolygonizeError("districts given without name_field; pass the attribute that names a district")
         dist = read_districts(districts, name_field, crs=info.crs)
     # the blocks, each sieved and traced on its own
-    row_area = row_pixel_areas(info.transform, info.crs, info.shape.height)
-    min_px = min_area_pixels(min_area_ha, float(row_area.mean()))
-    grid, jobs = _plan_blocks(info, conf_path, nodata, excl, min_px, passes, block, row_area)
+    areas = pixel_areas(info.transform, info.crs, (info.shape.height, info.shape.width))
+    min_px = min_area_pixels(min_area_ha, areas.mean)
+    grid, jobs = _plan_blocks(info, conf_path, nodata, excl, min_px, passes, block, areas)
     runner = Runner(workers, client)
     results = runner.map(_run_block, jobs, progress)
     # the seams: pieces of one field in several blocks merged
-    fields = _merge_blocks(grid, results, row_area, info, conf_path is not None, runner.workers)
+    fields = _merge_blocks(grid, results, areas, conf_path is not None, runner.workers)
     _check_classes(fields, table, src)
     # the attributes
     gdf = _to_frame(fields, info, table, simplify_m, max_area_change)
@@ -381,14 +383,13 @@ def _check_mask(src: str, block: int, passes: int) -> RasterInfo:
 
 
 def _plan_blocks(info: RasterInfo, conf_path: str | None, nodata: float | None, exclude: tuple[int, ...],
-                 min_px: int, passes: int, block: int, row_area: np.ndarray) -> tuple[TileGrid, list[_BlockJob]]:
+                 min_px: int, passes: int, block: int, areas: PixelAreas) -> tuple[TileGrid, list[_BlockJob]]:
     """The block grid (cores of ``block`` px, a halo wide enough for the sieve) and a job per block."""
     halo = sieve_halo(min_px, passes)
     grid = tile_grid(info.shape, info.transform, size=block + 2 * halo, overlap=halo, multiple=1)
-    geographic = bool(info.crs.is_geographic)
     jobs = [
         _BlockJob(info.path, conf_path, t, None if nodata is None else float(nodata), exclude, min_px, passes,
-                  info.shape.width, info.transform, row_area if geographic else None)
+                  info.shape.width, info.transform, areas)
         for t in grid
     ]
     log.info("polygonising %s: %d blocks of %d px (halo %d), specks < %d px sieved", info.path, len(jobs), block,
@@ -396,7 +397,7 @@ def _plan_blocks(info: RasterInfo, conf_path: str | None, nodata: float | None, 
     return grid, jobs
 
 
-def _merge_blocks(grid: TileGrid, results: Sequence[tuple[Fields, Edges]], row_area: np.ndarray, info: RasterInfo,
+def _merge_blocks(grid: TileGrid, results: Sequence[tuple[Fields, Edges]], areas: PixelAreas,
                   with_conf: bool, workers: int) -> Fields:
     """The fields of the whole mask from the blocks' pieces: global piece offsets, then the union
     of pieces that touch across a seam (:mod:`geoseg.core.merge`)."""
@@ -408,8 +409,8 @@ def _merge_blocks(grid: TileGrid, results: Sequence[tuple[Fields, Edges]], row_a
         parts.append(f)
         offset += len(f)
     pieces = _concat(parts, with_conf=with_conf)
-    if not info.crs.is_geographic:  # a projected grid: every pixel has the same ground area
-        pieces = Fields(pieces.geometry, pieces.class_id, pieces.pixels, pieces.pixels * row_area[0],
+    if areas.constant is not None:  # every pixel has the same ground area (an equal-area CRS): exactly that
+        pieces = Fields(pieces.geometry, pieces.class_id, pieces.pixels, pieces.pixels * areas.constant,
                         pieces.first_pixel, pieces.conf_sum, pieces.conf_count)
     return merge_pieces(pieces, seam_pairs(blocks), workers=workers)
 

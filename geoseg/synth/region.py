@@ -301,8 +301,8 @@ def synthesize(
         ``district, class_id, crop, pixels, hectares``: valid pixels of ``labels.tif``
         per district and class, each pixel counted in the district containing its
         centre (:data:`OUTSIDE` for none; where the simplified boundaries overlap, the
-        district later by name), hectares = pixels x pixel area, exact in decimal. Areas
-        are in the UTM grid (within 0.1 % of ground area here).
+        district later by name); hectares = the pixels' ground area on the ellipsoid,
+        as ``geoseg areas`` measures it (:func:`geoseg.core.geodesy.pixel_areas`).
 
     Pixels are made window by window (512 x 512), so memory is bounded by one window plus
     the vector layout, and time grows with the area (one core).
@@ -388,7 +388,7 @@ def synthesize(
     write_gpkg(districts, out / "districts.gpkg", "districts")
     write_text_atomic(out / "classes.yaml", spec.table.to_yaml())
     names = tuple(districts["district"].tolist())
-    truth = write_truth(tally.counts, names, spec.table, spec.pixel_size, out / "truth.csv")
+    truth = write_truth(tally.counts, tally.area_m2, names, spec.table, out / "truth.csv")
     total = spec.height * spec.width
     return SynthRegion(
         out_dir=out,

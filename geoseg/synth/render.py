@@ -11,7 +11,9 @@ vector layout, whatever the region's size. In each window:
 3. the collar (every band) and each date's clouds (that date's bands) become nodata, and
    nodata in any band makes the label nodata;
 4. the valid labels are counted per district, each pixel in the district holding its
-   centre (:func:`geoseg.core.tally.centre_counts`, as ``geoseg areas --method centre`` counts).
+   centre (:func:`geoseg.core.tally.centre_counts`, as ``geoseg areas --method centre`` counts),
+   and so are their ground areas (:func:`geoseg.core.geodesy.pixel_areas`, as ``geoseg
+   areas`` measures them).
 
 Every file is written under a temporary name and renamed into place, reproducibly: GDAL
 writes no timestamps in GeoTIFFs, and the GeoPackage ``last_change`` timestamp is pinned.
@@ -25,7 +27,6 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from affine import Affine
 from rasterio.features import rasterize
 
 from geoseg.classes import NODATA, ClassTable
+from geoseg.core.geodesy import PixelAreas, areas_m2, pixel_areas
 from geoseg.core.grid import Window
 from geoseg.core.tally import centre_counts
 from geoseg.io.labels import iter_blocks
@@ -101,6 +103,7 @@ class Tally:
     """What rendering counted: valid pixels per (district, class) and the nodata pixels."""
 
     counts: np.ndarray  # pixels per district and class: zone * classes + class, zone 0 = outside, q + 1 = district q
+    area_m2: np.ndarray  # their ground area (m2), likewise
     collar: int  # pixels under the collar
     cloud: int  # pixels under a cloud on some date, outside the collar
 
@@ -180,11 +183,15 @@ def _blank_clouds(at: _At, smooth: SmoothFields, dn: np.ndarray) -> np.ndarray:
 
 
 def _district_counts(at: _At, districts: np.ndarray, tree: shapely.STRtree, labels: np.ndarray,
-                     valid: np.ndarray, n_classes: int) -> np.ndarray:
-    """Valid pixels per (district holding the centre, class): zone 0 for none, ``q + 1`` for district ``q``."""
+                     valid: np.ndarray, n_classes: int, areas: PixelAreas) -> tuple[np.ndarray, np.ndarray]:
+    """Valid pixels per (district holding the centre, class), and their ground area (m2): zone 0
+    for none, ``q + 1`` for district ``q``."""
     di = np.sort(tree.query(at.box))
     zone = _burn([(districts[q], int(q) + 1) for q in di], at.shape, at.transform, 0, "uint8")
-    return centre_counts(zone, labels, n_classes, len(districts) + 1, valid=valid)
+    n = len(districts) + 1
+    px = areas.block(int(at.window.row_off), int(at.window.col_off), *at.shape)
+    return (centre_counts(zone, labels, n_classes, n, valid=valid),
+            centre_counts(zone, labels, n_classes, n, valid=valid, weights=px))
 
 
 # --- the region ----------------------------------------------------------------------
@@ -214,6 +221,8 @@ def write_rasters(
     field_tree, bg_tree = shapely.STRtree(layout.fields), shapely.STRtree(layout.bg)
     d_tree = shapely.STRtree(districts)
     counts = np.zeros((len(districts) + 1) * k, np.int64)
+    area_m2 = np.zeros((len(districts) + 1) * k)
+    areas = pixel_areas(transform, CRS, (h, w))
     n_collar = n_cloud = 0
     tags = {
         "GEOSEG_DATES": json.dumps(list(dates)),
@@ -240,10 +249,12 @@ def write_rasters(
                 n_cloud += int((cloudy & ~invalid).sum())
                 invalid |= cloudy
             lab[invalid] = NODATA
-            counts += _district_counts(at, districts, d_tree, lab, ~invalid, k)
+            n_px, m2 = _district_counts(at, districts, d_tree, lab, ~invalid, k, areas)
+            counts += n_px
+            area_m2 += m2
             scene_w.write(dn, win)
             label_w.write(lab, win)
-    return Tally(counts, n_collar, n_cloud)
+    return Tally(counts, area_m2, n_collar, n_cloud)
 
 
 def write_gpkg(gdf: Any, path: Path, layer: str) -> None:
@@ -266,10 +277,10 @@ def write_gpkg(gdf: Any, path: Path, layer: str) -> None:
 
 
 def write_fields(layout: Layout, table: ClassTable, path: Path) -> None:
-    """``fields.gpkg``: layer ``fields`` with ``field_id``, ``class_id``, ``crop``, ``area_ha``."""
+    """``fields.gpkg``: layer ``fields`` with ``field_id``, ``class_id``, ``crop``, ``area_ha`` (ground area)."""
     import geopandas as gpd  # slow to import; deferred so that `geoseg --help` stays quick
 
-    area = shapely.area(layout.fields)
+    area = areas_m2(layout.fields, CRS)
     fields_gdf = gpd.GeoDataFrame(
         {
             "field_id": np.arange(1, len(layout.fields) + 1, dtype=np.int32),
@@ -283,28 +294,28 @@ def write_fields(layout: Layout, table: ClassTable, path: Path) -> None:
     write_gpkg(fields_gdf, path, "fields")
 
 
-def write_truth(counts: np.ndarray, districts: Sequence[str], table: ClassTable, pixel_size: float,
+def write_truth(counts: np.ndarray, area_m2: np.ndarray, districts: Sequence[str], table: ClassTable,
                 path: Path) -> "pd.DataFrame":
-    """``truth.csv`` from :attr:`Tally.counts`: one row per district and class with a pixel; return it as a table.
+    """``truth.csv`` from :attr:`Tally.counts` and :attr:`Tally.area_m2`: one row per district and
+    class with a pixel; return it as a table.
 
-    Hectares are ``pixels x pixel area``, exact in decimal; rows are sorted by district
-    (:data:`OUTSIDE` last) and class id.
+    Hectares are the pixels' ground area on the ellipsoid (written to the last bit); rows are
+    sorted by district (:data:`OUTSIDE` last) and class id.
     """
     import pandas as pd  # slow to import; deferred so that `geoseg --help` stays quick
 
     k = len(table)
-    pixel_ha = Decimal(repr(pixel_size)) ** 2 / Decimal(10_000)
     names = [OUTSIDE, *districts]
     rows = []
     for flat in np.flatnonzero(counts):
         dq, cid = divmod(int(flat), k)
         n_px = int(counts[flat])
-        rows.append((names[dq], cid, table[cid].name, n_px, pixel_ha * n_px))
+        rows.append((names[dq], cid, table[cid].name, n_px, float(area_m2[flat]) / 10_000))
     rows.sort(key=lambda r: (r[0] == OUTSIDE, r[0], r[1]))
     buf = _io.StringIO()
     wr = csv.writer(buf, lineterminator="\n")
     wr.writerow(["district", "class_id", "crop", "pixels", "hectares"])
-    wr.writerows([(d, c, n, p, str(ha)) for d, c, n, p, ha in rows])
+    wr.writerows([(d, c, n, p, repr(ha)) for d, c, n, p, ha in rows])
     write_text_atomic(path, buf.getvalue())
     return pd.DataFrame(
         {
@@ -312,6 +323,6 @@ def write_truth(counts: np.ndarray, districts: Sequence[str], table: ClassTable,
             "class_id": np.array([r[1] for r in rows], dtype=np.int64),
             "crop": [r[2] for r in rows],
             "pixels": np.array([r[3] for r in rows], dtype=np.int64),
-            "hectares": np.array([float(r[4]) for r in rows], dtype=np.float64),
+            "hectares": np.array([r[4] for r in rows], dtype=np.float64),
         }
     )

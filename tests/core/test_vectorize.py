@@ -30,8 +30,12 @@ from geoseg.errors import GeosegError, GridMismatchError, NoDataWarning, Polygon
 from geoseg.io.fiboa import code_list_id
 from geoseg.ops.polygonize import polygonize_raster
 
+from ..geodesic_truth import geod_area_perimeter
+
 UTM = CRS.from_epsg(32643)
 T10 = Affine(10, 0, 600_000, 0, -10, 3_380_000)
+#: Ground area (m2) of a pixel of T10 (100 km east of UTM 43N's central meridian), by pyproj.Geod
+PX_GROUND = float(geod_area_perimeter(shapely.box(600_000, 3_379_990, 600_010, 3_380_000), UTM)[0][0])
 
 
 def write_mask(path: Path, mask: np.ndarray, transform: Affine = T10, crs: CRS = UTM, nodata: float | None = 255,
@@ -106,9 +110,11 @@ def test_blockwise_polygons_equal_whole_raster_vectorisation(mask, block, min_pi
     assert len(gdf) == len(ref)
     # the same polygons, vertex for vertex after normalize, each with the same class
     assert canonical(gdf.geometry.values, gdf.class_id) == canonical([g for g, _ in ref], [v for _, v in ref])
-    # the same areas to the pixel, and ids from each field's top-left pixel
-    assert sorted(np.round(gdf.area_ha * 100).astype(int)) == sorted(int(round(g.area / 100)) for g, _ in ref)
-    assert np.allclose(gdf.area_ha * 1e4, shapely.area(gdf.geometry.values))
+    # the same areas to the pixel (ground areas: a pixel of this UTM grid is 100.055 m2 on the
+    # ground), and ids from each field's top-left pixel
+    pixels = sorted(np.round(gdf.area_ha * 1e4 / PX_GROUND).astype(int))
+    assert pixels == sorted(int(round(g.area / 100)) for g, _ in ref)
+    assert np.allclose(gdf.area_ha * 1e4, shapely.area(gdf.geometry.values) * PX_GROUND / 100, rtol=1e-5)
     assert sorted(gdf.field_id) == first_pixels(whole, exclude)
     assert shapely.is_valid(gdf.geometry.values).all()
     rings, idx = shapely.get_rings(gdf.geometry.values, return_index=True)
@@ -326,12 +332,20 @@ def test_attributes_areas_perimeters_and_stable_ids(field_mask):
     assert a.crs == UTM
     assert a["crop:name"].tolist() == ["rice", "wheat"]  # background excluded, the speck sieved into background
     assert a["crop:code"].tolist() == ["1", "2"] and a.class_id.tolist() == [1, 2]
-    assert a.area_ha.tolist() == pytest.approx([6.0, 11.75])
-    assert a["metrics:area"].tolist() == [60_000.0, 117_500.0] and a["metrics:area"].dtype == np.float32
-    assert a["metrics:perimeter"].tolist() == [2 * (200 + 300), 2 * (200 + 600) + 2 * (50 + 50)]
+    # ground areas and geodesic perimeters: on this UTM grid, 6.0 and 11.75 ha and 1,000 and 1,800 m
+    # of grid are 0.055 % and 0.027 % more on the ground
+    area, perim = geod_area_perimeter(a.geometry.values, UTM)
+    assert a.area_ha.to_numpy() * 1e4 == pytest.approx(area, rel=1e-7)
+    assert a["metrics:perimeter"].to_numpy() == pytest.approx(perim, rel=1e-7)
+    assert a.area_ha.to_numpy() == pytest.approx(np.array([6.0, 11.75]) * 1.00055, rel=1e-5)
+    assert a["metrics:perimeter"].to_numpy() == pytest.approx(np.array([1000, 1800]) * 1.000275, rel=1e-5)
+    assert a["metrics:area"].dtype == np.float32  # fiboa's type: the same area in m2
+    assert a["metrics:area"].to_numpy() == pytest.approx(a.area_ha.to_numpy() * 1e4, rel=1e-7)
     assert a.field_id.tolist() == [5 * 80 + 10, 30 * 80 + 10]
     assert a.id.tolist() == ["410", "2410"]
-    assert a.field_id.tolist() == b.field_id.tolist() and a.area_ha.tolist() == b.area_ha.tolist()
+    assert a.field_id.tolist() == b.field_id.tolist()
+    # each block sums its own pixels' areas: other blocks, other rounding in the last bits only
+    assert np.allclose(a.area_ha, b.area_ha, rtol=1e-12, atol=0)
     assert (a.run_id == "run-7").all() and (a.model_id == "unet-1").all()
     assert (a.collection == "run-7").all() and (b.collection == "geoseg").all()
     assert (a["determination:method"] == "auto-imagery").all()
@@ -361,7 +375,9 @@ def test_no_sieving_keeps_the_speck_and_nodata_is_never_a_polygon(field_mask):
     gdf = polygonize_raster(path, min_area_ha=0, exclude=(), block=32)
     assert 3 in gdf.class_id.tolist()
     assert 255 not in gdf.class_id.tolist()
-    assert gdf.area_ha.sum() * 100 == pytest.approx((m != 255).sum())
+    assert gdf.area_ha.sum() * 1e4 == pytest.approx(geod_area_perimeter(gdf.geometry.values, UTM)[0].sum(), rel=1e-7)
+    # the pixels, counted in the top-left pixel's area (which changes by 2e-6 across these 800 m)
+    assert gdf.area_ha.sum() * 1e4 / PX_GROUND == pytest.approx((m != 255).sum(), rel=1e-5)
 
 
 def test_mean_confidence_per_field(field_mask, tmp_path):
@@ -414,7 +430,8 @@ def test_foreign_raster_with_nodata_override(tmp_path):
     path = write_mask(tmp_path / "other.tif", m, nodata=None)
     gdf = polygonize_raster(path, nodata=0, exclude=(), min_area_ha=0)
     assert sorted(gdf.class_id.tolist()) == [1, 3]
-    assert sorted(gdf.area_ha.round(6).tolist()) == [1.0, 2.0]
+    gdf = gdf.sort_values("area_ha")
+    assert gdf.area_ha.to_numpy() * 1e4 / PX_GROUND == pytest.approx([100, 200], rel=1e-5)  # pixels
 
     with pytest.warns(NoDataWarning, match="no nodata value set; every pixel is taken as observed"):
         assert 0 in polygonize_raster(path, exclude=(), min_area_ha=0).class_id.tolist()

@@ -21,7 +21,7 @@ from rasterio.crs import CRS
 from geoseg.classes import ClassTable, CropClass, default_classes
 from geoseg.cli.areas import areas
 from geoseg.cli.main import GeosegGroup
-from geoseg.core.geodesy import areas_m2, row_pixel_areas
+from geoseg.core.geodesy import areas_m2, pixel_areas, row_pixel_areas
 from geoseg.core.overlay import boundary_coverage, largest_overlap, overlap_areas
 from geoseg.errors import AreaError, DistrictError, DistrictWarning, VectorFormatError
 from geoseg.ops.areas import (
@@ -34,10 +34,15 @@ from geoseg.ops.areas import (
 from geoseg.ops.polygonize import polygonize_raster
 from geoseg.synth import synthesize
 
+from ..geodesic_truth import geod_area_perimeter
+
 DATA = Path(__file__).parents[1] / "data"
 INDIA = DATA / "india_districts" / "india_district.json"
 UTM = CRS.from_epsg(32643)
 T10 = Affine(10, 0, 600_000, 0, -10, 3_380_000)
+#: Ground area of one T10 pixel (ha), by pyproj.Geod: 0.055 % more than the grid's 0.01 ha, 100 km east
+#: of UTM 43N's central meridian (the pixels of the small rasters below differ from it by under 1e-6)
+PX_HA = float(geod_area_perimeter(shapely.box(600_000, 3_379_990, 600_010, 3_380_000), UTM)[0][0]) / 1e4
 
 
 def write_mask(path: Path, mask: np.ndarray, transform: Affine = T10, crs: CRS = UTM, nodata: float | None = 255) -> Path:
@@ -65,10 +70,9 @@ def test_geographic_pixel_areas_are_ellipsoidal():
         area, _ = geod.polygon_area_perimeter([75.0, 75.001, 75.001, 75.0], [n, n, s, s])
         assert rows[r] == pytest.approx(abs(area), rel=1e-7)
     assert rows[0] < rows[2]  # cells grow towards the equator
-    # 10 m pixels in UTM, and feet are converted
-    assert row_pixel_areas(T10, UTM, 2).tolist() == [100.0, 100.0]
-    ft = row_pixel_areas(Affine(10, 0, 0, 0, -10, 0), CRS.from_epsg(2227), 1)[0]  # US survey feet
-    assert ft == pytest.approx(100 * 0.3048006096**2)
+    with pytest.raises(AreaError, match=r"CRS 'WGS 84 / UTM zone 43N' is not geographic; the ground areas of its "
+                                        r"pixels come from pixel_areas"):
+        row_pixel_areas(T10, UTM, 2)
 
 
 def test_geographic_polygon_areas_use_an_equal_area_projection():
@@ -161,12 +165,12 @@ def test_exact_split_of_border_pixels_by_hand(split_raster):
     assert list(df.columns) == list(TABLE_COLUMNS)
     got = df.set_index(["district", "crop"]).area_ha
     # A: columns 0-1 and half of column 2; pixels are 0.01 ha
-    assert got["A", "rice"] == pytest.approx(6 * 0.01)
-    assert got["A", "wheat"] == pytest.approx(4 * 0.5 * 0.01)
+    assert got["A", "rice"] == pytest.approx(6 * PX_HA)
+    assert got["A", "wheat"] == pytest.approx(4 * 0.5 * PX_HA)
     assert got["A", "background"] == 0
-    assert got["B", "wheat"] == pytest.approx((4 * 0.5 + 3 * 3 + 2) * 0.01)
+    assert got["B", "wheat"] == pytest.approx((4 * 0.5 + 3 * 3 + 2) * PX_HA)
     un = df.groupby("district").unobserved_ha.first()
-    assert un["A"] == pytest.approx(0.02) and un["B"] == pytest.approx(0.01)
+    assert un["A"] == pytest.approx(2 * PX_HA) and un["B"] == pytest.approx(PX_HA)
     assert df[df.district == "A"].share.sum() == pytest.approx(1.0)
     centre = district_areas_raster(path, dpath, "name", classes=classes, method="centre").set_index(
         ["district", "crop"]).area_ha
@@ -184,11 +188,12 @@ def test_district_in_several_parts_is_split_exactly(tmp_path):
     b = shapely.box(x0 - 50, y0 - 250, x0 + 250, y0 + 50).difference(a)
     d = gpd.GeoDataFrame({"n": ["A", "B"]}, geometry=[a, b], crs=UTM)
     df = district_areas_raster(path, d, "n").set_index(["district", "class_id"])
-    assert df.area_ha["A", 1] == pytest.approx(a.area / 1e4)
-    assert df.area_ha["B", 1] == pytest.approx(4.0 - a.area / 1e4)
+    a_ha = geod_area_perimeter(a, UTM)[0][0] / 1e4  # ground area
+    assert df.area_ha["A", 1] == pytest.approx(a_ha)
+    assert df.area_ha["B", 1] == pytest.approx(400 * PX_HA - a_ha)
     fields = gpd.GeoDataFrame({"class_id": [1]}, geometry=[shapely.box(x0, y0 - 200, x0 + 200, y0)], crs=UTM)
     poly = district_areas_fields(fields, d, "n").set_index(["district", "class_id"])
-    assert poly.area_ha["A", 1] == pytest.approx(a.area / 1e4)
+    assert poly.area_ha["A", 1] == pytest.approx(a_ha)
 
 
 def test_fields_by_crop_name_and_fields_of_geoseg_0_1(tmp_path):
@@ -213,8 +218,8 @@ def test_foreign_uint16_raster_with_nodata_option_and_class_file(tmp_path):
     yaml.write_text("classes:\n" + "".join(f"  - {{id: {i}, name: c{i}, color: '#000000'}}\n" for i in range(21)))
     df = district_areas_raster(path, d, "n", classes=yaml, nodata=0)
     rows = df[df.area_ha > 0].set_index("crop").area_ha
-    assert rows.to_dict() == pytest.approx({"c10": 0.02, "c20": 0.02})
-    assert df.unobserved_ha.iloc[0] == pytest.approx(0.02)
+    assert rows.to_dict() == pytest.approx({"c10": 2 * PX_HA, "c20": 2 * PX_HA})
+    assert df.unobserved_ha.iloc[0] == pytest.approx(2 * PX_HA)
     assert len(df) == 21  # every class of the file, zeros included
 
 
@@ -228,6 +233,43 @@ def test_geographic_raster_counts_true_pixel_areas(tmp_path):
     geod = pyproj.Geod(ellps="WGS84")
     area, _ = geod.polygon_area_perimeter([75.0, 75.01, 75.01, 75.0], [31.0, 31.0, 30.98, 30.98])
     assert df.area_ha.sum() * 1e4 == pytest.approx(abs(area), rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["exact", "centre"])
+def test_both_routes_give_the_geodesic_district_area_at_a_zone_edge(tmp_path, method):
+    """A district 10 km across, 330 km west of UTM 43N's central meridian (the grid's areal scale
+    1.0018 there), all one crop: both routes give its ground area (pyproj.Geod), not its grid area."""
+    t = Affine(20, 0, 168_000, 0, -20, 1_012_000)
+    path = write_mask(tmp_path / "edge.tif", np.ones((600, 600), np.uint8), transform=t)
+    x0, y0 = 170_000.0, 1_000_000.0
+    d = gpd.GeoDataFrame({"n": ["D"]}, crs=UTM, geometry=[shapely.Polygon(
+        [(x0, y0), (x0 + 9_000, y0 + 700), (x0 + 8_300, y0 + 9_900), (x0 + 4_000, y0 + 6_000),
+         (x0 - 600, y0 + 8_800)])])
+    truth = geod_area_perimeter(d.geometry.values, UTM)[0][0] / 1e4
+    raster = district_areas_raster(path, d, "n", method=method, block=256)
+    fields = gpd.GeoDataFrame({"class_id": [1]}, crs=UTM, geometry=[shapely.box(168_000, 1_000_000 - 2_000,
+                                                                                  180_000, 1_012_000)])
+    poly = district_areas_fields(fields, d, "n")
+    assert poly.area_ha.sum() == pytest.approx(truth, rel=1e-7)
+    assert poly.district_ha.iloc[0] == raster.district_ha.iloc[0] == pytest.approx(truth, rel=1e-7)
+    # centre: the pixels whose centres are inside, a few boundary pixels' worth off
+    assert raster.area_ha.sum() == pytest.approx(truth, rel=1e-7 if method == "exact" else 1e-3)
+    assert d.geometry.area.iloc[0] / 1e4 / truth - 1 == pytest.approx(1.8e-3, abs=1e-4)  # the grid's area
+
+
+def test_geographic_fields_and_districts_of_different_extents_overlay_where_they_lie():
+    """Fields are cut by districts in their own CRS, then measured (they used to be taken into
+    two equal-area projections, each centred on its own extent, which moved a district 5 degrees
+    wide off its fields)."""
+    fields = gpd.GeoDataFrame({"class_id": [1, 2]}, crs="EPSG:4326", geometry=[
+        shapely.box(75.00, 30.00, 75.02, 30.01), shapely.box(75.02, 30.00, 75.03, 30.02)])
+    d = gpd.GeoDataFrame({"n": ["Wide", "West"]}, crs="EPSG:4326", geometry=[
+        shapely.box(75.015, 25.0, 85.0, 35.0), shapely.box(70.0, 25.0, 75.015, 35.0)])
+    df = district_areas_fields(fields, d, "n").set_index(["district", "class_id"]).area_ha
+    ha = lambda *b: geod_area_perimeter(shapely.box(*b), "EPSG:4326")[0][0] / 1e4  # noqa: E731
+    assert df["West", 1] == pytest.approx(ha(75.00, 30.00, 75.015, 30.01), rel=1e-6)
+    assert df["Wide", 1] == pytest.approx(ha(75.015, 30.00, 75.02, 30.01), rel=1e-6)
+    assert df["Wide", 2] == pytest.approx(ha(75.02, 30.00, 75.03, 30.02), rel=1e-6)
 
 
 def test_blocks_on_threads_give_the_one_thread_table_and_raise_a_bad_block(tmp_path):
@@ -280,7 +322,9 @@ def test_raster_and_polygon_paths_agree(region):
     m = raster.merge(poly, on=["district", "class_id"], suffixes=("_r", "_p"))
     m = m[m.area_ha_r > 0]
     assert len(m) >= 12 and set(m.crop_r) == set(fields["crop:name"])
-    assert ((m.area_ha_r - m.area_ha_p).abs() / m.area_ha_r).max() < 0.005
+    # the same ground areas: each pixel's (exact coverage) against the traced fields cut by the districts
+    # and measured in the equal-area projection (1e-8 apart here; 3e-7 is the bound for the smallest fields)
+    assert ((m.area_ha_r - m.area_ha_p).abs() / m.area_ha_r).max() < 3e-7
     assert poly.share.isna().all() and poly.unobserved_ha.isna().all()
     # a fields file written to disk with a crop:name column gives the same
     fields.to_file(Path(region.out_dir) / "fields_test.gpkg")

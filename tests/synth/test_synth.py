@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import tracemalloc
 from collections import defaultdict
-from decimal import Decimal
 from pathlib import Path
 
 import geopandas as gpd
@@ -19,6 +18,8 @@ from geoseg.classes import ClassTable, CropClass, default_classes, load_classes
 from geoseg.errors import ConfigError
 from geoseg.io.raster import read_mask_classes, valid_mask
 from geoseg.synth import BANDS, DEFAULT_CENTRE, OUTSIDE, SynthRegion, season_dates, synthesize
+
+from ..geodesic_truth import geod_area_perimeter
 
 FILES = ("scene.tif", "labels.tif", "labels.tif.aux.xml", "labels.qml", "truth.csv", "fields.gpkg", "districts.gpkg",
          "classes.yaml")
@@ -159,11 +160,16 @@ def test_truth_csv_counts_label_pixels_per_district_exactly(cloudy: SynthRegion)
     got = {(r["district"], int(r["class_id"])): int(r["pixels"]) for r in rows}
     assert got == dict(expected)
     classes = default_classes()
+    # hectares are ground areas: a 10 m pixel of this UTM grid (about 105 km east of the central
+    # meridian) is 0.010005 ha on the ground (pyproj.Geod), 3e-5 more at the region's east edge, 5 km on
+    t = cloudy.transform
+    px_ha = geod_area_perimeter(shapely.box(t.c, t.f - 10, t.c + 10, t.f), "EPSG:32643")[0][0] / 1e4
+    assert px_ha == pytest.approx(0.010005, rel=1e-4)
     for r in rows:
         assert r["crop"] == classes[int(r["class_id"])].name
-        assert Decimal(r["hectares"]) == Decimal(r["pixels"]) * Decimal("0.01")  # 10 m pixels: 0.01 ha each
+        assert float(r["hectares"]) == pytest.approx(int(r["pixels"]) * px_ha, rel=5e-5)
     assert cloudy.truth["pixels"].sum() == int(ok.sum())
-    assert cloudy.truth["hectares"].sum() == pytest.approx(ok.sum() * 0.01)
+    assert cloudy.truth["hectares"].sum() == pytest.approx(ok.sum() * px_ha, rel=5e-5)
 
 
 def test_pixels_outside_punjab_are_counted_apart(tmp_path: Path) -> None:
@@ -203,7 +209,9 @@ def test_field_polygons_agree_with_label_areas(odd: SynthRegion) -> None:
     assert fields.crs.to_epsg() == 32643 and len(fields) == odd.n_fields
     assert fields["field_id"].tolist() == list(range(1, len(fields) + 1))
     assert fields.geometry.is_valid.all() and (fields.geom_type == "Polygon").all()
-    np.testing.assert_allclose(fields["area_ha"], fields.area / 10_000, rtol=0, atol=1e-6)
+    # ground areas (pyproj.Geod), not the grid's (0.05 % less on this UTM grid), to 1e-6 ha
+    np.testing.assert_allclose(fields["area_ha"], geod_area_perimeter(fields.geometry.values, fields.crs)[0] / 1e4,
+                               rtol=0, atol=1e-6)
     assert fields["area_ha"].min() >= 0.5 and 4 < fields["area_ha"].median() < 16
     classes = default_classes()
     assert (fields["crop"] == [classes[c].name for c in fields["class_id"]]).all()
