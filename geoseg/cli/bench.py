@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.options import is_quiet
+
 
 @click.command("bench")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
@@ -56,8 +58,11 @@ def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train
 
     reference = load_result(against) if against is not None else None  # a wrong file fails now, not after the run
 
+    quiet = is_quiet()  # read here: say may run in other threads, outside click's context
+
     def say(s: str) -> None:
-        click.echo(s, err=True)
+        if not quiet:
+            click.echo(s, err=True)
 
     place = tempfile.TemporaryDirectory(prefix="geoseg-bench-") if work is None else nullcontext(str(work))
     with place as where:  # a temporary folder is removed afterwards

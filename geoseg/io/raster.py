@@ -43,6 +43,7 @@ from geoseg.core.grid import Tile, TileGrid, cache_blocks
 from geoseg.core.grid import Window as GridWindow
 from geoseg.core.stitch import trim
 from geoseg.errors import (
+    ConfigError,
     GridMismatchError,
     NoDataWarning,
     OutputIsInputError,
@@ -83,6 +84,7 @@ __all__ = [
     "free_space_note",
     "mute_libtiff_stderr",
     "count_differences",
+    "check_creation_options",
 ]
 
 PadMode = Literal["reflect", "constant"]
@@ -852,6 +854,9 @@ class RasterWriter:
         reads back itself (the tile store), since some GIS tools lack ZSTD.
     scale : float, optional
         GDAL scale of every band (offset 0): stored value x scale = physical value.
+    creation_options : mapping, optional
+        GDAL creation options (``{"COMPRESS": "ZSTD"}``) over geoseg's own, checked by
+        :func:`check_creation_options`: of the COG driver when ``cog``, else of GTiff.
     """
 
     def __init__(
@@ -874,8 +879,10 @@ class RasterWriter:
         fast: bool = False,
         level: int = 6,
         scale: float | None = None,
+        creation_options: Mapping[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.creation_options = check_creation_options(creation_options, cog=cog, path=path)
         self.shape = (int(shape[0]), int(shape[1]))
         self.transform = transform
         self.crs = crs
@@ -937,6 +944,7 @@ class RasterWriter:
             profile.update(compress="ZSTD", zstd_level=1)
         else:
             profile.update(compress="DEFLATE", predictor=self.predictor)
+            profile.update({k.lower(): v for k, v in self.creation_options.items()})
         try:
             self._ds = rasterio.open(self._tmp, "w", **profile)
             if self.colormap:
@@ -1003,10 +1011,7 @@ class RasterWriter:
             self._ds = None
             if self.cog:
                 final_tmp = atomic_path(self.path)
-                rasterio.shutil.copy(
-                    self._tmp,
-                    final_tmp,
-                    driver="COG",
+                options = dict(
                     COMPRESS="DEFLATE",
                     PREDICTOR="YES" if self.predictor == 2 else "NO",
                     LEVEL=str(self.level),
@@ -1016,6 +1021,11 @@ class RasterWriter:
                     BIGTIFF="IF_SAFER",
                     NUM_THREADS="ALL_CPUS",
                 )
+                if self.creation_options.get("COMPRESS", "DEFLATE") not in ("DEFLATE", "ZSTD", "LERC_DEFLATE",
+                                                                             "LERC_ZSTD"):
+                    del options["LEVEL"]  # only those compressions have a level
+                options.update(self.creation_options)  # the user's --co over geoseg's own
+                rasterio.shutil.copy(self._tmp, final_tmp, driver="COG", **options)
                 self._tmp.unlink(missing_ok=True)
             # GDAL logs some failures (a full disk during the COG copy) without raising: read it all back
             check_written_raster(final_tmp, shape=self.shape, count=self.count, dtype=self.dtype, target=self.path)
@@ -1026,10 +1036,67 @@ class RasterWriter:
             raise
         except Exception as e:  # noqa: BLE001 - rasterio's, GDAL's CPLE and OS errors alike
             self._abort(final_tmp)
+            given = (f"check the creation options ({', '.join(f'{k}={v}' for k, v in self.creation_options.items())}) "
+                     f"and free disk space" if self.creation_options else "check free disk space")
             raise RasterWriteError(
                 f"{self.path}: finishing the output failed ({gdal_reason(e)}){free_space_note(self.path)}; "
-                f"check free disk space, then run again"
+                f"{given}, then run again"
             ) from None
+
+
+#: Creation options a user may set on a COG geoseg writes (GDAL's COG driver), and on a plain GeoTIFF.
+COG_OPTIONS = ("COMPRESS", "LEVEL", "PREDICTOR", "BLOCKSIZE", "BIGTIFF", "NUM_THREADS", "OVERVIEWS", "OVERVIEW_COUNT",
+               "RESAMPLING", "OVERVIEW_RESAMPLING", "MAX_Z_ERROR", "SPARSE_OK", "STATISTICS", "GEOTIFF_VERSION")
+GTIFF_OPTIONS = ("COMPRESS", "PREDICTOR", "ZLEVEL", "ZSTD_LEVEL", "LZMA_PRESET", "MAX_Z_ERROR", "BLOCKXSIZE",
+                 "BLOCKYSIZE", "TILED", "BIGTIFF", "NUM_THREADS", "INTERLEAVE", "SPARSE_OK", "GEOTIFF_VERSION")
+#: Compressions that keep every value (a class id, a reflectance); JPEG and WEBP do not.
+LOSSLESS = ("NONE", "DEFLATE", "LZW", "ZSTD", "LZMA", "PACKBITS", "LERC", "LERC_DEFLATE", "LERC_ZSTD")
+_COG_LAYOUT = {"TILED": "a COG is always tiled", "BLOCKXSIZE": "a COG has square tiles: use BLOCKSIZE",
+               "BLOCKYSIZE": "a COG has square tiles: use BLOCKSIZE", "INTERLEAVE": "geoseg's COGs keep its layout",
+               "COPY_SRC_OVERVIEWS": "the COG driver builds the overviews itself"}
+
+
+def check_creation_options(options: Mapping[str, str] | None, *, cog: bool = True,
+                           path: str | os.PathLike[str] = "the output") -> dict[str, str]:
+    """Creation options with upper-case keys, once each key is one geoseg lets a user set.
+
+    Keys are those of GDAL's COG driver (``cog=True``) or GTiff driver (:data:`COG_OPTIONS`,
+    :data:`GTIFF_OPTIONS`); values are GDAL's to check, except ``COMPRESS``, which must be lossless
+    (:data:`LOSSLESS`): JPEG or WEBP would change class ids and reflectances.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key, one that would break the COG layout, or a lossy compression.
+
+    Examples
+    --------
+    >>> check_creation_options({"compress": "zstd", "level": "9"})
+    {'COMPRESS': 'ZSTD', 'LEVEL': '9'}
+    >>> check_creation_options({"TILED": "NO"}, path="mask.tif")
+    Traceback (most recent call last):
+    ...
+    geoseg.errors.ConfigError: mask.tif: creation option TILED cannot be set on this COG (a COG is always tiled); leave it out
+    """
+    out: dict[str, str] = {}
+    allowed = COG_OPTIONS if cog else GTIFF_OPTIONS
+    kind = "COG" if cog else "GeoTIFF"
+    for key, value in (options or {}).items():
+        k = str(key).strip().upper()
+        v = str(value).strip()
+        if cog and k in _COG_LAYOUT:
+            raise ConfigError(f"{path}: creation option {k} cannot be set on this COG ({_COG_LAYOUT[k]}); leave it out")
+        if k not in allowed:
+            raise ConfigError(f"{path}: unknown creation option {k!r} for a {kind}; expected one of {', '.join(allowed)} "
+                              f"(GDAL's {'COG' if cog else 'GTiff'} driver options; `rio cogeo create --help` and "
+                              f"https://gdal.org/drivers/raster/{'cog' if cog else 'gtiff'}.html list them)")
+        if k == "COMPRESS":
+            v = v.upper()
+            if v not in LOSSLESS:
+                raise ConfigError(f"{path}: COMPRESS={v} would change pixel values (geoseg's rasters hold class ids "
+                                  f"and measurements, not pictures); use one of {', '.join(LOSSLESS)}")
+        out[k] = v
+    return out
 
 
 def mask_writer(
@@ -1040,6 +1107,7 @@ def mask_writer(
     crs: CRS | str,
     classes: ClassTable,
     tags: Mapping[str, str] | None = None,
+    creation_options: Mapping[str, str] | None = None,
 ) -> RasterWriter:
     """A :class:`RasterWriter` for a class mask: uint8, nodata 255, class colours, COG.
 
@@ -1061,11 +1129,13 @@ def mask_writer(
         band_descriptions=["class"],
         cog=True,
         overview_resampling="mode",
+        creation_options=creation_options,
     )
 
 
 def confidence_writer(
-    path: str | os.PathLike[str], *, shape: tuple[int, int], transform: Affine, crs: CRS | str
+    path: str | os.PathLike[str], *, shape: tuple[int, int], transform: Affine, crs: CRS | str,
+    creation_options: Mapping[str, str] | None = None,
 ) -> RasterWriter:
     """A :class:`RasterWriter` for a confidence raster: uint8 max softmax x 255, nodata 0, COG.
 
@@ -1090,6 +1160,7 @@ def confidence_writer(
         predictor=2,
         level=1,
         scale=1 / 255,
+        creation_options=creation_options,
     )
 
 
