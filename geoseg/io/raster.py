@@ -144,18 +144,18 @@ def _check_georeferencing(src: Any, path: str) -> None:
     if src.crs is None:
         raise RasterReadError(
             f"{path}: has no CRS; geoseg needs georeferenced rasters to write georeferenced outputs "
-            f"- assign one, e.g. `gdal_edit.py -a_srs EPSG:32643 {path}`"
+            f"- assign one, e.g. `rio edit-info --crs EPSG:32643 {path}` (or `gdal_edit.py -a_srs EPSG:32643 {path}`)"
         )
     t = src.transform
     if t.b != 0 or t.d != 0:
         raise RasterReadError(
             f"{path}: has a rotated or sheared transform {tuple(t)[:6]}; expected a north-up grid "
-            f"- warp it first, e.g. `gdalwarp {path} northup.tif`"
+            f"- warp it first, e.g. `rio warp {path} northup.tif` (or `gdalwarp {path} northup.tif`)"
         )
     if t.a <= 0 or t.e >= 0:
         raise RasterReadError(
             f"{path}: pixel size ({t.a}, {t.e}) is not north-up (x must grow east, y must fall south); "
-            f"warp it first, e.g. `gdalwarp {path} northup.tif`"
+            f"warp it first, e.g. `rio warp {path} northup.tif` (or `gdalwarp {path} northup.tif`)"
         )
 
 
@@ -216,7 +216,8 @@ DEFAULT_MAX_PIXELS = 10_000_000_000
 
 
 def check_size(info: RasterInfo, max_pixels: int = DEFAULT_MAX_PIXELS,
-               fix: str = "cut a raster that is really this large into scenes first (``gdal_translate -srcwin``)") -> None:
+               fix: str = "cut a raster that is really this large into scenes first (``rio clip --bounds`` or "
+                          "``gdal_translate -srcwin``)") -> None:
     """Refuse a raster that declares more than ``max_pixels`` pixels, before any work is planned.
 
     Raises
@@ -230,13 +231,13 @@ def check_size(info: RasterInfo, max_pixels: int = DEFAULT_MAX_PIXELS,
     >>> check_size(info)
     Traceback (most recent call last):
     ...
-    geoseg.errors.RasterTooLargeError: huge.vrt: declares 1,000,000 x 1,000,000 px (1,000,000,000,000 pixels), more than the limit of 10,000,000,000; check the size with ``gdalinfo huge.vrt`` (a broken or hostile header?), or cut a raster that is really this large into scenes first (``gdal_translate -srcwin``)
+    geoseg.errors.RasterTooLargeError: huge.vrt: declares 1,000,000 x 1,000,000 px (1,000,000,000,000 pixels), more than the limit of 10,000,000,000; check the size with ``rio info huge.vrt`` (a broken or hostile header?), or cut a raster that is really this large into scenes first (``rio clip --bounds`` or ``gdal_translate -srcwin``)
     """
     h, w = info.shape
     if h * w > max_pixels:
         raise RasterTooLargeError(
             f"{info.path}: declares {w:,} x {h:,} px ({w * h:,} pixels), more than the limit of {max_pixels:,}; "
-            f"check the size with ``gdalinfo {info.path}`` (a broken or hostile header?), or {fix}"
+            f"check the size with ``rio info {info.path}`` (a broken or hostile header?), or {fix}"
         )
 
 
@@ -549,7 +550,8 @@ def check_same_grid(a: RasterInfo, b: RasterInfo, tolerance: float = 1e-6) -> No
     if problems:
         raise GridMismatchError(
             f"{b.path} is not on the grid of {a.path}: " + "; ".join(problems)
-            + f" - resample it onto the grid, e.g. `gdalwarp -te <bounds> -tr <res> -t_srs <crs> {b.path} aligned.tif`"
+            + f" - resample it onto the grid, e.g. `rio warp {b.path} aligned.tif --like {a.path}` "
+            f"(or `gdalwarp -te <bounds> -tr <res> -t_srs <crs> {b.path} aligned.tif`)"
         )
 
 
@@ -1178,7 +1180,8 @@ def warn_no_nodata(info: RasterInfo) -> None:
     if info.nodata is None:
         warnings.warn(
             f"{info.path}: no nodata value set; every pixel is taken as observed "
-            f"(set one with `gdal_edit.py -a_nodata 0 {info.path}` if it has a collar)",
+            f"(set one with `rio edit-info --nodata 0 {info.path}` or `gdal_edit.py -a_nodata 0 {info.path}` "
+            f"if it has a collar)",
             NoDataWarning,
             stacklevel=2,
         )

@@ -135,7 +135,8 @@ def stack_rasters(out: str | os.PathLike[str], inputs: list[str | os.PathLike[st
         if info.dtype != first.dtype:
             raise GridMismatchError(
                 f"{info.path}: data type {info.dtype} (expected {first.dtype}, like {first.path}); "
-                f"convert it first, e.g. `gdal_translate -ot {first.dtype.capitalize()} ...`"
+                f"convert it first, e.g. `rio convert {info.path} converted.tif --dtype {first.dtype}` "
+                f"(or `gdal_translate -ot {first.dtype.capitalize()} ...`)"
             )
         same_nodata = info.nodata == first.nodata or (
             info.nodata is not None and first.nodata is not None and info.nodata != info.nodata and first.nodata != first.nodata
@@ -143,7 +144,8 @@ def stack_rasters(out: str | os.PathLike[str], inputs: list[str | os.PathLike[st
         if not same_nodata:
             raise GridMismatchError(
                 f"{info.path}: nodata {info.nodata} (expected {first.nodata}, like {first.path}); "
-                f"set one nodata value on all inputs with `gdal_edit.py -a_nodata`"
+                f"set one nodata value on all inputs with `rio edit-info --nodata VALUE FILE` "
+                f"(or `gdal_edit.py -a_nodata`)"
             )
     names = [n for info in infos for n in _band_names(info)]
     h, w = first.shape

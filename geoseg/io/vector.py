@@ -165,7 +165,7 @@ def read_vector(path: str | os.PathLike[str], *, layer: str | int | None = None,
     except shapely.errors.ShapelyError as e:  # GDAL read it, but a geometry is not one (e.g. an open ring)
         raise VectorReadError(
             f"{p}: holds a geometry that cannot be built ({str(e).splitlines()[0]}); expected valid polygons - "
-            f"repair the file, e.g. `ogr2ogr -makevalid fixed.gpkg {p}`"
+            f"repair the file, e.g. `ogr2ogr -makevalid fixed.gpkg {p}`, or QGIS's Fix geometries tool"
         ) from None
     if p.lower().endswith(".shp"):
         back = {short: long for long, short in SHP_NAMES.items() if short != long}

@@ -298,7 +298,8 @@ def _check_class_raster(src: str) -> RasterInfo:
     if info.count != 1 or not np.issubdtype(np.dtype(info.dtype), np.integer):
         raise AreaError(
             f"{src}: {info.count} band(s) of {info.dtype}; expected a single-band integer class raster "
-            f"(a crop mask), e.g. `gdal_translate -b 1 -ot Byte {src} mask.tif`"
+            f"(a crop mask), e.g. `rio stack {src} --bidx 1 -o band1.tif` then `rio convert band1.tif mask.tif "
+            f"--dtype uint8` (or `gdal_translate -b 1 -ot Byte {src} mask.tif`)"
         )
     return info
 
@@ -505,7 +506,9 @@ def _read_fields(fields: str | os.PathLike[str] | "gpd.GeoDataFrame") -> tuple["
         fsrc = str(fields)
         f = read_vector(fsrc)
     if f.crs is None:
-        raise AreaError(f"{fsrc}: the fields have no CRS; set one, e.g. `ogr2ogr -a_srs EPSG:32643 out.gpkg {fsrc}`")
+        raise AreaError(f"{fsrc}: the fields have no CRS; set one, e.g. `ogr2ogr -a_srs EPSG:32643 out.gpkg {fsrc}` "
+                        f"(without GDAL's tools: `python -c \"import geopandas as g; g.read_file('{fsrc}')"
+                        f".set_crs('EPSG:32643').to_file('fixed.gpkg')\"`)")
     return f, fsrc
 
 

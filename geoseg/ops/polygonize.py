@@ -306,7 +306,7 @@ def _check_mask(src: str, block: int, passes: int) -> RasterInfo:
     if info.count != 1:
         raise PolygonizeError(
             f"{src}: has {info.count} bands; expected a single-band class mask - extract the class band first, "
-            f"e.g. `gdal_translate -b 1 {src} mask.tif`"
+            f"e.g. `rio stack {src} --bidx 1 -o mask.tif` (or `gdal_translate -b 1 {src} mask.tif`)"
         )
     if not np.issubdtype(np.dtype(info.dtype), np.integer):
         raise PolygonizeError(
