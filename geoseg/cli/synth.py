@@ -44,7 +44,7 @@ def synth(out_dir: Path, height: int, width: int, seed: int, dates: int, clouds:
         geoseg synth data/region --overwrite --json
     """
     for name in OUTPUTS:
-        check_overwrite(out_dir / name, overwrite, f"{name}, which synth writes,")
+        check_overwrite(out_dir / name, overwrite)
     region = synthesize(out_dir, height=height, width=width, seed=seed, dates=dates,
                         cloud_fraction=clouds, collar=not no_collar)
     if as_json:

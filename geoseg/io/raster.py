@@ -1090,8 +1090,8 @@ def check_creation_options(options: Mapping[str, str] | None, *, cog: bool = Tru
             raise ConfigError(f"{path}: creation option {k} cannot be set on this COG ({_COG_LAYOUT[k]}); leave it out")
         if k not in allowed:
             raise ConfigError(f"{path}: unknown creation option {k!r} for a {kind}; expected one of {', '.join(allowed)} "
-                              f"(GDAL's {'COG' if cog else 'GTiff'} driver options; `rio cogeo create --help` and "
-                              f"https://gdal.org/drivers/raster/{'cog' if cog else 'gtiff'}.html list them)")
+                              f"(GDAL's {'COG' if cog else 'GTiff'} driver options, described at "
+                              f"https://gdal.org/drivers/raster/{'cog' if cog else 'gtiff'}.html)")
         if k == "COMPRESS":
             v = v.upper()
             if v not in LOSSLESS:
