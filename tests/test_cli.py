@@ -15,6 +15,7 @@ from geoseg.cli.main import cli
 from geoseg.demo import compare_areas
 from geoseg.io.stack import stack_rasters
 from geoseg.ops.areas import district_areas_file
+from geoseg.synth import synthesize
 from tests.remote_servers import write_mask_and_districts
 
 
@@ -225,3 +226,6 @@ def test_progress_is_reported_for_areas_and_stack(mask_and_districts, tmp_path):
     seen.clear()
     stack_rasters(tmp_path / "s.tif", [mask, mask], block=16, progress=lambda d, t: seen.append((d, t)))
     assert seen == [(i, 2 * 3 * 4) for i in range(1, 25)]  # 2 inputs x 3 x 4 blocks of 16 px
+    seen.clear()
+    synthesize(tmp_path / "r", height=600, width=1100, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(i, 2 * 3) for i in range(1, 7)]  # windows of 512 px

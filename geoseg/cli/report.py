@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from geoseg.cli.options import LocalParam, is_quiet
+from geoseg.cli.progress import progress_bar
 from geoseg.report import write_run_report
 from geoseg.rundir import read_manifest, write_manifest
 
@@ -36,7 +37,8 @@ def report(run_dir: Path, max_fields: int, max_px: int, as_json: bool, quiet: bo
         geoseg report runs/demo/20261124T2130Z-abc --max-fields 20000
     """
     say = (lambda s: None) if quiet or as_json or is_quiet() else (lambda s: click.echo(s, err=True))
-    written = write_run_report(run_dir, max_fields=max_fields, max_px=max_px, say=say)
+    with progress_bar("report") as advance:
+        written = write_run_report(run_dir, max_fields=max_fields, max_px=max_px, say=say, progress=advance)
     real = Path(run_dir).resolve()
     manifest = read_manifest(real)
     if manifest.get("status") == "done":  # list the files with the run's other outputs

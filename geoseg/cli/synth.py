@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from geoseg.cli.options import LocalParam, json_option, overwrite_option
+from geoseg.cli.progress import progress_bar
 from geoseg.io.paths import check_overwrite
 from geoseg.synth import synthesize
 
@@ -45,8 +46,9 @@ def synth(out_dir: Path, height: int, width: int, seed: int, dates: int, clouds:
     """
     for name in OUTPUTS:
         check_overwrite(out_dir / name, overwrite)
-    region = synthesize(out_dir, height=height, width=width, seed=seed, dates=dates,
-                        cloud_fraction=clouds, collar=not no_collar)
+    with progress_bar("windows") as advance:
+        region = synthesize(out_dir, height=height, width=width, seed=seed, dates=dates,
+                            cloud_fraction=clouds, collar=not no_collar, progress=advance)
     if as_json:
         click.echo(json.dumps({
             "out_dir": str(region.out_dir),
