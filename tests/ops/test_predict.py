@@ -20,6 +20,7 @@ from geoseg.ml.model import ModelCard, build_from_card, save_checkpoint
 from geoseg.ml.train import train
 from geoseg.ops.predict import predict_scene
 from geoseg.synth import synthesize
+from tests.remote_servers import GDAL_HTTP_ENV, range_server
 
 TF = Affine(10, 0, 560000, 0, -10, 3420000)
 
@@ -169,3 +170,19 @@ def test_predict_cli_creation_options_json_and_overwrite(model_dir, tmp_path):  
     bad = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "x.tif"), "--co", "TILED=NO"])
     assert bad.exit_code == 1 and "creation option TILED cannot be set on this COG (a COG is always tiled)" in bad.stderr
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_predict_reads_a_remote_image_as_it_reads_a_local_one(model_dir, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """`geoseg predict http://127.0.0.1:PORT/scene.tif` (the https:// code path) gives the mask of the local file."""
+    (tmp_path / "served").mkdir()
+    _scene(tmp_path / "served" / "scene.tif")
+    for k, v in GDAL_HTTP_ENV.items():
+        monkeypatch.setenv(k, v)
+    local = predict_scene(model_dir, tmp_path / "served" / "scene.tif", tmp_path / "local.tif", tile=64)
+    with range_server(tmp_path / "served") as srv:
+        out = CliRunner().invoke(cli, ["predict", "--model", str(model_dir), f"{srv.url}/scene.tif", "--tile", "64",
+                                       "--out", str(tmp_path / "remote.tif")])
+        assert out.exit_code == 0, out.output
+        assert any(r is not None for m, p, r in srv.requests if p == "/scene.tif")  # read by byte ranges
+    with rasterio.open(local.mask) as a, rasterio.open(tmp_path / "remote.tif") as b:
+        assert (a.read(1) == b.read(1)).all() and a.transform == b.transform
