@@ -8,7 +8,6 @@ default or help differ between commands are functions that take them
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click

@@ -35,7 +35,6 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,7 +47,7 @@ from geoseg.core.geodesy import areas_m2, row_pixel_areas, to_equal_area, unit_f
 from geoseg.core.grid import Window
 from geoseg.core.overlay import boundary_coverage, overlap_areas
 from geoseg.core.tally import centre_counts
-from geoseg.errors import AreaError, DistrictWarning, VectorFormatError, portable_errors
+from geoseg.errors import AreaError, DistrictWarning, portable_errors
 from geoseg.io.districts import DistrictProblem, Districts, read_districts
 from geoseg.io.raster import (
     BlockReader,
