@@ -615,10 +615,10 @@ def district_areas_file(
     The format and the output are checked before any work; returns the table (with ``attrs["problems"]``).
     """
     table_format(out, fmt)
-    check_overwrite(out, overwrite, "the area table")
     if os.fspath(out) != STDOUT:
         check_outputs({"the area table": out}, {"the source": source, "the district file": districts,
                                                 "the class file": classes if isinstance(classes, (str, os.PathLike)) else None})
+    check_overwrite(out, overwrite, "the area table")
     df = district_areas(source, districts, name_field, classes, nodata, method=method, progress=progress)
     write_table(df, out, fmt)
     return df

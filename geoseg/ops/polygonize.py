@@ -468,9 +468,9 @@ def polygonize_file(
         check_stream_vector(driver)
     else:
         vector_driver(out, driver)  # an unknown format fails before any work
-        check_overwrite(out, overwrite, "the fields file")
         check_outputs({"the fields file": out}, {"the mask": mask_path, "the confidence raster": kwargs.get("confidence"),
                                                  "the district file": kwargs.get("districts")})
+        check_overwrite(out, overwrite, "the fields file")
     gdf = polygonize_raster(mask_path, **kwargs)
     classes = kwargs.get("classes")
     table = _resolve_classes(classes, str(mask_path))

@@ -110,10 +110,11 @@ def predict_scene(
     for out in (out_mask, confidence):
         refuse_stdout(out, "a COG", "its header and overviews are written after the pixels, with seeks back into "
                       "the file", "--out mask.tif, then `rio info mask.tif`")
-        check_overwrite(out, overwrite)
     check_creation_options(creation_options, cog=True, path=out_mask)
     check_outputs({"the mask": out_mask, "the confidence raster": confidence},
                   {"the image": image, "the model": [Path(model_dir) / "model.safetensors", Path(model_dir) / "model.json"]})
+    for out in (out_mask, confidence):  # after check_outputs, which names the input an output would replace
+        check_overwrite(out, overwrite)
     check_batch_size(batch_size)
     card = read_card(model_dir)  # the image and the tiling are checked against the card before the weights load
     info = raster_info(image)
