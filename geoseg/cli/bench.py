@@ -8,14 +8,14 @@ from pathlib import Path
 
 import click
 
-from geoseg.cli.options import is_quiet
+from geoseg.cli.options import LocalParam, is_quiet
 
 
 @click.command("bench")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=LocalParam("the results file"),
               default=Path("benchmarks/results/latest.json"), show_default=True,
               help="Where to write the results (JSON: rows of figure, value, baseline, ratio, target, met).")
-@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--work", type=LocalParam("the work folder"), default=None,
               help="Folder for the synthetic regions and runs (default: a temporary folder, removed afterwards).")
 @click.option("--base", type=int, default=1344, show_default=True,
               help="Side of the 1x region in pixels; the 16x region is 4 times as wide (multiples of 448 keep "

@@ -128,12 +128,12 @@ def local_path(value: str | os.PathLike[str], what: str) -> Path:
     >>> local_path("https://h/models/punjab", "the checkpoint directory")
     Traceback (most recent call last):
     ...
-    geoseg.errors.ConfigError: https://h/models/punjab: the checkpoint directory must be a local path, not a URL or a GDAL virtual path; download it first (e.g. `aws s3 cp --recursive`, `curl -O`) and give the local copy
+    geoseg.errors.ConfigError: https://h/models/punjab: the checkpoint directory must be a local path, not a URL, a GDAL virtual path or standard output; give a local file or folder (download a remote one first, e.g. `aws s3 cp --recursive`, `curl -O`)
     """
     if is_remote(value) or os.fspath(value) in _STDOUT_NAMES:
         raise ConfigError(
-            f"{os.fspath(value)}: {what} must be a local path, not a URL or a GDAL virtual path; download it first "
-            f"(e.g. `aws s3 cp --recursive`, `curl -O`) and give the local copy"
+            f"{os.fspath(value)}: {what} must be a local path, not a URL, a GDAL virtual path or standard output; "
+            f"give a local file or folder (download a remote one first, e.g. `aws s3 cp --recursive`, `curl -O`)"
         )
     return Path(value)
 

@@ -50,7 +50,7 @@ def test_a_scheme_gdal_cannot_read_is_a_clear_error():  # type: ignore[no-untype
 
 @pytest.mark.parametrize("given", ["https://h/models/m", "s3://b/models/m", "/vsis3/b/m", "-"])
 def test_local_only_paths_refuse_remote_ones(given):  # type: ignore[no-untyped-def]
-    with pytest.raises(ConfigError, match=r"the checkpoint directory must be a local path.*download it first") as e:
+    with pytest.raises(ConfigError, match=r"the checkpoint directory must be a local path.*download a remote one first") as e:
         local_path(given, "the checkpoint directory")
     assert isinstance(e.value, GeosegError) and isinstance(e.value, ValueError)
     assert local_path("models/m", "the checkpoint directory") == Path("models/m")
