@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from rasterio.session import AWSSession
 
 from geoseg.cli.main import cli
+from geoseg.io.stack import stack_rasters
 from tests.remote_servers import (
     EXPECTED_HA,
     GDAL_HTTP_ENV,
@@ -145,3 +146,15 @@ def test_paths_that_cannot_work_are_one_clear_line(served, tmp_path, monkeypatch
     lines = [ln for ln in out.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], out.output
     assert list(tmp_path.iterdir()) == []  # nothing written, no file named "-"
+
+
+def test_library_stack_takes_a_plain_url_and_names_it_as_gdal_opens_it(served, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """stack_rasters (not only the CLI) normalises an http(s):// input, so the VRT can be opened."""
+    mask, _ = served
+    for k, v in GDAL_HTTP_ENV.items():
+        monkeypatch.setenv(k, v)
+    with range_server(mask.parent) as srv:
+        res = stack_rasters(tmp_path / "s.vrt", [f"{srv.url}/mask.tif"])
+        assert f'relativeToVRT="0">/vsicurl/{srv.url}/mask.tif<' in (tmp_path / "s.vrt").read_text()
+        with rasterio.open(tmp_path / "s.vrt") as vrt, rasterio.open(mask) as src:
+            assert (vrt.read(1) == src.read(1)).all() and res.bands == ["class"]

@@ -20,7 +20,7 @@ from rasterio.dtypes import dtype_rev, typename_fwd
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, GridMismatchError
-from geoseg.io.paths import is_remote, refuse_stdout
+from geoseg.io.paths import dataset_path, is_remote, refuse_stdout
 from geoseg.io.raster import (
     RasterInfo,
     RasterWriter,
@@ -113,6 +113,7 @@ def stack_rasters(out: str | os.PathLike[str], inputs: list[str | os.PathLike[st
     target = Path(out)
     if not inputs:
         raise ConfigError("no input rasters to stack; give one or more files")
+    inputs = [dataset_path(p) for p in inputs]  # s3://b/k -> /vsis3/b/k, which a VRT can name
     if target.suffix.lower() not in (".vrt", ".tif", ".tiff"):
         raise ConfigError(f"{target}: output must end in .vrt or .tif, got {target.suffix!r}")
     check_outputs({"the stack": target}, {f"input {i}": p for i, p in enumerate(inputs, start=1)})
