@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
 from geoseg.demo import compare_areas
+from geoseg.io.stack import stack_rasters
+from geoseg.ops.areas import district_areas_file
+from geoseg.synth import synthesize
+from tests.remote_servers import write_mask_and_districts
 
 
 @pytest.fixture
@@ -115,3 +123,109 @@ def test_compare_areas_joins_prediction_and_truth() -> None:
     assert got[["district", "crop"]].values.tolist() == [["A", "rice"], ["A", "wheat"], ["B", "rice"]]
     np.testing.assert_allclose(got.error_ha, [0.1, 0.0, -0.05], atol=1e-12)
     np.testing.assert_allclose(got.error_pct, [10.0, 0.0, -50.0])
+
+
+# --- the habits of rio/fio: -q, --json, --overwrite, --co, progress (issue 19, part 6) ---------------------
+
+@pytest.fixture(scope="module")
+def mask_and_districts(tmp_path_factory):  # type: ignore[no-untyped-def]
+    return write_mask_and_districts(tmp_path_factory.mktemp("md"))
+
+
+def _areas_args(mask_and_districts, out):  # type: ignore[no-untyped-def]
+    mask, districts = mask_and_districts
+    return ["areas", str(mask), "--districts", str(districts), "--name-field", "district", "--out", str(out)]
+
+
+def test_quiet_silences_information_never_the_result(runner, mask_and_districts, tmp_path):  # type: ignore[no-untyped-def]
+    loud = runner.invoke(cli, _areas_args(mask_and_districts, tmp_path / "a.csv"))
+    assert loud.exit_code == 0 and "West      rice" in loud.stdout  # the table preview
+    quiet = runner.invoke(cli, ["-q", *_areas_args(mask_and_districts, tmp_path / "b.csv"), "--overwrite"])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stdout.splitlines() == [f"{tmp_path / 'b.csv'}: 14 rows (2 districts)"] and quiet.stderr == ""
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    # predict's timing line is information; errors always print
+    bad = runner.invoke(cli, ["-q", "stack", str(tmp_path / "s.vrt"), str(tmp_path / "missing.tif")])
+    assert bad.exit_code == 1 and "missing.tif: file not found" in bad.stderr
+    both = runner.invoke(cli, ["-q", "-v", "stack", "s.vrt", "x.tif"])
+    assert both.exit_code == 2 and "--quiet and -v contradict each other" in both.output
+
+
+def test_json_prints_one_object_with_the_outputs_and_counts(runner, mask_and_districts, tmp_path):  # type: ignore[no-untyped-def]
+    mask, _ = mask_and_districts
+    areas = runner.invoke(cli, [*_areas_args(mask_and_districts, tmp_path / "a.parquet"), "--json"])
+    assert areas.exit_code == 0, areas.output
+    got = json.loads(areas.stdout)
+    assert got["output"] == str(tmp_path / "a.parquet") and got["rows"] == 14 and got["districts"] == 2
+    assert got["hectares"] == pytest.approx({"background": 0.0, "rice": 10.5, "wheat": 10.5, "sugarcane": 0.0,
+                                             "cotton": 0.0, "maize": 0.0, "fallow": 0.0})
+    fields = runner.invoke(cli, ["polygonize", str(mask), "--out", str(tmp_path / "f.fgb"), "--json",
+                                 "--min-area-ha", "0"])
+    assert fields.exit_code == 0, fields.output
+    got = json.loads(fields.stdout)
+    assert got == {"output": str(tmp_path / "f.fgb"), "format": "fgb", "fields": 2, "min_area_pixels": 1,
+                   "hectares": pytest.approx({"rice": 10.5, "wheat": 10.5}, rel=1e-3)}
+    stack = runner.invoke(cli, ["stack", str(tmp_path / "s.tif"), str(mask), str(mask), "--json"])
+    assert stack.exit_code == 0, stack.output
+    assert json.loads(stack.stdout) == {"output": str(tmp_path / "s.tif"), "bands": ["class", "class"],
+                                        "width": 60, "height": 40}
+    synth = runner.invoke(cli, ["synth", str(tmp_path / "r"), "--height", "64", "--width", "96", "--json"])
+    assert synth.exit_code == 0, synth.output
+    got = json.loads(synth.stdout)
+    assert (got["height"], got["width"], got["crs"], len(got["dates"])) == (64, 96, "EPSG:32643", 4)
+    assert all(Path(p).is_file() for p in got["files"].values())
+    truth = pd.read_csv(got["files"]["truth_csv"]).groupby("crop")["hectares"].sum()
+    assert got["hectares"] == pytest.approx({str(k): float(v) for k, v in truth.items()})
+
+
+def test_existing_outputs_are_refused_without_overwrite(runner, mask_and_districts, tmp_path):  # type: ignore[no-untyped-def]
+    mask, _ = mask_and_districts
+    for name, args in [
+        ("a.csv", _areas_args(mask_and_districts, tmp_path / "a.csv")),
+        ("f.gpkg", ["polygonize", str(mask), "--out", str(tmp_path / "f.gpkg")]),
+        ("r/scene.tif", ["synth", str(tmp_path / "r"), "--height", "40", "--width", "40"]),
+    ]:
+        target = tmp_path / name
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(b"keep me")
+        out = runner.invoke(cli, args)
+        assert out.exit_code == 1, out.output
+        assert "already exists; pass --overwrite to replace it" in out.stderr and str(target) in out.stderr
+        assert target.read_bytes() == b"keep me"
+        again = runner.invoke(cli, [*args, "--overwrite"])
+        assert again.exit_code == 0, again.output
+        assert target.read_bytes() != b"keep me"
+
+
+def test_creation_options_reach_the_file_and_bad_ones_are_refused(runner, mask_and_districts, tmp_path):  # type: ignore[no-untyped-def]
+    mask, _ = mask_and_districts
+    out = runner.invoke(cli, ["stack", str(tmp_path / "s.tif"), str(mask), "--co", "compress=zstd",
+                              "--co", "BLOCKXSIZE=32", "--co", "BLOCKYSIZE=32"])
+    assert out.exit_code == 0, out.output
+    with rasterio.open(tmp_path / "s.tif") as s, rasterio.open(mask) as m:
+        assert s.compression.name == "zstd" and s.block_shapes == [(32, 32)]
+        assert (s.read(1) == m.read(1)).all()
+    for co, message in [
+        ("COMPRESS=JPEG", "COMPRESS=JPEG would change pixel values"),
+        ("FOO=1", "unknown creation option 'FOO' for a GeoTIFF; expected one of COMPRESS"),
+    ]:
+        bad = runner.invoke(cli, ["stack", str(tmp_path / "t.tif"), str(mask), "--co", co])
+        assert bad.exit_code == 1 and message in bad.stderr, bad.output
+    bad = runner.invoke(cli, ["stack", str(tmp_path / "t.vrt"), str(mask), "--co", "COMPRESS=ZSTD"])
+    assert bad.exit_code == 1 and "creation options (--co) apply to a .tif stack" in bad.stderr
+    bad = runner.invoke(cli, ["stack", str(tmp_path / "t.tif"), str(mask), "--co", "COMPRESS"])
+    assert bad.exit_code == 2 and "expected KEY=VALUE" in bad.output
+    assert not (tmp_path / "t.tif").exists() and not (tmp_path / "t.vrt").exists()
+
+
+def test_progress_is_reported_for_areas_and_stack(mask_and_districts, tmp_path):  # type: ignore[no-untyped-def]
+    mask, districts = mask_and_districts
+    seen: list[tuple[int, int]] = []
+    district_areas_file(mask, districts, "district", tmp_path / "a.csv", progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == seen[-1][1]
+    seen.clear()
+    stack_rasters(tmp_path / "s.tif", [mask, mask], block=16, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(i, 2 * 3 * 4) for i in range(1, 25)]  # 2 inputs x 3 x 4 blocks of 16 px
+    seen.clear()
+    synthesize(tmp_path / "r", height=600, width=1100, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(i, 2 * 3) for i in range(1, 7)]  # windows of 512 px

@@ -247,7 +247,8 @@ def test_label_raster_on_another_grid(runner, base, tmp_path):  # type: ignore[n
     _fails(runner, ["evaluate", "--model", base / "model", "--image", base / "scene.tif", "--labels",
                     tmp_path / "shifted.tif"], _empty(tmp_path),
            "shifted.tif is not on the grid of", "scene.tif: transform (10.0, 0.0, 560030.0",
-           "(expected (10.0, 0.0, 560000.0", "resample it onto the grid, e.g. `gdalwarp")
+           "(expected (10.0, 0.0, 560000.0", "resample it onto the grid, e.g. `rio warp",
+           "aligned.tif --like", "(or `gdalwarp")
 
 
 def _empty(tmp_path: Path) -> Path:

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.options import LocalParam, is_quiet
+
 
 @click.command("bench")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=LocalParam("the results file"),
               default=Path("benchmarks/results/latest.json"), show_default=True,
               help="Where to write the results (JSON: rows of figure, value, baseline, ratio, target, met).")
-@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--work", type=LocalParam("the work folder"), default=None,
               help="Folder for the synthetic regions and runs (default: a temporary folder, removed afterwards).")
 @click.option("--base", type=int, default=1344, show_default=True,
               help="Side of the 1x region in pixels; the 16x region is 4 times as wide (multiples of 448 keep "
@@ -56,8 +58,11 @@ def bench(out: Path, work: Path | None, base: int, model_dir: Path | None, train
 
     reference = load_result(against) if against is not None else None  # a wrong file fails now, not after the run
 
+    quiet = is_quiet()  # read here: say may run in other threads, outside click's context
+
     def say(s: str) -> None:
-        click.echo(s, err=True)
+        if not quiet:
+            click.echo(s, err=True)
 
     place = tempfile.TemporaryDirectory(prefix="geoseg-bench-") if work is None else nullcontext(str(work))
     with place as where:  # a temporary folder is removed afterwards

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.options import is_quiet
 from geoseg.cli.progress import progress_bar
 
 
@@ -32,13 +33,17 @@ def demo(workflow: Path, size: int, train_minutes: float, retrain: bool) -> None
     # deferred: it loads torch, which `geoseg --help` and the other commands do not need
     from geoseg.demo import run_demo
 
+    quiet = is_quiet()  # read here: the callbacks may run in other threads, outside click's context
+
     def epoch(i: int, total: int, m: dict) -> None:  # type: ignore[type-arg]
+        if quiet:
+            return
         click.echo(f"  epoch {i:>2}/{total}  loss {m['loss']:.3f}  val mIoU {m['val_miou']:.3f}  "
                    f"{m['seconds']:.0f} s", err=True)
 
     with progress_bar("tiles") as advance:
         result = run_demo(workflow, size=size, train_minutes=train_minutes, retrain=retrain,
-                          say=lambda s: click.echo(s, err=True), progress=advance, epoch=epoch)
+                          say=(lambda s: None) if quiet else (lambda s: click.echo(s, err=True)), progress=advance, epoch=epoch)
     for line in result.lines():
         click.echo(line)
     click.echo(str(result.run.run_dir))

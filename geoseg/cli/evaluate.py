@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from geoseg.cli.options import (
+    DATASET,
     batch_size_option,
     device_option,
     label_field_option,
@@ -15,13 +16,14 @@ from geoseg.cli.options import (
     tile_option,
 )
 from geoseg.cli.progress import progress_bar
+from geoseg.io.paths import DatasetPath
 from geoseg.ml.evaluate import evaluate as evaluate_model
 
 
 @click.command("evaluate")
 @model_option
-@click.option("--image", required=True, type=click.Path(path_type=Path), help="Image with the model's bands.")
-@click.option("--labels", required=True, type=click.Path(path_type=Path),
+@click.option("--image", required=True, type=DATASET, help="Image with the model's bands (a file, URL or /vsi path).")
+@click.option("--labels", required=True, type=DATASET,
               help="Label raster on the image grid, or a vector file with --label-field.")
 @label_field_option
 @click.option("--window", default=None, metavar="ROW,COL,HEIGHT,WIDTH",
@@ -32,7 +34,7 @@ from geoseg.ml.evaluate import evaluate as evaluate_model
 @device_option
 @click.option("--json/--text", "as_json", default=True, show_default=True,
               help="Print the scores as JSON (default) or as readable text.")
-def evaluate(model_dir: Path, image: Path, labels: Path, label_field: str | None, window: str | None,
+def evaluate(model_dir: Path, image: DatasetPath, labels: DatasetPath, label_field: str | None, window: str | None,
              tile: int | None, overlap: int | None, batch_size: int, device: str, as_json: bool) -> None:
     """Predict IMAGE tile by tile and compare with LABELS.
 

@@ -49,17 +49,31 @@ class GeosegGroup(click.Group):
 @click.version_option(__version__, prog_name="geoseg")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logging).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bars, information lines or log output below errors; results and errors still print.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
+def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     """Turn large satellite GeoTIFFs into per-field crop maps and per-district crop areas.
+
+    Inputs may be local files, URLs (https://, s3://, gs://, az://) or GDAL virtual paths
+    (/vsicurl/, /vsis3/, ...); GDAL's AWS_* and GDAL_HTTP_* settings apply. Outputs are local
+    files, or - (standard output) for CSV, JSON and GeoJSON.
 
     \b
     Start with the demo, which makes a synthetic Punjab region and runs the pipeline:
         geoseg demo
+    \b
+    Examples:
+        geoseg -q polygonize https://host/mask.tif --out - > fields.geojson
+        geoseg areas s3://bucket/mask.tif --districts /vsicurl/https://host/districts.geojson \\
+            --name-field district --out - > areas.csv
     """
+    if quiet and verbose:
+        raise click.UsageError("--quiet and -v contradict each other; give one")
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-    level = logging.WARNING - 10 * verbose
+    ctx.obj["quiet"] = quiet
+    level = logging.ERROR if quiet else logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
     if verbose < 2:  # Dask's own INFO chatter only with -vv
         # distributed configures its loggers from dask's config when first imported (later than

@@ -8,10 +8,11 @@ default or help differ between commands are functions that take them
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
+
+from geoseg.io.paths import dataset_path, local_path, output_path
 
 __all__ = [
     "model_option",
@@ -21,13 +22,102 @@ __all__ = [
     "batch_size_option",
     "classes_option",
     "label_field_option",
+    "DatasetParam",
+    "LocalParam",
+    "OutputParam",
+    "DATASET",
+    "OUTPUT",
+    "overwrite_option",
+    "json_option",
+    "creation_options_option",
+    "is_quiet",
+    "info",
 ]
 
 Decorator = Callable[[Any], Any]
 
+class DatasetParam(click.ParamType):
+    """A raster or vector input as GDAL users write it: a local file, a URL (``https://``, ``s3://``, ...)
+    or a GDAL virtual path (``/vsicurl/``, ``/vsis3/``, ...); see :func:`geoseg.io.paths.dataset_path`.
+
+    Unlike ``click.Path(path_type=Path)`` it keeps ``https://host/f.tif`` whole (a Path folds it into
+    ``https:/host/f.tif``). A bad scheme is a :class:`~geoseg.errors.ConfigError`: one line, exit 1.
+    """
+
+    name = "dataset"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return dataset_path(value)
+
+
+class LocalParam(click.ParamType):
+    """A path geoseg opens itself (a checkpoint directory, a class file, a run folder): local only."""
+
+    name = "path"
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return local_path(value, self.what)
+
+
+class OutputParam(click.ParamType):
+    """An output: a local file, or ``-`` (``/vsistdout/``) for standard output where the format streams."""
+
+    name = "path"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return output_path(value)
+
+
+#: A raster or vector input (local, URL or GDAL virtual path).
+DATASET = DatasetParam()
+#: An output file, or ``-`` for standard output.
+OUTPUT = OutputParam()
+
+#: ``--overwrite``: replace existing outputs (refused without it, as ``rio`` does).
+overwrite_option: Decorator = click.option(
+    "--overwrite", is_flag=True, help="Replace existing outputs (without it an existing output is an error).",
+)
+
+
+def json_option(*, help: str) -> Decorator:
+    """``--json``: print the result as one JSON object (``as_json``)."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in value:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE, e.g. --co COMPRESS=ZSTD", ctx, param)
+        out[key.strip().upper()] = val.strip()
+    return out
+
+
+def creation_options_option(*, help: str) -> Decorator:
+    """``--co KEY=VALUE`` (repeatable): GDAL creation options, as a dict (``creation_options``)."""
+    return click.option("--co", "--profile", "creation_options", multiple=True, metavar="NAME=VALUE",
+                        callback=_creation_options, help=help)
+
+
+def is_quiet(ctx: click.Context | None = None) -> bool:
+    """Whether the group's ``--quiet/-q`` is on (progress and information lines are silenced)."""
+    ctx = ctx or click.get_current_context(silent=True)
+    return bool(ctx and (ctx.find_root().obj or {}).get("quiet"))
+
+
+def info(message: str) -> None:
+    """Print an information line on standard error, unless ``--quiet``."""
+    if not is_quiet():
+        click.echo(message, err=True)
+
+
 #: ``--model DIR``: a checkpoint directory (passed as ``model_dir``).
 model_option: Decorator = click.option(
-    "--model", "model_dir", required=True, type=click.Path(path_type=Path),
+    "--model", "model_dir", required=True, type=LocalParam("the checkpoint directory"),
     help="Checkpoint directory (model.safetensors + model.json).",
 )
 
@@ -59,4 +149,4 @@ def batch_size_option(*, default: int = 4, help: str | None = None) -> Decorator
 
 def classes_option(*, help: str, required: bool = False) -> Decorator:
     """``--classes FILE``: a class file (YAML) naming the class ids."""
-    return click.option("--classes", required=required, type=click.Path(dir_okay=False, path_type=Path), help=help)
+    return click.option("--classes", required=required, type=LocalParam("the class file"), help=help)

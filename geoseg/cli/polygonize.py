@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import click
 
-from geoseg.cli.options import classes_option
+from geoseg.cli.options import DATASET, OUTPUT, classes_option, info, json_option, overwrite_option
 from geoseg.cli.progress import progress_bar
 from geoseg.core.sieve import DEFAULT_MIN_AREA_HA
 from geoseg.errors import DistrictWarning
+from geoseg.io.paths import STDOUT, DatasetPath
+from geoseg.io.vector import vector_driver
 from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
 
 
 @click.command("polygonize")
-@click.argument("mask", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Fields file: .gpkg, .parquet, .fgb, .geojson (EPSG:4326) or .shp.")
+@click.argument("mask", type=DATASET)
+@click.option("--out", required=True, type=OUTPUT,
+              help="Fields file: .gpkg, .parquet, .fgb, .geojson (EPSG:4326) or .shp; - writes GeoJSON to standard "
+                   "output.")
 @click.option("--format", "driver", type=click.Choice(["gpkg", "parquet", "fgb", "geojson", "shp"]),
               help="Output format, overriding the extension.")
 @click.option("--nodata", type=float, default=None, help="Mask nodata value (default: the file's).")
@@ -27,10 +31,11 @@ from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
 @click.option("--exclude", multiple=True,
               help="Class name or id that makes no polygon (repeatable). Default: non-crop classes (background).")
 @click.option("--all-classes", is_flag=True, help="Polygonise every class, background included.")
-@click.option("--confidence", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--confidence", type=DATASET,
               help="Confidence raster on the mask's grid: adds the mean confidence per field.")
-@click.option("--districts", type=click.Path(dir_okay=False, path_type=Path),
-              help="District boundaries (any format and CRS): adds the district of largest overlap.")
+@click.option("--districts", type=DATASET,
+              help="District boundaries (any format and CRS; a file, URL or /vsi path): adds the district of largest "
+                   "overlap.")
 @click.option("--name-field", help="The districts' attribute that names a district.")
 @click.option("--simplify", "simplify_m", type=float, default=None,
               help="Simplify outlines with this tolerance in metres (shared edges stay shared).")
@@ -39,10 +44,14 @@ from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
 @click.option("--observed", metavar="DATE",
               help="When the imagery was taken (its last date, e.g. 2024-10-31): fiboa's determination:datetime. "
                    "[default: unknown, left empty]")
-def polygonize(mask: Path, out: Path, driver: str | None, nodata: float | None, classes: Path | None,
-               min_area_ha: float | None, exclude: tuple[str, ...], all_classes: bool, confidence: Path | None,
-               districts: Path | None, name_field: str | None, simplify_m: float | None, block: int | None,
-               run_id: str | None, observed: str | None) -> None:
+@overwrite_option
+@json_option(help="Print one JSON object (output, format, fields, hectares per crop, sieve) instead of the summary "
+                  "lines.")
+def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: float | None, classes: Path | None,
+               min_area_ha: float | None, exclude: tuple[str, ...], all_classes: bool,
+               confidence: DatasetPath | None, districts: DatasetPath | None, name_field: str | None,
+               simplify_m: float | None, block: int | None, run_id: str | None, observed: str | None,
+               overwrite: bool, as_json: bool) -> None:
     """Turn the class raster MASK into one polygon per field, block by block in parallel.
 
     Specks smaller than --min-area-ha are merged into their neighbours first; nodata never
@@ -51,13 +60,21 @@ def polygonize(mask: Path, out: Path, driver: str | None, nodata: float | None, 
     metrics:area (m2), metrics:perimeter (m) and determination:method/datetime/details,
     plus confidence and district when those inputs are given.
 
+    MASK, --confidence and --districts may be URLs (https://, s3://) or GDAL virtual paths.
+    With --out - the fields go to standard output as GeoJSON and the summary to standard error.
+
     \b
-    Example:
+    Examples:
         geoseg polygonize runs/punjab/latest/mask.tif --out fields.gpkg \\
             --districts districts.gpkg --name-field district --min-area-ha 0.1
+        geoseg -q polygonize /vsicurl/https://host/mask.tif --out - > fields.geojson
     """
     if districts is not None and not name_field:
         raise click.UsageError("--districts needs --name-field (the attribute that names a district)")
+    to_stdout = out == STDOUT
+    if to_stdout and as_json:
+        raise click.UsageError("--out - already prints the fields (GeoJSON) on standard output; give --json with "
+                               "a file --out")
     excl: tuple[str, ...] | None = () if all_classes else (tuple(exclude) if exclude else None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DistrictWarning)
@@ -67,9 +84,17 @@ def polygonize(mask: Path, out: Path, driver: str | None, nodata: float | None, 
                 min_area_ha=DEFAULT_MIN_AREA_HA if min_area_ha is None else min_area_ha, exclude=excl,
                 confidence=confidence, districts=districts, name_field=name_field, simplify_m=simplify_m,
                 block=DEFAULT_BLOCK if block is None else block, run_id=run_id, observed=observed,
-                progress=advance,
+                progress=advance, overwrite=overwrite,
             )
     for w in caught:
         click.echo(f"Warning: {w.message}", err=True)
+    if as_json:
+        click.echo(json.dumps({"output": str(res.path), "format": vector_driver(res.path, driver)[0],
+                               "fields": res.fields, "hectares": {k: round(v, 4) for k, v in res.hectares.items()},
+                               "min_area_pixels": res.min_area_pixels}, indent=2))
+        return
     for line in res.lines():
-        click.echo(line)
+        if to_stdout:
+            info(line.replace("-: ", "standard output: ", 1))  # standard output holds the GeoJSON alone
+        else:
+            click.echo(line)

@@ -1,4 +1,4 @@
-"""A progress bar for long stages (rich), quiet when standard error is not a terminal."""
+"""A progress bar for long stages (rich), quiet when standard error is not a terminal or with ``geoseg -q``."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+
+from geoseg.cli.options import is_quiet
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 @contextmanager
 def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
-    """Yield ``advance(done, total)`` that drives one bar on standard error."""
+    """Yield ``advance(done, total)`` that drives one bar on standard error (a no-op under ``--quiet``)."""
     console = Console(file=sys.stderr)
-    if not console.is_terminal:
+    if not console.is_terminal or is_quiet():
         yield lambda done, total: None
         return
     with Progress(

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.options import LocalParam
 from geoseg.ops.query import format_table, run_query
 
 
 @click.command("query")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=LocalParam("the run folder"))
 @click.argument("sql", required=False)
 @click.option("--district", help="Shortcut: the district table for this district (any case).")
 @click.option("--crop", help="Shortcut: this crop in every district (any case).")
-@click.option("--compare", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--compare", type=LocalParam("--compare (a run folder)"),
               help="Another run: change in hectares per district and crop from RUN_DIR to it.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--safe", is_flag=True,

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.options import LocalParam, is_quiet
+from geoseg.cli.progress import progress_bar
 from geoseg.report import write_run_report
 from geoseg.rundir import read_manifest, write_manifest
 
 
 @click.command("report")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=LocalParam("the run folder"))
 @click.option("--max-fields", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Field polygons the HTML map loads at most (the largest; the page says how many were left out).")
 @click.option("--max-px", type=click.IntRange(min=64), default=1500, show_default=True,
@@ -34,8 +36,9 @@ def report(run_dir: Path, max_fields: int, max_px: int, as_json: bool, quiet: bo
         geoseg report runs/demo/latest
         geoseg report runs/demo/20261124T2130Z-abc --max-fields 20000
     """
-    say = (lambda s: None) if quiet or as_json else (lambda s: click.echo(s, err=True))
-    written = write_run_report(run_dir, max_fields=max_fields, max_px=max_px, say=say)
+    say = (lambda s: None) if quiet or as_json or is_quiet() else (lambda s: click.echo(s, err=True))
+    with progress_bar("report") as advance:
+        written = write_run_report(run_dir, max_fields=max_fields, max_px=max_px, say=say, progress=advance)
     real = Path(run_dir).resolve()
     manifest = read_manifest(real)
     if manifest.get("status") == "done":  # list the files with the run's other outputs

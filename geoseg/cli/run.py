@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from geoseg.cli.options import LocalParam, is_quiet
 from geoseg.cli.progress import progress_bar
 from geoseg.report.summary import area_lines, run_summary
 from geoseg.rundir import CATALOG, LOCK, Catalog, read_manifest, run_outputs, run_status
@@ -17,7 +18,7 @@ from geoseg.workflow.run import run_workflow
 
 
 @click.command("run")
-@click.argument("workflow", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("workflow", type=LocalParam("the workflow file"))
 @click.option("--resume", is_flag=True, help="Continue the newest unfinished run of this workflow.")
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT); overrides cluster.scheduler.")
 @click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), help="Where runs are recorded.")
@@ -40,14 +41,14 @@ def run(workflow: Path, resume: bool, scheduler: str | None, runs_dir: Path | No
     Exit status: 0 done, 1 failed (one line on stderr says why), 130 interrupted.
     """
     cfg = load_workflow(workflow, runs_dir=runs_dir, store=store, scheduler=scheduler)
-    say = (lambda s: None) if quiet or as_json else (lambda s: click.echo(s, err=True))
+    say = (lambda s: None) if quiet or as_json or is_quiet() else (lambda s: click.echo(s, err=True))
     with progress_bar("tiles") as advance:
         res = run_workflow(cfg, resume=resume, progress=advance, say=say)
     if as_json:
         click.echo(json.dumps(run_summary(res), indent=2))
         return
     if not quiet:
-        if res.stale_lock:
+        if res.stale_lock and not is_quiet():
             click.echo(f"note: took over a stale lock from pid {res.stale_lock.get('pid')}", err=True)
         click.echo(f"run {res.run_id}: {res.tiles} tiles ({res.tiles_skipped} reused from the store)")
         click.echo("stage timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()))

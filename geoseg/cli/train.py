@@ -7,11 +7,24 @@ from typing import Any
 
 import click
 
-from geoseg.cli.options import batch_size_option, classes_option, device_option, label_field_option, tile_option
+from geoseg.cli.options import (
+    DATASET,
+    LocalParam,
+    is_quiet,
+    batch_size_option,
+    classes_option,
+    device_option,
+    label_field_option,
+    overwrite_option,
+    tile_option,
+)
 from geoseg.cli.progress import progress_bar
+from geoseg.io.paths import DatasetPath, check_overwrite
 
 
 def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
+    if is_quiet():
+        return
     miou = m.get("val_miou")
     acc = m.get("val_pixel_accuracy")
     click.echo(
@@ -21,12 +34,13 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
 
 
 @click.command("train")
-@click.option("--image", "images", required=True, multiple=True, type=click.Path(path_type=Path),
-              help="Input image (repeat with --labels for several scenes).")
-@click.option("--labels", "labels", required=True, multiple=True, type=click.Path(path_type=Path),
-              help="Label raster on the image grid, or a vector file with --label-field (one per --image).")
+@click.option("--image", "images", required=True, multiple=True, type=DATASET,
+              help="Input image, a file, URL or /vsi path (repeat with --labels for several scenes).")
+@click.option("--labels", "labels", required=True, multiple=True, type=DATASET,
+              help="Label raster on the image grid, or a vector file with --label-field (one per --image); a file, "
+                   "URL or /vsi path.")
 @classes_option(required=True, help="Class file (YAML): the ids and names the labels use.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", required=True, type=LocalParam("the checkpoint directory"),
               help="Checkpoint directory to write (model.safetensors + model.json).")
 @click.option("--arch", type=click.Choice(["unet", "deeplabv3plus", "segformer"], case_sensitive=False), default=None,
               help="Architecture [default: unet, or that of --init-from].")
@@ -34,7 +48,7 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
 @tile_option(default=256, show_default=True, help="Training chip size in pixels (a multiple of 16 for the default U-Net).")
 @click.option("--epochs", type=int, default=40, show_default=True, help="Most epochs (early stopping may end sooner).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same split, chips and weights.")
-@click.option("--init-from", type=click.Path(path_type=Path), default=None,
+@click.option("--init-from", type=LocalParam("--init-from"), default=None,
               help="Checkpoint directory to fine-tune, or encoder weights (.safetensors/.pt/.pth).")
 @label_field_option
 @device_option
@@ -42,9 +56,11 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
 @batch_size_option(default=8, help="Chips per optimisation step.")
 @click.option("--time-limit", type=float, default=None,
               help="Minutes of wall clock; stops cleanly before, keeping the best epoch.")
-def train(images: tuple[Path, ...], labels: tuple[Path, ...], classes: Path, out: Path, arch: str | None,
-          encoder: str | None, tile: int, epochs: int, seed: int, init_from: Path | None, label_field: str | None,
-          device: str, loss: str, batch_size: int, time_limit: float | None) -> None:
+@overwrite_option
+def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], classes: Path, out: Path,
+          arch: str | None, encoder: str | None, tile: int, epochs: int, seed: int, init_from: Path | None,
+          label_field: str | None, device: str, loss: str, batch_size: int, time_limit: float | None,
+          overwrite: bool) -> None:
     """Train a crop segmentation model from images and labels.
 
     Chips are drawn from the scene away from spatially held-out validation blocks
@@ -56,8 +72,10 @@ def train(images: tuple[Path, ...], labels: tuple[Path, ...], classes: Path, out
         geoseg train --image region/scene.tif --labels region/labels.tif \\
             --classes region/classes.yaml --out models/punjab --time-limit 10
         geoseg train --image scene.tif --labels fields.gpkg --label-field crop \\
-            --classes classes.yaml --out models/ft --init-from models/punjab
+            --classes classes.yaml --out models/ft --init-from models/punjab --overwrite
     """
+    if out.is_dir() and any(out.iterdir()):  # a checkpoint there is replaced whole, only when asked
+        check_overwrite(out, overwrite, "the checkpoint directory")
     # deferred: it loads torch, which `geoseg --help` and the other commands do not need
     from geoseg.ml.train import train as train_model
 

@@ -133,7 +133,8 @@ def _read_checked(source: str | os.PathLike[str] | "gpd.GeoDataFrame", name_fiel
     if gdf.crs is None:
         raise DistrictError(
             f"{src}: has no CRS, so it cannot be matched to the raster; set one, e.g. "
-            f"`ogr2ogr -a_srs EPSG:4326 fixed.gpkg {src}`"
+            f"`ogr2ogr -a_srs EPSG:4326 fixed.gpkg {src}` (without GDAL's tools: "
+            f"`python -c \"import geopandas as g; g.read_file('{src}').set_crs('EPSG:4326').to_file('fixed.gpkg')\"`)"
         )
     return gdf, src
 

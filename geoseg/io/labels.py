@@ -120,7 +120,8 @@ class RasterLabels:
         if info.count != 1:
             raise LabelError(
                 f"{self.path}: has {info.count} bands, expected 1 band of class ids; "
-                f"extract the class band, e.g. `gdal_translate -b 1 {self.path} labels.tif`"
+                f"extract the class band, e.g. `rio stack {self.path} --bidx 1 -o labels.tif` "
+                f"(or `gdal_translate -b 1 {self.path} labels.tif`)"
             )
         self.info = info
         self._stack = ExitStack()
@@ -249,7 +250,9 @@ class VectorLabels:
         if gdf.crs is None:
             raise LabelError(
                 f"{self.path}: has no CRS, so it cannot be placed on the image grid ({image.crs.to_string()}); "
-                f"assign one, e.g. `ogr2ogr -a_srs EPSG:4326 fixed.gpkg {self.path}`"
+                f"assign one, e.g. `ogr2ogr -a_srs EPSG:4326 fixed.gpkg {self.path}` (without GDAL's tools: "
+                f"`python -c \"import geopandas as g; g.read_file('{self.path}').set_crs('EPSG:4326')"
+                f".to_file('fixed.gpkg')\"`)"
             )
         gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
         raw = gdf[field].to_numpy(dtype=object)

@@ -43,6 +43,7 @@ from geoseg.core.grid import Tile, TileGrid, cache_blocks
 from geoseg.core.grid import Window as GridWindow
 from geoseg.core.stitch import trim
 from geoseg.errors import (
+    ConfigError,
     GridMismatchError,
     NoDataWarning,
     OutputIsInputError,
@@ -84,6 +85,7 @@ __all__ = [
     "free_space_note",
     "mute_libtiff_stderr",
     "count_differences",
+    "check_creation_options",
 ]
 
 PadMode = Literal["reflect", "constant"]
@@ -143,18 +145,18 @@ def _check_georeferencing(src: Any, path: str) -> None:
     if src.crs is None:
         raise RasterReadError(
             f"{path}: has no CRS; geoseg needs georeferenced rasters to write georeferenced outputs "
-            f"- assign one, e.g. `gdal_edit.py -a_srs EPSG:32643 {path}`"
+            f"- assign one, e.g. `rio edit-info --crs EPSG:32643 {path}` (or `gdal_edit.py -a_srs EPSG:32643 {path}`)"
         )
     t = src.transform
     if t.b != 0 or t.d != 0:
         raise RasterReadError(
             f"{path}: has a rotated or sheared transform {tuple(t)[:6]}; expected a north-up grid "
-            f"- warp it first, e.g. `gdalwarp {path} northup.tif`"
+            f"- warp it first, e.g. `rio warp {path} northup.tif` (or `gdalwarp {path} northup.tif`)"
         )
     if t.a <= 0 or t.e >= 0:
         raise RasterReadError(
             f"{path}: pixel size ({t.a}, {t.e}) is not north-up (x must grow east, y must fall south); "
-            f"warp it first, e.g. `gdalwarp {path} northup.tif`"
+            f"warp it first, e.g. `rio warp {path} northup.tif` (or `gdalwarp {path} northup.tif`)"
         )
 
 
@@ -215,7 +217,8 @@ DEFAULT_MAX_PIXELS = 10_000_000_000
 
 
 def check_size(info: RasterInfo, max_pixels: int = DEFAULT_MAX_PIXELS,
-               fix: str = "cut a raster that is really this large into scenes first (``gdal_translate -srcwin``)") -> None:
+               fix: str = "cut a raster that is really this large into scenes first (``rio clip --bounds`` or "
+                          "``gdal_translate -srcwin``)") -> None:
     """Refuse a raster that declares more than ``max_pixels`` pixels, before any work is planned.
 
     Raises
@@ -229,13 +232,13 @@ def check_size(info: RasterInfo, max_pixels: int = DEFAULT_MAX_PIXELS,
     >>> check_size(info)
     Traceback (most recent call last):
     ...
-    geoseg.errors.RasterTooLargeError: huge.vrt: declares 1,000,000 x 1,000,000 px (1,000,000,000,000 pixels), more than the limit of 10,000,000,000; check the size with ``gdalinfo huge.vrt`` (a broken or hostile header?), or cut a raster that is really this large into scenes first (``gdal_translate -srcwin``)
+    geoseg.errors.RasterTooLargeError: huge.vrt: declares 1,000,000 x 1,000,000 px (1,000,000,000,000 pixels), more than the limit of 10,000,000,000; check the size with ``rio info huge.vrt`` (a broken or hostile header?), or cut a raster that is really this large into scenes first (``rio clip --bounds`` or ``gdal_translate -srcwin``)
     """
     h, w = info.shape
     if h * w > max_pixels:
         raise RasterTooLargeError(
             f"{info.path}: declares {w:,} x {h:,} px ({w * h:,} pixels), more than the limit of {max_pixels:,}; "
-            f"check the size with ``gdalinfo {info.path}`` (a broken or hostile header?), or {fix}"
+            f"check the size with ``rio info {info.path}`` (a broken or hostile header?), or {fix}"
         )
 
 
@@ -548,7 +551,8 @@ def check_same_grid(a: RasterInfo, b: RasterInfo, tolerance: float = 1e-6) -> No
     if problems:
         raise GridMismatchError(
             f"{b.path} is not on the grid of {a.path}: " + "; ".join(problems)
-            + f" - resample it onto the grid, e.g. `gdalwarp -te <bounds> -tr <res> -t_srs <crs> {b.path} aligned.tif`"
+            + f" - resample it onto the grid, e.g. `rio warp {b.path} aligned.tif --like {a.path}` "
+            f"(or `gdalwarp -te <bounds> -tr <res> -t_srs <crs> {b.path} aligned.tif`)"
         )
 
 
@@ -860,6 +864,9 @@ class RasterWriter:
         the new raster sees its sidecars. A ``<path>.aux.xml`` that is not among them is removed
         before the raster is replaced (it described the old file, as GDAL's own drivers do on
         create).
+    creation_options : mapping, optional
+        GDAL creation options (``{"COMPRESS": "ZSTD"}``) over geoseg's own, checked by
+        :func:`check_creation_options`: of the COG driver when ``cog``, else of GTiff.
     """
 
     def __init__(
@@ -883,8 +890,10 @@ class RasterWriter:
         level: int = 6,
         scale: float | None = None,
         sidecars: Mapping[str | os.PathLike[str], str] | None = None,
+        creation_options: Mapping[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.creation_options = check_creation_options(creation_options, cog=cog, path=path)
         self.shape = (int(shape[0]), int(shape[1]))
         self.transform = transform
         self.crs = crs
@@ -947,6 +956,7 @@ class RasterWriter:
             profile.update(compress="ZSTD", zstd_level=1)
         else:
             profile.update(compress="DEFLATE", predictor=self.predictor)
+            profile.update({k.lower(): v for k, v in self.creation_options.items()})
         try:
             self._ds = rasterio.open(self._tmp, "w", **profile)
             if self.colormap:
@@ -1014,10 +1024,7 @@ class RasterWriter:
             self._ds = None
             if self.cog:
                 final_tmp = atomic_path(self.path)
-                rasterio.shutil.copy(
-                    self._tmp,
-                    final_tmp,
-                    driver="COG",
+                options = dict(
                     COMPRESS="DEFLATE",
                     PREDICTOR="YES" if self.predictor == 2 else "NO",
                     LEVEL=str(self.level),
@@ -1027,6 +1034,11 @@ class RasterWriter:
                     BIGTIFF="IF_SAFER",
                     NUM_THREADS="ALL_CPUS",
                 )
+                if self.creation_options.get("COMPRESS", "DEFLATE") not in ("DEFLATE", "ZSTD", "LERC_DEFLATE",
+                                                                             "LERC_ZSTD"):
+                    del options["LEVEL"]  # only those compressions have a level
+                options.update(self.creation_options)  # the user's --co over geoseg's own
+                rasterio.shutil.copy(self._tmp, final_tmp, driver="COG", **options)
                 self._tmp.unlink(missing_ok=True)
             # GDAL logs some failures (a full disk during the COG copy) without raising: read it all back
             check_written_raster(final_tmp, shape=self.shape, count=self.count, dtype=self.dtype, target=self.path)
@@ -1045,10 +1057,67 @@ class RasterWriter:
             raise
         except Exception as e:  # noqa: BLE001 - rasterio's, GDAL's CPLE and OS errors alike
             self._abort(final_tmp, *(t for t, _ in side_tmps))
+            given = (f"check the creation options ({', '.join(f'{k}={v}' for k, v in self.creation_options.items())}) "
+                     f"and free disk space" if self.creation_options else "check free disk space")
             raise RasterWriteError(
                 f"{self.path}: finishing the output failed ({gdal_reason(e)}){free_space_note(self.path)}; "
-                f"check free disk space, then run again"
+                f"{given}, then run again"
             ) from None
+
+
+#: Creation options a user may set on a COG geoseg writes (GDAL's COG driver), and on a plain GeoTIFF.
+COG_OPTIONS = ("COMPRESS", "LEVEL", "PREDICTOR", "BLOCKSIZE", "BIGTIFF", "NUM_THREADS", "OVERVIEWS", "OVERVIEW_COUNT",
+               "RESAMPLING", "OVERVIEW_RESAMPLING", "MAX_Z_ERROR", "SPARSE_OK", "STATISTICS", "GEOTIFF_VERSION")
+GTIFF_OPTIONS = ("COMPRESS", "PREDICTOR", "ZLEVEL", "ZSTD_LEVEL", "LZMA_PRESET", "MAX_Z_ERROR", "BLOCKXSIZE",
+                 "BLOCKYSIZE", "TILED", "BIGTIFF", "NUM_THREADS", "INTERLEAVE", "SPARSE_OK", "GEOTIFF_VERSION")
+#: Compressions that keep every value (a class id, a reflectance); JPEG and WEBP do not.
+LOSSLESS = ("NONE", "DEFLATE", "LZW", "ZSTD", "LZMA", "PACKBITS", "LERC", "LERC_DEFLATE", "LERC_ZSTD")
+_COG_LAYOUT = {"TILED": "a COG is always tiled", "BLOCKXSIZE": "a COG has square tiles: use BLOCKSIZE",
+               "BLOCKYSIZE": "a COG has square tiles: use BLOCKSIZE", "INTERLEAVE": "geoseg's COGs keep its layout",
+               "COPY_SRC_OVERVIEWS": "the COG driver builds the overviews itself"}
+
+
+def check_creation_options(options: Mapping[str, str] | None, *, cog: bool = True,
+                           path: str | os.PathLike[str] = "the output") -> dict[str, str]:
+    """Creation options with upper-case keys, once each key is one geoseg lets a user set.
+
+    Keys are those of GDAL's COG driver (``cog=True``) or GTiff driver (:data:`COG_OPTIONS`,
+    :data:`GTIFF_OPTIONS`); values are GDAL's to check, except ``COMPRESS``, which must be lossless
+    (:data:`LOSSLESS`): JPEG or WEBP would change class ids and reflectances.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key, one that would break the COG layout, or a lossy compression.
+
+    Examples
+    --------
+    >>> check_creation_options({"compress": "zstd", "level": "9"})
+    {'COMPRESS': 'ZSTD', 'LEVEL': '9'}
+    >>> check_creation_options({"TILED": "NO"}, path="mask.tif")
+    Traceback (most recent call last):
+    ...
+    geoseg.errors.ConfigError: mask.tif: creation option TILED cannot be set on this COG (a COG is always tiled); leave it out
+    """
+    out: dict[str, str] = {}
+    allowed = COG_OPTIONS if cog else GTIFF_OPTIONS
+    kind = "COG" if cog else "GeoTIFF"
+    for key, value in (options or {}).items():
+        k = str(key).strip().upper()
+        v = str(value).strip()
+        if cog and k in _COG_LAYOUT:
+            raise ConfigError(f"{path}: creation option {k} cannot be set on this COG ({_COG_LAYOUT[k]}); leave it out")
+        if k not in allowed:
+            raise ConfigError(f"{path}: unknown creation option {k!r} for a {kind}; expected one of {', '.join(allowed)} "
+                              f"(GDAL's {'COG' if cog else 'GTiff'} driver options, described at "
+                              f"https://gdal.org/drivers/raster/{'cog' if cog else 'gtiff'}.html)")
+        if k == "COMPRESS":
+            v = v.upper()
+            if v not in LOSSLESS:
+                raise ConfigError(f"{path}: COMPRESS={v} would change pixel values (geoseg's rasters hold class ids "
+                                  f"and measurements, not pictures); use one of {', '.join(LOSSLESS)}")
+        out[k] = v
+    return out
 
 
 def mask_writer(
@@ -1059,6 +1128,7 @@ def mask_writer(
     crs: CRS | str,
     classes: ClassTable,
     tags: Mapping[str, str] | None = None,
+    creation_options: Mapping[str, str] | None = None,
 ) -> RasterWriter:
     """A :class:`RasterWriter` for a class mask: uint8, nodata 255, class colours, COG.
 
@@ -1083,11 +1153,13 @@ def mask_writer(
         cog=True,
         overview_resampling="mode",
         sidecars=mask_sidecars(path, classes),
+        creation_options=creation_options,
     )
 
 
 def confidence_writer(
-    path: str | os.PathLike[str], *, shape: tuple[int, int], transform: Affine, crs: CRS | str
+    path: str | os.PathLike[str], *, shape: tuple[int, int], transform: Affine, crs: CRS | str,
+    creation_options: Mapping[str, str] | None = None,
 ) -> RasterWriter:
     """A :class:`RasterWriter` for a confidence raster: uint8 max softmax x 255, nodata 0, COG.
 
@@ -1112,6 +1184,7 @@ def confidence_writer(
         predictor=2,
         level=1,
         scale=1 / 255,
+        creation_options=creation_options,
     )
 
 
@@ -1129,7 +1202,8 @@ def warn_no_nodata(info: RasterInfo) -> None:
     if info.nodata is None:
         warnings.warn(
             f"{info.path}: no nodata value set; every pixel is taken as observed "
-            f"(set one with `gdal_edit.py -a_nodata 0 {info.path}` if it has a collar)",
+            f"(set one with `rio edit-info --nodata 0 {info.path}` or `gdal_edit.py -a_nodata 0 {info.path}` "
+            f"if it has a collar)",
             NoDataWarning,
             stacklevel=2,
         )

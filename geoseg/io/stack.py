@@ -10,6 +10,7 @@ multi-band sources) when it has none.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -19,9 +20,11 @@ from rasterio.dtypes import dtype_rev, typename_fwd
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, GridMismatchError
+from geoseg.io.paths import dataset_path, is_remote, refuse_stdout
 from geoseg.io.raster import (
     RasterInfo,
     RasterWriter,
+    check_creation_options,
     check_outputs,
     check_same_grid,
     check_size,
@@ -60,7 +63,8 @@ def _vrt_xml(out: Path, infos: list[RasterInfo], names: list[str]) -> str:
              f"  <SRS>{escape(first.crs.to_wkt())}</SRS>", f"  <GeoTransform>{gt}</GeoTransform>"]
     band = 0
     for info in infos:
-        src = os.path.relpath(Path(info.path).resolve(), out.resolve().parent)
+        remote = is_remote(info.path)  # a URL or GDAL virtual path is referenced as it is
+        src = info.path if remote else os.path.relpath(Path(info.path).resolve(), out.resolve().parent)
         for b in range(1, info.count + 1):
             band += 1
             lines.append(f'  <VRTRasterBand dataType="{gdal_dtype}" band="{band}">')
@@ -69,7 +73,7 @@ def _vrt_xml(out: Path, infos: list[RasterInfo], names: list[str]) -> str:
                 lines.append(f"    <NoDataValue>{first.nodata!r}</NoDataValue>")
             lines += [
                 "    <SimpleSource>",
-                f'      <SourceFilename relativeToVRT="1">{escape(src)}</SourceFilename>',
+                f'      <SourceFilename relativeToVRT="{0 if remote else 1}">{escape(src)}</SourceFilename>',
                 f"      <SourceBand>{b}</SourceBand>",
                 f'      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>',
                 f'      <DstRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>',
@@ -81,11 +85,15 @@ def _vrt_xml(out: Path, infos: list[RasterInfo], names: list[str]) -> str:
 
 
 def stack_rasters(out: str | os.PathLike[str], inputs: list[str | os.PathLike[str]], block: int = 1024, *,
-                  overwrite: bool = False) -> StackResult:
+                  overwrite: bool = False, creation_options: Mapping[str, str] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> StackResult:
     """Stack ``inputs`` (in the order given) into ``out`` (``.vrt`` or ``.tif``).
 
-    A ``.vrt`` references the inputs (relative paths) and is written instantly; a ``.tif``
-    copies the pixels block by block into a tiled DEFLATE GeoTIFF.
+    A ``.vrt`` references the inputs (relative paths; URLs and GDAL virtual paths as given) and
+    is written instantly; a ``.tif`` copies the pixels block by block into a tiled DEFLATE
+    GeoTIFF, with GDAL GTiff ``creation_options`` over those defaults (see
+    :func:`geoseg.io.raster.check_creation_options`), calling ``progress(done, total)`` after
+    each block. Inputs may be URLs or GDAL virtual paths (:func:`geoseg.io.paths.dataset_path`).
 
     Like ``gdalbuildvrt``, an existing ``out`` is replaced only with ``overwrite=True``: the
     output comes first, so a forgotten output name makes the first input the output.
@@ -100,12 +108,20 @@ def stack_rasters(out: str | os.PathLike[str], inputs: list[str | os.PathLike[st
     OutputIsInputError
         When the output is one of the inputs (or a file an input VRT reads).
     """
+    refuse_stdout(out, "a stack", "a GeoTIFF is written with seeks back into the file, and a VRT names its "
+                  "inputs relative to its own folder", "geoseg stack s2.vrt B02.tif B03.tif ...")
     target = Path(out)
     if not inputs:
         raise ConfigError("no input rasters to stack; give one or more files")
+    inputs = [dataset_path(p) for p in inputs]  # s3://b/k -> /vsis3/b/k, which a VRT can name
     if target.suffix.lower() not in (".vrt", ".tif", ".tiff"):
         raise ConfigError(f"{target}: output must end in .vrt or .tif, got {target.suffix!r}")
     check_outputs({"the stack": target}, {f"input {i}": p for i, p in enumerate(inputs, start=1)})
+    is_vrt = target.suffix.lower() == ".vrt"
+    if creation_options and is_vrt:
+        raise ConfigError(f"{target}: creation options (--co) apply to a .tif stack; a .vrt copies no pixels - "
+                          f"leave them out, or stack into a .tif")
+    co = check_creation_options(creation_options, cog=False, path=target)
     if target.exists() and not overwrite:
         raise ConfigError(
             f"{target}: already exists; the output comes first (geoseg stack OUT.vrt INPUT...), so it would be "
@@ -120,7 +136,8 @@ def stack_rasters(out: str | os.PathLike[str], inputs: list[str | os.PathLike[st
         if info.dtype != first.dtype:
             raise GridMismatchError(
                 f"{info.path}: data type {info.dtype} (expected {first.dtype}, like {first.path}); "
-                f"convert it first, e.g. `gdal_translate -ot {first.dtype.capitalize()} ...`"
+                f"convert it first, e.g. `rio convert {info.path} converted.tif --dtype {first.dtype}` "
+                f"(or `gdal_translate -ot {first.dtype.capitalize()} ...`)"
             )
         same_nodata = info.nodata == first.nodata or (
             info.nodata is not None and first.nodata is not None and info.nodata != info.nodata and first.nodata != first.nodata
@@ -128,7 +145,8 @@ def stack_rasters(out: str | os.PathLike[str], inputs: list[str | os.PathLike[st
         if not same_nodata:
             raise GridMismatchError(
                 f"{info.path}: nodata {info.nodata} (expected {first.nodata}, like {first.path}); "
-                f"set one nodata value on all inputs with `gdal_edit.py -a_nodata`"
+                f"set one nodata value on all inputs with `rio edit-info --nodata VALUE FILE` "
+                f"(or `gdal_edit.py -a_nodata`)"
             )
     names = [n for info in infos for n in _band_names(info)]
     h, w = first.shape
@@ -144,8 +162,11 @@ def stack_rasters(out: str | os.PathLike[str], inputs: list[str | os.PathLike[st
         target.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(target, _vrt_xml(target, infos, names))
     else:
+        total = len(infos) * -(-h // block) * -(-w // block)
+        done = 0
         with RasterWriter(target, shape=(h, w), transform=first.transform, crs=first.crs, count=len(names),
-                          dtype=first.dtype, nodata=first.nodata, band_descriptions=names, cog=False) as dst:
+                          dtype=first.dtype, nodata=first.nodata, band_descriptions=names, cog=False,
+                          creation_options=co) as dst:
             band = 1
             for info in infos:
                 with open_raster(info.path) as src:
@@ -153,5 +174,8 @@ def stack_rasters(out: str | os.PathLike[str], inputs: list[str | os.PathLike[st
                         for c in range(0, w, block):
                             win = Window(c, r, min(block, w - c), min(block, h - r))
                             dst.write(src.read(window=win), win, indexes=list(range(band, band + info.count)))
+                            done += 1
+                            if progress:
+                                progress(done, total)
                 band += info.count
     return StackResult(target, names, (h, w))

@@ -17,7 +17,10 @@ name          extensions          notes
 ============  ==================  ==============================================================
 
 Every write goes to a temporary name beside the target and is renamed into place when
-complete (for a Shapefile, its parts are renamed one by one, the ``.shp`` last).
+complete (for a Shapefile, its parts are renamed one by one, the ``.shp`` last). The output
+``-`` is standard output, for the formats that stream (GeoJSON; CSV and JSON tables): the
+file is written whole to a temporary folder first, then copied to standard output, so a
+failure writes nothing there.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import tempfile
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
@@ -35,6 +40,7 @@ from xml.sax.saxutils import escape
 from geoseg.classes import ClassTable
 from geoseg.errors import GeosegError, VectorFormatError, VectorReadError, VectorWriteError
 from geoseg.io.fiboa import collection_metadata, compatible_fields, fiboa_table, is_fiboa
+from geoseg.io.paths import STDOUT, is_remote, refuse_stdout
 from geoseg.io.raster import atomic_path, free_space_note
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,6 +55,8 @@ __all__ = [
     "read_vector",
     "write_vector",
     "write_table",
+    "table_format",
+    "check_stream_vector",
     "read_table",
     "qgis_style",
 ]
@@ -130,6 +138,11 @@ def read_vector(path: str | os.PathLike[str], *, layer: str | int | None = None,
     p = str(path)
     if "://" not in p and not p.startswith("/vsi") and not os.path.exists(p):
         raise VectorReadError(f"{p}: file not found; check the path")
+    if is_remote(p) and p.lower().endswith((".parquet", ".geoparquet")):
+        raise VectorReadError(
+            f"{p}: a remote GeoParquet file is not read (GDAL here has no Parquet driver for its virtual file "
+            f"systems); download it first (e.g. `aws s3 cp`), or give a GeoPackage, FlatGeobuf or GeoJSON URL"
+        )
     try:
         if p.lower().endswith((".parquet", ".geoparquet")):
             gdf = gpd.read_parquet(p, columns=list(columns) + ["geometry"] if columns else None)
@@ -156,7 +169,7 @@ def read_vector(path: str | os.PathLike[str], *, layer: str | int | None = None,
     except shapely.errors.ShapelyError as e:  # GDAL read it, but a geometry is not one (e.g. an open ring)
         raise VectorReadError(
             f"{p}: holds a geometry that cannot be built ({str(e).splitlines()[0]}); expected valid polygons - "
-            f"repair the file, e.g. `ogr2ogr -makevalid fixed.gpkg {p}`"
+            f"repair the file, e.g. `ogr2ogr -makevalid fixed.gpkg {p}`, or QGIS's Fix geometries tool"
         ) from None
     if p.lower().endswith(".shp"):
         back = {short: long for long, short in SHP_NAMES.items() if short != long}
@@ -231,7 +244,8 @@ def write_vector(
     gdf : GeoDataFrame
         With a CRS; the CRS is written with the data (GeoJSON is reprojected to EPSG:4326).
     path : path
-        Target file; its directory is created if missing.
+        Target file; its directory is created if missing. ``"-"``: standard output, as GeoJSON
+        (the only format here that streams).
     driver : str, optional
         Format name or GDAL driver, overriding the extension.
     classes : ClassTable, optional
@@ -255,6 +269,10 @@ def write_vector(
     import geopandas as gpd
     import pyogrio
 
+    if os.fspath(path) == STDOUT:
+        check_stream_vector(driver)
+        _to_stdout(lambda tmp: write_vector(gdf, tmp, "geojson", classes, layer=layer or "fields"), "fields.geojson")
+        return Path(STDOUT)
     p = Path(path)
     name, drv = vector_driver(p, driver)
     if not isinstance(gdf, gpd.GeoDataFrame):
@@ -299,6 +317,37 @@ def write_vector(
             f"{p}: writing {drv} failed ({first}){free_space_note(p)}; check free space and permissions"
         ) from None
     return p
+
+
+def check_stream_vector(driver: str | None) -> None:
+    """Raise unless ``driver`` (None: GeoJSON) is a format that streams to standard output.
+
+    Raises
+    ------
+    ConfigError
+        GeoPackage, GeoParquet, FlatGeobuf and Shapefile, each with why and what to do.
+    """
+    name = "geojson" if driver is None else vector_driver(STDOUT, driver)[0]
+    why = {
+        "gpkg": "a GeoPackage is an SQLite database, written with seeks back into the file",
+        "parquet": "GeoParquet's footer, which says where everything is, is written after the data",
+        "fgb": "FlatGeobuf's spatial index sits before the features and is written after them",
+        "shp": "a Shapefile is several files",
+    }
+    if name in why:
+        refuse_stdout(STDOUT, f"{name} ({vector_driver(STDOUT, name)[1]})", why[name],
+                      f"--out fields.{'parquet' if name == 'parquet' else name}, or --format geojson for standard output")
+
+
+def _to_stdout(write: Callable[[Path], object], name: str) -> None:
+    """Write a file whole with ``write(tmp)`` in a temporary folder, then copy it to standard output."""
+    with tempfile.TemporaryDirectory(prefix="geoseg-stdout-") as d:
+        tmp = Path(d) / name
+        write(tmp)
+        out = sys.stdout.buffer
+        with open(tmp, "rb") as f:
+            shutil.copyfileobj(f, out)
+        out.flush()
 
 
 def _write_shapefile(gdf: "gpd.GeoDataFrame", p: Path, style: str | None) -> None:
@@ -437,8 +486,44 @@ def qgis_style(classes: ClassTable, attribute: str = "class_id") -> str:
 _TABLE_EXTS = (".csv", ".parquet", ".json")
 
 
-def write_table(df: "pd.DataFrame", path: str | os.PathLike[str]) -> Path:
+def table_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
+    """The table format (``csv``, ``parquet`` or ``json``) of ``path``, or ``fmt`` when given.
+
+    Standard output (``-``) is CSV by default and refuses Parquet.
+
+    Raises
+    ------
+    VectorFormatError
+        An unknown extension or format name.
+    ConfigError
+        Parquet to standard output.
+
+    >>> table_format("a.CSV"), table_format("-"), table_format("x.dat", "json")
+    ('csv', 'csv', 'json')
+    """
+    if fmt is not None:
+        ext = "." + str(fmt).lower().lstrip(".")
+        if ext not in _TABLE_EXTS:
+            raise VectorFormatError(f"{path}: unknown table format {fmt!r}; use csv, parquet or json")
+    elif os.fspath(path) == STDOUT:
+        ext = ".csv"
+    else:
+        ext = Path(path).suffix.lower()
+    if os.fspath(path) == STDOUT and ext == ".parquet":
+        refuse_stdout(STDOUT, "a Parquet table", "its footer, which says where everything is, is written after "
+                      "the data", "--out areas.parquet, or --format csv (or json) for standard output")
+    if ext not in _TABLE_EXTS:
+        raise VectorFormatError(
+            f"{path}: cannot tell the table format from the extension {ext or '(none)'!r}; use .csv, .parquet or .json"
+        )
+    return ext[1:]
+
+
+def write_table(df: "pd.DataFrame", path: str | os.PathLike[str], fmt: str | None = None) -> Path:
     """Write a table atomically: ``.csv`` (UTF-8, no index), ``.parquet`` or ``.json`` (records).
+
+    ``fmt`` (``csv``, ``parquet``, ``json``) overrides the extension; ``path`` ``"-"`` writes to
+    standard output (CSV by default, or JSON).
 
     Raises
     ------
@@ -447,12 +532,12 @@ def write_table(df: "pd.DataFrame", path: str | os.PathLike[str]) -> Path:
     VectorWriteError
         The file cannot be written.
     """
+    if os.fspath(path) == STDOUT:
+        kind = table_format(path, fmt)
+        _to_stdout(lambda tmp: write_table(df, tmp), f"table.{kind}")
+        return Path(STDOUT)
     p = Path(path)
-    ext = p.suffix.lower()
-    if ext not in _TABLE_EXTS:
-        raise VectorFormatError(
-            f"{p}: cannot tell the table format from the extension {ext or '(none)'!r}; use .csv, .parquet or .json"
-        )
+    ext = "." + table_format(p, fmt)
     _prepare_dir(p)
     tmp = atomic_path(p)
     try:

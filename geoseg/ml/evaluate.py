@@ -29,6 +29,7 @@ from geoseg.core.metrics import ConfusionAccumulator, Scores, scores
 from geoseg.core.stitch import trim
 from geoseg.errors import ConfigError, LabelError
 from geoseg.io.labels import RasterLabels, VectorLabels, open_labels
+from geoseg.io.paths import DatasetPath, dataset_path
 from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, read_mask_classes
 from geoseg.ml.infer import check_batch_size, check_input, pick_device, predict_tiles, read_batches
 from geoseg.ml.model import load_checkpoint
@@ -54,8 +55,8 @@ class EvalResult:
 
     scores: Scores
     model: Path
-    image: Path
-    labels: Path
+    image: DatasetPath
+    labels: DatasetPath
     window: tuple[int, int, int, int]
     tile: int
     overlap: int
@@ -275,8 +276,8 @@ def evaluate(
     return EvalResult(
         scores=scores(acc.matrix, card.classes.names),
         model=Path(model_dir),
-        image=Path(image),
-        labels=Path(labels),
+        image=dataset_path(image),  # a URL stays whole
+        labels=dataset_path(labels),
         window=(int(win.row_off), int(win.col_off), int(win.height), int(win.width)),
         tile=size,
         overlap=ov,

@@ -338,7 +338,8 @@ def empty_scene_error(image: str | Path, nodata: float | None) -> EmptySceneErro
     what = f"nodata value {nodata:g}" if nodata is not None else "its internal mask or NaN"
     return EmptySceneError(
         f"{image}: every pixel is nodata ({what}, in at least one band), so there is nothing to predict; "
-        f"check the nodata value with `gdalinfo {image}` (fix it with `gdal_edit.py -a_nodata VALUE`) "
+        f"check the nodata value with `rio info {image}` (fix it with `rio edit-info --nodata VALUE {image}` or "
+        f"`gdal_edit.py -a_nodata VALUE`) "
         f"or leave this scene out"
     )
 

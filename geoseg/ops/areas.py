@@ -38,9 +38,8 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,7 +52,7 @@ from geoseg.core.geodesy import PixelAreas, areas_m2, pixel_areas
 from geoseg.core.grid import Window
 from geoseg.core.overlay import boundary_coverage, overlap_areas
 from geoseg.core.tally import centre_counts
-from geoseg.errors import AreaError, DistrictWarning, VectorFormatError, portable_errors
+from geoseg.errors import AreaError, DistrictWarning, portable_errors
 from geoseg.io.districts import DistrictProblem, Districts, read_districts
 from geoseg.io.raster import (
     BlockReader,
@@ -66,7 +65,8 @@ from geoseg.io.raster import (
     warn_no_nodata,
 )
 from geoseg.io.fiboa import compatible_fields
-from geoseg.io.vector import FORMATS, read_vector, write_table
+from geoseg.io.paths import STDOUT, check_overwrite
+from geoseg.io.vector import FORMATS, read_vector, table_format, write_table
 from geoseg.parallel import Runner
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -220,6 +220,7 @@ def district_areas_raster(
     method: str = "exact",
     block: int = DEFAULT_AREA_BLOCK,
     workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> "pd.DataFrame":
     """Hectares of each class in each district, from a class raster.
 
@@ -243,6 +244,8 @@ def district_areas_raster(
         Block size in pixels (memory is bounded by one block per thread).
     workers : int, optional
         Threads (default: all cores).
+    progress : callable, optional
+        ``progress(done, total)`` as runs of blocks finish.
 
     Returns
     -------
@@ -278,7 +281,7 @@ def district_areas_raster(
     clipped, keep, problems = _clip_to_raster(geoms, d, info)
     # the blocks, counted on a Runner
     jobs = _area_jobs(info, clipped[keep], nodata, nod, table, method == "exact", block)
-    di, cv, am = _count_blocks(jobs, workers)
+    di, cv, am = _count_blocks(jobs, workers, progress)
     # a value outside the class table is a mislabelled raster, not a new crop
     if table is not None and (found := unknown_classes(cv, am, table)):
         raise AreaError(
@@ -303,7 +306,8 @@ def _check_class_raster(src: str) -> RasterInfo:
     if info.count != 1 or not np.issubdtype(np.dtype(info.dtype), np.integer):
         raise AreaError(
             f"{src}: {info.count} band(s) of {info.dtype}; expected a single-band integer class raster "
-            f"(a crop mask), e.g. `gdal_translate -b 1 -ot Byte {src} mask.tif`"
+            f"(a crop mask), e.g. `rio stack {src} --bidx 1 -o band1.tif` then `rio convert band1.tif mask.tif "
+            f"--dtype uint8` (or `gdal_translate -b 1 -ot Byte {src} mask.tif`)"
         )
     return info
 
@@ -360,7 +364,8 @@ def _area_jobs(info: RasterInfo, geoms: np.ndarray, nodata: float | None, nod: f
     ]
 
 
-def _count_blocks(jobs: Sequence[_AreaJob], workers: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _count_blocks(jobs: Sequence[_AreaJob], workers: int | None,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(district index, class value or -1 for nodata, m2) of every block, counted on a Runner.
 
     The blocks are dealt round-robin into four runs per thread, so that each thread opens
@@ -370,7 +375,7 @@ def _count_blocks(jobs: Sequence[_AreaJob], workers: int | None) -> tuple[np.nda
     """
     nw = min(workers or os.cpu_count() or 1, len(jobs))
     runs = [jobs[k :: nw * 4] for k in range(nw * 4)] if nw > 1 else [jobs]
-    results = [r for run in Runner(max(nw, 1)).map(_area_blocks, runs) for r in run]
+    results = [r for run in Runner(max(nw, 1)).map(_area_blocks, runs, progress) for r in run]
     di = np.concatenate([r[0] for r in results])
     cv = np.concatenate([r[1] for r in results])
     am = np.concatenate([r[2] for r in results])
@@ -511,7 +516,9 @@ def _read_fields(fields: str | os.PathLike[str] | "gpd.GeoDataFrame") -> tuple["
         f = read_vector(fsrc)
     f = compatible_fields(f)  # geoseg 0.1's 'crop' is 'crop:name'
     if f.crs is None:
-        raise AreaError(f"{fsrc}: the fields have no CRS; set one, e.g. `ogr2ogr -a_srs EPSG:32643 out.gpkg {fsrc}`")
+        raise AreaError(f"{fsrc}: the fields have no CRS; set one, e.g. `ogr2ogr -a_srs EPSG:32643 out.gpkg {fsrc}` "
+                        f"(without GDAL's tools: `python -c \"import geopandas as g; g.read_file('{fsrc}')"
+                        f".set_crs('EPSG:32643').to_file('fixed.gpkg')\"`)")
     return f, fsrc
 
 
@@ -573,6 +580,7 @@ def district_areas(
     nodata: float | None = None,
     *,
     method: str = "exact",
+    progress: Callable[[int, int], None] | None = None,
 ) -> "pd.DataFrame":
     """District areas from a class raster or a fields file, whichever ``source`` is.
 
@@ -586,7 +594,7 @@ def district_areas(
         if nodata is not None:
             raise AreaError(f"{p}: --nodata applies to a class raster, not to a fields file; leave it out")
         return district_areas_fields(p, districts, name_field, classes)
-    return district_areas_raster(p, districts, name_field, classes, nodata, method=method)
+    return district_areas_raster(p, districts, name_field, classes, nodata, method=method, progress=progress)
 
 
 def district_areas_file(
@@ -598,18 +606,22 @@ def district_areas_file(
     nodata: float | None = None,
     *,
     method: str = "exact",
+    fmt: str | None = None,
+    overwrite: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> "pd.DataFrame":
     """:func:`district_areas`, then write the table to ``out`` (``.csv``, ``.parquet`` or ``.json``).
 
-    The extension is checked before any work; returns the table (with ``attrs["problems"]``).
+    ``fmt`` (``csv``, ``parquet``, ``json``) overrides the extension; ``out`` ``"-"`` is standard
+    output (CSV, or JSON). ``source`` and ``districts`` may be URLs or GDAL virtual paths
+    (:func:`geoseg.io.paths.dataset_path`). With ``overwrite=False`` an existing ``out`` is refused.
+    The format and the output are checked before any work; returns the table (with ``attrs["problems"]``).
     """
-    if Path(out).suffix.lower() not in (".csv", ".parquet", ".json"):
-        raise VectorFormatError(
-            f"{out}: cannot tell the table format from the extension {Path(out).suffix or '(none)'!r}; "
-            f"use .csv, .parquet or .json"
-        )
-    check_outputs({"the area table": out}, {"the source": source, "the district file": districts,
-                                            "the class file": classes if isinstance(classes, (str, os.PathLike)) else None})
-    df = district_areas(source, districts, name_field, classes, nodata, method=method)
-    write_table(df, out)
+    table_format(out, fmt)
+    if os.fspath(out) != STDOUT:
+        check_outputs({"the area table": out}, {"the source": source, "the district file": districts,
+                                                "the class file": classes if isinstance(classes, (str, os.PathLike)) else None})
+    check_overwrite(out, overwrite, "the area table")
+    df = district_areas(source, districts, name_field, classes, nodata, method=method, progress=progress)
+    write_table(df, out, fmt)
     return df

@@ -44,7 +44,8 @@ from geoseg.io.raster import (
     read_mask_classes,
     warn_no_nodata,
 )
-from geoseg.io.vector import vector_driver, write_vector
+from geoseg.io.paths import STDOUT, check_overwrite
+from geoseg.io.vector import check_stream_vector, vector_driver, write_vector
 from geoseg.parallel import Runner, tune_allocator
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -368,7 +369,7 @@ def _check_mask(src: str, block: int, passes: int) -> RasterInfo:
     if info.count != 1:
         raise PolygonizeError(
             f"{src}: has {info.count} bands; expected a single-band class mask - extract the class band first, "
-            f"e.g. `gdal_translate -b 1 {src} mask.tif`"
+            f"e.g. `rio stack {src} --bidx 1 -o mask.tif` (or `gdal_translate -b 1 {src} mask.tif`)"
         )
     if not np.issubdtype(np.dtype(info.dtype), np.integer):
         raise PolygonizeError(
@@ -514,17 +515,24 @@ def polygonize_file(
     out: str | os.PathLike[str],
     *,
     driver: str | None = None,
+    overwrite: bool = True,
     **kwargs: Any,
 ) -> PolygonizeResult:
     """:func:`polygonize_raster`, then :func:`geoseg.io.vector.write_vector` to ``out``.
 
     ``out``'s extension (or ``driver``) picks the format; the class colours go into the
-    QGIS style. Keyword arguments are those of :func:`polygonize_raster`.
+    QGIS style. ``out`` ``"-"`` is standard output, as GeoJSON (the other formats cannot
+    stream). With ``overwrite=False`` an existing ``out`` is refused. Keyword arguments are
+    those of :func:`polygonize_raster`.
     """
 
-    vector_driver(out, driver)  # an unknown format fails before any work
-    check_outputs({"the fields file": out}, {"the mask": mask_path, "the confidence raster": kwargs.get("confidence"),
-                                             "the district file": kwargs.get("districts")})
+    if os.fspath(out) == STDOUT:
+        check_stream_vector(driver)
+    else:
+        vector_driver(out, driver)  # an unknown format fails before any work
+        check_outputs({"the fields file": out}, {"the mask": mask_path, "the confidence raster": kwargs.get("confidence"),
+                                                 "the district file": kwargs.get("districts")})
+        check_overwrite(out, overwrite, "the fields file")
     gdf = polygonize_raster(mask_path, **kwargs)
     classes = kwargs.get("classes")
     table = _resolve_classes(classes, str(mask_path))

@@ -8,7 +8,7 @@ work (:func:`geoseg.ml.infer.predict_tiles`) over Dask workers.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 
 from geoseg.io.raster import (
     DEFAULT_MAX_PIXELS,
+    check_creation_options,
     check_outputs,
     check_size,
     confidence_writer,
@@ -23,6 +24,7 @@ from geoseg.io.raster import (
     open_raster,
     raster_info,
 )
+from geoseg.io.paths import check_overwrite, refuse_stdout
 from geoseg.ml.infer import (
     check_batch_size,
     check_input,
@@ -64,6 +66,8 @@ def predict_scene(
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    creation_options: Mapping[str, str] | None = None,
+    overwrite: bool = True,
 ) -> PredictResult:
     """Predict ``image`` with the checkpoint in ``model_dir``.
 
@@ -86,6 +90,12 @@ def predict_scene(
         ``progress(done, total)`` after each batch.
     max_pixels : int
         Refuse an image that declares more pixels (a broken or hostile header) before any work.
+    creation_options : mapping, optional
+        GDAL COG creation options for both outputs (``{"COMPRESS": "ZSTD"}``), checked by
+        :func:`geoseg.io.raster.check_creation_options` before any work.
+    overwrite : bool
+        Replace existing outputs (``False``: refuse them, as ``geoseg predict`` does without
+        ``--overwrite``).
 
     Raises
     ------
@@ -97,8 +107,14 @@ def predict_scene(
         A tile size, overlap or batch size that cannot work.
     """
     t0 = time.perf_counter()
+    for out in (out_mask, confidence):
+        refuse_stdout(out, "a COG", "its header and overviews are written after the pixels, with seeks back into "
+                      "the file", "--out mask.tif, then `rio info mask.tif`")
+    check_creation_options(creation_options, cog=True, path=out_mask)
     check_outputs({"the mask": out_mask, "the confidence raster": confidence},
                   {"the image": image, "the model": [Path(model_dir) / "model.safetensors", Path(model_dir) / "model.json"]})
+    for out in (out_mask, confidence):  # after check_outputs, which names the input an output would replace
+        check_overwrite(out, overwrite)
     check_batch_size(batch_size)
     card = read_card(model_dir)  # the image and the tiling are checked against the card before the weights load
     info = raster_info(image)
@@ -122,11 +138,12 @@ def predict_scene(
         src = stack.enter_context(open_raster(image))
         masks = stack.enter_context(
             mask_writer(out_mask, shape=info.shape, transform=info.transform, crs=info.crs, classes=card.classes,
-                        tags={"GEOSEG_MODEL_SHA256": card.weights_sha256})
+                        tags={"GEOSEG_MODEL_SHA256": card.weights_sha256}, creation_options=creation_options)
         )
         if conf_path is not None:
             confs = stack.enter_context(
-                confidence_writer(conf_path, shape=info.shape, transform=info.transform, crs=info.crs)
+                confidence_writer(conf_path, shape=info.shape, transform=info.transform, crs=info.crs,
+                                  creation_options=creation_options)
             )
         done = 0
         observed = False

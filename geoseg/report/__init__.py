@@ -46,6 +46,7 @@ def write_run_report(
     max_fields: int = MAX_FIELDS,
     max_px: int = MAX_PX,
     say: Callable[[str], None] = lambda s: None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, str]:
     """Write the quicklooks, the district chart and ``report.html`` of a run; return their paths.
 
@@ -61,6 +62,11 @@ def write_run_report(
         how many were left out.
     max_px : int
         Quicklook rasters are read decimated to at most this many pixels on the long side.
+    say : callable
+        Called with a line before each drawing step.
+    progress : callable, optional
+        ``progress(done, total)`` after the quicklooks, the chart and the page (``total`` steps:
+        one per scene, plus two).
 
     Returns
     -------
@@ -78,11 +84,16 @@ def write_run_report(
     notes = list(data.notes)
     layers = _read_layers(data, max(MAX_OUTLINES, max_fields), notes)
     info = raster_info(data.mask)
+    step = progress or (lambda done, total: None)
+    total = len(data.scenes) + 2
+    step(0, total)
     outputs = _draw_quicklooks(paths, data, layers, max_px, notes, say)
+    step(len(data.scenes), total)
     pivot = None
     if data.areas is not None and len(data.areas):
         pivot = crop_pivot(data.areas, data.classes)
         outputs["district_chart"] = str(write_district_chart(paths.district_chart, pivot, data.classes))
+    step(total - 1, total)
 
     say("writing report.html")
     svg, records, map_note = _map(data, layers, info, max_fields, notes)
@@ -95,6 +106,7 @@ def write_run_report(
         notes=notes, map_note=map_note, crs_text=f"CRS {crs_label(info.crs)}",
     )
     outputs["report_html"] = str(write_html(paths.report_html, page))
+    step(total, total)
     return outputs
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -273,6 +274,7 @@ def synthesize(
     classes: ClassTable | str | os.PathLike[str] | None = None,
     origin: tuple[float, float] | None = None,
     pixel_size: float = 10.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SynthRegion:
     """Write a synthetic multi-date crop region over real Punjab districts into ``out_dir``.
 
@@ -335,6 +337,8 @@ def synthesize(
     pixel_size : float
         Pixel size in metres (0 < pixel_size <= 100); the layout is in metres, so a larger
         pixel only coarsens the rasters.
+    progress : callable, optional
+        ``progress(done, total)`` after each 512 x 512 window of pixels.
 
     Returns
     -------
@@ -380,7 +384,7 @@ def synthesize(
     tally = write_rasters(
         scene_path, labels_path, transform=spec.transform, shape=spec.shape, seed=spec.seed, dates=date_str,
         table=spec.table, background=spec.background, layout=layout, spectra=spectra, smooth=smooth,
-        districts=districts.geometry.values, provenance=spec.provenance(),
+        districts=districts.geometry.values, provenance=spec.provenance(), progress=progress,
     )
 
     # -- vectors and tables --

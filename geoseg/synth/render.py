@@ -25,7 +25,7 @@ import csv
 import io as _io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,11 +210,13 @@ def write_rasters(
     smooth: SmoothFields,
     districts: np.ndarray,
     provenance: str,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tally:
     """Write ``scene.tif`` and ``labels.tif`` window by window; count the truth on the way.
 
     ``districts`` are the district polygons (EPSG:32643) in the order of the truth table;
-    ``provenance`` is the ``GEOSEG_SYNTH`` tag (the arguments, as JSON) of both rasters.
+    ``provenance`` is the ``GEOSEG_SYNTH`` tag (the arguments, as JSON) of both rasters;
+    ``progress(done, total)`` is called after each window.
     """
     h, w = shape
     k = len(table)
@@ -237,7 +239,8 @@ def write_rasters(
     ) as scene_w, mask_writer(
         labels, shape=(h, w), transform=transform, crs=CRS, classes=table, tags={"GEOSEG_SYNTH": provenance},
     ) as label_w:
-        for i, j, win in iter_blocks((h, w), _BLOCK):
+        total = -(-h // _BLOCK) * -(-w // _BLOCK)
+        for done, (i, j, win) in enumerate(iter_blocks((h, w), _BLOCK), start=1):
             at = _At.make(i, j, win, transform)
             fi, bi = np.sort(field_tree.query(at.box)), np.sort(bg_tree.query(at.box))
             dn = _pixels(at, layout, fi, bi, spectra, smooth.texture, seed)
@@ -254,6 +257,8 @@ def write_rasters(
             area_m2 += m2
             scene_w.write(dn, win)
             label_w.write(lab, win)
+            if progress:
+                progress(done, total)
     return Tally(counts, area_m2, n_collar, n_cloud)
 
 

@@ -542,7 +542,7 @@ def test_cli_polygonize_writes_fields_and_reports(field_mask, tmp_path):
     r = CliRunner().invoke(_cli(), ["polygonize", str(path), "--out", str(tmp_path / "f.kml")])
     assert r.exit_code == 1
     assert r.output.startswith("Error: ") and "cannot tell the output format from the extension '.kml'" in r.output
-    r = CliRunner().invoke(_cli(), ["polygonize", str(path), "--out", str(out), "--min-area-ha", "-1"])
+    r = CliRunner().invoke(_cli(), ["polygonize", str(path), "--out", str(out), "--min-area-ha", "-1", "--overwrite"])
     assert r.exit_code == 1 and "min_area_ha is -1.0; expected 0 (no sieving)" in r.output
 
 

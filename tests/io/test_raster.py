@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -272,3 +275,34 @@ def test_confidence_cog_round_trips_through_differencing(tmp_path):  # type: ign
         # a probability for readers that apply scale and offset: stored 255 reads 1.0
         assert (s.scales, s.offsets) == ((1 / 255,), (0.0,))
         assert float(s.read(1).max()) * s.scales[0] == pytest.approx(a.max() / 255)
+
+
+def _rio(*args: object) -> None:
+    rio = Path(sys.executable).parent / "rio"  # rasterio's command line, which a pip install of geoseg has
+    res = subprocess.run([str(rio), *map(str, args)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_the_rio_commands_the_errors_suggest_fix_the_rasters(tmp_path):  # type: ignore[no-untyped-def]
+    """Each hint's pip-installable command (`rio edit-info`, `rio warp`, `rio warp --like`) really fixes the file."""
+    nocrs = tmp_path / "nocrs.tif"
+    _write(nocrs, transform=Affine(10, 0, 500000, 0, -10, 3400000))
+    with pytest.raises(RasterReadError, match=r"`rio edit-info --crs EPSG:32643 .*nocrs\.tif`") as e:
+        raster_info(nocrs)
+    _rio(*str(e.value).split("`")[1].split()[1:])
+    assert raster_info(nocrs).crs.to_epsg() == 32643
+    rot = tmp_path / "rot.tif"
+    _write(rot, crs="EPSG:32643", transform=Affine(10, 2, 500000, 2, -10, 3400000))
+    with pytest.raises(RasterReadError, match=r"`rio warp .*rot\.tif northup\.tif`") as e:
+        raster_info(rot)
+    _rio("warp", rot, tmp_path / "northup.tif")
+    t = raster_info(tmp_path / "northup.tif").transform
+    assert t.b == 0 and t.d == 0 and t.a > 0 > t.e
+    ref = tmp_path / "ref.tif"
+    _write(ref, crs="EPSG:32643", transform=Affine(10, 0, 500000, 0, -10, 3400000))
+    shifted = tmp_path / "shifted.tif"
+    _write(shifted, crs="EPSG:32643", transform=Affine(10, 0, 500003, 0, -10, 3400000))
+    with pytest.raises(GridMismatchError, match=r"`rio warp .*shifted\.tif aligned\.tif --like .*ref\.tif`"):
+        check_same_grid(raster_info(ref), raster_info(shifted))
+    _rio("warp", shifted, tmp_path / "aligned.tif", "--like", ref)
+    check_same_grid(raster_info(ref), raster_info(tmp_path / "aligned.tif"))

@@ -429,6 +429,6 @@ def test_cli_areas_writes_table_and_prints_it(region, tmp_path):
     assert list(df.columns) == list(TABLE_COLUMNS)
     assert set(df.district) == set(region.district_names)
     r = CliRunner().invoke(_cli(), ["areas", str(region.labels), "--districts", str(INDIA), "--name-field", "name",
-                                    "--out", str(out)])
+                                    "--out", str(out), "--overwrite"])
     assert r.exit_code == 1
     assert "has no attribute 'name'; the attributes are ['district', 'dt_cen_cd', 'st_nm'" in r.output

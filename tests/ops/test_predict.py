@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import rasterio
 import torch
 from affine import Affine
+from click.testing import CliRunner
 
 from geoseg.classes import default_classes
+from geoseg.cli.main import cli
 from geoseg.errors import CheckpointError, GridMismatchError
 from geoseg.io.raster import raster_info
 from geoseg.io.stack import stack_rasters
@@ -16,6 +20,7 @@ from geoseg.ml.model import ModelCard, build_from_card, save_checkpoint
 from geoseg.ml.train import train
 from geoseg.ops.predict import predict_scene
 from geoseg.synth import synthesize
+from tests.remote_servers import GDAL_HTTP_ENV, range_server
 
 TF = Affine(10, 0, 560000, 0, -10, 3420000)
 
@@ -136,3 +141,48 @@ def test_tiled_prediction_agrees_with_whole_image_prediction(tmp_path):  # type:
         np.testing.assert_array_equal(tiled == 255, ~valid)
         agreement = (tiled[valid] == whole[valid]).mean()
         assert agreement >= 0.995, (tile, agreement)
+
+
+def test_predict_cli_creation_options_json_and_overwrite(model_dir, tmp_path):  # type: ignore[no-untyped-def]
+    """`geoseg predict --co COMPRESS=ZSTD --co BLOCKSIZE=128`: both COGs take the options, keep the COG layout
+    and the same pixels as the default; an existing output needs --overwrite; options that would break the
+    COG are refused before any work."""
+    _scene(tmp_path / "scene.tif")
+    base = ["predict", "--model", str(model_dir), str(tmp_path / "scene.tif"), "--tile", "64"]
+    ref = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "ref.tif")])
+    assert ref.exit_code == 0, ref.output
+    args = [*base, "--out", str(tmp_path / "mask.tif"), "--confidence", str(tmp_path / "conf.tif"),
+            "--co", "COMPRESS=ZSTD", "--co", "BLOCKSIZE=128", "--json"]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.stdout)
+    assert got["mask"] == str(tmp_path / "mask.tif") and got["confidence"] == str(tmp_path / "conf.tif")
+    assert got["tiles"] == 5 * 7 and got["device"] == "cpu"
+    for name in ("mask.tif", "conf.tif"):
+        with rasterio.open(tmp_path / name) as m:
+            assert m.compression.name == "zstd" and m.block_shapes == [(128, 128)]
+            assert m.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and m.overviews(1) == [2]  # 210 px > 128
+    with rasterio.open(tmp_path / "mask.tif") as m, rasterio.open(tmp_path / "ref.tif") as r:
+        assert (m.read(1) == r.read(1)).all() and r.compression.name == "deflate"
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 1 and "mask.tif: the output already exists; pass --overwrite" in again.stderr
+    assert CliRunner().invoke(cli, [*args, "--overwrite"]).exit_code == 0
+    bad = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "x.tif"), "--co", "TILED=NO"])
+    assert bad.exit_code == 1 and "creation option TILED cannot be set on this COG (a COG is always tiled)" in bad.stderr
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_predict_reads_a_remote_image_as_it_reads_a_local_one(model_dir, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """`geoseg predict http://127.0.0.1:PORT/scene.tif` (the https:// code path) gives the mask of the local file."""
+    (tmp_path / "served").mkdir()
+    _scene(tmp_path / "served" / "scene.tif")
+    for k, v in GDAL_HTTP_ENV.items():
+        monkeypatch.setenv(k, v)
+    local = predict_scene(model_dir, tmp_path / "served" / "scene.tif", tmp_path / "local.tif", tile=64)
+    with range_server(tmp_path / "served") as srv:
+        out = CliRunner().invoke(cli, ["predict", "--model", str(model_dir), f"{srv.url}/scene.tif", "--tile", "64",
+                                       "--out", str(tmp_path / "remote.tif")])
+        assert out.exit_code == 0, out.output
+        assert any(r is not None for m, p, r in srv.requests if p == "/scene.tif")  # read by byte ranges
+    with rasterio.open(local.mask) as a, rasterio.open(tmp_path / "remote.tif") as b:
+        assert (a.read(1) == b.read(1)).all() and a.transform == b.transform

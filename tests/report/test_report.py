@@ -264,7 +264,9 @@ def test_large_runs_load_only_the_largest_fields_and_say_so(run, tmp_path):  # t
     m = read_manifest(copy)
     m["outputs"] = {k: v.replace(str(rd), str(copy)) for k, v in m["outputs"].items()}
     (copy / "manifest.json").write_text(json.dumps(m))
-    write_run_report(copy, max_fields=5)
+    steps: list[tuple[int, int]] = []
+    write_run_report(copy, max_fields=5, progress=lambda d, t: steps.append((d, t)))
+    assert steps == [(0, 3), (1, 3), (2, 3), (3, 3)]  # one scene's quicklook, the chart, the page
     text = (copy / "report.html").read_text(encoding="utf-8")
     page = _parse(text)
     assert len(page.fields) == 5
