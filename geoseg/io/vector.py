@@ -39,7 +39,7 @@ from xml.sax.saxutils import escape
 
 from geoseg.classes import ClassTable
 from geoseg.errors import GeosegError, VectorFormatError, VectorReadError, VectorWriteError
-from geoseg.io.fiboa import collection_metadata, compatible_fields, fiboa_table, is_fiboa
+from geoseg.io.fiboa import collection_metadata, fiboa_table, is_fiboa
 from geoseg.io.paths import STDOUT, is_remote, refuse_stdout
 from geoseg.io.raster import atomic_path, free_space_note
 

@@ -21,7 +21,7 @@ from rasterio.crs import CRS
 from geoseg.classes import ClassTable, CropClass, default_classes
 from geoseg.cli.areas import areas
 from geoseg.cli.main import GeosegGroup
-from geoseg.core.geodesy import areas_m2, pixel_areas, row_pixel_areas
+from geoseg.core.geodesy import areas_m2, row_pixel_areas
 from geoseg.core.overlay import boundary_coverage, largest_overlap, overlap_areas
 from geoseg.errors import AreaError, DistrictError, DistrictWarning, VectorFormatError
 from geoseg.ops.areas import (
@@ -205,7 +205,8 @@ def test_fields_by_crop_name_and_fields_of_geoseg_0_1(tmp_path):
         f = gpd.GeoDataFrame({col: ["rice", "wheat"]}, geometry=boxes, crs=UTM)
         f.to_file(tmp_path / "f.gpkg")
         df = district_areas(tmp_path / "f.gpkg", d, "n", classes=default_classes()).set_index("class_id")
-        assert df.area_ha[1] == pytest.approx(1.0) and df.area_ha[2] == pytest.approx(4.0)
+        truth = geod_area_perimeter(np.array(boxes), UTM)[0] / 1e4  # ground hectares of 1 and 4 ha of grid
+        assert df.area_ha[1] == pytest.approx(truth[0], rel=1e-7) and df.area_ha[2] == pytest.approx(truth[1], rel=1e-7)
     with pytest.raises(AreaError, match=r"has no 'class_id' column \(nor 'crop:name' or 'crop' with a class file\)"):
         district_areas_fields(gpd.GeoDataFrame({"x": [1, 2]}, geometry=boxes, crs=UTM), d, "n")
 
