@@ -75,7 +75,7 @@ def test_polygonize_a_remote_mask_to_standard_output_as_geojson(served):  # type
     assert doc["type"] == "FeatureCollection"
     by_crop: dict[str, float] = {}
     for f in doc["features"]:
-        by_crop[f["properties"]["crop"]] = by_crop.get(f["properties"]["crop"], 0) + f["properties"]["area_ha"]
+        by_crop[f["properties"]["crop:name"]] = by_crop.get(f["properties"]["crop:name"], 0) + f["properties"]["area_ha"]
     assert by_crop == pytest.approx({"rice": 10.5, "wheat": 10.5}, rel=1e-3)  # ground areas of the UTM grid
     assert "standard output: 2 fields" in res.stderr
     assert not Path("-").exists()

@@ -537,7 +537,7 @@ def test_cli_polygonize_writes_fields_and_reports(field_mask, tmp_path):
     back = gpd.read_file(out, layer="fields")
     assert back["crop:name"].tolist() == ["rice", "wheat"] and back.collection.tolist() == ["kharif-24"] * 2
     assert back["determination:datetime"].tolist() == [pd.Timestamp("2024-10-31T00:00:00Z")] * 2
-    r = CliRunner().invoke(_cli(), ["polygonize", str(path), "--out", str(out), "--observed", "soon"])
+    r = CliRunner().invoke(_cli(), ["polygonize", str(path), "--out", str(tmp_path / "other.gpkg"), "--observed", "soon"])
     assert r.exit_code == 1 and "the observation time is 'soon'; expected a date or time" in r.output
     r = CliRunner().invoke(_cli(), ["polygonize", str(path), "--out", str(tmp_path / "f.kml")])
     assert r.exit_code == 1
