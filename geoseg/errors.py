@@ -28,6 +28,9 @@ __all__ = [
     "CatalogError",
     "ReportError",
     "BenchError",
+    "SeasonError",
+    "SourceReadError",
+    "SeasonWarning",
 
     "GeosegError",
     "TileError",
@@ -193,3 +196,17 @@ def portable_errors(fn: _F) -> _F:
 
     return wrapper  # type: ignore[return-value]
 
+
+
+class SeasonError(GeosegError, ValueError):
+    """A season that cannot be composited: a bad period or area, items without the asked band or
+    cloud mask, reflectance whose processing baseline or offset cannot be determined."""
+
+
+class SourceReadError(GeosegError, OSError):
+    """Imagery or metadata that cannot be read: a missing file, an unreachable URL, a malformed item."""
+
+
+class SeasonWarning(GeosegWarning):
+    """Something a season composite users should know: a period with no clear look anywhere, items
+    left out because they do not reach the area."""
