@@ -16,7 +16,21 @@ from typing import Any
 import click
 
 from geoseg import __version__
-from geoseg.cli import areas, bench, demo, evaluate, polygonize, predict, query, report, run, stack, synth, train
+from geoseg.cli import (
+    areas,
+    bench,
+    composite,
+    demo,
+    evaluate,
+    polygonize,
+    predict,
+    query,
+    report,
+    run,
+    stack,
+    synth,
+    train,
+)
 from geoseg.errors import GeosegError
 from geoseg.parallel import quick_exit
 
@@ -87,6 +101,7 @@ def _register() -> None:
 
     cli.add_command(synth.synth)
     cli.add_command(stack.stack)
+    cli.add_command(composite.composite)
     cli.add_command(train.train)
     cli.add_command(evaluate.evaluate)
     cli.add_command(predict.predict)

@@ -59,6 +59,7 @@ from geoseg.io.imagery import Asset, Scene, band_request, landsat_common, look_k
 from geoseg.io.paths import check_overwrite, refuse_stdout
 from geoseg.io.raster import RasterWriter, check_creation_options, check_outputs
 from geoseg.io.season import discover, gdal_options, read_onto, source_crs_bounds
+from geoseg.io.stac_items import search_stac_api
 from geoseg.io.vector import read_vector
 from geoseg.parallel import Runner
 
@@ -316,6 +317,8 @@ def composite_season(
     qa_flags: Sequence[str] = QA_MASKED_DEFAULT,
     dilate: int = 0,
     boa_offset: float | None = None,
+    stac_api: str | None = None,
+    collections: Sequence[str] = ("sentinel-2-l2a",),
     retries: int = 3,
     block: int = DEFAULT_BLOCK,
     runner: Runner | None = None,
@@ -357,6 +360,9 @@ def composite_season(
         output pixels.
     boa_offset : float, optional
         Offset (DN) of Sentinel-2 band files that do not state it (see :mod:`geoseg.io.bandfiles`).
+    stac_api, collections
+        Also search this STAC API (e.g. ``https://earth-search.aws.element84.com/v1``) for
+        ``collections`` over the area (a file or a box) between ``start`` and ``end``.
     retries : int
         HTTP retries per remote read.
     block : int
@@ -388,9 +394,16 @@ def composite_season(
         raise SeasonError(f"block {block!r}: expected a window size in pixels, at least 16 (e.g. 512)")
     options = gdal_options(retries)
     found = list(scenes or []) + (discover(sources, boa_offset=boa_offset) if sources else [])
-    if not found:
-        raise SeasonError("no scenes: the sources hold no Sentinel-2 or Landsat scene; check the paths")
     d0, d1 = _as_day(start, "--start"), _as_day(end, "--end")
+    if stac_api:
+        if d0 is None or d1 is None or not area or str(area).lower().startswith(("mgrs:", "tile:")):
+            raise SeasonError(f"{stac_api}: a STAC API search needs the area (a polygon file or a lon/lat box) and the "
+                              f"season's --start and --end")
+        area_ll, _ = _area_geometry(area, area_where, [], [])
+        found += search_stac_api(stac_api, list(collections), area_ll.bounds, d0.isoformat(), d1.isoformat())
+    if not found:
+        raise SeasonError("no scenes: the sources hold no Sentinel-2 or Landsat scene; check the paths"
+                          + (", the collection names and the dates" if stac_api else ""))
     if d0 is None:
         d0 = min(s.datetime.date() for s in found)
     if d1 is None:
