@@ -73,9 +73,12 @@ def discover(sources: Sequence[str | os.PathLike[str]], *, boa_offset: float | N
 def _folder(p: Path, boa_offset: float | None) -> list[Scene]:
     safes = sorted(q for q in p.iterdir() if q.name.upper().endswith((".SAFE", ".SAFE.ZIP")) or
                    (q.suffix.lower() == ".zip" and q.name.upper().startswith("S2")))
-    jsons = sorted(q for q in p.iterdir() if q.is_file() and is_stac_json(q.name))
+    jsons = sorted(q for q in p.iterdir() if q.is_file() and is_stac_json(q.name)
+                   and not q.name.upper().endswith("_MTL.JSON"))
     if safes:
         return [read_safe(q) for q in safes]
+    if is_landsat_folder(p):
+        return read_landsat_folder(p)
     if jsons:
         out: list[Scene] = []
         seen: set[str] = set()
@@ -85,8 +88,6 @@ def _folder(p: Path, boa_offset: float | None) -> list[Scene]:
                     seen.add(s.id)
                     out.append(s)
         return out
-    if is_landsat_folder(p):
-        return read_landsat_folder(p)
     return read_band_folder(p, boa_offset=boa_offset)
 
 

@@ -134,6 +134,12 @@ def search_stac_api(url: str, collections: Sequence[str], bbox: Sequence[float],
                                query=dict(query) if query else None)
         items = list(search.items_as_dicts())
     except APIError as e:
+        text = str(e)
+        if any(k in text for k in ("Max retries exceeded", "NewConnectionError", "Failed to establish",
+                                   "Name or service not known", "Temporary failure in name resolution",
+                                   "ConnectTimeout", "ReadTimeout")):
+            raise SourceReadError(f"{url}: cannot reach the STAC API (no connection); check the URL and the network "
+                                  f"connection (this machine may be offline)") from None
         raise SourceReadError(f"{url}: the STAC API refused the search ({str(e).splitlines()[0][:200]}); check the "
                               f"collection names ({', '.join(collections)}) and the dates") from None
     except (urllib.error.URLError, OSError, ConnectionError) as e:
