@@ -91,7 +91,7 @@ def _folder(p: Path, boa_offset: float | None) -> list[Scene]:
     return read_band_folder(p, boa_offset=boa_offset)
 
 
-def gdal_options(retries: int = 3, cache_mb: int = 256) -> dict[str, Any]:
+def gdal_options(retries: int = 3, cache_mb: int = 64) -> dict[str, Any]:
     """GDAL settings for reading many (remote) COGs window by window."""
     return {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
@@ -506,6 +507,8 @@ def composite_season(
 
     with ExitStack() as stack:
         stack.push(both_or_neither)
+        # the writers' block cache (and the COG's overviews) bounded too: GDAL's default is 5 % of RAM
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=options["GDAL_CACHEMAX"]))
         vals = stack.enter_context(RasterWriter(
             target, shape=shape, transform=transform, crs=crs_text, count=len(names), dtype="uint16", nodata=0,
             tags=tags, band_descriptions=names, overview_resampling="average", scale=1e-4,
