@@ -184,6 +184,10 @@ class RunPaths:
         """The VRT that stacks a scene given as several files."""
         return self.root / "inputs" / f"{scene}.vrt"
 
+    def season_scene(self, scene: str) -> Path:
+        """The composite of a scene given as a season (its clear-look counts beside it, ``_clear``)."""
+        return self.root / "inputs" / f"{scene}.tif"
+
 
 # ------------------------------------------------------------------ locks, manifests and the catalog
 

@@ -216,6 +216,12 @@ def raster_info(path: str | os.PathLike[str]) -> RasterInfo:
 DEFAULT_MAX_PIXELS = 10_000_000_000
 
 
+def raster_tags(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The dataset metadata tags of a raster (GDAL's default domain)."""
+    with open_raster(path) as src:
+        return dict(src.tags())
+
+
 def check_size(info: RasterInfo, max_pixels: int = DEFAULT_MAX_PIXELS,
                fix: str = "cut a raster that is really this large into scenes first (``rio clip --bounds`` or "
                           "``gdal_translate -srcwin``)") -> None:

@@ -325,6 +325,7 @@ def composite_season(
     runner: Runner | None = None,
     overwrite: bool = False,
     creation_options: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> CompositeResult:
     """Composite a season of Sentinel-2 L2A / Landsat C2 L2 scenes into one stack on one grid.
@@ -370,6 +371,8 @@ def composite_season(
         Output window per job (pixels).
     runner : Runner, optional
         Where windows run (default: threads, one per core).
+    tags : mapping, optional
+        More metadata tags for the composite (a workflow run records its season spec).
 
     Raises
     ------
@@ -495,6 +498,7 @@ def composite_season(
         "GEOSEG_AREA": area_how,
         "GEOSEG_SCENES": json.dumps(sorted({s.id for s, _ in reaching})),
         "GEOSEG_DATES": json.dumps(sorted({k[0] for k, p in zip(look_keys, period_of) if p >= 0})),
+        **dict(tags or {}),
     }
     runner = runner or Runner()
     totals = np.zeros(len(plist), np.int64)

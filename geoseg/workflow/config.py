@@ -21,8 +21,11 @@ import yaml
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
+from geoseg.core.season import STATISTICS, parse_periods
 from geoseg.errors import ConfigError, GeosegError
 from geoseg.io.districts import check_districts_reach
+from geoseg.io.imagery import band_request
+from geoseg.io.paths import is_remote
 from geoseg.io.raster import DEFAULT_MAX_PIXELS, check_size, raster_info
 from geoseg.ml.infer import check_input
 from geoseg.ml.model import read_card
@@ -30,17 +33,66 @@ from geoseg.ops.polygonize import exclude_ids
 from geoseg.rundir import FIELD_FORMATS
 from geoseg.strict_yaml import load_yaml
 
-__all__ = ["SceneSpec", "ClusterSpec", "OutputSpec", "RunConfig", "load_workflow", "FIELD_FORMATS"]
+__all__ = ["SceneSpec", "SeasonSpec", "ClusterSpec", "OutputSpec", "RunConfig", "load_workflow", "FIELD_FORMATS"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
+class SeasonSpec:
+    """A scene made by compositing a season (``geoseg composite``) at the start of the run.
+
+    ``sources`` are local paths (resolved against the workflow's folder) or URLs; the other
+    fields are :func:`geoseg.ops.composite.composite_season`'s arguments.
+    """
+
+    sources: tuple[str, ...]
+    bands: tuple[str, ...]
+    start: str
+    end: str
+    periods: str = "monthly"
+    area: str | None = None
+    area_where: str | None = None
+    crs: str | None = None
+    resolution: float = 10.0
+    statistic: str = "median"
+    scl_mask: tuple[int, ...] | None = None
+    dilate: int = 0
+    boa_offset: float | None = None
+    stac_api: str | None = None
+    collections: tuple[str, ...] = ()
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~geoseg.ops.composite.composite_season` (but ``out``)."""
+        out: dict[str, Any] = dict(sources=list(self.sources), bands=list(self.bands), start=self.start, end=self.end,
+                                   periods=self.periods, area=self.area, area_where=self.area_where, crs=self.crs,
+                                   resolution=self.resolution, statistic=self.statistic, dilate=self.dilate,
+                                   boa_offset=self.boa_offset, stac_api=self.stac_api)
+        if self.scl_mask is not None:
+            out["scl_classes"] = list(self.scl_mask)
+        if self.collections:
+            out["collections"] = list(self.collections)
+        return out
+
+    def band_names(self) -> list[str]:
+        """The composite's band names, ``<period>_<band>``, without reading anything."""
+        periods = parse_periods(self.periods, datetime.date.fromisoformat(self.start),
+                                datetime.date.fromisoformat(self.end))
+        return [f"{p.label}_{b}" for p in periods for b in self.bands]
+
+    @property
+    def token(self) -> str:
+        """A hash of the spec: a resumed run keeps a composite made from the same one."""
+        return hashlib.sha256(repr(self).encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
 class SceneSpec:
-    """One scene: a raster file, or per-date/per-band files stacked in the given order."""
+    """One scene: a raster file, per-date/per-band files stacked in the given order, or a season."""
 
     name: str
     paths: tuple[Path, ...]
+    season: SeasonSpec | None = None
 
     @property
     def is_stack(self) -> bool:
@@ -171,14 +223,18 @@ def _scenes(r: _Reader, base: Path) -> tuple[SceneSpec, ...]:
         if not isinstance(item, dict):
             raise r.err(key, f"expected a path or a mapping with path/glob/stack, found {item!r}")
         s = _Reader(r.path, item, f"{key}.")
-        s.check_keys({"path", "glob", "stack", "name"})
-        given = [k for k in ("path", "glob", "stack") if k in item]
+        s.check_keys({"path", "glob", "stack", "name", "season"})
+        given = [k for k in ("path", "glob", "stack", "season") if k in item]
         if len(given) != 1:
-            raise r.err(key, f"give exactly one of path, glob or stack (found {given or 'none'})")
+            raise r.err(key, f"give exactly one of path, glob, stack or season (found {given or 'none'})")
         name = s.get("name", str, None)
         if name is not None and not _NAME.match(name):
             raise s.err("name", f"{name!r} is not a plain name (letters, digits, '_', '-', '.')")
-        if "path" in item:
+        if "season" in item:
+            if name is None:
+                raise s.err("name", "is required for a season (it names the composited scene)")
+            out.append(SceneSpec(name, (), _season(r, item["season"], f"{key}.season.", base)))
+        elif "path" in item:
             p = s.path_("path", base)
             out.append(SceneSpec(name or p.stem, (p,)))
         elif "glob" in item:
@@ -212,8 +268,67 @@ def _scenes(r: _Reader, base: Path) -> tuple[SceneSpec, ...]:
     for s in out:  # make names unique, in order
         n = seen.get(s.name, 0)
         seen[s.name] = n + 1
-        final.append(s if n == 0 else SceneSpec(f"{s.name}-{n + 1}", s.paths))
+        final.append(s if n == 0 else replace(s, name=f"{s.name}-{n + 1}"))
     return tuple(final)
+
+
+_SEASON_KEYS = {"sources", "bands", "start", "end", "periods", "area", "area_where", "crs", "resolution",
+                "statistic", "scl_mask", "dilate", "boa_offset", "stac_api", "collections"}
+
+
+def _season(r: _Reader, raw: Any, prefix: str, base: Path) -> SeasonSpec:
+    """A scene's ``season:`` mapping, checked (dates, bands, periods, statistic) without reading imagery."""
+    if not isinstance(raw, dict):
+        raise r.err(prefix.rstrip("."), f"expected a mapping (sources, bands, start, end, periods, area, ...), found {raw!r}")
+    s = _Reader(r.path, raw, prefix)
+    s.check_keys(_SEASON_KEYS)
+    srcs = s.get("sources", (list, str), [])
+    srcs = [srcs] if isinstance(srcs, str) else srcs
+    api = s.get("stac_api", str, None)
+    if not srcs and not api:
+        raise s.err("sources", "is required (STAC files or URLs, SAFE products, folders), unless stac_api is given")
+    sources = []
+    for j, src in enumerate(srcs):
+        if not isinstance(src, str):
+            raise s.err(f"sources[{j}]", f"expected a path or URL, found {src!r}")
+        if is_remote(src):
+            sources.append(src)
+            continue
+        p = Path(src).expanduser()
+        p = p if p.is_absolute() else base / p
+        if not p.exists():
+            raise s.err(f"sources[{j}]", f"{p} does not exist; fix the path")
+        sources.append(str(p))
+    bands = s.get("bands", (list, str), required=True)
+    bands = [b.strip() for b in bands.split(",")] if isinstance(bands, str) else [str(b) for b in bands]
+    area = s.get("area", str, None)
+    if area and not area.lower().startswith(("mgrs:", "tile:")) and len(area.split(",")) != 4:
+        p = Path(area).expanduser()
+        area = str(p if p.is_absolute() else base / p)
+        if not Path(area).exists():
+            raise s.err("area", f"{area} does not exist; give a polygon file, mgrs:TILE or MINLON,MINLAT,MAXLON,MAXLAT")
+    try:
+        names = list(band_request(bands))
+        spec = SeasonSpec(
+            sources=tuple(sources), bands=tuple(names), start=str(s.get("start", (str, datetime.date), required=True)),
+            end=str(s.get("end", (str, datetime.date), required=True)), periods=str(s.get("periods", (str, list), "monthly")
+                                                                            if not isinstance(raw.get("periods"), list)
+                                                                            else ",".join(map(str, raw["periods"]))),
+            area=area, area_where=s.get("area_where", str, None), crs=s.get("crs", str, None),
+            resolution=float(s.get("resolution", (int, float), 10.0)), statistic=s.get("statistic", str, "median"),
+            scl_mask=tuple(s.get("scl_mask", list)) if raw.get("scl_mask") is not None else None,
+            dilate=int(s.get("dilate", int, 0)),
+            boa_offset=float(raw["boa_offset"]) if raw.get("boa_offset") is not None else None, stac_api=api,
+            collections=tuple(s.get("collections", list, [])),
+        )
+        spec.band_names()  # dates and periods checked now, not at the end of a long run
+    except GeosegError as e:
+        raise r.err(prefix.rstrip("."), str(e)) from None
+    except ValueError as e:
+        raise r.err(prefix.rstrip("."), f"{e}; expected start and end as YYYY-MM-DD") from None
+    if spec.statistic not in STATISTICS:
+        raise s.err("statistic", f"{spec.statistic!r}: expected one of {', '.join(STATISTICS)}")
+    return spec
 
 
 def load_workflow(
@@ -447,6 +562,15 @@ def _check_inputs(cfg: RunConfig, r: _Reader) -> RunConfig:
         raise r.err("outputs.exclude_classes", str(e)) from None
     scene_infos = []
     for i, s in enumerate(cfg.scenes):
+        if s.season is not None:  # made at the start of the run: its band names are known now
+            names = s.season.band_names()
+            if len(names) != card.in_channels or (card.bands and names != card.bands):
+                want = f" ({', '.join(card.bands[:4])}, ...)" if card.bands else ""
+                raise r.err(f"scenes[{i}].season", f"the composite would have {len(names)} bands ({', '.join(names[:4])}"
+                                                   f"{', ...' if len(names) > 4 else ''}) but the model {cfg.model} "
+                                                   f"expects {card.in_channels}{want}; give the periods and bands the "
+                                                   f"model was trained on")
+            continue
         try:
             infos = [raster_info(p) for p in s.paths]
             for info in infos:

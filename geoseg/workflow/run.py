@@ -125,11 +125,10 @@ def _execute(
     paths = RunPaths(run_dir)
     timings: dict[str, float] = {}
     outputs: dict[str, str] = {}
+    seasons = any(s.season is not None for s in cfg.scenes)
     with _timed(timings, "plan"):
-        scenes = stages.plan_scenes(cfg, card, paths)
+        scenes = [] if seasons else stages.plan_scenes(cfg, card, paths)  # seasons: once composited, below
         boundaries = stages.check_districts(cfg)  # a wrong name field or a broken file fails now, not after inference
-    stats: dict[str, Any] = {"scenes": {s.name: str(s.path) for s in scenes}}
-    total = sum(len(s.grid) for s in scenes)
 
     with ExitStack() as stack:
         with _timed(timings, "cluster"):
@@ -140,6 +139,12 @@ def _execute(
             dashboard = client.dashboard_link if cfg.cluster.dashboard else None
             if dashboard:
                 say(f"Dask dashboard: {dashboard}")
+        if seasons:
+            with _timed(timings, "composite"):
+                outputs.update(stages.composite_seasons(cfg, paths, client, say))
+                scenes = stages.plan_scenes(cfg, card, paths)
+        stats: dict[str, Any] = {"scenes": {s.name: str(s.path) for s in scenes}}
+        total = sum(len(s.grid) for s in scenes)
         n, scenes = stages.batch_tasks(cfg, run_id, scenes, inference_workers(cfg, client))
         stats["tiles_per_task"] = n
         readers = read_ahead(cfg)

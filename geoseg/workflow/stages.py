@@ -27,16 +27,18 @@ from typing import Any
 from rasterio.crs import CRS
 
 from geoseg.core.grid import Tile, TileGrid, task_batches, tile_grid
-from geoseg.errors import DistrictWarning
+from geoseg.errors import DistrictWarning, GeosegError
 from geoseg.io.districts import Districts, read_districts
 from geoseg.io.mosaic import mosaic_masks
-from geoseg.io.raster import RasterInfo, decode_block_shape, raster_info, write_text_atomic
+from geoseg.io.raster import RasterInfo, decode_block_shape, raster_info, raster_tags, write_text_atomic
 from geoseg.io.sidecars import sidecar_paths
 from geoseg.io.stac import StacAsset, stac_item, write_stac_item
 from geoseg.io.stack import stack_rasters
 from geoseg.io.vector import write_table, write_vector
 from geoseg.ml.model import ModelCard
+from geoseg.parallel import Runner
 from geoseg.ops.areas import district_areas_raster
+from geoseg.ops.composite import clear_path_for, composite_season
 from geoseg.ops.polygonize import polygonize_raster
 from geoseg.report import write_run_report
 from geoseg.rundir import AREA_FORMATS, RunPaths, district_areas_key, fields_key, read_manifest
@@ -78,11 +80,45 @@ class Scene:
 # ------------------------------------------------------------------ 1. plan
 
 
+def composite_seasons(cfg: RunConfig, paths: RunPaths, client: Any, say: Callable[[str], None]) -> dict[str, str]:
+    """Each season scene composited on the run's cluster into the run folder (``inputs/<name>.tif``).
+
+    A resumed run keeps a composite that is complete and was made from the same season spec
+    (its ``GEOSEG_SEASON_SPEC`` tag), so it gives the result of a run that never stopped.
+    """
+    outputs: dict[str, str] = {}
+    for s in cfg.scenes:
+        if s.season is None:
+            continue
+        target = paths.season_scene(s.name)
+        if _same_season(target, s.season.token) and clear_path_for(target).exists():
+            say(f"season {s.name}: composite kept from the interrupted attempt")
+        else:
+            say(f"season {s.name}: compositing {', '.join(s.season.sources) or s.season.stac_api}")
+            composite_season(target, runner=Runner(client=client), overwrite=True,
+                             tags={"GEOSEG_SEASON_SPEC": s.season.token}, **s.season.kwargs())
+        outputs[f"season_{s.name}"] = str(target)
+        outputs[f"season_{s.name}_clear"] = str(clear_path_for(target))
+    return outputs
+
+
+def _same_season(path: Path, token: str) -> bool:
+    if not path.exists():
+        return False
+    try:
+        return raster_tags(path).get("GEOSEG_SEASON_SPEC") == token
+    except GeosegError:  # unreadable: composite again
+        return False
+
+
 def plan_scenes(cfg: RunConfig, card: ModelCard, paths: RunPaths) -> list[Scene]:
-    """The workflow's scenes on their tile grids; a scene of several files is stacked into a VRT in the run folder."""
+    """The workflow's scenes on their tile grids; a scene of several files is stacked into a VRT in the run folder,
+    a season is the composite :func:`composite_seasons` made."""
     rasters: list[tuple[str, Path]] = []
     for s in cfg.scenes:
-        if s.is_stack:
+        if s.season is not None:
+            rasters.append((s.name, paths.season_scene(s.name)))
+        elif s.is_stack:
             stack_rasters(paths.stacked_scene(s.name), list(s.paths), overwrite=True)  # a resumed run writes it again
             rasters.append((s.name, paths.stacked_scene(s.name)))
         else:
