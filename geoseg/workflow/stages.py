@@ -111,6 +111,16 @@ def _same_season(path: Path, token: str) -> bool:
         return False
 
 
+def season_observed(cfg: RunConfig, paths: RunPaths) -> str | None:
+    """The day of the last look composited into the run's seasons (the fields' ``determination:datetime``),
+    or None when the run has no season scene."""
+    days: list[str] = []
+    for s in cfg.scenes:
+        if s.season is not None and paths.season_scene(s.name).exists():
+            days += json.loads(raster_tags(paths.season_scene(s.name)).get("GEOSEG_DATES", "[]"))
+    return f"{max(days)}T00:00:00" if days else None
+
+
 def plan_scenes(cfg: RunConfig, card: ModelCard, paths: RunPaths) -> list[Scene]:
     """The workflow's scenes on their tile grids; a scene of several files is stacked into a VRT in the run folder,
     a season is the composite :func:`composite_seasons` made."""
@@ -344,7 +354,7 @@ def polygonize_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPa
         name_field=cfg.name_field,
         run_id=run_id,
         model_id=(card.weights_sha256 or "")[:16] or None,
-        observed=cfg.outputs.observed,
+        observed=cfg.outputs.observed or season_observed(cfg, paths),
     )
     formats = list(cfg.outputs.fields)
     if "parquet" not in formats:  # the query engine reads the Parquet copy

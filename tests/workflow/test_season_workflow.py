@@ -54,7 +54,8 @@ def test_run_from_stac_items_to_district_hectares(tmp_path):
     _model(tmp_path / "model", NAMES)
     write_districts(tmp_path / "d.gpkg", 600480.0, (600000.0, 3399040.0, 600960.0, 3400000.0))
     wf = write_workflow(tmp_path / "wf.yaml", scenes=[_season()], districts={"path": "d.gpkg", "name_field": "district"},
-                        outputs={"fields": [], "district_areas": True, "report": False})
+                        outputs={"fields": ["parquet"], "district_areas": True, "report": False,
+                                 "exclude_classes": []})
     res = run_workflow(load_workflow(wf))
     composite = Path(res.outputs["season_kharif"])
     assert composite == res.run_dir / "inputs" / "kharif.tif"
@@ -69,6 +70,8 @@ def test_run_from_stac_items_to_district_hectares(tmp_path):
     mapped = int((mask != 255).sum())
     assert abs(table["area_ha"].sum() - mapped * 0.01) / (mapped * 0.01) < 2e-3
     assert "composite" in res.timings
+    fields = pd.read_parquet(res.outputs["fields_parquet"])
+    assert set(fields["determination:datetime"].astype(str).str[:10]) == {"2024-07-20"}  # the last look
     # resumed or repeated: the spec's composite is made again for a new run, same pixels
     res2 = run_workflow(load_workflow(wf))
     with rasterio.open(res2.outputs["season_kharif"]) as a, rasterio.open(composite) as b:
