@@ -62,6 +62,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -167,7 +168,7 @@ _QA_FILL, _QA_DILATED, _QA_CIRRUS, _QA_CLOUD, _QA_SHADOW, _QA_SNOW, _QA_CLEAR, _
 _QA_LOW = (1 << 8) | (1 << 10) | (1 << 12) | (1 << 14)  # cloud, shadow, snow, cirrus confidence: low (01)
 
 _STAC_EXT = {
-    "eo": "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+    "eo": "https://stac-extensions.github.io/eo/v1.0.0/schema.json",
     "proj": "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
     "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
     "classification": "https://stac-extensions.github.io/classification/v1.1.0/schema.json",
@@ -480,7 +481,7 @@ class SynthProducts:
 def _grid(transform: Affine, shape: tuple[int, int], res: int) -> tuple[Affine, tuple[int, int]]:
     f = res // 10 if res in (10, 20, 30) else 1
     h, w = shape
-    return transform * Affine.scale(f), (-(-h // f), -(-w // f))
+    return transform @ Affine.scale(f), (-(-h // f), -(-w // f))
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,9 +567,14 @@ def _qa_pixel(state: np.ndarray, water: np.ndarray, nodata: np.ndarray) -> np.nd
 def _mean_blocks(x: np.ndarray, f: int, h: int, w: int) -> np.ndarray:
     """Sum of ``f x f`` blocks of ``x`` (..., h, w), padded with zeros to a multiple of ``f``."""
     ph, pw = -(-h // f) * f, -(-w // f) * f
-    pad = [(0, 0)] * (x.ndim - 2) + [(0, ph - h), (0, pw - w)]
-    xp = np.pad(x, pad)
-    return xp.reshape(*x.shape[:-2], ph // f, f, pw // f, f).sum(axis=(-3, -1))
+    if (ph, pw) != (h, w):
+        x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, ph - h), (0, pw - w)])
+    out = x[..., 0::f, 0::f].copy()
+    for dy in range(f):
+        for dx in range(f):
+            if dy or dx:
+                out += x[..., dy::f, dx::f]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -789,6 +795,12 @@ def _plan(opts: ProductOptions, seed: int, start: date, shape: tuple[int, int], 
         if ls and not want_ls:
             raise ConfigError(f"acquisitions hold {len(ls)} Landsat acquisition(s) but products "
                               f"({','.join(opts.layouts)}) lacks landsat; add landsat")
+        seen: set[date] = set()
+        for a in s2:
+            if a.date in seen:  # type: ignore[comparison-overlap]
+                raise ConfigError(f"acquisitions: two Sentinel-2 acquisitions on {a.date}; their Earth Search item "
+                                  f"ids and tile file names would collide - give each date once")
+            seen.add(a.date)  # type: ignore[arg-type]
         for k, a in enumerate(s2):
             out.append((a.platform or ("sentinel-2a" if k % 2 == 0 else "sentinel-2b"), a.date, a.baseline,
                         a.cloud_fraction))  # type: ignore[arg-type]
@@ -871,6 +883,8 @@ class _Writer:
         self.token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.scratch = out / f".scratch-{self.token}"
         self.stats: dict[int, dict[int, int]] = {}
+        self.jobs: list[tuple[Any, ...]] = []  # (function, *arguments) of each file to encode
+        self.workers = max(1, min(2, os.cpu_count() or 1))  # numpy and GDAL release the GIL
 
     # -- scratch rasters --
     def _open(self, path: Path, res: int, dtype: str) -> Any:
@@ -892,33 +906,36 @@ class _Writer:
                 fs["SCL_20m"] = self._open(d / "SCL_20m.tif", 20, "uint8")
                 files[p.index] = fs
                 self.stats[p.index] = dict.fromkeys(range(12), 0)
-            for i, j, win in iter_blocks(self.shape, BLOCK):
-                at = At.make(i, j, win, self.transform)
-                cg = self.r.codes(at)
-                collar = self.r.collar(at)
-                w20 = Window(int(win.col_off) // 2, int(win.row_off) // 2, -(-int(win.width) // 2),
-                             -(-int(win.height) // 2))
-                for p in plans:
-                    res = self.r.s2_window(p, at, cg, collar)
-                    fs = files[p.index]
-                    o10 = res["o10"] + np.float32(p.offset)
-                    o10[:, res["collar10"]] = 0
-                    for k, b in enumerate(S2_10M):
-                        fs[f"{b}_10m"].write(np.clip(o10[k], 0, 65535).astype(np.uint16), 1, window=win)
-                    o20 = res["o20"] + np.float32(p.offset)
-                    o20[:, res["nodata20"]] = 0
-                    for b in S2_20M:
-                        fs[f"{b}_20m"].write(np.clip(o20[S2_BANDS.index(b)], 0, 65535).astype(np.uint16), 1,
-                                             window=w20)
-                    fs["SCL_20m"].write(res["scl"], 1, window=w20)
-                    counts = np.bincount(res["scl"].ravel(), minlength=12)
-                    for c in range(12):
-                        self.stats[p.index][c] += int(counts[c])
-                tick()
+            with ThreadPoolExecutor(self.workers) as pool:
+                for i, j, win in iter_blocks(self.shape, BLOCK):
+                    at = At.make(i, j, win, self.transform)
+                    cg = self.r.codes(at)
+                    collar = self.r.collar(at)
+                    w20 = Window(int(win.col_off) // 2, int(win.row_off) // 2, -(-int(win.width) // 2),
+                                 -(-int(win.height) // 2))
+                    list(pool.map(lambda p: self._s2_window(p, at, cg, collar, win, w20, files[p.index]), plans))
+                    tick()
         finally:
             for fs in files.values():
                 for ds in fs.values():
                     ds.close()
+
+    def _s2_window(self, p: _Plan, at: At, cg: tuple[np.ndarray, np.ndarray], collar: np.ndarray, win: Window,
+                   w20: Window, fs: Mapping[str, Any]) -> None:
+        """Render one acquisition's window and write it to its scratch files (one thread per acquisition)."""
+        res = self.r.s2_window(p, at, cg, collar)
+        o10 = res["o10"] + np.float32(p.offset)
+        o10[:, res["collar10"]] = 0
+        for k, b in enumerate(S2_10M):
+            fs[f"{b}_10m"].write(np.clip(o10[k], 0, 65535).astype(np.uint16), 1, window=win)
+        o20 = res["o20"] + np.float32(p.offset)
+        o20[:, res["nodata20"]] = 0
+        for b in S2_20M:
+            fs[f"{b}_20m"].write(np.clip(o20[S2_BANDS.index(b)], 0, 65535).astype(np.uint16), 1, window=w20)
+        fs["SCL_20m"].write(res["scl"], 1, window=w20)
+        counts = np.bincount(res["scl"].ravel(), minlength=12)
+        for c in range(12):
+            self.stats[p.index][c] += int(counts[c])
 
     def _render_landsat(self, plans: list[_Plan], tick: Callable[[], None]) -> None:
         if not plans:
@@ -931,29 +948,31 @@ class _Writer:
                 fs = {b: self._open(d / f"{b}.tif", 30, "uint16") for b in (*LANDSAT_BANDS, "QA_PIXEL")}
                 files[p.index] = fs
                 self.stats[p.index] = {"clear": 0, "cloud": 0, "valid": 0, "all": 0}  # type: ignore[dict-item]
-            for i, j, win in iter_blocks(self.shape, _LANDSAT_BLOCK):
-                at = At.make(i, j, win, self.transform)
-                cg = self.r.codes(at)
-                collar = self.r.collar(at)
-                w30 = Window(int(win.col_off) // 3, int(win.row_off) // 3, -(-int(win.width) // 3),
-                             -(-int(win.height) // 3))
-                for p in plans:
-                    res = self.r.landsat_window(p, at, cg, collar)
-                    fs = files[p.index]
-                    for k, b in enumerate(LANDSAT_BANDS):
-                        fs[b].write(res["dn"][k], 1, window=w30)
-                    fs["QA_PIXEL"].write(res["qa"], 1, window=w30)
-                    valid = ~res["nodata30"]
-                    st = self.stats[p.index]
-                    cloudy = np.isin(res["state"], (_CIRRUS, _CLOUD_MED, _CLOUD_HIGH)) & valid
-                    st["cloud"] += int(cloudy.sum())  # type: ignore[index]
-                    st["valid"] += int(valid.sum())  # type: ignore[index]
-                    st["all"] += int(valid.size)  # type: ignore[index]
-                tick()
+            with ThreadPoolExecutor(self.workers) as pool:
+                for i, j, win in iter_blocks(self.shape, _LANDSAT_BLOCK):
+                    at = At.make(i, j, win, self.transform)
+                    cg = self.r.codes(at)
+                    collar = self.r.collar(at)
+                    w30 = Window(int(win.col_off) // 3, int(win.row_off) // 3, -(-int(win.width) // 3),
+                                 -(-int(win.height) // 3))
+                    list(pool.map(lambda p: self._landsat_window(p, at, cg, collar, w30, files[p.index]), plans))
+                    tick()
         finally:
             for fs in files.values():
                 for ds in fs.values():
                     ds.close()
+
+    def _landsat_window(self, p: _Plan, at: At, cg: tuple[np.ndarray, np.ndarray], collar: np.ndarray,
+                        w30: Window, fs: Mapping[str, Any]) -> None:
+        res = self.r.landsat_window(p, at, cg, collar)
+        for k, b in enumerate(LANDSAT_BANDS):
+            fs[b].write(res["dn"][k], 1, window=w30)
+        fs["QA_PIXEL"].write(res["qa"], 1, window=w30)
+        valid = ~res["nodata30"]
+        st = self.stats[p.index]
+        cloudy = np.isin(res["state"], (_CIRRUS, _CLOUD_MED, _CLOUD_HIGH)) & valid
+        st["cloud"] += int(cloudy.sum())  # type: ignore[index]
+        st["valid"] += int(valid.sum())  # type: ignore[index]
 
     def run(self) -> SynthProducts:
         plans = list(self.r.plans)
@@ -962,7 +981,8 @@ class _Writer:
         h, w = self.shape
         n_win = (-(-h // BLOCK) * -(-w // BLOCK) if s2 else 0) + (
             -(-h // _LANDSAT_BLOCK) * -(-w // _LANDSAT_BLOCK) if ls else 0)
-        total = n_win + len(plans)
+        n_files = sum(11 * ("stac" in self.opts.layouts) + 14 * ("safe" in self.opts.layouts) for p in s2) + 7 * len(ls)
+        total = n_win + n_files
         done = 0
 
         def tick() -> None:
@@ -983,10 +1003,10 @@ class _Writer:
                 d.mkdir()
             self._render_s2(s2, tick)
             self._render_landsat(ls, tick)
-            acqs = []
-            for p in plans:
-                acqs.append(self._finish(p, staged))
-                tick()
+            acqs = [self._finish(p, staged) for p in plans]  # metadata now, files queued in self.jobs
+            with ThreadPoolExecutor(self.workers) as pool:
+                for _ in pool.map(lambda job: job[0](*job[1:]), self.jobs):
+                    tick()
             self._collections(acqs, staged)
             for lay in self.opts.layouts:  # swap each layout in whole: safe before cdse (its items point there)
                 final = self.out / lay
@@ -1052,9 +1072,9 @@ class _Writer:
             files = {}
             for b in S2_BANDS:
                 res = S2_NATIVE[b]
-                _cog(src / f"{b}_{res}m.tif", folder / f"{b}.tif", "AVERAGE")
+                self.jobs.append((_cog, src / f"{b}_{res}m.tif", folder / f"{b}.tif", "AVERAGE"))
                 files[b] = folder / f"{b}.tif"
-            _cog(src / "SCL_20m.tif", folder / "SCL.tif", "NEAREST")
+            self.jobs.append((_cog, src / "SCL_20m.tif", folder / "SCL.tif", "NEAREST"))
             files["SCL"] = folder / "SCL.tif"
             item = self._earth_search_item(p, names, pct, cloud_cover)
             path = folder / f"{names['es_id']}.json"
@@ -1068,10 +1088,10 @@ class _Writer:
                 (img / f"R{res}m").mkdir(parents=True)
                 for b in group:
                     dst = img / f"R{res}m" / f"{names['prefix']}_{b}_{res}m.jp2"
-                    _jp2(src / f"{b}_{res}m.tif", dst)
+                    self.jobs.append((_jp2, src / f"{b}_{res}m.tif", dst))
                     files[f"{b}_{res}m"] = dst
             dst = img / "R20m" / f"{names['prefix']}_SCL_20m.jp2"
-            _jp2(src / "SCL_20m.tif", dst)
+            self.jobs.append((_jp2, src / "SCL_20m.tif", dst))
             files["SCL_20m"] = dst
             (safe / "MTD_MSIL2A.xml").write_text(self._mtd_msil2a(p, names, pct, cloud_cover), encoding="utf-8")
             (safe / "GRANULE" / names["granule"] / "MTD_TL.xml").write_text(self._mtd_tl(p, names),
@@ -1377,7 +1397,7 @@ class _Writer:
         files = {}
         for b in (*LANDSAT_BANDS, "QA_PIXEL"):
             dst = folder / f"{pid}_{b}.TIF"
-            _cog(src / f"{b}.tif", dst, "NEAREST" if b == "QA_PIXEL" else "AVERAGE")
+            self.jobs.append((_cog, src / f"{b}.tif", dst, "NEAREST" if b == "QA_PIXEL" else "AVERAGE"))
             files[b] = dst
         st = self.stats[p.index]
         cloud_cover = round(100.0 * st["cloud"] / st["valid"], 2) if st["valid"] else 0.0  # type: ignore[index]
@@ -1552,8 +1572,8 @@ def _cog(src: Path, dst: Path, resampling: str) -> None:
     """A single-band COG of ``src`` (DEFLATE with the predictor for uint16, tiled 512, overviews)."""
     with rasterio.open(src) as s:
         predictor = "YES" if s.dtypes[0] == "uint16" else "NO"
-    rasterio.shutil.copy(src, dst, driver="COG", COMPRESS="DEFLATE", PREDICTOR=predictor, BLOCKSIZE="512",
-                         OVERVIEWS="AUTO", RESAMPLING=resampling, NUM_THREADS="2")
+    rasterio.shutil.copy(src, dst, driver="COG", COMPRESS="DEFLATE", PREDICTOR=predictor, LEVEL="1",
+                         BLOCKSIZE="512", OVERVIEWS="AUTO", RESAMPLING=resampling, NUM_THREADS="2")
     Path(str(dst) + ".aux.xml").unlink(missing_ok=True)
 
 
@@ -1565,18 +1585,20 @@ def _jp2(src: Path, dst: Path) -> None:
 
 
 def _scl_classes() -> list[dict[str, Any]]:
-    return [{"value": k, "name": n} for k, n in enumerate(_SCL_NAMES)]
+    return [{"value": k, "name": n, "description": n.replace("_", " ").capitalize()}
+            for k, n in enumerate(_SCL_NAMES)]
 
 
 def _qa_bitfields() -> list[dict[str, Any]]:
     def flag(offset: int, name: str, desc: str) -> dict[str, Any]:
         return {"name": name, "description": desc, "offset": offset, "length": 1,
-                "classes": [{"name": f"not_{name}", "value": 0}, {"name": name, "value": 1}]}
+                "classes": [{"name": f"not_{name}", "value": 0, "description": f"{desc}: no"},
+                            {"name": name, "value": 1, "description": f"{desc}: yes"}]}
 
     def conf(offset: int, name: str) -> dict[str, Any]:
         return {"name": name, "description": name.replace("_", " "), "offset": offset, "length": 2,
-                "classes": [{"name": "not_set", "value": 0}, {"name": "low", "value": 1},
-                            {"name": "medium", "value": 2}, {"name": "high", "value": 3}]}
+                "classes": [{"name": n, "value": v, "description": f"{name.replace('_', ' ')}: {n.replace('_', ' ')}"}
+                            for v, n in enumerate(("not_set", "low", "medium", "high"))]}
 
     return [flag(0, "fill", "Image or fill data"), flag(1, "dilated_cloud", "Dilated cloud"),
             flag(2, "cirrus", "Cirrus mask"), flag(3, "cloud", "Cloud mask"),
