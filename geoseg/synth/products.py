@@ -913,7 +913,9 @@ class _Writer:
                     collar = self.r.collar(at)
                     w20 = Window(int(win.col_off) // 2, int(win.row_off) // 2, -(-int(win.width) // 2),
                                  -(-int(win.height) // 2))
-                    list(pool.map(lambda p: self._s2_window(p, at, cg, collar, win, w20, files[p.index]), plans))
+                    jobs = [pool.submit(self._s2_window, p, at, cg, collar, win, w20, files[p.index]) for p in plans]
+                    for job in jobs:
+                        job.result()
                     tick()
         finally:
             for fs in files.values():
@@ -955,7 +957,9 @@ class _Writer:
                     collar = self.r.collar(at)
                     w30 = Window(int(win.col_off) // 3, int(win.row_off) // 3, -(-int(win.width) // 3),
                                  -(-int(win.height) // 3))
-                    list(pool.map(lambda p: self._landsat_window(p, at, cg, collar, w30, files[p.index]), plans))
+                    jobs = [pool.submit(self._landsat_window, p, at, cg, collar, w30, files[p.index]) for p in plans]
+                    for job in jobs:
+                        job.result()
                     tick()
         finally:
             for fs in files.values():
@@ -1187,7 +1191,7 @@ class _Writer:
                 common = key if not key.startswith("rededge") else f"rededge{int(cw * 100):03d}"
                 assets[f"{b}_{res}m"] = {
                     "href": f"{img}/R{res}m/{names['prefix']}_{b}_{res}m.jp2", "type": "image/jp2",
-                    "title": f"{desc} - {res}m", "roles": ["data", "reflectance", "gsd:%dm" % res], "gsd": res,
+                    "title": f"{desc} - {res}m", "roles": ["data", "reflectance", f"gsd:{res}m"], "gsd": res,
                     "bands": [{"name": b, "description": desc, "eo:common_name": common,
                                "eo:center_wavelength": cw, "eo:full_width_half_max": fwhm}],
                     "nodata": 0, "data_type": "uint16", "raster:scale": 0.0001, "raster:offset": offset,
@@ -1523,7 +1527,7 @@ class _Writer:
                     lk["href"] = "./collection.json"
                 items.append(item)
             _write_json(root / "items.json", {"type": "FeatureCollection", "features": items})
-            geom, bbox = self._geometry()
+            _, bbox = self._geometry()
             times = [a.datetime for a in mine]
             cid = {"stac": "sentinel-2-c1-l2a", "cdse": "sentinel-2-l2a", "landsat": "landsat-c2l2-sr"}[lay]
             links = [{"rel": "root", "href": "./catalog.json", "type": "application/json"},
@@ -1611,7 +1615,7 @@ def _qa_bitfields() -> list[dict[str, Any]]:
 def _mgrs_tile(x: float, y: float) -> str:
     """The MGRS 100 km square (``43RFP``) holding the EPSG:32643 point ``(x, y)``."""
     zone = int(CRS[-2:])
-    lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(x, y)
+    _, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(x, y)
     band = "CDEFGHJKLMNPQRSTUVWX"[min(19, int((lat + 80) // 8))]
     col_sets = ("ABCDEFGH", "JKLMNPQR", "STUVWXYZ")
     col = col_sets[(zone - 1) % 3][int(x // 100_000) - 1]

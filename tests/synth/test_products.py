@@ -297,7 +297,7 @@ def test_20m_is_the_mean_of_2x2_10m(region: SynthRegion) -> None:
 
 def test_the_same_surface_as_a_2021_and_a_2023_product(tmp_path: Path) -> None:
     """Old baseline (2021, no offset) and new (2023, +1000): the same reflectance after each one's metadata."""
-    kw = dict(height=120, width=140, seed=9, products="safe,stac")
+    kw = {"height": 120, "width": 140, "seed": 9, "products": "safe,stac"}
     out = {}
     for year in (2021, 2023):
         acq = [AcquisitionSpec(f"{year}-11-01", cloud_fraction=0.0)]
@@ -391,7 +391,7 @@ def test_overcast_leaves_a_part_without_clear_looks(tmp_path: Path) -> None:
 
 
 def test_products_leave_the_region_files_unchanged(tmp_path: Path) -> None:
-    kw = dict(height=130, width=150, seed=4, dates=3)
+    kw = {"height": 130, "width": 150, "seed": 4, "dates": 3}
     a = synthesize(tmp_path / "a", **kw)
     b = synthesize(tmp_path / "b", **kw, products="stac", acquisitions=2)
     for name in ("scene.tif", "labels.tif", "truth.csv", "fields.gpkg", "districts.gpkg"):
