@@ -28,6 +28,12 @@ What is made
   date's four bands are 0.
 * **Truth**: the valid pixels of each class per district, each pixel in the district
   holding its centre (:mod:`geoseg.core.tally`, as ``geoseg areas --method centre`` counts).
+* **Satellite products** (optional, :mod:`geoseg.synth.products`): the same fields and
+  spectra as a season of Sentinel-2 L2A acquisitions (Earth Search STAC + COGs, SAFE with
+  JPEG 2000, Copernicus Data Space STAC 1.1) and Landsat 8/9 Collection 2 Level-2 ones, with
+  clouds, shadows, SCL / QA_PIXEL, the 2022 ``BOA_ADD_OFFSET`` and each provider's file
+  names, folder trees and metadata; :class:`SynthProducts` also renders the true clear
+  surface of any acquisition, for tests of the readers.
 
 Every output is written under a temporary name and renamed into place; the same
 arguments give byte-identical files (GDAL writes no timestamps in GeoTIFFs, and the
@@ -39,6 +45,7 @@ GeoPackage ``last_change`` timestamp is pinned).
 from __future__ import annotations
 
 from geoseg.synth.layout import CRS, DEFAULT_CENTRE
+from geoseg.synth.products import LAYOUTS, Acquisition, AcquisitionSpec, SynthProducts
 from geoseg.synth.region import MAX_DATES, SynthRegion, synthesize
 from geoseg.synth.render import OUTSIDE
 from geoseg.synth.spectra import BANDS, season_dates
@@ -46,6 +53,10 @@ from geoseg.synth.spectra import BANDS, season_dates
 __all__ = [
     "SynthRegion",
     "synthesize",
+    "SynthProducts",
+    "Acquisition",
+    "AcquisitionSpec",
+    "LAYOUTS",
     "season_dates",
     "BANDS",
     "CRS",

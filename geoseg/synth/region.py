@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +23,9 @@ from geoseg.classes import ClassTable, default_classes, load_classes
 from geoseg.errors import ConfigError, RasterWriteError
 from geoseg.io.raster import write_text_atomic
 from geoseg.synth.layout import CRS, DEFAULT_CENTRE, make_layout, punjab_districts
+from geoseg.synth.products import AcquisitionSpec, ProductOptions, SynthProducts, write_products
 from geoseg.synth.render import SmoothFields, write_fields, write_gpkg, write_rasters, write_truth
-from geoseg.synth.spectra import BANDS, REFLECTANCE_SCALE, season, spectral_table
+from geoseg.synth.spectra import BANDS, REFLECTANCE_SCALE, SEASON_START, season, spectral_table
 from geoseg.types import Shape2d
 
 if TYPE_CHECKING:
@@ -68,6 +70,8 @@ class SynthRegion:
     truth : pandas.DataFrame
         ``truth.csv`` as a table: ``district``, ``class_id``, ``crop``, ``pixels``,
         ``hectares``, one row per district and class with at least one valid pixel.
+    products : SynthProducts or None
+        The satellite products written under ``products/`` (None when none were asked for).
     """
 
     out_dir: Path
@@ -87,6 +91,7 @@ class SynthRegion:
     collar_fraction: float
     cloud_fraction: float
     truth: pd.DataFrame = field(repr=False)
+    products: SynthProducts | None = field(default=None, repr=False)
 
     def hectares_by_class(self) -> dict[str, float]:
         """Hectares of valid pixels per class name, summed over districts (classes present only)."""
@@ -112,6 +117,16 @@ class SynthRegion:
             f"  truth.csv       {total:,.1f} ha of valid pixels: "
             + ", ".join(f"{k} {v:,.1f}" for k, v in sorted(ha.items(), key=lambda kv: -kv[1])),
         ]
+        if self.products is not None:
+            pr = self.products
+            s2 = [a for a in pr.acquisitions if a.sensor == "sentinel-2"]
+            ls = [a for a in pr.acquisitions if a.sensor == "landsat"]
+            for name, group in (("Sentinel-2", s2), ("Landsat", ls)):
+                if group:
+                    clear = sum(a.cloud_cover < 1 for a in group)
+                    lines.append(f"  products/       {len(group)} {name} acquisitions {group[0].date} .. "
+                                 f"{group[-1].date} ({clear} clear), tile {pr.mgrs_tile}")
+            lines.append(f"  layouts         {', '.join(f'products/{lay}/' for lay in pr.layouts)}")
         return "\n".join(lines)
 
 
@@ -165,6 +180,7 @@ class _Spec:
     crops: list[int]  # the class ids fields are drawn from
     pixel_size: float
     transform: Affine
+    season_start: date = SEASON_START
 
     @property
     def shape(self) -> Shape2d:
@@ -172,9 +188,12 @@ class _Spec:
 
     def provenance(self) -> str:
         """The ``GEOSEG_SYNTH`` tag of both rasters: the arguments, as JSON."""
-        return json.dumps({"seed": self.seed, "height": self.height, "width": self.width,
-                           "cloud_fraction": self.cloud_fraction, "collar": self.collar,
-                           "pixel_size": self.pixel_size})
+        args: dict[str, Any] = {"seed": self.seed, "height": self.height, "width": self.width,
+                                "cloud_fraction": self.cloud_fraction, "collar": self.collar,
+                                "pixel_size": self.pixel_size}
+        if self.season_start != SEASON_START:  # the default season writes the tag it always wrote
+            args["season_start"] = self.season_start.isoformat()
+        return json.dumps(args)
 
 
 def _pixel_size(pixel_size: Any) -> float:
@@ -217,8 +236,15 @@ def _origin(origin: Any, h: int, w: int, ps: float) -> tuple[float, float]:
     return ox, oy
 
 
+def _season_start(season_year: Any) -> date:
+    year = _int_arg("season_year", season_year, 2016, 2099,
+                    "pass the year the season starts in (15 June), e.g. 2024 or 2021 to span the January 2022 "
+                    "Sentinel-2 offset change")
+    return SEASON_START.replace(year=year)
+
+
 def _check_arguments(height: Any, width: Any, seed: Any, dates: Any, cloud_fraction: Any, collar: Any,
-                     classes: Any, origin: Any, pixel_size: Any) -> _Spec:
+                     classes: Any, origin: Any, pixel_size: Any, season_year: Any = SEASON_START.year) -> _Spec:
     """:func:`synthesize`'s arguments checked once, at the edge (in this order, so the first bad one is named)."""
     ps = _pixel_size(pixel_size)
     max_px = int(_MAX_EXTENT // ps)
@@ -233,7 +259,9 @@ def _check_arguments(height: Any, width: Any, seed: Any, dates: Any, cloud_fract
         raise ConfigError(f"collar must be True or False, got {collar!r}")
     table, bg_id, crop_ids = _resolve_classes(classes)
     ox, oy = _origin(origin, h, w, ps)
-    return _Spec(h, w, seed_, nd, cf, bool(collar), table, bg_id, crop_ids, ps, Affine(ps, 0.0, ox, 0.0, -ps, oy))
+    start = _season_start(season_year)
+    return _Spec(h, w, seed_, nd, cf, bool(collar), table, bg_id, crop_ids, ps, Affine(ps, 0.0, ox, 0.0, -ps, oy),
+                 start)
 
 
 def _districts_over(spec: _Spec, origin: Any) -> Any:
@@ -274,6 +302,12 @@ def synthesize(
     classes: ClassTable | str | os.PathLike[str] | None = None,
     origin: tuple[float, float] | None = None,
     pixel_size: float = 10.0,
+    season_year: int = SEASON_START.year,
+    products: str | Sequence[str] | None = None,
+    acquisitions: int | Sequence[AcquisitionSpec | dict[str, Any] | str] = 25,
+    spacing: int = 10,
+    cloudiness: float = 1.0,
+    overcast: str | tuple[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SynthRegion:
     """Write a synthetic multi-date crop region over real Punjab districts into ``out_dir``.
@@ -337,8 +371,33 @@ def synthesize(
     pixel_size : float
         Pixel size in metres (0 < pixel_size <= 100); the layout is in metres, so a larger
         pixel only coarsens the rasters.
+    season_year : int
+        The year the season starts in (15 June; default 2024). The pixels depend on the day of
+        the season only, so another year changes the dates and nothing else; 2021 gives a season
+        that spans Sentinel-2's change to processing baseline 04.00 (25 January 2022).
+    products : str or sequence of str, optional
+        Also write the region as satellite products in these layouts, under ``products/``:
+        ``"stac"`` (Earth Search ``sentinel-2-c1-l2a``: per-band COGs and STAC items),
+        ``"safe"`` (ESA SAFE L2A folders with lossless JPEG 2000), ``"cdse"`` (Copernicus Data
+        Space STAC 1.1 items over the SAFE files; implies ``"safe"``) and ``"landsat"``
+        (Landsat 8/9 Collection 2 Level-2); e.g. ``"stac,safe"``. See
+        :mod:`geoseg.synth.products` for the files and how the pixels are made.
+    acquisitions : int or sequence
+        Sentinel-2 acquisitions, every ``spacing`` days from the season start alternating
+        sentinel-2a/2b (default 25, so 15 June to 10 February at 10 days); Landsat ones every 8
+        days over the same span. Or an explicit list of :class:`AcquisitionSpec` (date, and
+        optionally platform, baseline, cloud fraction).
+    spacing : int
+        Days between Sentinel-2 acquisitions (1..60).
+    cloudiness : float
+        Scales each acquisition's cloud fraction (drawn from the season: July-September mostly
+        cloudy, a few clear looks; the rest of the season mostly clear), 0..3; 0 for clear skies.
+    overcast : str or (str, str), optional
+        A period ``"START/END"`` (ISO dates) in which a fixed 30 % of the region is under thick
+        cloud on every acquisition: no clear look there in that period.
     progress : callable, optional
-        ``progress(done, total)`` after each 512 x 512 window of pixels.
+        ``progress(done, total)`` after each 512 x 512 window of pixels (then again for the
+        products' windows and acquisitions).
 
     Returns
     -------
@@ -368,12 +427,17 @@ def synthesize(
     ...
     geoseg.errors.ConfigError: height must be 1..20000, got 0; ...
     """
-    spec = _check_arguments(height, width, seed, dates, cloud_fraction, collar, classes, origin, pixel_size)
+    spec = _check_arguments(height, width, seed, dates, cloud_fraction, collar, classes, origin, pixel_size,
+                            season_year)
+    product_opts = ProductOptions.make(products, acquisitions, spacing, cloudiness, overcast)
+    if product_opts is not None and spec.pixel_size != 10.0:
+        raise ConfigError(f"products need 10 m pixels (Sentinel-2's grid), got pixel_size {spec.pixel_size:g}; "
+                          f"leave pixel_size at 10 or drop products")
     districts = _districts_over(spec, origin)
     out = _output_dir(out_dir)
 
     # -- vectors for the whole region, spectra through the season --
-    date_list, days = season(spec.dates)
+    date_list, days = season(spec.dates, spec.season_start)
     date_str = tuple(d.isoformat() for d in date_list)
     layout = make_layout(spec.seed, spec.height, spec.width, spec.transform, spec.table, spec.crops, spec.collar)
     spectra = spectral_table(spec.seed, layout.field_class, spec.table, days)
@@ -393,6 +457,15 @@ def synthesize(
     write_text_atomic(out / "classes.yaml", spec.table.to_yaml())
     names = tuple(districts["district"].tolist())
     truth = write_truth(tally.counts, tally.area_m2, names, spec.table, out / "truth.csv")
+
+    # -- the same region as satellite products --
+    prods = None
+    if product_opts is not None:
+        prods = write_products(
+            out / "products", product_opts, seed=spec.seed, transform=spec.transform, shape=spec.shape,
+            layout=layout, table=spec.table, field_class=layout.field_class, texture=smooth.texture,
+            scene_days=days, season_start=spec.season_start, progress=progress,
+        )
     total = spec.height * spec.width
     return SynthRegion(
         out_dir=out,
@@ -412,4 +485,5 @@ def synthesize(
         collar_fraction=tally.collar / total,
         cloud_fraction=tally.cloud / total,
         truth=truth,
+        products=prods,
     )

@@ -48,12 +48,14 @@ from geoseg.synth.spectra import BANDS, MAT_MARGIN, N_MAT, REFLECTANCE_SCALE, re
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["OUTSIDE", "SmoothFields", "Tally", "write_rasters", "write_fields", "write_gpkg", "write_truth"]
+__all__ = ["OUTSIDE", "BLOCK", "At", "SmoothFields", "Tally", "burn", "window_codes", "scene_noise",
+           "write_rasters", "write_fields", "write_gpkg", "write_truth"]
 
 #: District name given in the truth table to pixels whose centre lies in no Punjab district.
 OUTSIDE = "(outside Punjab)"
 
-_BLOCK = 512  # window (and internal tile) size
+#: Window (and internal tile) size of the rasters, in pixels; the noise is seeded per window.
+BLOCK = 512
 _GPKG_TIMESTAMP = "2024-06-15T00:00:00.000Z"
 
 
@@ -109,7 +111,7 @@ class Tally:
 
 
 @dataclass(frozen=True, slots=True)
-class _At:
+class At:
     """One window of the region: where it is, and the search box of its features (one pixel wider)."""
 
     i: int  # window row
@@ -122,7 +124,7 @@ class _At:
     ys: np.ndarray  # pixel-centre y, metres from the region's top edge (negative down)
 
     @classmethod
-    def make(cls, i: int, j: int, win: Window, transform: Affine) -> "_At":
+    def make(cls, i: int, j: int, win: Window, transform: Affine) -> "At":
         ps = transform.a
         r0, c0, wh, ww = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
         wt = transform @ Affine.translation(c0, r0)
@@ -133,7 +135,7 @@ class _At:
         return cls(i, j, win, (wh, ww), wt, box, xs, ys)
 
 
-def _burn(
+def burn(
     shapes: Sequence[tuple[Any, int]], shape: tuple[int, int], transform: Affine, fill: int, dtype: str
 ) -> np.ndarray:
     """Rasterise ``(geometry, value)`` pairs (pixel-centre rule; later shapes win) - no file is opened."""
@@ -143,36 +145,48 @@ def _burn(
 
 
 # --- one window ----------------------------------------------------------------------
-def _pixels(at: _At, layout: Layout, fi: np.ndarray, bi: np.ndarray, spectra: np.ndarray, texture: Waves,
-            seed: int) -> np.ndarray:
-    """uint16 reflectance (bands, h, w) of the window with background features ``bi`` and fields ``fi``."""
+def window_codes(at: At, layout: Layout, fi: np.ndarray, bi: np.ndarray, texture: Waves
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The window's 2 x 2 sub-pixel material codes (2h, 2w) of background features ``bi`` and
+    fields ``fi``, and its texture gain (h, w): what every date's reflectance is made from."""
     wh, ww = at.shape
     # 2 x 2 sub-pixel codes -> mixed boundary pixels
     sub_shapes = [(g, int(c)) for g, c in zip(layout.bg[bi], layout.bg_code[bi])]
     sub_shapes += [(g, N_MAT + int(f)) for g, f in zip(layout.fields[fi], fi)]
-    codes = _burn(sub_shapes, (2 * wh, 2 * ww), at.transform @ Affine.scale(0.5), MAT_MARGIN, "int32")
-    # within-field texture (seamless: a function of position) and pixel noise (seeded per window)
+    codes = burn(sub_shapes, (2 * wh, 2 * ww), at.transform @ Affine.scale(0.5), MAT_MARGIN, "int32")
+    # within-field texture (seamless: a function of position)
     gain = 1 + np.float32(0.04) * texture.grid(at.xs, at.ys)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7, at.i, at.j]))
-    return reflectance(spectra, codes, gain, rng)
+    return codes, gain
 
 
-def _labels(at: _At, layout: Layout, fi: np.ndarray, background: int) -> np.ndarray:
+def scene_noise(seed: int, i: int, j: int) -> np.random.Generator:
+    """The pixel noise of scene.tif's window ``(i, j)``: one (4, h, w) standard normal draw per date, in order."""
+    return np.random.default_rng(np.random.SeedSequence([seed, 7, i, j]))
+
+
+def _pixels(at: At, layout: Layout, fi: np.ndarray, bi: np.ndarray, spectra: np.ndarray, texture: Waves,
+            seed: int) -> np.ndarray:
+    """uint16 reflectance (bands, h, w) of the window with background features ``bi`` and fields ``fi``."""
+    codes, gain = window_codes(at, layout, fi, bi, texture)
+    return reflectance(spectra, codes, gain, scene_noise(seed, at.i, at.j))
+
+
+def _labels(at: At, layout: Layout, fi: np.ndarray, background: int) -> np.ndarray:
     """The class of each pixel's centre (uint8): fields ``fi`` on ``background``."""
     shapes = [(g, int(c)) for g, c in zip(layout.fields[fi], layout.field_class[fi])]
-    return _burn(shapes, at.shape, at.transform, background, "uint8")
+    return burn(shapes, at.shape, at.transform, background, "uint8")
 
 
-def _blank_collar(at: _At, collar: Any, dn: np.ndarray) -> np.ndarray:
+def _blank_collar(at: At, collar: Any, dn: np.ndarray) -> np.ndarray:
     """Zero every band under the collar (None: none) in ``dn``; return where it lies."""
     if collar is None or not shapely.intersects(collar, at.box):
         return np.zeros(at.shape, bool)
-    invalid = _burn([(collar, 1)], at.shape, at.transform, 0, "uint8").astype(bool)
+    invalid = burn([(collar, 1)], at.shape, at.transform, 0, "uint8").astype(bool)
     dn[:, invalid] = 0
     return invalid
 
 
-def _blank_clouds(at: _At, smooth: SmoothFields, dn: np.ndarray) -> np.ndarray:
+def _blank_clouds(at: At, smooth: SmoothFields, dn: np.ndarray) -> np.ndarray:
     """Zero each date's bands under its clouds in ``dn``; return where any date is cloudy."""
     cloudy_any = np.zeros(at.shape, bool)
     for t, threshold in enumerate(smooth.thresholds):
@@ -182,12 +196,12 @@ def _blank_clouds(at: _At, smooth: SmoothFields, dn: np.ndarray) -> np.ndarray:
     return cloudy_any
 
 
-def _district_counts(at: _At, districts: np.ndarray, tree: shapely.STRtree, labels: np.ndarray,
+def _district_counts(at: At, districts: np.ndarray, tree: shapely.STRtree, labels: np.ndarray,
                      valid: np.ndarray, n_classes: int, areas: PixelAreas) -> tuple[np.ndarray, np.ndarray]:
     """Valid pixels per (district holding the centre, class), and their ground area (m2): zone 0
     for none, ``q + 1`` for district ``q``."""
     di = np.sort(tree.query(at.box))
-    zone = _burn([(districts[q], int(q) + 1) for q in di], at.shape, at.transform, 0, "uint8")
+    zone = burn([(districts[q], int(q) + 1) for q in di], at.shape, at.transform, 0, "uint8")
     n = len(districts) + 1
     px = areas.block(int(at.window.row_off), int(at.window.col_off), *at.shape)
     return (centre_counts(zone, labels, n_classes, n, valid=valid),
@@ -239,9 +253,9 @@ def write_rasters(
     ) as scene_w, mask_writer(
         labels, shape=(h, w), transform=transform, crs=CRS, classes=table, tags={"GEOSEG_SYNTH": provenance},
     ) as label_w:
-        total = -(-h // _BLOCK) * -(-w // _BLOCK)
-        for done, (i, j, win) in enumerate(iter_blocks((h, w), _BLOCK), start=1):
-            at = _At.make(i, j, win, transform)
+        total = -(-h // BLOCK) * -(-w // BLOCK)
+        for done, (i, j, win) in enumerate(iter_blocks((h, w), BLOCK), start=1):
+            at = At.make(i, j, win, transform)
             fi, bi = np.sort(field_tree.query(at.box)), np.sort(bg_tree.query(at.box))
             dn = _pixels(at, layout, fi, bi, spectra, smooth.texture, seed)
             lab = _labels(at, layout, fi, background)

@@ -19,6 +19,8 @@ from geoseg.classes import ClassTable
 
 __all__ = [
     "BANDS",
+    "S2_BANDS",
+    "SEASON_START",
     "REFLECTANCE_SCALE",
     "MAT_MARGIN",
     "MAT_ROAD",
@@ -28,24 +30,34 @@ __all__ = [
     "season",
     "season_dates",
     "spectral_table",
+    "product_spectra",
+    "quantise",
     "reflectance",
 ]
 
 #: Bands of each date, in file order (Sentinel-2 B2, B3, B4, B8).
 BANDS = ("B", "G", "R", "NIR")
+#: The Sentinel-2 bands the synthetic products carry, in the order of the spectra: the four of
+#: :data:`BANDS` (B02, B03, B04, B08, 10 m), then the six 20 m bands.
+S2_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
 #: Reflectance is stored as uint16 ``reflectance x REFLECTANCE_SCALE``.
 REFLECTANCE_SCALE = 10000
 
-_SEASON_START = date(2024, 6, 15)  # kharif (monsoon) sowing ...
+#: The default start of the season: kharif (monsoon) sowing ...
+SEASON_START = date(2024, 6, 15)
 _SEASON_DAYS = 245  # ... to 2025-02-15, rabi (winter) wheat near its peak
 
-# Endmember surface reflectance (B, G, R, NIR), roughly Sentinel-2 L2A.
+# Endmember surface reflectance, roughly Sentinel-2 L2A, in the order of S2_BANDS:
+#  B02    B03    B04    B08  |  B05    B06    B07    B8A    B11    B12
+# (blue, green, red, NIR at 10 m | red edge 1-3, narrow NIR, SWIR 1.6 and 2.2 um at 20 m).
+# The first four are those of scene.tif; the red edge climbs from red to NIR with the
+# canopy, SWIR falls with water content (green canopy, water) and rises for dry matter.
 _ENDMEMBERS = {
-    "veg": (0.030, 0.060, 0.035, 0.420),  # green canopy
-    "soil": (0.090, 0.125, 0.165, 0.235),  # dry alluvial soil
-    "water": (0.070, 0.065, 0.045, 0.025),  # turbid paddy / canal water
-    "dry": (0.065, 0.090, 0.120, 0.260),  # senescent crop, stubble, residue
-    "built": (0.110, 0.120, 0.135, 0.180),  # roofs, roads
+    "veg": (0.030, 0.060, 0.035, 0.420, 0.090, 0.280, 0.380, 0.430, 0.200, 0.100),  # green canopy
+    "soil": (0.090, 0.125, 0.165, 0.235, 0.190, 0.210, 0.225, 0.245, 0.320, 0.270),  # dry alluvial soil
+    "water": (0.070, 0.065, 0.045, 0.025, 0.040, 0.030, 0.028, 0.022, 0.010, 0.006),  # turbid paddy / canal water
+    "dry": (0.065, 0.090, 0.120, 0.260, 0.150, 0.200, 0.235, 0.270, 0.360, 0.280),  # senescent crop, residue
+    "built": (0.110, 0.120, 0.135, 0.180, 0.145, 0.155, 0.165, 0.185, 0.220, 0.200),  # roofs, roads
 }
 # Day anchors (days after 15 June 2024) of the seasonal trajectories below.
 _DAYS = (-30, 0, 45, 75, 110, 140, 165, 200, 245, 290, 330)
@@ -96,24 +108,30 @@ MAT_MARGIN, MAT_ROAD, MAT_WATER, MAT_VILLAGE = range(4)
 N_MAT = len(_MATERIALS)
 
 
-def season_dates(n: int) -> tuple[str, ...]:
+def season_dates(n: int, start: date = SEASON_START) -> tuple[str, ...]:
     """``n`` acquisition dates spread evenly over a kharif + rabi season (ISO strings).
 
-    The season runs from 15 June 2024 (rice transplanting) to 15 February 2025 (wheat
-    near its peak); one date is 15 June.
+    The season runs from ``start`` (15 June 2024 by default: rice transplanting) for 245
+    days (to 15 February 2025, wheat near its peak); one date is ``start``.
 
     Examples
     --------
     >>> season_dates(4)
     ('2024-06-15', '2024-09-05', '2024-11-25', '2025-02-15')
+    >>> season_dates(2, date(2021, 6, 15))
+    ('2021-06-15', '2022-02-15')
     """
-    return tuple(d.isoformat() for d in season(n)[0])
+    return tuple(d.isoformat() for d in season(n, start)[0])
 
 
-def season(n: int) -> tuple[list[date], np.ndarray]:
-    """The ``n`` acquisition dates and their days after 15 June 2024 (float)."""
+def season(n: int, start: date = SEASON_START) -> tuple[list[date], np.ndarray]:
+    """The ``n`` acquisition dates and their days after ``start`` (float).
+
+    The spectra are a function of the day of the season only, so moving ``start`` to
+    another year moves the dates and leaves every pixel unchanged.
+    """
     days = np.rint(np.linspace(0, _SEASON_DAYS, n)).astype(int) if n > 1 else np.zeros(1, int)
-    return [_SEASON_START + timedelta(days=int(d)) for d in days], days.astype(float)
+    return [start + timedelta(days=int(d)) for d in days], days.astype(float)
 
 
 def _trajectory(name: str) -> dict[str, tuple[float, ...]]:
@@ -132,9 +150,13 @@ def _fractions(traj: dict[str, tuple[float, ...]], days: np.ndarray) -> dict[str
     return {k: np.interp(days, _DAYS, v) for k, v in traj.items()}
 
 
-def _mix(fr: dict[str, np.ndarray], soil_gain: np.ndarray | float = 1.0) -> np.ndarray:
-    """Reflectance (..., 4) from cover fractions (each ...); soil fills the rest."""
-    em = {k: np.asarray(v) for k, v in _ENDMEMBERS.items()}
+def _mix(fr: dict[str, np.ndarray], soil_gain: np.ndarray | float = 1.0, bands: int = 4) -> np.ndarray:
+    """Reflectance (..., bands) from cover fractions (each ...); soil fills the rest.
+
+    ``bands`` is 4 for scene.tif's bands, 10 for all of :data:`S2_BANDS`; the first four
+    are computed identically either way (elementwise).
+    """
+    em = {k: np.asarray(v[:bands]) for k, v in _ENDMEMBERS.items()}
     zero = np.zeros_like(next(iter(fr.values())))
     others = sum((fr.get(k, zero) for k in ("veg", "water", "dry", "built")), zero)
     scale = np.where(others > 1, 1 / np.maximum(others, 1e-9), 1.0)
@@ -146,28 +168,104 @@ def _mix(fr: dict[str, np.ndarray], soil_gain: np.ndarray | float = 1.0) -> np.n
     return out
 
 
-def spectral_table(seed: int, field_class: np.ndarray, table: ClassTable, days: np.ndarray) -> np.ndarray:
-    """Mean reflectance per code, shape (bands, codes): background materials, then one row per field."""
+def _field_draws(seed: int, n: int, nd: int) -> tuple[np.ndarray, ...]:
+    """Each field's sowing shift, vigour, soil brightness, standing water and per-date offsets
+    (n, nd, 4), drawn in :func:`spectral_table`'s order."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 5]))
-    n = len(field_class)
-    nd = len(days)
-    out = np.zeros((N_MAT + n, nd, 4))
-    for m, traj in enumerate(_MATERIALS):
-        out[m] = _mix(_fractions(traj, days))
     shift = rng.normal(0, 10, n)  # sowing / transplanting date, days
     vigour = np.clip(rng.normal(1, 0.12, n), 0.6, 1.35)
     soil = np.clip(rng.normal(1, 0.10, n), 0.75, 1.3)
     water = rng.uniform(0.5, 1.0, n)  # standing water: direct seeding ... puddled transplanting
     offset = rng.normal(0, 0.006, (n, nd, 4))
+    return shift, vigour, soil, water, offset
+
+
+def _table(field_class: np.ndarray, table: ClassTable, days: np.ndarray, draws: tuple[np.ndarray, ...],
+           offset: np.ndarray, bands: int) -> np.ndarray:
+    """Mean reflectance (codes, days, bands) before clipping: materials, then fields plus ``offset``."""
+    shift, vigour, soil, water, _ = draws
+    n = len(field_class)
+    out = np.zeros((N_MAT + n, len(days), bands))
+    for m, traj in enumerate(_MATERIALS):
+        out[m] = _mix(_fractions(traj, days), bands=bands)
     for cid in np.unique(field_class):
         sel = np.flatnonzero(field_class == cid)
         fr = _fractions(_trajectory(table[int(cid)].name), days[None] - shift[sel, None])
         fr["veg"] = np.minimum(fr["veg"] * vigour[sel, None], 0.95)
         if "water" in fr:
             fr["water"] = fr["water"] * water[sel, None]
-        out[N_MAT + sel] = _mix(fr, soil[sel, None])
+        out[N_MAT + sel] = _mix(fr, soil[sel, None], bands=bands)
     out[N_MAT:] += offset
-    return np.ascontiguousarray(np.clip(out, 0.002, 0.9).reshape(N_MAT + n, nd * 4).T.astype(np.float32))
+    return out
+
+
+def _flat(out: np.ndarray) -> np.ndarray:
+    """(codes, days, bands) -> clipped float32 (days * bands, codes)."""
+    n_codes, nd, nb = out.shape
+    return np.ascontiguousarray(np.clip(out, 0.002, 0.9).reshape(n_codes, nd * nb).T.astype(np.float32))
+
+
+def spectral_table(seed: int, field_class: np.ndarray, table: ClassTable, days: np.ndarray) -> np.ndarray:
+    """Mean reflectance per code, shape (dates x 4 bands, codes): background materials, then one row per field."""
+    draws = _field_draws(seed, len(field_class), len(days))
+    return _flat(_table(field_class, table, days, draws, draws[4], 4))
+
+
+def product_spectra(seed: int, field_class: np.ndarray, table: ClassTable, scene_days: np.ndarray,
+                    days: np.ndarray) -> np.ndarray:
+    """Mean reflectance per code of all :data:`S2_BANDS` on any ``days``: (days x 10 bands, codes).
+
+    The same model as :func:`spectral_table` (whose dates are ``scene_days``): each field's
+    per-date offset is interpolated linearly in time between the scene's dates (constant
+    beyond them), and the six 20 m bands get offsets of their own, so that on a scene date
+    the first four bands equal :func:`spectral_table`'s exactly.
+    """
+    n = len(field_class)
+    draws = _field_draws(seed, n, len(scene_days))
+    extra = np.random.default_rng(np.random.SeedSequence([seed, 15])).normal(0, 0.006, (n, len(scene_days), 6))
+    known = np.concatenate([draws[4], extra], axis=2)  # (n, scene dates, 10)
+    offset = np.stack([_interp_exact(float(d), np.asarray(scene_days, float), known) for d in days], axis=1)
+    return _flat(_table(field_class, table, np.asarray(days, float), draws, offset, len(S2_BANDS)))
+
+
+def _interp_exact(d: float, knots: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` (n, knots, bands) interpolated linearly at day ``d`` (constant beyond the knots),
+    exactly a knot's values on a knot."""
+    hit = np.flatnonzero(knots == d)
+    if hit.size:
+        return values[:, int(hit[0])]
+    if d <= knots[0]:
+        return values[:, 0]
+    if d >= knots[-1]:
+        return values[:, -1]
+    i = int(np.searchsorted(knots, d)) - 1
+    w = (d - knots[i]) / (knots[i + 1] - knots[i])
+    return values[:, i] + w * (values[:, i + 1] - values[:, i])
+
+
+def quantise(table: np.ndarray, quads: tuple[np.ndarray, ...], gain: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """float32 ``round(reflectance x 10000)`` clipped to 1..65535 of one date's bands.
+
+    ``table`` (bands, codes) holds the mean spectra, ``quads`` the four 2 x 2 sub-pixel code
+    arrays (h, w); each pixel is the mean of its sub-pixels times ``gain`` plus
+    ``noise x (0.004 + 0.02 x reflectance)`` (``noise``: standard normal, (bands, h, w),
+    float32; consumed). The one formula of scene.tif and of the products.
+    """
+    refl = table[:, quads[0]]
+    for q in quads[1:]:
+        refl += table[:, q]
+    refl *= np.float32(0.25) * gain
+    noise *= np.float32(0.004) + np.float32(0.02) * refl
+    refl += noise
+    refl *= np.float32(REFLECTANCE_SCALE)
+    np.rint(refl, out=refl)
+    np.clip(refl, 1, 65535, out=refl)
+    return refl
+
+
+def sub_pixels(codes: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The four 2 x 2 sub-pixel code arrays (h, w) of ``codes`` (2h, 2w)."""
+    return codes[0::2, 0::2], codes[0::2, 1::2], codes[1::2, 0::2], codes[1::2, 1::2]
 
 
 def reflectance(spectra: np.ndarray, codes: np.ndarray, gain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -175,22 +273,13 @@ def reflectance(spectra: np.ndarray, codes: np.ndarray, gain: np.ndarray, rng: n
 
     Each pixel is the mean spectrum of its four sub-pixels (mixed pixels on boundaries),
     times a smooth ``gain`` (texture), plus noise; computed 4 bands (one date) at a time
-    so that temporaries stay a few MB.
+    so that temporaries stay a few MB (:func:`quantise`).
     """
     h, w = codes.shape[0] // 2, codes.shape[1] // 2
-    quads = (codes[0::2, 0::2], codes[0::2, 1::2], codes[1::2, 0::2], codes[1::2, 1::2])
+    quads = sub_pixels(codes)
     out = np.empty((spectra.shape[0], h, w), np.uint16)
     for b0 in range(0, spectra.shape[0], len(BANDS)):
         table = spectra[b0: b0 + len(BANDS)]
-        refl = table[:, quads[0]]
-        for q in quads[1:]:
-            refl += table[:, q]
-        refl *= np.float32(0.25) * gain
-        noise = rng.standard_normal(refl.shape, dtype=np.float32)
-        noise *= np.float32(0.004) + np.float32(0.02) * refl
-        refl += noise
-        refl *= np.float32(REFLECTANCE_SCALE)
-        np.rint(refl, out=refl)
-        np.clip(refl, 1, 65535, out=refl)
-        out[b0: b0 + len(BANDS)] = refl
+        noise = rng.standard_normal((len(BANDS), h, w), dtype=np.float32)
+        out[b0: b0 + len(BANDS)] = quantise(table, quads, gain, noise)
     return out
