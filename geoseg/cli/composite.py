@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -58,6 +61,8 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option("--block", type=click.IntRange(16, 8192), default=512, show_default=True,
               help="Output window per job, in pixels.")
 @click.option("--workers", type=click.IntRange(0, 256), default=0, help="Threads (default: one per core).")
+@click.option("--scheduler", help="Run the windows on this Dask scheduler's workers (tcp://HOST:8786) instead of "
+                                  "local threads; the workers must reach the sources and write nothing.")
 @overwrite_option
 @creation_options_option(help="GDAL COG creation option, e.g. --co COMPRESS=ZSTD (repeatable).")
 @json_option(help="Print one JSON object (outputs, bands, periods, looks) instead of the text lines.")
@@ -65,7 +70,7 @@ def composite(out: Path, sources: tuple[str, ...], start: str | None, end: str |
               bands: str | None, area: str | None, area_where: str | None, crs: str | None, resolution: float,
               statistic: str, scl_mask: str, qa_mask: str, dilate: int, boa_offset: float | None,
               stac_api: str | None, collections: tuple[str, ...], retries: int, block: int, workers: int,
-              overwrite: bool, creation_options: dict[str, str], as_json: bool) -> None:
+              scheduler: str | None, overwrite: bool, creation_options: dict[str, str], as_json: bool) -> None:
     """Composite a season of Sentinel-2 L2A or Landsat C2 L2 scenes into OUT (a COG), with
     the clear looks per period in OUT_clear.tif.
 
@@ -83,15 +88,11 @@ def composite(out: Path, sources: tuple[str, ...], start: str | None, end: str |
         geoseg composite t43rfq.tif --stac-api https://earth-search.aws.element84.com/v1 \\
             --collection sentinel-2-c1-l2a --area 75.6,30.7,76.1,31.0 --start 2024-06-01 --end 2024-11-01
     """
-    with warnings.catch_warnings(record=True) as caught, progress_bar("windows") as advance:
-        warnings.simplefilter("always", SeasonWarning)
-        res = composite_season(
-            out, list(sources), start=start, end=end, periods=periods, bands=bands, area=area, area_where=area_where,
-            crs=crs, resolution=resolution, statistic=statistic, scl_classes=_ints(scl_mask),
-            qa_flags=tuple(v.strip() for v in qa_mask.split(",") if v.strip()), dilate=dilate,
-            boa_offset=boa_offset, stac_api=stac_api, collections=collections or ("sentinel-2-l2a",),
-            retries=retries, block=block, runner=Runner(workers=workers or None), overwrite=overwrite,
-            creation_options=creation_options, progress=advance)
+    with ExitStack() as stack:
+        runner = Runner(workers=workers or None, client=stack.enter_context(connect(scheduler)) if scheduler else None)
+        res, caught = _run(runner, out, sources, start, end, periods, bands, area, area_where, crs, resolution,
+                           statistic, scl_mask, qa_mask, dilate, boa_offset, stac_api, collections, retries, block,
+                           overwrite, creation_options)
     for w in caught:
         if issubclass(w.category, SeasonWarning):
             click.echo(f"Warning: {w.message}", err=True)  # shown even with --quiet: it is about the output
@@ -104,4 +105,37 @@ def composite(out: Path, sources: tuple[str, ...], start: str | None, end: str |
             "scenes": res.scenes, "empty_periods": res.empty_periods, "seconds": round(res.seconds, 3)}, indent=2))
         return
     click.echo(res.summary())
+
+
+def _run(runner: Runner, out: Path, sources: tuple[str, ...], start: str | None, end: str | None, periods: str,
+         bands: str | None, area: str | None, area_where: str | None, crs: str | None, resolution: float,
+         statistic: str, scl_mask: str, qa_mask: str, dilate: int, boa_offset: float | None, stac_api: str | None,
+         collections: tuple[str, ...], retries: int, block: int, overwrite: bool,
+         creation_options: dict[str, str]) -> tuple[Any, list[warnings.WarningMessage]]:
+    with warnings.catch_warnings(record=True) as caught, progress_bar("windows") as advance:
+        warnings.simplefilter("always", SeasonWarning)
+        res = composite_season(
+            out, list(sources), start=start, end=end, periods=periods, bands=bands, area=area, area_where=area_where,
+            crs=crs, resolution=resolution, statistic=statistic, scl_classes=_ints(scl_mask),
+            qa_flags=tuple(v.strip() for v in qa_mask.split(",") if v.strip()), dilate=dilate,
+            boa_offset=boa_offset, stac_api=stac_api, collections=collections or ("sentinel-2-l2a",),
+            retries=retries, block=block, runner=runner, overwrite=overwrite,
+            creation_options=creation_options, progress=advance)
+    return res, list(caught)
+
+
+@contextmanager
+def connect(address: str) -> Iterator[Any]:
+    """A Dask client of the scheduler at ``address``, closed on exit."""
+    from distributed import Client  # deferred: distributed is slow to import
+
+    try:
+        client = Client(address, timeout="20s")
+    except (OSError, TimeoutError) as e:
+        raise click.ClickException(f"{address}: cannot reach the Dask scheduler ({e}); check the address and that "
+                                   f"the scheduler is running") from None
+    try:
+        yield client
+    finally:
+        client.close()
 

@@ -256,3 +256,20 @@ def test_cli_one_line_errors(tmp_path):
         lines = [ln for ln in out.output.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], out.output
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_cli_on_a_dask_scheduler(tmp_path):
+    """--scheduler: the windows run as tasks of a real scheduler's worker processes; same pixels as threads."""
+    from distributed import LocalCluster
+
+    _one_item(tmp_path / "items")
+    runner = CliRunner()
+    local = runner.invoke(cli, ["composite", str(tmp_path / "a.tif"), str(tmp_path / "items"), "--bands", "B04,B08",
+                                "--block", "16"])
+    assert local.exit_code == 0, local.output
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+        out = runner.invoke(cli, ["composite", str(tmp_path / "b.tif"), str(tmp_path / "items"), "--bands", "B04,B08",
+                                  "--block", "16", "--scheduler", cluster.scheduler_address])
+    assert out.exit_code == 0, out.output
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        assert (a.read() == b.read()).all() and a.transform == b.transform
