@@ -206,7 +206,7 @@ def test_two_utm_zones_onto_one_grid(tmp_path):
     truth = surface(CRS43, ta, *sa)
     inner = (slice(2, -2), slice(2, -2))
     assert np.abs(a[inner] - truth[inner]).max() < 2e-4  # zone 43: the file's own pixels (rounding only)
-    assert np.abs(b[inner] - truth[inner]).max() < 2e-3  # zone 44: bilinear onto zone 43
+    assert np.abs(b[inner] - truth[inner]).max() < 3e-4  # zone 44: bilinear onto zone 43 (a linear surface: rounding)
 
 
 def test_safe_products_folder_and_zip(tmp_path):
