@@ -23,18 +23,23 @@ same GDAL settings given to every process through the environment):
 * ``rioxarray``: one lazy ``rioxarray.open_rasterio`` per item and band on a ``WarpedVRT`` onto
   the output grid, concatenated, then the same xarray steps;
 * ``warpedvrt``: plain rasterio, one task per output block: a ``WarpedVRT`` per item and band onto
-  that block, numpy ``nanmedian``; the reference the others are compared with.
+  that block, numpy ``nanmedian``;
+* ``reproject``: the same with ``rasterio.warp.reproject`` into a block-sized array.
+  These two always run, first: every result is compared with both.
 
 Measured per candidate and size: the job's wall time (from reading the items to the last block
 on disk; imports and cluster start excluded, timed separately), Mpx/s per core (= output pixels x
 months x bands / job seconds / 2 cores; also per CPU-second of the workers and the client, which
 other load on the machine disturbs less), the peak of the summed RSS of the candidate's process
 tree (client, nannies, workers; sampled every 20 ms by this driver with psutil), the same peak
-above the idle cluster (sampled just before the job starts), and the agreement with ``warpedvrt``.
+above the idle cluster (sampled just before the job starts), and the agreement with the two
+plain-rasterio results; then one cross-zone band warped by each library against bilinear computed
+exactly in numpy, and each library's install footprint beyond geoseg's dependencies.
 
-Run (about 3-4 minutes on 2 cores; a venv with the candidates, see benchmarks/README.md):
+Run (a few minutes on 2 cores, longer when they are shared; a venv with the candidates, see
+benchmarks/README.md):
 
-    /tmp/venv-libbench/bin/python benchmarks/composite_libraries.py [--small 1024] [--only odc,warpedvrt]
+    /tmp/venv-libbench/bin/python benchmarks/composite_libraries.py [--small 512] [--only odc,stackstac]
 """
 
 from __future__ import annotations
