@@ -1002,16 +1002,8 @@ class _Writer:
                                    f"choose a writable location") from None
         staged = {lay: self.out / f".{lay}.tmp-{self.token}" for lay in self.opts.layouts}
         try:
-            self.scratch.mkdir()
-            for d in staged.values():
-                d.mkdir()
-            self._render_s2(s2, tick)
-            self._render_landsat(ls, tick)
-            acqs = [self._finish(p, staged) for p in plans]  # metadata now, files queued in self.jobs
-            with ThreadPoolExecutor(self.workers) as pool:
-                for _ in pool.map(lambda job: job[0](*job[1:]), self.jobs):
-                    tick()
-            self._collections(acqs, staged)
+            with rasterio.Env(GDAL_CACHEMAX=256):  # MB: the scratch files' dirty blocks, whatever the region's size
+                acqs = self._write(plans, s2, ls, staged, tick)
             for lay in self.opts.layouts:  # swap each layout in whole: safe before cdse (its items point there)
                 final = self.out / lay
                 old = self.out / f".{lay}.old-{self.token}"
@@ -1029,6 +1021,21 @@ class _Writer:
         final_acqs = tuple(_rebase(a, staged, self.out) for a in acqs)
         return SynthProducts(self.out, self.opts.layouts, final_acqs, self.start.isoformat(), self.transform,
                              self.shape, CRS, self.tile, self.r)
+
+    def _write(self, plans: list[_Plan], s2: list[_Plan], ls: list[_Plan], staged: Mapping[str, Path],
+               tick: Callable[[], None]) -> list[Acquisition]:
+        """Render into the scratch folder, then encode every file and write the metadata into ``staged``."""
+        self.scratch.mkdir()
+        for d in staged.values():
+            d.mkdir()
+        self._render_s2(s2, tick)
+        self._render_landsat(ls, tick)
+        acqs = [self._finish(p, staged) for p in plans]  # metadata now, files queued in self.jobs
+        with ThreadPoolExecutor(self.workers) as pool:
+            for _ in pool.map(lambda job: job[0](*job[1:]), self.jobs):
+                tick()
+        self._collections(acqs, staged)
+        return acqs
 
     # -- per acquisition --
     def _finish(self, p: _Plan, staged: Mapping[str, Path]) -> Acquisition:
