@@ -1,12 +1,17 @@
 """The demo: the main job end to end on a bundled synthetic region.
 
-1. Synthesise the region a demo workflow names (``workflows/demo.yaml``: the folder of its
-   one scene) over real Punjab districts, with known per-district crop areas.
+1. Synthesise the region a demo workflow names over real Punjab districts, with known
+   per-district crop areas - and, for a workflow whose scene is a season (``workflows/demo.yaml``),
+   the region's season of Sentinel-2 L2A products in the layout its sources name
+   (``<region>/products/stac``: Earth Search items, per-band COGs, SCL clouds, processing
+   baselines before and after the January 2022 offset change).
 2. If the workflow's model directory holds no checkpoint, train one with ``geoseg train``'s
    defaults on a *second, differently seeded* region (so that what the demo reports is
-   out-of-sample), within a time limit.
-3. Run the workflow on Dask exactly as ``geoseg run`` does: tiles, inference on workers,
-   tile store, mask COG, confidence, field polygons, district areas, run record.
+   out-of-sample), within a time limit; for a season workflow its input is that region's
+   products composited by the workflow's own season spec (``geoseg composite``).
+3. Run the workflow on Dask exactly as ``geoseg run`` does: the season composited on the
+   cluster, tiles, inference on workers, tile store, mask COG, confidence, field polygons,
+   district areas, run record.
 4. Score the run against the truth: the mask against ``labels.tif`` (mIoU, per-class IoU,
    streamed block by block) and the district table against ``truth.csv`` (hectares per
    district and crop, and the error of each).
@@ -32,8 +37,10 @@ from geoseg.io.raster import open_raster
 from geoseg.ml.train import TrainResult, train
 from geoseg.rundir import QUICKLOOK_PREFIX, RunPaths, RunResult
 from geoseg.strict_yaml import load_yaml
+from geoseg.ops.composite import composite_season
 from geoseg.synth import SynthRegion, synthesize
-from geoseg.workflow.config import load_workflow
+from geoseg.synth.products import LAYOUTS as PRODUCT_LAYOUTS
+from geoseg.workflow.config import SeasonSpec, load_workflow, read_scenes
 from geoseg.workflow.run import run_workflow
 
 __all__ = ["DEMO_WORKFLOW", "DemoResult", "demo_paths", "run_demo", "score_mask", "compare_areas"]
@@ -42,18 +49,23 @@ __all__ = ["DEMO_WORKFLOW", "DemoResult", "demo_paths", "run_demo", "score_mask"
 DEMO_WORKFLOW = Path("workflows/demo.yaml")
 #: Seeds of the region the demo maps and of the region its model is trained on.
 MAP_SEED, TRAIN_SEED = 0, 1
-#: Fraction of pixels under cloud on some date in the demo regions (they become nodata).
+#: Fraction of pixels under cloud on some date in the demo regions' scene.tif (they become nodata).
 CLOUD_FRACTION = 0.02
+#: The demo season: products every SPACING days from 15 June of SEASON_YEAR (ACQUISITIONS of them),
+#: across Sentinel-2's January 2022 offset change.
+SEASON_YEAR, ACQUISITIONS, SPACING = 2021, 25, 10
 
 
 @dataclass(frozen=True, slots=True)
 class DemoPaths:
-    """Where a demo workflow expects its region and model."""
+    """Where a demo workflow expects its region and model; ``layout`` is the products' layout of a
+    season workflow (``None``: the scene is the region's ``scene.tif``)."""
 
     workflow: Path
     region_dir: Path
     model_dir: Path
     train_dir: Path
+    layout: str | None = None
 
 
 def demo_paths(workflow: str | Path) -> DemoPaths:
@@ -74,16 +86,37 @@ def demo_paths(workflow: str | Path) -> DemoPaths:
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: YAML syntax error ({str(e).splitlines()[0]}); fix the syntax") from None
     scenes = data.get("scenes") if isinstance(data, dict) else None
-    if not (isinstance(scenes, list) and len(scenes) == 1 and isinstance(scenes[0], dict) and "path" in scenes[0]):
-        raise ConfigError(f"{p}: key 'scenes': a demo workflow names exactly one scene by 'path' (see workflows/demo.yaml)")
+    one = scenes[0] if isinstance(scenes, list) and len(scenes) == 1 and isinstance(scenes[0], dict) else {}
+    season = one.get("season") if isinstance(one.get("season"), dict) else None
+    if "path" not in one and season is None:
+        raise ConfigError(f"{p}: key 'scenes': a demo workflow names exactly one scene, by 'path' or as a 'season' "
+                          f"(see workflows/demo.yaml)")
     if not isinstance(data.get("model"), str):
         raise ConfigError(f"{p}: key 'model': expected the model directory the demo trains into")
     base = p.resolve().parent
-    scene = (base / scenes[0]["path"]).resolve()
+    model = (base / data["model"]).resolve()
+    if season is not None:
+        sources = season.get("sources")
+        first = sources[0] if isinstance(sources, list) and sources else sources
+        folder = (base / str(first)).resolve() if isinstance(first, str) else None
+        if folder is None or folder.parent.name != "products" or folder.name not in PRODUCT_LAYOUTS:
+            raise ConfigError(f"{p}: key 'scenes[0].season.sources': the demo writes <region>/products/<layout> "
+                              f"({', '.join(PRODUCT_LAYOUTS)}) and composites it; found {first!r}")
+        region = folder.parent.parent
+        return DemoPaths(p, region, model, region.with_name(region.name + "-train"), folder.name)
+    scene = (base / one["path"]).resolve()
     if scene.name != "scene.tif":
         raise ConfigError(f"{p}: key 'scenes': the demo writes <folder>/scene.tif, found {scene.name!r}")
     region = scene.parent
-    return DemoPaths(p, region, (base / data["model"]).resolve(), region.with_name(region.name + "-train"))
+    return DemoPaths(p, region, model, region.with_name(region.name + "-train"))
+
+
+def _region(paths: DemoPaths, folder: Path, size: int, seed: int) -> SynthRegion:
+    """A demo region, with its season of products when the workflow composites one."""
+    if paths.layout is None:
+        return synthesize(folder, height=size, width=size, seed=seed, cloud_fraction=CLOUD_FRACTION)
+    return synthesize(folder, height=size, width=size, seed=seed, cloud_fraction=CLOUD_FRACTION,
+                      season_year=SEASON_YEAR, products=paths.layout, acquisitions=ACQUISITIONS, spacing=SPACING)
 
 
 def score_mask(mask: str | Path, labels: str | Path, class_names: list[str], rows: int = 512) -> Scores:
@@ -170,6 +203,14 @@ class DemoResult:
         return out
 
 
+def _season_spec(paths: DemoPaths) -> SeasonSpec:
+    """The season spec of the demo workflow (read once its region's products exist)."""
+    season = read_scenes(paths.workflow)[0].season
+    if season is None:  # demo_paths said otherwise
+        raise ConfigError(f"{paths.workflow}: key 'scenes[0]': expected a season")
+    return season
+
+
 def run_demo(
     workflow: str | Path = DEMO_WORKFLOW,
     *,
@@ -199,8 +240,9 @@ def run_demo(
     paths = demo_paths(workflow)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    say(f"synthesising {size} x {size} px region into {paths.region_dir}")
-    region = synthesize(paths.region_dir, height=size, width=size, seed=MAP_SEED, cloud_fraction=CLOUD_FRACTION)
+    say(f"synthesising {size} x {size} px region into {paths.region_dir}"
+        + (f" with a season of {paths.layout} products" if paths.layout else ""))
+    region = _region(paths, paths.region_dir, size, MAP_SEED)
     seconds["synthesise"] = time.perf_counter() - t
 
     trained = None
@@ -208,8 +250,16 @@ def run_demo(
         t = time.perf_counter()
         say(f"no model in {paths.model_dir}: training one on a second region (seed {TRAIN_SEED}) "
             f"for at most {train_minutes:g} min")
-        tr = synthesize(paths.train_dir, height=size, width=size, seed=TRAIN_SEED, cloud_fraction=CLOUD_FRACTION)
-        trained = train(tr.scene, tr.labels, tr.classes, paths.model_dir, epochs=train_epochs,
+        tr = _region(paths, paths.train_dir, size, TRAIN_SEED)
+        image = tr.scene
+        if paths.layout is not None:  # the training input is made as the run will make the map's
+            season = _season_spec(paths)
+            image = tr.out_dir / "season.tif"
+            say(f"compositing the training region's products ({season.periods}, {season.start} .. {season.end})")
+            kwargs = season.kwargs()
+            kwargs["sources"] = [tr.out_dir / "products" / paths.layout]
+            composite_season(image, overwrite=True, **kwargs)
+        trained = train(image, tr.labels, tr.classes, paths.model_dir, epochs=train_epochs,
                         time_limit=train_minutes, seed=0, progress=epoch)
         seconds["train"] = time.perf_counter() - t
 

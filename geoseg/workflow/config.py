@@ -33,7 +33,7 @@ from geoseg.ops.polygonize import exclude_ids
 from geoseg.rundir import FIELD_FORMATS
 from geoseg.strict_yaml import load_yaml
 
-__all__ = ["SceneSpec", "SeasonSpec", "ClusterSpec", "OutputSpec", "RunConfig", "load_workflow", "FIELD_FORMATS"]
+__all__ = ["SceneSpec", "SeasonSpec", "read_scenes", "ClusterSpec", "OutputSpec", "RunConfig", "load_workflow", "FIELD_FORMATS"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -329,6 +329,14 @@ def _season(r: _Reader, raw: Any, prefix: str, base: Path) -> SeasonSpec:
     if spec.statistic not in STATISTICS:
         raise s.err("statistic", f"{spec.statistic!r}: expected one of {', '.join(STATISTICS)}")
     return spec
+
+
+def read_scenes(path: str | Path) -> tuple[SceneSpec, ...]:
+    """Only the ``scenes`` of a workflow file, checked (for tools that prepare a run's inputs
+    before the rest of it exists, such as the demo)."""
+    p = Path(path)
+    _, data = _read_mapping(p)
+    return _scenes(_Reader(p, data), p.resolve().parent)
 
 
 def load_workflow(
