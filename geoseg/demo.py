@@ -115,7 +115,8 @@ def _region(paths: DemoPaths, folder: Path, size: int, seed: int) -> SynthRegion
     """A demo region, with its season of products when the workflow composites one."""
     if paths.layout is None:
         return synthesize(folder, height=size, width=size, seed=seed, cloud_fraction=CLOUD_FRACTION)
-    return synthesize(folder, height=size, width=size, seed=seed, cloud_fraction=CLOUD_FRACTION,
+    # the products carry their own clouds (SCL); labels.tif is then nodata on the collar only
+    return synthesize(folder, height=size, width=size, seed=seed, cloud_fraction=0.0,
                       season_year=SEASON_YEAR, products=paths.layout, acquisitions=ACQUISITIONS, spacing=SPACING)
 
 

@@ -94,14 +94,21 @@ def test_demo_runs_the_chain_and_accounts_for_every_pixel(tmp_path):  # type: ig
                  "district_areas.csv", "manifest.json"):
         assert (run_dir / name).is_file(), name
     assert (tmp_path / "demo" / "model" / "model.json").is_file() and "trained " in out.stdout
-    # The mask keeps nodata exactly where the labels have it: observed hectares per district = the truth's.
+    # The run maps the season composited from the region's products: the mask is nodata exactly
+    # where the composite lacks a band (the collar, its 20 m SCL edge, a period without a clear look)
+    import rasterio
+
+    with rasterio.open(run_dir / "inputs" / "region.tif") as c, rasterio.open(run_dir / "mask.tif") as m:
+        assert c.transform == m.transform and c.descriptions[0] == "jun-jul_B02" and c.count == 28
+        np.testing.assert_array_equal(m.read(1) == 255, (c.read() == 0).any(axis=0))
+    # ... so the observed hectares are the truth's (labels: nodata on the collar only) less those few pixels
     truth = pd.read_csv(tmp_path / "demo" / "region" / "truth.csv")
     areas = pd.read_csv(run_dir / "district_areas.csv")
     observed = areas.groupby("district")["observed_ha"].first()
     true_ha = truth[truth.district.isin(observed.index)].groupby("district")["hectares"].sum()
     assert len(true_ha) >= 2
     for d, ha in true_ha.items():
-        assert observed[d] == pytest.approx(ha, rel=1e-3), d
+        assert 0.85 * ha <= observed[d] <= ha * (1 + 1e-6), d  # a cloudy month can leave a district 10 % short
     assert "mIoU" in out.stdout and "crop area per district" in out.stdout
     # Again: the region is the same bytes, the model is reused, a new run is recorded.
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
