@@ -98,7 +98,7 @@ def point_pixels(x: np.ndarray, y: np.ndarray, transform: Affine, shape: tuple[i
         raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
     h, w = int(shape[0]), int(shape[1])
     inv = ~transform
-    fc, fr = inv * (xs, ys)
+    fc, fr = inv @ (xs, ys)
     fc, fr = np.asarray(fc, np.float64), np.asarray(fr, np.float64)
     finite = np.isfinite(fc) & np.isfinite(fr)
     col = np.where(finite, np.floor(np.where(finite, fc, 0)), -1).astype(np.int64)
@@ -121,7 +121,7 @@ def point_pixels(x: np.ndarray, y: np.ndarray, transform: Affine, shape: tuple[i
         sel = idx[s:s + step]
         rr = row[sel, None] + dr[None, :]
         cc = col[sel, None] + dc[None, :]
-        cx, cy = transform * (cc + 0.5, rr + 0.5)
+        cx, cy = transform @ (cc + 0.5, rr + 0.5)
         d2 = (np.asarray(cx) - xs[sel, None]) ** 2 + (np.asarray(cy) - ys[sel, None]) ** 2
         own = (dr == 0) & (dc == 0)
         keep = ((d2 <= r2) | own[None, :]) & (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)

@@ -296,6 +296,16 @@ class PointLabels:
         out.report = replace(self.report)
         return out
 
+    @property
+    def member_rows(self) -> np.ndarray:
+        """Row of each (point, pixel) entry."""
+        return self.member_lin // self._width
+
+    @property
+    def member_cols(self) -> np.ndarray:
+        """Column of each (point, pixel) entry."""
+        return self.member_lin % self._width
+
     def members_in(self, window: Window) -> np.ndarray:
         """Indices of the (point, pixel) entries whose pixel lies in ``window``."""
         return _in_window(self.member_lin, self._width, window)
