@@ -10,10 +10,10 @@ import click
 from geoseg.cli.options import (
     DATASET,
     LocalParam,
-    is_quiet,
     batch_size_option,
     classes_option,
     device_option,
+    is_quiet,
     label_field_option,
     overwrite_option,
     point_radius_option,

@@ -30,19 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from affine import Affine
 
 from geoseg.classes import ClassTable
-import numpy as np
-
 from geoseg.core.grid import Tile, Window, tile_grid
 from geoseg.core.metrics import ConfusionAccumulator, Scores, confusion_matrix, scores
 from geoseg.core.points import point_votes
 from geoseg.core.stitch import trim
 from geoseg.errors import ConfigError, LabelError
 from geoseg.io.labels import RasterLabels, VectorLabels, open_labels
-from geoseg.io.points import PointLabels, PointReport
 from geoseg.io.paths import DatasetPath, dataset_path
+from geoseg.io.points import PointLabels, PointReport
 from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, read_mask_classes
 from geoseg.ml.infer import check_batch_size, check_input, pick_device, predict_tiles, read_batches
 from geoseg.ml.model import load_checkpoint
