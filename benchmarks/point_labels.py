@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--radius", type=float, default=0.0, help="point radius in metres (0: the pixel under it)")
     ap.add_argument("--tile", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--minutes", type=float, default=4.0, help="time limit of each training (the demo's: 4)")
+    ap.add_argument("--minutes", type=float, default=4.0,
+                    help="time limit of each training (the demo's: 4); 0: none, train --epochs epochs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="folder for the regions and models (default: temporary)")
     ap.add_argument("--skip-raster", action="store_true", help="do not train the raster model")
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         return lambda e, n, m: print(f"  {tag} epoch {e}/{n} loss {m['loss']:.3f} val mIoU {m['val_miou']:.3f} "
                                      f"{m['seconds']:.0f} s", flush=True)
 
-    common = dict(tile=args.tile, epochs=args.epochs, time_limit=args.minutes, seed=args.seed, device="cpu")
+    common = dict(tile=args.tile, epochs=args.epochs, time_limit=args.minutes or None, seed=args.seed, device="cpu",
+                  patience=args.epochs)  # no early stop: both train the same epochs (or the same minutes)
     results: dict[str, dict[str, object]] = {}
     runs = [("points", pts, {"label_field": "crop", "point_radius": args.radius})]
     if not args.skip_raster:

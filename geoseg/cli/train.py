@@ -61,7 +61,8 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
 @overwrite_option
 def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], classes: Path, out: Path,
           arch: str | None, encoder: str | None, tile: int, epochs: int, seed: int, init_from: Path | None,
-          label_field: str | None, point_radius: float | None, device: str, loss: str, batch_size: int, time_limit: float | None,
+          label_field: str | None, point_radius: float | None, device: str, loss: str, batch_size: int,
+          time_limit: float | None,
           overwrite: bool) -> None:
     """Train a crop segmentation model from images and labels.
 

@@ -128,7 +128,8 @@ class EvalResult:
         for n in d["class_names"]:
             lines.append(f"  {n:<{width}}  {f(d['per_class_iou'][n])}  {f(d['per_class_f1'][n])}")
         unit = "point" if self.points is not None else "pixel"
-        lines.append(f"{unit} accuracy {f(d['pixel_accuracy'])} (dominated by the commonest class; compare models by mIoU)")
+        lines.append(f"{unit} accuracy {f(d['pixel_accuracy'])} "
+                     f"(dominated by the commonest class; compare models by mIoU)")
         if self.pixel_scores is not None:
             p = self.pixel_scores
             lines.append(f"over the points' {p.pixels:,} labelled pixels: mIoU {f(p.to_dict()['miou'])}, "

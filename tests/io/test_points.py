@@ -140,7 +140,8 @@ def test_empty_lines_mixed_missing_field_and_degrees(scene, classes, tmp_path) -
     with pytest.raises(LabelError, match=r"lines\.gpkg: holds LineString geometries; labels are points .* not lines"):
         open_labels(lines, info, classes, field="crop")
     mixed = tmp_path / "mixed.geojson"
-    gpd.GeoDataFrame({"crop": ["rice", "rice"]}, geometry=[shapely.Point(x0, y0), shapely.box(x0, y0 - 50, x0 + 50, y0)],
+    geoms = [shapely.Point(x0, y0), shapely.box(x0, y0 - 50, x0 + 50, y0)]
+    gpd.GeoDataFrame({"crop": ["rice", "rice"]}, geometry=geoms,
                      crs="EPSG:32643").to_file(mixed)
     with pytest.raises(LabelError, match=r"mixes Point, Polygon geometries"):
         open_labels(mixed, info, classes, field="crop")
