@@ -13,6 +13,7 @@ from geoseg.cli.options import (
     label_field_option,
     model_option,
     overlap_option,
+    point_radius_option,
     tile_option,
 )
 from geoseg.cli.progress import progress_bar
@@ -26,6 +27,7 @@ from geoseg.ml.evaluate import evaluate as evaluate_model
 @click.option("--labels", required=True, type=DATASET,
               help="Label raster on the image grid, or a vector file with --label-field.")
 @label_field_option
+@point_radius_option
 @click.option("--window", default=None, metavar="ROW,COL,HEIGHT,WIDTH",
               help="Score only this window of the image (e.g. a held-out block).")
 @tile_option(help="Tile size in pixels (default: the model's).")
@@ -34,19 +36,27 @@ from geoseg.ml.evaluate import evaluate as evaluate_model
 @device_option
 @click.option("--json/--text", "as_json", default=True, show_default=True,
               help="Print the scores as JSON (default) or as readable text.")
-def evaluate(model_dir: Path, image: DatasetPath, labels: DatasetPath, label_field: str | None, window: str | None,
-             tile: int | None, overlap: int | None, batch_size: int, device: str, as_json: bool) -> None:
+def evaluate(model_dir: Path, image: DatasetPath, labels: DatasetPath, label_field: str | None,
+             point_radius: float | None, window: str | None, tile: int | None, overlap: int | None, batch_size: int,
+             device: str, as_json: bool) -> None:
     """Predict IMAGE tile by tile and compare with LABELS.
 
     mIoU is the mean IoU over the classes present in the labels or the prediction;
-    pixel accuracy is shown too but is dominated by the commonest class.
+    pixel accuracy is shown too but is dominated by the commonest class. GPS point labels
+    are scored by points: one vote per point, the majority class predicted over its
+    pixels ("unit": "points"); the scores over their pixels are in "pixel_scores".
 
     \b
     Example:
         geoseg evaluate --model models/punjab --image region2/scene.tif \\
             --labels region2/labels.tif --window 1024,1024,1024,1024
+        geoseg evaluate --model models/punjab --image region2/scene.tif \\
+            --labels gps_points.gpkg --label-field crop --text
     """
     with progress_bar("tiles") as advance:
-        res = evaluate_model(model_dir, image, labels, window=window, label_field=label_field, tile=tile,
+        res = evaluate_model(model_dir, image, labels, window=window, label_field=label_field,
+                             point_radius=point_radius, tile=tile,
                              overlap=overlap, batch_size=batch_size, device=device, progress=advance)
+    if res.points is not None and res.points.warning():  # points not scored: a warning line, even with -q
+        click.echo(res.points.warning(), err=True)
     click.echo(res.to_json() if as_json else res.summary())

@@ -22,6 +22,7 @@ __all__ = [
     "batch_size_option",
     "classes_option",
     "label_field_option",
+    "point_radius_option",
     "DatasetParam",
     "LocalParam",
     "OutputParam",
@@ -134,6 +135,13 @@ overlap_option: Decorator = click.option(
 #: ``--label-field``: the attribute of a vector label file that holds the class.
 label_field_option: Decorator = click.option(
     "--label-field", default=None, help="Attribute of a vector label file holding class id or name.",
+)
+
+
+point_radius_option: Decorator = click.option(
+    "--point-radius", type=click.FloatRange(min=0), default=None, metavar="METRES",
+    help="For point labels (GPS points): each point labels the pixels whose centre lies within this many metres, "
+         "and the pixel under it [default: 0, that pixel only].",
 )
 
 

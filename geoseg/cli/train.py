@@ -10,12 +10,13 @@ import click
 from geoseg.cli.options import (
     DATASET,
     LocalParam,
-    is_quiet,
     batch_size_option,
     classes_option,
     device_option,
+    is_quiet,
     label_field_option,
     overwrite_option,
+    point_radius_option,
     tile_option,
 )
 from geoseg.cli.progress import progress_bar
@@ -51,6 +52,7 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
 @click.option("--init-from", type=LocalParam("--init-from"), default=None,
               help="Checkpoint directory to fine-tune, or encoder weights (.safetensors/.pt/.pth).")
 @label_field_option
+@point_radius_option
 @device_option
 @click.option("--loss", type=click.Choice(["ce+dice", "ce", "dice"]), default="ce+dice", show_default=True)
 @batch_size_option(default=8, help="Chips per optimisation step.")
@@ -59,12 +61,14 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
 @overwrite_option
 def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], classes: Path, out: Path,
           arch: str | None, encoder: str | None, tile: int, epochs: int, seed: int, init_from: Path | None,
-          label_field: str | None, device: str, loss: str, batch_size: int, time_limit: float | None,
+          label_field: str | None, point_radius: float | None, device: str, loss: str, batch_size: int,
+          time_limit: float | None,
           overwrite: bool) -> None:
     """Train a crop segmentation model from images and labels.
 
     Chips are drawn from the scene away from spatially held-out validation blocks
-    (one block in five); the epoch with the best validation mIoU is saved, with its
+    (one block in five; GPS point labels are held out whole, by the block holding the
+    point, and chips are placed around the training points); the epoch with the best validation mIoU is saved, with its
     scores and the band statistics, in OUT/model.json.
 
     \b
@@ -73,6 +77,8 @@ def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], clas
             --classes region/classes.yaml --out models/punjab --time-limit 10
         geoseg train --image scene.tif --labels fields.gpkg --label-field crop \\
             --classes classes.yaml --out models/ft --init-from models/punjab --overwrite
+        geoseg train --image scene.tif --labels gps_points.gpkg --label-field crop \\
+            --point-radius 10 --classes classes.yaml --out models/points
     """
     if out.is_dir() and any(out.iterdir()):  # a checkpoint there is replaced whole, only when asked
         check_overwrite(out, overwrite, "the checkpoint directory")
@@ -86,6 +92,10 @@ def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], clas
             advance(epoch, total)
 
         res = train_model(list(images), list(labels), classes, out, arch=arch, encoder=encoder, tile=tile,
-                          epochs=epochs, seed=seed, init_from=init_from, label_field=label_field, device=device,
+                          epochs=epochs, seed=seed, init_from=init_from, label_field=label_field,
+                          point_radius=point_radius, device=device,
                           loss=loss, batch_size=batch_size, time_limit=time_limit, progress=on_epoch)
+    for report in res.points:  # points not used: a warning line, even with -q
+        if report.warning():
+            click.echo(report.warning(), err=True)
     click.echo(res.summary())

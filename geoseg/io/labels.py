@@ -5,7 +5,8 @@ Labels come from either
 * a **raster** on exactly the image's grid (checked with :func:`geoseg.io.raster.check_same_grid`),
   holding class ids ``0..K-1`` of the class file; its nodata value (and 255) means
   "no label". Float rasters are accepted when every value is a whole number; or
-* a **vector file** (GeoPackage, GeoJSON, Shapefile, anything GDAL reads) whose attribute
+* a **vector file of points** (GPS points of crops), read by :mod:`geoseg.io.points`; or
+* a **vector file of polygons** (GeoPackage, GeoJSON, Shapefile, anything GDAL reads) whose attribute
   ``field`` holds each feature's class, as a class id (int) or a class name of the class
   file. Features are reprojected to the image's CRS once and rasterised window by window
   onto the window's transform (pixel-centre rule; where features overlap, the later one
@@ -22,7 +23,7 @@ Memory is bounded by one window (plus, for vectors, the features themselves).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any, Protocol
 
@@ -32,6 +33,8 @@ from affine import Affine
 from geoseg.classes import NODATA, ClassTable
 from geoseg.core.grid import Tile, Window
 from geoseg.errors import LabelError
+from geoseg.io.label_values import bad_values_error, check_label_frame, class_ids
+from geoseg.io.points import PointLabels, geometry_kind
 from geoseg.io.raster import RasterInfo, check_same_grid, open_raster, raster_info, read_tile
 from geoseg.io.vector import read_vector
 
@@ -81,15 +84,6 @@ class Labels(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def _bad_values_error(path: str, values: Sequence[Any], classes: ClassTable, what: str) -> LabelError:
-    shown = ", ".join(repr(v) for v in list(values)[:12]) + (", ..." if len(values) > 12 else "")
-    return LabelError(
-        f"{path}: {what} {shown} not in the class file {classes.source} (ids 0..{len(classes) - 1}: "
-        f"{', '.join(f'{c.id}={c.name}' for c in classes)}); recode the labels to these ids "
-        f"(nodata/unlabelled = {NODATA} or the file's nodata value) or use the class file they were made with"
-    )
 
 
 class RasterLabels:
@@ -148,7 +142,7 @@ class RasterLabels:
         values, labelled = self.read_raw(window)
         out, bad = _to_ids(values, labelled, len(self.classes))
         if bad.size:
-            raise _bad_values_error(self.path, _fmt_values(bad), self.classes, "holds label values")
+            raise bad_values_error(self.path, _fmt_values(bad), self.classes, "holds label values")
         return out
 
     def close(self) -> None:
@@ -180,25 +174,6 @@ def _to_ids(values: np.ndarray, labelled: np.ndarray, k: int) -> tuple[np.ndarra
     return out, bad
 
 
-def _class_of(value: Any, classes: ClassTable) -> int | None:
-    """The class id a vector attribute value stands for, or None when it names no class."""
-    if isinstance(value, (bool, np.bool_)):
-        return None
-    if isinstance(value, (int, np.integer)):
-        return int(value) if 0 <= int(value) < len(classes) else None
-    if isinstance(value, (float, np.floating)):
-        f = float(value)
-        return int(f) if f.is_integer() and 0 <= f < len(classes) else None
-    if isinstance(value, str):
-        s = value.strip()
-        if s in classes.names:
-            return classes.id_of(s)
-        if s.lstrip("-").isdigit():
-            i = int(s)
-            return i if 0 <= i < len(classes) else None
-    return None
-
-
 class VectorLabels:
     """Labels rasterised from a vector file's attribute ``field`` (see the module notes).
 
@@ -214,6 +189,8 @@ class VectorLabels:
         The class table.
     layer : str or int, optional
         The layer to read (default: the first data layer).
+    frame : GeoDataFrame, optional
+        The file's features, when already read (by :func:`open_labels`).
 
     Raises
     ------
@@ -229,44 +206,23 @@ class VectorLabels:
         image: RasterInfo,
         classes: ClassTable,
         layer: str | int | None = None,
+        *,
+        frame: Any = None,
     ) -> None:
         import shapely
 
         self.path = str(path)
         self.classes = classes
         self.field = field
-        gdf = read_vector(path, layer=layer)
-        columns = [c for c in gdf.columns if c != gdf.geometry.name]
-        if field is None:
-            raise LabelError(
-                f"{self.path}: a vector label file needs the attribute holding the class; pass "
-                f"--label-field (label_field=) naming one of its attributes {columns}"
-            )
-        if field not in gdf.columns:
-            raise LabelError(
-                f"{self.path}: has no attribute {field!r}; its attributes are {columns} - pass the one holding "
-                f"the class id or class name with --label-field"
-            )
-        if gdf.crs is None:
-            raise LabelError(
-                f"{self.path}: has no CRS, so it cannot be placed on the image grid ({image.crs.to_string()}); "
-                f"assign one, e.g. `ogr2ogr -a_srs EPSG:4326 fixed.gpkg {self.path}` (without GDAL's tools: "
-                f"`python -c \"import geopandas as g; g.read_file('{self.path}').set_crs('EPSG:4326')"
-                f".to_file('fixed.gpkg')\"`)"
-            )
+        gdf = read_vector(path, layer=layer) if frame is None else frame
+        check_label_frame(gdf, self.path, field, image)
         gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
-        raw = gdf[field].to_numpy(dtype=object)
-        known = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in raw], bool)
-        ids = np.array([_class_of(v, classes) if k else None for v, k in zip(raw, known)], dtype=object)
-        bad = known & np.array([i is None for i in ids], bool)
-        if bad.any():
-            vals = sorted({str(v) for v in raw[bad]})
-            raise _bad_values_error(self.path, vals, classes, f"attribute {field!r} holds values")
+        ids, known = class_ids(gdf[field].to_numpy(dtype=object), classes, self.path, field)
         gdf = gdf[known]
         if gdf.crs != image.crs:
             gdf = gdf.to_crs(image.crs)
         self.geoms = np.asarray(gdf.geometry.values, dtype=object)
-        self.ids = np.asarray([int(i) for i in ids[known]], dtype=np.uint8)
+        self.ids = ids[known].astype(np.uint8)
         self.tree = shapely.STRtree(self.geoms)
         self.info = image
         self._transform = image.transform
@@ -314,11 +270,17 @@ def open_labels(
     *,
     field: str | None = None,
     layer: str | int | None = None,
-) -> RasterLabels | VectorLabels:
+    point_radius: float | None = None,
+    valid_rule: str = "all",
+) -> RasterLabels | VectorLabels | PointLabels:
     """Open labels for ``image``: a raster on its grid, or a vector file with ``field``.
 
-    Vector files are recognised by extension (:data:`VECTOR_SUFFIXES`); a raster given
-    ``field`` is an error (the option only applies to vectors).
+    Vector files are recognised by extension (:data:`VECTOR_SUFFIXES`) and read by their
+    geometries: polygons as :class:`VectorLabels`, points as
+    :class:`geoseg.io.points.PointLabels` (each labelling the pixels within ``point_radius``
+    metres, default 0: the pixel under it; image nodata judged by ``valid_rule``); lines, a
+    mixture or an empty layer are errors. A raster given ``field``, or polygons or a raster
+    given ``point_radius``, is an error (those options apply to vectors, and points).
 
     Examples
     --------
@@ -330,11 +292,21 @@ def open_labels(
     """
     info = image if isinstance(image, RasterInfo) else raster_info(image)
     if is_vector_path(path):
-        return VectorLabels(path, field, info, classes, layer)
-    if field is not None:
+        gdf = read_vector(path, layer=layer)
+        if geometry_kind(gdf, str(path)) == "points":
+            return PointLabels(path, field, info, classes, layer, radius_m=point_radius or 0.0,
+                               valid_rule=valid_rule, frame=gdf)
+        if point_radius is not None:
+            raise LabelError(
+                f"{path}: --point-radius {point_radius:g} applies to point labels, but this file holds polygons "
+                f"(fields, labelled wherever they cover a pixel centre); drop --point-radius"
+            )
+        return VectorLabels(path, field, info, classes, layer, frame=gdf)
+    if field is not None or point_radius is not None:
+        opt = f"--label-field {field!r}" if field is not None else f"--point-radius {point_radius:g}"
         raise LabelError(
-            f"{path}: --label-field {field!r} applies to vector label files (.gpkg, .geojson, .shp, ...), "
-            f"but this is read as a raster of class ids; drop --label-field or pass the vector file"
+            f"{path}: {opt} applies to vector label files (.gpkg, .geojson, .shp, ...), "
+            f"but this is read as a raster of class ids; drop {opt.split()[0]} or pass the vector file"
         )
     return RasterLabels(path, info, classes)
 
@@ -347,10 +319,11 @@ def iter_blocks(shape: tuple[int, int], block: int) -> Iterator[tuple[int, int, 
             yield i, j, Window(c, r, min(block, w - c), min(block, h - r))
 
 
-def label_counts(labels: RasterLabels | VectorLabels, shape: tuple[int, int], block: int) -> np.ndarray:
+def label_counts(labels: RasterLabels | VectorLabels | PointLabels, shape: tuple[int, int], block: int) -> np.ndarray:
     """Pixels per class in each ``block`` x ``block`` block: int64 ``(block rows, block cols, K)``.
 
-    Reads the labels once, block by block. For a raster, every value that is not a class
+    Reads the labels once, block by block. A point's pixels all count in the block that
+    holds the point itself (:meth:`geoseg.io.points.PointLabels.block_counts`). For a raster, every value that is not a class
     id is collected over the whole file and reported in one error.
 
     Raises
@@ -358,6 +331,8 @@ def label_counts(labels: RasterLabels | VectorLabels, shape: tuple[int, int], bl
     LabelError
         Naming all the label values found outside the class table.
     """
+    if isinstance(labels, PointLabels):
+        return labels.block_counts(shape, block)
     k = len(labels.classes)
     h, w = shape
     out = np.zeros((-(-h // block), -(-w // block), k), np.int64)
@@ -371,5 +346,5 @@ def label_counts(labels: RasterLabels | VectorLabels, shape: tuple[int, int], bl
             ids = labels.read(win)
         out[i, j] = np.bincount(ids[ids != NODATA], minlength=k)[:k]
     if bad:
-        raise _bad_values_error(labels.path, sorted(bad, key=float), labels.classes, "holds label values")
+        raise bad_values_error(labels.path, sorted(bad, key=float), labels.classes, "holds label values")
     return out

@@ -11,6 +11,15 @@ block cache: memory is bounded by one batch of chips, whatever the scene size.
 The normalisation statistics (per-band mean and std) come from the valid image pixels of up
 to :data:`STAT_WINDOWS` chips - sampled windows, never the whole scene.
 
+**Point labels** (:mod:`geoseg.io.points`) label a few pixels per point, so a chip placed at
+random in a block would often hold none (2,000 points on a 2048 px scene leave most 64 px
+chips empty) and be read only to be skipped. For them a chip is placed **around a training
+point** instead: a point is drawn in proportion to its labelled pixels and the chip is put so
+that the point lies at a uniformly random position inside it (not always at its centre, so
+the model learns no "the label is in the middle" rule), then kept under the same rules as
+above. Every chip then holds at least that point, plus whatever other training points fall
+in it.
+
 Every random choice comes from the sampler's ``numpy.random.Generator``, so the same seed
 gives the same chips in the same order.
 """
@@ -61,22 +70,32 @@ class ChipSampler:
         self.tile = int(tile)
         self.rng = rng
         self.valid_rule = valid_rule
-        weights, index = [], []
-        for s, (_, _, split) in enumerate(self.scenes):
+        weights: list[np.ndarray] = []
+        index: list[np.ndarray] = []  # rows: scene, kind (0 block, 1 point), row, col, height, width
+        for s, (_, labels, split) in enumerate(self.scenes):
+            anchors = getattr(labels, "anchors", None)
+            if anchors is not None:  # point labels: chips around the training points
+                px = np.asarray(labels.pixels_per_point, np.float64)
+                a = np.asarray(anchors, np.int64).reshape(-1, 2)
+                index.append(np.column_stack([np.full(len(a), s), np.ones(len(a), np.int64), a,
+                                              np.ones((len(a), 2), np.int64)]).astype(np.int64))
+                weights.append(px)
+                continue
             per_block = split.counts.sum(axis=2)
             for i, j, w in iter_blocks(split.shape, split.block):
                 if not split.val[i, j] and per_block[i, j] > 0:
-                    weights.append(float(per_block[i, j]))
-                    index.append((s, w))
-        if not index:
+                    weights.append(np.array([float(per_block[i, j])]))
+                    index.append(np.array([[s, 0, int(w.row_off), int(w.col_off), int(w.height), int(w.width)]],
+                                          np.int64))
+        p = np.concatenate(weights) if weights else np.zeros(0)
+        if not p.size or p.sum() <= 0:
             names = ", ".join(str(getattr(lab, "path", "?")) for _, lab, _ in self.scenes)
             raise LabelError(
                 f"{names}: no training block (outside the validation blocks) holds labels; label more of the image "
                 f"or use a smaller --tile (blocks are two tiles wide)"
             )
-        p = np.asarray(weights)
         self._p = p / p.sum()
-        self._index = index
+        self._index = np.concatenate(index)
         self.tries = 0
         self.drawn = 0
 
@@ -84,13 +103,16 @@ class ChipSampler:
         """A random chip window (scene index, window) that overlaps no validation block."""
         t = self.tile
         for _ in range(MAX_TRIES):
-            s, b = self._index[int(self.rng.choice(len(self._index), p=self._p))]
+            s, kind, br, bc, bh, bw = (int(v) for v in self._index[int(self.rng.choice(len(self._index), p=self._p))])
             split = self.scenes[s][2]
             h, w = split.shape
-            cr = int(b.row_off) + int(self.rng.integers(int(b.height)))
-            cc = int(b.col_off) + int(self.rng.integers(int(b.width)))
-            r = int(np.clip(cr - t // 2, min(0, h - t), max(0, h - t)))
-            c = int(np.clip(cc - t // 2, min(0, w - t), max(0, w - t)))
+            if kind:  # a point: anywhere inside the chip
+                r, c = br - int(self.rng.integers(t)), bc - int(self.rng.integers(t))
+            else:  # a block: the chip centred at a random pixel of it
+                r = br + int(self.rng.integers(bh)) - t // 2
+                c = bc + int(self.rng.integers(bw)) - t // 2
+            r = int(np.clip(r, min(0, h - t), max(0, h - t)))
+            c = int(np.clip(c, min(0, w - t), max(0, w - t)))
             self.tries += 1
             win = Window(c, r, t, t)
             if not split.overlaps_validation(win):

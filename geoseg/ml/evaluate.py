@@ -9,6 +9,15 @@ batch of tiles, whatever the image size.
 Counted pixels are those where the image holds data (the model card's valid rule) and
 the labels hold a class id (not 255 / the label file's nodata / outside every labelled
 feature). See :mod:`geoseg.core.metrics` for how the scores are defined.
+
+**Point labels** (GPS points, :mod:`geoseg.io.points`) are scored **by points**, as crop
+statisticians count them: each point is one vote, its predicted class the majority of the
+predictions over its labelled pixels (a tie goes to the pixel under the point; see
+:func:`geoseg.core.points.point_votes`), so the confusion matrix, IoU, F1 and accuracy count
+points. The same scores over the points' labelled pixels are given too (``pixel_scores``).
+Only the tiles holding a point are predicted. Points outside the image, on image nodata, or
+whose every pixel is claimed by a point of another class are not scored and are counted in
+``points`` (:class:`geoseg.io.points.PointReport`).
 """
 
 from __future__ import annotations
@@ -21,15 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from affine import Affine
 
 from geoseg.classes import ClassTable
 from geoseg.core.grid import Tile, Window, tile_grid
-from geoseg.core.metrics import ConfusionAccumulator, Scores, scores
+from geoseg.core.metrics import ConfusionAccumulator, Scores, confusion_matrix, scores
+from geoseg.core.points import point_votes
 from geoseg.core.stitch import trim
 from geoseg.errors import ConfigError, LabelError
 from geoseg.io.labels import RasterLabels, VectorLabels, open_labels
 from geoseg.io.paths import DatasetPath, dataset_path
+from geoseg.io.points import PointLabels, PointReport
 from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, read_mask_classes
 from geoseg.ml.infer import check_batch_size, check_input, pick_device, predict_tiles, read_batches
 from geoseg.ml.model import load_checkpoint
@@ -50,7 +62,11 @@ class EvalResult:
     ``to_dict()`` is what ``geoseg evaluate --json`` prints: the keys of
     :meth:`geoseg.core.metrics.Scores.to_dict` plus ``model``, ``image``, ``labels``,
     ``window`` (``[row, col, height, width]``), ``tile``, ``overlap``, ``tiles``,
-    ``device`` and ``seconds``.
+    ``device``, ``seconds`` and ``unit`` (``"pixels"``, or ``"points"`` for point labels,
+    whose scores count points). For point labels also ``points`` (what became of the
+    points: :meth:`geoseg.io.points.PointReport.to_dict` plus ``scored``) and
+    ``pixel_scores`` (the same scores over the points' labelled pixels); ``pixels`` is then
+    the number of scored points.
     """
 
     scores: Scores
@@ -63,10 +79,25 @@ class EvalResult:
     tiles: int
     device: str
     seconds: float
+    points: PointReport | None = None
+    scored_points: int = 0
+    pixel_scores: Scores | None = None
+
+    @property
+    def unit(self) -> str:
+        """What the scores count: ``"pixels"`` or ``"points"``."""
+        return "pixels" if self.points is None else "points"
 
     def to_dict(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.points is not None:
+            extra["points"] = {**self.points.to_dict(), "scored": self.scored_points}
+        if self.pixel_scores is not None:
+            extra["pixel_scores"] = self.pixel_scores.to_dict()
         return {
+            "unit": self.unit,
             **self.scores.to_dict(),
+            **extra,
             "model": str(self.model),
             "image": str(self.image),
             "labels": str(self.labels),
@@ -88,13 +119,23 @@ class EvalResult:
         def f(v: float | None) -> str:
             return "  n/a" if v is None else f"{v:.3f}"
 
-        lines = [f"mIoU {f(d['miou'])} over {d['pixels']:,} labelled pixels "
+        what = (f"{d['pixels']:,} points (one vote per point: the majority of its pixels)" if self.points is not None
+                else f"{d['pixels']:,} labelled pixels")
+        lines = [f"mIoU {f(d['miou'])} over {what} "
                  f"(window {','.join(map(str, self.window))}, {self.tiles} tiles on {self.device}, {self.seconds:.1f} s)"]
         width = max(len(n) for n in d["class_names"])
         lines.append(f"  {'class':<{width}}    IoU     F1")
         for n in d["class_names"]:
             lines.append(f"  {n:<{width}}  {f(d['per_class_iou'][n])}  {f(d['per_class_f1'][n])}")
-        lines.append(f"pixel accuracy {f(d['pixel_accuracy'])} (dominated by the commonest class; compare models by mIoU)")
+        unit = "point" if self.points is not None else "pixel"
+        lines.append(f"{unit} accuracy {f(d['pixel_accuracy'])} "
+                     f"(dominated by the commonest class; compare models by mIoU)")
+        if self.pixel_scores is not None:
+            p = self.pixel_scores
+            lines.append(f"over the points' {p.pixels:,} labelled pixels: mIoU {f(p.to_dict()['miou'])}, "
+                         f"pixel accuracy {f(p.to_dict()['pixel_accuracy'])}")
+        if self.points is not None:
+            lines.append(self.points.line())
         return "\n".join(lines)
 
 
@@ -193,6 +234,52 @@ def accumulate_confusion(
             progress(done, len(tiles))
 
 
+def score_points(
+    model: Any,
+    src: Any,
+    labels: PointLabels,
+    tiles: Sequence[Tile],
+    k: int,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    valid_rule: str = "all",
+    batch_size: int = 4,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Predict the ``tiles`` that hold point pixels and score the points (see the module notes).
+
+    Returns ``(point confusion (k, k), pixel confusion (k, k), tiles predicted, points scored)``;
+    rows are the points' classes, columns the predictions.
+    """
+    tiles = [t for t in tiles if labels.members_in(t.core).size]
+    m = labels.member_lin.size
+    pred = np.zeros(m, np.int64)
+    valid = np.zeros(m, bool)
+    rows, cols = labels.member_rows, labels.member_cols
+    done = 0
+    if tiles:
+        batches = read_batches(src, tiles, check_batch_size(batch_size), valid_rule)
+        for out in predict_tiles(model, batches, mean, std, device):
+            for t, c, v in zip(out.tiles, out.classes, out.valid):
+                idx = labels.members_in(t.core)
+                rr, cc = rows[idx] - int(t.core.row_off), cols[idx] - int(t.core.col_off)
+                pred[idx] = trim(t, c)[rr, cc]
+                valid[idx] = trim(t, v)[rr, cc]
+            done += len(out.tiles)
+            if progress is not None:
+                progress(done, len(tiles))
+    votes = point_votes(labels.member_point, pred, valid, labels.member_centre, labels.n, k)
+    scored = votes >= 0
+    cm_points = confusion_matrix(votes[scored], labels.ids[scored].astype(np.int64), k)
+    # pixels: each labelled pixel once (a pixel shared by points of one class has one class)
+    _, first = np.unique(labels.member_lin, return_index=True)
+    first = first[valid[first]]
+    cm_pixels = confusion_matrix(pred[first], labels.ids[labels.member_point[first]].astype(np.int64), k)
+    return cm_points, cm_pixels, len(tiles), int(scored.sum())
+
+
 def _check_label_classes(path: str | os.PathLike[str], classes: ClassTable) -> None:
     """A geoseg mask used as labels must carry the model's class names (if it carries any)."""
     try:
@@ -213,6 +300,7 @@ def evaluate(
     *,
     window: str | Sequence[int] | Window | None = None,
     label_field: str | None = None,
+    point_radius: float | None = None,
     tile: int | None = None,
     overlap: int | None = None,
     batch_size: int = 4,
@@ -234,6 +322,10 @@ def evaluate(
         Score only this window of the image (default: all of it), e.g. a held-out block.
     label_field : str, optional
         The class attribute of a vector label file.
+    point_radius : float, optional
+        For point labels: each point labels the pixels within this many metres (default 0:
+        the pixel under it). Point labels are scored by points (see the module notes); with
+        ``window``, the points inside it.
     tile, overlap : int, optional
         Prediction tile size and halo (default: the model card's).
     batch_size : int
@@ -268,11 +360,27 @@ def evaluate(
     ov = int(card.overlap if overlap is None else overlap)
     tiles = window_tiles(info.transform, win, size, ov, card.multiple)
     acc = ConfusionAccumulator(len(card.classes))
-    with open_labels(labels, info, card.classes, field=label_field) as lab, open_raster(image) as src:
+    k = len(card.classes)
+    point_extra: dict[str, Any] = {}
+    n_predicted = len(tiles)
+    with open_labels(labels, info, card.classes, field=label_field, point_radius=point_radius,
+                     valid_rule=card.valid_rule) as lab, open_raster(image) as src:
         if isinstance(lab, RasterLabels):
             _check_label_classes(labels, card.classes)
-        accumulate_confusion(model, src, lab, tiles, acc, mean=card.band_mean, std=card.band_std,
-                             valid_rule=card.valid_rule, batch_size=batch_size, device=dev, progress=progress)
+        if isinstance(lab, PointLabels):
+            r0, c0 = int(win.row_off), int(win.col_off)
+            inside = ((lab.rows >= r0) & (lab.rows < r0 + int(win.height))
+                      & (lab.cols >= c0) & (lab.cols < c0 + int(win.width)))
+            cm_points, cm_pixels, n_tiles, n_scored = score_points(
+                model, src, lab.subset(inside), tiles, k, mean=card.band_mean, std=card.band_std,
+                valid_rule=card.valid_rule, batch_size=batch_size, device=dev, progress=progress)
+            acc.matrix += cm_points
+            point_extra = {"points": lab.report, "scored_points": n_scored,
+                           "pixel_scores": scores(cm_pixels, card.classes.names)}
+            n_predicted = n_tiles
+        else:
+            accumulate_confusion(model, src, lab, tiles, acc, mean=card.band_mean, std=card.band_std,
+                                 valid_rule=card.valid_rule, batch_size=batch_size, device=dev, progress=progress)
     return EvalResult(
         scores=scores(acc.matrix, card.classes.names),
         model=Path(model_dir),
@@ -281,7 +389,8 @@ def evaluate(
         window=(int(win.row_off), int(win.col_off), int(win.height), int(win.width)),
         tile=size,
         overlap=ov,
-        tiles=len(tiles),
+        tiles=n_predicted,
         device=dev,
         seconds=time.perf_counter() - t0,
+        **point_extra,
     )

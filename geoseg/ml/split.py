@@ -10,6 +10,13 @@ drawn with the seed (:func:`make_split`). Training chips never overlap a validat
 :class:`geoseg.ml.chips.ChipSampler`). Validation pixels are still autocorrelated with
 training pixels near the block edges, so validation scores are slightly optimistic for a
 distant region.
+
+Point labels (:mod:`geoseg.io.points`) are split by points: each point, with all its pixels,
+goes to the side of the block that holds the point itself (:meth:`Split.holds_out`), and the
+block counts the pattern is drawn from count each point's pixels in that block. A training
+point's pixels that reach into a validation block are never in a training chip (chips do not
+overlap validation blocks); a validation point's pixels that reach into a training block are
+not training labels either (training reads only the training points).
 """
 
 from __future__ import annotations
@@ -69,6 +76,22 @@ class Split:
     def train_counts(self) -> np.ndarray:
         """Labelled pixels per class over the training blocks."""
         return np.asarray(self.counts[~self.val].sum(axis=0), np.int64)
+
+    def holds_out(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """True for the pixels ``(rows, cols)`` that lie in a validation block.
+
+        Point labels are split with it, point by point, by the pixel under each point: a point
+        and all its pixels go to validation or to training, never both.
+
+        Examples
+        --------
+        >>> s = Split((10, 10), 5, np.array([[True, False], [False, False]]), np.zeros((2, 2, 1)), 0)
+        >>> s.holds_out(np.array([0, 4, 7]), np.array([4, 5, 1])).tolist()
+        [True, False, False]
+        """
+        r = np.asarray(rows, np.int64) // self.block
+        c = np.asarray(cols, np.int64) // self.block
+        return np.asarray(self.val[r, c], bool)
 
     def overlaps_validation(self, window: Window) -> bool:
         """True when ``window`` shares a pixel with a validation block."""

@@ -24,7 +24,15 @@ How it works
    epoch the validation blocks are predicted with the tiled inference code path and
    scored; the best epoch by validation **mIoU** is kept and training stops early after
    ``patience`` epochs without improvement. bf16 autocast on CUDA.
-6. **Checkpoint** (:func:`geoseg.ml.model.save_checkpoint`): weights of the best epoch and a
+6. **Point labels** (GPS points of crops, :mod:`geoseg.io.points`): each point labels the
+   pixel under it and those within ``point_radius`` metres; the loss counts only those
+   pixels (every other pixel is 255). Points are split whole, by the block the point lies in;
+   chips are placed around training points (:mod:`geoseg.ml.chips`) and an epoch draws as
+   many chips as the training blocks' area would for a fully labelled scene; validation
+   scores the pixels of the validation points. Points outside the image, on image nodata or
+   whose every pixel is claimed by a point of another class are not used and are counted in
+   :attr:`TrainResult.points` and the card's ``training.points``.
+7. **Checkpoint** (:func:`geoseg.ml.model.save_checkpoint`): weights of the best epoch and a
    model card holding the architecture, bands, normalisation statistics, class table,
    tile/overlap, the best validation scores (confusion matrix, per-class IoU/F1, mIoU,
    pixel accuracy) and the training record (epochs, seed, loss, lr, chips, time, inputs).
@@ -88,6 +96,7 @@ from geoseg.core.grid import Tile
 from geoseg.core.metrics import ConfusionAccumulator, Scores, scores
 from geoseg.errors import CheckpointError, ConfigError, TileError
 from geoseg.io.labels import RasterLabels, VectorLabels, label_counts, open_labels
+from geoseg.io.points import PointLabels, PointReport
 from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info
 from geoseg.ml.chips import STAT_WINDOWS, ChipSampler, band_statistics, chip_batch
 from geoseg.ml.evaluate import accumulate_confusion, window_tiles
@@ -148,6 +157,7 @@ class TrainResult:
     stop_reason: str
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    points: tuple[PointReport, ...] = ()
 
     @property
     def scores(self) -> dict[str, Any]:
@@ -164,6 +174,7 @@ class TrainResult:
             f"best epoch {self.best_epoch} of {self.epochs_run} ({self.stop_reason}) in {self.seconds:.0f} s: "
             f"validation mIoU {miou:.3f}" if miou is not None else "no validation score",
             f"per-class IoU: {iou}",
+            *[p.line() for p in self.points],
         ])
 
 
@@ -184,13 +195,20 @@ class _Arch:
 
 @dataclass
 class _Scene:
-    """One training scene, open: its image, labels and split."""
+    """One training scene, open: its image, labels and split. For point labels, ``labels`` holds
+    the training points and ``val_labels`` the validation points (else both are the same)."""
 
     image: str
     info: RasterInfo
-    labels: RasterLabels | VectorLabels
+    labels: RasterLabels | VectorLabels | PointLabels
     split: Split
     src: Any = None
+    val_labels: RasterLabels | VectorLabels | PointLabels | None = None
+    points: dict[str, Any] | None = None
+
+    @property
+    def validation_labels(self) -> RasterLabels | VectorLabels | PointLabels:
+        return self.labels if self.val_labels is None else self.val_labels
 
 
 @dataclass(frozen=True)
@@ -376,17 +394,25 @@ def _check_init_from(init_from: str | os.PathLike[str] | None, spec: _Arch, band
 # stages 1-4: labels, split, statistics, chips
 def _open_scenes(stack: ExitStack, image_list: Sequence[str], label_list: Sequence[str], infos: Sequence[RasterInfo],
                  table: ClassTable, *, tile: int, block: int | None, label_field: str | None,
-                 rng: np.random.Generator) -> list[_Scene]:
+                 rng: np.random.Generator, point_radius: float | None = None,
+                 valid_rule: str = "all") -> list[_Scene]:
     """Open each scene's labels and image (closed with ``stack``), count its labels block by
-    block and draw its validation blocks with ``rng``, scene after scene."""
+    block and draw its validation blocks with ``rng``, scene after scene. Point labels are
+    split point by point (:meth:`geoseg.ml.split.Split.holds_out`)."""
     scenes: list[_Scene] = []
     for img, lab_path, info in zip(image_list, label_list, infos):
-        lab = stack.enter_context(open_labels(lab_path, info, table, field=label_field))
+        lab = stack.enter_context(open_labels(lab_path, info, table, field=label_field, point_radius=point_radius,
+                                              valid_rule=valid_rule))
         b = block_size(tuple(info.shape), tile, block)
         counts = label_counts(lab, tuple(info.shape), b)
         split = make_split(counts, tuple(info.shape), b, rng, source=str(lab_path))
         src = stack.enter_context(open_raster(img))
-        scenes.append(_Scene(img, info, lab, split, src))
+        if isinstance(lab, PointLabels):
+            val = split.holds_out(lab.rows, lab.cols)
+            record = {**lab.report.to_dict(), "train_points": int((~val).sum()), "validation_points": int(val.sum())}
+            scenes.append(_Scene(img, info, lab.subset(~val), split, src, lab.subset(val), record))
+        else:
+            scenes.append(_Scene(img, info, lab, split, src))
     return scenes
 
 
@@ -399,16 +425,37 @@ def _prepare_chips(scenes: Sequence[_Scene], tile: int, spec: _Arch, rng_stats: 
     weights = class_weights(train_counts)
     mean, std, n_stat_px = band_statistics(ChipSampler(triples, tile, rng_stats, valid_rule), STAT_WINDOWS)
     sampler = ChipSampler(triples, tile, rng_chips, valid_rule)
-    val_tiles = [(s, window_tiles(s.info.transform, w, tile, spec.overlap, spec.multiple))
-                 for s in scenes for w in s.split.windows(True)]
+    val_tiles = []
+    for s in scenes:
+        for w in s.split.windows(True):
+            tiles = window_tiles(s.info.transform, w, tile, spec.overlap, spec.multiple)
+            if isinstance(s.val_labels, PointLabels):  # only the tiles holding validation points
+                tiles = [t for t in tiles if s.val_labels.holds_labels(t.core)]
+            if tiles:
+                val_tiles.append((s, tiles))
     return _Chips(sampler, mean, std, n_stat_px, train_counts, weights, val_tiles)
 
 
-def _steps_per_epoch(train_counts: np.ndarray, tile: int, batch_size: int, chips_per_epoch: int | None) -> int:
+def _epoch_area(scenes: Sequence[_Scene], train_counts: np.ndarray) -> int:
+    """The pixels an epoch covers: the labelled training pixels, except that for point labels
+    (a few pixels per point) it is the area of the training blocks, so that an epoch of points
+    draws as many chips as one of a fully labelled scene of the same size."""
+    if not any(isinstance(s.labels, PointLabels) for s in scenes):
+        return int(train_counts.sum())
+    area = 0
+    for s in scenes:
+        if isinstance(s.labels, PointLabels):
+            area += sum(int(w.height) * int(w.width) for w in s.split.windows(False))
+        else:
+            area += int(s.split.train_counts().sum())
+    return area
+
+
+def _steps_per_epoch(area: int, tile: int, batch_size: int, chips_per_epoch: int | None) -> int:
     """Optimiser steps per epoch: ``chips_per_epoch`` chips, by default about one pass over
-    the labelled training pixels and at least 4 batches."""
+    ``area`` pixels (:func:`_epoch_area`) and at least 4 batches."""
     if chips_per_epoch is None:
-        per_epoch = max(4 * batch_size, math.ceil(int(train_counts.sum()) / tile**2))
+        per_epoch = max(4 * batch_size, math.ceil(int(area) / tile**2))
     else:
         per_epoch = int(chips_per_epoch)
     return max(1, math.ceil(per_epoch / batch_size))
@@ -600,7 +647,7 @@ def _validate(model: Any, val_tiles: Sequence[tuple[_Scene, list[Tile]]], k: int
     acc = ConfusionAccumulator(k)
     model.eval()
     for scene, tiles in val_tiles:
-        accumulate_confusion(model, scene.src, scene.labels, tiles, acc, mean=mean, std=std,
+        accumulate_confusion(model, scene.src, scene.validation_labels, tiles, acc, mean=mean, std=std,
                              valid_rule=valid_rule, batch_size=4, device=device)
     model.train()
     return scores(acc.matrix, table.names)
@@ -620,7 +667,8 @@ def _json_value(v: Any) -> Any:
 
 def _training_record(plan: _Plan, fit: _Fit, chips: _Chips, scenes: Sequence[_Scene], *, seconds: float,
                      device: str, images: list[str], labels: list[str], label_field: str | None,
-                     time_limit: float | None, init_info: dict[str, Any]) -> dict[str, Any]:
+                     time_limit: float | None, init_info: dict[str, Any],
+                     point_radius: float | None = None) -> dict[str, Any]:
     """The card's ``training`` record: settings, seed, inputs, the split and every epoch."""
     import torch
 
@@ -657,6 +705,8 @@ def _training_record(plan: _Plan, fit: _Fit, chips: _Chips, scenes: Sequence[_Sc
              "label_pixels": int(s.split.counts[s.split.val].sum())}
             for s in scenes
         ],
+        "points": [s.points for s in scenes if s.points is not None],
+        "point_radius_m": point_radius,
         "validation_tiles": sum(len(t) for _, t in chips.val_tiles),
         "history": [{k: _json_value(v) for k, v in h.items()} for h in fit.history],
         **init_info,
@@ -685,6 +735,7 @@ def train(
     seed: int = 0,
     init_from: str | os.PathLike[str] | None = None,
     label_field: str | None = None,
+    point_radius: float | None = None,
     device: str = "auto",
     time_limit: float | None = None,
     block: int | None = None,
@@ -703,7 +754,8 @@ def train(
     ----------
     images, labels : path or sequence of paths
         The scenes and their labels, pairwise: label rasters on the image grid, or
-        vector files with ``label_field`` (see :mod:`geoseg.io.labels`).
+        vector files of polygons or points with ``label_field`` (see :mod:`geoseg.io.labels`
+        and :mod:`geoseg.io.points`).
     classes : ClassTable or path
         The class file; label values are its ids (or, for vectors, its names).
     out : path
@@ -730,6 +782,10 @@ def train(
         its input channels; classifier keys ``fc.*`` are dropped).
     label_field : str, optional
         The attribute of vector labels holding the class.
+    point_radius : float, optional
+        For point labels (:mod:`geoseg.io.points`): each point labels the pixels whose
+        centre lies within this many metres, and the pixel under it (default 0: that pixel
+        only). Points are held out for validation whole, by the block they lie in.
     device : {"auto", "cpu", "cuda"}
     time_limit : float, optional
         Minutes of wall clock for the whole call; training stops cleanly before it,
@@ -781,10 +837,12 @@ def train(
     rng_split, rng_stats, rng_chips = (np.random.default_rng(s) for s in ss.spawn(3))
     with ExitStack() as stack:
         scenes = _open_scenes(stack, image_list, label_list, infos, table, tile=tile, block=block,
-                              label_field=label_field, rng=rng_split)
+                              label_field=label_field, rng=rng_split, point_radius=point_radius,
+                              valid_rule=valid_rule)
         chips = _prepare_chips(scenes, tile, spec, rng_stats, rng_chips, valid_rule)
         plan = _Plan(
-            epochs=int(epochs), steps=_steps_per_epoch(chips.train_counts, tile, batch_size, chips_per_epoch),
+            epochs=int(epochs),
+            steps=_steps_per_epoch(_epoch_area(scenes, chips.train_counts), tile, batch_size, chips_per_epoch),
             batch_size=int(batch_size), lr=lr, weight_decay=weight_decay, loss=loss, patience=int(patience),
             jitter=float(jitter) if augment else 0.0, augment=bool(augment), deterministic=bool(deterministic),
             seed=int(seed), t_start=t_start, budget_s=budget_s,
@@ -793,6 +851,7 @@ def train(
                                            valid_rule=valid_rule, device=dev, progress=progress)
         assert fit.best_scores is not None  # every epoch is scored, and the first one is the best so far
         seconds = time.perf_counter() - t_start
+        reports = tuple(s.labels.report for s in scenes if isinstance(s.labels, PointLabels))
         card = ModelCard(
             arch=spec.arch,
             encoder=spec.encoder,
@@ -805,10 +864,12 @@ def train(
             tile=int(tile),
             overlap=spec.overlap,
             valid_rule=valid_rule,
-            metrics={**fit.best_scores.to_dict(), "epoch": fit.best_epoch, "split": "validation blocks"},
+            metrics={**fit.best_scores.to_dict(), "epoch": fit.best_epoch,
+                     "split": "validation blocks" + (" (pixels of the validation points)" if reports else "")},
             training=_training_record(plan, fit, chips, scenes, seconds=seconds, device=dev, images=image_list,
                                       labels=label_list, label_field=label_field, time_limit=time_limit,
-                                      init_info=init_info),
+                                      init_info=init_info, point_radius=point_radius),
         )
         card = save_checkpoint(out, model, card)
-    return TrainResult(Path(out), card, fit.epochs_run, fit.best_epoch, fit.stop_reason, seconds, fit.history)
+    return TrainResult(Path(out), card, fit.epochs_run, fit.best_epoch, fit.stop_reason, seconds, fit.history,
+                       reports)
