@@ -35,15 +35,15 @@ from geoseg.core.metrics import ConfusionAccumulator, Scores, scores
 from geoseg.errors import ConfigError
 from geoseg.io.raster import open_raster
 from geoseg.ml.train import TrainResult, train
+from geoseg.ops.composite import composite_season
 from geoseg.rundir import QUICKLOOK_PREFIX, RunPaths, RunResult
 from geoseg.strict_yaml import load_yaml
-from geoseg.ops.composite import composite_season
 from geoseg.synth import SynthRegion, synthesize
 from geoseg.synth.products import LAYOUTS as PRODUCT_LAYOUTS
 from geoseg.workflow.config import SeasonSpec, load_workflow, read_scenes
 from geoseg.workflow.run import run_workflow
 
-__all__ = ["DEMO_WORKFLOW", "DemoResult", "demo_paths", "run_demo", "score_mask", "compare_areas"]
+__all__ = ["DEMO_WORKFLOW", "DemoResult", "compare_areas", "demo_paths", "run_demo", "score_mask"]
 
 #: The workflow ``geoseg demo`` runs by default (relative to the working directory).
 DEMO_WORKFLOW = Path("workflows/demo.yaml")

@@ -67,7 +67,7 @@ def write_item(folder: Path, item_id: str, when: str, crs: str, transform: Affin
         key = ES_KEYS[band] if layout == "earthsearch" else band
         a = {"href": f"./{item_id}/{band}.tif", "type": "image/tiff; application=geotiff; profile=cloud-optimized",
              "roles": ["data", "reflectance"], "eo:bands": [{"name": band, "common_name": ES_KEYS[band]}],
-             "proj:shape": list(arr.shape), "proj:transform": list((t20 if is20 else transform))[:6]}
+             "proj:shape": list(arr.shape), "proj:transform": list(t20 if is20 else transform)[:6]}
         if layout == "earthsearch" and raster_offsets:
             off = -0.1 if tuple(int(x) for x in base.split(".")) >= (4, 0) else 0.0
             a["raster:bands"] = [{"nodata": 0, "data_type": "uint16", "spatial_resolution": 20 if is20 else 10,

@@ -19,8 +19,7 @@ import json
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,11 @@ from rasterio.errors import RasterioIOError
 from geoseg.errors import SeasonError, SourceReadError
 from geoseg.io.imagery import LANDSAT_BANDS, S2_BANDS, Asset, Scene, parse_baseline, s2_offset_for_baseline
 
-__all__ = ["read_band_folder", "read_landsat_folder", "is_landsat_folder"]
+__all__ = ["is_landsat_folder", "read_band_folder", "read_landsat_folder"]
 
 _IMAGE_EXT = (".tif", ".tiff", ".jp2", ".vrt")
-_LANDSAT = re.compile(r"^(L[COTEM]0[4-9])_L2S[PR]_(\d{3})(\d{3})_(\d{8})_\d{8}_02_T[12S]_(SR_B\d|QA_PIXEL)\.TIF$", re.I)
-_S2_FILE = re.compile(r"(?:^|[_\-.])(B\d{2}|B8A|SCL)(?:_(\d{2})m)?(?=[_\-.]|$)", re.I)
+_LANDSAT = re.compile(r"^(L[COTEM]0[4-9])_L2S[PR]_(\d{3})(\d{3})_(\d{8})_\d{8}_02_T[12S]_(SR_B\d|QA_PIXEL)\.TIF$", re.IGNORECASE)
+_S2_FILE = re.compile(r"(?:^|[_\-.])(B\d{2}|B8A|SCL)(?:_(\d{2})m)?(?=[_\-.]|$)", re.IGNORECASE)
 _DATE = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?:T\d{6})?(?!\d)")
 _TILE = re.compile(r"(?:^|_)T?(\d{2}[C-X][A-Z]{2})(?=_)")
 _LANDSAT_ID_TO_COMMON = {v: k for k, v in LANDSAT_BANDS.items()}
@@ -77,7 +76,7 @@ def _mtl_values(path: Path) -> dict[str, str]:
         for k, v in re.findall(r"<([A-Z0-9_]+)>([^<]*)</\1>", text):
             out[k] = v.strip()
     else:
-        for k, v in re.findall(r"^\s*([A-Z0-9_]+)\s*=\s*\"?([^\"\n]*)\"?\s*$", text, re.M):
+        for k, v in re.findall(r"^\s*([A-Z0-9_]+)\s*=\s*\"?([^\"\n]*)\"?\s*$", text, re.MULTILINE):
             out[k] = v.strip()
     return out
 
@@ -101,10 +100,10 @@ def read_landsat_folder(folder: str | os.PathLike[str]) -> list[Scene]:
                               f"gives its reflectance scale and offset; keep the MTL file beside the band files")
         meta = _mtl_values(mtl)
         m = _LANDSAT.match(any_file.name)
-        assert m is not None  # noqa: S101 - matched above
+        assert m is not None
         acquired = meta.get("DATE_ACQUIRED") or f"{m.group(4)[:4]}-{m.group(4)[4:6]}-{m.group(4)[6:]}"
         t = meta.get("SCENE_CENTER_TIME", "00:00:00").strip('"').rstrip("Z")[:8]
-        when = datetime.fromisoformat(f"{acquired}T{t}").replace(tzinfo=timezone.utc)
+        when = datetime.fromisoformat(f"{acquired}T{t}").replace(tzinfo=UTC)
         assets = {}
         for band_id, path in files.items():
             if band_id == "QA_PIXEL":
@@ -187,7 +186,7 @@ def read_band_folder(folder: str | os.PathLike[str], *, boa_offset: float | None
         scl = files.get("SCL")
         scenes.append(Scene(
             id=f"{tile + '_' if tile else ''}{day}", source=str(root),
-            datetime=datetime.fromisoformat(day).replace(tzinfo=timezone.utc), sensor="sentinel-2", platform="",
+            datetime=datetime.fromisoformat(day).replace(tzinfo=UTC), sensor="sentinel-2", platform="",
             assets=assets, mask=Asset(str(scl[1]), nodata=0) if scl else None, mask_kind="scl", tile=tile,
             baseline=base, harmonisation="; ".join(sorted(how)),
         ))

@@ -25,15 +25,15 @@ from datetime import datetime
 from geoseg.errors import SeasonError
 
 __all__ = [
-    "S2_BANDS",
-    "LANDSAT_BANDS",
     "COMMON_NAMES",
+    "LANDSAT_BANDS",
+    "S2_BANDS",
     "Asset",
     "Scene",
     "band_request",
-    "s2_offset_for_baseline",
-    "parse_baseline",
     "look_key",
+    "parse_baseline",
+    "s2_offset_for_baseline",
 ]
 
 #: Sentinel-2 MSI bands: common name and native resolution (m).

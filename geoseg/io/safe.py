@@ -15,7 +15,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from geoseg.errors import SeasonError, SourceReadError
@@ -91,7 +91,7 @@ def read_safe(path: str | os.PathLike[str]) -> Scene:
     uri = _text(root, "PRODUCT_URI") or p.name
     if not start:
         raise SourceReadError(f"{label}: MTD_MSIL2A.xml has no PRODUCT_START_TIME; expected a Sentinel-2 L2A product")
-    when = datetime.fromisoformat(start.replace("Z", "+00:00")).astimezone(timezone.utc)
+    when = datetime.fromisoformat(start.replace("Z", "+00:00")).astimezone(UTC)
     baseline = parse_baseline(baseline_text)
     if baseline is None:
         raise SeasonError(f"{label}: MTD_MSIL2A.xml gives no readable PROCESSING_BASELINE (found {baseline_text!r}), so "

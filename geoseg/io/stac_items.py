@@ -26,7 +26,7 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlparse
@@ -43,10 +43,10 @@ from geoseg.io.imagery import (
 )
 from geoseg.io.paths import dataset_path
 
-__all__ = ["read_stac", "search_stac_api", "scene_from_item", "is_stac_json"]
+__all__ = ["is_stac_json", "read_stac", "scene_from_item", "search_stac_api"]
 
-_S2_KEY = re.compile(r"^(B\d{2}|B8A)(?:_(\d+)m)?$", re.I)
-_SCL_KEY = re.compile(r"^scl(?:_(\d+)m)?$", re.I)
+_S2_KEY = re.compile(r"^(B\d{2}|B8A)(?:_(\d+)m)?$", re.IGNORECASE)
+_SCL_KEY = re.compile(r"^scl(?:_(\d+)m)?$", re.IGNORECASE)
 _COMMON = {c: b for b, (c, _) in S2_BANDS.items()}
 _LANDSAT_BY_ID = {v: k for k, v in LANDSAT_BANDS.items()}
 # Landsat C2 L2 surface reflectance, from the product guide (LSDS-1619): the collection's constants.
@@ -55,15 +55,15 @@ LANDSAT_SCALE, LANDSAT_OFFSET = 2.75e-5, -0.2
 
 def is_stac_json(path: str) -> bool:
     """True for a ``.json``/``.geojson`` path (or URL): a STAC document rather than an image or a product."""
-    return bool(re.search(r"\.(geo)?json$", urlparse(str(path)).path if "://" in str(path) else str(path), re.I))
+    return bool(re.search(r"\.(geo)?json$", urlparse(str(path)).path if "://" in str(path) else str(path), re.IGNORECASE))
 
 
 def _load_json(where: str) -> Any:
     try:
         if "://" in where and not where.startswith("file://"):
-            with urllib.request.urlopen(where, timeout=60) as r:  # noqa: S310 - the user's own STAC URL
+            with urllib.request.urlopen(where, timeout=60) as r:
                 return json.loads(r.read().decode("utf-8"))
-        local = where[len("file://"):] if where.startswith("file://") else where
+        local = where.removeprefix("file://")
         return json.loads(Path(local).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SourceReadError(f"{where}: STAC file not found; check the path") from None
@@ -145,7 +145,7 @@ def search_stac_api(url: str, collections: Sequence[str], bbox: Sequence[float],
     except (urllib.error.URLError, OSError, ConnectionError) as e:
         raise SourceReadError(f"{url}: cannot reach the STAC API ({getattr(e, 'reason', e)}); check the URL and the "
                               f"network connection (this machine may be offline)") from None
-    except Exception as e:  # noqa: BLE001 - requests' errors are not imported here
+    except Exception as e:
         if type(e).__module__.startswith(("requests", "urllib3")):
             raise SourceReadError(f"{url}: cannot reach the STAC API ({type(e).__name__}: {str(e)[:200]}); check the "
                                   f"URL and the network connection (this machine may be offline)") from None
@@ -161,7 +161,7 @@ def _when(props: Mapping[str, Any], where: str) -> datetime:
         d = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise SourceReadError(f"{where}: datetime {text!r} is not an ISO 8601 time") from None
-    return d.astimezone(timezone.utc) if d.tzinfo else d.replace(tzinfo=timezone.utc)
+    return d.astimezone(UTC) if d.tzinfo else d.replace(tzinfo=UTC)
 
 
 def _band_names(asset: Mapping[str, Any]) -> list[str]:

@@ -64,7 +64,7 @@ from geoseg.io.stac_items import search_stac_api
 from geoseg.io.vector import read_vector
 from geoseg.parallel import Runner
 
-__all__ = ["CompositeResult", "composite_season", "clear_path_for", "DEFAULT_BLOCK"]
+__all__ = ["DEFAULT_BLOCK", "CompositeResult", "clear_path_for", "composite_season"]
 
 #: Output window per job (pixels).
 DEFAULT_BLOCK = 512

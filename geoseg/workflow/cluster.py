@@ -23,7 +23,7 @@ from geoseg.errors import ConfigError, WorkerLostError
 from geoseg.workflow.config import RunConfig
 from geoseg.workflow.tasks import MAX_READERS, usable_cores
 
-__all__ = ["connect", "quiet_task_failures", "inference_workers", "read_ahead", "worker_lost", "performance_report"]
+__all__ = ["connect", "inference_workers", "performance_report", "quiet_task_failures", "read_ahead", "worker_lost"]
 
 log = logging.getLogger("geoseg.run")
 

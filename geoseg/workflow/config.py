@@ -33,7 +33,7 @@ from geoseg.ops.polygonize import exclude_ids
 from geoseg.rundir import FIELD_FORMATS
 from geoseg.strict_yaml import load_yaml
 
-__all__ = ["SceneSpec", "SeasonSpec", "read_scenes", "ClusterSpec", "OutputSpec", "RunConfig", "load_workflow", "FIELD_FORMATS"]
+__all__ = ["FIELD_FORMATS", "ClusterSpec", "OutputSpec", "RunConfig", "SceneSpec", "SeasonSpec", "load_workflow", "read_scenes"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -196,7 +196,7 @@ class _Reader:
             raise self.err(key, f"expected {names}, found {type(v).__name__} {v!r}")
         return v
 
-    def sub(self, key: str) -> "_Reader":
+    def sub(self, key: str) -> _Reader:
         v = self.get(key, dict, {})
         return _Reader(self.path, v, f"{self.prefix}{key}.")
 

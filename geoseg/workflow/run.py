@@ -49,7 +49,7 @@ from geoseg.workflow.cluster import connect, inference_workers, performance_repo
 from geoseg.workflow.config import RunConfig
 from geoseg.workflow.store import claim_run_store, run_store
 
-__all__ = ["run_workflow", "connect"]
+__all__ = ["connect", "run_workflow"]
 
 log = logging.getLogger("geoseg.run")
 

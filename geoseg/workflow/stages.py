@@ -36,10 +36,10 @@ from geoseg.io.stac import StacAsset, stac_item, write_stac_item
 from geoseg.io.stack import stack_rasters
 from geoseg.io.vector import write_table, write_vector
 from geoseg.ml.model import ModelCard
-from geoseg.parallel import Runner
 from geoseg.ops.areas import district_areas_raster
 from geoseg.ops.composite import clear_path_for, composite_season
 from geoseg.ops.polygonize import polygonize_raster
+from geoseg.parallel import Runner
 from geoseg.report import write_run_report
 from geoseg.rundir import AREA_FORMATS, RunPaths, district_areas_key, fields_key, read_manifest
 from geoseg.workflow.config import RunConfig
@@ -47,17 +47,17 @@ from geoseg.workflow.store import TASKS_FILE, run_store
 from geoseg.workflow.tasks import assemble_scene, infer_batch
 
 __all__ = [
-    "Scene",
     "InferTally",
-    "plan_scenes",
-    "check_districts",
-    "task_tiles",
-    "batch_tasks",
-    "infer",
+    "Scene",
     "assemble",
+    "batch_tasks",
+    "check_districts",
     "districts_on_mask",
+    "infer",
+    "plan_scenes",
     "polygonize_fields",
     "sum_district_areas",
+    "task_tiles",
     "write_report",
 ]
 

@@ -41,7 +41,7 @@ from geoseg.errors import GeosegError, RasterWriteError, RunDirError, StoreInUse
 from geoseg.io.raster import RasterWriter, open_raster, write_text_atomic
 from geoseg.rundir import read_owner
 
-__all__ = ["SceneStore", "claim_run_store", "run_store", "OWNER_FILE", "TASKS_FILE"]
+__all__ = ["OWNER_FILE", "TASKS_FILE", "SceneStore", "claim_run_store", "run_store"]
 
 #: The file naming the run a store folder belongs to.
 OWNER_FILE = "owner.json"

@@ -52,7 +52,7 @@ from geoseg.ml.model import ModelCard, load_checkpoint, read_card
 from geoseg.parallel import quick_exit
 from geoseg.workflow.store import SceneStore
 
-__all__ = ["infer_batch", "assemble_scene", "cached_model", "readers_for", "usable_cores", "MAX_READERS"]
+__all__ = ["MAX_READERS", "assemble_scene", "cached_model", "infer_batch", "readers_for", "usable_cores"]
 
 _MODELS: dict[tuple[str, str, str], tuple[Any, ModelCard]] = {}
 _LOCK = threading.Lock()

@@ -183,7 +183,7 @@ class _StacApi:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 base = f"http://127.0.0.1:{self.server.server_address[1]}"
                 if self.path.startswith("/search"):
                     api.bodies.append(self.path)
@@ -196,7 +196,7 @@ class _StacApi:
                                       {"rel": "search", "href": base + "/search", "method": "GET",
                                        "type": "application/geo+json"}]})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length", 0))
                 api.bodies.append(self.rfile.read(n).decode())
                 self._send({"type": "FeatureCollection", "features": api.items, "links": []})
