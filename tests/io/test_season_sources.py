@@ -193,7 +193,7 @@ class _StacApi:
                             "conformsTo": ["https://api.stacspec.org/v1.0.0/core",
                                           "https://api.stacspec.org/v1.0.0/item-search"],
                             "links": [{"rel": "self", "href": base + "/"}, {"rel": "root", "href": base + "/"},
-                                      {"rel": "search", "href": base + "/search", "method": "GET",
+                                      {"rel": "search", "href": base + "/search", "method": "POST",
                                        "type": "application/geo+json"}]})
 
             def do_POST(self) -> None:
