@@ -94,3 +94,25 @@ def test_season_spec_checked_before_the_run(tmp_path):
     bad = write_workflow(tmp_path / "d.yaml", scenes=[{"season": _season()["season"]}])
     with pytest.raises(ConfigError, match=r"name.*is required for a season"):
         load_workflow(bad)
+
+
+def test_resumed_run_keeps_a_composite_of_the_same_spec(tmp_path):
+    """The composite stage alone (threads, no cluster): a complete composite of the same season spec is
+    kept on resume; a changed spec composites again."""
+    from dataclasses import replace
+
+    from geoseg.rundir import RunPaths
+    from geoseg.workflow.stages import composite_seasons
+
+    _items(tmp_path / "items")
+    _model(tmp_path / "model", NAMES)
+    cfg = load_workflow(write_workflow(tmp_path / "wf.yaml", scenes=[_season()]))
+    paths = RunPaths(tmp_path / "run")
+    said: list[str] = []
+    composite_seasons(cfg, paths, None, said.append)
+    first = paths.season_scene("kharif").stat().st_mtime_ns
+    composite_seasons(cfg, paths, None, said.append)
+    assert paths.season_scene("kharif").stat().st_mtime_ns == first and "kept" in said[-1]
+    changed = replace(cfg, scenes=(replace(cfg.scenes[0], season=replace(cfg.scenes[0].season, dilate=1)),))
+    composite_seasons(changed, paths, None, said.append)
+    assert paths.season_scene("kharif").stat().st_mtime_ns != first and "compositing" in said[-1]
