@@ -4,7 +4,8 @@ The public API, one function per job the command line offers::
 
     import geoseg
 
-    geoseg.predict_scene("models/punjab", "scene.tif", "mask.tif", confidence="confidence.tif")
+    geoseg.composite_season("season.tif", ["items/"], start="2024-06-01", end="2024-11-01", bands="B02,B03,B04,B08")
+    geoseg.predict_scene("models/punjab", "season.tif", "mask.tif", confidence="confidence.tif")
     geoseg.polygonize_file("mask.tif", "fields.gpkg", confidence="confidence.tif")
     geoseg.district_areas_file("mask.tif", "districts.gpkg", "district", out="areas.csv")
     result = geoseg.run_workflow(geoseg.load_workflow("workflows/demo.yaml"))
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from geoseg.ml.model import ModelCard, load_checkpoint, read_card
     from geoseg.ml.train import train
     from geoseg.ops.areas import district_areas_file
+    from geoseg.ops.composite import composite_season
     from geoseg.ops.polygonize import polygonize_file
     from geoseg.ops.predict import predict_scene
     from geoseg.ops.query import query_run
@@ -53,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # name -> module of the functions that load on first use
 _LAZY = {
+    "composite_season": "geoseg.ops.composite",
     "predict_scene": "geoseg.ops.predict",
     "polygonize_file": "geoseg.ops.polygonize",
     "district_areas_file": "geoseg.ops.areas",
@@ -84,6 +87,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "__version__",
     # jobs
+    "composite_season",
     "predict_scene",
     "polygonize_file",
     "district_areas_file",
