@@ -19,8 +19,10 @@ Conventions
 from __future__ import annotations
 
 import functools
+import html
 import json
 import os
+import re
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,6 +43,8 @@ from rasterio.windows import Window
 from geoseg.classes import NODATA, ClassTable
 from geoseg.core.grid import Tile, TileGrid, cache_blocks
 from geoseg.core.grid import Window as GridWindow
+from geoseg.core.pyramid import METHODS as PYRAMID_METHODS
+from geoseg.core.pyramid import halve, halved_shape, overview_levels
 from geoseg.core.stitch import trim
 from geoseg.errors import (
     ConfigError,
@@ -677,6 +681,12 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
 #: Below this many free bytes a failed write is put down to a full disk.
 FULL_DISK_BYTES = 64 << 20
 
+#: GDAL's block cache while a finished raster is copied into its COG (bytes). The copy reads each
+#: source block once, all bands together, in output-block order, so a cache buys it no speed; a
+#: small one of its own keeps the copy's memory flat with the raster's size, whatever cache the
+#: caller opened for writing (a VRT over the levels caches its blocks and its sources' again).
+COG_COPY_CACHE_BYTES = 1 << 20
+
 
 def free_space_note(path: str | os.PathLike[str]) -> str:
     """A clause saying the disk holding ``path`` is (nearly) full, or ``""`` when it has room.
@@ -1024,6 +1034,7 @@ class RasterWriter:
         assert self._tmp is not None
         final_tmp = self._tmp
         side_tmps: list[tuple[Path, Path]] = []  # (temporary name, target) of each sidecar
+        extra: list[Path] = []  # overview levels and the VRT that joins them, removed whatever happens
         try:
             with gdal_errors_muted():  # GDAL prints some flush failures besides raising the last one
                 self._ds.close()
@@ -1044,8 +1055,24 @@ class RasterWriter:
                                                                              "LERC_ZSTD"):
                     del options["LEVEL"]  # only those compressions have a level
                 options.update(self.creation_options)  # the user's --co over geoseg's own
-                rasterio.shutil.copy(self._tmp, final_tmp, driver="COG", **options)
-                self._tmp.unlink(missing_ok=True)
+                source: Path = self._tmp
+                method = options.get("OVERVIEW_RESAMPLING", options["RESAMPLING"]).lower()
+                if options["OVERVIEWS"].upper() == "AUTO" and method in PYRAMID_METHODS:
+                    # geoseg's own overviews, tile by tile: GDAL's multi-band builder holds strips
+                    # as wide as the raster (memory grew 4096 -> 8192 px, and time faster than area)
+                    count = options.pop("OVERVIEW_COUNT", None)
+                    factors = overview_levels(*self.shape, int(options["BLOCKSIZE"]),
+                                              int(count) if count is not None else None)
+                    if factors:
+                        levels = _write_pyramid(self._tmp, len(factors), method, self.nodata,
+                                                int(options["BLOCKSIZE"]), extra)
+                        source = _vrt_with_overviews(self._tmp, levels, extra)
+                        options["OVERVIEWS"] = "FORCE_USE_EXISTING"
+                with rasterio.Env(GDAL_CACHEMAX=COG_COPY_CACHE_BYTES):
+                    rasterio.shutil.copy(source, final_tmp, driver="COG", **options)
+                for f in (self._tmp, *extra):
+                    f.unlink(missing_ok=True)
+                extra.clear()
             # GDAL logs some failures (a full disk during the COG copy) without raising: read it all back
             check_written_raster(final_tmp, shape=self.shape, count=self.count, dtype=self.dtype, target=self.path)
             for target, text in self.sidecars.items():  # every sidecar written before any file is replaced
@@ -1059,16 +1086,75 @@ class RasterWriter:
             os.replace(final_tmp, self.path)
             self.published = True
         except RasterWriteError:
-            self._abort(final_tmp, *(t for t, _ in side_tmps))
+            self._abort(final_tmp, *(t for t, _ in side_tmps), *extra)
             raise
         except Exception as e:  # noqa: BLE001 - rasterio's, GDAL's CPLE and OS errors alike
-            self._abort(final_tmp, *(t for t, _ in side_tmps))
+            self._abort(final_tmp, *(t for t, _ in side_tmps), *extra)
             given = (f"check the creation options ({', '.join(f'{k}={v}' for k, v in self.creation_options.items())}) "
                      f"and free disk space" if self.creation_options else "check free disk space")
             raise RasterWriteError(
                 f"{self.path}: finishing the output failed ({gdal_reason(e)}){free_space_note(self.path)}; "
                 f"{given}, then run again"
             ) from None
+
+
+def _write_pyramid(base: Path, count: int, method: str, nodata: float | None, blocksize: int,
+                   made: list[Path]) -> list[Path]:
+    """``count`` overview levels of the GeoTIFF ``base``, each a GeoTIFF beside it made from the
+    level below, one output tile at a time (:func:`geoseg.core.pyramid.halve`). Each file is
+    appended to ``made`` as soon as it exists, so that the caller removes it whatever happens."""
+    levels: list[Path] = []
+    below = base
+    for _ in range(count):
+        with rasterio.open(below) as src:
+            oh, ow = halved_shape(src.height, src.width)
+            path = below.with_name(f"{base.name}.ovr{len(levels) + 1}.tif")
+            made.append(path)
+            profile = dict(driver="GTiff", height=oh, width=ow, count=src.count, dtype=src.dtypes[0], crs=src.crs,
+                           transform=src.transform @ Affine.scale(src.width / ow, src.height / oh),
+                           nodata=src.nodata, tiled=True, blockxsize=blocksize, blockysize=blocksize,
+                           compress="ZSTD", zstd_level=1, bigtiff="IF_SAFER",
+                           interleave="pixel" if src.count > 1 else "band")
+            with rasterio.open(path, "w", **profile) as dst:
+                for r in range(0, oh, blocksize):
+                    for c in range(0, ow, blocksize):
+                        # the output tile from its 4 quadrants, each from one source tile, so that
+                        # the tile is complete (and leaves the block cache) after 4 writes
+                        for dr in (0, blocksize // 2):
+                            for dc in (0, blocksize // 2):
+                                orow, ocol = r + dr, c + dc
+                                if orow >= oh or ocol >= ow:
+                                    continue
+                                srow, scol = 2 * orow, 2 * ocol
+                                sh, sw = min(blocksize, src.height - srow), min(blocksize, src.width - scol)
+                                block = src.read(window=Window(scol, srow, sw, sh))
+                                # band by band: halve's float temporaries stay one band's size
+                                out = np.stack([halve(band, nodata, method) for band in block])
+                                dst.write(out, window=Window(ocol, orow, (sw + 1) // 2, (sh + 1) // 2))
+        levels.append(path)
+        below = path
+    return levels
+
+
+def _vrt_with_overviews(base: Path, levels: Sequence[Path], made: list[Path]) -> Path:
+    """A VRT of ``base`` (its metadata, scales, nodata, colours) whose bands have ``levels`` as
+    their overviews, for GDAL's COG driver to copy them as they are."""
+    vrt = base.with_name(f"{base.name}.vrt")
+    made.append(vrt)
+    rasterio.shutil.copy(base, vrt, driver="VRT")
+    text = vrt.read_text(encoding="utf-8")
+
+    def add(match: re.Match[str]) -> str:
+        band = match.group(1)
+        return match.group(0) + "".join(
+            f'<Overview><SourceFilename relativeToVRT="1">{html.escape(p.name)}</SourceFilename>'
+            f"<SourceBand>{band}</SourceBand></Overview>" for p in levels)
+
+    text, n = re.subn(r'<VRTRasterBand\b[^>]*\bband="(\d+)"[^>]*>', add, text)
+    if n == 0:  # pragma: no cover - GDAL's VRT writer always names its bands
+        raise RasterWriteError(f"{base}: could not attach overviews to its VRT")
+    vrt.write_text(text, encoding="utf-8")
+    return vrt
 
 
 #: Creation options a user may set on a COG geoseg writes (GDAL's COG driver), and on a plain GeoTIFF.
