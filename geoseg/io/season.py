@@ -94,7 +94,7 @@ def _folder(p: Path, boa_offset: float | None) -> list[Scene]:
     return read_band_folder(p, boa_offset=boa_offset)
 
 
-def gdal_options(retries: int = 3, cache_mb: int = 64) -> dict[str, Any]:
+def gdal_options(retries: int = 3, cache_mb: int = 16) -> dict[str, Any]:
     """GDAL settings for reading many (remote) COGs window by window."""
     return {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
@@ -104,7 +104,7 @@ def gdal_options(retries: int = 3, cache_mb: int = 64) -> dict[str, Any]:
         "GDAL_HTTP_MULTIRANGE": "YES",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "VSI_CACHE": "TRUE",
-        "GDAL_CACHEMAX": int(cache_mb),
+        "GDAL_CACHEMAX": int(cache_mb) << 20,  # rasterio takes an integer as bytes
     }
 
 

@@ -273,3 +273,14 @@ def test_cli_on_a_dask_scheduler(tmp_path):
     assert out.exit_code == 0, out.output
     with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
         assert (a.read() == b.read()).all() and a.transform == b.transform
+
+
+def test_block_caches_are_megabytes_not_bytes():
+    # rasterio hands an integer GDAL_CACHEMAX to GDAL as bytes: a value meant as megabytes would be
+    # a cache of a few bytes, which decodes every block again for every read
+    from geoseg.io.raster import COG_COPY_CACHE_BYTES
+    from geoseg.io.season import gdal_options
+
+    assert gdal_options()["GDAL_CACHEMAX"] == 16 << 20
+    assert gdal_options(cache_mb=64)["GDAL_CACHEMAX"] == 64 << 20
+    assert COG_COPY_CACHE_BYTES >= 1 << 20
