@@ -15,7 +15,7 @@ from geoseg.synth import synthesize
 from geoseg.synth.products import LAYOUTS
 
 #: The files ``synth`` writes into OUT_DIR.
-OUTPUTS = ("scene.tif", "labels.tif", "fields.gpkg", "districts.gpkg", "classes.yaml", "truth.csv")
+OUTPUTS = ("scene.tif", "labels.tif", "clouds.tif", "fields.gpkg", "districts.gpkg", "classes.yaml", "truth.csv")
 
 
 @click.command("synth")
@@ -25,7 +25,8 @@ OUTPUTS = ("scene.tif", "labels.tif", "fields.gpkg", "districts.gpkg", "classes.
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
 @click.option("--dates", type=int, default=4, show_default=True, help="Acquisition dates (4 bands each).")
 @click.option("--clouds", type=float, default=0.0, show_default=True,
-              help="Fraction of each date hidden by cloud gaps (nodata), 0..0.9.")
+              help="Mean fraction of a date hidden by clouds (nodata; each date draws its own, and clouds cast "
+                   "shadows), 0..0.9.")
 @click.option("--no-collar", is_flag=True, help="No nodata collar around the scene footprint.")
 @click.option("--season-year", type=int, default=2024, show_default=True,
               help="Year the season starts (15 June); 2021 spans Sentinel-2's 2022 offset change.")
@@ -88,11 +89,13 @@ def synth(out_dir: Path, height: int, width: int, seed: int, dates: int, clouds:
     if as_json:
         info = {
             "out_dir": str(region.out_dir),
-            "files": {k: str(getattr(region, k)) for k in ("scene", "labels", "fields", "districts", "classes",
-                                                            "truth_csv")},
+            "files": {k: str(getattr(region, k)) for k in ("scene", "labels", "clouds", "fields", "districts",
+                                                            "classes", "truth_csv")},
             "height": region.shape[0], "width": region.shape[1], "crs": region.crs, "dates": list(region.dates),
             "seed": region.seed, "fields": region.n_fields, "districts": list(region.district_names),
             "hectares": {k: round(v, 4) for k, v in region.hectares_by_class().items()},
+            "cloud_fraction": round(region.cloud_fraction, 6), "unseen_fraction": round(region.unseen_fraction, 6),
+            "date_cloud_fractions": [round(f, 6) for f in region.date_cloud_fractions],
         }
         if region.products is not None:
             pr = region.products

@@ -47,8 +47,8 @@ class SynthRegion:
     ----------
     out_dir : Path
         The output directory.
-    scene, labels, fields, districts, classes, truth_csv : Path
-        ``scene.tif``, ``labels.tif``, ``fields.gpkg``, ``districts.gpkg``,
+    scene, labels, clouds, fields, districts, classes, truth_csv : Path
+        ``scene.tif``, ``labels.tif``, ``clouds.tif``, ``fields.gpkg``, ``districts.gpkg``,
         ``classes.yaml`` and ``truth.csv`` in ``out_dir``.
     shape : Shape2d
         ``(height, width)`` in pixels.
@@ -64,12 +64,14 @@ class SynthRegion:
         Field polygons in ``fields.gpkg``.
     district_names : tuple of str
         Districts in ``districts.gpkg`` (those intersecting the region), sorted.
-    collar_fraction, cloud_fraction : float
-        Fractions of the region's pixels that are nodata in ``labels.tif`` because of the
-        collar, and because of clouds on at least one date (outside the collar).
+    collar_fraction, cloud_fraction, unseen_fraction : float
+        Fractions of the region's pixels under the collar (nodata in every file), under a
+        cloud or its shadow on at least one date, and on every date (both outside the collar).
+    date_cloud_fractions : tuple of float
+        Each date's cloud fraction as drawn (before shadows; 0 without clouds).
     truth : pandas.DataFrame
         ``truth.csv`` as a table: ``district``, ``class_id``, ``crop``, ``pixels``,
-        ``hectares``, one row per district and class with at least one valid pixel.
+        ``hectares``, one row per district and class with at least one labelled pixel.
     products : SynthProducts or None
         The satellite products written under ``products/`` (None when none were asked for).
     """
@@ -77,6 +79,7 @@ class SynthRegion:
     out_dir: Path
     scene: Path
     labels: Path
+    clouds: Path
     fields: Path
     districts: Path
     classes: Path
@@ -91,6 +94,8 @@ class SynthRegion:
     collar_fraction: float
     cloud_fraction: float
     truth: pd.DataFrame = field(repr=False)
+    unseen_fraction: float = 0.0
+    date_cloud_fractions: tuple[float, ...] = ()
     products: SynthProducts | None = field(default=None, repr=False)
 
     def hectares_by_class(self) -> dict[str, float]:
@@ -110,11 +115,13 @@ class SynthRegion:
             f"({len(self.dates)} dates x {','.join(BANDS)}), uint16 reflectance x {REFLECTANCE_SCALE}, "
             f"nodata 0, {self.crs}",
             f"  dates           {', '.join(self.dates)}",
-            f"  labels.tif      nodata 255 on {100 * self.collar_fraction:.1f} % (collar) + "
-            f"{100 * self.cloud_fraction:.1f} % (clouds)",
+            f"  labels.tif      nodata 255 on {100 * self.collar_fraction:.1f} % (collar); the crop under clouds kept",
+            f"  clouds.tif      {100 * self.cloud_fraction:.1f} % under a cloud or shadow on some date, "
+            f"{100 * self.unseen_fraction:.1f} % on every date; per date "
+            + ", ".join(f"{100 * f:.0f} %" for f in self.date_cloud_fractions),
             f"  fields.gpkg     {self.n_fields:,} fields",
             f"  districts.gpkg  {', '.join(self.district_names)}",
-            f"  truth.csv       {total:,.1f} ha of valid pixels: "
+            f"  truth.csv       {total:,.1f} ha of labelled pixels: "
             + ", ".join(f"{k} {v:,.1f}" for k, v in sorted(ha.items(), key=lambda kv: -kv[1])),
         ]
         if self.products is not None:
@@ -316,13 +323,17 @@ def synthesize(
 
     ``scene.tif``
         ``dates x 4`` bands, date-major (date 1 B, G, R, NIR, date 2 B, ...), uint16
-        surface reflectance x 10000, nodata 0 (collar: all bands; clouds: that date's 4
-        bands), tiled (512 px) DEFLATE GeoTIFF, EPSG:32643, band descriptions such as
+        surface reflectance x 10000, nodata 0 (collar: all bands; a cloud or its shadow: that
+        date's 4 bands, as after a cloud mask), tiled (512 px) DEFLATE GeoTIFF, EPSG:32643, band descriptions such as
         ``"2024-06-15 NIR"``; tags ``GEOSEG_DATES``, ``GEOSEG_BANDS``, ``GEOSEG_SCALE``.
     ``labels.tif``
-        The true class of each pixel's centre, uint8, 255 where any band of
-        ``scene.tif`` is nodata (collar or a cloud on any date); a COG with the class
-        colours, on exactly the grid of ``scene.tif``.
+        The true class of each pixel's centre, uint8, 255 under the collar only: the crop
+        under a cloud is still there, so a map is scored on every pixel it claims; a COG
+        with the class colours, on exactly the grid of ``scene.tif``.
+    ``clouds.tif``
+        Each date's sky, one uint8 band per date (descriptions: the dates): 0 clear, 1 cloud,
+        2 the shadow of a cloud (600 m west and 800 m north of it), 255 under the collar; a
+        COG on the grid of ``scene.tif``. All 0 without clouds.
     ``fields.gpkg``
         Layer ``fields``: ``field_id`` (1..n, north to south), ``class_id``, ``crop``,
         ``area_ha`` and the polygon, EPSG:32643, clipped to the region minus the collar
@@ -334,7 +345,7 @@ def synthesize(
     ``classes.yaml``
         The class table used.
     ``truth.csv``
-        ``district, class_id, crop, pixels, hectares``: valid pixels of ``labels.tif``
+        ``district, class_id, crop, pixels, hectares``: labelled pixels of ``labels.tif``
         per district and class, each pixel counted in the district containing its
         centre (:data:`OUTSIDE` for none; where the simplified boundaries overlap, the
         district later by name); hectares = the pixels' ground area on the ellipsoid,
@@ -355,8 +366,10 @@ def synthesize(
         Acquisition dates, 1..:data:`MAX_DATES`, spread over the kharif + rabi season
         (see :func:`season_dates`).
     cloud_fraction : float
-        Fraction of the region hidden by cloud gaps on each date, 0..0.9 (approximate:
-        set by thresholding a smooth random field at its sampled quantile).
+        Mean fraction of the region hidden by clouds on a date, 0..0.9: each date's own
+        fraction is this times a weight drawn from 0.4..1.6 (at most 0.95), set by
+        thresholding a smooth random field at its sampled quantile; each cloud's shadow
+        hides some more.
     collar : bool
         Add a slanted nodata collar (a few % of the area) like a real scene footprint.
     classes : ClassTable or path, optional
@@ -444,9 +457,9 @@ def synthesize(
     smooth = SmoothFields.make(spec.seed, spec.dates, spec.cloud_fraction, spec.shape, spec.pixel_size)
 
     # -- pixels, window by window, and the truth counted on the way --
-    scene_path, labels_path = out / "scene.tif", out / "labels.tif"
+    scene_path, labels_path, clouds_path = out / "scene.tif", out / "labels.tif", out / "clouds.tif"
     tally = write_rasters(
-        scene_path, labels_path, transform=spec.transform, shape=spec.shape, seed=spec.seed, dates=date_str,
+        scene_path, labels_path, clouds_path, transform=spec.transform, shape=spec.shape, seed=spec.seed, dates=date_str,
         table=spec.table, background=spec.background, layout=layout, spectra=spectra, smooth=smooth,
         districts=districts.geometry.values, provenance=spec.provenance(), progress=progress,
     )
@@ -471,6 +484,7 @@ def synthesize(
         out_dir=out,
         scene=scene_path,
         labels=labels_path,
+        clouds=clouds_path,
         fields=out / "fields.gpkg",
         districts=out / "districts.gpkg",
         classes=out / "classes.yaml",
@@ -484,6 +498,8 @@ def synthesize(
         district_names=names,
         collar_fraction=tally.collar / total,
         cloud_fraction=tally.cloud / total,
+        unseen_fraction=tally.unseen / total,
+        date_cloud_fractions=smooth.fractions or (0.0,) * spec.dates,
         truth=truth,
         products=prods,
     )

@@ -8,9 +8,10 @@ vector layout, whatever the region's size. In each window:
    smooth within-field texture (a function of position, so seamless across windows) and
    pixel noise seeded from ``(seed, window row, window column)``;
 2. the class of each pixel's centre is burnt into the labels;
-3. the collar (every band) and each date's clouds (that date's bands) become nodata, and
-   nodata in any band makes the label nodata;
-4. the valid labels are counted per district, each pixel in the district holding its
+3. the collar (every band) and each date's clouds and their shadows (that date's bands) become
+   nodata in the scene; the collar alone makes a label nodata (the crop is still there under a
+   cloud), and each date's clouds and shadows are written to their own truth layer;
+4. the labels are counted per district, each pixel in the district holding its
    centre (:func:`geoseg.core.tally.centre_counts`, as ``geoseg areas --method centre`` counts),
    and so are their ground areas (:func:`geoseg.core.geodesy.pixel_areas`, as ``geoseg
    areas`` measures them).
@@ -48,7 +49,7 @@ from geoseg.synth.spectra import BANDS, MAT_MARGIN, N_MAT, REFLECTANCE_SCALE, re
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["OUTSIDE", "BLOCK", "At", "SmoothFields", "Tally", "burn", "window_codes", "scene_noise",
+__all__ = ["OUTSIDE", "BLOCK", "CLEAR", "CLOUD", "SHADOW", "SHADOW_SHIFT", "At", "SmoothFields", "Tally", "burn", "window_codes", "scene_noise",
            "write_rasters", "write_fields", "write_gpkg", "write_truth"]
 
 #: District name given in the truth table to pixels whose centre lies in no Punjab district.
@@ -56,6 +57,12 @@ OUTSIDE = "(outside Punjab)"
 
 #: Window (and internal tile) size of the rasters, in pixels; the noise is seeded per window.
 BLOCK = 512
+
+#: Codes of ``clouds.tif``: each date's sky over each pixel (255 outside the scene: the collar).
+CLEAR, CLOUD, SHADOW = 0, 1, 2
+#: The cloud casting a pixel's shadow lies this far east and south of it (x, y metres; y up),
+#: as for a sun in the south-east at mid-morning and clouds about a kilometre up.
+SHADOW_SHIFT = (600.0, -800.0)
 _GPKG_TIMESTAMP = "2024-06-15T00:00:00.000Z"
 
 
@@ -65,14 +72,19 @@ class SmoothFields:
 
     ``texture`` scales each pixel's reflectance (within-field variation); on each date,
     ``clouds[t]`` plus a quarter of ``ragged[t]`` (a ragged edge) above ``thresholds[t]``
-    is cloud. The thresholds are the ``1 - cloud_fraction`` quantile of that sum, sampled
-    on a grid of at most 256 x 256 points (none when there are no clouds).
+    is cloud, and a clear pixel whose point :data:`SHADOW_SHIFT` away is cloud lies in its
+    shadow. The dates' cloud fractions (``fractions``) vary around ``cloud_fraction``, as a
+    season's looks do: each is ``cloud_fraction`` times a weight drawn from 0.4..1.6 (the
+    weights' mean scaled to 1), at most 0.95. The thresholds are the ``1 - fraction``
+    quantiles of that sum, sampled on a grid of at most 256 x 256 points (none when there
+    are no clouds).
     """
 
     texture: Waves
     clouds: tuple[Waves, ...]
     ragged: tuple[Waves, ...]
     thresholds: tuple[float, ...]
+    fractions: tuple[float, ...] = ()
 
     @classmethod
     def make(cls, seed: int, dates: int, cloud_fraction: float, shape: tuple[int, int], pixel_size: float
@@ -84,16 +96,28 @@ class SmoothFields:
         clouds = tuple(Waves.make(wrng, 12, (1200.0, 9000.0)) for _ in range(dates))
         ragged = tuple(Waves.make(wrng, 6, (150.0, 400.0)) for _ in range(dates))
         thresholds: tuple[float, ...] = ()
+        fractions: tuple[float, ...] = ()
         if cloud_fraction > 0:
+            # a stream of its own, so that the texture and cloud shapes stay those of earlier versions
+            weights = np.random.default_rng(np.random.SeedSequence([seed, 11])).uniform(0.4, 1.6, dates)
+            fractions = tuple(float(min(cloud_fraction * wt, 0.95)) for wt in weights / weights.mean())
             sy = (np.linspace(0, h, min(h, 256), endpoint=False) + 0.5 * h / min(h, 256)) * ps
             sx = (np.linspace(0, w, min(w, 256), endpoint=False) + 0.5 * w / min(w, 256)) * ps
-            thresholds = tuple(float(np.quantile(_cloud_field(cl, rg, sx, -sy), 1 - cloud_fraction))
-                               for cl, rg in zip(clouds, ragged))
-        return cls(texture, clouds, ragged, thresholds)
+            thresholds = tuple(float(np.quantile(_cloud_field(cl, rg, sx, -sy), 1 - f))
+                               for cl, rg, f in zip(clouds, ragged, fractions))
+        return cls(texture, clouds, ragged, thresholds, fractions)
 
     def cloud(self, t: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """Date ``t``'s cloud field on the grid ``ys (rows) x xs (cols)``."""
         return _cloud_field(self.clouds[t], self.ragged[t], xs, ys)
+
+    def sky(self, t: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Date ``t``'s sky over the grid ``ys (rows) x xs (cols)``: uint8 :data:`CLEAR`,
+        :data:`CLOUD` or :data:`SHADOW` (a clear pixel under the shadow of a cloud)."""
+        cloudy = self.cloud(t, xs, ys) > self.thresholds[t]
+        dx, dy = SHADOW_SHIFT
+        shaded = (self.cloud(t, xs + np.float32(dx), ys + np.float32(dy)) > self.thresholds[t]) & ~cloudy
+        return np.where(cloudy, CLOUD, np.where(shaded, SHADOW, CLEAR)).astype(np.uint8)
 
 
 def _cloud_field(clouds: Waves, ragged: Waves, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -107,7 +131,8 @@ class Tally:
     counts: np.ndarray  # pixels per district and class: zone * classes + class, zone 0 = outside, q + 1 = district q
     area_m2: np.ndarray  # their ground area (m2), likewise
     collar: int  # pixels under the collar
-    cloud: int  # pixels under a cloud on some date, outside the collar
+    cloud: int  # pixels under a cloud or its shadow on some date, outside the collar
+    unseen: int = 0  # pixels under a cloud or a shadow on every date, outside the collar
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,13 +212,13 @@ def _blank_collar(at: At, collar: Any, dn: np.ndarray) -> np.ndarray:
 
 
 def _blank_clouds(at: At, smooth: SmoothFields, dn: np.ndarray) -> np.ndarray:
-    """Zero each date's bands under its clouds in ``dn``; return where any date is cloudy."""
-    cloudy_any = np.zeros(at.shape, bool)
-    for t, threshold in enumerate(smooth.thresholds):
-        cloudy = smooth.cloud(t, at.xs, at.ys) > threshold
-        dn[len(BANDS) * t: len(BANDS) * (t + 1), cloudy] = 0
-        cloudy_any |= cloudy
-    return cloudy_any
+    """Zero each date's bands under its clouds and their shadows in ``dn``; return each date's
+    sky (dates, h, w) uint8 (:meth:`SmoothFields.sky`)."""
+    skies = np.zeros((len(smooth.thresholds), *at.shape), np.uint8)
+    for t in range(len(smooth.thresholds)):
+        skies[t] = smooth.sky(t, at.xs, at.ys)
+        dn[len(BANDS) * t: len(BANDS) * (t + 1), skies[t] != CLEAR] = 0
+    return skies
 
 
 def _district_counts(at: At, districts: np.ndarray, tree: shapely.STRtree, labels: np.ndarray,
@@ -212,6 +237,7 @@ def _district_counts(at: At, districts: np.ndarray, tree: shapely.STRtree, label
 def write_rasters(
     scene: Path,
     labels: Path,
+    clouds: Path,
     *,
     transform: Affine,
     shape: tuple[int, int],
@@ -226,7 +252,8 @@ def write_rasters(
     provenance: str,
     progress: Callable[[int, int], None] | None = None,
 ) -> Tally:
-    """Write ``scene.tif`` and ``labels.tif`` window by window; count the truth on the way.
+    """Write ``scene.tif``, ``labels.tif`` and ``clouds.tif`` window by window; count the truth
+    on the way.
 
     ``districts`` are the district polygons (EPSG:32643) in the order of the truth table;
     ``provenance`` is the ``GEOSEG_SYNTH`` tag (the arguments, as JSON) of both rasters;
@@ -239,7 +266,7 @@ def write_rasters(
     counts = np.zeros((len(districts) + 1) * k, np.int64)
     area_m2 = np.zeros((len(districts) + 1) * k)
     areas = pixel_areas(transform, CRS, (h, w))
-    n_collar = n_cloud = 0
+    n_collar = n_cloud = n_unseen = 0
     tags = {
         "GEOSEG_DATES": json.dumps(list(dates)),
         "GEOSEG_BANDS": ",".join(BANDS),
@@ -252,7 +279,11 @@ def write_rasters(
         tags=tags, band_descriptions=descriptions, cog=False, overview_resampling="average",
     ) as scene_w, mask_writer(
         labels, shape=(h, w), transform=transform, crs=CRS, classes=table, tags={"GEOSEG_SYNTH": provenance},
-    ) as label_w:
+    ) as label_w, RasterWriter(
+        clouds, shape=(h, w), transform=transform, crs=CRS, count=len(dates), dtype="uint8", nodata=NODATA,
+        tags={"GEOSEG_SYNTH": provenance, "GEOSEG_SKY_CODES": f"{CLEAR} clear, {CLOUD} cloud, {SHADOW} shadow"},
+        band_descriptions=list(dates), overview_resampling="mode",
+    ) as cloud_w:
         total = -(-h // BLOCK) * -(-w // BLOCK)
         for done, (i, j, win) in enumerate(iter_blocks((h, w), BLOCK), start=1):
             at = At.make(i, j, win, transform)
@@ -262,18 +293,22 @@ def write_rasters(
             invalid = _blank_collar(at, layout.collar, dn)
             n_collar += int(invalid.sum())
             if smooth.thresholds:
-                cloudy = _blank_clouds(at, smooth, dn)
-                n_cloud += int((cloudy & ~invalid).sum())
-                invalid |= cloudy
+                skies = _blank_clouds(at, smooth, dn)
+                n_cloud += int(((skies != CLEAR).any(0) & ~invalid).sum())
+                n_unseen += int(((skies != CLEAR).all(0) & ~invalid).sum())
+            else:
+                skies = np.zeros((len(dates), *at.shape), np.uint8)
+            skies[:, invalid] = NODATA
             lab[invalid] = NODATA
             n_px, m2 = _district_counts(at, districts, d_tree, lab, ~invalid, k, areas)
             counts += n_px
             area_m2 += m2
             scene_w.write(dn, win)
             label_w.write(lab, win)
+            cloud_w.write(skies, win)
             if progress:
                 progress(done, total)
-    return Tally(counts, area_m2, n_collar, n_cloud)
+    return Tally(counts, area_m2, n_collar, n_cloud, n_unseen)
 
 
 def write_gpkg(gdf: Any, path: Path, layer: str) -> None:

@@ -21,8 +21,8 @@ from geoseg.synth import BANDS, DEFAULT_CENTRE, OUTSIDE, SynthRegion, season_dat
 
 from ..geodesic_truth import geod_area_perimeter
 
-FILES = ("scene.tif", "labels.tif", "labels.tif.aux.xml", "labels.qml", "truth.csv", "fields.gpkg", "districts.gpkg",
-         "classes.yaml")
+FILES = ("scene.tif", "labels.tif", "labels.tif.aux.xml", "labels.qml", "clouds.tif", "truth.csv", "fields.gpkg",
+         "districts.gpkg", "classes.yaml")
 
 
 def _read(path: Path) -> tuple[np.ndarray, dict]:
@@ -126,20 +126,46 @@ def test_tiny_and_odd_shapes(tmp_path: Path, shape: tuple[int, int]) -> None:
     assert r.truth["pixels"].sum() == int((_read(r.labels)[0] != 255).sum())
 
 
-def test_clouds_blank_one_date_at_a_time(cloudy: SynthRegion) -> None:
+def test_clouds_and_shadows_blank_one_date_at_a_time_and_the_truth_keeps_the_crop(cloudy: SynthRegion) -> None:
     scene, sm = _read(cloudy.scene)
     labels, _ = _read(cloudy.labels)
+    skies, km = _read(cloudy.clouds)
     assert scene.shape == (12, 560, 530) and len(sm["descriptions"]) == 12
-    collar = (scene == 0).all(0)
-    fractions = []
+    assert skies.shape == (3, 560, 530) and km["dtype"] == "uint8" and km["nodata"] == 255
+    assert km["descriptions"] == cloudy.dates
+    collar = (skies == 255).all(0)
+    assert (scene[:, collar] == 0).all() and collar.any()
+    assert np.array_equal(labels[0] == 255, collar)  # the collar alone: the crop is still there under a cloud
+    assert ((skies == 255).any(0) == collar).all()
+    drawn = cloudy.date_cloud_fractions
+    assert len(drawn) == 3 and len({round(f, 3) for f in drawn}) == 3  # each date has its own fraction
+    assert np.mean(drawn) == pytest.approx(0.2, abs=1e-9) and all(0.08 <= f <= 0.32 for f in drawn)
     for d in range(3):
         zero = scene[4 * d: 4 * d + 4] == 0
         assert (zero.all(0) == zero.any(0)).all()  # a date's 4 bands are nodata together
-        fractions.append(float((zero[0] & ~collar).sum() / (~collar).sum()))
-    assert all(0.12 <= f <= 0.28 for f in fractions), fractions
-    assert len({round(f, 4) for f in fractions}) == 3  # different clouds on each date
-    assert np.array_equal(labels[0] == 255, (scene == 0).any(0))  # any band missing => label nodata
+        sky = skies[d]
+        assert np.array_equal(zero[0] & ~collar, (sky == 1) | (sky == 2))  # cloud and shadow both masked
+        cloud = float((sky == 1).sum() / (~collar).sum())
+        assert cloud == pytest.approx(drawn[d], abs=0.06), (d, cloud, drawn[d])
+        shadow = sky == 2
+        assert 0 < shadow.sum() < (sky == 1).sum()
+        # the cloud casting a shadow lies 600 m east and 800 m south of it: 60 px right, 80 px down
+        rr, cc = np.nonzero(shadow[:-80, :-60])
+        caster = sky[rr + 80, cc + 60]
+        assert ((caster == 1) | (caster == 255)).all() and (caster == 1).mean() > 0.8
     assert cloudy.cloud_fraction > 0.3  # clouds of 3 dates together hide more than one date's
+    assert 0 <= cloudy.unseen_fraction < cloudy.cloud_fraction
+    seen = (skies == 0).any(0) & ~collar
+    assert cloudy.unseen_fraction == pytest.approx(float(((~seen) & ~collar).sum() / collar.size))
+
+
+def test_without_clouds_the_sky_layer_is_clear(odd: SynthRegion) -> None:
+    skies, _ = _read(odd.clouds)
+    labels, _ = _read(odd.labels)
+    assert skies.shape == (4, 333, 517)
+    assert set(np.unique(skies)) <= {0, 255}
+    assert np.array_equal((skies == 255).all(0), labels[0] == 255)
+    assert odd.cloud_fraction == 0 and odd.unseen_fraction == 0 and odd.date_cloud_fractions == (0.0,) * 4
 
 
 # --- truth consistency -----------------------------------------------------------------
