@@ -116,6 +116,6 @@ def halve(arr: np.ndarray, nodata: float | None = None, method: str = "average")
     # among the candidates with the best count, the smallest value
     big = np.array(np.inf if is_float else np.iinfo(a.dtype).max, dtype=np.float64)
     cand = np.where(counts == best, blocks.astype(np.float64), big)
-    out = np.where(any_valid, cand.min(axis=0), np.float64(fill) if not np.isnan(fill) else np.nan)
+    out = np.where(any_valid, cand.min(axis=0), np.float64(fill))
     out = out.astype(a.dtype)
     return out[0] if two_d else out

@@ -1059,7 +1059,8 @@ class RasterWriter:
                 method = options.get("OVERVIEW_RESAMPLING", options["RESAMPLING"]).lower()
                 if options["OVERVIEWS"].upper() == "AUTO" and method in PYRAMID_METHODS:
                     # geoseg's own overviews, tile by tile: GDAL's multi-band builder holds strips
-                    # as wide as the raster (memory grew 4096 -> 8192 px, and time faster than area)
+                    # as wide as the raster, so its memory grows with the width and its time faster
+                    # than the area
                     count = options.pop("OVERVIEW_COUNT", None)
                     factors = overview_levels(*self.shape, int(options["BLOCKSIZE"]),
                                               int(count) if count is not None else None)
@@ -1152,7 +1153,9 @@ def _vrt_with_overviews(base: Path, levels: Sequence[Path], made: list[Path]) ->
 
     text, n = re.subn(r'<VRTRasterBand\b[^>]*\bband="(\d+)"[^>]*>', add, text)
     if n == 0:  # pragma: no cover - GDAL's VRT writer always names its bands
-        raise RasterWriteError(f"{base}: could not attach overviews to its VRT")
+        raise RasterWriteError(f"{vrt}: GDAL wrote a VRT without <VRTRasterBand band=...> elements, so the "
+                               f"overviews of {base} cannot be attached; write without overviews "
+                               f"(--co OVERVIEWS=NONE) and report this GDAL version")
     vrt.write_text(text, encoding="utf-8")
     return vrt
 

@@ -1002,7 +1002,8 @@ class _Writer:
                                    f"choose a writable location") from None
         staged = {lay: self.out / f".{lay}.tmp-{self.token}" for lay in self.opts.layouts}
         try:
-            with rasterio.Env(GDAL_CACHEMAX=256 << 20):  # bytes: the scratch files' dirty blocks, whatever the region's size
+            # bytes (rasterio's unit for an integer): the scratch files' dirty blocks, whatever the region's size
+            with rasterio.Env(GDAL_CACHEMAX=256 << 20):
                 acqs = self._write(plans, s2, ls, staged, tick)
             for lay in self.opts.layouts:  # swap each layout in whole: safe before cdse (its items point there)
                 final = self.out / lay

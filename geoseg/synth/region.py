@@ -459,8 +459,8 @@ def synthesize(
     # -- pixels, window by window, and the truth counted on the way --
     scene_path, labels_path, clouds_path = out / "scene.tif", out / "labels.tif", out / "clouds.tif"
     tally = write_rasters(
-        scene_path, labels_path, clouds_path, transform=spec.transform, shape=spec.shape, seed=spec.seed, dates=date_str,
-        table=spec.table, background=spec.background, layout=layout, spectra=spectra, smooth=smooth,
+        scene_path, labels_path, clouds_path, transform=spec.transform, shape=spec.shape, seed=spec.seed,
+        dates=date_str, table=spec.table, background=spec.background, layout=layout, spectra=spectra, smooth=smooth,
         districts=districts.geometry.values, provenance=spec.provenance(), progress=progress,
     )
 

@@ -49,8 +49,8 @@ from geoseg.synth.spectra import BANDS, MAT_MARGIN, N_MAT, REFLECTANCE_SCALE, re
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["OUTSIDE", "BLOCK", "CLEAR", "CLOUD", "SHADOW", "SHADOW_SHIFT", "At", "SmoothFields", "Tally", "burn", "window_codes", "scene_noise",
-           "write_rasters", "write_fields", "write_gpkg", "write_truth"]
+__all__ = ["OUTSIDE", "BLOCK", "CLEAR", "CLOUD", "SHADOW", "SHADOW_SHIFT", "At", "SmoothFields", "Tally", "burn",
+           "window_codes", "scene_noise", "write_rasters", "write_fields", "write_gpkg", "write_truth"]
 
 #: District name given in the truth table to pixels whose centre lies in no Punjab district.
 OUTSIDE = "(outside Punjab)"
@@ -211,10 +211,10 @@ def _blank_collar(at: At, collar: Any, dn: np.ndarray) -> np.ndarray:
     return invalid
 
 
-def _blank_clouds(at: At, smooth: SmoothFields, dn: np.ndarray) -> np.ndarray:
+def _blank_clouds(at: At, smooth: SmoothFields, dn: np.ndarray, dates: int) -> np.ndarray:
     """Zero each date's bands under its clouds and their shadows in ``dn``; return each date's
-    sky (dates, h, w) uint8 (:meth:`SmoothFields.sky`)."""
-    skies = np.zeros((len(smooth.thresholds), *at.shape), np.uint8)
+    sky (dates, h, w) uint8 (:meth:`SmoothFields.sky`; all clear without clouds)."""
+    skies = np.zeros((dates, *at.shape), np.uint8)
     for t in range(len(smooth.thresholds)):
         skies[t] = smooth.sky(t, at.xs, at.ys)
         dn[len(BANDS) * t: len(BANDS) * (t + 1), skies[t] != CLEAR] = 0
@@ -292,12 +292,9 @@ def write_rasters(
             lab = _labels(at, layout, fi, background)
             invalid = _blank_collar(at, layout.collar, dn)
             n_collar += int(invalid.sum())
-            if smooth.thresholds:
-                skies = _blank_clouds(at, smooth, dn)
-                n_cloud += int(((skies != CLEAR).any(0) & ~invalid).sum())
-                n_unseen += int(((skies != CLEAR).all(0) & ~invalid).sum())
-            else:
-                skies = np.zeros((len(dates), *at.shape), np.uint8)
+            skies = _blank_clouds(at, smooth, dn, len(dates))
+            n_cloud += int(((skies != CLEAR).any(0) & ~invalid).sum())
+            n_unseen += int(((skies != CLEAR).all(0) & ~invalid).sum())
             skies[:, invalid] = NODATA
             lab[invalid] = NODATA
             n_px, m2 = _district_counts(at, districts, d_tree, lab, ~invalid, k, areas)

@@ -48,7 +48,8 @@ def _reference(a: np.ndarray, nodata, method: str) -> np.ndarray:  # type: ignor
 
 @settings(max_examples=150, deadline=None)
 @given(h=st.integers(1, 9), w=st.integers(1, 9), method=st.sampled_from(["average", "mode", "nearest"]),
-       dtype=st.sampled_from(["uint8", "uint16", "int16", "float32"]), nodata_kind=st.sampled_from(["none", "0", "max", "nan"]),
+       dtype=st.sampled_from(["uint8", "uint16", "int16", "float32"]),
+       nodata_kind=st.sampled_from(["none", "0", "max", "nan"]),
        seed=st.integers(0, 10_000))
 def test_halve_matches_the_per_block_reference(h, w, method, dtype, nodata_kind, seed):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(seed)

@@ -36,10 +36,11 @@ def _mask_date(x: torch.Tensor, t: int, date: int) -> torch.Tensor:
     return x
 
 
-def _permute_dates(x: torch.Tensor, days: torch.Tensor, order: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    t = len(order)
+def _take_dates(x: torch.Tensor, days: torch.Tensor, t: int, order: list[int]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dates ``order`` of a ``t``-date input (a permutation, or a subset), bands, validity and days together."""
     b, _, h, w = x.shape
-    bands = x[:, : t * C].reshape(b, t, C, h, w)[:, order].reshape(b, t * C, h, w)
+    bands = x[:, : t * C].reshape(b, t, C, h, w)[:, order].reshape(b, len(order) * C, h, w)
     valid = x[:, t * C:][:, order]
     return torch.cat([bands, valid], dim=1), days[..., order]
 
@@ -69,10 +70,7 @@ def test_missing_date_does_not_leak() -> None:
         days2[:, 1] = days2[:, 1] + 123.0
         changed = net(x2, days2)
         # the same with the missing date removed from the sequence altogether
-        keep = [0, 2, 3]
-        dropped = torch.cat([x[:, : t * C].reshape(2, t, C, SIZE, SIZE)[:, keep].reshape(2, 3 * C, SIZE, SIZE),
-                             x[:, t * C:][:, keep]], dim=1)
-        without = net(dropped, days[:, keep])
+        without = net(*_take_dates(x, days, t, [0, 2, 3]))
     assert torch.allclose(ref, changed, atol=1e-5)
     assert torch.allclose(ref, without, atol=1e-4)
     # and an observed date does matter
@@ -105,7 +103,7 @@ def test_date_order_invariance() -> None:
     order = [4, 2, 0, 3, 1]
     with torch.no_grad():
         ref = net(x, days)
-        permuted = net(*_permute_dates(x, days, order))
+        permuted = net(*_take_dates(x, days, t, order))
     assert torch.allclose(ref, permuted, atol=1e-5)
 
 
