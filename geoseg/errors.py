@@ -31,6 +31,7 @@ __all__ = [
     "SeasonError",
     "SourceReadError",
     "SeasonWarning",
+    "DateLayoutError",
 
     "GeosegError",
     "TileError",
@@ -210,3 +211,8 @@ class SourceReadError(GeosegError, OSError):
 class SeasonWarning(GeosegWarning):
     """Something a season composite users should know: a period with no clear look anywhere, items
     left out because they do not reach the area."""
+
+
+class DateLayoutError(GeosegError, ValueError):
+    """A multi-date stack whose band names do not say which date each band belongs to, or whose dates
+    are out of order or carry different bands."""

@@ -132,6 +132,13 @@ overlap_option: Decorator = click.option(
     "--overlap", type=int, default=None, help="Halo per side in pixels (default: the model's).",
 )
 
+#: ``--min-dates``: for a model that reads dates, the observed dates a pixel needs to be mapped.
+min_dates_option: Decorator = click.option(
+    "--min-dates", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+    help="For a model that reads dates (utae, or trained with --date-dropout): map a pixel when at least N of its "
+         "dates are observed (clear); pixels with fewer are nodata.",
+)
+
 #: ``--label-field``: the attribute of a vector label file that holds the class.
 label_field_option: Decorator = click.option(
     "--label-field", default=None, help="Attribute of a vector label file holding class id or name.",

@@ -43,9 +43,17 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
 @classes_option(required=True, help="Class file (YAML): the ids and names the labels use.")
 @click.option("--out", required=True, type=LocalParam("the checkpoint directory"),
               help="Checkpoint directory to write (model.safetensors + model.json).")
-@click.option("--arch", type=click.Choice(["unet", "deeplabv3plus", "segformer"], case_sensitive=False), default=None,
-              help="Architecture [default: unet, or that of --init-from].")
+@click.option("--arch", type=click.Choice(["unet", "deeplabv3plus", "segformer", "utae"], case_sensitive=False),
+              default=None, help="Architecture [default: unet, or that of --init-from]; utae reads the season date "
+                                 "by date (band names must carry the dates) and maps pixels that missed some dates.")
 @click.option("--encoder", default=None, help="smp encoder name [default: resnet18; mit_b0 for segformer].")
+@click.option("--date-dropout", type=float, default=None, metavar="P",
+              help="Make the model read the dates (a validity plane per date, so pixels that missed dates are "
+                   "mapped) and simulate clouds while training: each date of a chip dropped, or covered with cloud "
+                   "blobs, with probability P (0: the real gaps only) [default: 0.4 for utae, off for the others].")
+@click.option("--valid-rule", type=click.Choice(["all", "any"]), default="all", show_default=True,
+              help="For a model that does not read dates: a pixel counts as observed when all (or any) of its "
+                   "bands hold data.")
 @tile_option(default=256, show_default=True, help="Training chip size in pixels (a multiple of 16 for the default U-Net).")
 @click.option("--epochs", type=int, default=40, show_default=True, help="Most epochs (early stopping may end sooner).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same split, chips and weights.")
@@ -62,7 +70,7 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
 def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], classes: Path, out: Path,
           arch: str | None, encoder: str | None, tile: int, epochs: int, seed: int, init_from: Path | None,
           label_field: str | None, point_radius: float | None, device: str, loss: str, batch_size: int,
-          time_limit: float | None,
+          time_limit: float | None, date_dropout: float | None, valid_rule: str,
           overwrite: bool) -> None:
     """Train a crop segmentation model from images and labels.
 
@@ -79,6 +87,8 @@ def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], clas
             --classes classes.yaml --out models/ft --init-from models/punjab --overwrite
         geoseg train --image scene.tif --labels gps_points.gpkg --label-field crop \\
             --point-radius 10 --classes classes.yaml --out models/points
+        geoseg train --image kharif.tif --labels labels.tif --classes classes.yaml \\
+            --arch utae --out models/kharif-utae
     """
     if out.is_dir() and any(out.iterdir()):  # a checkpoint there is replaced whole, only when asked
         check_overwrite(out, overwrite, "the checkpoint directory")
@@ -94,7 +104,8 @@ def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], clas
         res = train_model(list(images), list(labels), classes, out, arch=arch, encoder=encoder, tile=tile,
                           epochs=epochs, seed=seed, init_from=init_from, label_field=label_field,
                           point_radius=point_radius, device=device,
-                          loss=loss, batch_size=batch_size, time_limit=time_limit, progress=on_epoch)
+                          loss=loss, batch_size=batch_size, time_limit=time_limit, date_dropout=date_dropout,
+                          valid_rule=valid_rule, progress=on_epoch)
     for report in res.points:  # points not used: a warning line, even with -q
         if report.warning():
             click.echo(report.warning(), err=True)

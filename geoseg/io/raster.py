@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +66,7 @@ __all__ = [
     "raster_info",
     "open_raster",
     "read_tile",
+    "read_periods",
     "iter_tiles",
     "BlockData",
     "read_block",
@@ -93,7 +95,7 @@ __all__ = [
 ]
 
 PadMode = Literal["reflect", "constant"]
-ValidRule = Literal["all", "any"]
+ValidRule = Literal["all", "any", "band"]
 
 
 def rio_window(window: GridWindow | Window) -> Window:
@@ -127,7 +129,8 @@ class RasterInfo:
 
 @dataclass(frozen=True, slots=True)
 class TileData:
-    """Pixels of one tile's read window: ``array`` (bands, h, w) and ``valid`` (h, w) bool."""
+    """Pixels of one tile's read window: ``array`` (bands, h, w) and ``valid`` (h, w) bool
+    (``(bands, h, w)`` when read with ``rule="band"``)."""
 
     tile: Tile
     array: np.ndarray
@@ -253,7 +256,8 @@ def check_size(info: RasterInfo, max_pixels: int = DEFAULT_MAX_PIXELS,
 
 
 def valid_mask(array: np.ndarray, nodata: float | None, rule: ValidRule = "all") -> np.ndarray:
-    """Return a ``(h, w)`` bool mask of pixels holding data in ``array`` (bands, h, w).
+    """Return a ``(h, w)`` bool mask of pixels holding data in ``array`` (bands, h, w): in all its
+    bands (``rule="all"``) or in any; ``rule="band"`` gives each band's own mask, ``(bands, h, w)``.
 
     In floating-point data NaN and ±inf never hold data, whatever the nodata value: no
     reflectance is infinite, and a model fed one would give its pixel a class anyway.
@@ -286,7 +290,23 @@ def valid_mask(array: np.ndarray, nodata: float | None, rule: ValidRule = "all")
         return ~nod.any(axis=0)
     if rule == "any":
         return ~nod.all(axis=0)
-    raise ValueError(f"rule must be 'all' or 'any', got {rule!r}")
+    if rule == "band":
+        return ~nod
+    raise ValueError(f"rule must be 'all', 'any' or 'band', got {rule!r}")
+
+
+def read_periods(path: str | os.PathLike[str]) -> dict[str, tuple[date, date]]:
+    """The periods a ``geoseg composite`` stack records (its ``GEOSEG_PERIODS`` tag): label -> (start, end).
+
+    Empty for a raster without the tag (or one that cannot be read here: reading it later says why).
+    """
+    try:
+        with rasterio.open(path) as src:
+            text = src.tags().get("GEOSEG_PERIODS")
+        items = json.loads(text) if text else []
+        return {str(p["label"]): (date.fromisoformat(p["start"]), date.fromisoformat(p["end"])) for p in items}
+    except (RasterioIOError, RasterioError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def gdal_reason(e: BaseException) -> str:
@@ -341,8 +361,9 @@ def read_tile(
         How pixels outside the raster are filled.
     fill : number
         The fill value for ``pad="constant"``.
-    rule : {"all", "any"}
-        A pixel is valid when all (or any) of its bands hold data.
+    rule : {"all", "any", "band"}
+        A pixel is valid when all (or any) of its bands hold data; ``"band"``: ``valid`` is each
+        band's own mask (bands, h, w).
     indexes : sequence of int, optional
         1-based band indexes to read (all bands by default).
     """
@@ -368,6 +389,8 @@ def read_tile(
         MaskFlags.per_dataset in f for f in src.mask_flag_enums
     ):
         valid = src.read_masks(1, window=inner) > 0
+        if rule == "band":
+            valid = np.broadcast_to(valid, arr.shape).copy()
     else:
         valid = valid_mask(arr, src.nodata, rule)
     widths = ((ir0 - r0, r1 - ir1), (ic0 - c0, c1 - ic1))
@@ -376,7 +399,7 @@ def read_tile(
             arr = np.pad(arr, ((0, 0), *widths), mode="reflect")
         else:
             arr = np.pad(arr, ((0, 0), *widths), mode="constant", constant_values=fill)
-        valid = np.pad(valid, widths, mode="constant", constant_values=False)
+        valid = np.pad(valid, ((0, 0),) * (valid.ndim - 2) + widths, mode="constant", constant_values=False)
     return TileData(tile, arr, valid)
 
 
@@ -871,8 +894,8 @@ class RasterWriter:
         A plain GeoTIFF compressed with ZSTD level 1 instead of DEFLATE: about 3 x quicker to
         write and a third quicker to read, about as small for class masks; for files geoseg
         reads back itself (the tile store), since some GIS tools lack ZSTD.
-    scale : float, optional
-        GDAL scale of every band (offset 0): stored value x scale = physical value.
+    scale : float or sequence of float, optional
+        GDAL scale of every band, or of each (offset 0): stored value x scale = physical value.
     sidecars : mapping, optional
         Files published with the raster, ``{path: text}`` (a mask's ``.aux.xml`` and ``.qml``,
         see :func:`geoseg.io.sidecars.mask_sidecars`). They are written under temporary names
@@ -904,7 +927,7 @@ class RasterWriter:
         predictor: int | None = None,
         fast: bool = False,
         level: int = 6,
-        scale: float | None = None,
+        scale: float | Sequence[float] | None = None,
         sidecars: Mapping[str | os.PathLike[str], str] | None = None,
         creation_options: Mapping[str, str] | None = None,
     ) -> None:
@@ -983,7 +1006,8 @@ class RasterWriter:
                 for i, d in enumerate(self.band_descriptions, start=1):
                     self._ds.set_band_description(i, d)
             if self.scale is not None:  # readers that apply GDAL's scale/offset get physical values
-                self._ds.scales = (self.scale,) * self.count
+                self._ds.scales = (tuple(float(v) for v in self.scale) if isinstance(self.scale, Sequence)
+                                   else (self.scale,) * self.count)
                 self._ds.offsets = (0.0,) * self.count
         except (RasterioIOError, RasterioError, OSError) as e:
             self._abort()
@@ -1254,9 +1278,12 @@ def mask_writer(
 
 def confidence_writer(
     path: str | os.PathLike[str], *, shape: tuple[int, int], transform: Affine, crs: CRS | str,
-    creation_options: Mapping[str, str] | None = None,
+    creation_options: Mapping[str, str] | None = None, dates_seen: bool = False,
 ) -> RasterWriter:
     """A :class:`RasterWriter` for a confidence raster: uint8 max softmax x 255, nodata 0, COG.
+
+    With ``dates_seen`` (a model that reads dates) a second band, ``dates_seen``, holds how many
+    of its dates each pixel saw (scale 1; 0 where it saw none).
 
     The band's scale is 1/255 (offset 0), so GDAL-based readers that apply scale and offset
     (``gdal_translate -unscale``, QGIS's identify tool, ``rasterio``'s ``scales``) give the
@@ -1273,12 +1300,14 @@ def confidence_writer(
         crs=crs,
         dtype="uint8",
         nodata=0,
-        band_descriptions=["confidence"],
+        count=2 if dates_seen else 1,
+        band_descriptions=["confidence", "dates_seen"] if dates_seen else ["confidence"],
         overview_resampling="average",
-        tags={"GEOSEG_CONFIDENCE": "max softmax probability x 255; 0 = nodata"},
+        tags={"GEOSEG_CONFIDENCE": "max softmax probability x 255; 0 = nodata",
+              **({"GEOSEG_DATES_SEEN": "band 2: dates observed at the pixel"} if dates_seen else {})},
         predictor=2,
         level=1,
-        scale=1 / 255,
+        scale=(1 / 255, 1.0) if dates_seen else 1 / 255,
         creation_options=creation_options,
     )
 

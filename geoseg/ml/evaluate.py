@@ -43,7 +43,15 @@ from geoseg.io.labels import RasterLabels, VectorLabels, open_labels
 from geoseg.io.paths import DatasetPath, dataset_path
 from geoseg.io.points import PointLabels, PointReport
 from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, read_mask_classes
-from geoseg.ml.infer import check_batch_size, check_input, pick_device, predict_tiles, read_batches
+from geoseg.ml.infer import (
+    DateInput,
+    check_batch_size,
+    check_input,
+    date_input,
+    pick_device,
+    predict_tiles,
+    read_batches,
+)
 from geoseg.ml.model import load_checkpoint
 
 __all__ = [
@@ -218,15 +226,17 @@ def accumulate_confusion(
     batch_size: int = 4,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    dates: DateInput | None = None,
 ) -> None:
     """Predict ``tiles`` of the open image ``src`` batch by batch and add their cores to ``acc``.
 
     The model must be in eval mode. Each tile's core prediction is compared with
-    ``labels.read(tile.core)``; pixels where the image has no data are not counted.
+    ``labels.read(tile.core)``; pixels the model leaves unmapped (no data, or for a model that
+    reads ``dates`` fewer observed dates than it needs) are not counted.
     """
-    batches = read_batches(src, tiles, check_batch_size(batch_size), valid_rule)
+    batches = read_batches(src, tiles, check_batch_size(batch_size), valid_rule, dates)
     done = 0
-    for pred in predict_tiles(model, batches, mean, std, device):
+    for pred in predict_tiles(model, batches, mean, std, device, dates.days if dates else None):
         for t, c, v in zip(pred.tiles, pred.classes, pred.valid):
             acc.update(trim(t, c), labels.read(t.core), valid=trim(t, v))
         done += len(pred.tiles)
@@ -247,6 +257,7 @@ def score_points(
     batch_size: int = 4,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    dates: DateInput | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Predict the ``tiles`` that hold point pixels and score the points (see the module notes).
 
@@ -260,8 +271,8 @@ def score_points(
     rows, cols = labels.member_rows, labels.member_cols
     done = 0
     if tiles:
-        batches = read_batches(src, tiles, check_batch_size(batch_size), valid_rule)
-        for out in predict_tiles(model, batches, mean, std, device):
+        batches = read_batches(src, tiles, check_batch_size(batch_size), valid_rule, dates)
+        for out in predict_tiles(model, batches, mean, std, device, dates.days if dates else None):
             for t, c, v in zip(out.tiles, out.classes, out.valid):
                 idx = labels.members_in(t.core)
                 rr, cc = rows[idx] - int(t.core.row_off), cols[idx] - int(t.core.col_off)
@@ -306,6 +317,7 @@ def evaluate(
     batch_size: int = 4,
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    min_dates: int = 1,
 ) -> EvalResult:
     """Score the checkpoint in ``model_dir`` on ``image`` against ``labels``.
 
@@ -328,6 +340,9 @@ def evaluate(
         ``window``, the points inside it.
     tile, overlap : int, optional
         Prediction tile size and halo (default: the model card's).
+    min_dates : int
+        For a model that reads dates: a pixel is mapped (and scored) when at least this many of
+        its dates are observed.
     batch_size : int
         Tiles per forward pass.
     device : {"auto", "cpu", "cuda"}
@@ -355,6 +370,9 @@ def evaluate(
     info: RasterInfo = raster_info(image)
     check_size(info)
     check_input(card, info, model_dir)
+    dates = date_input(card, info, min_dates, model_dir)
+    mean, std = (dates.mean, dates.std) if dates else (card.band_mean, card.band_std)
+    rule = "any" if dates else card.valid_rule
     win = window if hasattr(window, "col_off") else parse_window(window, tuple(info.shape), str(image))  # type: ignore[arg-type]
     size = int(card.tile if tile is None else tile)
     ov = int(card.overlap if overlap is None else overlap)
@@ -364,7 +382,7 @@ def evaluate(
     point_extra: dict[str, Any] = {}
     n_predicted = len(tiles)
     with open_labels(labels, info, card.classes, field=label_field, point_radius=point_radius,
-                     valid_rule=card.valid_rule) as lab, open_raster(image) as src:
+                     valid_rule=rule) as lab, open_raster(image) as src:
         if isinstance(lab, RasterLabels):
             _check_label_classes(labels, card.classes)
         if isinstance(lab, PointLabels):
@@ -372,15 +390,15 @@ def evaluate(
             inside = ((lab.rows >= r0) & (lab.rows < r0 + int(win.height))
                       & (lab.cols >= c0) & (lab.cols < c0 + int(win.width)))
             cm_points, cm_pixels, n_tiles, n_scored = score_points(
-                model, src, lab.subset(inside), tiles, k, mean=card.band_mean, std=card.band_std,
-                valid_rule=card.valid_rule, batch_size=batch_size, device=dev, progress=progress)
+                model, src, lab.subset(inside), tiles, k, mean=mean, std=std,
+                valid_rule=card.valid_rule, batch_size=batch_size, device=dev, progress=progress, dates=dates)
             acc.matrix += cm_points
             point_extra = {"points": lab.report, "scored_points": n_scored,
                            "pixel_scores": scores(cm_pixels, card.classes.names)}
             n_predicted = n_tiles
         else:
-            accumulate_confusion(model, src, lab, tiles, acc, mean=card.band_mean, std=card.band_std,
-                                 valid_rule=card.valid_rule, batch_size=batch_size, device=dev, progress=progress)
+            accumulate_confusion(model, src, lab, tiles, acc, mean=mean, std=std, valid_rule=card.valid_rule,
+                                 batch_size=batch_size, device=dev, progress=progress, dates=dates)
     return EvalResult(
         scores=scores(acc.matrix, card.classes.names),
         model=Path(model_dir),

@@ -46,9 +46,10 @@ from typing import Any
 import numpy as np
 
 from geoseg.classes import NODATA
+from geoseg.core.dates import DateLayout, date_layout
 from geoseg.core.grid import DEFAULT_TILE, Tile, TileGrid, tile_grid
-from geoseg.errors import CheckpointError, ConfigError, EmptySceneError, TileError
-from geoseg.io.raster import RasterInfo, read_tile
+from geoseg.errors import CheckpointError, ConfigError, DateLayoutError, EmptySceneError, TileError
+from geoseg.io.raster import RasterInfo, read_periods, read_tile
 from geoseg.ml.model import ModelCard
 from geoseg.parallel import tune_allocator
 
@@ -66,6 +67,9 @@ __all__ = [
     "scene_grid",
     "TileBatch",
     "TilePrediction",
+    "DateInput",
+    "date_input",
+    "with_validity",
     "tile_batches",
     "read_batch",
     "read_batches",
@@ -187,25 +191,55 @@ def normalise_tensor(array: np.ndarray, valid: np.ndarray, mean: Sequence[float]
     return x.masked_fill_(bad | ~torch.isfinite(x), 0.0)
 
 
-def forward_logits(model: Any, x: Any) -> Any:
-    """Logits at the input's resolution: reduced-resolution outputs are upsampled bilinearly."""
+def with_validity(x: Any, observed: np.ndarray) -> Any:
+    """The input of a model that reads dates: the normalised bands ``x`` (B, T*C, H, W), then one
+    0/1 plane per date (``observed`` (B, T, H, W)); channels-last in memory, like :func:`normalise`'s
+    output. ``x`` may be a numpy array or a torch tensor (then the planes go to its device).
+
+    Examples
+    --------
+    >>> x = np.full((1, 2, 1, 2), 5.0, np.float32)  # 2 dates of 1 band, 1 x 2 pixels
+    >>> with_validity(x, np.array([[[[True, False]], [[True, True]]]])).tolist()
+    [[[[5.0, 5.0]], [[5.0, 5.0]], [[1.0, 0.0]], [[1.0, 1.0]]]]
+    """
+    if isinstance(x, np.ndarray):
+        b, tc, h, w = x.shape
+        out = np.empty((b, h, w, tc + observed.shape[1]), np.float32)
+        out[..., :tc] = x.transpose(0, 2, 3, 1)
+        out[..., tc:] = observed.transpose(0, 2, 3, 1)
+        return out.transpose(0, 3, 1, 2)
+    import torch
+
+    v = torch.from_numpy(np.ascontiguousarray(observed)).to(x.device, non_blocking=True)
+    return torch.cat([x, v.to(x.dtype)], dim=1)
+
+
+def forward_logits(model: Any, x: Any, days: Any = None) -> Any:
+    """Logits at the input's resolution: reduced-resolution outputs are upsampled bilinearly.
+    A model that reads dates (``takes_days``) gets their day numbers ``days`` (T,) too."""
+    import torch
     import torch.nn.functional as F
 
-    logits = model(x)
+    if getattr(model, "takes_days", False):
+        if days is None:
+            raise ValueError("this model reads the dates of its input: pass their day numbers (days)")
+        logits = model(x, torch.as_tensor(np.asarray(days, np.float32), device=x.device))
+    else:
+        logits = model(x)
     if tuple(logits.shape[-2:]) != tuple(x.shape[-2:]):
         logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return logits
 
 
-def predict_proba(model: Any, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+def predict_proba(model: Any, x: np.ndarray, device: str = "cpu", days: Any = None) -> np.ndarray:
     """Class probabilities (B, K, H, W) float32 for a normalised batch ``x`` (B, C, H, W)."""
     import torch
 
     with torch.inference_mode():
-        return torch.softmax(_logits(model, x, device), dim=1).cpu().numpy()
+        return torch.softmax(_logits(model, x, device, days), dim=1).cpu().numpy()
 
 
-def _logits(model: Any, x: Any, device: str) -> Any:
+def _logits(model: Any, x: Any, device: str, days: Any = None) -> Any:
     """Float32 logits for a normalised batch (numpy, or a tensor already on ``device``):
     channels-last input, bf16 autocast where chosen."""
     import torch
@@ -221,8 +255,8 @@ def _logits(model: Any, x: Any, device: str) -> Any:
             t = t.as_strided(t.shape, dense)
     if inference_precision(device) == "bf16":
         with torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16):
-            return forward_logits(model, t).float()
-    return forward_logits(model, t).float()
+            return forward_logits(model, t, days).float()
+    return forward_logits(model, t, days).float()
 
 
 def predict_batch(
@@ -232,6 +266,8 @@ def predict_batch(
     mean: Sequence[float],
     std: Sequence[float],
     device: str = "cpu",
+    observed: np.ndarray | None = None,
+    days: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predict a batch of raw tiles.
 
@@ -243,6 +279,12 @@ def predict_batch(
         Valid-data masks of the tiles.
     mean, std : sequence of float
         Per-band normalisation statistics from the model card.
+    observed : ndarray (B, T, H, W) bool, optional
+        For a model that reads dates: which dates each pixel saw. A missing date's bands are
+        filled with 0 (the band mean) after normalisation and a validity plane per date follows
+        the bands (:func:`with_validity`).
+    days : sequence of float, optional
+        The dates' day numbers, for a temporal model.
 
     Returns
     -------
@@ -261,9 +303,12 @@ def predict_batch(
     tune_allocator()
     with torch.inference_mode():
         # on a GPU the device normalises (same values); on a CPU numpy does, which measured quicker there
-        x = normalise_tensor(arrays, valids, mean, std, device) if device.startswith("cuda") else \
-            normalise(arrays, valids, mean, std)
-        conf, cls = torch.softmax(_logits(model, x, device), dim=1).max(dim=1)
+        band_valid = valids if observed is None else np.repeat(observed, arrays.shape[1] // observed.shape[1], axis=1)
+        x = normalise_tensor(arrays, band_valid, mean, std, device) if device.startswith("cuda") else \
+            normalise(arrays, band_valid, mean, std)
+        if observed is not None:
+            x = with_validity(x, observed)
+        conf, cls = torch.softmax(_logits(model, x, device, days), dim=1).max(dim=1)
         _check_finite_outputs(model, conf, valids)
         classes = cls.to(torch.uint8).cpu().numpy()
         confidence = torch.clamp(torch.round(conf * 255), 1, 255).to(torch.uint8).cpu().numpy()
@@ -306,7 +351,21 @@ def check_input(card: ModelCard, info: RasterInfo, model_dir: str | Path = "the 
             f"convert the image first, e.g. ``gdal_translate -ot Float32 {info.path} real.tif`` (for complex data, "
             f"take the amplitude first)"
         )
-    if info.count != card.in_channels:
+    # a temporal model takes any number of dates: date_input checks the bands of each
+    if not card.temporal and info.count != card.in_channels:
+        if card.dates:
+            try:
+                found = date_layout(info.descriptions, source=info.path)
+                what = f"{found.n_dates} dates of {found.n_bands} bands"
+            except DateLayoutError:
+                what = f"{info.count} bands"
+            raise CheckpointError(
+                f"{info.path}: holds {what}, but {model_dir} is a channel-stacked {card.arch} trained on "
+                f"{len(card.dates)} dates of {card.bands_per_date} bands ({card.in_channels} bands in all; "
+                f"{card.dates[0]}..{card.dates[-1]}); such a model reads exactly its own number of dates - stack "
+                f"{len(card.dates)} dates like those, or train a temporal model (--arch utae), which takes any "
+                f"number of dates"
+            )
         expected = f" ({', '.join(card.bands[:6])}{', ...' if len(card.bands) > 6 else ''})" if card.bands else ""
         raise CheckpointError(
             f"{info.path}: has {info.count} bands, but {model_dir} expects {card.in_channels}{expected}; "
@@ -325,7 +384,7 @@ def check_input(card: ModelCard, info: RasterInfo, model_dir: str | Path = "the 
                 f"(e.g. reflectance x 10000 as uint16) or use a model trained on {dt.name} images"
             )
     names = list(info.descriptions)
-    if card.bands and all(names) and names != card.bands and sorted(names) == sorted(card.bands):
+    if not card.temporal and card.bands and all(names) and names != card.bands and sorted(names) == sorted(card.bands):
         first = next(i for i, (a, b) in enumerate(zip(names, card.bands)) if a != b)
         raise CheckpointError(
             f"{info.path}: band order differs from what {model_dir} expects (band {first + 1} is "
@@ -397,6 +456,100 @@ class TileBatch:
     tiles: Sequence[Tile]
     pixels: np.ndarray
     valid: np.ndarray
+    #: (B, T, H, W) bool, for a model that reads dates: which dates each pixel saw (None otherwise).
+    observed: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class DateInput:
+    """How a model that reads dates reads one stack (made by :func:`date_input`).
+
+    Attributes
+    ----------
+    layout : DateLayout
+        The stack's dates and the bands of each.
+    min_dates : int
+        A pixel is mapped when at least this many of its dates are observed (all of a date's
+        bands hold data); others are nodata.
+    mean, std : list of float
+        Normalisation statistics for each band of this stack.
+    """
+
+    layout: DateLayout
+    min_dates: int
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def days(self) -> np.ndarray:
+        return self.layout.days()
+
+
+def _card_layout(card: ModelCard) -> DateLayout:
+    """The layout of the stack a card's model was trained on."""
+    from datetime import date
+
+    c = card.bands_per_date
+    names = [b.split(" ", 1)[-1].split("_", 1)[-1] for b in card.bands[:c]] if len(card.bands) >= c else []
+    return DateLayout(tuple(date.fromisoformat(d) for d in card.dates),
+                      tuple(names) if len(set(names)) == c else tuple(f"band {i}" for i in range(1, c + 1)))
+
+
+def date_input(card: ModelCard, info: RasterInfo, min_dates: int = 1,
+               model_dir: str | Path = "the model") -> DateInput | None:
+    """How ``card``'s model reads the stack ``info`` date by date; None for a model that does not read dates.
+
+    A temporal model takes any number of dates, named in the band descriptions (see
+    :mod:`geoseg.core.dates`), each with the bands it was trained on; its band statistics are
+    the same on every date. A channel-stacked model that reads dates takes its own number of
+    dates (:func:`check_input` refuses others); band names without dates are then read in the
+    card's layout.
+
+    Raises
+    ------
+    DateLayoutError
+        A temporal model given band names that carry no dates, or dates out of order.
+    CheckpointError
+        A stack whose dates hold other bands than the model's.
+    ConfigError
+        ``min_dates`` below 1 or above the stack's dates.
+    """
+    if not card.dates:
+        return None
+    c = card.bands_per_date
+    if card.temporal:
+        try:
+            layout = date_layout(info.descriptions, read_periods(info.path), source=info.path)
+        except DateLayoutError as e:
+            raise DateLayoutError(f"{e} ({model_dir} is a temporal model: it reads each band's date)") from None
+        if layout.n_bands != c:
+            raise CheckpointError(
+                f"{info.path}: each date holds {layout.n_bands} bands {list(layout.bands)}, but {model_dir} reads "
+                f"{c} per date; stack the bands the model was trained on, date by date"
+            )
+        own = _card_layout(card).bands
+        if not own[0].startswith("band ") and set(own) == set(layout.bands) and own != layout.bands:
+            raise CheckpointError(
+                f"{info.path}: each date holds its bands in the order {list(layout.bands)}, but {model_dir} reads "
+                f"{list(own)}; re-stack each date's bands in the model's order"
+            )
+        mean = list(card.band_mean[:c]) * layout.n_dates
+        std = list(card.band_std[:c]) * layout.n_dates
+    else:
+        try:
+            layout = date_layout(info.descriptions, read_periods(info.path), source=info.path)
+        except DateLayoutError:
+            layout = _card_layout(card)
+        if layout.n_dates * layout.n_bands != info.count or layout.n_dates != len(card.dates):
+            layout = _card_layout(card)
+        mean, std = list(card.band_mean), list(card.band_std)
+    if isinstance(min_dates, bool) or not isinstance(min_dates, (int, np.integer)) or not (
+            1 <= min_dates <= layout.n_dates):
+        raise ConfigError(
+            f"min_dates {min_dates!r}: expected a whole number of dates from 1 to {layout.n_dates} (the dates of "
+            f"{info.path}); a pixel is mapped when at least that many of its dates are observed"
+        )
+    return DateInput(layout, int(min_dates), mean, std)
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +567,8 @@ class TilePrediction:
         The batch's valid masks.
     seconds : float
         Time spent normalising, in the forward pass and on class and confidence (not reading).
+    dates_seen : ndarray (B, H, W) uint8 or None
+        For a model that reads dates: how many dates each pixel saw.
     """
 
     tiles: Sequence[Tile]
@@ -421,24 +576,35 @@ class TilePrediction:
     confidence: np.ndarray
     valid: np.ndarray
     seconds: float
+    dates_seen: np.ndarray | None = None
 
 
-def read_batch(src: Any, tiles: Sequence[Tile], valid_rule: str = "all") -> TileBatch:
+def read_batch(src: Any, tiles: Sequence[Tile], valid_rule: str = "all", dates: DateInput | None = None) -> TileBatch:
     """Read ``tiles`` from the open dataset ``src`` (:func:`geoseg.io.raster.read_tile`: padded
     where a read window reaches outside the raster; ``valid_rule`` as in the model card).
+
+    With ``dates`` (a model that reads dates), each pixel's observed dates are read too and a
+    pixel is valid when at least ``dates.min_dates`` of them are observed; ``valid_rule`` is
+    then not used.
 
     A workflow task calls it on reader threads, each with a dataset of its own (GDAL datasets
     are not thread-safe).
     """
-    data = [read_tile(src, t, rule=valid_rule) for t in tiles]  # type: ignore[arg-type]
-    return TileBatch(tiles, np.stack([d.array for d in data]), np.stack([d.valid for d in data]))
+    if dates is None:
+        data = [read_tile(src, t, rule=valid_rule) for t in tiles]  # type: ignore[arg-type]
+        return TileBatch(tiles, np.stack([d.array for d in data]), np.stack([d.valid for d in data]))
+    data = [read_tile(src, t, rule="band") for t in tiles]
+    observed = np.stack([dates.layout.observed(d.valid) for d in data])
+    valid = observed.sum(axis=1, dtype=np.int16) >= dates.min_dates
+    return TileBatch(tiles, np.stack([d.array for d in data]), valid, observed)
 
 
-def read_batches(src: Any, tiles: Sequence[Tile], batch_size: int, valid_rule: str = "all") -> Iterator[TileBatch]:
+def read_batches(src: Any, tiles: Sequence[Tile], batch_size: int, valid_rule: str = "all",
+                 dates: DateInput | None = None) -> Iterator[TileBatch]:
     """:func:`read_batch` over ``tiles`` in groups of ``batch_size``, each group read when it is asked for
     (so memory holds one batch at a time)."""
     for group in tile_batches(tiles, batch_size):
-        yield read_batch(src, group, valid_rule)
+        yield read_batch(src, group, valid_rule, dates)
 
 
 def predict_tiles(
@@ -447,6 +613,7 @@ def predict_tiles(
     mean: Sequence[float],
     std: Sequence[float],
     device: str = "cpu",
+    days: Any = None,
 ) -> Iterator[TilePrediction]:
     """Predict each batch of tiles as it comes (:func:`predict_batch`), yielding one
     :class:`TilePrediction` per batch, in order.
@@ -454,7 +621,8 @@ def predict_tiles(
     The inference loop of every caller: ``batches`` come from :func:`read_batches` (read in
     line) or from the caller's own readers (a workflow task reads ahead on threads); the
     caller writes, scores or stores the answers. ``mean`` and ``std`` are the model card's
-    band statistics; the model must be in eval mode.
+    band statistics (:class:`DateInput`'s for a model that reads dates, with ``days`` its day
+    numbers); the model must be in eval mode.
 
     Raises
     ------
@@ -474,5 +642,6 @@ def predict_tiles(
     """
     for batch in batches:
         t0 = time.perf_counter()
-        classes, confidence = predict_batch(model, batch.pixels, batch.valid, mean, std, device)
-        yield TilePrediction(batch.tiles, classes, confidence, batch.valid, time.perf_counter() - t0)
+        classes, confidence = predict_batch(model, batch.pixels, batch.valid, mean, std, device, batch.observed, days)
+        seen = None if batch.observed is None else batch.observed.sum(axis=1, dtype=np.uint8)
+        yield TilePrediction(batch.tiles, classes, confidence, batch.valid, time.perf_counter() - t0, seen)

@@ -42,6 +42,8 @@ __all__ = [
     "resolved_arch_kwargs",
     "build_model",
     "build_from_card",
+    "network_channels",
+    "TEMPORAL_ARCHS",
     "tile_multiple",
     "model_multiple",
     "save_checkpoint",
@@ -50,17 +52,21 @@ __all__ = [
     "sha256_file",
 ]
 
-#: Architecture name -> smp class name. Names are case-insensitive on input.
+#: Architecture name -> smp class name (``utae``: geoseg's own :class:`geoseg.ml.temporal.TemporalUNet`).
+#: Names are case-insensitive on input.
 ARCHITECTURES: dict[str, str] = {
     "unet": "Unet",
     "deeplabv3plus": "DeepLabV3Plus",
     "segformer": "Segformer",
+    "utae": "TemporalUNet",
 }
+#: Architectures that read a stack date by date (they need its dates; any number of dates).
+TEMPORAL_ARCHS = frozenset({"utae"})
 DEFAULT_ARCH = "unet"
 DEFAULT_ENCODER = "resnet18"
 #: Default U-Net shape: the encoder pools 4 times (output stride 16), a light decoder.
 UNET_DEFAULTS: dict[str, Any] = {"encoder_depth": 4, "decoder_channels": [128, 64, 32, 16]}
-DEFAULT_ENCODERS = {"unet": "resnet18", "deeplabv3plus": "resnet18", "segformer": "mit_b0"}
+DEFAULT_ENCODERS = {"unet": "resnet18", "deeplabv3plus": "resnet18", "segformer": "mit_b0", "utae": "resnet18"}
 
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
@@ -84,6 +90,10 @@ class ModelCard:
     tile: int = 256
     overlap: int = 32
     valid_rule: str = "all"
+    #: The training stack's dates (ISO), for a model that reads the stack date by date: per-date
+    #: validity planes, a pixel mapped when enough of its dates are observed (see
+    #: :mod:`geoseg.core.dates`). Empty: the bands are anonymous channels, judged by ``valid_rule``.
+    dates: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     geoseg_version: str = ""
@@ -123,6 +133,16 @@ class ModelCard:
             )
         d["classes"] = ClassTable.from_dict(d["classes"], f"{source} (classes)")
         return cls(**d)
+
+    @property
+    def temporal(self) -> bool:
+        """True for an architecture that reads the dates one by one (any number of them)."""
+        return self.arch.lower() in TEMPORAL_ARCHS
+
+    @property
+    def bands_per_date(self) -> int:
+        """Bands of each date (``in_channels`` for a model that does not read dates)."""
+        return self.in_channels // len(self.dates) if self.dates else self.in_channels
 
     @property
     def multiple(self) -> int:
@@ -178,12 +198,24 @@ _CARD_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "tile": (_whole(1), "a tile side in pixels, at least 1"),
     "overlap": (_whole(0), "a halo in pixels, at least 0"),
     "valid_rule": (lambda v: v in ("all", "any"), "'all' or 'any'"),
+    "dates": (lambda v: isinstance(v, list) and all(isinstance(x, str) and _iso_day(x) for x in v),
+              "a list of dates as YYYY-MM-DD"),
     "metrics": (lambda v: isinstance(v, dict), "a mapping"),
     "training": (lambda v: isinstance(v, dict), "a mapping"),
     "geoseg_version": (lambda v: isinstance(v, str), "a version string"),
     "format_version": (_whole(1), "a whole number, at least 1"),
     "size_multiple": (_whole(0), "a whole number of pixels, at least 0 (0: worked out from the architecture)"),
 }
+
+
+def _iso_day(text: str) -> Any:
+    """The date ``text`` (YYYY-MM-DD) names, else None."""
+    import datetime
+
+    try:
+        return datetime.date.fromisoformat(text) if len(text) == 10 else None
+    except ValueError:
+        return None
 
 
 def _check_card(d: Mapping[str, Any], source: str = CARD) -> None:
@@ -226,6 +258,13 @@ def _check_card(d: Mapping[str, Any], source: str = CARD) -> None:
         if not (_finite(v) and v > 0):
             refuse(f"band_std[{i}] is {v!r}",
                    "a finite number above 0 (the band's standard deviation divides its pixels)")
+    dates = d.get("dates", [])
+    days = [_iso_day(x) for x in dates]
+    if dates and (n % len(dates) or any(a >= b for a, b in zip(days, days[1:]))):
+        refuse(f"dates holds {len(dates)} dates {_shown(dates)} for in_channels {n}",
+               "dates in increasing order that divide in_channels (the same bands on every date)")
+    if str(d.get("arch", "")).lower() in TEMPORAL_ARCHS and not dates:
+        refuse(f"arch is {d['arch']!r} without dates", "the training stack's dates (a temporal model reads them)")
     tile, overlap = d.get("tile", 256), d.get("overlap", 32)
     if 2 * overlap >= tile:
         refuse(f"overlap is {overlap} with tile {tile}", f"less than half the tile ({tile / 2:g}), so that each tile "
@@ -243,11 +282,15 @@ def _check_card(d: Mapping[str, Any], source: str = CARD) -> None:
 
 
 def _arch_class(arch: str) -> Any:
-    import segmentation_models_pytorch as smp
-
     key = arch.lower()
     if key not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    if key in TEMPORAL_ARCHS:
+        from geoseg.ml.temporal import TemporalUNet
+
+        return TemporalUNet
+    import segmentation_models_pytorch as smp
+
     return getattr(smp, ARCHITECTURES[key])
 
 
@@ -265,9 +308,14 @@ def _check_encoder(encoder: str) -> None:
         )
 
 
+#: Default U-TAE shape: the encoder pools 3 times, so the temporal attention reads 80 m cells at 10 m
+#: (U-TAE's own choice of depth; a fourth stage was slower and learned less in the same time).
+UTAE_DEFAULTS: dict[str, Any] = {"encoder_depth": 3, "decoder_channels": [64, 32, 16]}
+
+
 def default_arch_kwargs(arch: str) -> dict[str, Any]:
     """The default keyword arguments geoseg builds ``arch`` with."""
-    return dict(UNET_DEFAULTS) if arch.lower() == "unet" else {}
+    return dict({"unet": UNET_DEFAULTS, "utae": UTAE_DEFAULTS}.get(arch.lower(), {}))
 
 
 def resolved_arch_kwargs(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -286,7 +334,7 @@ def resolved_arch_kwargs(arch: str, arch_kwargs: Mapping[str, Any] | None = None
     """
     user = dict(arch_kwargs or {})
     kwargs = {**default_arch_kwargs(arch), **user}
-    if arch.lower() == "unet" and "encoder_depth" in user and "decoder_channels" not in user:
+    if arch.lower() in ("unet", "utae") and "encoder_depth" in user and "decoder_channels" not in user:
         kwargs["decoder_channels"] = [256, 128, 64, 32, 16][5 - int(user["encoder_depth"]) :]
     return kwargs
 
@@ -302,12 +350,13 @@ def build_model(
 
     Parameters
     ----------
-    arch : {"unet", "deeplabv3plus", "segformer"}
+    arch : {"unet", "deeplabv3plus", "segformer", "utae"}
     encoder : str, optional
         Any smp encoder name (or ``tu-<timm name>``); default per architecture
-        (``resnet18`` for U-Net and DeepLabV3+, ``mit_b0`` for SegFormer).
+        (``resnet18`` for U-Net, DeepLabV3+ and U-TAE, ``mit_b0`` for SegFormer).
     in_channels : int
-        Bands of the input stack (bands x dates).
+        Input channels: the bands of the stack (bands x dates, plus one validity plane per date
+        for a channel-stacked model that reads the dates); for ``utae``, the bands of one date.
     num_classes : int
         Number of classes in the class table.
     **arch_kwargs
@@ -326,14 +375,32 @@ def build_model(
         raise ConfigError(f"in_channels and num_classes must be >= 1, got {in_channels} and {num_classes}")
     kwargs = resolved_arch_kwargs(arch, arch_kwargs)
     try:
+        if arch.lower() in TEMPORAL_ARCHS:
+            return cls(encoder_name=enc, in_channels=in_channels, classes=num_classes, **kwargs)
         return cls(encoder_name=enc, encoder_weights=None, in_channels=in_channels, classes=num_classes, **kwargs)
     except (TypeError, ValueError, KeyError) as e:
         raise ConfigError(f"cannot build {arch} with encoder {enc!r} and options {kwargs}: {e}") from None
 
 
+def network_channels(card: ModelCard) -> int:
+    """Input channels of the network a card describes: the stack's bands, plus a validity plane
+    per date for a channel-stacked model that reads dates; a date's bands for a temporal one.
+
+    Examples
+    --------
+    >>> from geoseg.classes import default_classes
+    >>> card = ModelCard("unet", "resnet18", 8, default_classes(), dates=["2024-06-01", "2024-07-01"])
+    >>> network_channels(card), network_channels(dataclasses.replace(card, arch="utae"))
+    (10, 4)
+    """
+    if not card.dates:
+        return card.in_channels
+    return card.bands_per_date if card.temporal else card.in_channels + len(card.dates)
+
+
 def build_from_card(card: ModelCard) -> Any:
     """Build the (untrained) network a card describes."""
-    return build_model(card.arch, card.encoder, card.in_channels, len(card.classes), **card.arch_kwargs)
+    return build_model(card.arch, card.encoder, network_channels(card), len(card.classes), **card.arch_kwargs)
 
 
 def tile_multiple(arch: str = DEFAULT_ARCH, encoder: str | None = None, arch_kwargs: dict[str, Any] | None = None) -> int:
@@ -384,8 +451,9 @@ def _meta_if_large() -> Iterator[None]:
 
 
 def model_multiple(model: Any) -> int:
-    """:func:`tile_multiple` of a built model: max(16, its encoder's output stride)."""
-    return max(16, int(getattr(model.encoder, "output_stride", 32)))
+    """:func:`tile_multiple` of a built model: max(16, its encoder's output stride, or what it says it needs)."""
+    own = getattr(model, "size_multiple", None)
+    return max(16, int(own if isinstance(own, int) else getattr(model.encoder, "output_stride", 32)))
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

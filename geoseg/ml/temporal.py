@@ -22,12 +22,14 @@ Architecture
    concatenated, then projected back to the encoder's coarsest channel count (linear, layer
    norm, ReLU).
 3. **Temporal aggregation of the skips.** The attention weights ``(B, n_head, T, h, w)`` are
-   upsampled bilinearly to each skip level and collapse its per-date features: the skip's
+   upsampled bilinearly to each skip level, masked there by that level's own view of the
+   validity planes (each date's weight times the share of the cell's pixels it observed,
+   renormalised over the dates), and collapse its per-date features: the skip's
    channels are split into ``n_head`` consecutive groups, group ``g`` weighted by head ``g``.
    When the skip's channel count is not divisible by ``n_head``, every channel is weighted by
    the mean of the heads instead (still a convex combination of the dates, and it keeps every
-   head's say rather than dropping the remainder channels). Bilinear interpolation is linear,
-   so the upsampled weights still sum to 1 over the dates.
+   head's say rather than dropping the remainder channels). The weights still sum to 1 over
+   the dates at every level.
 4. **Decoder.** smp's ``UnetDecoder`` on the aggregated features, then a 3x3 convolution to
    ``classes`` logits at input resolution.
 
@@ -53,9 +55,11 @@ Masking rules
 * Where **every** date is missing at a coarse cell, the weights fall back to uniform over
   the dates, so the output stays finite; predictions there are meaningless and are for the
   caller to discard (it knows from the validity planes).
-* The weights are upsampled to the finer skip levels as they are: at a fine pixel that is
-  missing on a date observed elsewhere in the same coarse cell, that date still counts,
-  with the encoder's features of the zero-filled pixel (its validity channel says so).
+* The attention masks reach every skip level: at a finer cell, a date counts in proportion
+  to the share of the cell's pixels it observed, so a cloud smaller than a coarse cell takes
+  its date out of the fine features under it (with per-pixel clouds, the coarse mask alone
+  would let the zero-filled pixels' features in). Where no date observed a finer cell, the
+  coarse weights are kept (the output there is for the caller to discard).
 
 Tile sides must be multiples of :attr:`TemporalUNet.size_multiple` (``2 ** encoder_depth``).
 The module works under ``torch.autocast`` (the attention softmax runs in float32) and with
@@ -153,18 +157,26 @@ class _TemporalAttention(nn.Module):
         return out.permute(0, 3, 1, 2), attn
 
 
-def _aggregate(feats: Tensor, attn: Tensor) -> Tensor:
+def _aggregate(feats: Tensor, attn: Tensor, observed: Tensor | None = None) -> Tensor:
     """Collapse per-date features ``(B, T, C, hs, ws)`` with weights ``(B, n_head, T, h, w)``.
 
-    The weights are upsampled bilinearly to ``(hs, ws)``. Channel group ``g`` of ``n_head``
-    is weighted by head ``g``; if ``C`` is not divisible by ``n_head``, all channels are
-    weighted by the mean of the heads.
+    The weights are upsampled bilinearly to ``(hs, ws)``. With ``observed`` ((B, T, H, W) bool,
+    the input's validity) each date's weight is then scaled by the share of the cell's input
+    pixels it observed and the weights renormalised, so a date missing under a fine cell (a
+    cloud smaller than the coarse cell) does not count there; a cell that no date observed
+    keeps the upsampled weights. Channel group ``g`` of ``n_head`` is weighted by head ``g``;
+    if ``C`` is not divisible by ``n_head``, all channels are weighted by the mean of the heads.
     """
     b, t, c, hs, ws = feats.shape
     n = attn.shape[1]
     if attn.shape[-2:] != (hs, ws):
         attn = F.interpolate(attn.reshape(b, n * t, *attn.shape[-2:]), size=(hs, ws), mode="bilinear",
                              align_corners=False).reshape(b, n, t, hs, ws)
+    if observed is not None:
+        share = F.adaptive_avg_pool2d(observed.float(), (hs, ws))[:, None]  # (B, 1, T, hs, ws)
+        masked = attn.float() * share
+        total = masked.sum(dim=2, keepdim=True)
+        attn = torch.where(total > 1e-6, masked / total.clamp_min(1e-6), attn.float())
     attn = attn.to(feats.dtype)
     if c % n == 0:
         grouped = feats.reshape(b, t, n, c // n, hs, ws)
@@ -349,7 +361,7 @@ class TemporalUNet(nn.Module):
         # a date counts at a coarse cell when any pixel under that cell is observed
         observed_c = F.adaptive_max_pool2d(observed.float(), (hc, wc)) > 0.5
         out, attn = self.temporal(coarse.reshape(b, t, *coarse.shape[1:]), days_t, observed_c)
-        skips = [_aggregate(f.reshape(b, t, *f.shape[1:]), attn) for f in feats[1:-1]]
+        skips = [_aggregate(f.reshape(b, t, *f.shape[1:]), attn, observed) for f in feats[1:-1]]
         # the decoder drops the first (full-resolution) feature and only reads its size
         full = x.new_zeros((b, 0, h, w))
         return self.segmentation_head(self.decoder([full, *skips, out]))  # type: ignore[no-any-return]

@@ -32,7 +32,13 @@ How it works
    scores the pixels of the validation points. Points outside the image, on image nodata or
    whose every pixel is claimed by a point of another class are not used and are counted in
    :attr:`TrainResult.points` and the card's ``training.points``.
-7. **Checkpoint** (:func:`geoseg.ml.model.save_checkpoint`): weights of the best epoch and a
+7. **Dates** (``arch="utae"``, or any architecture given a ``date_dropout``): the model reads
+   the stack date by date (the band names must carry the dates, :mod:`geoseg.core.dates`). A
+   chip holds a validity plane per date after its bands, clouds are simulated on top of the
+   real gaps (:func:`geoseg.ml.chips.simulate_clouds`), labels count where a pixel still sees
+   a date, validation scores every pixel that saw one, and the card records the dates. A
+   temporal model's band statistics are pooled over the dates (it may later read others).
+8. **Checkpoint** (:func:`geoseg.ml.model.save_checkpoint`): weights of the best epoch and a
    model card holding the architecture, bands, normalisation statistics, class table,
    tile/overlap, the best validation scores (confusion matrix, per-class IoU/F1, mIoU,
    pixel accuracy) and the training record (epochs, seed, loss, lr, chips, time, inputs).
@@ -92,19 +98,21 @@ from typing import Any
 import numpy as np
 
 from geoseg.classes import ClassTable, load_classes
+from geoseg.core.dates import DateLayout, date_layout
 from geoseg.core.grid import Tile
 from geoseg.core.metrics import ConfusionAccumulator, Scores, scores
-from geoseg.errors import CheckpointError, ConfigError, TileError
+from geoseg.errors import CheckpointError, ConfigError, GeosegError, TileError
 from geoseg.io.labels import RasterLabels, VectorLabels, label_counts, open_labels
 from geoseg.io.points import PointLabels, PointReport
-from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info
-from geoseg.ml.chips import STAT_WINDOWS, ChipSampler, band_statistics, chip_batch
+from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, read_periods
+from geoseg.ml.chips import STAT_WINDOWS, ChipDates, ChipSampler, band_statistics, chip_batch
 from geoseg.ml.evaluate import accumulate_confusion, window_tiles
-from geoseg.ml.infer import forward_logits, pick_device
+from geoseg.ml.infer import DateInput, forward_logits, pick_device
 from geoseg.ml.losses import class_weights, make_loss
 from geoseg.ml.model import (
     DEFAULT_ARCH,
     DEFAULT_ENCODERS,
+    TEMPORAL_ARCHS,
     ModelCard,
     build_model,
     load_checkpoint,
@@ -137,6 +145,7 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 1e-2,
     "loss": "ce+dice",
     "jitter": 0.05,
+    "date_dropout": 0.4,
 }
 _WARMUP_SHARE = 0.03
 _LR_FLOOR = 0.01
@@ -205,6 +214,8 @@ class _Scene:
     src: Any = None
     val_labels: RasterLabels | VectorLabels | PointLabels | None = None
     points: dict[str, Any] | None = None
+    #: The scene's place in the training call (its date layout's, too).
+    index: int = 0
 
     @property
     def validation_labels(self) -> RasterLabels | VectorLabels | PointLabels:
@@ -410,21 +421,49 @@ def _open_scenes(stack: ExitStack, image_list: Sequence[str], label_list: Sequen
         if isinstance(lab, PointLabels):
             val = split.holds_out(lab.rows, lab.cols)
             record = {**lab.report.to_dict(), "train_points": int((~val).sum()), "validation_points": int(val.sum())}
-            scenes.append(_Scene(img, info, lab.subset(~val), split, src, lab.subset(val), record))
+            scenes.append(_Scene(img, info, lab.subset(~val), split, src, lab.subset(val), record, len(scenes)))
         else:
-            scenes.append(_Scene(img, info, lab, split, src))
+            scenes.append(_Scene(img, info, lab, split, src, index=len(scenes)))
     return scenes
 
 
+def _date_layouts(infos: Sequence[RasterInfo], arch: str, date_dropout: float | None) -> ChipDates | None:
+    """How the chips read dates: for a temporal architecture, or any other given a ``date_dropout``
+    (None: the stack's bands are anonymous channels). Every scene must name its dates and hold as
+    many dates of the same bands."""
+    temporal = arch.lower() in TEMPORAL_ARCHS
+    if not temporal and date_dropout is None:
+        return None
+    p = DEFAULTS["date_dropout"] if date_dropout is None else date_dropout
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ConfigError(f"date_dropout {p!r}: expected a probability from 0 (real gaps only) to below 1, e.g. 0.4")
+    why = "a temporal model reads them" if temporal else "--date-dropout makes the model read them"
+    layouts: list[DateLayout] = []
+    for info in infos:
+        try:
+            layouts.append(date_layout(info.descriptions, read_periods(info.path), source=info.path))
+        except GeosegError as e:
+            raise type(e)(f"{e} (training needs each band's date: {why})") from None
+    first = layouts[0]
+    for info, lay in zip(infos[1:], layouts[1:]):
+        if (lay.n_dates, lay.bands) != (first.n_dates, first.bands):
+            raise ConfigError(
+                f"{info.path}: holds {lay.n_dates} dates of bands {list(lay.bands)}, but {infos[0].path} holds "
+                f"{first.n_dates} dates of {list(first.bands)}; train on scenes with the same number of dates of the "
+                f"same bands"
+            )
+    return ChipDates(tuple(layouts), float(p), pooled=temporal)
+
+
 def _prepare_chips(scenes: Sequence[_Scene], tile: int, spec: _Arch, rng_stats: np.random.Generator,
-                   rng_chips: np.random.Generator, valid_rule: str) -> _Chips:
+                   rng_chips: np.random.Generator, valid_rule: str, dates: ChipDates | None = None) -> _Chips:
     """Class weights from the training labels, band statistics from chips drawn with
     ``rng_stats``, the sampler of training chips (``rng_chips``) and the validation tiles."""
     triples = [(s.src, s.labels, s.split) for s in scenes]
     train_counts = np.sum([s.split.train_counts() for s in scenes], axis=0)
     weights = class_weights(train_counts)
-    mean, std, n_stat_px = band_statistics(ChipSampler(triples, tile, rng_stats, valid_rule), STAT_WINDOWS)
-    sampler = ChipSampler(triples, tile, rng_chips, valid_rule)
+    mean, std, n_stat_px = band_statistics(ChipSampler(triples, tile, rng_stats, valid_rule, dates), STAT_WINDOWS)
+    sampler = ChipSampler(triples, tile, rng_chips, valid_rule, dates)
     val_tiles = []
     for s in scenes:
         for w in s.split.windows(True):
@@ -545,7 +584,10 @@ def _fit_model(spec: _Arch, bands: int, table: ClassTable, chips: _Chips, plan: 
     rng_devices = [torch.device(device).index or 0] if cuda else []
     with torch.random.fork_rng(devices=rng_devices), _deterministic(plan.deterministic, cuda):
         torch.manual_seed(plan.seed)
-        model = build_model(spec.arch, spec.encoder, bands, len(table), **spec.kwargs)
+        dates = chips.sampler.dates
+        channels = bands if dates is None else (
+            dates.layouts[0].n_bands if spec.arch.lower() in TEMPORAL_ARCHS else bands + dates.layouts[0].n_dates)
+        model = build_model(spec.arch, spec.encoder, channels, len(table), **spec.kwargs)
         if init_from is not None:
             init_info = _init_from(model, str(init_from), table, spec.arch, spec.encoder, bands, spec.kwargs)
         model.to(device)
@@ -586,7 +628,8 @@ def _fit(model: Any, opt: Any, loss_fn: Any, chips: _Chips, plan: _Plan, *, vali
             step += 1
             fit.chips_seen += plan.batch_size
         t_val = time.perf_counter()
-        val = _validate(model, chips.val_tiles, len(table), chips.mean, chips.std, valid_rule, device, table)
+        val = _validate(model, chips.val_tiles, len(table), chips.mean, chips.std, valid_rule, device, table,
+                        chips.sampler.dates)
         val_seconds = time.perf_counter() - t_val
         miou = val.miou if math.isfinite(val.miou) else 0.0
         improved = miou > fit.best_miou
@@ -624,16 +667,16 @@ def _train_step(model: Any, opt: Any, loss_fn: Any, chips: _Chips, plan: _Plan, 
 
     for g in opt.param_groups:
         g["lr"] = lr
-    xb, yb = chip_batch(chips.sampler, plan.batch_size, chips.mean, chips.std, plan.jitter, plan.augment)
+    xb, yb, days = chip_batch(chips.sampler, plan.batch_size, chips.mean, chips.std, plan.jitter, plan.augment)
     # channels-last on the CPU too: a U-Net step runs markedly quicker on such batches than on
     # NCHW ones (benchmarks/README.md, "Channels-last batches")
     x = torch.from_numpy(xb).to(device).contiguous(memory_format=torch.channels_last)
     y = torch.from_numpy(yb).to(device)
     if device.startswith("cuda"):
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = forward_logits(model, x)
+            logits = forward_logits(model, x, days)
     else:
-        logits = forward_logits(model, x)
+        logits = forward_logits(model, x, days)
     batch_loss = loss_fn(logits.float(), y)
     opt.zero_grad(set_to_none=True)
     batch_loss.backward()
@@ -642,13 +685,16 @@ def _train_step(model: Any, opt: Any, loss_fn: Any, chips: _Chips, plan: _Plan, 
 
 
 def _validate(model: Any, val_tiles: Sequence[tuple[_Scene, list[Tile]]], k: int, mean: Sequence[float],
-              std: Sequence[float], valid_rule: str, device: str, table: ClassTable) -> Scores:
-    """Predict every validation block (tiled, as at inference) and score it."""
+              std: Sequence[float], valid_rule: str, device: str, table: ClassTable,
+              dates: ChipDates | None = None) -> Scores:
+    """Predict every validation block (tiled, as at inference, every pixel that saw a date for a
+    model that reads dates) and score it."""
     acc = ConfusionAccumulator(k)
     model.eval()
     for scene, tiles in val_tiles:
+        di = None if dates is None else DateInput(dates.layouts[scene.index], 1, list(mean), list(std))
         accumulate_confusion(model, scene.src, scene.validation_labels, tiles, acc, mean=mean, std=std,
-                             valid_rule=valid_rule, batch_size=4, device=device)
+                             valid_rule=valid_rule, batch_size=4, device=device, dates=di)
     model.train()
     return scores(acc.matrix, table.names)
 
@@ -688,6 +734,7 @@ def _training_record(plan: _Plan, fit: _Fit, chips: _Chips, scenes: Sequence[_Sc
         "chips_per_epoch": plan.steps * plan.batch_size,
         "chips": fit.chips_seen,
         "augment": {"d4": plan.augment, "jitter": plan.jitter},
+        "date_dropout": chips.sampler.dates.dropout if chips.sampler.dates else None,
         "patience": plan.patience,
         "time_limit_minutes": time_limit,
         "seconds": round(seconds, 1),
@@ -743,6 +790,7 @@ def train(
     jitter: float = DEFAULTS["jitter"],
     augment: bool = True,
     valid_rule: str = "all",
+    date_dropout: float | None = None,
     deterministic: bool = True,
     progress: Progress | None = None,
 ) -> TrainResult:
@@ -799,7 +847,14 @@ def train(
     augment : bool
         Flips, rotations and jitter (off: chips as read).
     valid_rule : {"all", "any"}
-        Which image pixels count as observed (see :mod:`geoseg.io.raster`).
+        Which image pixels count as observed (see :mod:`geoseg.io.raster`); not used by a model
+        that reads dates.
+    date_dropout : float, optional
+        Makes the model read the stack's dates (named in its band descriptions, see
+        :mod:`geoseg.core.dates`): a validity plane per date, and clouds simulated while training
+        - each date of a chip dropped, or covered with blobs, with this probability
+        (:func:`geoseg.ml.chips.simulate_clouds`; 0: the real gaps only). A temporal
+        architecture (``utae``) always reads dates, with a default of 0.4.
     deterministic : bool
         Use deterministic torch algorithms while training.
     progress : callable, optional
@@ -832,14 +887,15 @@ def train(
     bands = infos[0].count
     _check_init_from(init_from, spec, bands)
 
+    date_spec = _date_layouts(infos, spec.arch, date_dropout)
     dev = pick_device(device)
     ss = np.random.SeedSequence(int(seed))
     rng_split, rng_stats, rng_chips = (np.random.default_rng(s) for s in ss.spawn(3))
     with ExitStack() as stack:
         scenes = _open_scenes(stack, image_list, label_list, infos, table, tile=tile, block=block,
                               label_field=label_field, rng=rng_split, point_radius=point_radius,
-                              valid_rule=valid_rule)
-        chips = _prepare_chips(scenes, tile, spec, rng_stats, rng_chips, valid_rule)
+                              valid_rule="any" if date_spec else valid_rule)
+        chips = _prepare_chips(scenes, tile, spec, rng_stats, rng_chips, valid_rule, date_spec)
         plan = _Plan(
             epochs=int(epochs),
             steps=_steps_per_epoch(_epoch_area(scenes, chips.train_counts), tile, batch_size, chips_per_epoch),
@@ -864,6 +920,7 @@ def train(
             tile=int(tile),
             overlap=spec.overlap,
             valid_rule=valid_rule,
+            dates=[d.isoformat() for d in date_spec.layouts[0].dates] if date_spec else [],
             metrics={**fit.best_scores.to_dict(), "epoch": fit.best_epoch,
                      "split": "validation blocks" + (" (pixels of the validation points)" if reports else "")},
             training=_training_record(plan, fit, chips, scenes, seconds=seconds, device=dev, images=image_list,

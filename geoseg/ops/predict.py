@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from geoseg.io.raster import (
     DEFAULT_MAX_PIXELS,
     check_creation_options,
@@ -28,6 +30,7 @@ from geoseg.io.paths import check_overwrite, refuse_stdout
 from geoseg.ml.infer import (
     check_batch_size,
     check_input,
+    date_input,
     empty_scene_error,
     pick_device,
     predict_tiles,
@@ -68,6 +71,7 @@ def predict_scene(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     creation_options: Mapping[str, str] | None = None,
     overwrite: bool = True,
+    min_dates: int = 1,
 ) -> PredictResult:
     """Predict ``image`` with the checkpoint in ``model_dir``.
 
@@ -80,7 +84,8 @@ def predict_scene(
     out_mask : path
         The class mask to write (COG, uint8, 255 = nodata, the image's grid).
     confidence : path, optional
-        Also write the confidence raster (COG, uint8 max softmax x 255, 0 = nodata).
+        Also write the confidence raster (COG, uint8 max softmax x 255, 0 = nodata); for a model
+        that reads dates, with a second band holding how many dates each pixel saw.
     tile, overlap : int, optional
         Tile size (default 512) and overlap (default: the model card's).
     batch_size : int
@@ -96,6 +101,9 @@ def predict_scene(
     overwrite : bool
         Replace existing outputs (``False``: refuse them, as ``geoseg predict`` does without
         ``--overwrite``).
+    min_dates : int
+        For a model that reads dates: a pixel is mapped when at least this many of its dates
+        are observed (others are nodata). Not used by other models.
 
     Raises
     ------
@@ -120,6 +128,7 @@ def predict_scene(
     info = raster_info(image)
     check_size(info, max_pixels, "pass a larger --max-pixels (max_pixels) if the image is really this large")
     check_input(card, info, model_dir)
+    dates = date_input(card, info, min_dates, model_dir)
     grid = scene_grid(card, info, tile, overlap)
     dev = pick_device(device)
     model, card = load_checkpoint(model_dir, dev)
@@ -143,17 +152,18 @@ def predict_scene(
         if conf_path is not None:
             confs = stack.enter_context(
                 confidence_writer(conf_path, shape=info.shape, transform=info.transform, crs=info.crs,
-                                  creation_options=creation_options)
+                                  creation_options=creation_options, dates_seen=dates is not None)
             )
         done = 0
         observed = False
-        batches = read_batches(src, grid.tiles, batch_size, card.valid_rule)
-        for pred in predict_tiles(model, batches, card.band_mean, card.band_std, dev):
+        batches = read_batches(src, grid.tiles, batch_size, card.valid_rule, dates)
+        mean, std = (dates.mean, dates.std) if dates else (card.band_mean, card.band_std)
+        for pred in predict_tiles(model, batches, mean, std, dev, dates.days if dates else None):
             observed = observed or bool((pred.confidence > 0).any())
-            for t, c, p in zip(pred.tiles, pred.classes, pred.confidence):
+            for i, (t, c, p) in enumerate(zip(pred.tiles, pred.classes, pred.confidence)):
                 masks.write_tile(t, c)
                 if confs is not None:
-                    confs.write_tile(t, p)
+                    confs.write_tile(t, p if pred.dates_seen is None else np.stack([p, pred.dates_seen[i]]))
             done += len(pred.tiles)
             if progress:
                 progress(done, len(grid))

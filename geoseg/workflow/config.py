@@ -27,7 +27,7 @@ from geoseg.io.districts import check_districts_reach
 from geoseg.io.imagery import band_request
 from geoseg.io.paths import is_remote
 from geoseg.io.raster import DEFAULT_MAX_PIXELS, check_size, raster_info
-from geoseg.ml.infer import check_input
+from geoseg.ml.infer import check_input, date_input
 from geoseg.ml.model import read_card
 from geoseg.ops.polygonize import exclude_ids
 from geoseg.rundir import FIELD_FORMATS
@@ -152,6 +152,8 @@ class RunConfig:
     crs: str | None
     text: str = field(repr=False, default="")
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: For a model that reads dates: a pixel is mapped when at least this many of its dates are observed.
+    min_dates: int = 1
 
     @property
     def sha256(self) -> str:
@@ -161,7 +163,7 @@ class RunConfig:
 
 _TOP = {
     "name", "scenes", "model", "tile", "overlap", "batch_size", "tiles_per_task", "device", "districts",
-    "outputs", "cluster", "store", "runs_dir", "crs", "description", "max_pixels",
+    "outputs", "cluster", "store", "runs_dir", "crs", "description", "max_pixels", "min_dates",
 }
 
 
@@ -425,8 +427,10 @@ def _inference(r: _Reader) -> dict[str, Any]:
     batch_size = r.get("batch_size", int, 4)
     tiles_per_task = r.get("tiles_per_task", int, 16)
     max_pixels = r.get("max_pixels", int, DEFAULT_MAX_PIXELS)
+    min_dates = r.get("min_dates", int, 1)
     for key, v, lo in (("tile", tile, 16), ("batch_size", batch_size, 1), ("tiles_per_task", tiles_per_task, 1),
-                       ("overlap", overlap if overlap is not None else 0, 0), ("max_pixels", max_pixels, 1)):
+                       ("overlap", overlap if overlap is not None else 0, 0), ("max_pixels", max_pixels, 1),
+                       ("min_dates", min_dates, 1)):
         if v < lo:
             raise r.err(key, f"must be at least {lo}, found {v}")
     if tile % 16:
@@ -442,7 +446,8 @@ def _inference(r: _Reader) -> dict[str, Any]:
         except CRSError:
             raise r.err("crs", f"{crs!r} is not a CRS GDAL knows; use e.g. EPSG:32643") from None
     return {"tile": tile, "overlap": overlap if overlap is not None else -1, "batch_size": batch_size,
-            "tiles_per_task": tiles_per_task, "device": device, "crs": crs, "max_pixels": max_pixels}
+            "tiles_per_task": tiles_per_task, "device": device, "crs": crs, "max_pixels": max_pixels,
+            "min_dates": min_dates}
 
 
 def _districts(r: _Reader, base: Path) -> tuple[Path | None, str | None]:
@@ -572,7 +577,10 @@ def _check_inputs(cfg: RunConfig, r: _Reader) -> RunConfig:
     for i, s in enumerate(cfg.scenes):
         if s.season is not None:  # made at the start of the run: its band names are known now
             names = s.season.band_names()
-            if len(names) != card.in_channels or (card.bands and names != card.bands):
+            n_dates = len(names) // max(1, len(s.season.bands))
+            if card.temporal and len(s.season.bands) == card.bands_per_date and n_dates >= cfg.min_dates:
+                continue  # a temporal model reads any number of periods
+            if card.temporal or len(names) != card.in_channels or (card.bands and names != card.bands):
                 want = f" ({', '.join(card.bands[:4])}, ...)" if card.bands else ""
                 raise r.err(f"scenes[{i}].season", f"the composite would have {len(names)} bands ({', '.join(names[:4])}"
                                                    f"{', ...' if len(names) > 4 else ''}) but the model {cfg.model} "
@@ -587,7 +595,11 @@ def _check_inputs(cfg: RunConfig, r: _Reader) -> RunConfig:
             raise r.err(f"scenes[{i}]", str(e)) from None
         scene_infos += infos
         counts = [info.count for info in infos]
-        if sum(counts) != card.in_channels:
+        if card.temporal:
+            if sum(counts) % card.bands_per_date:
+                raise r.err(f"scenes[{i}]", f"scene {s.name!r} has {sum(counts)} bands, not a whole number of dates "
+                                            f"of the {card.bands_per_date} bands the model {cfg.model} reads per date")
+        elif sum(counts) != card.in_channels:
             raise r.err(
                 f"scenes[{i}]",
                 f"scene {s.name!r} has {sum(counts)} bands but the model {cfg.model} expects {card.in_channels}; "
@@ -596,6 +608,7 @@ def _check_inputs(cfg: RunConfig, r: _Reader) -> RunConfig:
         if len(infos) == 1:  # band order and pixel scale against the model card
             try:
                 check_input(card, infos[0], cfg.model)
+                date_input(card, infos[0], cfg.min_dates, cfg.model)
             except GeosegError as e:
                 raise r.err(f"scenes[{i}]", str(e)) from None
     if cfg.districts is not None:

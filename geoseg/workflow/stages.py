@@ -249,7 +249,7 @@ def infer(cfg: RunConfig, run_id: str, scenes: list[Scene], client: Any, read_ah
             futures.append(client.submit(
                 infer_batch, str(s.path), str(cfg.model), str(root), b, tiles,
                 batch_size=cfg.batch_size, device=cfg.device, threads=cfg.cluster.threads_per_worker,
-                read_ahead=read_ahead,
+                read_ahead=read_ahead, min_dates=cfg.min_dates,
                 resources=cfg.cluster.resources or None, key=f"infer-{s.name}-{b:05d}-{run_id}", pure=False,
             ))
     tally = InferTally()
@@ -309,6 +309,7 @@ def _assemble_scenes(card: ModelCard, run_id: str, store: Path, scenes: list[Sce
             futures.append(client.submit(
                 assemble_scene, str(store / s.name), s.grid, s.info.crs.to_wkt(), card.classes.to_dict(),
                 out_m, out_c, key=f"assemble-{kind}-{s.name}-{run_id}", pure=False, scene=str(s.path),
+                dates_seen=bool(card.dates),
             ))
     try:
         client.gather(futures)

@@ -125,18 +125,23 @@ class SceneStore:
         classes: Sequence[np.ndarray],
         confidence: Sequence[np.ndarray],
         crs: object,
+        dates_seen: Sequence[np.ndarray] | None = None,
     ) -> dict[str, str]:
-        """Write the cores of a batch's tiles, then its record; return ``{tile key: sha256}``."""
+        """Write the cores of a batch's tiles, then its record; return ``{tile key: sha256}``.
+
+        Each tile holds class and confidence, and for a model that reads dates a third band:
+        the dates each pixel saw."""
         self.root.mkdir(parents=True, exist_ok=True)
         hashes = {}
-        for t, c, p in zip(tiles, classes, confidence):
+        for i, (t, c, p) in enumerate(zip(tiles, classes, confidence)):
             path = self.tile_path(t)
             core_tf = t.transform @ _translation(t)
+            bands = [c, p] if dates_seen is None else [c, p, dates_seen[i]]
             with RasterWriter(path, shape=(int(t.core.height), int(t.core.width)), transform=core_tf, crs=crs,
-                              count=2, dtype="uint8", cog=False, blocksize=256, fast=True) as w:
+                              count=len(bands), dtype="uint8", cog=False, blocksize=256, fast=True) as w:
                 rows, cols = t.core_in_read
                 win = Window(0, 0, int(t.core.width), int(t.core.height))
-                w.write(np.stack([c[rows, cols], p[rows, cols]]), win)
+                w.write(np.stack([b[rows, cols] for b in bands]), win)
             hashes[t.key] = _sha256(path)
         rec = self.record_path(batch)
         try:
@@ -164,7 +169,8 @@ class SceneStore:
         return True
 
     def read_tile(self, tile: Tile, bands: Sequence[int] | None = None) -> np.ndarray:
-        """The stored core of ``tile``: (2, core_h, core_w) uint8 (class, confidence), or ``bands`` of it."""
+        """The stored core of ``tile``: (2, core_h, core_w) uint8 (class, confidence; and dates seen, for a
+        model that reads dates), or ``bands`` of it."""
         with open_raster(self.tile_path(tile)) as src:
             return src.read(list(bands) if bands is not None else None)
 

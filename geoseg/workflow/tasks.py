@@ -36,11 +36,13 @@ from geoseg.io.raster import (
     confidence_writer,
     mask_writer,
     open_raster,
+    raster_info,
     tile_cache_bytes,
     writer_cache_bytes,
 )
 from geoseg.ml.infer import (
     TileBatch,
+    date_input,
     empty_scene_error,
     inference_precision,
     pick_device,
@@ -113,6 +115,7 @@ def infer_batch(
     device: str = "auto",
     threads: int = 1,
     read_ahead: int | None = None,
+    min_dates: int = 1,
 ) -> dict[str, Any]:
     """Predict one batch of tiles of ``scene`` into the tile store (skipped when already done).
 
@@ -133,10 +136,13 @@ def infer_batch(
     _set_threads(threads)
     tm = time.perf_counter()
     model, card = cached_model(model_dir, dev)
+    dates = date_input(card, raster_info(scene), min_dates, model_dir)
+    mean, std = (dates.mean, dates.std) if dates else (card.band_mean, card.band_std)
     setup = time.perf_counter() - tm  # imports and the checkpoint on a worker's first task, ~0 after
     groups = tile_batches(tiles, batch_size)
     classes: list[np.ndarray] = []
     confidence: list[np.ndarray] = []
+    seen: list[np.ndarray] = []
     compute = 0.0
     reading = [0.0]  # seconds reading tiles (summed over the reader threads when reading ahead)
     readers = readers_for(dev, threads) if read_ahead is None else int(read_ahead)
@@ -153,7 +159,7 @@ def infer_batch(
 
     def load(src: Any, group: Sequence[Tile]) -> TileBatch:
         tr = time.perf_counter()
-        out = read_batch(src, group, card.valid_rule)
+        out = read_batch(src, group, card.valid_rule, dates)
         with lock:
             reading[0] += time.perf_counter() - tr
         return out
@@ -167,12 +173,14 @@ def infer_batch(
             else:
                 batches = _reading_ahead(readers, groups, lambda g: load(reader_src(), g), handles)
             with closing(batches):  # a failed batch stops the readers and closes their datasets here
-                for pred in predict_tiles(model, batches, card.band_mean, card.band_std, dev):
+                for pred in predict_tiles(model, batches, mean, std, dev, dates.days if dates else None):
                     compute += pred.seconds
                     classes.extend(pred.classes)
                     confidence.extend(pred.confidence)
+                    if pred.dates_seen is not None:
+                        seen.extend(pred.dates_seen)
     tw = time.perf_counter()
-    store.write_batch(batch, tiles, classes, confidence, crs)
+    store.write_batch(batch, tiles, classes, confidence, crs, seen if dates else None)
     write = time.perf_counter() - tw
     return {
         "batch": batch,
@@ -226,8 +234,10 @@ def assemble_scene(
     out_confidence: str | None,
     *_deps: Any,
     scene: str | None = None,
+    dates_seen: bool = False,
 ) -> dict[str, Any]:
-    """Write the stored tile cores of one scene into a mask COG and/or a confidence COG.
+    """Write the stored tile cores of one scene into a mask COG and/or a confidence COG (with
+    ``dates_seen``, two bands: confidence and the dates each pixel saw).
 
     A run submits the two as separate tasks (``out_mask`` or ``out_confidence`` None), so
     that two workers compress them at once. Raises :class:`~geoseg.errors.EmptySceneError`
@@ -247,9 +257,11 @@ def assemble_scene(
             )
         if out_confidence:
             confs = stack.enter_context(
-                confidence_writer(out_confidence, shape=shape, transform=grid.transform, crs=crs_wkt)  # type: ignore[arg-type]
+                confidence_writer(out_confidence, shape=shape, transform=grid.transform, crs=crs_wkt,  # type: ignore[arg-type]
+                                  dates_seen=dates_seen)
             )
-        bands = ([1] if masks is not None else []) + ([2] if confs is not None else [])
+        conf_bands = [2, 3] if dates_seen else [2]
+        bands = ([1] if masks is not None else []) + (conf_bands if confs is not None else [])
         observed = False
         for t in grid:
             data = store.read_tile(t, bands)
@@ -257,8 +269,9 @@ def assemble_scene(
                 observed = observed or bool((data[0] != NODATA).any())
                 masks.write(data[0], t.core)
             if confs is not None:
-                observed = observed or bool((data[-1] > 0).any())
-                confs.write(data[-1], t.core)
+                c = data[-len(conf_bands):]
+                observed = observed or bool((c[0] > 0).any())
+                confs.write(c if dates_seen else c[0], t.core)
         if not observed:  # inside the writers' block: neither COG is left behind
             raise empty_scene_error(scene or store_root, _scene_nodata(scene))
     return {"mask": out_mask, "confidence": out_confidence, "seconds": time.perf_counter() - t0}

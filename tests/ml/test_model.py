@@ -71,7 +71,7 @@ def test_tile_multiples_follow_the_encoder_output_stride():
 
 
 def test_unknown_architecture_and_encoder_list_the_choices():
-    with pytest.raises(ConfigError, match=r"unknown architecture 'pspnet'; choose one of \['deeplabv3plus', 'segformer', 'unet'\]"):
+    with pytest.raises(ConfigError, match=r"unknown architecture 'pspnet'; choose one of \['deeplabv3plus', 'segformer', 'unet', 'utae'\]"):
         build_model("pspnet")
     with pytest.raises(ConfigError, match=r"unknown encoder 'resnet19'; use an smp encoder name \(e\.g\. \[.*'resnet18'"):
         build_model("unet", "resnet19")

@@ -121,7 +121,7 @@ BAD_CARDS = [
     ({"in_channels": True},
      f"in_channels is True; expected a whole number of input bands, at least 1 - {EDITED}"),
     ({"arch": "pspnet"},
-     f"arch is 'pspnet'; expected one of ['deeplabv3plus', 'segformer', 'unet'] - {EDITED}"),
+     f"arch is 'pspnet'; expected one of ['deeplabv3plus', 'segformer', 'unet', 'utae'] - {EDITED}"),
     ({"arch_kwargs": [128, 64]},
      f"arch_kwargs is [128, 64]; expected a mapping of options for the architecture (e.g. encoder_depth) - {EDITED}"),
     ({"overlap": 32},

@@ -251,3 +251,28 @@ def test_bf16_autocast_and_channels_last() -> None:
         net = net.to(memory_format=torch.channels_last)
         y_cl = net(x.contiguous(memory_format=torch.channels_last), days)
     assert torch.allclose(y_cl, ref, atol=1e-4)
+
+
+def test_skip_levels_follow_their_own_masks() -> None:
+    """At a skip level, a date missing under a fine cell (a cloud smaller than the coarse cell)
+    gets no weight there, whatever its features; elsewhere it keeps its weight; the weights
+    still sum to 1 over the dates (features of ones aggregate to ones)."""
+    from geoseg.ml.temporal import _aggregate
+
+    t, c = 3, 8
+    feats = torch.randn(1, t, c, 8, 8)
+    attn = torch.softmax(torch.randn(1, 2, t, 2, 2), dim=2)  # coarse weights, 2 heads
+    observed = torch.ones(1, t, 16, 16, dtype=torch.bool)
+    observed[:, 1, :2, :2] = False  # date 1 missing under the level's cell (0, 0) only
+    out = _aggregate(feats, attn, observed)
+    loud = feats.clone()
+    loud[:, 1] = 1e3
+    out_loud = _aggregate(loud, attn, observed)
+    assert torch.allclose(out[..., 0, 0], out_loud[..., 0, 0], atol=1e-4)
+    assert not torch.allclose(out[..., 1, 1], out_loud[..., 1, 1])
+    ones = _aggregate(torch.ones(1, t, c, 8, 8), attn, observed)
+    assert torch.allclose(ones, torch.ones_like(ones), atol=1e-5)
+    # a cell no date observed keeps the coarse weights: finite, still summing to 1
+    observed[:, :, 4:6, 4:6] = False
+    ones = _aggregate(torch.ones(1, t, c, 8, 8), attn, observed)
+    assert torch.allclose(ones, torch.ones_like(ones), atol=1e-5)
