@@ -48,7 +48,7 @@ from geoseg.core.grid import Window
 from geoseg.errors import LabelError, TileError
 from geoseg.io.labels import iter_blocks, window_tile
 from geoseg.io.raster import read_tile
-from geoseg.ml.infer import normalise
+from geoseg.ml.infer import normalise, with_validity
 from geoseg.ml.split import Split
 
 __all__ = ["ChipSampler", "ChipDates", "band_statistics", "chip_batch", "simulate_clouds", "STAT_WINDOWS",
@@ -314,7 +314,7 @@ def chip_batch(sampler: ChipSampler, n: int, mean: Sequence[float], std: Sequenc
             offset = jitter * sampler.rng.standard_normal((cb, 1, 1)).astype(np.float32)
             x = np.where(band_valid, x * gain + offset, np.float32(0)).astype(np.float32)
         if sampler.dates is not None:
-            x = np.concatenate([x, valid.astype(np.float32)])
+            x = with_validity(x[None], valid[None])[0]
             days.append(sampler.dates.layouts[s].days())
         xs.append(x)
         ys.append(target)

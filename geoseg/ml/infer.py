@@ -40,13 +40,14 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from geoseg.classes import NODATA
-from geoseg.core.dates import DateLayout, date_layout
+from geoseg.core.dates import DateLayout, date_layout, split_band_name
 from geoseg.core.grid import DEFAULT_TILE, Tile, TileGrid, tile_grid
 from geoseg.errors import CheckpointError, ConfigError, DateLayoutError, EmptySceneError, TileError
 from geoseg.io.raster import RasterInfo, read_periods, read_tile
@@ -485,14 +486,18 @@ class DateInput:
         return self.layout.days()
 
 
+def _card_bands(card: ModelCard) -> tuple[str, ...] | None:
+    """The bands of each date of a card's training stack, from its band names (None when they do not say)."""
+    c = card.bands_per_date
+    parsed = [split_band_name(b) for b in card.bands[:c]]
+    names = tuple(p[2] for p in parsed if p is not None)
+    return names if len(names) == c and len(set(names)) == c else None
+
+
 def _card_layout(card: ModelCard) -> DateLayout:
     """The layout of the stack a card's model was trained on."""
-    from datetime import date
-
-    c = card.bands_per_date
-    names = [b.split(" ", 1)[-1].split("_", 1)[-1] for b in card.bands[:c]] if len(card.bands) >= c else []
-    return DateLayout(tuple(date.fromisoformat(d) for d in card.dates),
-                      tuple(names) if len(set(names)) == c else tuple(f"band {i}" for i in range(1, c + 1)))
+    bands = _card_bands(card) or tuple(f"band {i}" for i in range(1, card.bands_per_date + 1))
+    return DateLayout(tuple(date.fromisoformat(d) for d in card.dates), bands)
 
 
 def date_input(card: ModelCard, info: RasterInfo, min_dates: int = 1,
@@ -527,8 +532,8 @@ def date_input(card: ModelCard, info: RasterInfo, min_dates: int = 1,
                 f"{info.path}: each date holds {layout.n_bands} bands {list(layout.bands)}, but {model_dir} reads "
                 f"{c} per date; stack the bands the model was trained on, date by date"
             )
-        own = _card_layout(card).bands
-        if not own[0].startswith("band ") and set(own) == set(layout.bands) and own != layout.bands:
+        own = _card_bands(card)
+        if own is not None and set(own) == set(layout.bands) and own != layout.bands:
             raise CheckpointError(
                 f"{info.path}: each date holds its bands in the order {list(layout.bands)}, but {model_dir} reads "
                 f"{list(own)}; re-stack each date's bands in the model's order"

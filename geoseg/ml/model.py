@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import hashlib
 import json
 import math
@@ -208,10 +209,8 @@ _CARD_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def _iso_day(text: str) -> Any:
+def _iso_day(text: str) -> datetime.date | None:
     """The date ``text`` (YYYY-MM-DD) names, else None."""
-    import datetime
-
     try:
         return datetime.date.fromisoformat(text) if len(text) == 10 else None
     except ValueError:
@@ -286,6 +285,7 @@ def _arch_class(arch: str) -> Any:
     if key not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
     if key in TEMPORAL_ARCHS:
+        # deferred like smp below: geoseg.ml.temporal loads torch, which reading a card must not
         from geoseg.ml.temporal import TemporalUNet
 
         return TemporalUNet

@@ -8,14 +8,18 @@ U-TAE and a channel-stacked U-Net with date drop-out) serve every test.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rasterio.features import geometry_mask
 
 from geoseg.cli.main import cli
 from geoseg.errors import CheckpointError, ConfigError, DateLayoutError
@@ -27,6 +31,10 @@ from geoseg.ml.model import ModelCard, load_checkpoint, read_card
 from geoseg.ml.train import train
 from geoseg.ops.predict import predict_scene
 from geoseg.synth import synthesize
+from geoseg.workflow.config import load_workflow
+from geoseg.workflow.run import run_workflow
+
+from ..workflow_helpers import write_model, write_scene, write_workflow
 
 FAST = dict(tile=64, chips_per_epoch=32, batch_size=8, seed=0)
 
@@ -253,15 +261,6 @@ def test_card_checks_for_dates(temporal, tmp_path) -> None:  # type: ignore[no-u
 def test_a_workflow_run_maps_with_min_dates_and_counts_the_unobserved(region, temporal, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """``min_dates`` in a workflow: the mask, the confidence's dates_seen band and the district table's
     unobserved_ha all follow it, through Dask workers and the tile store."""
-    import shutil
-
-    import pandas as pd
-
-    from geoseg.workflow.config import load_workflow
-    from geoseg.workflow.run import run_workflow
-
-    from ..workflow_helpers import write_workflow
-
     shutil.copy(region.scene, tmp_path / "scene.tif")
     shutil.copytree(temporal.model_dir, tmp_path / "model")
     write_workflow(tmp_path / "wf.yaml", min_dates=2, tile=128, overlap=32, districts={
@@ -276,9 +275,6 @@ def test_a_workflow_run_maps_with_min_dates_and_counts_the_unobserved(region, te
     np.testing.assert_array_equal(dates_seen, seen)
     table = pd.read_csv(next(res.run_dir.glob("district_areas*.csv")))
     unobserved = table.groupby("district")["unobserved_ha"].first().sum()
-    import geopandas as gpd
-    from rasterio.features import geometry_mask
-
     with rasterio.open(region.scene) as s:
         inside = ~geometry_mask(gpd.read_file(region.districts).geometry, out_shape=(s.height, s.width),
                                 transform=s.transform)
@@ -288,10 +284,6 @@ def test_a_workflow_run_maps_with_min_dates_and_counts_the_unobserved(region, te
 
 
 def test_min_dates_in_a_workflow_is_checked(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from geoseg.workflow.config import load_workflow
-
-    from ..workflow_helpers import write_model, write_scene, write_workflow
-
     write_scene(tmp_path / "scene.tif", 64, 64, rasterio.Affine(10, 0, 560000, 0, -10, 3420000))
     write_model(tmp_path / "model")
     write_workflow(tmp_path / "wf.yaml", min_dates=0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from geoseg.errors import ConfigError, TileError
-from geoseg.ml.temporal import TemporalUNet, positional_encoding
+from geoseg.ml.temporal import TemporalUNet, _aggregate, positional_encoding
 
 C = 3  # bands per date
 K = 4  # classes
@@ -257,8 +257,6 @@ def test_skip_levels_follow_their_own_masks() -> None:
     """At a skip level, a date missing under a fine cell (a cloud smaller than the coarse cell)
     gets no weight there, whatever its features; elsewhere it keeps its weight; the weights
     still sum to 1 over the dates (features of ones aggregate to ones)."""
-    from geoseg.ml.temporal import _aggregate
-
     t, c = 3, 8
     feats = torch.randn(1, t, c, 8, 8)
     attn = torch.softmax(torch.randn(1, 2, t, 2, 2), dim=2)  # coarse weights, 2 heads
