@@ -126,7 +126,7 @@ FORBIDDEN = {
 }
 # Own-module imports inside functions: only these, each deferring a module that loads torch.
 DEFERRED = {("geoseg.cli.train", "geoseg.ml.train"), ("geoseg.cli.bench", "geoseg.bench"),
-            ("geoseg.cli.demo", "geoseg.demo")}
+            ("geoseg.cli.demo", "geoseg.demo"), ("geoseg.ml.model", "geoseg.ml.temporal")}
 
 
 def _imports(path: Path, mod: str) -> list[tuple[str, bool]]:
