@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
+from cloudy_season import make_regions  # this folder: the same regions, made the same way
 
 from geoseg.classes import NODATA, load_classes
 from geoseg.core.metrics import ConfusionAccumulator, scores
 from geoseg.demo import MAP_SEED, TRAIN_SEED
-from geoseg.synth import synthesize
 
 BANDS = 4  # per date in the synthetic scene.tif
 
@@ -127,13 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        regions = {}
-        for kind, clouds in (("monsoon", args.clouds), ("clear", 0.0)):
-            for seed, size in [(TRAIN_SEED, args.train_size)] + [(s, args.size) for s in args.seeds]:
-                d = work / f"{kind}-{seed}"
-                if not (d / "truth.csv").exists():
-                    synthesize(d, height=size, width=size, seed=seed, dates=args.dates, cloud_fraction=clouds)
-                regions[(kind, seed)] = d
+        regions = make_regions(work, args)
         classes = load_classes(regions[("monsoon", TRAIN_SEED)] / "classes.yaml")
         tr = load_region(regions[("monsoon", TRAIN_SEED)])
         x, valid = tr["x"], tr["valid"]

@@ -77,6 +77,20 @@ MODELS = {
 DEFAULT_MODELS = ["today", "stacked+dropout", "temporal"]
 
 
+def make_regions(work: Path, args: argparse.Namespace) -> dict[tuple[str, int], Path]:
+    """The monsoon and cloud-free regions of the protocol under ``work``, keyed ``(kind, seed)``;
+    made once (a folder with its ``truth.csv`` is reused). ``args`` holds ``size``,
+    ``train_size``, ``dates``, ``clouds`` and ``seeds``."""
+    regions: dict[tuple[str, int], Path] = {}
+    for kind, clouds in (("monsoon", args.clouds), ("clear", 0.0)):
+        for seed, size in [(TRAIN_SEED, args.train_size)] + [(s, args.size) for s in args.seeds]:
+            d = work / f"{kind}-{seed}"
+            if not (d / "truth.csv").exists():
+                synthesize(d, height=size, width=size, seed=seed, dates=args.dates, cloud_fraction=clouds)
+            regions[(kind, seed)] = d
+    return regions
+
+
 def cloud_per_date(region: Path) -> list[float]:
     """Each date's share of the scene under a cloud or its shadow (``clouds.tif``, collar left out)."""
     with rasterio.open(region / "clouds.tif") as s:
@@ -163,13 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        regions: dict[tuple[str, int], Path] = {}
-        for kind, clouds in (("monsoon", args.clouds), ("clear", 0.0)):
-            for seed, size in [(TRAIN_SEED, args.train_size)] + [(s, args.size) for s in args.seeds]:
-                d = work / f"{kind}-{seed}"
-                if not (d / "truth.csv").exists():
-                    synthesize(d, height=size, width=size, seed=seed, dates=args.dates, cloud_fraction=clouds)
-                regions[(kind, seed)] = d
+        regions = make_regions(work, args)
         classes = load_classes(regions[("clear", TRAIN_SEED)] / "classes.yaml")
         per_date = cloud_per_date(regions[("monsoon", TRAIN_SEED)])
         out: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "train_region_cloud_per_date":
