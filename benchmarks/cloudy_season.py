@@ -42,7 +42,7 @@ Protocol
 
 Run::
 
-    .venv/bin/python benchmarks/cloudy_season.py [--size 1024] [--train-size 1536] [--epochs 20] [--json OUT.json]
+    .venv/bin/python benchmarks/cloudy_season.py [--size 1024] [--train-size 1536] [--epochs 40] [--patience N] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[MAP_SEED, 2])
     ap.add_argument("--epochs", type=int, default=20, help="training epochs per model (the same chips for each)")
     ap.add_argument("--minutes", type=float, default=None, help="a training time limit per model (default: none)")
+    ap.add_argument("--patience", type=int, default=None,
+                    help="early-stopping patience in epochs (default: geoseg train's)")
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=list(MODELS))
     ap.add_argument("--work", type=Path, default=None, help="keep regions and models here (default: a temp dir)")
     ap.add_argument("--reuse", action="store_true", help="use the models already in --work (measure maps only)")
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 card = train(tr / "scene.tif", tr / "labels.tif", tr / "classes.yaml", model_dir, arch=spec["arch"],
                              date_dropout=spec.get("date_dropout"), epochs=args.epochs, time_limit=args.minutes,
-                             seed=0).card
+                             seed=0, **({"patience": args.patience} if args.patience else {})).card
             rec: dict[str, Any] = {"train_seconds": card.training.get("seconds"),
                                    "epochs": card.training.get("epochs_run"),
                                    "best_epoch": card.training.get("best_epoch"), "val_miou": card.metrics.get("miou"),

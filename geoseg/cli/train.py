@@ -56,6 +56,9 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
                    "bands hold data.")
 @tile_option(default=256, show_default=True, help="Training chip size in pixels (a multiple of 16 for the default U-Net).")
 @click.option("--epochs", type=int, default=40, show_default=True, help="Most epochs (early stopping may end sooner).")
+@click.option("--patience", type=int, default=8, show_default=True,
+              help="Stop after this many epochs without a better validation mIoU; as large as --epochs turns "
+                   "early stopping off.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same split, chips and weights.")
 @click.option("--init-from", type=LocalParam("--init-from"), default=None,
               help="Checkpoint directory to fine-tune, or encoder weights (.safetensors/.pt/.pth).")
@@ -68,7 +71,8 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
               help="Minutes of wall clock; stops cleanly before, keeping the best epoch.")
 @overwrite_option
 def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], classes: Path, out: Path,
-          arch: str | None, encoder: str | None, tile: int, epochs: int, seed: int, init_from: Path | None,
+          arch: str | None, encoder: str | None, tile: int, epochs: int, patience: int, seed: int,
+          init_from: Path | None,
           label_field: str | None, point_radius: float | None, device: str, loss: str, batch_size: int,
           time_limit: float | None, date_dropout: float | None, valid_rule: str,
           overwrite: bool) -> None:
@@ -102,7 +106,7 @@ def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], clas
             advance(epoch, total)
 
         res = train_model(list(images), list(labels), classes, out, arch=arch, encoder=encoder, tile=tile,
-                          epochs=epochs, seed=seed, init_from=init_from, label_field=label_field,
+                          epochs=epochs, patience=patience, seed=seed, init_from=init_from, label_field=label_field,
                           point_radius=point_radius, device=device,
                           loss=loss, batch_size=batch_size, time_limit=time_limit, date_dropout=date_dropout,
                           valid_rule=valid_rule, progress=on_epoch)

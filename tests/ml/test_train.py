@@ -243,6 +243,19 @@ def test_training_from_vector_labels_through_the_cli(region, tmp_path) -> None: 
     assert card["training"]["label_field"] == "class_id"
 
 
+def test_patience_through_the_cli(region, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "p"
+    args = ["train", "--image", str(region.scene), "--labels", str(region.labels), "--classes", str(region.classes),
+            "--tile", "64", "--batch-size", "4"]
+    res = CliRunner().invoke(_group(), [*args, "--out", str(out), "--epochs", "2", "--patience", "5"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "model.json").read_text())["training"]["patience"] == 5
+    bad = CliRunner().invoke(_group(), [*args, "--out", str(tmp_path / "q"), "--patience", "0"])
+    assert bad.exit_code == 1 and bad.output.count("\n") == 1, bad.output
+    assert "patience must be an int >= 1, got 0" in bad.output
+    assert not (tmp_path / "q").exists()
+
+
 def _group() -> click.Group:
     return GeosegGroup("geoseg", commands={"train": train_cmd})
 
