@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from cloudy_season import make_regions  # this folder: the same regions, made the same way
+from cloudy_season import regions_at  # this folder: the same regions, made the same way
 
 from geoseg.classes import NODATA, load_classes
 from geoseg.core.metrics import ConfusionAccumulator, scores
@@ -124,10 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        regions = make_regions(work, args)
+    with regions_at(args) as (_, regions):
         classes = load_classes(regions[("monsoon", TRAIN_SEED)] / "classes.yaml")
         tr = load_region(regions[("monsoon", TRAIN_SEED)])
         x, valid = tr["x"], tr["valid"]

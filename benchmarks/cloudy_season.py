@@ -51,6 +51,8 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,16 @@ MODELS = {
     "temporal/clear": {"arch": "utae", "region": "clear"},
 }
 DEFAULT_MODELS = ["today", "stacked+dropout", "temporal"]
+
+
+@contextmanager
+def regions_at(args: argparse.Namespace) -> Iterator[tuple[Path, dict[tuple[str, int], Path]]]:
+    """``(work, regions)``: ``args.work`` (a temporary folder, removed after, when None) and the
+    protocol's regions there (:func:`make_regions`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        yield work, make_regions(work, args)
 
 
 def make_regions(work: Path, args: argparse.Namespace) -> dict[tuple[str, int], Path]:
@@ -176,10 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        regions = make_regions(work, args)
+    with regions_at(args) as (work, regions):
         classes = load_classes(regions[("clear", TRAIN_SEED)] / "classes.yaml")
         per_date = cloud_per_date(regions[("monsoon", TRAIN_SEED)])
         out: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "train_region_cloud_per_date":
