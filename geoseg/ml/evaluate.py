@@ -51,6 +51,7 @@ from geoseg.ml.infer import (
     pick_device,
     predict_tiles,
     read_batches,
+    statistics,
 )
 from geoseg.ml.model import load_checkpoint
 
@@ -371,7 +372,7 @@ def evaluate(
     check_size(info)
     check_input(card, info, model_dir)
     dates = date_input(card, info, min_dates, model_dir)
-    mean, std = (dates.mean, dates.std) if dates else (card.band_mean, card.band_std)
+    mean, std, _ = statistics(card, dates)
     rule = "any" if dates else card.valid_rule
     win = window if hasattr(window, "col_off") else parse_window(window, tuple(info.shape), str(image))  # type: ignore[arg-type]
     size = int(card.tile if tile is None else tile)

@@ -75,6 +75,7 @@ __all__ = [
     "read_batch",
     "read_batches",
     "predict_tiles",
+    "statistics",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -484,6 +485,14 @@ class DateInput:
     @property
     def days(self) -> np.ndarray:
         return self.layout.days()
+
+
+def statistics(card: ModelCard, dates: DateInput | None) -> tuple[list[float], list[float], np.ndarray | None]:
+    """``(mean, std, days)`` to normalise and read a stack with: those of ``dates`` for a model
+    that reads dates, else the card's band statistics and no day numbers."""
+    if dates is not None:
+        return dates.mean, dates.std, dates.days
+    return list(card.band_mean), list(card.band_std), None
 
 
 def _card_bands(card: ModelCard) -> tuple[str, ...] | None:

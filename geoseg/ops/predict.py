@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from geoseg.io.paths import check_overwrite, refuse_stdout
 from geoseg.io.raster import (
     DEFAULT_MAX_PIXELS,
     check_creation_options,
@@ -26,7 +27,6 @@ from geoseg.io.raster import (
     open_raster,
     raster_info,
 )
-from geoseg.io.paths import check_overwrite, refuse_stdout
 from geoseg.ml.infer import (
     check_batch_size,
     check_input,
@@ -36,6 +36,7 @@ from geoseg.ml.infer import (
     predict_tiles,
     read_batches,
     scene_grid,
+    statistics,
 )
 from geoseg.ml.model import load_checkpoint, read_card
 
@@ -157,8 +158,8 @@ def predict_scene(
         done = 0
         observed = False
         batches = read_batches(src, grid.tiles, batch_size, card.valid_rule, dates)
-        mean, std = (dates.mean, dates.std) if dates else (card.band_mean, card.band_std)
-        for pred in predict_tiles(model, batches, mean, std, dev, dates.days if dates else None):
+        mean, std, days = statistics(card, dates)
+        for pred in predict_tiles(model, batches, mean, std, dev, days):
             observed = observed or bool((pred.confidence > 0).any())
             for i, (t, c, p) in enumerate(zip(pred.tiles, pred.classes, pred.confidence)):
                 masks.write_tile(t, c)

@@ -48,6 +48,7 @@ from geoseg.ml.infer import (
     pick_device,
     predict_tiles,
     read_batch,
+    statistics,
     tile_batches,
 )
 from geoseg.ml.model import ModelCard, load_checkpoint, read_card
@@ -137,7 +138,7 @@ def infer_batch(
     tm = time.perf_counter()
     model, card = cached_model(model_dir, dev)
     dates = date_input(card, raster_info(scene), min_dates, model_dir)
-    mean, std = (dates.mean, dates.std) if dates else (card.band_mean, card.band_std)
+    mean, std, days = statistics(card, dates)
     setup = time.perf_counter() - tm  # imports and the checkpoint on a worker's first task, ~0 after
     groups = tile_batches(tiles, batch_size)
     classes: list[np.ndarray] = []
@@ -173,7 +174,7 @@ def infer_batch(
             else:
                 batches = _reading_ahead(readers, groups, lambda g: load(reader_src(), g), handles)
             with closing(batches):  # a failed batch stops the readers and closes their datasets here
-                for pred in predict_tiles(model, batches, mean, std, dev, dates.days if dates else None):
+                for pred in predict_tiles(model, batches, mean, std, dev, days):
                     compute += pred.seconds
                     classes.extend(pred.classes)
                     confidence.extend(pred.confidence)
