@@ -42,7 +42,8 @@ Protocol
 
 Run::
 
-    .venv/bin/python benchmarks/cloudy_season.py [--size 1024] [--train-size 1536] [--epochs 40] [--patience N] [--json OUT.json]
+    .venv/bin/python benchmarks/cloudy_season.py [--size 1024] [--train-size 1536] [--epochs 40] [--patience N]
+        [--tile N] [--batch-size N] [--lr X] [--loss L] [--tag T] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -171,6 +172,13 @@ def score_map(region: Path, mask_path: Path, classes: Any) -> dict[str, Any]:
     }
 
 
+def train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The training options given on the command line (the others keep geoseg train's defaults)."""
+    given = {"patience": args.patience, "tile": args.tile, "batch_size": args.batch_size, "lr": args.lr,
+             "loss": args.loss}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=1024, help="mapped regions' side in pixels")
@@ -182,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=None, help="a training time limit per model (default: none)")
     ap.add_argument("--patience", type=int, default=None,
                     help="early-stopping patience in epochs (default: geoseg train's)")
+    ap.add_argument("--tile", type=int, default=None, help="training chip size (default: geoseg train's)")
+    ap.add_argument("--batch-size", type=int, default=None, help="chips per step (default: geoseg train's)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: geoseg train's)")
+    ap.add_argument("--loss", default=None, help="training loss (default: geoseg train's)")
+    ap.add_argument("--tag", default="", help="suffix of the model and mask names, to keep variants apart in --work")
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=list(MODELS))
     ap.add_argument("--work", type=Path, default=None, help="keep regions and models here (default: a temp dir)")
     ap.add_argument("--reuse", action="store_true", help="use the models already in --work (measure maps only)")
@@ -197,13 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             spec = MODELS[name]
             tr = regions[(spec["region"], TRAIN_SEED)]
-            model_dir = work / f"model-{name.replace('+', '-').replace('/', '-')}"
+            slug = name.replace('+', '-').replace('/', '-') + (f"-{args.tag}" if args.tag else "")
+            model_dir = work / f"model-{slug}"
             if args.reuse and (model_dir / "model.json").exists():
                 card = read_card(model_dir)
             else:
                 card = train(tr / "scene.tif", tr / "labels.tif", tr / "classes.yaml", model_dir, arch=spec["arch"],
                              date_dropout=spec.get("date_dropout"), epochs=args.epochs, time_limit=args.minutes,
-                             seed=0, **({"patience": args.patience} if args.patience else {})).card
+                             seed=0, **train_options(args)).card
             rec: dict[str, Any] = {"train_seconds": card.training.get("seconds"),
                                    "epochs": card.training.get("epochs_run"),
                                    "best_epoch": card.training.get("best_epoch"), "val_miou": card.metrics.get("miou"),
@@ -213,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds:
                 for kind in ("monsoon", "clear"):
                     region = regions[(kind, seed)]
-                    mask = work / f"mask-{name.replace('+', '-').replace('/', '-')}-{kind}-{seed}.tif"
+                    mask = work / f"mask-{slug}-{kind}-{seed}.tif"
                     try:
                         p = predict_scene(model_dir, region / "scene.tif", mask)
                     except EmptySceneError:  # no pixel holds every date: the model maps nothing
