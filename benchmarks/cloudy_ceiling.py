@@ -15,6 +15,9 @@ same way):
     field (``fields.gpkg``) and the winning class given to every pixel of the field: a model
     that segments every field perfectly and pools all its evidence. No model that reads the
     image can beat its use of the evidence by much; it bounds what spatial context can add.
+    Its map is also scored for district hectares (:func:`cloudy_season.score_map`: the
+    largest and mean error per district and crop of >= 100 ha), which bounds how close
+    counting a map's pixels can come to the truth.
 
 Also reported: the mean number of dates a land pixel saw, and the mean number a field saw
 (a date counts for a field when at least 10 % of its pixels saw it).
@@ -36,7 +39,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from cloudy_season import regions_at  # this folder: the same regions, made the same way
+from cloudy_season import regions_at, score_map  # this folder: the same regions, made the same way
 
 from geoseg.classes import NODATA, load_classes
 from geoseg.core.metrics import ConfusionAccumulator, scores
@@ -77,8 +80,20 @@ def miou(pred: np.ndarray, truth: np.ndarray, classes: Any) -> float:
     return round(float(scores(acc.matrix, classes.names).miou), 4)
 
 
+def write_mask(array: np.ndarray, like: Path, out: Path) -> Path:
+    """``array`` as a one-band uint8 GeoTIFF on the grid of ``like`` (nodata 255)."""
+    with rasterio.open(like) as s:
+        profile = {"driver": "GTiff", "height": s.height, "width": s.width, "count": 1, "dtype": "uint8",
+                   "crs": s.crs, "transform": s.transform, "nodata": NODATA, "compress": "deflate"}
+    with rasterio.open(out, "w", **profile) as d:
+        d.write(array.astype(np.uint8), 1)
+    return out
+
+
 def score_region(net: torch.nn.Module, r: dict[str, Any], mean: np.ndarray, std: np.ndarray,
-                 classes: Any) -> dict[str, Any]:
+                 classes: Any) -> tuple[dict[str, Any], np.ndarray]:
+    """Scores of the pixel classifier and the field oracle, and the oracle's map (nodata
+    where the truth is nodata or the pixel saw no date)."""
     y, valid, ids = r["y"], r["valid"], r["fields"]
     with torch.no_grad():
         logp = torch.cat([torch.log_softmax(net(torch.from_numpy(c)), 1)
@@ -107,7 +122,7 @@ def score_region(net: torch.nn.Module, r: dict[str, Any], mean: np.ndarray, std:
         field_seen += (share >= 0.1)[ids]
     out["dates_seen_per_pixel"] = round(float(seen[in_field].mean()), 2)
     out["dates_seen_per_field"] = round(float(field_seen[in_field].mean()), 2)
-    return out
+    return out, np.where(ok, oracle, NODATA)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,11 +167,18 @@ def main(argv: list[str] | None = None) -> int:
         net.eval()
         for seed in args.seeds:
             for kind in ("monsoon", "clear"):
-                m = score_region(net, load_region(regions[(kind, seed)]), mean, std, classes)
+                region = regions[(kind, seed)]
+                m, oracle = score_region(net, load_region(region), mean, std, classes)
+                ha = score_map(region, write_mask(oracle, region / "labels.tif",
+                                                  region.parent / f"oracle-{kind}-{seed}.tif"), classes)
+                m["field_oracle_ha_error_max"] = ha["ha_error_max"]
+                m["field_oracle_ha_error_mean"] = ha["ha_error_mean"]
+                m["field_oracle_ha_errors"] = ha["ha_errors"]
                 out["regions"][f"{kind}-{seed}"] = m
                 by = ", ".join(f"{k}: {v['miou']:.3f}" for k, v in m["pixel_by_dates_seen"].items())
                 print(f"  {kind:7s} seed {seed}: pixel mIoU {m['pixel']:.3f} (by dates seen {by}); field oracle "
-                      f"{m['field_oracle']:.3f}; dates seen per pixel {m['dates_seen_per_pixel']}, per field "
+                      f"{m['field_oracle']:.3f} (ha error max {m['field_oracle_ha_error_max']:.1%} mean "
+                      f"{m['field_oracle_ha_error_mean']:.1%}); dates seen per pixel {m['dates_seen_per_pixel']}, per field "
                       f"{m['dates_seen_per_field']}", flush=True)
         if args.json:
             args.json.write_text(json.dumps(out, indent=2))

@@ -43,7 +43,7 @@ Protocol
 Run::
 
     .venv/bin/python benchmarks/cloudy_season.py [--size 1024] [--train-size 1536] [--epochs 40] [--patience N]
-        [--tile N] [--batch-size N] [--lr X] [--loss L] [--tag T] [--json OUT.json]
+        [--tile N] [--chip N] [--batch-size N] [--lr X] [--loss L] [--tag T] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def score_map(region: Path, mask_path: Path, classes: Any) -> dict[str, Any]:
 
 def train_options(args: argparse.Namespace) -> dict[str, Any]:
     """The training options given on the command line (the others keep geoseg train's defaults)."""
-    given = {"patience": args.patience, "tile": args.tile, "batch_size": args.batch_size, "lr": args.lr,
+    given = {"patience": args.patience, "tile": args.tile, "chip": args.chip, "batch_size": args.batch_size, "lr": args.lr,
              "loss": args.loss}
     return {k: v for k, v in given.items() if v is not None}
 
@@ -190,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=None, help="a training time limit per model (default: none)")
     ap.add_argument("--patience", type=int, default=None,
                     help="early-stopping patience in epochs (default: geoseg train's)")
-    ap.add_argument("--tile", type=int, default=None, help="training chip size (default: geoseg train's)")
+    ap.add_argument("--tile", type=int, default=None,
+                    help="the card's inference tile, and the training chip unless --chip (default: geoseg train's)")
+    ap.add_argument("--chip", type=int, default=None, help="training chip size (default: the tile)")
     ap.add_argument("--batch-size", type=int, default=None, help="chips per step (default: geoseg train's)")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: geoseg train's)")
     ap.add_argument("--loss", default=None, help="training loss (default: geoseg train's)")

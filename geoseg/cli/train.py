@@ -54,7 +54,13 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
 @click.option("--valid-rule", type=click.Choice(["all", "any"]), default="all", show_default=True,
               help="For a model that does not read dates: a pixel counts as observed when all (or any) of its "
                    "bands hold data.")
-@tile_option(default=256, show_default=True, help="Training chip size in pixels (a multiple of 16 for the default U-Net).")
+@tile_option(default=256, show_default=True,
+             help="Inference tile size the model card records (a multiple of 16 for the default U-Net), and the "
+                  "training chip size unless --chip is given.")
+@click.option("--chip", type=int, default=None, metavar="PX",
+              help="Training chip size in pixels, a multiple of 16 too [default: --tile, or 64 for a model that reads "
+                   "dates]. Smaller chips make more optimiser steps per epoch; the card's tile and halo, which "
+                   "inference uses, stay as --tile sets them.")
 @click.option("--epochs", type=int, default=40, show_default=True, help="Most epochs (early stopping may end sooner).")
 @click.option("--patience", type=int, default=8, show_default=True,
               help="Stop after this many epochs without a better validation mIoU; as large as --epochs turns "
@@ -67,13 +73,15 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
 @device_option
 @click.option("--loss", type=click.Choice(["ce+dice", "ce", "dice"]), default="ce+dice", show_default=True)
 @batch_size_option(default=8, help="Chips per optimisation step.")
+@click.option("--lr", type=float, default=1e-3, show_default=True,
+              help="Peak learning rate (AdamW, linear warm-up then cosine decay).")
 @click.option("--time-limit", type=float, default=None,
               help="Minutes of wall clock; stops cleanly before, keeping the best epoch.")
 @overwrite_option
 def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], classes: Path, out: Path,
-          arch: str | None, encoder: str | None, tile: int, epochs: int, patience: int, seed: int,
+          arch: str | None, encoder: str | None, tile: int, chip: int | None, epochs: int, patience: int, seed: int,
           init_from: Path | None,
-          label_field: str | None, point_radius: float | None, device: str, loss: str, batch_size: int,
+          label_field: str | None, point_radius: float | None, device: str, loss: str, batch_size: int, lr: float,
           time_limit: float | None, date_dropout: float | None, valid_rule: str,
           overwrite: bool) -> None:
     """Train a crop segmentation model from images and labels.
@@ -92,7 +100,7 @@ def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], clas
         geoseg train --image scene.tif --labels gps_points.gpkg --label-field crop \\
             --point-radius 10 --classes classes.yaml --out models/points
         geoseg train --image kharif.tif --labels labels.tif --classes classes.yaml \\
-            --arch utae --out models/kharif-utae
+            --arch utae --lr 2e-3 --epochs 80 --patience 80 --out models/kharif-utae
     """
     if out.is_dir() and any(out.iterdir()):  # a checkpoint there is replaced whole, only when asked
         check_overwrite(out, overwrite, "the checkpoint directory")
@@ -105,10 +113,10 @@ def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], clas
             _epoch_line(epoch, total, m)
             advance(epoch, total)
 
-        res = train_model(list(images), list(labels), classes, out, arch=arch, encoder=encoder, tile=tile,
+        res = train_model(list(images), list(labels), classes, out, arch=arch, encoder=encoder, tile=tile, chip=chip,
                           epochs=epochs, patience=patience, seed=seed, init_from=init_from, label_field=label_field,
                           point_radius=point_radius, device=device,
-                          loss=loss, batch_size=batch_size, time_limit=time_limit, date_dropout=date_dropout,
+                          loss=loss, batch_size=batch_size, lr=lr, time_limit=time_limit, date_dropout=date_dropout,
                           valid_rule=valid_rule, progress=on_epoch)
     for report in res.points:  # points not used: a warning line, even with -q
         if report.warning():

@@ -13,7 +13,7 @@ How it works
 3. **Normalisation statistics** (per-band mean and std) come from the valid image pixels
    of up to :data:`geoseg.ml.chips.STAT_WINDOWS` training chips - sampled windows, never
    the whole scene.
-4. **Chips** (:mod:`geoseg.ml.chips`) of ``tile`` x ``tile`` px are drawn at random from
+4. **Chips** (:mod:`geoseg.ml.chips`) of ``chip`` x ``chip`` px (default: the tile) are drawn at random from
    the training blocks, kept when they hold enough image data and some label, flipped or
    rotated and, by default, given a mild per-band gain and offset jitter. Nothing is
    cached beyond GDAL's block cache: memory is bounded by one batch of chips (and a copy
@@ -53,6 +53,11 @@ They are chosen to generalise to a new region or year, not tuned to one scene:
   field boundaries sharp at 10 m.
 * ``tile=256``: 2.5 km of context at 10 m (several fields, roads, villages) so the model
   can use field shape and neighbourhood, while a batch still mixes 8 separate places.
+* ``chip`` (the training chip) is the tile, except for a model that reads dates (``utae``,
+  or a ``date_dropout``): 64 px. A smaller chip draws more chips per epoch from the same
+  pixels, so the same epochs make many more optimiser steps, and a model that learns from
+  a season's scattered observations needs them (``benchmarks/README.md``, cloudy seasons);
+  the card keeps the tile and halo, so inference is the same whatever chip trained it.
 * ``epochs=40`` with ``patience=8``; an epoch is about one pass over the labelled
   training area (at least 4 batches). Early stopping on *spatially held-out* mIoU,
   not on training loss, stops before the model memorises field layouts.
@@ -130,6 +135,7 @@ __all__ = [
     "TrainResult",
     "train",
     "check_tile",
+    "default_chip",
     "check_init_card",
     "DEFAULTS",
 ]
@@ -146,6 +152,7 @@ DEFAULTS: dict[str, Any] = {
     "loss": "ce+dice",
     "jitter": 0.05,
     "date_dropout": 0.4,
+    "date_chip": 64,
 }
 _WARMUP_SHARE = 0.03
 _LR_FLOOR = 0.01
@@ -313,8 +320,9 @@ def _inputs(images: Any, labels: Any) -> tuple[list[str], list[str]]:
     return image_list, label_list
 
 
-def check_tile(tile: int, arch: str, encoder: str, arch_kwargs: dict[str, Any]) -> int:
+def check_tile(tile: int, arch: str, encoder: str, arch_kwargs: dict[str, Any], option: str = "--tile") -> int:
     """Raise :class:`TileError` unless ``tile`` suits the model; returns the model's multiple.
+    ``option`` names the size in the message (``--tile`` or ``--chip``).
 
     Examples
     --------
@@ -324,25 +332,37 @@ def check_tile(tile: int, arch: str, encoder: str, arch_kwargs: dict[str, Any]) 
     geoseg.errors.TileError: --tile 200 is not divisible by 16, which unet/resnet18 needs (its encoder halves the image 4 times); use --tile 192 or 208
     """
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile <= 0:
-        raise TileError(f"--tile must be a positive number of pixels, got {tile!r}; use e.g. 256")
+        raise TileError(f"{option} must be a positive number of pixels, got {tile!r}; use e.g. 256")
     import torch
 
     with torch.random.fork_rng(devices=[]):  # tile_multiple builds a model: keep the caller's RNG untouched
         m = tile_multiple(arch, encoder, arch_kwargs)
     if tile % m:
         lo = (tile // m) * m
-        hint = f"use --tile {lo} or {lo + m}" if lo > 0 else f"use --tile {m} or more"
+        hint = f"use {option} {lo} or {lo + m}" if lo > 0 else f"use {option} {m} or more"
         raise TileError(
-            f"--tile {tile} is not divisible by {m}, which {arch}/{encoder} needs (its encoder halves the image "
+            f"{option} {tile} is not divisible by {m}, which {arch}/{encoder} needs (its encoder halves the image "
             f"{m.bit_length() - 1} times); {hint}"
         )
     return m
 
 
+def default_chip(tile: int, reads_dates: bool) -> int:
+    """The training chip side when none is given: the tile, or for a model that reads dates
+    at most ``DEFAULTS["date_chip"]`` (such a model needs many more optimiser steps, see the
+    module docstring). Both are multiples of the model's (16 or 32) when the tile is.
+
+    >>> default_chip(256, False), default_chip(256, True), default_chip(32, True)
+    (256, 64, 32)
+    """
+    return int(min(tile, DEFAULTS["date_chip"])) if reads_dates else int(tile)
+
+
 def _architecture(arch: str | None, encoder: str | None, arch_kwargs: dict[str, Any] | None,
-                  init_from: str | os.PathLike[str] | None, tile: int, overlap: int | None) -> _Arch:
+                  init_from: str | os.PathLike[str] | None, tile: int, overlap: int | None,
+                  chip: int | None = None) -> _Arch:
     """The architecture to train: explicit, else that of ``init_from``, else the defaults;
-    ``tile`` and ``overlap`` checked against it."""
+    ``tile``, ``overlap`` and ``chip`` checked against it."""
     init_card = None
     if init_from is not None and Path(init_from).is_dir():
         init_card = read_card(init_from)
@@ -355,6 +375,8 @@ def _architecture(arch: str | None, encoder: str | None, arch_kwargs: dict[str, 
         kwargs_src = arch_kwargs
     kwargs = resolved_arch_kwargs(arch_, kwargs_src)
     multiple = check_tile(tile, arch_, encoder_, kwargs)
+    if chip is not None:
+        check_tile(chip, arch_, encoder_, kwargs, option="--chip")
     ov = int(tile // 8 if overlap is None else overlap)
     if ov < 0 or tile - 2 * ov <= 0:
         raise TileError(f"overlap {ov} leaves no core in a {tile} px tile; use 0 <= overlap < {tile // 2}")
@@ -456,14 +478,16 @@ def _date_layouts(infos: Sequence[RasterInfo], arch: str, date_dropout: float | 
 
 
 def _prepare_chips(scenes: Sequence[_Scene], tile: int, spec: _Arch, rng_stats: np.random.Generator,
-                   rng_chips: np.random.Generator, valid_rule: str, dates: ChipDates | None = None) -> _Chips:
-    """Class weights from the training labels, band statistics from chips drawn with
-    ``rng_stats``, the sampler of training chips (``rng_chips``) and the validation tiles."""
+                   rng_chips: np.random.Generator, valid_rule: str, dates: ChipDates | None = None,
+                   chip: int | None = None) -> _Chips:
+    """Class weights from the training labels, band statistics from ``tile``-sized windows drawn
+    with ``rng_stats``, the sampler of ``chip``-sized training chips (``rng_chips``; default
+    ``tile``) and the validation tiles (``tile`` and the card's halo, as at inference)."""
     triples = [(s.src, s.labels, s.split) for s in scenes]
     train_counts = np.sum([s.split.train_counts() for s in scenes], axis=0)
     weights = class_weights(train_counts)
     mean, std, n_stat_px = band_statistics(ChipSampler(triples, tile, rng_stats, valid_rule, dates), STAT_WINDOWS)
-    sampler = ChipSampler(triples, tile, rng_chips, valid_rule, dates)
+    sampler = ChipSampler(triples, tile if chip is None else chip, rng_chips, valid_rule, dates)
     val_tiles = []
     for s in scenes:
         for w in s.split.windows(True):
@@ -731,6 +755,7 @@ def _training_record(plan: _Plan, fit: _Fit, chips: _Chips, scenes: Sequence[_Sc
         "weight_decay": plan.weight_decay,
         "schedule": f"linear warm-up {_WARMUP_SHARE:.0%} then cosine to {_LR_FLOOR:.0%}",
         "batch_size": plan.batch_size,
+        "chip": chips.sampler.tile,
         "chips_per_epoch": plan.steps * plan.batch_size,
         "chips": fit.chips_seen,
         "augment": {"d4": plan.augment, "jitter": plan.jitter},
@@ -773,6 +798,7 @@ def train(
     arch_kwargs: dict[str, Any] | None = None,
     tile: int = DEFAULTS["tile"],
     overlap: int | None = None,
+    chip: int | None = None,
     epochs: int = DEFAULTS["epochs"],
     patience: int = DEFAULTS["patience"],
     batch_size: int = DEFAULTS["batch_size"],
@@ -812,10 +838,16 @@ def train(
         Architecture (default ``unet``, or that of ``init_from``), smp encoder name
         (default per architecture: ``resnet18`` / ``mit_b0``) and extra smp options.
     tile : int
-        Chip side in pixels; must be divisible by the model's multiple
+        Inference tile side stored in the card, used to predict the validation blocks, and the
+        training chip side unless ``chip`` is given; must be divisible by the model's multiple
         (:func:`geoseg.ml.model.tile_multiple`; 16 for the default U-Net).
     overlap : int, optional
         Inference halo stored in the card (default ``tile // 8``).
+    chip : int, optional
+        Training chip side (default :func:`default_chip`: ``tile``, or 64 px for a model that
+        reads dates), a multiple of the model's too. Smaller chips
+        give more optimiser steps per epoch for the same pixels; the card's tile and halo,
+        which inference uses, do not change with it.
     epochs, patience : int
         Most epochs; stop after ``patience`` epochs without a better validation mIoU.
     batch_size, lr, weight_decay, loss
@@ -841,7 +873,7 @@ def train(
     block : int, optional
         Block side of the spatial split (default: two tiles, see :func:`geoseg.ml.split.block_size`).
     chips_per_epoch : int, optional
-        Default: the labelled training pixels over ``tile ** 2``, at least 4 batches.
+        Default: the labelled training pixels over ``chip ** 2``, at least 4 batches.
     jitter : float
         Per-band gain and offset jitter (in band standard deviations); 0 switches it off.
     augment : bool
@@ -882,12 +914,13 @@ def train(
     budget_s = _check_options(time_limit, epochs, batch_size, patience, lr, weight_decay, jitter, valid_rule, loss)
     image_list, label_list = _inputs(images, labels)
     table = classes if isinstance(classes, ClassTable) else load_classes(classes)
-    spec = _architecture(arch, encoder, arch_kwargs, init_from, tile, overlap)
+    spec = _architecture(arch, encoder, arch_kwargs, init_from, tile, overlap, chip)
     infos = _image_infos(image_list)
     bands = infos[0].count
     _check_init_from(init_from, spec, bands)
 
     date_spec = _date_layouts(infos, spec.arch, date_dropout)
+    chip_ = default_chip(tile, date_spec is not None) if chip is None else int(chip)
     dev = pick_device(device)
     ss = np.random.SeedSequence(int(seed))
     rng_split, rng_stats, rng_chips = (np.random.default_rng(s) for s in ss.spawn(3))
@@ -895,10 +928,10 @@ def train(
         scenes = _open_scenes(stack, image_list, label_list, infos, table, tile=tile, block=block,
                               label_field=label_field, rng=rng_split, point_radius=point_radius,
                               valid_rule="any" if date_spec else valid_rule)
-        chips = _prepare_chips(scenes, tile, spec, rng_stats, rng_chips, valid_rule, date_spec)
+        chips = _prepare_chips(scenes, tile, spec, rng_stats, rng_chips, valid_rule, date_spec, chip_)
         plan = _Plan(
             epochs=int(epochs),
-            steps=_steps_per_epoch(_epoch_area(scenes, chips.train_counts), tile, batch_size, chips_per_epoch),
+            steps=_steps_per_epoch(_epoch_area(scenes, chips.train_counts), chip_, batch_size, chips_per_epoch),
             batch_size=int(batch_size), lr=lr, weight_decay=weight_decay, loss=loss, patience=int(patience),
             jitter=float(jitter) if augment else 0.0, augment=bool(augment), deterministic=bool(deterministic),
             seed=int(seed), t_start=t_start, budget_s=budget_s,

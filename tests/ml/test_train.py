@@ -256,6 +256,44 @@ def test_patience_through_the_cli(region, tmp_path) -> None:  # type: ignore[no-
     assert not (tmp_path / "q").exists()
 
 
+def test_chip_sets_the_training_chips_and_the_card_keeps_the_tile(region, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """--chip trains on smaller chips (more of them per epoch) while the card keeps the inference tile and halo."""
+    sides: set[tuple[int, int]] = set()
+    original = ChipSampler.window
+
+    def recording(self):  # type: ignore[no-untyped-def]
+        s, w = original(self)
+        sides.add((int(w.height), int(w.width)))
+        return s, w
+
+    monkeypatch.setattr(ChipSampler, "window", recording)
+    out = tmp_path / "chip"
+    args = ["train", "--image", str(region.scene), "--labels", str(region.labels), "--classes", str(region.classes),
+            "--tile", "128", "--chip", "32", "--lr", "2e-3", "--epochs", "1", "--batch-size", "4", "--out", str(out)]
+    res = CliRunner().invoke(_group(), args)
+    assert res.exit_code == 0, res.output
+    card = json.loads((out / "model.json").read_text())
+    assert (card["tile"], card["overlap"]) == (128, 16)  # inference as for --tile 128 alone
+    t = card["training"]
+    assert t["chip"] == 32 and t["lr"] == 2e-3
+    # an epoch is one pass over the training labels in 32 px chips: 16 times as many as 128 px chips
+    expected = max(16, -(-sum(t["train_label_pixels"]) // 32**2))
+    assert t["chips_per_epoch"] == -(-expected // 4) * 4
+    assert (32, 32) in sides and all(h == w and h in (32, 128) for h, w in sides)  # 128: the statistics windows
+    assert t["validation"][0]["block"] == block_size((256, 320), 128)  # the split follows the tile, not the chip
+
+
+def test_chip_the_model_cannot_take_is_refused(region, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TileError, match=r"--chip 40 is not divisible by 16, .* use --chip 32 or 48"):
+        train(region.scene, region.labels, region.classes, tmp_path / "m", tile=64, chip=40)
+    res = CliRunner().invoke(_group(), ["train", "--image", str(region.scene), "--labels", str(region.labels),
+                                        "--classes", str(region.classes), "--out", str(tmp_path / "m"),
+                                        "--chip", "0"])
+    assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
+    assert "--chip must be a positive number of pixels, got 0" in res.output
+    assert not (tmp_path / "m").exists()
+
+
 def _group() -> click.Group:
     return GeosegGroup("geoseg", commands={"train": train_cmd})
 
