@@ -16,6 +16,7 @@ from geoseg.cli.options import (
     overlap_option,
     point_radius_option,
     tile_option,
+    tta_option,
 )
 from geoseg.cli.progress import progress_bar
 from geoseg.io.paths import DatasetPath
@@ -35,12 +36,13 @@ from geoseg.ml.evaluate import evaluate as evaluate_model
 @overlap_option
 @batch_size_option()
 @min_dates_option
+@tta_option
 @device_option
 @click.option("--json/--text", "as_json", default=True, show_default=True,
               help="Print the scores as JSON (default) or as readable text.")
 def evaluate(model_dir: Path, image: DatasetPath, labels: DatasetPath, label_field: str | None,
              point_radius: float | None, window: str | None, tile: int | None, overlap: int | None, batch_size: int,
-             min_dates: int, device: str, as_json: bool) -> None:
+             min_dates: int, tta: str, device: str, as_json: bool) -> None:
     """Predict IMAGE tile by tile and compare with LABELS.
 
     mIoU is the mean IoU over the classes present in the labels or the prediction;
@@ -59,7 +61,7 @@ def evaluate(model_dir: Path, image: DatasetPath, labels: DatasetPath, label_fie
         res = evaluate_model(model_dir, image, labels, window=window, label_field=label_field,
                              point_radius=point_radius, tile=tile,
                              overlap=overlap, batch_size=batch_size, device=device, progress=advance,
-                             min_dates=min_dates)
+                             min_dates=min_dates, tta=tta)
     if res.points is not None and res.points.warning():  # points not scored: a warning line, even with -q
         click.echo(res.points.warning(), err=True)
     click.echo(res.to_json() if as_json else res.summary())

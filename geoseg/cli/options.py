@@ -18,6 +18,7 @@ __all__ = [
     "model_option",
     "device_option",
     "tile_option",
+    "tta_option",
     "overlap_option",
     "batch_size_option",
     "classes_option",
@@ -137,6 +138,13 @@ min_dates_option: Decorator = click.option(
     "--min-dates", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
     help="For a model that reads dates (utae, or trained with --date-dropout): map a pixel when at least N of its "
          "dates are observed (clear); pixels with fewer are nodata.",
+)
+
+#: ``--tta``: test-time augmentation (geoseg.ml.tta).
+tta_option: Decorator = click.option(
+    "--tta", type=click.Choice(["none", "flips", "d4"]), default="none", show_default=True,
+    help="Test-time augmentation: average the logits over 4 flips (flips) or the 8 flips and rotations (d4) of "
+         "each tile, at 4 or 8 times the compute.",
 )
 
 #: ``--label-field``: the attribute of a vector label file that holds the class.

@@ -54,6 +54,7 @@ from geoseg.ml.infer import (
     statistics,
 )
 from geoseg.ml.model import load_checkpoint
+from geoseg.ml.tta import check_tta, with_tta
 
 __all__ = [
     "EvalResult",
@@ -319,6 +320,7 @@ def evaluate(
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     min_dates: int = 1,
+    tta: str | None = None,
 ) -> EvalResult:
     """Score the checkpoint in ``model_dir`` on ``image`` against ``labels``.
 
@@ -344,6 +346,8 @@ def evaluate(
     min_dates : int
         For a model that reads dates: a pixel is mapped (and scored) when at least this many of
         its dates are observed.
+    tta : {None, "none", "flips", "d4"}
+        Test-time augmentation, as :func:`geoseg.ops.predict.predict_scene` takes it.
     batch_size : int
         Tiles per forward pass.
     device : {"auto", "cpu", "cuda"}
@@ -366,8 +370,10 @@ def evaluate(
         A window outside the image; a tile size the model cannot take.
     """
     t0 = time.perf_counter()
+    check_tta(tta)
     dev = pick_device(device)
     model, card = load_checkpoint(model_dir, dev)
+    model = with_tta(model, tta)
     info: RasterInfo = raster_info(image)
     check_size(info)
     check_input(card, info, model_dir)

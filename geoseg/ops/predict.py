@@ -39,6 +39,7 @@ from geoseg.ml.infer import (
     statistics,
 )
 from geoseg.ml.model import load_checkpoint, read_card
+from geoseg.ml.tta import check_tta, with_tta
 
 __all__ = [
     "PredictResult",
@@ -73,6 +74,7 @@ def predict_scene(
     creation_options: Mapping[str, str] | None = None,
     overwrite: bool = True,
     min_dates: int = 1,
+    tta: str | None = None,
 ) -> PredictResult:
     """Predict ``image`` with the checkpoint in ``model_dir``.
 
@@ -105,6 +107,9 @@ def predict_scene(
     min_dates : int
         For a model that reads dates: a pixel is mapped when at least this many of its dates
         are observed (others are nodata). Not used by other models.
+    tta : {None, "none", "flips", "d4"}
+        Test-time augmentation: logits averaged over 4 flips or the 8 flips and rotations of
+        each tile (:mod:`geoseg.ml.tta`), at 4 or 8 times the forward passes.
 
     Raises
     ------
@@ -125,6 +130,7 @@ def predict_scene(
     for out in (out_mask, confidence):  # after check_outputs, which names the input an output would replace
         check_overwrite(out, overwrite)
     check_batch_size(batch_size)
+    check_tta(tta)
     card = read_card(model_dir)  # the image and the tiling are checked against the card before the weights load
     info = raster_info(image)
     check_size(info, max_pixels, "pass a larger --max-pixels (max_pixels) if the image is really this large")
@@ -133,6 +139,7 @@ def predict_scene(
     grid = scene_grid(card, info, tile, overlap)
     dev = pick_device(device)
     model, card = load_checkpoint(model_dir, dev)
+    model = with_tta(model, tta)
     conf_path = Path(confidence) if confidence is not None else None
     confs: Any = None
 

@@ -29,6 +29,7 @@ from geoseg.io.paths import is_remote
 from geoseg.io.raster import DEFAULT_MAX_PIXELS, check_size, raster_info
 from geoseg.ml.infer import check_input, date_input
 from geoseg.ml.model import read_card
+from geoseg.ml.tta import TTA_MODES
 from geoseg.ops.polygonize import exclude_ids
 from geoseg.rundir import FIELD_FORMATS
 from geoseg.strict_yaml import load_yaml
@@ -154,6 +155,8 @@ class RunConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     #: For a model that reads dates: a pixel is mapped when at least this many of its dates are observed.
     min_dates: int = 1
+    #: Test-time augmentation of the predict stage: none, flips or d4 (geoseg.ml.tta).
+    tta: str = "none"
 
     @property
     def sha256(self) -> str:
@@ -164,6 +167,7 @@ class RunConfig:
 _TOP = {
     "name", "scenes", "model", "tile", "overlap", "batch_size", "tiles_per_task", "device", "districts",
     "outputs", "cluster", "store", "runs_dir", "crs", "description", "max_pixels", "min_dates",
+    "tta",
 }
 
 
@@ -428,6 +432,9 @@ def _inference(r: _Reader) -> dict[str, Any]:
     tiles_per_task = r.get("tiles_per_task", int, 16)
     max_pixels = r.get("max_pixels", int, DEFAULT_MAX_PIXELS)
     min_dates = r.get("min_dates", int, 1)
+    tta = r.get("tta", str, "none")
+    if tta not in TTA_MODES:
+        raise r.err("tta", f"{tta!r}; expected none, flips (4 passes per tile) or d4 (8 passes)")
     for key, v, lo in (("tile", tile, 16), ("batch_size", batch_size, 1), ("tiles_per_task", tiles_per_task, 1),
                        ("overlap", overlap if overlap is not None else 0, 0), ("max_pixels", max_pixels, 1),
                        ("min_dates", min_dates, 1)):
@@ -447,7 +454,7 @@ def _inference(r: _Reader) -> dict[str, Any]:
             raise r.err("crs", f"{crs!r} is not a CRS GDAL knows; use e.g. EPSG:32643") from None
     return {"tile": tile, "overlap": overlap if overlap is not None else -1, "batch_size": batch_size,
             "tiles_per_task": tiles_per_task, "device": device, "crs": crs, "max_pixels": max_pixels,
-            "min_dates": min_dates}
+            "min_dates": min_dates, "tta": tta}
 
 
 def _districts(r: _Reader, base: Path) -> tuple[Path | None, str | None]:

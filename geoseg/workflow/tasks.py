@@ -52,6 +52,7 @@ from geoseg.ml.infer import (
     tile_batches,
 )
 from geoseg.ml.model import ModelCard, load_checkpoint, read_card
+from geoseg.ml.tta import with_tta
 from geoseg.parallel import quick_exit
 from geoseg.workflow.store import SceneStore
 
@@ -117,6 +118,7 @@ def infer_batch(
     threads: int = 1,
     read_ahead: int | None = None,
     min_dates: int = 1,
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Predict one batch of tiles of ``scene`` into the tile store (skipped when already done).
 
@@ -137,6 +139,7 @@ def infer_batch(
     _set_threads(threads)
     tm = time.perf_counter()
     model, card = cached_model(model_dir, dev)
+    model = with_tta(model, tta)
     dates = date_input(card, raster_info(scene), min_dates, model_dir)
     mean, std, days = statistics(card, dates)
     setup = time.perf_counter() - tm  # imports and the checkpoint on a worker's first task, ~0 after
