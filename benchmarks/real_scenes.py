@@ -38,7 +38,10 @@ Scenes
     64 x 64 px Sentinel-2 L2A patches of Flanders with per-pixel crop types of the Flemish
     parcel register (WorldCereal's former test data, see ``benchmarks/README.md``), the clear
     dates stacked (``image_<patch>_clear.tif``, ``label_<patch>_CT.tif``; crop code 0 is
-    unlabelled). Not in this repository: the labels' licence is not confirmed.
+    unlabelled). Not in this repository: the labels' licence is not confirmed. Made from the
+    netCDF files of ``WorldCereal/worldcereal-classification`` @ b1f44be4,
+    ``tests/worldcerealtests/testresources/worldcerealtraining/<patch>/`` by
+    ``--prepare-worldcereal SRC DST`` (:func:`prepare_worldcereal`).
 
 Run (scikit-learn is needed for this script only)::
 
@@ -127,6 +130,57 @@ def worldcereal(patch: str) -> Callable[[Path, argparse.Namespace], dict[str, Pa
             codes = [int(c) for c in np.unique(s.read(1)) if c != 0]
         return split_scene(image, labels, {c: i for i, c in enumerate(codes)}, [f"ct_{c}" for c in codes], work)
     return make
+
+
+WC_10M = ["B02", "B03", "B04", "B08"]
+WC_20M = ["B05", "B06", "B07", "B8A", "B11", "B12"]
+
+
+def _netcdf(path: Path, var: str) -> tuple[np.ndarray, dict[str, str]]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)  # the grid is in the attributes
+        with rasterio.open(f"netcdf:{path}:{var}") as s:
+            return s.read(), s.tags()
+
+
+def prepare_worldcereal(src: Path, dst: Path, patches: list[str], clear_share: float = 0.99) -> None:
+    """One GeoTIFF of the clear dates (every band of every date whose scene classification is
+    vegetation, bare soil or water on ``clear_share`` of the patch; 20 m bands repeated to 10 m;
+    reflectance x 10,000 as uint16, 0 nodata) and one of the crop codes, per patch."""
+    import datetime as dt
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for patch in patches:
+        f10, f20, fout = (next(src.glob(f"{p}_{patch}_*.nc")) for p in ("S2_L2A_10m", "S2_L2A_20m",
+                                                                         "OUTPUT_POLY-110_10m"))
+        bands, tags = [], {}
+        for b in WC_10M:
+            a, tags = _netcdf(f10, b)
+            bands.append(a)
+        for b in WC_20M:
+            bands.append(np.kron(_netcdf(f20, b)[0], np.ones((1, 2, 2), a.dtype)))
+        x = np.stack(bands, axis=1)  # (dates, 10, 64, 64), digital numbers (reflectance x 10,000)
+        scl = np.kron(_netcdf(f20, "SCL")[0], np.ones((1, 2, 2), np.uint8))
+        clear = np.isin(scl, [4, 5, 6]).mean(axis=(1, 2)) >= clear_share
+        since = dt.datetime.strptime(tags["timestamp#units"].split("since ")[1], "%Y-%m-%d %H:%M:%S")
+        days = [since + dt.timedelta(seconds=int(v)) for v in tags["NETCDF_DIM_timestamp_VALUES"].strip("{}").split(",")]
+        meta = _netcdf(f10, "B02")[1]
+        bounds = [float(v) for v in meta["NC_GLOBAL#bounds"].strip("()").split(",")]
+        h, w = x.shape[-2:]
+        profile = {"driver": "GTiff", "width": w, "height": h, "crs": f"EPSG:{meta['NC_GLOBAL#epsg']}",
+                   "transform": rasterio.transform.from_bounds(*bounds, w, h), "nodata": 0, "dtype": "uint16"}
+        kept = x[clear]
+        with rasterio.open(dst / f"image_{patch}_clear.tif", "w", count=kept.shape[0] * kept.shape[1],
+                           **profile) as d:
+            d.write(kept.reshape(-1, h, w).astype(np.uint16))
+            names = [f"{days[t].date()}_{b}" for t in np.flatnonzero(clear) for b in WC_10M + WC_20M]
+            for i, n in enumerate(names, start=1):
+                d.set_band_description(i, n)
+        with rasterio.open(dst / f"label_{patch}_CT.tif", "w", count=1, **profile) as d:
+            d.write(_netcdf(fout, "CT")[0][:1].astype(np.uint16))
+        print(f"{patch}: {int(clear.sum())} clear dates of {len(days)}")
 
 
 def pixels(image: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -225,8 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", default=None, metavar="JSON",
                     help='extra geoseg.ml.train.train options, e.g. \'{"chips_per_epoch": 400}\'')
     ap.add_argument("--no-baselines", action="store_true", help="geoseg only (no forest, no boosting)")
+    ap.add_argument("--prepare-worldcereal", nargs=2, type=Path, metavar=("SRC", "DST"),
+                    help="write the WorldCereal patch GeoTIFFs from the netCDF files in SRC to DST, then stop")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.prepare_worldcereal:
+        prepare_worldcereal(*args.prepare_worldcereal, WORLDCEREAL_PATCHES)
+        return 0
     train_kw = json.loads(args.train) if args.train else None
     try:
         import sklearn  # noqa: F401

@@ -75,7 +75,7 @@ def _class() -> Any:
     return _TestTimeAugmented
 
 
-def TestTimeAugmented(model: Any, mode: str) -> Any:  # noqa: N802 - a class built on first use (torch is deferred)
+def TestTimeAugmented(model: Any, mode: str) -> Any:  # named as the class it builds on first use (torch is deferred)
     """A :class:`torch.nn.Module` wrapping ``model`` whose logits are averaged over ``mode``'s
     transforms (see the module docstring)."""
     return _class()(model, mode)
