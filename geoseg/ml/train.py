@@ -110,6 +110,7 @@ from geoseg.errors import CheckpointError, ConfigError, GeosegError, TileError
 from geoseg.io.labels import RasterLabels, VectorLabels, label_counts, open_labels
 from geoseg.io.points import PointLabels, PointReport
 from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, read_periods
+from geoseg.ml.baseline import BASELINES, forest_baseline
 from geoseg.ml.chips import STAT_WINDOWS, ChipDates, ChipSampler, band_statistics, chip_batch
 from geoseg.ml.evaluate import accumulate_confusion, window_tiles
 from geoseg.ml.infer import DateInput, forward_logits, pick_device
@@ -180,6 +181,15 @@ class TrainResult:
         """The best validation scores (as stored in the card)."""
         return self.card.metrics
 
+    def _baseline_lines(self) -> list[str]:
+        b = self.card.training.get("baseline")
+        miou = self.card.metrics.get("miou")
+        if not b or miou is None:
+            return []
+        return [f"per-pixel random forest ({b['trees']} trees, {b['train_pixels']:,} of the same training pixels): "
+                f"validation mIoU {b['miou']:.3f} on {b['validation_pixels']:,} pixels; this model "
+                f"{miou - b['miou']:+.3f}"]
+
     def summary(self) -> str:
         m = self.card.metrics
         iou = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in m.get("per_class_iou", {}).items())
@@ -190,6 +200,7 @@ class TrainResult:
             f"best epoch {self.best_epoch} of {self.epochs_run} ({self.stop_reason}) in {self.seconds:.0f} s: "
             f"validation mIoU {miou:.3f}" if miou is not None else "no validation score",
             f"per-class IoU: {iou}",
+            *self._baseline_lines(),
             *[p.line() for p in self.points],
         ])
 
@@ -818,6 +829,7 @@ def train(
     valid_rule: str = "all",
     date_dropout: float | None = None,
     deterministic: bool = True,
+    baseline: str | None = None,
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train a model on labelled scenes and save it as a checkpoint directory ``out``.
@@ -887,6 +899,10 @@ def train(
         - each date of a chip dropped, or covered with blobs, with this probability
         (:func:`geoseg.ml.chips.simulate_clouds`; 0: the real gaps only). A temporal
         architecture (``utae``) always reads dates, with a default of 0.4.
+    baseline : {None, "rf"}
+        Also train a per-pixel random forest on the same training pixels and score it on the
+        same validation blocks (:mod:`geoseg.ml.baseline`); its scores go in the card's
+        ``training.baseline`` and the summary.
     deterministic : bool
         Use deterministic torch algorithms while training.
     progress : callable, optional
@@ -919,6 +935,8 @@ def train(
     bands = infos[0].count
     _check_init_from(init_from, spec, bands)
 
+    if baseline is not None and baseline not in BASELINES:
+        raise ConfigError(f"baseline {baseline!r}: expected one of {', '.join(BASELINES)} (or none)")
     date_spec = _date_layouts(infos, spec.arch, date_dropout)
     chip_ = default_chip(tile, date_spec is not None) if chip is None else int(chip)
     dev = pick_device(device)
@@ -939,6 +957,10 @@ def train(
         model, fit, init_info = _fit_model(spec, bands, table, chips, plan, init_from=init_from,
                                            valid_rule=valid_rule, device=dev, progress=progress)
         assert fit.best_scores is not None  # every epoch is scored, and the first one is the best so far
+        if baseline is not None:
+            base = forest_baseline([(s.src, s.labels, s.validation_labels, s.split) for s in scenes], table.names,
+                                   int(seed), baseline, every_band=date_spec is None and valid_rule == "all")
+            init_info = {**init_info, "baseline": base.to_dict()}
         seconds = time.perf_counter() - t_start
         reports = tuple(s.labels.report for s in scenes if isinstance(s.labels, PointLabels))
         card = ModelCard(

@@ -294,6 +294,37 @@ def test_chip_the_model_cannot_take_is_refused(region, tmp_path) -> None:  # typ
     assert not (tmp_path / "m").exists()
 
 
+def test_baseline_rf_is_trained_and_scored_on_the_same_split(region, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--baseline rf: a forest on the training blocks' pixels, scored on every labelled pixel of the
+    validation blocks (counted here plainly from the label raster and the recorded pattern)."""
+    out = tmp_path / "b"
+    res = CliRunner().invoke(_group(), [
+        "train", "--image", str(region.scene), "--labels", str(region.labels), "--classes", str(region.classes),
+        "--out", str(out), "--tile", "64", "--epochs", "2", "--batch-size", "4", "--baseline", "rf"])
+    assert res.exit_code == 0, res.output
+    card = json.loads((out / "model.json").read_text())
+    b, v = card["training"]["baseline"], card["training"]["validation"][0]
+    with rasterio.open(region.labels) as s:
+        lab = s.read(1)
+    with rasterio.open(region.scene) as s:
+        valid = (s.read() != 0).all(axis=0)
+    rows, cols = np.meshgrid(np.arange(lab.shape[0]) // v["block"], np.arange(lab.shape[1]) // v["block"],
+                             indexing="ij")
+    in_val = (rows + 2 * cols) % 5 == v["pattern"]
+    labelled = (lab != NODATA) & valid
+    assert b["validation_pixels"] == int((labelled & in_val).sum()) == card["metrics"]["pixels"]
+    assert b["train_pixels"] == int((labelled & ~in_val).sum())
+    assert b["kind"] == "rf" and b["trees"] == 100 and 0.3 < b["miou"] <= 1.0  # the synthetic crops are separable
+    assert f"per-pixel random forest (100 trees, {b['train_pixels']:,} of the same training pixels)" in res.output
+    assert f"this model {card['metrics']['miou'] - b['miou']:+.3f}" in res.output
+    bad = CliRunner().invoke(_group(), [
+        "train", "--image", str(region.scene), "--labels", str(region.labels), "--classes", str(region.classes),
+        "--out", str(tmp_path / "x"), "--baseline", "xgboost"])
+    assert bad.exit_code == 2 and "'xgboost' is not one of 'none', 'rf'" in bad.output
+    with pytest.raises(ConfigError, match=r"baseline 'gbm': expected one of rf"):
+        train(region.scene, region.labels, region.classes, tmp_path / "y", baseline="gbm", **FAST)
+
+
 def _group() -> click.Group:
     return GeosegGroup("geoseg", commands={"train": train_cmd})
 
