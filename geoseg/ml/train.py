@@ -186,9 +186,10 @@ class TrainResult:
         miou = self.card.metrics.get("miou")
         if not b or miou is None:
             return []
-        return [f"per-pixel random forest ({b['trees']} trees, {b['train_pixels']:,} of the same training pixels): "
+        line = (f"per-pixel random forest ({b['trees']} trees, {b['train_pixels']:,} of the same training pixels): "
                 f"validation mIoU {b['miou']:.3f} on {b['validation_pixels']:,} pixels; this model "
-                f"{miou - b['miou']:+.3f}"]
+                f"{miou - b['miou']:+.3f}")
+        return [line]
 
     def summary(self) -> str:
         m = self.card.metrics
