@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from geoseg.io.paths import dataset_path, local_path, output_path
+from geoseg.ml.tta import TTA_MODES
 
 __all__ = [
     "model_option",
@@ -142,7 +143,7 @@ min_dates_option: Decorator = click.option(
 
 #: ``--tta``: test-time augmentation (geoseg.ml.tta).
 tta_option: Decorator = click.option(
-    "--tta", type=click.Choice(["none", "flips", "d4"]), default="none", show_default=True,
+    "--tta", type=click.Choice(list(TTA_MODES)), default="none", show_default=True,
     help="Test-time augmentation: average the logits over 4 flips (flips) or the 8 flips and rotations (d4) of "
          "each tile, at 4 or 8 times the compute.",
 )

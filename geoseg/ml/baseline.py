@@ -33,7 +33,7 @@ from geoseg.io.labels import window_tile
 from geoseg.io.raster import read_tile
 
 __all__ = ["BASELINES", "MAX_TRAIN_PIXELS", "MAX_VALIDATION_PIXELS", "BaselineResult", "block_pixels",
-           "forest_baseline"]
+           "check_baseline", "forest_baseline"]
 
 #: The per-pixel baselines ``--baseline`` takes.
 BASELINES = ("rf",)
@@ -41,6 +41,12 @@ BASELINES = ("rf",)
 TREES = 100
 MAX_TRAIN_PIXELS = 200_000
 MAX_VALIDATION_PIXELS = 1_000_000
+
+
+def check_baseline(kind: str | None) -> None:
+    """Raise :class:`ConfigError` unless ``kind`` is None (no baseline) or one of :data:`BASELINES`."""
+    if kind is not None and kind not in BASELINES:
+        raise ConfigError(f"baseline {kind!r}: expected one of {', '.join(BASELINES)} (or none)")
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,7 @@ def forest_baseline(scenes: Sequence[tuple[Any, Any, Any, Any]], class_names: Se
     """Train the per-pixel baseline on ``scenes`` (``(src, train_labels, validation_labels, split)``
     each) and score it on their validation blocks (see the module docstring); ``every_band``:
     only pixels that hold data in every band, as a model with ``valid_rule="all"`` sees them."""
-    if kind not in BASELINES:
-        raise ConfigError(f"baseline {kind!r}: expected one of {', '.join(BASELINES)}")
+    check_baseline(kind)
     try:
         from sklearn.ensemble import RandomForestClassifier
     except ImportError:  # a dependency of geoseg; a broken environment may still lack it
@@ -109,8 +114,9 @@ def forest_baseline(scenes: Sequence[tuple[Any, Any, Any, Any]], class_names: Se
     xt, yt = np.concatenate([p[0] for p in parts_t]), np.concatenate([p[1] for p in parts_t])
     xv, yv = np.concatenate([p[0] for p in parts_v]), np.concatenate([p[1] for p in parts_v])
     if yt.size == 0 or yv.size == 0:
-        raise ConfigError("the per-pixel baseline found no labelled pixels with data in the training or the "
-                          "validation blocks; train without --baseline")
+        names = ", ".join(str(getattr(src, "name", src)) for src, *_ in scenes)
+        raise ConfigError(f"{names}: the per-pixel baseline found no labelled pixels with data in the "
+                          f"{'training' if yt.size == 0 else 'validation'} blocks; train without --baseline")
     forest = RandomForestClassifier(n_estimators=TREES, n_jobs=-1, random_state=seed)
     forest.fit(xt, yt)
     pred = forest.predict(xv).astype(np.int64)

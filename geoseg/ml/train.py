@@ -110,7 +110,7 @@ from geoseg.errors import CheckpointError, ConfigError, GeosegError, TileError
 from geoseg.io.labels import RasterLabels, VectorLabels, label_counts, open_labels
 from geoseg.io.points import PointLabels, PointReport
 from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, read_periods
-from geoseg.ml.baseline import BASELINES, forest_baseline
+from geoseg.ml.baseline import check_baseline, forest_baseline
 from geoseg.ml.chips import STAT_WINDOWS, ChipDates, ChipSampler, band_statistics, chip_batch
 from geoseg.ml.evaluate import accumulate_confusion, window_tiles
 from geoseg.ml.infer import DateInput, forward_logits, pick_device
@@ -343,12 +343,22 @@ def check_tile(tile: int, arch: str, encoder: str, arch_kwargs: dict[str, Any], 
     ...
     geoseg.errors.TileError: --tile 200 is not divisible by 16, which unet/resnet18 needs (its encoder halves the image 4 times); use --tile 192 or 208
     """
-    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile <= 0:
-        raise TileError(f"{option} must be a positive number of pixels, got {tile!r}; use e.g. 256")
+    _check_positive(tile, option)
     import torch
 
     with torch.random.fork_rng(devices=[]):  # tile_multiple builds a model: keep the caller's RNG untouched
         m = tile_multiple(arch, encoder, arch_kwargs)
+    _check_multiple(tile, m, arch, encoder, option)
+    return m
+
+
+def _check_positive(tile: int, option: str) -> None:
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile <= 0:
+        raise TileError(f"{option} must be a positive number of pixels, got {tile!r}; use e.g. 256")
+
+
+def _check_multiple(tile: int, m: int, arch: str, encoder: str, option: str) -> None:
+    """Raise :class:`TileError` unless ``tile`` is a multiple of the model's ``m``, naming the sizes to use."""
     if tile % m:
         lo = (tile // m) * m
         hint = f"use {option} {lo} or {lo + m}" if lo > 0 else f"use {option} {m} or more"
@@ -356,7 +366,6 @@ def check_tile(tile: int, arch: str, encoder: str, arch_kwargs: dict[str, Any], 
             f"{option} {tile} is not divisible by {m}, which {arch}/{encoder} needs (its encoder halves the image "
             f"{m.bit_length() - 1} times); {hint}"
         )
-    return m
 
 
 def default_chip(tile: int, reads_dates: bool) -> int:
@@ -387,8 +396,9 @@ def _architecture(arch: str | None, encoder: str | None, arch_kwargs: dict[str, 
         kwargs_src = arch_kwargs
     kwargs = resolved_arch_kwargs(arch_, kwargs_src)
     multiple = check_tile(tile, arch_, encoder_, kwargs)
-    if chip is not None:
-        check_tile(chip, arch_, encoder_, kwargs, option="--chip")
+    if chip is not None:  # against the multiple just found: building the model once is enough
+        _check_positive(chip, "--chip")
+        _check_multiple(chip, multiple, arch_, encoder_, "--chip")
     ov = int(tile // 8 if overlap is None else overlap)
     if ov < 0 or tile - 2 * ov <= 0:
         raise TileError(f"overlap {ov} leaves no core in a {tile} px tile; use 0 <= overlap < {tile // 2}")
@@ -936,8 +946,7 @@ def train(
     bands = infos[0].count
     _check_init_from(init_from, spec, bands)
 
-    if baseline is not None and baseline not in BASELINES:
-        raise ConfigError(f"baseline {baseline!r}: expected one of {', '.join(BASELINES)} (or none)")
+    check_baseline(baseline)
     date_spec = _date_layouts(infos, spec.arch, date_dropout)
     chip_ = default_chip(tile, date_spec is not None) if chip is None else int(chip)
     dev = pick_device(device)

@@ -17,6 +17,7 @@ width, which any tile size the model takes allows (both are multiples of its str
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from geoseg.errors import ConfigError
@@ -46,6 +47,7 @@ def _transforms(mode: str) -> tuple[tuple[int, bool], ...]:
                           f"(none: one pass; flips: 4 passes; d4: 8 passes)") from None
 
 
+@cache  # one class for the process: a run's workers wrap the model for every task
 def _class() -> Any:
     import torch
 
