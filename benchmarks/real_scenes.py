@@ -7,11 +7,13 @@ three models are trained on the western half, for each seed:
 ``geoseg``
     :func:`geoseg.ml.train.train` with its defaults, except the tile: the largest multiple
     of 16 up to 64 px that fits the half (a 256 px chip would be mostly padding on these
-    scenes). One block in five of the western half is held out for early stopping, as
-    always.
-``geoseg+flips``, ``geoseg+d4``
+    scenes). One block in five of the western half is held out for early stopping and for
+    choosing the weight of the per-pixel forest fused with the network, as always.
+``geoseg+d4``
     The same model, each test tile predicted with test-time augmentation (logits averaged
-    over 4 flips, or over the 8 flips and rotations; :mod:`geoseg.ml.tta`).
+    over the 8 flips and rotations; :mod:`geoseg.ml.tta`).
+``network``, ``network+d4``
+    The same model without its forest (``forest=False``): the network alone.
 ``rf``
     scikit-learn ``RandomForestClassifier(n_estimators=100)``: the per-pixel tool crop
     mappers use today (Earth Engine's ``smileRandomForest`` defaults to 100 trees), on every
@@ -71,7 +73,7 @@ from geoseg.ml.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TRAIN_PIXELS = 200_000
-MODELS = ["geoseg", "geoseg+flips", "geoseg+d4", "rf", "hgb"]
+MODELS = ["geoseg", "geoseg+d4", "network", "network+d4", "rf", "hgb"]
 PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666", "#1f78b4"]
 
 
@@ -223,10 +225,12 @@ def run_scene(name: str, paths: dict[str, Path], seeds: list[int], work: Path,
         counts = out["test_counts"]
         run["geoseg"] = {**ev.to_dict(), "test_miou": test_miou(ev.to_dict(), classes, counts),
                          "seconds": round(time.perf_counter() - t0, 1),
-                         "best_epoch": res.best_epoch, "epochs_run": res.epochs_run}
-        for mode in ("flips", "d4"):
-            ev = evaluate(work / f"model-{seed}", paths["east"], paths["east_labels"], device="cpu", tta=mode).scores
-            run[f"geoseg+{mode}"] = {**ev.to_dict(), "test_miou": test_miou(ev.to_dict(), classes, counts)}
+                         "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+                         "forest": res.card.training.get("forest")}
+        for key, kw in (("geoseg+d4", {"tta": "d4"}), ("network", {"forest": False}),
+                        ("network+d4", {"tta": "d4", "forest": False})):
+            ev = evaluate(work / f"model-{seed}", paths["east"], paths["east_labels"], device="cpu", **kw).scores
+            run[key] = {**ev.to_dict(), "test_miou": test_miou(ev.to_dict(), classes, counts)}
         rng = np.random.default_rng(seed)
         sel = rng.permutation(yw.size)[:MAX_TRAIN_PIXELS]
         for key, model in () if not baselines else (("rf", RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=seed)),
@@ -236,7 +240,9 @@ def run_scene(name: str, paths: dict[str, Path], seeds: list[int], work: Path,
             s = scores(confusion_matrix(model.predict(xe), ye, len(classes)), classes)
             run[key] = {**s.to_dict(), "test_miou": test_miou(s.to_dict(), classes, counts), "seconds": round(time.perf_counter() - t0, 1)}
         out["runs"][seed] = run
-        print(f"  seed {seed}: mIoU " + "  ".join(f"{m} {run[m]['test_miou']:.3f}" for m in MODELS if m in run),
+        fr = run["geoseg"]["forest"] or {}
+        print(f"  seed {seed}: mIoU " + "  ".join(f"{m} {run[m]['test_miou']:.3f}" for m in MODELS if m in run)
+              + f"  (forest weight {fr.get('weight', 'none')}, best epoch {res.best_epoch}/{res.epochs_run})",
               flush=True)
     return out
 

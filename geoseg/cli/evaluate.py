@@ -10,6 +10,7 @@ from geoseg.cli.options import (
     DATASET,
     batch_size_option,
     device_option,
+    forest_option,
     label_field_option,
     min_dates_option,
     model_option,
@@ -37,12 +38,13 @@ from geoseg.ml.evaluate import evaluate as evaluate_model
 @batch_size_option()
 @min_dates_option
 @tta_option
+@forest_option
 @device_option
 @click.option("--json/--text", "as_json", default=True, show_default=True,
               help="Print the scores as JSON (default) or as readable text.")
 def evaluate(model_dir: Path, image: DatasetPath, labels: DatasetPath, label_field: str | None,
              point_radius: float | None, window: str | None, tile: int | None, overlap: int | None, batch_size: int,
-             min_dates: int, tta: str, device: str, as_json: bool) -> None:
+             min_dates: int, tta: str, forest: bool, device: str, as_json: bool) -> None:
     """Predict IMAGE tile by tile and compare with LABELS.
 
     mIoU is the mean IoU over the classes present in the labels or the prediction;
@@ -61,7 +63,7 @@ def evaluate(model_dir: Path, image: DatasetPath, labels: DatasetPath, label_fie
         res = evaluate_model(model_dir, image, labels, window=window, label_field=label_field,
                              point_radius=point_radius, tile=tile,
                              overlap=overlap, batch_size=batch_size, device=device, progress=advance,
-                             min_dates=min_dates, tta=tta)
+                             min_dates=min_dates, tta=tta, forest=forest)
     if res.points is not None and res.points.warning():  # points not scored: a warning line, even with -q
         click.echo(res.points.warning(), err=True)
     click.echo(res.to_json() if as_json else res.summary())

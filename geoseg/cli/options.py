@@ -20,6 +20,7 @@ __all__ = [
     "device_option",
     "tile_option",
     "tta_option",
+    "forest_option",
     "overlap_option",
     "batch_size_option",
     "classes_option",
@@ -146,6 +147,14 @@ tta_option: Decorator = click.option(
     "--tta", type=click.Choice(list(TTA_MODES)), default="none", show_default=True,
     help="Test-time augmentation: average the logits over 4 flips (flips) or the 8 flips and rotations (d4) of "
          "each tile, at 4 or 8 times the compute.",
+)
+
+#: ``--forest/--no-forest``: fuse the model's per-pixel forest (geoseg.ml.forest).
+forest_option: Decorator = click.option(
+    "--forest/--no-forest", default=True, show_default=True,
+    help="Average the network's class probabilities with those of the per-pixel random forest stored with the "
+         "model (at the weight chosen when it was trained); --no-forest: the network alone. Models without a "
+         "forest are not affected.",
 )
 
 #: ``--label-field``: the attribute of a vector label file that holds the class.

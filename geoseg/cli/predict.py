@@ -13,6 +13,7 @@ from geoseg.cli.options import (
     batch_size_option,
     creation_options_option,
     device_option,
+    forest_option,
     info,
     json_option,
     min_dates_option,
@@ -39,6 +40,7 @@ from geoseg.ops.predict import predict_scene
 @batch_size_option()
 @min_dates_option
 @tta_option
+@forest_option
 @device_option
 @click.option("--max-pixels", type=int, default=None,
               help="Refuse a larger image (rows x columns) before any work, against broken or hostile headers "
@@ -48,7 +50,7 @@ from geoseg.ops.predict import predict_scene
 @overwrite_option
 @json_option(help="Print one JSON object (mask, confidence, tiles, device, seconds, read_ratio).")
 def predict(model_dir: Path, image: DatasetPath, out: Path, confidence: Path | None, tile: int | None,
-            overlap: int | None, batch_size: int, min_dates: int, tta: str, device: str, max_pixels: int | None,
+            overlap: int | None, batch_size: int, min_dates: int, tta: str, forest: bool, device: str, max_pixels: int | None,
             creation_options: dict[str, str], overwrite: bool, as_json: bool) -> None:
     """Predict IMAGE tile by tile into a georeferenced crop mask.
 
@@ -63,7 +65,7 @@ def predict(model_dir: Path, image: DatasetPath, out: Path, confidence: Path | N
     with progress_bar("tiles") as advance:
         res = predict_scene(model_dir, image, out, confidence=confidence, tile=tile, overlap=overlap,
                             batch_size=batch_size, device=device, progress=advance,
-                            creation_options=creation_options, overwrite=overwrite, min_dates=min_dates, tta=tta,
+                            creation_options=creation_options, overwrite=overwrite, min_dates=min_dates, tta=tta, forest=forest,
                             **({} if max_pixels is None else {"max_pixels": max_pixels}))
     if as_json:
         click.echo(json.dumps({"mask": str(res.mask), "confidence": str(res.confidence) if res.confidence else None,

@@ -43,6 +43,7 @@ from geoseg.io.labels import RasterLabels, VectorLabels, open_labels
 from geoseg.io.paths import DatasetPath, dataset_path
 from geoseg.io.points import PointLabels, PointReport
 from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, read_mask_classes
+from geoseg.ml.forest import fuse
 from geoseg.ml.infer import (
     DateInput,
     check_batch_size,
@@ -321,6 +322,7 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     min_dates: int = 1,
     tta: str | None = None,
+    forest: bool = True,
 ) -> EvalResult:
     """Score the checkpoint in ``model_dir`` on ``image`` against ``labels``.
 
@@ -348,6 +350,8 @@ def evaluate(
         its dates are observed.
     tta : {None, "none", "flips", "d4"}
         Test-time augmentation, as :func:`geoseg.ops.predict.predict_scene` takes it.
+    forest : bool
+        Fuse the model's per-pixel forest, when it has one, as :func:`geoseg.ops.predict.predict_scene` does.
     batch_size : int
         Tiles per forward pass.
     device : {"auto", "cpu", "cuda"}
@@ -373,7 +377,7 @@ def evaluate(
     check_tta(tta)
     dev = pick_device(device)
     model, card = load_checkpoint(model_dir, dev)
-    model = with_tta(model, tta)
+    model = fuse(with_tta(model, tta), model_dir, card, forest)
     info: RasterInfo = raster_info(image)
     check_size(info)
     check_input(card, info, model_dir)

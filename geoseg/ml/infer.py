@@ -59,6 +59,7 @@ __all__ = [
     "inference_precision",
     "normalise",
     "normalise_tensor",
+    "network_input",
     "forward_logits",
     "predict_proba",
     "predict_batch",
@@ -216,6 +217,16 @@ def with_validity(x: Any, observed: np.ndarray) -> Any:
     return torch.cat([x, v.to(x.dtype)], dim=1)
 
 
+def network_input(arrays: np.ndarray, valids: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                  observed: np.ndarray | None = None) -> np.ndarray:
+    """What the network reads for raw tiles ``arrays`` (B, C, H, W) (see :func:`predict_batch`):
+    the bands normalised (:func:`normalise`, 0 where not observed) and, for a model that reads
+    dates (``observed`` (B, T, H, W)), a validity plane per date (:func:`with_validity`)."""
+    band_valid = valids if observed is None else np.repeat(observed, arrays.shape[1] // observed.shape[1], axis=1)
+    x = normalise(arrays, band_valid, mean, std)
+    return x if observed is None else with_validity(x, observed)
+
+
 def forward_logits(model: Any, x: Any, days: Any = None) -> Any:
     """Logits at the input's resolution: reduced-resolution outputs are upsampled bilinearly.
     A model that reads dates (``takes_days``) gets their day numbers ``days`` (T,) too."""
@@ -305,11 +316,13 @@ def predict_batch(
     tune_allocator()
     with torch.inference_mode():
         # on a GPU the device normalises (same values); on a CPU numpy does, which measured quicker there
-        band_valid = valids if observed is None else np.repeat(observed, arrays.shape[1] // observed.shape[1], axis=1)
-        x = normalise_tensor(arrays, band_valid, mean, std, device) if device.startswith("cuda") else \
-            normalise(arrays, band_valid, mean, std)
-        if observed is not None:
-            x = with_validity(x, observed)
+        if device.startswith("cuda"):
+            band_valid = valids if observed is None else np.repeat(observed, arrays.shape[1] // observed.shape[1], 1)
+            x = normalise_tensor(arrays, band_valid, mean, std, device)
+            if observed is not None:
+                x = with_validity(x, observed)
+        else:
+            x = network_input(arrays, valids, mean, std, observed)
         conf, cls = torch.softmax(_logits(model, x, device, days), dim=1).max(dim=1)
         _check_finite_outputs(model, conf, valids)
         classes = cls.to(torch.uint8).cpu().numpy()

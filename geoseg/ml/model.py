@@ -71,6 +71,8 @@ DEFAULT_ENCODERS = {"unet": "resnet18", "deeplabv3plus": "resnet18", "segformer"
 
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
+#: The per-pixel forest fused with the network (:mod:`geoseg.ml.forest`), when the card names one.
+FOREST = "forest.safetensors"
 FORMAT_VERSION = 1
 #: Tensors of at most this many values are allocated when a network is sized (see :func:`_meta_if_large`).
 SMALL_TENSOR = 4096
@@ -103,6 +105,10 @@ class ModelCard:
     #: What tile sides must be divisible by (recorded when saved, so that planning a run
     #: needs neither torch nor a model build); 0 in cards written before it was recorded.
     size_multiple: int = 0
+    #: The per-pixel forest fused with the network (:mod:`geoseg.ml.forest`): ``weight`` (its
+    #: share of the probabilities), ``sha256`` of :data:`FOREST`, how it was fitted and chosen.
+    #: Empty: the network alone.
+    forest: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -206,6 +212,10 @@ _CARD_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "geoseg_version": (lambda v: isinstance(v, str), "a version string"),
     "format_version": (_whole(1), "a whole number, at least 1"),
     "size_multiple": (_whole(0), "a whole number of pixels, at least 0 (0: worked out from the architecture)"),
+    "forest": (lambda v: isinstance(v, dict) and (not v or (
+        isinstance(v.get("weight"), (int, float)) and not isinstance(v.get("weight"), bool)
+        and 0 <= v["weight"] <= 1 and isinstance(v.get("sha256"), str) and bool(_SHA256.match(v["sha256"])))),
+               f"{{}} (no forest) or a mapping with weight (0 to 1) and sha256 (64 hex digits of {FOREST})"),
 }
 
 
@@ -464,8 +474,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: Any, card: ModelCard) -> ModelCard:
-    """Write ``model`` and ``card`` as a checkpoint directory, atomically.
+def save_checkpoint(path: str | os.PathLike[str], model: Any, card: ModelCard, forest: Any = None) -> ModelCard:
+    """Write ``model`` and ``card`` as a checkpoint directory, atomically; with ``forest`` (a
+    :class:`geoseg.ml.forest.Forest`, whose weight ``card.forest`` holds) its file too.
 
     The directory is assembled under a temporary name beside ``path`` and renamed into
     place; an existing checkpoint at ``path`` is replaced only once the new one is complete.
@@ -482,6 +493,11 @@ def save_checkpoint(path: str | os.PathLike[str], model: Any, card: ModelCard) -
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})  # fixed metadata: same weights, same bytes
         card = dataclasses.replace(card, weights_sha256=sha256_file(tmp / WEIGHTS), geoseg_version=_version(),
                                    size_multiple=model_multiple(model))
+        if forest is not None:
+            from safetensors.numpy import save_file as save_arrays
+
+            save_arrays(forest.tensors(), str(tmp / FOREST), metadata={"format": "geoseg-forest"})
+            card = dataclasses.replace(card, forest={**card.forest, "sha256": sha256_file(tmp / FOREST)})
         (tmp / CARD).write_text(card.to_json(), encoding="utf-8")
         old = None
         if target.exists():

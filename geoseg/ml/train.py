@@ -59,8 +59,16 @@ They are chosen to generalise to a new region or year, not tuned to one scene:
   a season's scattered observations needs them (``benchmarks/README.md``, cloudy seasons);
   the card keeps the tile and halo, so inference is the same whatever chip trained it.
 * ``epochs=40`` with ``patience=8``; an epoch is about one pass over the labelled
-  training area (at least 4 batches). Early stopping on *spatially held-out* mIoU,
+  training area, and at least 50 batches: on a small scene one pass is a handful of
+  optimiser steps, and early stopping then ends training before the network has learnt
+  (``benchmarks/README.md``, real scenes). Early stopping on *spatially held-out* mIoU,
   not on training loss, stops before the model memorises field layouts.
+* A **per-pixel random forest** (:mod:`geoseg.ml.forest`) is fitted on the network's input
+  at labelled pixels of the training blocks and fused with the network (their class
+  probabilities averaged, the forest's weight chosen on the validation blocks): on a few
+  thousand labelled pixels a forest reads each pixel's spectra better than a network
+  trained from scratch, the network reads shapes and neighbourhoods, and their errors
+  differ.
 * ``lr=1e-3`` (AdamW's robust default for from-scratch conv nets with batch norm),
   ``weight_decay=1e-2`` (decoupled, mild), 3 % linear warm-up then cosine decay to 1 %.
 * Flips and 90-degree rotations (nadir imagery has no "up") and a 5 % per-band gain /
@@ -91,6 +99,7 @@ is written with its record (:func:`_training_record`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -105,7 +114,7 @@ import numpy as np
 from geoseg.classes import ClassTable, load_classes
 from geoseg.core.dates import DateLayout, date_layout
 from geoseg.core.grid import Tile
-from geoseg.core.metrics import ConfusionAccumulator, Scores, scores
+from geoseg.core.metrics import ConfusionAccumulator, Scores, confusion_matrix, scores
 from geoseg.errors import CheckpointError, ConfigError, GeosegError, TileError
 from geoseg.io.labels import RasterLabels, VectorLabels, label_counts, open_labels
 from geoseg.io.points import PointLabels, PointReport
@@ -113,6 +122,17 @@ from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, r
 from geoseg.ml.baseline import check_baseline, forest_baseline
 from geoseg.ml.chips import STAT_WINDOWS, ChipDates, ChipSampler, band_statistics, chip_batch
 from geoseg.ml.evaluate import accumulate_confusion, window_tiles
+from geoseg.ml.forest import (
+    MAX_DEPTH,
+    MAX_LEAVES,
+    Forest,
+    choose_weight,
+    fit_forest,
+    fused_probabilities,
+    training_pixels,
+    validation_probabilities,
+)
+from geoseg.ml.forest import TREES as FOREST_TREES
 from geoseg.ml.infer import DateInput, forward_logits, pick_device
 from geoseg.ml.losses import class_weights, make_loss
 from geoseg.ml.model import (
@@ -154,6 +174,7 @@ DEFAULTS: dict[str, Any] = {
     "jitter": 0.05,
     "date_dropout": 0.4,
     "date_chip": 64,
+    "min_steps": 50,
 }
 _WARMUP_SHARE = 0.03
 _LR_FLOOR = 0.01
@@ -191,6 +212,16 @@ class TrainResult:
                 f"{miou - b['miou']:+.3f}")
         return [line]
 
+    def _forest_lines(self) -> list[str]:
+        f = self.card.training.get("forest")
+        if not f or "network_miou" not in f:
+            return [f"no per-pixel forest: {f['note']}"] if f and f.get("note") else []
+        scored = (f"validation mIoU network {f['network_miou']:.3f}, forest {f['forest_miou']:.3f}, fused "
+                  f"{f['fused_miou']:.3f}")
+        if not self.card.forest:
+            return [f"per-pixel forest not kept: the network alone fits the validation pixels best ({scored})"]
+        return [f"fused with a per-pixel forest ({f['trees']} trees) at weight {f['weight']:.1f}: {scored}"]
+
     def summary(self) -> str:
         m = self.card.metrics
         iou = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in m.get("per_class_iou", {}).items())
@@ -201,6 +232,7 @@ class TrainResult:
             f"best epoch {self.best_epoch} of {self.epochs_run} ({self.stop_reason}) in {self.seconds:.0f} s: "
             f"validation mIoU {miou:.3f}" if miou is not None else "no validation score",
             f"per-class IoU: {iou}",
+            *self._forest_lines(),
             *self._baseline_lines(),
             *[p.line() for p in self.points],
         ])
@@ -538,9 +570,9 @@ def _epoch_area(scenes: Sequence[_Scene], train_counts: np.ndarray) -> int:
 
 def _steps_per_epoch(area: int, tile: int, batch_size: int, chips_per_epoch: int | None) -> int:
     """Optimiser steps per epoch: ``chips_per_epoch`` chips, by default about one pass over
-    ``area`` pixels (:func:`_epoch_area`) and at least 4 batches."""
+    ``area`` pixels (:func:`_epoch_area`) and at least ``DEFAULTS["min_steps"]`` batches."""
     if chips_per_epoch is None:
-        per_epoch = max(4 * batch_size, math.ceil(int(area) / tile**2))
+        per_epoch = max(DEFAULTS["min_steps"] * batch_size, math.ceil(int(area) / tile**2))
     else:
         per_epoch = int(chips_per_epoch)
     return max(1, math.ceil(per_epoch / batch_size))
@@ -745,6 +777,52 @@ def _validate(model: Any, val_tiles: Sequence[tuple[_Scene, list[Tile]]], k: int
     return scores(acc.matrix, table.names)
 
 
+def _fit_forest(model: Any, scenes: Sequence[_Scene], chips: _Chips, table: ClassTable, valid_rule: str,
+                dates: ChipDates | None, device: str, seed: int) -> tuple[Forest | None, dict[str, Any], Scores | None]:
+    """The per-pixel forest (:mod:`geoseg.ml.forest`): fitted on the network's input at labelled
+    pixels of the training blocks, its weight chosen on the validation blocks with the fitted
+    network, then fitted again on the labelled pixels of every block. Returns that forest (None
+    when the chosen weight is 0 or it cannot be fitted), the card's record of it and the fused
+    validation scores (of the forest that never saw the validation blocks)."""
+    t0 = time.perf_counter()
+
+    def date_input(s: _Scene) -> DateInput | None:
+        return None if dates is None else DateInput(dates.layouts[s.index], 1, list(chips.mean), list(chips.std))
+
+    def pixels(blocks: Sequence[tuple[_Scene, Any, Sequence[Any]]]) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0F0E57]))  # its own stream: the others unchanged
+        return training_pixels([(s.src, labels, windows, date_input(s)) for s, labels, windows in blocks],
+                               chips.mean, chips.std, valid_rule, rng)
+
+    x, y = pixels([(s, s.labels, s.split.windows(False)) for s in scenes])
+    record: dict[str, Any] = {"trees": FOREST_TREES, "max_leaves": MAX_LEAVES, "max_depth": MAX_DEPTH,
+                              "pixels": int(y.size)}
+    if np.unique(y).size < 2:
+        return None, {**record, "weight": 0.0, "note": "fewer than 2 classes among the training pixels"}, None
+    trees = fit_forest(x, y, len(table), seed)
+    del x, y
+    model.eval()
+    pn, pf, yv = validation_probabilities(
+        model, trees, [(s.src, s.validation_labels, tiles, date_input(s)) for s, tiles in chips.val_tiles],
+        chips.mean, chips.std, valid_rule, device)
+    if yv.size == 0:
+        return None, {**record, "weight": 0.0, "note": "no validation pixels to choose its weight on"}, None
+    weight, loss, miou = choose_weight(pn, pf, yv, table.names)
+    fused = scores(confusion_matrix(fused_probabilities(pn, pf, weight).argmax(axis=1), yv, len(table)), table.names)
+    del pn, pf
+    record.update(weight=weight, validation_pixels=int(yv.size), network_miou=round(miou[0.0], 6),
+                  forest_miou=round(miou[1.0], 6), fused_miou=round(miou[weight], 6),
+                  miou_by_weight={f"{w:.1f}": round(m, 6) for w, m in miou.items()},
+                  brier_by_weight={f"{w:.1f}": round(v, 6) for w, v in loss.items()})
+    if weight > 0:  # the weight is chosen: the validation pixels can teach the forest now
+        x, y = pixels([(s, s.labels, s.split.windows(False)) for s in scenes]
+                      + [(s, s.validation_labels, s.split.windows(True)) for s in scenes])
+        trees = fit_forest(x, y, len(table), seed)
+        record["pixels_refit"] = int(y.size)
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    return (trees if weight > 0 else None), record, fused
+
+
 # --------------------------------------------------------------------------------------
 # stage 6: the checkpoint's record
 def _band_names(info: RasterInfo) -> list[str]:
@@ -841,6 +919,7 @@ def train(
     date_dropout: float | None = None,
     deterministic: bool = True,
     baseline: str | None = None,
+    forest: bool = True,
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train a model on labelled scenes and save it as a checkpoint directory ``out``.
@@ -891,12 +970,13 @@ def train(
         only). Points are held out for validation whole, by the block they lie in.
     device : {"auto", "cpu", "cuda"}
     time_limit : float, optional
-        Minutes of wall clock for the whole call; training stops cleanly before it,
-        validates and saves the best epoch so far.
+        Minutes of wall clock for the network's training; it stops cleanly before it,
+        validates and saves the best epoch so far. The per-pixel forest is fitted after it
+        (seconds to a minute or two for 200,000 pixels on 2 cores).
     block : int, optional
         Block side of the spatial split (default: two tiles, see :func:`geoseg.ml.split.block_size`).
     chips_per_epoch : int, optional
-        Default: the labelled training pixels over ``chip ** 2``, at least 4 batches.
+        Default: the labelled training pixels over ``chip ** 2``, at least 50 batches.
     jitter : float
         Per-band gain and offset jitter (in band standard deviations); 0 switches it off.
     augment : bool
@@ -914,6 +994,11 @@ def train(
         Also train a per-pixel random forest on the same training pixels and score it on the
         same validation blocks (:mod:`geoseg.ml.baseline`); its scores go in the card's
         ``training.baseline`` and the summary.
+    forest : bool
+        Fuse a per-pixel random forest with the network (:mod:`geoseg.ml.forest`; default on):
+        fitted on the network's input at labelled pixels of the training blocks, its weight in
+        the averaged probabilities chosen on the validation blocks (0: no forest is kept). Not
+        for a temporal architecture (``utae``), whose input has no fixed channels.
     deterministic : bool
         Use deterministic torch algorithms while training.
     progress : callable, optional
@@ -967,6 +1052,14 @@ def train(
         model, fit, init_info = _fit_model(spec, bands, table, chips, plan, init_from=init_from,
                                            valid_rule=valid_rule, device=dev, progress=progress)
         assert fit.best_scores is not None  # every epoch is scored, and the first one is the best so far
+        metrics: dict[str, Any] = {**fit.best_scores.to_dict(), "epoch": fit.best_epoch}
+        trees, forest_card = None, {}
+        if forest and not getattr(model, "takes_days", False):
+            trees, record, fused = _fit_forest(model, scenes, chips, table, valid_rule, date_spec, dev, int(seed))
+            init_info = {**init_info, "forest": record}
+            if trees is not None:
+                forest_card = {"weight": record["weight"]}
+                metrics = {**fused.to_dict(), "epoch": fit.best_epoch, "network_miou": fit.best_scores.miou}
         if baseline is not None:
             base = forest_baseline([(s.src, s.labels, s.validation_labels, s.split) for s in scenes], table.names,
                                    int(seed), baseline, every_band=date_spec is None and valid_rule == "all")
@@ -986,12 +1079,11 @@ def train(
             overlap=spec.overlap,
             valid_rule=valid_rule,
             dates=[d.isoformat() for d in date_spec.layouts[0].dates] if date_spec else [],
-            metrics={**fit.best_scores.to_dict(), "epoch": fit.best_epoch,
-                     "split": "validation blocks" + (" (pixels of the validation points)" if reports else "")},
+            metrics={**metrics, "split": "validation blocks" + (" (pixels of the validation points)" if reports else "")},
             training=_training_record(plan, fit, chips, scenes, seconds=seconds, device=dev, images=image_list,
                                       labels=label_list, label_field=label_field, time_limit=time_limit,
                                       init_info=init_info, point_radius=point_radius),
         )
-        card = save_checkpoint(out, model, card)
+        card = save_checkpoint(out, model, dataclasses.replace(card, forest=forest_card), forest=trees)
     return TrainResult(Path(out), card, fit.epochs_run, fit.best_epoch, fit.stop_reason, seconds, fit.history,
                        reports)

@@ -27,6 +27,7 @@ from geoseg.io.raster import (
     open_raster,
     raster_info,
 )
+from geoseg.ml.forest import fuse
 from geoseg.ml.infer import (
     check_batch_size,
     check_input,
@@ -38,7 +39,7 @@ from geoseg.ml.infer import (
     scene_grid,
     statistics,
 )
-from geoseg.ml.model import load_checkpoint, read_card
+from geoseg.ml.model import CARD, FOREST, WEIGHTS, load_checkpoint, read_card
 from geoseg.ml.tta import check_tta, with_tta
 
 __all__ = [
@@ -75,6 +76,7 @@ def predict_scene(
     overwrite: bool = True,
     min_dates: int = 1,
     tta: str | None = None,
+    forest: bool = True,
 ) -> PredictResult:
     """Predict ``image`` with the checkpoint in ``model_dir``.
 
@@ -110,6 +112,9 @@ def predict_scene(
     tta : {None, "none", "flips", "d4"}
         Test-time augmentation: logits averaged over 4 flips or the 8 flips and rotations of
         each tile (:mod:`geoseg.ml.tta`), at 4 or 8 times the forward passes.
+    forest : bool
+        Fuse the model's per-pixel forest with the network, when its checkpoint has one
+        (:mod:`geoseg.ml.forest`); False: the network alone.
 
     Raises
     ------
@@ -126,7 +131,7 @@ def predict_scene(
                       "the file", "--out mask.tif, then `rio info mask.tif`")
     check_creation_options(creation_options, cog=True, path=out_mask)
     check_outputs({"the mask": out_mask, "the confidence raster": confidence},
-                  {"the image": image, "the model": [Path(model_dir) / "model.safetensors", Path(model_dir) / "model.json"]})
+                  {"the image": image, "the model": [Path(model_dir) / n for n in (WEIGHTS, CARD, FOREST)]})
     for out in (out_mask, confidence):  # after check_outputs, which names the input an output would replace
         check_overwrite(out, overwrite)
     check_batch_size(batch_size)
@@ -139,7 +144,7 @@ def predict_scene(
     grid = scene_grid(card, info, tile, overlap)
     dev = pick_device(device)
     model, card = load_checkpoint(model_dir, dev)
-    model = with_tta(model, tta)
+    model = fuse(with_tta(model, tta), model_dir, card, forest)
     conf_path = Path(confidence) if confidence is not None else None
     confs: Any = None
 

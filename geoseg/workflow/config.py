@@ -157,6 +157,8 @@ class RunConfig:
     min_dates: int = 1
     #: Test-time augmentation of the predict stage: none, flips or d4 (geoseg.ml.tta).
     tta: str = "none"
+    #: Fuse the model's per-pixel forest, when its checkpoint has one (geoseg.ml.forest).
+    forest: bool = True
 
     @property
     def sha256(self) -> str:
@@ -167,7 +169,7 @@ class RunConfig:
 _TOP = {
     "name", "scenes", "model", "tile", "overlap", "batch_size", "tiles_per_task", "device", "districts",
     "outputs", "cluster", "store", "runs_dir", "crs", "description", "max_pixels", "min_dates",
-    "tta",
+    "tta", "forest",
 }
 
 
@@ -435,6 +437,7 @@ def _inference(r: _Reader) -> dict[str, Any]:
     tta = r.get("tta", str, "none")
     if tta not in TTA_MODES:
         raise r.err("tta", f"{tta!r}; expected none, flips (4 passes per tile) or d4 (8 passes)")
+    forest = r.get("forest", bool, True)
     for key, v, lo in (("tile", tile, 16), ("batch_size", batch_size, 1), ("tiles_per_task", tiles_per_task, 1),
                        ("overlap", overlap if overlap is not None else 0, 0), ("max_pixels", max_pixels, 1),
                        ("min_dates", min_dates, 1)):
@@ -454,7 +457,7 @@ def _inference(r: _Reader) -> dict[str, Any]:
             raise r.err("crs", f"{crs!r} is not a CRS GDAL knows; use e.g. EPSG:32643") from None
     return {"tile": tile, "overlap": overlap if overlap is not None else -1, "batch_size": batch_size,
             "tiles_per_task": tiles_per_task, "device": device, "crs": crs, "max_pixels": max_pixels,
-            "min_dates": min_dates, "tta": tta}
+            "min_dates": min_dates, "tta": tta, "forest": forest}
 
 
 def _districts(r: _Reader, base: Path) -> tuple[Path | None, str | None]:

@@ -249,7 +249,7 @@ def infer(cfg: RunConfig, run_id: str, scenes: list[Scene], client: Any, read_ah
             futures.append(client.submit(
                 infer_batch, str(s.path), str(cfg.model), str(root), b, tiles,
                 batch_size=cfg.batch_size, device=cfg.device, threads=cfg.cluster.threads_per_worker,
-                read_ahead=read_ahead, min_dates=cfg.min_dates, tta=cfg.tta,
+                read_ahead=read_ahead, min_dates=cfg.min_dates, tta=cfg.tta, forest=cfg.forest,
                 resources=cfg.cluster.resources or None, key=f"infer-{s.name}-{b:05d}-{run_id}", pure=False,
             ))
     tally = InferTally()

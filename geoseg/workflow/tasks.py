@@ -40,6 +40,7 @@ from geoseg.io.raster import (
     tile_cache_bytes,
     writer_cache_bytes,
 )
+from geoseg.ml.forest import Forest, card_forest, with_forest
 from geoseg.ml.infer import (
     TileBatch,
     date_input,
@@ -74,6 +75,18 @@ def cached_model(model_dir: str | Path, device: str) -> tuple[Any, ModelCard]:
             _MODELS[key] = load_checkpoint(model_dir, device)
             LOADS["count"] += 1
         return _MODELS[key]
+
+
+_FORESTS: dict[tuple[str, str], Forest | None] = {}
+
+
+def cached_forest(model_dir: str | Path, card: ModelCard) -> Forest | None:
+    """The checkpoint's per-pixel forest (None without one), loaded once per process."""
+    key = (str(Path(model_dir).resolve()), str(card.forest.get("sha256", "")))
+    with _LOCK:
+        if key not in _FORESTS:
+            _FORESTS[key] = card_forest(model_dir, card)
+        return _FORESTS[key]
 
 
 #: Most reader threads one inference task starts (a GPU worker reading for its device).
@@ -119,6 +132,7 @@ def infer_batch(
     read_ahead: int | None = None,
     min_dates: int = 1,
     tta: str = "none",
+    forest: bool = True,
 ) -> dict[str, Any]:
     """Predict one batch of tiles of ``scene`` into the tile store (skipped when already done).
 
@@ -139,7 +153,8 @@ def infer_batch(
     _set_threads(threads)
     tm = time.perf_counter()
     model, card = cached_model(model_dir, dev)
-    model = with_tta(model, tta)
+    model = with_forest(with_tta(model, tta), cached_forest(model_dir, card) if forest else None,
+                        float(card.forest.get("weight", 0.0)))
     dates = date_input(card, raster_info(scene), min_dates, model_dir)
     mean, std, days = statistics(card, dates)
     setup = time.perf_counter() - tm  # imports and the checkpoint on a worker's first task, ~0 after

@@ -246,7 +246,7 @@ def test_training_from_vector_labels_through_the_cli(region, tmp_path) -> None: 
 def test_patience_through_the_cli(region, tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "p"
     args = ["train", "--image", str(region.scene), "--labels", str(region.labels), "--classes", str(region.classes),
-            "--tile", "64", "--batch-size", "4"]
+            "--tile", "64", "--batch-size", "4", "--no-forest"]
     res = CliRunner().invoke(_group(), [*args, "--out", str(out), "--epochs", "2", "--patience", "5"])
     assert res.exit_code == 0, res.output
     assert json.loads((out / "model.json").read_text())["training"]["patience"] == 5
@@ -276,8 +276,9 @@ def test_chip_sets_the_training_chips_and_the_card_keeps_the_tile(region, tmp_pa
     assert (card["tile"], card["overlap"]) == (128, 16)  # inference as for --tile 128 alone
     t = card["training"]
     assert t["chip"] == 32 and t["lr"] == 2e-3
-    # an epoch is one pass over the training labels in 32 px chips: 16 times as many as 128 px chips
-    expected = max(16, -(-sum(t["train_label_pixels"]) // 32**2))
+    # an epoch is one pass over the training labels in 32 px chips (16 times as many as 128 px chips),
+    # at least 50 batches
+    expected = max(50 * 4, -(-sum(t["train_label_pixels"]) // 32**2))
     assert t["chips_per_epoch"] == -(-expected // 4) * 4
     assert (32, 32) in sides and all(h == w and h in (32, 128) for h, w in sides)  # 128: the statistics windows
     assert t["validation"][0]["block"] == block_size((256, 320), 128)  # the split follows the tile, not the chip
@@ -300,7 +301,7 @@ def test_baseline_rf_is_trained_and_scored_on_the_same_split(region, tmp_path) -
     out = tmp_path / "b"
     res = CliRunner().invoke(_group(), [
         "train", "--image", str(region.scene), "--labels", str(region.labels), "--classes", str(region.classes),
-        "--out", str(out), "--tile", "64", "--epochs", "2", "--batch-size", "4", "--baseline", "rf"])
+        "--out", str(out), "--tile", "64", "--epochs", "2", "--batch-size", "4", "--baseline", "rf", "--no-forest"])
     assert res.exit_code == 0, res.output
     card = json.loads((out / "model.json").read_text())
     b, v = card["training"]["baseline"], card["training"]["validation"][0]
