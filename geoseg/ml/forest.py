@@ -54,7 +54,7 @@ from geoseg.core.stitch import trim
 from geoseg.errors import CheckpointError, ConfigError
 from geoseg.io.labels import window_tile
 from geoseg.ml.infer import DateInput, network_input, predict_proba, read_batch, read_batches
-from geoseg.ml.model import CARD, FOREST, ModelCard, network_channels, sha256_file
+from geoseg.ml.model import CARD, FOREST, ModelCard, check_sha256, network_channels
 
 __all__ = ["MAX_DEPTH", "MAX_LEAVES", "MAX_PIXELS", "TREES", "WEIGHTS", "Forest", "card_forest", "choose_weight",
            "fit_forest", "forest_proba", "fuse", "fused_probabilities", "load_forest", "mix_loss", "training_pixels",
@@ -66,7 +66,8 @@ TREES = 64
 #: Leaves per tree at most, and its depth at most (see the module docstring, Size).
 MAX_LEAVES = 1024
 MAX_DEPTH = 20
-#: Labelled training pixels the forest is fitted on at most (drawn evenly over the training blocks).
+#: Labelled training-block pixels the forest is fitted on at most (drawn evenly over the blocks; the
+#: refit once the weight is chosen adds the validation blocks' pixels at the same share).
 MAX_PIXELS = 200_000
 #: The forest weights :func:`choose_weight` tries.
 WEIGHTS = tuple(round(w, 1) for w in np.linspace(0.0, 1.0, 11))
@@ -244,10 +245,7 @@ def card_forest(model_dir: str | os.PathLike[str], card: ModelCard) -> Forest | 
     if not path.is_file():
         raise CheckpointError(f"{path}: missing, but {CARD} fuses a forest with the network (weight "
                               f"{card.forest['weight']}); {fix}")
-    actual = sha256_file(path)
-    if actual != str(card.forest["sha256"]).lower():
-        raise CheckpointError(f"{path}: sha256 {actual[:16]}... does not match {CARD} "
-                              f"({str(card.forest['sha256'])[:16]}...); the file was changed or damaged - {fix}")
+    check_sha256(path, str(card.forest["sha256"]), fix)
     return load_forest(path, network_channels(card), len(card.classes))
 
 
@@ -392,17 +390,12 @@ def choose_weight(net: np.ndarray, trees: np.ndarray, y: np.ndarray, class_names
 
 
 def training_pixels(scenes: Sequence[tuple[Any, Any, Sequence[Any], DateInput | None]], mean: Sequence[float],
-                    std: Sequence[float], valid_rule: str, rng: np.random.Generator,
-                    max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+                    std: Sequence[float], valid_rule: str, share: float,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The network's input (:func:`geoseg.ml.infer.network_input`) at labelled pixels the model
     maps, as rows (n, channels) float32, and their class ids (n,): ``scenes`` are ``(src, labels,
-    training block windows, dates)``; each window is read once and gives its share of
-    ``max_pixels`` (drawn with ``rng``), so memory holds one block and the rows."""
-    total = 0
-    for src, labels, windows, _ in scenes:
-        for w in windows:
-            total += int((labels.read(w) != NODATA).sum())
-    share = max_pixels / max(1, total)
+    block windows, dates)``; each window is read once and gives ``share`` of its pixels (all of
+    them at 1 or more; drawn with ``rng``), so memory holds one block and the rows."""
     xs, ys = [], []
     for src, labels, windows, dates in scenes:
         for w in windows:

@@ -35,6 +35,7 @@ from geoseg.classes import ClassTable
 from geoseg.errors import CheckpointError, ConfigError
 
 __all__ = [
+    "check_sha256",
     "ARCHITECTURES",
     "DEFAULT_ARCH",
     "DEFAULT_ENCODER",
@@ -474,6 +475,15 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def check_sha256(path: str | os.PathLike[str], expected: str, fix: str) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` unless its sha256 is ``expected`` (as the
+    card of its checkpoint records it); ``fix`` ends the message."""
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise CheckpointError(f"{path}: sha256 {actual[:16]}... does not match {CARD} ({expected[:16]}...); the "
+                              f"file was changed or damaged - {fix}")
+
+
 def save_checkpoint(path: str | os.PathLike[str], model: Any, card: ModelCard, forest: Any = None) -> ModelCard:
     """Write ``model`` and ``card`` as a checkpoint directory, atomically; with ``forest`` (a
     :class:`geoseg.ml.forest.Forest`, whose weight ``card.forest`` holds) its file too.
@@ -624,12 +634,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[
     """
     d = Path(path)
     card = read_card(d)
-    actual = sha256_file(d / WEIGHTS)
-    if actual != card.weights_sha256.lower():
-        raise CheckpointError(
-            f"{d / WEIGHTS}: sha256 {actual[:16]}... does not match model.json ({card.weights_sha256[:16]}...); "
-            f"the weights were changed or damaged - restore the checkpoint from its source"
-        )
+    check_sha256(d / WEIGHTS, card.weights_sha256, "restore the checkpoint from its source")
     _check_fits_weights(card, d)
     import torch
 

@@ -125,6 +125,7 @@ from geoseg.ml.evaluate import accumulate_confusion, window_tiles
 from geoseg.ml.forest import (
     MAX_DEPTH,
     MAX_LEAVES,
+    MAX_PIXELS,
     Forest,
     choose_weight,
     fit_forest,
@@ -789,18 +790,21 @@ def _fit_forest(model: Any, scenes: Sequence[_Scene], chips: _Chips, table: Clas
     def date_input(s: _Scene) -> DateInput | None:
         return None if dates is None else DateInput(dates.layouts[s.index], 1, list(chips.mean), list(chips.std))
 
-    def pixels(blocks: Sequence[tuple[_Scene, Any, Sequence[Any]]]) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0F0E57]))  # its own stream: the others unchanged
-        return training_pixels([(s.src, labels, windows, date_input(s)) for s, labels, windows in blocks],
-                               chips.mean, chips.std, valid_rule, rng)
+    # the same share of every block's labelled pixels (the split counted them), from a stream of its own
+    labelled = sum(int(s.split.train_counts().sum()) for s in scenes)
+    share = MAX_PIXELS / max(1, labelled)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0F0E57]))
 
-    x, y = pixels([(s, s.labels, s.split.windows(False)) for s in scenes])
+    def pixels(validation: bool) -> tuple[np.ndarray, np.ndarray]:
+        return training_pixels([(s.src, s.validation_labels if validation else s.labels, s.split.windows(validation),
+                                 date_input(s)) for s in scenes], chips.mean, chips.std, valid_rule, share, rng)
+
+    x, y = pixels(False)
     record: dict[str, Any] = {"trees": FOREST_TREES, "max_leaves": MAX_LEAVES, "max_depth": MAX_DEPTH,
                               "pixels": int(y.size)}
     if np.unique(y).size < 2:
         return None, {**record, "weight": 0.0, "note": "fewer than 2 classes among the training pixels"}, None
     trees = fit_forest(x, y, len(table), seed)
-    del x, y
     model.eval()
     pn, pf, yv = validation_probabilities(
         model, trees, [(s.src, s.validation_labels, tiles, date_input(s)) for s, tiles in chips.val_tiles],
@@ -815,8 +819,8 @@ def _fit_forest(model: Any, scenes: Sequence[_Scene], chips: _Chips, table: Clas
                   miou_by_weight={f"{w:.1f}": round(m, 6) for w, m in miou.items()},
                   brier_by_weight={f"{w:.1f}": round(v, 6) for w, v in loss.items()})
     if weight > 0:  # the weight is chosen: the validation pixels can teach the forest now
-        x, y = pixels([(s, s.labels, s.split.windows(False)) for s in scenes]
-                      + [(s, s.validation_labels, s.split.windows(True)) for s in scenes])
+        xv, yv = pixels(True)  # the training blocks' rows are kept; the validation blocks are read once more
+        x, y = np.concatenate([x, xv]), np.concatenate([y, yv])
         trees = fit_forest(x, y, len(table), seed)
         record["pixels_refit"] = int(y.size)
     record["seconds"] = round(time.perf_counter() - t0, 1)
