@@ -319,6 +319,20 @@ def test_kill_then_resume_gives_byte_identical_outputs(project, tmp_path_factory
 # ------------------------------------------------------------------ external scheduler and GPU routing
 
 
+def _scheduler_address(sched_file, deadline):  # type: ignore[no-untyped-def]
+    """The address in the scheduler's file, once the scheduler has finished writing it.
+
+    The file appears before its JSON is complete, so an empty or partial file means: wait.
+    """
+    while True:
+        try:
+            return json.loads(sched_file.read_text())["address"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def external_cluster(tmp_path):  # type: ignore[no-untyped-def]
     """A real `dask scheduler` and two `dask worker` processes on loopback; worker 'gpu' offers GPU=1."""
@@ -327,10 +341,7 @@ def external_cluster(tmp_path):  # type: ignore[no-untyped-def]
     procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
                                "--no-dashboard", "--scheduler-file", str(sched_file)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
-    deadline = time.time() + 60
-    while not sched_file.exists() and time.time() < deadline:
-        time.sleep(0.1)
-    address = json.loads(sched_file.read_text())["address"]
+    address = _scheduler_address(sched_file, deadline=time.time() + 60)
     for name, extra in (("gpu", ["--resources", "GPU=1"]), ("cpu", [])):
         procs.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
                                        "--nworkers", "1", "--name", name, "--no-dashboard", *extra], env=env,
