@@ -67,7 +67,18 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
                    "early stopping off.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same split, chips and weights.")
 @click.option("--init-from", type=LocalParam("--init-from"), default=None,
-              help="Checkpoint directory to fine-tune, or encoder weights (.safetensors/.pt/.pth).")
+              help="geoseg checkpoint directory to fine-tune.")
+@click.option("--pretrained", default=None, metavar="PATH|NAME",
+              help="Start the encoder from pretrained weights: a file (.safetensors/.pt/.pth, with "
+                   "--pretrained-bands) or a published name (imagenet-resnet18, ssl4eo-l-oli-sr-moco-resnet18, "
+                   "ssl4eo-s12-all-moco-resnet18, ...; downloaded once into the cache). The first convolution is "
+                   "matched to the image's bands by name.")
+@click.option("--pretrained-bands", default=None, metavar="NAMES",
+              help="The bands the weights' first convolution reads, in order, e.g. red,green,blue "
+                   "[default: known for a published name].")
+@click.option("--freeze-epochs", type=int, default=None, metavar="N",
+              help="Epochs in which the pretrained encoder (all but its first convolution) does not learn "
+                   "[default: 2 with --pretrained].")
 @label_field_option
 @point_radius_option
 @device_option
@@ -90,7 +101,8 @@ def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], clas
           init_from: Path | None,
           label_field: str | None, point_radius: float | None, device: str, loss: str, batch_size: int, lr: float,
           time_limit: float | None, date_dropout: float | None, valid_rule: str, baseline: str,
-          forest: bool, overwrite: bool) -> None:
+          forest: bool, pretrained: str | None, pretrained_bands: str | None, freeze_epochs: int | None,
+          overwrite: bool) -> None:
     """Train a crop segmentation model from images and labels.
 
     Chips are drawn from the scene away from spatially held-out validation blocks
@@ -106,6 +118,8 @@ def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], clas
             --classes classes.yaml --out models/ft --init-from models/punjab --overwrite
         geoseg train --image scene.tif --labels gps_points.gpkg --label-field crop \\
             --point-radius 10 --classes classes.yaml --out models/points
+        geoseg train --image landsat.tif --labels cdl.tif --classes classes.yaml \\
+            --pretrained ssl4eo-l-oli-sr-moco-resnet18 --out models/landsat
         geoseg train --image kharif.tif --labels labels.tif --classes classes.yaml \\
             --arch utae --lr 2e-3 --epochs 80 --patience 80 --out models/kharif-utae
     """
@@ -125,7 +139,8 @@ def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], clas
                           point_radius=point_radius, device=device,
                           loss=loss, batch_size=batch_size, lr=lr, time_limit=time_limit, date_dropout=date_dropout,
                           valid_rule=valid_rule, baseline=None if baseline == "none" else baseline,
-                          forest=forest, progress=on_epoch)
+                          forest=forest, pretrained=pretrained, pretrained_bands=pretrained_bands,
+                          freeze_epochs=freeze_epochs, progress=on_epoch)
     for report in res.points:  # points not used: a warning line, even with -q
         if report.warning():
             click.echo(report.warning(), err=True)

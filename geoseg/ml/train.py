@@ -144,12 +144,12 @@ from geoseg.ml.model import (
     build_model,
     load_checkpoint,
     load_into,
-    load_state_dict_file,
     read_card,
     resolved_arch_kwargs,
     save_checkpoint,
     tile_multiple,
 )
+from geoseg.ml.pretrained import PUBLISHED, first_conv_key, freeze_encoder, load_pretrained
 from geoseg.ml.split import Split, block_size, make_split
 from geoseg.parallel import tune_allocator
 
@@ -176,6 +176,7 @@ DEFAULTS: dict[str, Any] = {
     "date_dropout": 0.4,
     "date_chip": 64,
     "min_steps": 50,
+    "freeze_epochs": 2,
 }
 _WARMUP_SHARE = 0.03
 _LR_FLOOR = 0.01
@@ -223,6 +224,15 @@ class TrainResult:
             return [f"per-pixel forest not kept: the network alone fits the validation pixels best ({scored})"]
         return [f"fused with a per-pixel forest ({f['trees']} trees) at weight {f['weight']:.1f}: {scored}"]
 
+    def _pretrained_lines(self) -> list[str]:
+        t = self.card.training
+        if "pretrained" not in t:
+            return []
+        matched, zero = t["matched_bands"], t["zero_channels"]
+        line = (f"encoder from {t['pretrained']}: {len(matched)} of {len(matched) + len(zero)} input channels matched "
+                f"to its bands by name, the rest learnt from zero; frozen for the first {t['freeze_epochs']} epochs")
+        return [line]
+
     def summary(self) -> str:
         m = self.card.metrics
         iou = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in m.get("per_class_iou", {}).items())
@@ -233,6 +243,7 @@ class TrainResult:
             f"best epoch {self.best_epoch} of {self.epochs_run} ({self.stop_reason}) in {self.seconds:.0f} s: "
             f"validation mIoU {miou:.3f}" if miou is not None else "no validation score",
             f"per-class IoU: {iou}",
+            *self._pretrained_lines(),
             *self._forest_lines(),
             *self._baseline_lines(),
             *[p.line() for p in self.points],
@@ -305,6 +316,8 @@ class _Plan:
     seed: int
     t_start: float
     budget_s: float | None
+    #: Epochs at the start in which a pretrained encoder (all but its first convolution) is frozen.
+    freeze_epochs: int = 0
 
 
 @dataclass
@@ -414,9 +427,18 @@ def default_chip(tile: int, reads_dates: bool) -> int:
 
 def _architecture(arch: str | None, encoder: str | None, arch_kwargs: dict[str, Any] | None,
                   init_from: str | os.PathLike[str] | None, tile: int, overlap: int | None,
-                  chip: int | None = None) -> _Arch:
-    """The architecture to train: explicit, else that of ``init_from``, else the defaults;
-    ``tile``, ``overlap`` and ``chip`` checked against it."""
+                  chip: int | None = None, pretrained: str | os.PathLike[str] | None = None) -> _Arch:
+    """The architecture to train: explicit, else that of ``init_from``, else the defaults (the
+    encoder of a published ``pretrained`` name); ``tile``, ``overlap`` and ``chip`` checked against it."""
+    if pretrained is not None and init_from is not None:
+        raise ConfigError("--pretrained and --init-from both given; fine-tune a geoseg checkpoint (--init-from) or "
+                          "start from pretrained encoder weights (--pretrained), not both")
+    published = PUBLISHED.get(str(pretrained)) if pretrained is not None else None
+    if published is not None:
+        if encoder is not None and encoder != published.encoder:
+            raise ConfigError(f"--pretrained {pretrained} holds a {published.encoder} encoder, but --encoder is "
+                              f"{encoder}; leave --encoder out or pass --encoder {published.encoder}")
+        encoder = published.encoder
     init_card = None
     if init_from is not None and Path(init_from).is_dir():
         init_card = read_card(init_from)
@@ -468,14 +490,16 @@ def check_init_card(src: ModelCard, path: str | os.PathLike[str], arch: str, enc
 
 
 def _check_init_from(init_from: str | os.PathLike[str] | None, spec: _Arch, bands: int) -> None:
-    """A checkpoint to fine-tune must have the architecture being trained; a weights file must exist."""
+    """A checkpoint to fine-tune must exist and have the architecture being trained."""
     if spec.init_card is not None:
         check_init_card(spec.init_card, str(init_from), spec.arch, spec.encoder, bands, spec.kwargs)
-    elif init_from is not None and not Path(init_from).exists():
+    elif init_from is not None and Path(init_from).is_file():
         raise CheckpointError(
-            f"{init_from}: not found; --init-from takes a geoseg checkpoint directory or an encoder weights file "
-            f"(.safetensors, .pt, .pth)"
+            f"{init_from}: is a file; --init-from takes a geoseg checkpoint directory - for encoder weights use "
+            f"--pretrained {init_from} --pretrained-bands NAMES (the bands its first convolution reads, in order)"
         )
+    elif init_from is not None:
+        raise CheckpointError(f"{init_from}: not found; --init-from takes a geoseg checkpoint directory")
 
 
 # --------------------------------------------------------------------------------------
@@ -583,41 +607,19 @@ def _steps_per_epoch(area: int, tile: int, batch_size: int, chips_per_epoch: int
 # stage 5: fitting
 def _init_from(model: Any, path: str, card_classes: ClassTable, arch: str, encoder: str, in_channels: int,
                arch_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Load a checkpoint's weights (fine-tuning) or an encoder state dict into ``model``."""
+    """Load a geoseg checkpoint's weights into ``model`` (fine-tuning); a new class table keeps the head's."""
     p = Path(path)
-    if p.is_dir():
-        src = read_card(p)
-        check_init_card(src, p, arch, encoder, in_channels, arch_kwargs)
-        src_model, _ = load_checkpoint(p, "cpu")
-        state = src_model.state_dict()
-        same_classes = src.classes.names == card_classes.names
-        if not same_classes:  # new class table: keep everything but the classification head
-            own = model.state_dict()
-            state = {**{k: v for k, v in own.items() if k.startswith("segmentation_head.")},
-                     **{k: v for k, v in state.items() if not k.startswith("segmentation_head.")}}
-        load_into(model, state, str(p / "model.safetensors"))
-        return {"init_from": str(p), "init_kind": "checkpoint", "head_reinitialised": not same_classes}
-    if not p.exists():
-        raise CheckpointError(
-            f"{p}: not found; --init-from takes a geoseg checkpoint directory or an encoder weights file "
-            f"(.safetensors, .pt, .pth)"
-        )
-    state = load_state_dict_file(p)
-    if state and all(k.startswith("encoder.") for k in state):
-        state = {k[len("encoder."):]: v for k, v in state.items()}
-    own = model.encoder.state_dict()
-    dropped = [k for k in state if k not in own and k.split(".")[0] in ("fc", "classifier", "head")]
-    state = {k: v for k, v in state.items() if k not in dropped}
-    adapted = []
-    for k, v in list(state.items()):
-        if k in own and v.ndim == 4 and own[k].ndim == 4 and v.shape[1] != own[k].shape[1] \
-                and (v.shape[0], *v.shape[2:]) == (own[k].shape[0], *own[k].shape[2:]):
-            # first convolution of another band count: cycle its input channels, keep the output scale
-            idx = [i % v.shape[1] for i in range(own[k].shape[1])]
-            state[k] = v[:, idx] * (v.shape[1] / own[k].shape[1])
-            adapted.append(k)
-    load_into(model.encoder, state, str(p))
-    return {"init_from": str(p), "init_kind": "encoder", "dropped_keys": dropped, "adapted_keys": adapted}
+    src = read_card(p)
+    check_init_card(src, p, arch, encoder, in_channels, arch_kwargs)
+    src_model, _ = load_checkpoint(p, "cpu")
+    state = src_model.state_dict()
+    same_classes = src.classes.names == card_classes.names
+    if not same_classes:  # new class table: keep everything but the classification head
+        own = model.state_dict()
+        state = {**{k: v for k, v in own.items() if k.startswith("segmentation_head.")},
+                 **{k: v for k, v in state.items() if not k.startswith("segmentation_head.")}}
+    load_into(model, state, str(p / "model.safetensors"))
+    return {"init_from": str(p), "init_kind": "checkpoint", "head_reinitialised": not same_classes}
 
 
 @contextlib.contextmanager
@@ -649,9 +651,12 @@ def _lr_factor(step: int, total_steps: int, elapsed: float, budget: float | None
 
 def _fit_model(spec: _Arch, bands: int, table: ClassTable, chips: _Chips, plan: _Plan, *,
                init_from: str | os.PathLike[str] | None, valid_rule: str, device: str,
-               progress: Progress | None) -> tuple[Any, _Fit, dict[str, Any]]:
-    """Build the network (weights seeded, or loaded from ``init_from``), fit it, and return it
-    on the CPU holding the best epoch's weights, with how fitting went and what was loaded.
+               progress: Progress | None, pretrained: str | os.PathLike[str] | None = None,
+               pretrained_bands: Sequence[str] | None = None,
+               channel_names: Sequence[str | None] = ()) -> tuple[Any, _Fit, dict[str, Any]]:
+    """Build the network (weights seeded, loaded from ``init_from``, or its encoder from
+    ``pretrained`` adapted to ``channel_names``), fit it, and return it on the CPU holding the
+    best epoch's weights, with how fitting went and what was loaded.
 
     Runs inside :func:`torch.random.fork_rng` and :func:`_deterministic`, so the caller's
     random state and determinism setting are as they were afterwards.
@@ -669,23 +674,29 @@ def _fit_model(spec: _Arch, bands: int, table: ClassTable, chips: _Chips, plan: 
         model = build_model(spec.arch, spec.encoder, channels, len(table), **spec.kwargs)
         if init_from is not None:
             init_info = _init_from(model, str(init_from), table, spec.arch, spec.encoder, bands, spec.kwargs)
+        first = None
+        if pretrained is not None:
+            init_info = load_pretrained(model, pretrained, channel_names, pretrained_bands)
+            first = first_conv_key(model.encoder.state_dict(), channels)
+            init_info["freeze_epochs"] = plan.freeze_epochs
         model.to(device)
         if cuda:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
         loss_fn = make_loss(plan.loss, chips.weights).to(device)
         fit = _fit(model, opt, loss_fn, chips, plan, valid_rule=valid_rule, device=device, table=table,
-                   progress=progress)
+                   progress=progress, first_conv=first)
         model.load_state_dict(fit.best_state)
         model.to("cpu")
     return model, fit, init_info
 
 
 def _fit(model: Any, opt: Any, loss_fn: Any, chips: _Chips, plan: _Plan, *, valid_rule: str, device: str,
-         table: ClassTable, progress: Progress | None) -> _Fit:
+         table: ClassTable, progress: Progress | None, first_conv: str | None = None) -> _Fit:
     """The epochs: steps on training chips, then the validation blocks scored; keeps the best
     epoch by validation mIoU, stops after ``plan.patience`` epochs without a better one, and
-    stops in time for one more validation before the time budget runs out."""
+    stops in time for one more validation before the time budget runs out. A pretrained
+    encoder (``first_conv`` set) is frozen but for that convolution for ``plan.freeze_epochs``."""
     fit = _Fit()
     t_train = time.perf_counter()
     train_budget = None if plan.budget_s is None else plan.budget_s - (t_train - plan.t_start)
@@ -695,6 +706,8 @@ def _fit(model: Any, opt: Any, loss_fn: Any, chips: _Chips, plan: _Plan, *, vali
     epoch = 0
     for epoch in range(1, plan.epochs + 1):
         model.train()
+        if first_conv is not None and plan.freeze_epochs:
+            freeze_encoder(model, first_conv, frozen=epoch <= plan.freeze_epochs)
         losses = []
         out_of_time = False
         for _ in range(plan.steps):
@@ -721,6 +734,7 @@ def _fit(model: Any, opt: Any, loss_fn: Any, chips: _Chips, plan: _Plan, *, vali
             "val_miou": val.miou,
             "val_pixel_accuracy": val.pixel_accuracy,
             "lr": opt.param_groups[0]["lr"],
+            "encoder_frozen": first_conv is not None and epoch <= plan.freeze_epochs,
             "seconds": time.perf_counter() - plan.t_start,
             "best": improved,
         }
@@ -833,6 +847,36 @@ def _band_names(info: RasterInfo) -> list[str]:
     return [d if d else f"band {i}" for i, d in enumerate(info.descriptions, start=1)]
 
 
+def _channel_names(info: RasterInfo, arch: str, dates: ChipDates | None) -> list[str | None]:
+    """The band each input channel of the network reads (None for a date's validity plane)."""
+    if dates is None:
+        return list(info.descriptions)
+    if arch.lower() in TEMPORAL_ARCHS:
+        return list(dates.layouts[0].bands)
+    return [*info.descriptions, *([None] * dates.layouts[0].n_dates)]
+
+
+def _name_list(names: Sequence[str] | str | None) -> list[str] | None:
+    """``"red, green,blue"`` or a sequence as a list of names (None when none are given)."""
+    if names is None:
+        return None
+    items = names.split(",") if isinstance(names, str) else [str(n) for n in names]
+    return [n.strip() for n in items if n.strip()] or None
+
+
+def _freeze_epochs(freeze_epochs: int | None, pretrained: str | os.PathLike[str] | None) -> int:
+    """Epochs with a frozen pretrained encoder: as given, else :data:`DEFAULTS` ``freeze_epochs``
+    with ``pretrained`` and 0 without."""
+    if freeze_epochs is None:
+        return DEFAULTS["freeze_epochs"] if pretrained is not None else 0
+    if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
+        raise ConfigError(f"--freeze-epochs is {freeze_epochs!r}; expected a whole number >= 0")
+    if freeze_epochs and pretrained is None:
+        raise ConfigError("--freeze-epochs without --pretrained: only a pretrained encoder is frozen; "
+                          "add --pretrained or drop --freeze-epochs")
+    return freeze_epochs
+
+
 def _json_value(v: Any) -> Any:
     if isinstance(v, float):
         return round(v, 6) if math.isfinite(v) else None
@@ -924,6 +968,9 @@ def train(
     deterministic: bool = True,
     baseline: str | None = None,
     forest: bool = True,
+    pretrained: str | os.PathLike[str] | None = None,
+    pretrained_bands: Sequence[str] | str | None = None,
+    freeze_epochs: int | None = None,
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train a model on labelled scenes and save it as a checkpoint directory ``out``.
@@ -962,10 +1009,18 @@ def train(
         Seeds every random choice (split, chips, augmentation, initial weights).
     init_from : path, optional
         A geoseg checkpoint directory to fine-tune (same architecture, encoder and band
-        count; a different class table re-initialises the head), or an encoder weights
-        file (``.safetensors``, ``.pt``/``.pth`` read with ``weights_only=True``) loaded into
-        the encoder (a first convolution for another band count is adapted by cycling
-        its input channels; classifier keys ``fc.*`` are dropped).
+        count; a different class table re-initialises the head).
+    pretrained : path or name, optional
+        Encoder weights to start from (:mod:`geoseg.ml.pretrained`): a weights file
+        (``.safetensors``, or ``.pt``/``.pth`` read with ``weights_only=True``) or a published
+        name (:data:`geoseg.ml.pretrained.PUBLISHED`, downloaded once into the cache; it sets the
+        encoder). The first convolution is adapted to the stack's bands by band name.
+    pretrained_bands : names, optional
+        The bands the weights' first convolution reads, in order (``"red,green,blue"``); needed
+        for a file, known for a published name.
+    freeze_epochs : int, optional
+        Epochs in which the pretrained encoder, but for its first convolution, does not learn
+        (default 2 with ``pretrained``).
     label_field : str, optional
         The attribute of vector labels holding the class.
     point_radius : float, optional
@@ -1030,7 +1085,9 @@ def train(
     budget_s = _check_options(time_limit, epochs, batch_size, patience, lr, weight_decay, jitter, valid_rule, loss)
     image_list, label_list = _inputs(images, labels)
     table = classes if isinstance(classes, ClassTable) else load_classes(classes)
-    spec = _architecture(arch, encoder, arch_kwargs, init_from, tile, overlap, chip)
+    spec = _architecture(arch, encoder, arch_kwargs, init_from, tile, overlap, chip, pretrained)
+    freeze = _freeze_epochs(freeze_epochs, pretrained)
+    wbands = _name_list(pretrained_bands)
     infos = _image_infos(image_list)
     bands = infos[0].count
     _check_init_from(init_from, spec, bands)
@@ -1051,10 +1108,12 @@ def train(
             steps=_steps_per_epoch(_epoch_area(scenes, chips.train_counts), chip_, batch_size, chips_per_epoch),
             batch_size=int(batch_size), lr=lr, weight_decay=weight_decay, loss=loss, patience=int(patience),
             jitter=float(jitter) if augment else 0.0, augment=bool(augment), deterministic=bool(deterministic),
-            seed=int(seed), t_start=t_start, budget_s=budget_s,
+            seed=int(seed), t_start=t_start, budget_s=budget_s, freeze_epochs=freeze,
         )
         model, fit, init_info = _fit_model(spec, bands, table, chips, plan, init_from=init_from,
-                                           valid_rule=valid_rule, device=dev, progress=progress)
+                                           valid_rule=valid_rule, device=dev, progress=progress,
+                                           pretrained=pretrained, pretrained_bands=wbands,
+                                           channel_names=_channel_names(infos[0], spec.arch, date_spec))
         assert fit.best_scores is not None  # every epoch is scored, and the first one is the best so far
         metrics: dict[str, Any] = {**fit.best_scores.to_dict(), "epoch": fit.best_epoch}
         trees, forest_card = None, {}

@@ -29,7 +29,7 @@ from geoseg.io.raster import raster_info
 from geoseg.ml.chips import ChipSampler
 from geoseg.ml.model import ModelCard, build_from_card, load_checkpoint, save_checkpoint, sha256_file
 from geoseg.ml.split import Split, block_size, make_split
-from geoseg.ml.train import _init_from, train
+from geoseg.ml.train import train
 from geoseg.synth import synthesize
 
 FAST = dict(tile=64, chips_per_epoch=32, batch_size=8)
@@ -409,25 +409,10 @@ def test_fine_tune_with_new_classes_keeps_the_encoder_and_reinitialises_the_head
                tile=64, chips_per_epoch=8, batch_size=8)
     assert ft.card.arch == "unet" and ft.card.training["init_kind"] == "checkpoint"
     assert ft.card.training["head_reinitialised"] is True
-    # an encoder state dict (here: safetensors) goes into the encoder only, with the "encoder." prefix dropped
-    from safetensors.torch import save_file
-
-    base, _ = load_checkpoint(res.model_dir)
-    enc = {f"encoder.{k}": v.contiguous() for k, v in base.encoder.state_dict().items()}
-    save_file(enc, str(tmp_path / "enc.safetensors"))
-    model = build_from_card(res.card)
-    info = _init_from(model, str(tmp_path / "enc.safetensors"), res.card.classes, "unet", "resnet18", 16,
-                      res.card.arch_kwargs)
-    assert info["init_kind"] == "encoder"
-    for k, v in base.encoder.state_dict().items():
-        assert (model.encoder.state_dict()[k] == v).all()
-    # a 3-band first convolution (ImageNet-style) is adapted to 16 bands
-    three = dict(base.encoder.state_dict())
-    three["conv1.weight"] = three["conv1.weight"][:, :3].contiguous()
-    save_file(three, str(tmp_path / "rgb.safetensors"))
-    info = _init_from(build_from_card(res.card), str(tmp_path / "rgb.safetensors"), res.card.classes, "unet",
-                      "resnet18", 16, res.card.arch_kwargs)
-    assert info["adapted_keys"] == ["conv1.weight"]
+    # a weights file is not a checkpoint: --init-from says to use --pretrained for it
+    (tmp_path / "enc.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"enc.pt: is a file; .*use --pretrained .*enc.pt --pretrained-bands"):
+        train(region.scene, region.labels, region.classes, tmp_path / "m", init_from=tmp_path / "enc.pt", **FAST)
 
 
 def test_time_limit_stops_cleanly_and_saves(region, tmp_path) -> None:  # type: ignore[no-untyped-def]
