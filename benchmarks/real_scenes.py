@@ -22,6 +22,13 @@ three models are trained on the western half, for each seed:
     scikit-learn ``HistGradientBoostingClassifier`` (its defaults, early stopping on a 10 %
     hold-out) on the same pixels.
 
+With ``--pretrain``, every geoseg model above starts from the encoder of a network geoseg
+trained on a *different* real scene (:data:`PRETRAIN_SOURCE`: another sensor, another place,
+other classes; both halves of it, seed 0, the network alone), its first convolution matched
+to the target's bands by name (``train(pretrained=...)``, :mod:`geoseg.ml.pretrained`). No
+published weights can be downloaded where this runs; the table then shows the pretrained path
+itself on and off (the same seeds without ``--pretrain``).
+
 All three are scored with :mod:`geoseg.core.metrics` on the same eastern pixels (labelled,
 every band holding data): per-class IoU and **mIoU over the classes the test half holds** (the
 same classes for every model: the usual "present in the target or the prediction" would
@@ -201,6 +208,17 @@ def tile_for(image: Path) -> int:
     return max(16, min(64, side // 16 * 16))
 
 
+def pretrain_source(name: str, paths: dict[str, Path], work: Path) -> Path:
+    """A network trained on both halves of scene ``name`` (seed 0, no forest), for --pretrain."""
+    out = work / f"source-{name}"
+    if not (out / "model.json").is_file():
+        t0 = time.perf_counter()
+        train([paths["west"], paths["east"]], [paths["west_labels"], paths["east_labels"]], paths["classes"], out,
+              tile=tile_for(paths["west"]), seed=0, forest=False)
+        print(f"pretraining source {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
 def run_scene(name: str, paths: dict[str, Path], seeds: list[int], work: Path,
               train_kw: dict[str, Any] | None = None, baselines: bool = True) -> dict[str, Any]:
     import yaml
@@ -274,6 +292,10 @@ def summary(name: str, r: dict[str, Any]) -> None:
 SCENES: dict[str, Callable[[Path, argparse.Namespace], dict[str, Path]]] = {
     "nc_landsat": nc_landsat, "slovenia": slovenia}
 WORLDCEREAL_PATCHES = ["00002806639B424A", "0000280849BAC91C"]
+#: --pretrain: the scene whose network starts each target's encoder (the largest other scene,
+#: of another sensor or place)
+PRETRAIN_SOURCE = {"nc_landsat": "slovenia", "slovenia": "nc_landsat", "worldcereal-424A": "nc_landsat",
+                   "worldcereal-C91C": "nc_landsat"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", default=None, metavar="JSON",
                     help='extra geoseg.ml.train.train options, e.g. \'{"chips_per_epoch": 400}\'')
     ap.add_argument("--no-baselines", action="store_true", help="geoseg only (no forest, no boosting)")
+    ap.add_argument("--pretrain", action="store_true",
+                    help="start geoseg's encoders from a network trained on another real scene (PRETRAIN_SOURCE)")
     ap.add_argument("--prepare-worldcereal", nargs=2, type=Path, metavar=("SRC", "DST"),
                     help="write the WorldCereal patch GeoTIFFs from the netCDF files in SRC to DST, then stop")
     ap.add_argument("--json", type=Path, default=None)
@@ -309,8 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in chosen:
             work = Path(tmp) / name
-            results[name] = run_scene(name, scenes[name](work, args), args.seeds, work, train_kw,
+            kw = dict(train_kw or {})
+            if args.pretrain:
+                source = PRETRAIN_SOURCE[name]
+                kw["pretrained"] = pretrain_source(source, scenes[source](Path(tmp) / source, args), Path(tmp))
+            results[name] = run_scene(name, scenes[name](work, args), args.seeds, work, kw,
                                       baselines=not args.no_baselines)
+            if args.pretrain:
+                results[name]["pretrained_from"] = PRETRAIN_SOURCE[name]
     for name, r in results.items():
         summary(name, r)
     if args.json:

@@ -70,7 +70,7 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
               help="geoseg checkpoint directory to fine-tune.")
 @click.option("--pretrained", default=None, metavar="PATH|NAME",
               help="Start the encoder from pretrained weights: a file (.safetensors/.pt/.pth, with "
-                   "--pretrained-bands) or a published name (imagenet-resnet18, ssl4eo-l-oli-sr-moco-resnet18, "
+                   "--pretrained-bands), a geoseg checkpoint directory or a published name (imagenet-resnet18, ssl4eo-l-oli-sr-moco-resnet18, "
                    "ssl4eo-s12-all-moco-resnet18, ...; downloaded once into the cache). The first convolution is "
                    "matched to the image's bands by name.")
 @click.option("--pretrained-bands", default=None, metavar="NAMES",

@@ -9,6 +9,7 @@ A network fine-tuned from pretrained weights needs fewer labels than one trained
   SSL4EO weights in), an smp encoder's (``encoder.`` keys) or a whole geoseg/smp model's;
   training wrappers (``state_dict``, ``model``, ``module.``, ``backbone.``, ``encoder_q.``, ...)
   are unwrapped. Its first convolution's bands are given with ``--pretrained-bands``.
+- or a geoseg checkpoint directory: its encoder, the bands read from its card.
 - or a published name (:data:`PUBLISHED`: ImageNet ResNets from torchvision, and the SSL4EO-L
   Landsat and SSL4EO-S12 Sentinel-2 self-supervised ResNets from torchgeo), downloaded once into
   the cache (:mod:`geoseg.io.weights`) and known with its bands.
@@ -44,10 +45,10 @@ from geoseg.core.dates import split_band_name
 from geoseg.errors import CheckpointError, ConfigError
 from geoseg.io.imagery import LANDSAT_BANDS, S2_BANDS
 from geoseg.io.weights import cached_download
-from geoseg.ml.model import load_state_dict_file
+from geoseg.ml.model import CARD, WEIGHTS, load_state_dict_file, network_channels, read_card
 
 __all__ = ["PUBLISHED", "Published", "adapt_first_conv", "band_key", "encoder_state", "first_conv_key",
-           "freeze_encoder", "load_pretrained", "resolve_pretrained"]
+           "freeze_encoder", "load_pretrained", "pretrained_encoder", "resolve_pretrained"]
 
 _S2_ALL = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "nir09", "cirrus",
            "swir16", "swir22")
@@ -106,13 +107,27 @@ def band_key(name: str | None) -> str | None:
 
     Examples
     --------
+    A name of several words (``"B4 NIR"``, as some Landsat stacks are labelled) is read by its
+    common-name word first: band numbers differ between sensors, common names do not.
+
     >>> [band_key(n) for n in ("B04", "b8a", "B8", "SR_B5", "2024-06-15 B11", "Red", "2024-06-15 G", "band 1", None)]
     ['red', 'nir08', 'nir', 'nir08', 'swir16', 'red', 'green', None, None]
+    >>> [band_key(n) for n in ("B1 blue", "B4 NIR", "B7 SWIR2")]
+    ['blue', 'nir', 'swir22']
     """
     if not name:
         return None
     parsed = split_band_name(name)
     text = (parsed[2] if parsed else name).strip()
+    words = text.replace("_", " ").split() if not text.upper().startswith("SR_B") else [text]
+    if len(words) > 1:
+        keys = [_word_key(w) for w in words]
+        common = [k for w, k in zip(words, keys, strict=True) if k is not None and w.lower() in _COMMON | set(_SHORT)]
+        return common[0] if common else next((k for k in keys if k is not None), None)
+    return _word_key(text)
+
+
+def _word_key(text: str) -> str | None:
     up = text.upper()
     if up.startswith("SR_B") and up in _LANDSAT_IDS:
         return _LANDSAT_IDS[up]
@@ -124,7 +139,7 @@ def band_key(name: str | None) -> str | None:
     return low if low in _COMMON else _SHORT.get(low)
 
 
-def adapt_first_conv(weight: np.ndarray, weight_bands: Sequence[str], input_bands: Sequence[str | None]
+def adapt_first_conv(weight: np.ndarray, weight_bands: Sequence[str | None], input_bands: Sequence[str | None]
                      ) -> tuple[np.ndarray, dict[int, int]]:
     """A first-convolution kernel for ``input_bands``, from one trained on ``weight_bands``.
 
@@ -132,14 +147,17 @@ def adapt_first_conv(weight: np.ndarray, weight_bands: Sequence[str], input_band
     ----------
     weight : array (out, len(weight_bands), kh, kw)
     weight_bands : the bands the kernel's input channels read, by any name :func:`band_key` knows
+        (None for a channel to leave out, such as a validity plane)
     input_bands : the new input channels' band names (None for a channel that is not a band)
 
     Returns
     -------
     (kernel (out, len(input_bands), kh, kw), {input channel: weights channel} for the matched ones)
 
-    Each input channel whose band has a common name in ``weight_bands`` takes that slice, divided
-    by how many input channels share it (one per date); the others are zero.
+    Each input channel whose band has a common name in ``weight_bands`` takes that band's slice
+    (summed over the weights' channels of that band, when they read several dates), divided by
+    how many input channels share it (one per date); the others are zero. A band steady over
+    the dates thus gives the response it gave the weights.
 
     Raises
     ------
@@ -155,14 +173,15 @@ def adapt_first_conv(weight: np.ndarray, weight_bands: Sequence[str], input_band
     """
     if weight.ndim != 4 or weight.shape[1] != len(weight_bands):
         raise ConfigError(f"the first convolution reads {weight.shape[1] if weight.ndim == 4 else '?'} channels, but "
-                          f"{len(weight_bands)} band names were given for it ({', '.join(weight_bands)}); name "
+                          f"{len(weight_bands)} band names were given for it ({_names(weight_bands)}); name "
                           f"each of its input bands, in order")
     keys = [band_key(b) for b in weight_bands]
-    unknown = [b for b, k in zip(weight_bands, keys, strict=True) if k is None]
+    unknown = [b for b, k in zip(weight_bands, keys, strict=True) if k is None and b is not None]
     if unknown:
         raise ConfigError(f"the weights' band names {unknown} are not band names geoseg knows; use Sentinel-2 ids "
                           f"(B02, B8A), Landsat ids (SR_B4) or common names (blue, red, nir08, swir16, ...)")
-    where = {k: i for i, k in enumerate(keys) if k is not None}
+    where = {k: i for i, k in reversed(list(enumerate(keys))) if k is not None}  # a band's first channel
+    summed = {k: weight[:, [i for i, kk in enumerate(keys) if kk == k]].sum(axis=1) for k in where}
     matched: dict[int, int] = {}
     for c, b in enumerate(input_bands):
         k = band_key(b)
@@ -174,15 +193,19 @@ def adapt_first_conv(weight: np.ndarray, weight_bands: Sequence[str], input_band
     if not matched:
         shown = ", ".join(str(b) for b in input_bands[:12]) + (" ..." if len(input_bands) > 12 else "")
         raise ConfigError(
-            f"none of the stack's bands ({shown}) is a band the weights were trained on ({', '.join(weight_bands)}); "
+            f"none of the stack's bands ({shown}) is a band the weights were trained on ({_names(weight_bands)}); "
             f"name the stack's bands (band descriptions such as B04 or red; `geoseg stack` writes them) or choose "
             f"weights for this sensor"
         )
     uses = np.bincount(list(matched.values()), minlength=weight.shape[1])
     out = np.zeros((weight.shape[0], len(input_bands), *weight.shape[2:]), dtype=weight.dtype)
     for c, j in matched.items():
-        out[:, c] = weight[:, j] / uses[j]
+        out[:, c] = summed[keys[j]] / uses[j]
     return out, matched
+
+
+def _names(bands: Sequence[str | None]) -> str:
+    return ", ".join(str(b) for b in bands if b is not None)
 
 
 def first_conv_key(own: dict[str, Any], in_channels: int) -> str:
@@ -248,12 +271,23 @@ def _prefix_choices(state: dict[str, Any]) -> list[str]:
     return out
 
 
+def pretrained_encoder(spec: str | os.PathLike[str]) -> str | None:
+    """The smp encoder a published name or a geoseg checkpoint directory holds (None for a file)."""
+    if str(spec) in PUBLISHED:
+        return PUBLISHED[str(spec)].encoder
+    if Path(spec).is_dir() and (Path(spec) / CARD).is_file():
+        return read_card(spec).encoder
+    return None
+
+
 def resolve_pretrained(spec: str | os.PathLike[str], bands: Sequence[str] | None = None,
-                       encoder: str | None = None) -> tuple[Path, tuple[str, ...], str | None]:
-    """``(file, its first convolution's bands, the encoder it fits or None)`` for a path or a published name.
+                       encoder: str | None = None) -> tuple[Path, tuple[str | None, ...], str | None]:
+    """``(file, its first convolution's bands, the encoder it fits or None)`` for a path, a geoseg
+    checkpoint directory or a published name.
 
     A published name is downloaded once into the cache; its bands and encoder are known (``bands``
-    may still override them). A file needs ``bands``.
+    may still override them), as are a checkpoint's (its card's bands; validity planes and bands
+    of unknown names are left out). A file needs ``bands``.
 
     Raises
     ------
@@ -264,6 +298,11 @@ def resolve_pretrained(spec: str | os.PathLike[str], bands: Sequence[str] | None
         The download failed (offline, refused, damaged).
     """
     text = str(spec)
+    if Path(text).is_dir() and (Path(text) / CARD).is_file():
+        card = read_card(text)
+        named = [b if band_key(b) else None for b in card.bands]
+        own = (*named, *([None] * (network_channels(card) - len(named))))  # validity planes follow the bands
+        return Path(text) / WEIGHTS, tuple(bands) if bands else own, card.encoder
     if text in PUBLISHED:
         pub = PUBLISHED[text]
         if encoder is not None and encoder != pub.encoder:
@@ -273,7 +312,7 @@ def resolve_pretrained(spec: str | os.PathLike[str], bands: Sequence[str] | None
     path = Path(text).expanduser()
     if not path.is_file():
         raise ConfigError(f"--pretrained {text}: no such file, and not a published name; expected a weights file "
-                          f"(.safetensors, .pt, .pth) or one of {', '.join(PUBLISHED)}")
+                          f"(.safetensors, .pt, .pth), a geoseg checkpoint directory or one of {', '.join(PUBLISHED)}")
     if not bands:
         raise ConfigError(f"--pretrained {text}: the bands its first convolution reads are not known; name them in "
                           f"order with --pretrained-bands (e.g. red,green,blue for ImageNet weights, "

@@ -149,7 +149,7 @@ from geoseg.ml.model import (
     save_checkpoint,
     tile_multiple,
 )
-from geoseg.ml.pretrained import PUBLISHED, first_conv_key, freeze_encoder, load_pretrained
+from geoseg.ml.pretrained import first_conv_key, freeze_encoder, load_pretrained, pretrained_encoder
 from geoseg.ml.split import Split, block_size, make_split
 from geoseg.parallel import tune_allocator
 
@@ -433,12 +433,12 @@ def _architecture(arch: str | None, encoder: str | None, arch_kwargs: dict[str, 
     if pretrained is not None and init_from is not None:
         raise ConfigError("--pretrained and --init-from both given; fine-tune a geoseg checkpoint (--init-from) or "
                           "start from pretrained encoder weights (--pretrained), not both")
-    published = PUBLISHED.get(str(pretrained)) if pretrained is not None else None
-    if published is not None:
-        if encoder is not None and encoder != published.encoder:
-            raise ConfigError(f"--pretrained {pretrained} holds a {published.encoder} encoder, but --encoder is "
-                              f"{encoder}; leave --encoder out or pass --encoder {published.encoder}")
-        encoder = published.encoder
+    held = pretrained_encoder(pretrained) if pretrained is not None else None
+    if held is not None:
+        if encoder is not None and encoder != held:
+            raise ConfigError(f"--pretrained {pretrained} holds a {held} encoder, but --encoder is "
+                              f"{encoder}; leave --encoder out or pass --encoder {held}")
+        encoder = held
     init_card = None
     if init_from is not None and Path(init_from).is_dir():
         init_card = read_card(init_from)

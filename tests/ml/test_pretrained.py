@@ -235,3 +235,23 @@ def test_cli_pretrained_errors_are_one_line(region, resnet_file, tmp_path) -> No
     assert r.exit_code == 0, r.output
     card = json.loads((tmp_path / "m" / "model.json").read_text())
     assert card["training"]["pretrained_bands"] == ["red", "green", "blue"]
+
+
+def test_a_geoseg_checkpoint_starts_a_model_for_other_bands(region, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A checkpoint directory is pretrained weights with known bands: a 4-date R, G, B, NIR model starts a
+    one-date red/NIR/SWIR model, each band's slice summed over the source's dates."""
+    src = train(region.scene, region.labels, region.classes, tmp_path / "src", epochs=1, **FAST)
+    w = load_checkpoint(src.model_dir)[0].encoder.state_dict()["conv1.weight"]
+    model = build_model("unet", "resnet18", 3, 2)
+    rec = load_pretrained(model, src.model_dir, ["B04", "B08", "B11"])
+    got = model.encoder.state_dict()["conv1.weight"]
+    names = src.card.bands
+    for c, short in ((0, "R"), (1, "NIR")):
+        idx = [i for i, n in enumerate(names) if n.split()[-1] == short]
+        assert len(idx) == 4 and torch.allclose(got[:, c], w[:, idx].sum(dim=1), atol=1e-6)
+    assert not got[:, 2].any() and rec["zero_channels"] == ["B11"]
+    assert rec["matched_bands"] == {"B04": "2024-06-15 R", "B08": "2024-06-15 NIR"}
+    # and it sets the encoder, like a published name
+    with pytest.raises(ConfigError, match="holds a resnet18 encoder, but --encoder is resnet34"):
+        train(region.scene, region.labels, region.classes, tmp_path / "m", pretrained=src.model_dir,
+              encoder="resnet34", **FAST)
