@@ -10,7 +10,9 @@ figure                    value / baseline
 e2e_vs_forward            ``geoseg run`` wall time (read, infer, stitch, polygonise,
                           district areas; cluster start-up excluded) / model forward
                           passes alone over the same number of tiles, same threads,
-                          same precision (bf16 where native) and allocator settings
+                          same precision (bf16 where native) and allocator settings;
+                          "forward" is the model the run maps with (the network and
+                          the checkpoint's per-pixel forest, when it has one)
 read_ratio                pixels through the model / scene pixels, default tile and
                           overlap, on a Sentinel-2-sized scene (10980 x 10980)
 memory_16x                peak memory of a run at 16x area / at 1x (all processes)

@@ -34,6 +34,7 @@ from rasterio.windows import Window
 
 from geoseg.core.grid import tile_grid
 from geoseg.io.raster import iter_tiles, open_raster, raster_info, read_tile
+from geoseg.ml.forest import fuse
 from geoseg.ml.infer import _logits, normalise
 from geoseg.ml.model import load_checkpoint
 from geoseg.ops.areas import district_areas_raster
@@ -92,6 +93,7 @@ def _job_forward(job: dict[str, Any]) -> dict[str, Any]:
 
     tune_allocator()  # the same allocator settings as the pipeline's forward passes
     model, card = load_checkpoint(job["model"])
+    model = fuse(model, job["model"], card)  # the model a run maps with: with its per-pixel forest, if any
     info = raster_info(job["scene"])
     grid = tile_grid(info.shape, info.transform, size=job["tile"], overlap=card.overlap, multiple=card.multiple)
     b = job["batch_size"]
@@ -126,6 +128,7 @@ def _job_naive(job: dict[str, Any]) -> dict[str, Any]:
     if same:
         tune_allocator()
     model, card = load_checkpoint(job["model"])
+    model = fuse(model, job["model"], card)  # what a run maps with, so both sides do the same work
     size, multiple = job["tile"], card.multiple
     with rasterio.open(job["scene"]) as src:
         profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
