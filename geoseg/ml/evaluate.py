@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from geoseg.classes import ClassTable
+from geoseg.classes import NODATA, ClassTable
 from geoseg.core.grid import Tile, Window, tile_grid
 from geoseg.core.metrics import ConfusionAccumulator, Scores, confusion_matrix, scores
+from geoseg.core.objects import ObjectScores
 from geoseg.core.points import point_votes
 from geoseg.core.stitch import trim
 from geoseg.errors import ConfigError, LabelError
@@ -93,6 +94,8 @@ class EvalResult:
     points: PointReport | None = None
     scored_points: int = 0
     pixel_scores: Scores | None = None
+    #: Object-level scores of the mapped fields against true field polygons (``fields=``).
+    fields: ObjectScores | None = None
 
     @property
     def unit(self) -> str:
@@ -105,6 +108,8 @@ class EvalResult:
             extra["points"] = {**self.points.to_dict(), "scored": self.scored_points}
         if self.pixel_scores is not None:
             extra["pixel_scores"] = self.pixel_scores.to_dict()
+        if self.fields is not None:
+            extra["fields"] = self.fields.to_dict()
         return {
             "unit": self.unit,
             **self.scores.to_dict(),
@@ -147,6 +152,8 @@ class EvalResult:
                          f"pixel accuracy {f(p.to_dict()['pixel_accuracy'])}")
         if self.points is not None:
             lines.append(self.points.line())
+        if self.fields is not None:
+            lines.append(self.fields.line())
         return "\n".join(lines)
 
 
@@ -230,18 +237,26 @@ def accumulate_confusion(
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
     dates: DateInput | None = None,
+    out: tuple[np.ndarray, Window] | None = None,
 ) -> None:
     """Predict ``tiles`` of the open image ``src`` batch by batch and add their cores to ``acc``.
 
     The model must be in eval mode. Each tile's core prediction is compared with
     ``labels.read(tile.core)``; pixels the model leaves unmapped (no data, or for a model that
-    reads ``dates`` fewer observed dates than it needs) are not counted.
+    reads ``dates`` fewer observed dates than it needs) are not counted. With ``out`` (an array
+    of the window's shape and the window), each core's classes are also written into it (255
+    where unmapped).
     """
     batches = read_batches(src, tiles, check_batch_size(batch_size), valid_rule, dates)
     done = 0
     for pred in predict_tiles(model, batches, mean, std, device, dates.days if dates else None):
         for t, c, v in zip(pred.tiles, pred.classes, pred.valid):
-            acc.update(trim(t, c), labels.read(t.core), valid=trim(t, v))
+            core, ok = trim(t, c), trim(t, v)
+            acc.update(core, labels.read(t.core), valid=ok)
+            if out is not None:
+                arr, win = out
+                r, q = int(t.core.row_off - win.row_off), int(t.core.col_off - win.col_off)
+                arr[r:r + core.shape[0], q:q + core.shape[1]] = np.where(ok, core, NODATA)
         done += len(pred.tiles)
         if progress is not None:
             progress(done, len(tiles))
@@ -307,6 +322,22 @@ def _check_label_classes(path: str | os.PathLike[str], classes: ClassTable) -> N
         )
 
 
+def _score_fields(mask: np.ndarray, info: RasterInfo, win: Window, classes: ClassTable,
+                  fields: str | os.PathLike[str], fields_class: str | None, tolerance_px: float) -> ObjectScores:
+    """The predicted window written as a mask (a temporary file), its fields scored against ``fields``."""
+    import tempfile
+
+    from geoseg.io.raster import mask_writer
+    from geoseg.ops.field_scores import field_scores
+
+    tf = info.transform @ Affine.translation(int(win.col_off), int(win.row_off))
+    with tempfile.TemporaryDirectory(prefix="geoseg-fields-") as tmp:
+        path = Path(tmp) / "mask.tif"
+        with mask_writer(path, shape=mask.shape, transform=tf, crs=info.crs, classes=classes) as w:
+            w.write(mask, Window(0, 0, mask.shape[1], mask.shape[0]))
+        return field_scores(path, fields, classes=classes, class_field=fields_class, tolerance_px=tolerance_px)
+
+
 def evaluate(
     model_dir: str | os.PathLike[str],
     image: str | os.PathLike[str],
@@ -323,6 +354,9 @@ def evaluate(
     min_dates: int = 1,
     tta: str | None = None,
     forest: bool = True,
+    fields: str | os.PathLike[str] | None = None,
+    fields_class: str | None = None,
+    tolerance_px: float = 1.0,
 ) -> EvalResult:
     """Score the checkpoint in ``model_dir`` on ``image`` against ``labels``.
 
@@ -352,6 +386,13 @@ def evaluate(
         Test-time augmentation, as :func:`geoseg.ops.predict.predict_scene` takes it.
     forest : bool
         Fuse the model's per-pixel forest, when it has one, as :func:`geoseg.ops.predict.predict_scene` does.
+    fields : path, optional
+        True field polygons: the fields ``geoseg polygonize`` makes of the predicted window are
+        scored against them object by object too (:mod:`geoseg.ops.field_scores`).
+    fields_class : str, optional
+        The true fields' crop attribute (class id or name), for the same-crop scores.
+    tolerance_px : float
+        Boundary tolerance of the field scores, pixels.
     batch_size : int
         Tiles per forward pass.
     device : {"auto", "cpu", "cuda"}
@@ -396,6 +437,10 @@ def evaluate(
                      valid_rule=rule) as lab, open_raster(image) as src:
         if isinstance(lab, RasterLabels):
             _check_label_classes(labels, card.classes)
+        if isinstance(lab, PointLabels) and fields is not None:
+            raise ConfigError(f"{labels}: point labels and true fields (--fields) together; score fields against "
+                              f"a label raster or polygons")
+        mapped = None
         if isinstance(lab, PointLabels):
             r0, c0 = int(win.row_off), int(win.col_off)
             inside = ((lab.rows >= r0) & (lab.rows < r0 + int(win.height))
@@ -408,8 +453,11 @@ def evaluate(
                            "pixel_scores": scores(cm_pixels, card.classes.names)}
             n_predicted = n_tiles
         else:
+            mapped = (np.full((int(win.height), int(win.width)), NODATA, np.uint8), win) if fields else None
             accumulate_confusion(model, src, lab, tiles, acc, mean=mean, std=std, valid_rule=card.valid_rule,
-                                 batch_size=batch_size, device=dev, progress=progress, dates=dates)
+                                 batch_size=batch_size, device=dev, progress=progress, dates=dates, out=mapped)
+    if mapped is not None and fields is not None:
+        point_extra["fields"] = _score_fields(mapped[0], info, win, card.classes, fields, fields_class, tolerance_px)
     return EvalResult(
         scores=scores(acc.matrix, card.classes.names),
         model=Path(model_dir),

@@ -25,7 +25,7 @@ from geoseg.synth import synthesize
 
 from ..remote_servers import GDAL_HTTP_ENV, range_server
 
-FAST = dict(tile=64, chips_per_epoch=16, batch_size=8, forest=False)
+FAST = {"tile": 64, "chips_per_epoch": 16, "batch_size": 8, "forest": False}
 OLI = ["coastal", "blue", "green", "red", "nir08", "swir16", "swir22"]
 
 
