@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from geoseg.ml.train import train
     from geoseg.ops.areas import district_areas_file
     from geoseg.ops.composite import composite_season
+    from geoseg.ops.field_scores import field_scores
     from geoseg.ops.polygonize import polygonize_file
     from geoseg.ops.predict import predict_scene
     from geoseg.ops.query import query_run
@@ -59,6 +60,7 @@ _LAZY = {
     "predict_scene": "geoseg.ops.predict",
     "polygonize_file": "geoseg.ops.polygonize",
     "district_areas_file": "geoseg.ops.areas",
+    "field_scores": "geoseg.ops.field_scores",
     "query_run": "geoseg.ops.query",
     "load_workflow": "geoseg.workflow.config",
     "RunConfig": "geoseg.workflow.config",
