@@ -217,13 +217,13 @@ def first_conv_key(own: dict[str, Any], in_channels: int) -> str:
                       f"are loaded into convolutional encoders (resnet18/34/50, tu-... ResNets)")
 
 
-def encoder_state(state: dict[str, Any], own: dict[str, Any], source: str) -> dict[str, Any]:
+def encoder_state(state: dict[str, Any], own: dict[str, Any], source: str, first: str | None = None) -> dict[str, Any]:
     """``state``'s tensors renamed to the encoder's own keys (``own``): wrapper prefixes removed.
 
     Tries each way of dropping the wrappers in :data:`_WRAPPERS` from ``state``'s keys (and of
     adding smp's ``model.`` of timm-universal encoders) and keeps the one that names the most of
     the encoder's tensors; every tensor of the encoder must then be there with its own shape, but
-    for the first convolution's input channels.
+    for the input channels of the first convolution ``first``.
 
     Raises
     ------
@@ -245,10 +245,11 @@ def encoder_state(state: dict[str, Any], own: dict[str, Any], source: str) -> di
             f"{len(wanted)} (e.g. {', '.join(missing[:3])}); expected weights of this encoder (pass --encoder to "
             f"match the file: a resnet50 file needs --encoder resnet50)"
         )
-    wrong = [f"{k} {tuple(best[k].shape)} vs {tuple(own[k].shape)}" for k in wanted
-             if tuple(best[k].shape) != tuple(own[k].shape) and not (own[k].ndim == 4 and best[k].ndim == 4
-                                                                   and best[k].shape[0] == own[k].shape[0]
-                                                                   and best[k].shape[2:] == own[k].shape[2:])]
+    def fits(k: str) -> bool:
+        a, b = tuple(best[k].shape), tuple(own[k].shape)
+        return a == b or (k == first and len(a) == 4 and len(b) == 4 and (a[0], *a[2:]) == (b[0], *b[2:]))
+
+    wrong = [f"{k} {tuple(best[k].shape)} vs {tuple(own[k].shape)}" for k in wanted if not fits(k)]
     if wrong:
         raise CheckpointError(f"{source}: tensors of another shape than the encoder's: {'; '.join(wrong[:3])}; "
                               f"expected weights of this encoder (--encoder to match the file)")
@@ -342,8 +343,8 @@ def load_pretrained(model: Any, spec: str | os.PathLike[str], input_bands: Seque
     raw = load_state_dict_file(path)
     raw = _unwrap(raw, str(path))
     own = model.encoder.state_dict()
-    state = encoder_state(raw, own, str(path))
     first = first_conv_key(own, len(input_bands))
+    state = encoder_state(raw, own, str(path), first)
     try:
         kernel, matched = adapt_first_conv(state[first].float().numpy(), wbands, input_bands)
     except ConfigError as e:

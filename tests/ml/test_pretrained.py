@@ -121,6 +121,12 @@ def test_weights_of_another_encoder_or_without_bands_are_refused(resnet_file, tm
         load_pretrained(build_model("unet", "resnet18", 3, 2), path, ["red", "green", "blue"])
     with pytest.raises(ConfigError, match="no such file, and not a published name; .*imagenet-resnet18"):
         load_pretrained(build_model("unet", "resnet18", 3, 2), tmp_path / "nope.pth", ["red"], ["red"])
+    # only the first convolution may read another number of channels
+    _, state = resnet_file
+    odd = {**state, "layer1.0.conv1.weight": state["layer1.0.conv1.weight"][:, :32].contiguous()}
+    torch.save(odd, tmp_path / "odd.pth")
+    with pytest.raises(CheckpointError, match=r"odd.pth: tensors of another shape .*layer1.0.conv1.weight"):
+        load_pretrained(build_model("unet", "resnet18", 3, 2), tmp_path / "odd.pth", ["red"] * 3, ["red", "green", "blue"])
     torch.save({"epoch": 3}, tmp_path / "empty.pth")
     with pytest.raises(CheckpointError, match="empty.pth: holds no tensors"):
         load_pretrained(build_model("unet", "resnet18", 3, 2), tmp_path / "empty.pth", ["red"], ["red"])
