@@ -84,6 +84,10 @@ def cached_download(url: str, what: str, directory: Path | None = None, timeout:
             while chunk := r.read(_CHUNK):
                 digest.update(chunk)
                 f.write(chunk)
+    except urllib.error.HTTPError as e:
+        part.unlink(missing_ok=True)
+        raise CheckpointError(f"{what}: {source} answered {e.code} {e.reason}; check the address (or the mirror in "
+                              f"{MIRROR_ENV}), or download the file elsewhere and pass its path") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
         part.unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e

@@ -177,6 +177,9 @@ def test_a_damaged_download_and_no_network_are_refused_and_leave_nothing(mirror,
                                                   r"name says it starts with"):
             load_pretrained(build_model("unet", "resnet18", 2, 2), "test-resnet18", ["B04", "B03"])
         url = srv.url
+        (served / name).unlink()
+        with pytest.raises(CheckpointError, match=r"test-resnet18: .* answered 404"):
+            load_pretrained(build_model("unet", "resnet18", 2, 2), "test-resnet18", ["B04", "B03"])
     assert not list((tmp_path / "cache" / "weights").iterdir())
     # the same address with nothing listening: offline
     with pytest.raises(CheckpointError, match=r"test-resnet18: cannot download .*this machine may be offline - "
