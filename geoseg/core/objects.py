@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ObjectScores", "boundary_pixels", "object_scores"]
+from geoseg.core.sieve import label_fields, sieve
+
+__all__ = ["ObjectScores", "boundary_pixels", "mask_field_scores", "object_scores"]
 
 
 @dataclass(frozen=True)
@@ -186,3 +188,19 @@ def _boundary(pred: np.ndarray, truth: np.ndarray, ok: np.ndarray, tolerance: fl
     near_t = distance_transform_edt(~bt) <= tolerance
     near_p = distance_transform_edt(~bp) <= tolerance
     return float(near_t[bp].mean()), float(near_p[bt].mean())
+
+
+def mask_field_scores(mask: np.ndarray, valid: np.ndarray, true_ids: np.ndarray, *, min_pixels: int,
+                      exclude: tuple[int, ...] = (), true_class: np.ndarray | None = None,
+                      tolerance_px: float = 1.0) -> ObjectScores:
+    """The fields of a class ``mask`` scored against true field ids (:func:`object_scores`).
+
+    The predicted fields are those ``geoseg polygonize`` traces: the mask sieved at
+    ``min_pixels`` (:func:`geoseg.core.sieve.sieve`), then its 4-connected regions of one class,
+    ``exclude`` classes making none (:func:`geoseg.core.sieve.label_fields`). ``true_class``
+    (the crop of each true id) adds the same-crop scores.
+    """
+    ids, classes = label_fields(sieve(mask, min_pixels, valid=valid), valid, exclude)
+    pred_class = np.r_[-1, classes.astype(np.int64)] if true_class is not None else None
+    return object_scores(ids, true_ids, valid, pred_class=pred_class, true_class=true_class,
+                         tolerance_px=tolerance_px)

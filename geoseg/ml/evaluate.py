@@ -34,12 +34,15 @@ import numpy as np
 from affine import Affine
 
 from geoseg.classes import NODATA, ClassTable
+from geoseg.core.geodesy import pixel_areas
 from geoseg.core.grid import Tile, Window, tile_grid
 from geoseg.core.metrics import ConfusionAccumulator, Scores, confusion_matrix, scores
-from geoseg.core.objects import ObjectScores
+from geoseg.core.objects import ObjectScores, mask_field_scores
 from geoseg.core.points import point_votes
+from geoseg.core.sieve import DEFAULT_MIN_AREA_HA, min_area_pixels
 from geoseg.core.stitch import trim
 from geoseg.errors import ConfigError, LabelError
+from geoseg.io.field_polygons import burn_fields
 from geoseg.io.labels import RasterLabels, VectorLabels, open_labels
 from geoseg.io.paths import DatasetPath, dataset_path
 from geoseg.io.points import PointLabels, PointReport
@@ -324,18 +327,14 @@ def _check_label_classes(path: str | os.PathLike[str], classes: ClassTable) -> N
 
 def _score_fields(mask: np.ndarray, info: RasterInfo, win: Window, classes: ClassTable,
                   fields: str | os.PathLike[str], fields_class: str | None, tolerance_px: float) -> ObjectScores:
-    """The predicted window written as a mask (a temporary file), its fields scored against ``fields``."""
-    import tempfile
-
-    from geoseg.io.raster import mask_writer
-    from geoseg.ops.field_scores import field_scores
-
+    """The predicted window's fields (as ``polygonize`` would trace them, default sieve and
+    non-crop classes) scored against the true field polygons ``fields``."""
     tf = info.transform @ Affine.translation(int(win.col_off), int(win.row_off))
-    with tempfile.TemporaryDirectory(prefix="geoseg-fields-") as tmp:
-        path = Path(tmp) / "mask.tif"
-        with mask_writer(path, shape=mask.shape, transform=tf, crs=info.crs, classes=classes) as w:
-            w.write(mask, Window(0, 0, mask.shape[1], mask.shape[0]))
-        return field_scores(path, fields, classes=classes, class_field=fields_class, tolerance_px=tolerance_px)
+    min_px = min_area_pixels(DEFAULT_MIN_AREA_HA, pixel_areas(tf, info.crs, mask.shape).mean)
+    true_ids, true_class = burn_fields(fields, mask.shape, tf, info.crs, fields_class, classes)
+    return mask_field_scores(mask, mask != NODATA, true_ids, min_pixels=min_px,
+                             exclude=tuple(c.id for c in classes if not c.crop), true_class=true_class,
+                             tolerance_px=tolerance_px)
 
 
 def evaluate(

@@ -53,6 +53,7 @@ __all__ = ["PUBLISHED", "Published", "adapt_first_conv", "band_key", "encoder_st
 _S2_ALL = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "nir09", "cirrus",
            "swir16", "swir22")
 _OLI_SR = ("coastal", "blue", "green", "red", "nir08", "swir16", "swir22")
+_ETM_SR = ("blue", "green", "red", "nir08", "swir16", "swir22")
 _RGB = ("red", "green", "blue")
 _TORCHGEO = "https://hf.co/torchgeo"
 _SSL4EO_L = f"{_TORCHGEO}/ssl4eo_landsat/resolve/1c88bb51b6e17a21dde5230738fa38b74bd74f76"
@@ -81,6 +82,8 @@ PUBLISHED: dict[str, Published] = {
     "ssl4eo-l-oli-sr-simclr-resnet18": Published(f"{_SSL4EO_L}/resnet18_landsat_oli_sr_simclr-7bced5be.pth",
                                                  "resnet18", _OLI_SR,
                                                  "SSL4EO-L, Landsat 8/9 OLI surface reflectance, SimCLR"),
+    "ssl4eo-l-etm-sr-moco-resnet18": Published(f"{_SSL4EO_L}/resnet18_landsat_etm_sr_moco-4f078acd.pth", "resnet18",
+                                               _ETM_SR, "SSL4EO-L, Landsat 7 ETM+ surface reflectance, MoCo"),
     "ssl4eo-l-oli-sr-moco-resnet50": Published(f"{_SSL4EO_L}/resnet50_landsat_oli_sr_moco-ff580dad.pth", "resnet50",
                                                _OLI_SR, "SSL4EO-L, Landsat 8/9 OLI surface reflectance, MoCo"),
     "ssl4eo-s12-all-moco-resnet18": Published(

@@ -13,11 +13,11 @@ from rasterio.features import rasterize
 
 from geoseg.classes import load_classes
 from geoseg.core.objects import object_scores
-from geoseg.core.sieve import label_fields, min_area_pixels, sieve
 from geoseg.errors import ConfigError, LabelError
 from geoseg.ml.evaluate import evaluate
 from geoseg.ml.train import train
 from geoseg.ops.field_scores import field_scores
+from geoseg.ops.polygonize import polygonize_raster
 from geoseg.ops.predict import predict_scene
 from geoseg.synth import synthesize
 
@@ -27,21 +27,20 @@ def region(tmp_path_factory):  # type: ignore[no-untyped-def]
     return synthesize(tmp_path_factory.mktemp("region"), height=160, width=224, seed=8)
 
 
-def test_the_label_mask_against_its_fields_equals_a_direct_count(region) -> None:  # type: ignore[no-untyped-def]
-    """The fields of the (perfect) label mask: polygonised, burnt back and matched, they score as the
-    sieved mask's 4-connected crop regions matched directly to the burnt true fields do."""
+def test_the_fields_scored_are_the_polygons_polygonize_writes(region) -> None:  # type: ignore[no-untyped-def]
+    """The (perfect) label mask's fields, scored from the mask, score as the polygons `polygonize`
+    writes of it do, burnt back onto the grid and matched to the burnt true fields."""
     s = field_scores(region.labels, region.fields, class_field="crop")
     table = load_classes(region.classes)
     with rasterio.open(region.labels) as src:
         mask, tf = src.read(1), src.transform
-    valid = mask != 255
-    px = min_area_pixels(0.1, abs(tf.a * tf.e))
-    regions, classes = label_fields(sieve(mask, px, valid=valid), valid,
-                                    exclude=[c.id for c in table if not c.crop])
+    polys = polygonize_raster(region.labels)
+    pred = rasterize(zip(polys.geometry, range(1, len(polys) + 1), strict=True), out_shape=mask.shape, transform=tf,
+                     dtype="int32")
     truth = gpd.read_file(region.fields)
     ids = rasterize(zip(truth.geometry, range(1, len(truth) + 1), strict=True), out_shape=mask.shape, transform=tf,
                     dtype="int32")
-    ref = object_scores(regions, ids, valid, pred_class=np.r_[-1, classes.astype(np.int64)],
+    ref = object_scores(pred, ids, mask != 255, pred_class=np.r_[-1, polys["class_id"].to_numpy(np.int64)],
                         true_class=np.r_[-1, [table.id_of(c) for c in truth["crop"]]])
     assert s.to_dict() == ref.to_dict()
     # neighbouring fields of one crop are one region today: fewer fields than the truth, under-segmented
