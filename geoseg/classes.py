@@ -98,6 +98,11 @@ class ClassTable:
     def names(self) -> list[str]:
         return [c.name for c in self.classes]
 
+    @property
+    def no_field_ids(self) -> tuple[int, ...]:
+        """The ids of the classes that make no field (``crop: false``, e.g. background)."""
+        return tuple(c.id for c in self.classes if not c.crop)
+
     def id_of(self, name: str) -> int:
         """Return the id of the class called ``name``.
 

@@ -333,7 +333,7 @@ def _score_fields(mask: np.ndarray, info: RasterInfo, win: Window, classes: Clas
     min_px = min_area_pixels(DEFAULT_MIN_AREA_HA, pixel_areas(tf, info.crs, mask.shape).mean)
     true_ids, true_class = burn_fields(fields, mask.shape, tf, info.crs, fields_class, classes)
     return mask_field_scores(mask, mask != NODATA, true_ids, min_pixels=min_px,
-                             exclude=tuple(c.id for c in classes if not c.crop), true_class=true_class,
+                             exclude=classes.no_field_ids, true_class=true_class,
                              tolerance_px=tolerance_px)
 
 

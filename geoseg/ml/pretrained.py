@@ -32,7 +32,6 @@ Then every weight learns.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from geoseg.core.dates import split_band_name
 from geoseg.errors import CheckpointError, ConfigError
 from geoseg.io.imagery import LANDSAT_BANDS, S2_BANDS
 from geoseg.io.weights import cached_download
-from geoseg.ml.model import CARD, WEIGHTS, load_state_dict_file, network_channels, read_card
+from geoseg.ml.model import CARD, WEIGHTS, load_state_dict_file, network_channels, read_card, sha256_file
 
 __all__ = ["PUBLISHED", "Published", "adapt_first_conv", "band_key", "encoder_state", "first_conv_key",
            "freeze_encoder", "load_pretrained", "pretrained_encoder", "resolve_pretrained"]
@@ -284,10 +283,10 @@ def pretrained_encoder(spec: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def resolve_pretrained(spec: str | os.PathLike[str], bands: Sequence[str] | None = None,
-                       encoder: str | None = None) -> tuple[Path, tuple[str | None, ...], str | None]:
-    """``(file, its first convolution's bands, the encoder it fits or None)`` for a path, a geoseg
-    checkpoint directory or a published name.
+def resolve_pretrained(spec: str | os.PathLike[str],
+                       bands: Sequence[str] | None = None) -> tuple[Path, tuple[str | None, ...]]:
+    """``(file, its first convolution's bands)`` for a path, a geoseg checkpoint directory or a
+    published name (:func:`pretrained_encoder` gives the encoder the latter two hold).
 
     A published name is downloaded once into the cache; its bands and encoder are known (``bands``
     may still override them), as are a checkpoint's (its card's bands; validity planes and bands
@@ -296,8 +295,7 @@ def resolve_pretrained(spec: str | os.PathLike[str], bands: Sequence[str] | None
     Raises
     ------
     ConfigError
-        Neither an existing file nor a published name; a file without ``bands``; a published
-        name for another encoder than ``encoder``.
+        Neither an existing file nor a published name; a file without ``bands``.
     CheckpointError
         The download failed (offline, refused, damaged).
     """
@@ -306,13 +304,10 @@ def resolve_pretrained(spec: str | os.PathLike[str], bands: Sequence[str] | None
         card = read_card(text)
         named = [b if band_key(b) else None for b in card.bands]
         own = (*named, *([None] * (network_channels(card) - len(named))))  # validity planes follow the bands
-        return Path(text) / WEIGHTS, tuple(bands) if bands else own, card.encoder
+        return Path(text) / WEIGHTS, tuple(bands) if bands else own
     if text in PUBLISHED:
         pub = PUBLISHED[text]
-        if encoder is not None and encoder != pub.encoder:
-            raise ConfigError(f"--pretrained {text} holds a {pub.encoder} encoder, but the model uses {encoder}; "
-                              f"leave --encoder out or pass --encoder {pub.encoder}")
-        return cached_download(pub.url, text), tuple(bands) if bands else pub.bands, pub.encoder
+        return cached_download(pub.url, text), tuple(bands) if bands else pub.bands
     path = Path(text).expanduser()
     if not path.is_file():
         raise ConfigError(f"--pretrained {text}: no such file, and not a published name; expected a weights file "
@@ -321,7 +316,7 @@ def resolve_pretrained(spec: str | os.PathLike[str], bands: Sequence[str] | None
         raise ConfigError(f"--pretrained {text}: the bands its first convolution reads are not known; name them in "
                           f"order with --pretrained-bands (e.g. red,green,blue for ImageNet weights, "
                           f"coastal,blue,green,red,nir08,swir16,swir22 for Landsat OLI surface reflectance)")
-    return path, tuple(bands), None
+    return path, tuple(bands)
 
 
 def load_pretrained(model: Any, spec: str | os.PathLike[str], input_bands: Sequence[str | None],
@@ -338,11 +333,11 @@ def load_pretrained(model: Any, spec: str | os.PathLike[str], input_bands: Seque
     Returns
     -------
     The record the model card keeps: what was loaded, its sha256, the weights' bands, each
-    matched input band and the input channels that start from zero.
+    matched input band, the input channels that start from zero and the first convolution's key.
     """
     import torch
 
-    path, wbands, _ = resolve_pretrained(spec, bands)
+    path, wbands = resolve_pretrained(spec, bands)
     raw = load_state_dict_file(path)
     raw = _unwrap(raw, str(path))
     own = model.encoder.state_dict()
@@ -359,10 +354,11 @@ def load_pretrained(model: Any, spec: str | os.PathLike[str], input_bands: Seque
     return {
         "pretrained": str(spec),
         "pretrained_file": str(path),
-        "pretrained_sha256": _sha256(path),
+        "pretrained_sha256": sha256_file(path),
         "pretrained_bands": list(wbands),
         "matched_bands": {str(input_bands[c]): wbands[j] for c, j in sorted(matched.items())},
         "zero_channels": [str(b) for c, b in enumerate(input_bands) if c not in matched],
+        "first_conv": first,
     }
 
 
@@ -383,24 +379,12 @@ def _unwrap(obj: Any, source: str) -> dict[str, Any]:
     return tensors
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def freeze_encoder(model: Any, first: str | None, frozen: bool) -> int:
+def freeze_encoder(model: Any, first: str | None, frozen: bool) -> None:
     """Stop (or restart) the encoder's weights learning, all but its first convolution ``first``.
 
     Batch-norm layers keep normalising with, and updating, the statistics of the batches they
-    see (the model stays in training mode), so they follow the new data while frozen. Returns
-    the number of tensors changed.
+    see (the model stays in training mode), so they follow the new data while frozen.
     """
-    n = 0
     for name, p in model.encoder.named_parameters():
-        if name != first and p.requires_grad == frozen:
+        if name != first:
             p.requires_grad_(not frozen)
-            n += 1
-    return n

@@ -149,7 +149,7 @@ from geoseg.ml.model import (
     save_checkpoint,
     tile_multiple,
 )
-from geoseg.ml.pretrained import first_conv_key, freeze_encoder, load_pretrained, pretrained_encoder
+from geoseg.ml.pretrained import freeze_encoder, load_pretrained, pretrained_encoder
 from geoseg.ml.split import Split, block_size, make_split
 from geoseg.parallel import tune_allocator
 
@@ -676,9 +676,9 @@ def _fit_model(spec: _Arch, bands: int, table: ClassTable, chips: _Chips, plan: 
             init_info = _init_from(model, str(init_from), table, spec.arch, spec.encoder, bands, spec.kwargs)
         first = None
         if pretrained is not None:
-            init_info = load_pretrained(model, pretrained, channel_names, pretrained_bands)
-            first = first_conv_key(model.encoder.state_dict(), channels)
-            init_info["freeze_epochs"] = plan.freeze_epochs
+            init_info = {**load_pretrained(model, pretrained, channel_names, pretrained_bands),
+                         "freeze_epochs": plan.freeze_epochs}
+            first = init_info["first_conv"]
         model.to(device)
         if cuda:
             model = model.to(memory_format=torch.channels_last)

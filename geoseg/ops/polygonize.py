@@ -154,7 +154,7 @@ def exclude_ids(exclude: Sequence[str | int] | None, table: ClassTable | None, s
         A name the class table does not hold (or any name, without a table).
     """
     if exclude is None:
-        return tuple(c.id for c in table if not c.crop) if table is not None else ()
+        return table.no_field_ids if table is not None else ()
     out = []
     for e in exclude:
         if isinstance(e, (int, np.integer)) and not isinstance(e, bool):

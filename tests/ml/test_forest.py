@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import save_file
 from sklearn.ensemble import RandomForestClassifier
 
+from geoseg.cli.main import cli
 from geoseg.core.metrics import confusion_matrix, scores
 from geoseg.errors import CheckpointError
 from geoseg.ml.evaluate import evaluate
@@ -221,8 +222,6 @@ def test_a_changed_or_missing_forest_file_is_refused(fused, tmp_path) -> None:  
 
 
 def test_no_forest_trains_and_maps_the_network_alone(region, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from geoseg.cli.main import cli
-
     res = CliRunner().invoke(cli, ["train", "--image", str(region.scene), "--labels", str(region.labels),
                                    "--classes", str(region.classes), "--out", str(tmp_path / "m"), "--tile", "64",
                                    "--epochs", "1", "--no-forest"])
@@ -254,8 +253,6 @@ def forest_model(tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 def test_the_cli_and_a_workflow_use_the_forest(forest_model, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from geoseg.cli.main import cli
-
     d, expected = forest_model
     res = CliRunner().invoke(cli, ["predict", "--model", str(d / "model"), str(d / "scene.tif"),
                                    "--out", str(tmp_path / "m.tif")])

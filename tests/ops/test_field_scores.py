@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from rasterio.features import rasterize
 
 from geoseg.classes import load_classes
+from geoseg.cli.main import cli
 from geoseg.core.objects import object_scores
 from geoseg.errors import ConfigError, LabelError
 from geoseg.ml.evaluate import evaluate
@@ -58,8 +59,6 @@ def test_evaluate_scores_the_fields_of_the_prediction(region, tmp_path) -> None:
     direct = field_scores(tmp_path / "mask.tif", region.fields, class_field="crop")
     assert ev.fields is not None and ev.fields.to_dict() == direct.to_dict()
     assert "fields:" in ev.summary() and ev.to_dict()["fields"]["true_fields"] == direct.true_fields
-
-    from geoseg.cli.main import cli
 
     r = CliRunner().invoke(cli, ["evaluate", "--model", str(res.model_dir), "--image", str(region.scene), "--labels",
                                  str(region.labels), "--fields", str(region.fields), "--device", "cpu"])
