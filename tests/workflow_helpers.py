@@ -37,11 +37,12 @@ def write_scene(path: Path, h: int, w: int, transform: Affine, crs: str = "EPSG:
     return a
 
 
-def write_model(path: Path, seed: int = 0) -> Path:
+def write_model(path: Path, seed: int = 0, boundary: bool = False) -> Path:
     torch.manual_seed(seed)
     card = ModelCard(arch="unet", encoder="resnet18", in_channels=4, classes=default_classes(),
                      arch_kwargs={"encoder_depth": 4, "decoder_channels": [128, 64, 32, 16]}, bands=BANDS,
-                     band_mean=[1000.0] * 4, band_std=[600.0] * 4, tile=64, overlap=16)
+                     band_mean=[1000.0] * 4, band_std=[600.0] * 4, tile=64, overlap=16,
+                     outputs=["classes", "boundary"] if boundary else ["classes"])
     save_checkpoint(path, build_from_card(card), card)
     return path
 

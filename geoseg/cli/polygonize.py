@@ -10,6 +10,7 @@ import click
 
 from geoseg.cli.options import DATASET, OUTPUT, classes_option, info, json_option, overwrite_option
 from geoseg.cli.progress import progress_bar
+from geoseg.core.instances import Separation, boundary_value
 from geoseg.core.sieve import DEFAULT_MIN_AREA_HA
 from geoseg.errors import DistrictWarning
 from geoseg.io.paths import STDOUT, DatasetPath
@@ -32,7 +33,14 @@ from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
               help="Class name or id that makes no polygon (repeatable). Default: non-crop classes (background).")
 @click.option("--all-classes", is_flag=True, help="Polygonise every class, background included.")
 @click.option("--confidence", type=DATASET,
-              help="Confidence raster on the mask's grid: adds the mean confidence per field.")
+              help="Confidence raster on the mask's grid: adds the mean confidence per field; its boundary band (a "
+                   "model trained with --fields) separates touching fields of one crop.")
+@click.option("--separate/--no-separate", default=True, show_default=True,
+              help="Separate touching fields on the confidence raster's boundary band when it has one.")
+@click.option("--boundary-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="Boundary probability from which a pixel is a field edge.")
+@click.option("--max-area-ha", type=float, default=None,
+              help="Drop fields larger than this many hectares (e.g. 10 for smallholder fields).")
 @click.option("--districts", type=DATASET,
               help="District boundaries (any format and CRS; a file, URL or /vsi path): adds the district of largest "
                    "overlap.")
@@ -49,13 +57,16 @@ from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
                   "lines.")
 def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: float | None, classes: Path | None,
                min_area_ha: float | None, exclude: tuple[str, ...], all_classes: bool,
-               confidence: DatasetPath | None, districts: DatasetPath | None, name_field: str | None,
+               confidence: DatasetPath | None, separate: bool, boundary_threshold: float, max_area_ha: float | None,
+               districts: DatasetPath | None, name_field: str | None,
                simplify_m: float | None, block: int | None, run_id: str | None, observed: str | None,
                overwrite: bool, as_json: bool) -> None:
     """Turn the class raster MASK into one polygon per field, block by block in parallel.
 
     Specks smaller than --min-area-ha are merged into their neighbours first; nodata never
-    becomes a polygon. The fields follow fiboa 0.3 with its crop extension: each gets id,
+    becomes a polygon. With a --confidence raster that has a boundary band (a model trained
+    with --fields), touching fields of one crop are separated on it: each field then takes the
+    majority crop of its pixels, and class_share says how pure it is. The fields follow fiboa 0.3 with its crop extension: each gets id,
     collection, field_id, class_id, crop:code, crop:name, crop:code_list, area_ha,
     metrics:area (m2), metrics:perimeter (m) and determination:method/datetime/details,
     plus confidence and district when those inputs are given.
@@ -68,6 +79,7 @@ def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: f
         geoseg polygonize runs/punjab/latest/mask.tif --out fields.gpkg \\
             --districts districts.gpkg --name-field district --min-area-ha 0.1
         geoseg -q polygonize /vsicurl/https://host/mask.tif --out - > fields.geojson
+        geoseg polygonize mask.tif --confidence confidence.tif --max-area-ha 10 --out fields.gpkg
     """
     if districts is not None and not name_field:
         raise click.UsageError("--districts needs --name-field (the attribute that names a district)")
@@ -84,7 +96,8 @@ def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: f
                 min_area_ha=DEFAULT_MIN_AREA_HA if min_area_ha is None else min_area_ha, exclude=excl,
                 confidence=confidence, districts=districts, name_field=name_field, simplify_m=simplify_m,
                 block=DEFAULT_BLOCK if block is None else block, run_id=run_id, observed=observed,
-                progress=advance, overwrite=overwrite,
+                progress=advance, overwrite=overwrite, separate=separate, max_area_ha=max_area_ha,
+                separation=Separation(threshold=boundary_value(boundary_threshold)),
             )
     for w in caught:
         click.echo(f"Warning: {w.message}", err=True)

@@ -41,6 +41,9 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
               help="Label raster on the image grid, or a vector file with --label-field (one per --image); a file, "
                    "URL or /vsi path.")
 @classes_option(required=True, help="Class file (YAML): the ids and names the labels use.")
+@click.option("--fields", "fields", multiple=True, type=DATASET,
+              help="Field polygons (one file, or one per --image): the model also learns field edges, which "
+                   "polygonize separates touching fields of one crop on.")
 @click.option("--out", required=True, type=LocalParam("the checkpoint directory"),
               help="Checkpoint directory to write (model.safetensors + model.json).")
 @click.option("--arch", type=click.Choice(["unet", "deeplabv3plus", "segformer", "utae"], case_sensitive=False),
@@ -96,8 +99,8 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
                    "the averaged class probabilities chosen on the validation blocks, stored with the model "
                    "(not for --arch utae).")
 @overwrite_option
-def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], classes: Path, out: Path,
-          arch: str | None, encoder: str | None, tile: int, chip: int | None, epochs: int, patience: int, seed: int,
+def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], classes: Path,
+          fields: tuple[DatasetPath, ...], out: Path, arch: str | None, encoder: str | None, tile: int, chip: int | None, epochs: int, patience: int, seed: int,
           init_from: Path | None,
           label_field: str | None, point_radius: float | None, device: str, loss: str, batch_size: int, lr: float,
           time_limit: float | None, date_dropout: float | None, valid_rule: str, baseline: str,
@@ -116,6 +119,8 @@ def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], clas
             --classes region/classes.yaml --out models/punjab --time-limit 10
         geoseg train --image scene.tif --labels fields.gpkg --label-field crop \\
             --classes classes.yaml --out models/ft --init-from models/punjab --overwrite
+        geoseg train --image region/scene.tif --labels region/labels.tif \\
+            --fields region/fields.gpkg --classes region/classes.yaml --out models/fields
         geoseg train --image scene.tif --labels gps_points.gpkg --label-field crop \\
             --point-radius 10 --classes classes.yaml --out models/points
         geoseg train --image landsat.tif --labels cdl.tif --classes classes.yaml \\
@@ -140,7 +145,7 @@ def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], clas
                           loss=loss, batch_size=batch_size, lr=lr, time_limit=time_limit, date_dropout=date_dropout,
                           valid_rule=valid_rule, baseline=None if baseline == "none" else baseline,
                           forest=forest, pretrained=pretrained, pretrained_bands=pretrained_bands,
-                          freeze_epochs=freeze_epochs, progress=on_epoch)
+                          freeze_epochs=freeze_epochs, fields=list(fields) or None, progress=on_epoch)
     for report in res.points:  # points not used: a warning line, even with -q
         if report.warning():
             click.echo(report.warning(), err=True)

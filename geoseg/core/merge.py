@@ -146,19 +146,28 @@ def merge_pieces(pieces: Fields, pairs: np.ndarray, workers: int = 1) -> Fields:
     if pieces.conf_sum is not None and pieces.conf_count is not None:
         cs = np.bincount(group, weights=pieces.conf_sum, minlength=n_groups)
         cc = np.bincount(group, weights=pieces.conf_count, minlength=n_groups)
-    merged_fields = Fields(geom, cls, pixels, area, first, cs, cc)
+    counts_k = None
+    if pieces.class_counts is not None:  # fields of several classes: the majority of their summed pixels
+        counts_k = np.zeros((n_groups, pieces.class_counts.shape[1]), np.int64)
+        np.add.at(counts_k, group, pieces.class_counts)
+        cls = counts_k.argmax(axis=1).astype(np.int64)
+    merged_fields = Fields(geom, cls, pixels, area, first, cs, cc, counts_k)
     return merged_fields.take(np.argsort(first, kind="stable"))
 
 
 def seam_pairs(blocks: Sequence[tuple[tuple[int, int], int, Fields, dict[str, np.ndarray]]]) -> np.ndarray:
-    """Pairs of global piece indices that meet across block seams (same class, adjacent pixels).
+    """Pairs of global piece indices that meet across block seams (same class, adjacent pixels;
+    or, for fields separated on a boundary map, the pixel pairs the block marks as linked).
 
     Parameters
     ----------
     blocks : sequence of (index, offset, pieces, edges)
         Per block: its ``(row, col)`` in the block grid, the global index of its first
         piece, its pieces, and the labels (1-based piece index, 0 none) along its
-        ``"top"``, ``"bottom"``, ``"left"`` and ``"right"`` edges.
+        ``"top"``, ``"bottom"``, ``"left"`` and ``"right"`` edges; with ``"bottom_link"``
+        and ``"right_link"`` (bool), whether each pixel of those edges is in one field with
+        its neighbour across the seam (:func:`geoseg.core.instances.links`), used instead of
+        comparing classes.
 
     Returns
     -------
@@ -175,10 +184,13 @@ def seam_pairs(blocks: Sequence[tuple[tuple[int, int], int, Fields, dict[str, np
             off2, f2, edges2 = other
             a, b = edges[mine], edges2[theirs]
             sel = (a > 0) & (b > 0)
+            link = edges.get(f"{mine}_link")
+            if link is not None:
+                sel &= link
             if not sel.any():
                 continue
             la, lb = a[sel] - 1, b[sel] - 1
-            same = f.class_id[la] == f2.class_id[lb]
+            same = np.ones(len(la), bool) if link is not None else f.class_id[la] == f2.class_id[lb]
             if same.any():
                 pa, pb = la[same] + off, lb[same] + off2
                 pairs.append(np.unique(np.column_stack([pa, pb]), axis=0))

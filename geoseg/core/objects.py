@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from geoseg.core.instances import Separation, class_counts, majority, separate_fields
 from geoseg.core.sieve import label_fields, sieve
 
 __all__ = ["ObjectScores", "boundary_pixels", "mask_field_scores", "object_scores"]
@@ -192,15 +193,25 @@ def _boundary(pred: np.ndarray, truth: np.ndarray, ok: np.ndarray, tolerance: fl
 
 def mask_field_scores(mask: np.ndarray, valid: np.ndarray, true_ids: np.ndarray, *, min_pixels: int,
                       exclude: tuple[int, ...] = (), true_class: np.ndarray | None = None,
-                      tolerance_px: float = 1.0) -> ObjectScores:
+                      tolerance_px: float = 1.0, boundary: np.ndarray | None = None,
+                      separation: Separation | None = None) -> ObjectScores:
     """The fields of a class ``mask`` scored against true field ids (:func:`object_scores`).
 
     The predicted fields are those ``geoseg polygonize`` traces: the mask sieved at
     ``min_pixels`` (:func:`geoseg.core.sieve.sieve`), then its 4-connected regions of one class,
-    ``exclude`` classes making none (:func:`geoseg.core.sieve.label_fields`). ``true_class``
+    ``exclude`` classes making none (:func:`geoseg.core.sieve.label_fields`); with a
+    ``boundary`` map (uint8, probability x 255), the fields separated on it
+    (:func:`geoseg.core.instances.separate_fields`), each of its majority class. ``true_class``
     (the crop of each true id) adds the same-crop scores.
     """
-    ids, classes = label_fields(sieve(mask, min_pixels, valid=valid), valid, exclude)
+    sieved = sieve(mask, min_pixels, valid=valid)
+    if boundary is None:
+        ids, classes = label_fields(sieved, valid, exclude)
+    else:
+        field = valid & ~np.isin(sieved, np.asarray(exclude, np.int64)) if exclude else valid.copy()
+        ids = separate_fields(sieved, field, boundary, separation or Separation())
+        n = int(ids.max(initial=0))
+        classes = majority(class_counts(ids, sieved, n, int(sieved[field].max(initial=0)) + 1))
     pred_class = np.r_[-1, classes.astype(np.int64)] if true_class is not None else None
     return object_scores(ids, true_ids, valid, pred_class=pred_class, true_class=true_class,
                          tolerance_px=tolerance_px)

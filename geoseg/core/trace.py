@@ -228,6 +228,10 @@ class Fields:
         Row-major index of the top-left-most pixel in the full raster (the field id).
     conf_sum, conf_count : ndarray of float64, optional
         Sum and count of valid confidence values over each field's pixels.
+    class_counts : ndarray (n, k) of int64, optional
+        Pixels of each class in each field, for fields separated on a boundary map
+        (:mod:`geoseg.core.instances`), which may hold a few pixels of another class; the
+        field's ``class_id`` is then their majority.
     """
 
     geometry: np.ndarray
@@ -237,6 +241,7 @@ class Fields:
     first_pixel: np.ndarray
     conf_sum: np.ndarray | None = None
     conf_count: np.ndarray | None = None
+    class_counts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.geometry)
@@ -245,7 +250,7 @@ class Fields:
         """The fields at ``idx``."""
         pick = (lambda a: None if a is None else a[idx])  # noqa: E731
         return Fields(self.geometry[idx], self.class_id[idx], self.pixels[idx], self.area_m2[idx],
-                      self.first_pixel[idx], pick(self.conf_sum), pick(self.conf_count))
+                      self.first_pixel[idx], pick(self.conf_sum), pick(self.conf_count), pick(self.class_counts))
 
     @property
     def confidence(self) -> np.ndarray | None:

@@ -20,6 +20,8 @@ column                     type        meaning
 ``metrics:area``           float       the same area in m² (fiboa; 32-bit float)
 ``metrics:perimeter``      float       ground length of the outline in metres (fiboa)
 ``confidence``             double      mean confidence 0..1 (with a confidence raster)
+``class_share``            double      share of the field's pixels of its class (fields separated
+                                       on a boundary band, which may hold other crops' pixels)
 ``district``               string      district of largest overlap (with districts)
 ``determination:method``   string      ``auto-imagery`` (fiboa: made from imagery by ML)
 ``determination:datetime`` timestamp   the imagery's last date when given (``observed``), else null
@@ -86,6 +88,7 @@ CUSTOM_PROPERTIES: dict[str, dict[str, Any]] = {
     "class_id": {"type": "int32", "minimum": 0, "maximum": 254},
     "area_ha": {"type": "double", "exclusiveMinimum": 0},
     "confidence": {"type": "double", "minimum": 0, "maximum": 1},
+    "class_share": {"type": "double", "exclusiveMinimum": 0, "maximum": 1},
     "district": {"type": "string"},
     "run_id": {"type": "string"},
     "model_id": {"type": "string"},

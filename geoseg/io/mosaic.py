@@ -35,7 +35,15 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from geoseg.classes import NODATA, ClassTable
-from geoseg.io.raster import RasterInfo, confidence_writer, mask_writer, open_raster, raster_info
+from geoseg.io.raster import (
+    CONFIDENCE_EXTRAS,
+    RasterInfo,
+    band_by_name,
+    confidence_writer,
+    mask_writer,
+    open_raster,
+    raster_info,
+)
 from geoseg.parallel import Runner
 
 __all__ = [
@@ -93,7 +101,8 @@ class _MosaicJob:
     confidences: tuple[str, ...] | None  # None: no confidence written
     grid: MosaicGrid
     windows: tuple[Window, ...]  # blocks along one row, left to right
-    conf_bands: int = 1  # 2: confidence and dates seen
+    #: Per confidence raster, the 1-based bands read (confidence, then the extras every input has).
+    conf_index: tuple[tuple[int, ...], ...] = ()
 
 
 def _warped(stack: ExitStack, path: str, grid: MosaicGrid, nodata: int) -> WarpedVRT:
@@ -112,7 +121,8 @@ def _mosaic_blocks(job: _MosaicJob) -> list[tuple[np.ndarray, np.ndarray | None]
         cvrts = [_warped(stack, c, job.grid, 0) for c in job.confidences] if job.confidences is not None else None
         for win in job.windows:
             acc = np.full((int(win.height), int(win.width)), NODATA, np.uint8)
-            cacc = np.zeros((job.conf_bands, *acc.shape), np.uint8) if cvrts is not None else None
+            nb = len(job.conf_index[0]) if job.conf_index else 1
+            cacc = np.zeros((nb, *acc.shape), np.uint8) if cvrts is not None else None
             for i, vrt in enumerate(vrts):
                 todo = acc == NODATA
                 if not todo.any():
@@ -121,13 +131,14 @@ def _mosaic_blocks(job: _MosaicJob) -> list[tuple[np.ndarray, np.ndarray | None]
                 take = todo & (v != NODATA)
                 acc[take] = v[take]
                 if cvrts is not None and cacc is not None:
-                    cacc[:, take] = cvrts[i].read(list(range(1, job.conf_bands + 1)), window=win)[:, take]
+                    bands = list(job.conf_index[i]) if job.conf_index else [1]
+                    cacc[:, take] = cvrts[i].read(bands, window=win)[:, take]
             out.append((acc, cacc))
     return out
 
 
 def _jobs(masks: Sequence[str | Path], confidences: Sequence[str | Path] | None, grid: MosaicGrid,
-          block: int, conf_bands: int = 1) -> list[_MosaicJob]:
+          block: int, conf_index: tuple[tuple[int, ...], ...] = ()) -> list[_MosaicJob]:
     """Runs of ``block`` px blocks along each row of blocks, at most :data:`JOB_PIXELS` pixels each, in row order."""
     h, w = grid.shape
     per_job = max(1, JOB_PIXELS // (block * block))
@@ -138,7 +149,7 @@ def _jobs(masks: Sequence[str | Path], confidences: Sequence[str | Path] | None,
         cols = list(range(0, w, block))
         for k in range(0, len(cols), per_job):
             wins = tuple(Window(c, r, min(block, w - c), min(block, h - r)) for c in cols[k : k + per_job])
-            jobs.append(_MosaicJob(ms, cs, grid, wins, conf_bands))
+            jobs.append(_MosaicJob(ms, cs, grid, wins, conf_index))
     return jobs
 
 
@@ -156,28 +167,31 @@ def mosaic_masks(
     """Mosaic class masks (and their confidence rasters) by the first-valid-scene rule.
 
     ``workers`` threads (default: one per core) read the scenes; see the module notes. When
-    every confidence raster has a ``dates_seen`` band (a model that reads dates), so has the
-    mosaic's.
+    every confidence raster has a ``dates_seen`` or ``boundary`` band
+    (:data:`geoseg.io.raster.CONFIDENCE_EXTRAS`), so has the mosaic's.
     """
     infos = [raster_info(m) for m in masks]
-    conf_bands = 1
+    extras: list[str] = []
+    conf_index: tuple[tuple[int, ...], ...] = ()
     if confidences is not None:  # every input is checked before an output is started
-        counts = [raster_info(c).count for c in confidences]
-        conf_bands = 2 if counts and min(counts) >= 2 else 1
+        cinfos = [raster_info(c) for c in confidences]
+        extras = [n for n in CONFIDENCE_EXTRAS if cinfos and all(band_by_name(i, n) for i in cinfos)]
+        conf_index = tuple((1, *(int(band_by_name(i, n) or 0) for n in extras)) for i in cinfos)
     grid = mosaic_grid(infos, crs)
     h, w = grid.shape
     with_conf = confidences is not None and out_confidence is not None
-    jobs = _jobs(masks, confidences if with_conf else None, grid, block, conf_bands)
+    jobs = _jobs(masks, confidences if with_conf else None, grid, block, conf_index)
     with ExitStack() as stack:
         out = stack.enter_context(mask_writer(out_mask, shape=(h, w), transform=grid.transform, crs=grid.crs,
                                               classes=classes))
         cout = None
         if confidences is not None and out_confidence is not None:
             cout = stack.enter_context(confidence_writer(out_confidence, shape=(h, w), transform=grid.transform,
-                                                         crs=grid.crs, dates_seen=conf_bands == 2))
+                                                         crs=grid.crs, dates_seen="dates_seen" in extras,
+                                                         boundary="boundary" in extras))
         for job, blocks in zip(jobs, Runner(workers).imap(_mosaic_blocks, jobs)):
             for win, (acc, cacc) in zip(job.windows, blocks):
                 out.write(acc, win)
                 if cout is not None and cacc is not None:
-                    cout.write(cacc if conf_bands == 2 else cacc[0], win)
+                    cout.write(cacc if extras else cacc[0], win)
     return grid

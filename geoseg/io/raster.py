@@ -81,6 +81,9 @@ __all__ = [
     "RasterWriter",
     "mask_writer",
     "confidence_writer",
+    "confidence_bands",
+    "band_by_name",
+    "CONFIDENCE_EXTRAS",
     "read_mask_classes",
     "atomic_path",
     "atomic_output",
@@ -496,9 +499,9 @@ class BlockReader:
         """The band in ``window`` with what says which pixels hold data (:func:`read_block`)."""
         return read_block(self._open(), window, nodata=self.nodata, band=self.band)
 
-    def read_array(self, window: GridWindow | Window) -> np.ndarray:
-        """The band's pixels in ``window``, nothing else."""
-        return self._open().read(self.band, window=rio_window(window))
+    def read_array(self, window: GridWindow | Window, band: int | None = None) -> np.ndarray:
+        """The band's (or ``band``'s) pixels in ``window``, nothing else."""
+        return self._open().read(self.band if band is None else band, window=rio_window(window))
 
     def _open(self) -> Any:
         if self._src is None:
@@ -895,7 +898,9 @@ class RasterWriter:
         write and a third quicker to read, about as small for class masks; for files geoseg
         reads back itself (the tile store), since some GIS tools lack ZSTD.
     scale : float or sequence of float, optional
-        GDAL scale of every band, or of each (offset 0): stored value x scale = physical value.
+        GDAL scale of every band, or of each: stored value x scale + offset = physical value.
+    offset : sequence of float, optional
+        GDAL offset of each band (default 0), with ``scale``.
     sidecars : mapping, optional
         Files published with the raster, ``{path: text}`` (a mask's ``.aux.xml`` and ``.qml``,
         see :func:`geoseg.io.sidecars.mask_sidecars`). They are written under temporary names
@@ -930,6 +935,7 @@ class RasterWriter:
         scale: float | Sequence[float] | None = None,
         sidecars: Mapping[str | os.PathLike[str], str] | None = None,
         creation_options: Mapping[str, str] | None = None,
+        offset: Sequence[float] | None = None,
     ) -> None:
         self.path = Path(path)
         self.creation_options = check_creation_options(creation_options, cog=cog, path=path)
@@ -948,6 +954,7 @@ class RasterWriter:
         self.fast = fast
         self.level = level
         self.scale = scale
+        self.offset = offset
         self.sidecars = {Path(k): v for k, v in (sidecars or {}).items()}
         self.predictor = predictor if predictor is not None else (1 if self.dtype == "uint8" else 2)
         self._tmp: Path | None = None
@@ -1008,7 +1015,8 @@ class RasterWriter:
             if self.scale is not None:  # readers that apply GDAL's scale/offset get physical values
                 self._ds.scales = (tuple(float(v) for v in self.scale) if isinstance(self.scale, Sequence)
                                    else (self.scale,) * self.count)
-                self._ds.offsets = (0.0,) * self.count
+                self._ds.offsets = (tuple(float(v) for v in self.offset) if self.offset is not None
+                                    else (0.0,) * self.count)
         except (RasterioIOError, RasterioError, OSError) as e:
             self._abort()
             raise RasterWriteError(f"{self.path}: cannot create the output ({e}); check free space and permissions") from None
@@ -1276,23 +1284,57 @@ def mask_writer(
     )
 
 
+#: Bands a confidence raster may hold after ``confidence``, in this order (each only for a model
+#: that has it): the dates each pixel saw, and the field-boundary probability.
+CONFIDENCE_EXTRAS = ("dates_seen", "boundary")
+
+
+def confidence_bands(dates_seen: bool = False, boundary: bool = False) -> list[str]:
+    """The band names of a confidence raster (see :data:`CONFIDENCE_EXTRAS`).
+
+    >>> confidence_bands(), confidence_bands(boundary=True)
+    (['confidence'], ['confidence', 'boundary'])
+    """
+    return ["confidence"] + (["dates_seen"] if dates_seen else []) + (["boundary"] if boundary else [])
+
+
+def band_by_name(info: RasterInfo, name: str) -> int | None:
+    """The 1-based index of the band described as ``name`` (a geoseg confidence raster's
+    ``boundary``, ...), or None."""
+    for i, d in enumerate(info.descriptions, start=1):
+        if d == name:
+            return i
+    return None
+
+
 def confidence_writer(
     path: str | os.PathLike[str], *, shape: tuple[int, int], transform: Affine, crs: CRS | str,
-    creation_options: Mapping[str, str] | None = None, dates_seen: bool = False,
+    creation_options: Mapping[str, str] | None = None, dates_seen: bool = False, boundary: bool = False,
 ) -> RasterWriter:
     """A :class:`RasterWriter` for a confidence raster: uint8 max softmax x 255, nodata 0, COG.
 
-    With ``dates_seen`` (a model that reads dates) a second band, ``dates_seen``, holds how many
-    of its dates each pixel saw (scale 1; 0 where it saw none).
+    With ``dates_seen`` (a model that reads dates) a band ``dates_seen`` follows: how many of its
+    dates each pixel saw (scale 1; 0 where it saw none). With ``boundary`` (a model with a
+    boundary output) a band ``boundary`` comes last: the probability that the pixel lies on a
+    field's edge, x 254 + 1 (scale 1/254, offset -1/254; 0 = nodata), which ``polygonize``
+    separates touching fields on.
 
-    The band's scale is 1/255 (offset 0), so GDAL-based readers that apply scale and offset
-    (``gdal_translate -unscale``, QGIS's identify tool, ``rasterio``'s ``scales``) give the
+    The confidence band's scale is 1/255 (offset 0), so GDAL-based readers that apply scale and
+    offset (``gdal_translate -unscale``, QGIS's identify tool, ``rasterio``'s ``scales``) give the
     probability itself, 1/255 to 1.
 
     Compressed with DEFLATE level 1 after horizontal differencing: quicker to write than level 6
     without it and no larger (confidence varies smoothly; a higher level gains little on it;
     the figures are in benchmarks/README.md).
     """
+    names = confidence_bands(dates_seen, boundary)
+    scales = {"confidence": 1 / 255, "dates_seen": 1.0, "boundary": 1 / 254}
+    tags = {"GEOSEG_CONFIDENCE": "max softmax probability x 255; 0 = nodata"}
+    if dates_seen:
+        tags["GEOSEG_DATES_SEEN"] = f"band {names.index('dates_seen') + 1}: dates observed at the pixel"
+    if boundary:
+        tags["GEOSEG_BOUNDARY"] = (f"band {names.index('boundary') + 1}: probability of a field edge x 254 + 1; "
+                                   f"0 = nodata")
     return RasterWriter(
         path,
         shape=shape,
@@ -1300,14 +1342,14 @@ def confidence_writer(
         crs=crs,
         dtype="uint8",
         nodata=0,
-        count=2 if dates_seen else 1,
-        band_descriptions=["confidence", "dates_seen"] if dates_seen else ["confidence"],
+        count=len(names),
+        band_descriptions=names,
         overview_resampling="average",
-        tags={"GEOSEG_CONFIDENCE": "max softmax probability x 255; 0 = nodata",
-              **({"GEOSEG_DATES_SEEN": "band 2: dates observed at the pixel"} if dates_seen else {})},
+        tags=tags,
         predictor=2,
         level=1,
-        scale=(1 / 255, 1.0) if dates_seen else 1 / 255,
+        scale=tuple(scales[n] for n in names) if len(names) > 1 else 1 / 255,
+        offset=tuple(-1 / 254 if n == "boundary" else 0.0 for n in names) if boundary else None,
         creation_options=creation_options,
     )
 

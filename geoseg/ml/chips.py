@@ -51,7 +51,8 @@ from geoseg.io.raster import read_tile
 from geoseg.ml.infer import normalise, with_validity
 from geoseg.ml.split import Split
 
-__all__ = ["ChipSampler", "ChipDates", "band_statistics", "chip_batch", "simulate_clouds", "STAT_WINDOWS",
+__all__ = ["ChipSampler", "ChipDates", "EdgeLabels", "EDGE_STEP",
+           "band_statistics", "chip_batch", "simulate_clouds", "STAT_WINDOWS",
            "MIN_VALID_SHARE", "MAX_TRIES", "BLOB_CELL"]
 
 #: Most chips read for the normalisation statistics.
@@ -62,6 +63,36 @@ MIN_VALID_SHARE = 0.5
 MAX_TRIES = 500
 #: Simulated cloud blobs vary over about this many pixels (320 m at 10 m: the size of small cumulus).
 BLOB_CELL = 32
+#: Targets of a model with a boundary output: ``class + EDGE_STEP x state``, state 0 (not on a
+#: field's edge), 1 (on one) or 2 (unknown: a crop pixel no field polygon covers); 255 stays
+#: "no label" (:class:`geoseg.ml.losses.BoundaryLoss` decodes them).
+EDGE_STEP = 256
+
+
+class EdgeLabels:
+    """Labels whose targets also say which pixels lie on a field's edge (``train --fields``).
+
+    ``read(window)`` gives ``labels.read(window) + EDGE_STEP x state`` (uint16; see
+    :data:`EDGE_STEP`) from the field polygons' edges (:class:`geoseg.io.field_polygons.FieldEdges`):
+    a labelled pixel inside a field is an edge pixel or not; outside every field, a pixel of a
+    class that makes no field (``crop: false``) is not on an edge, and a crop pixel is unknown
+    (its field was not drawn). Anything else (points' anchors, ``path``) is the labels'.
+    """
+
+    def __init__(self, labels: Any, edges: Any, crop_ids: Sequence[int]) -> None:
+        self.labels = labels
+        self.edges = edges
+        self.crop = np.zeros(256, bool)
+        self.crop[list(crop_ids)] = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.labels, name)
+
+    def read(self, window: Window) -> np.ndarray:
+        lab = self.labels.read(window)
+        edge, inside = self.edges.read(window)
+        state = np.where(inside, edge.astype(np.uint16), np.where(self.crop[lab], np.uint16(2), np.uint16(0)))
+        return np.where(lab == NODATA, np.uint16(NODATA), lab.astype(np.uint16) + np.uint16(EDGE_STEP) * state)
 
 
 @dataclass(frozen=True)

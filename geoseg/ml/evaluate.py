@@ -241,6 +241,7 @@ def accumulate_confusion(
     progress: Callable[[int, int], None] | None = None,
     dates: DateInput | None = None,
     out: tuple[np.ndarray, Window] | None = None,
+    boundary_out: np.ndarray | None = None,
 ) -> None:
     """Predict ``tiles`` of the open image ``src`` batch by batch and add their cores to ``acc``.
 
@@ -248,18 +249,21 @@ def accumulate_confusion(
     ``labels.read(tile.core)``; pixels the model leaves unmapped (no data, or for a model that
     reads ``dates`` fewer observed dates than it needs) are not counted. With ``out`` (an array
     of the window's shape and the window), each core's classes are also written into it (255
-    where unmapped).
+    where unmapped), and with ``boundary_out`` (an array of the same shape) a boundary model's
+    boundary band (0 where unmapped).
     """
     batches = read_batches(src, tiles, check_batch_size(batch_size), valid_rule, dates)
     done = 0
     for pred in predict_tiles(model, batches, mean, std, device, dates.days if dates else None):
-        for t, c, v in zip(pred.tiles, pred.classes, pred.valid):
+        for i, (t, c, v) in enumerate(zip(pred.tiles, pred.classes, pred.valid)):
             core, ok = trim(t, c), trim(t, v)
             acc.update(core, labels.read(t.core), valid=ok)
             if out is not None:
                 arr, win = out
                 r, q = int(t.core.row_off - win.row_off), int(t.core.col_off - win.col_off)
                 arr[r:r + core.shape[0], q:q + core.shape[1]] = np.where(ok, core, NODATA)
+                if boundary_out is not None and pred.boundary is not None:
+                    boundary_out[r:r + core.shape[0], q:q + core.shape[1]] = np.where(ok, trim(t, pred.boundary[i]), 0)
         done += len(pred.tiles)
         if progress is not None:
             progress(done, len(tiles))
@@ -326,15 +330,17 @@ def _check_label_classes(path: str | os.PathLike[str], classes: ClassTable) -> N
 
 
 def _score_fields(mask: np.ndarray, info: RasterInfo, win: Window, classes: ClassTable,
-                  fields: str | os.PathLike[str], fields_class: str | None, tolerance_px: float) -> ObjectScores:
+                  fields: str | os.PathLike[str], fields_class: str | None, tolerance_px: float,
+                  boundary: np.ndarray | None = None) -> ObjectScores:
     """The predicted window's fields (as ``polygonize`` would trace them, default sieve and
-    non-crop classes) scored against the true field polygons ``fields``."""
+    non-crop classes; separated on a boundary model's ``boundary``) scored against the true
+    field polygons ``fields``."""
     tf = info.transform @ Affine.translation(int(win.col_off), int(win.row_off))
     min_px = min_area_pixels(DEFAULT_MIN_AREA_HA, pixel_areas(tf, info.crs, mask.shape).mean)
     true_ids, true_class = burn_fields(fields, mask.shape, tf, info.crs, fields_class, classes)
     return mask_field_scores(mask, mask != NODATA, true_ids, min_pixels=min_px,
                              exclude=classes.no_field_ids, true_class=true_class,
-                             tolerance_px=tolerance_px)
+                             tolerance_px=tolerance_px, boundary=boundary)
 
 
 def evaluate(
@@ -453,10 +459,13 @@ def evaluate(
             n_predicted = n_tiles
         else:
             mapped = (np.full((int(win.height), int(win.width)), NODATA, np.uint8), win) if fields else None
+            edges = np.zeros(mapped[0].shape, np.uint8) if mapped is not None and card.boundary else None
             accumulate_confusion(model, src, lab, tiles, acc, mean=mean, std=std, valid_rule=card.valid_rule,
-                                 batch_size=batch_size, device=dev, progress=progress, dates=dates, out=mapped)
+                                 batch_size=batch_size, device=dev, progress=progress, dates=dates, out=mapped,
+                                 boundary_out=edges)
     if mapped is not None and fields is not None:
-        point_extra["fields"] = _score_fields(mapped[0], info, win, card.classes, fields, fields_class, tolerance_px)
+        point_extra["fields"] = _score_fields(mapped[0], info, win, card.classes, fields, fields_class, tolerance_px,
+                                              edges)
     return EvalResult(
         scores=scores(acc.matrix, card.classes.names),
         model=Path(model_dir),

@@ -458,6 +458,8 @@ def _class() -> Any:
             self.forest = forest
             self.weight = float(weight)
             self.takes_days = bool(getattr(model, "takes_days", False))
+            # a boundary channel passes through: the forest answers for the classes only
+            self.geoseg_boundary = bool(getattr(model, "geoseg_boundary", False))
             if hasattr(model, "geoseg_checkpoint"):
                 self.geoseg_checkpoint = model.geoseg_checkpoint
 
@@ -466,9 +468,11 @@ def _class() -> Any:
             if tuple(logits.shape[-2:]) != tuple(x.shape[-2:]):
                 logits = F.interpolate(logits.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
             with torch.autocast(x.device.type, enabled=False):
-                p = torch.softmax(logits.float(), dim=1) * (1.0 - self.weight)
+                cls = logits[:, :-1] if self.geoseg_boundary else logits
+                p = torch.softmax(cls.float(), dim=1) * (1.0 - self.weight)
                 p = p + forest_proba(self.forest, x) * self.weight
-                return torch.log(p.clamp_min(1e-30))
+                out = torch.log(p.clamp_min(1e-30))
+                return torch.cat([out, logits[:, -1:].float()], dim=1) if self.geoseg_boundary else out
 
     return _Fused
 

@@ -63,6 +63,10 @@ __all__ = [
     "forward_logits",
     "predict_proba",
     "predict_batch",
+    "predict_outputs",
+    "has_boundary",
+    "class_logits",
+    "boundary_uint8",
     "check_batch_size",
     "check_input",
     "empty_scene_error",
@@ -249,7 +253,26 @@ def predict_proba(model: Any, x: np.ndarray, device: str = "cpu", days: Any = No
     import torch
 
     with torch.inference_mode():
-        return torch.softmax(_logits(model, x, device, days), dim=1).cpu().numpy()
+        return torch.softmax(class_logits(model, _logits(model, x, device, days)), dim=1).cpu().numpy()
+
+
+def has_boundary(model: Any) -> bool:
+    """True when ``model``'s last output channel is the field-boundary logit (a model trained
+    with field polygons; :func:`geoseg.ml.model.mark_outputs`)."""
+    return bool(getattr(model, "geoseg_boundary", False))
+
+
+def class_logits(model: Any, logits: Any) -> Any:
+    """The class channels of ``model``'s output ``logits`` (B, C, H, W): all but a boundary channel."""
+    return logits[:, :-1] if has_boundary(model) else logits
+
+
+def boundary_uint8(logit: Any) -> Any:
+    """A boundary logit (B, H, W) as the stored value: probability x 254 + 1, rounded (1..255),
+    so that 0 stays free for nodata."""
+    import torch
+
+    return torch.round(torch.sigmoid(logit.float()) * 254 + 1).to(torch.uint8)
 
 
 def _logits(model: Any, x: Any, device: str, days: Any = None) -> Any:
@@ -311,6 +334,22 @@ def predict_batch(
         weights are damaged); the message names the model's checkpoint directory when it was
         loaded with :func:`geoseg.ml.model.load_checkpoint`.
     """
+    classes, confidence, _ = predict_outputs(model, arrays, valids, mean, std, device, observed, days)
+    return classes, confidence
+
+
+def predict_outputs(
+    model: Any,
+    arrays: np.ndarray,
+    valids: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: str = "cpu",
+    observed: np.ndarray | None = None,
+    days: Any = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`predict_batch`, and the boundary (B, H, W) uint8 of a model with a boundary output
+    (:func:`boundary_uint8`, 0 where invalid; None for other models)."""
     import torch
 
     tune_allocator()
@@ -323,13 +362,17 @@ def predict_batch(
                 x = with_validity(x, observed)
         else:
             x = network_input(arrays, valids, mean, std, observed)
-        conf, cls = torch.softmax(_logits(model, x, device, days), dim=1).max(dim=1)
+        logits = _logits(model, x, device, days)
+        conf, cls = torch.softmax(class_logits(model, logits), dim=1).max(dim=1)
         _check_finite_outputs(model, conf, valids)
         classes = cls.to(torch.uint8).cpu().numpy()
         confidence = torch.clamp(torch.round(conf * 255), 1, 255).to(torch.uint8).cpu().numpy()
+        boundary = boundary_uint8(logits[:, -1]).cpu().numpy() if has_boundary(model) else None
     classes[~valids] = NODATA
     confidence[~valids] = 0
-    return classes, confidence
+    if boundary is not None:
+        boundary[~valids] = 0
+    return classes, confidence, boundary
 
 
 def _check_finite_outputs(model: Any, conf: Any, valids: np.ndarray) -> None:
@@ -596,6 +639,9 @@ class TilePrediction:
         Time spent normalising, in the forward pass and on class and confidence (not reading).
     dates_seen : ndarray (B, H, W) uint8 or None
         For a model that reads dates: how many dates each pixel saw.
+    boundary : ndarray (B, H, W) uint8 or None
+        For a model with a boundary output: the probability that the pixel lies on a field's
+        edge, x 254 + 1 (:func:`boundary_uint8`), 0 where the pixels hold no data.
     """
 
     tiles: Sequence[Tile]
@@ -604,6 +650,7 @@ class TilePrediction:
     valid: np.ndarray
     seconds: float
     dates_seen: np.ndarray | None = None
+    boundary: np.ndarray | None = None
 
 
 def read_batch(src: Any, tiles: Sequence[Tile], valid_rule: str = "all", dates: DateInput | None = None) -> TileBatch:
@@ -669,6 +716,7 @@ def predict_tiles(
     """
     for batch in batches:
         t0 = time.perf_counter()
-        classes, confidence = predict_batch(model, batch.pixels, batch.valid, mean, std, device, batch.observed, days)
+        classes, confidence, boundary = predict_outputs(model, batch.pixels, batch.valid, mean, std, device,
+                                                        batch.observed, days)
         seen = None if batch.observed is None else batch.observed.sum(axis=1, dtype=np.uint8)
-        yield TilePrediction(batch.tiles, classes, confidence, batch.valid, time.perf_counter() - t0, seen)
+        yield TilePrediction(batch.tiles, classes, confidence, batch.valid, time.perf_counter() - t0, seen, boundary)

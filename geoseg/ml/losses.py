@@ -12,6 +12,10 @@ unlabelled): they change neither the value nor the gradient.
   directly and is insensitive to class imbalance.
 * **ce+dice** (default for training) adds them: CE gives well-behaved per-pixel gradients
   from the first step, Dice pulls the small classes' overlap up.
+* A model with a **boundary output** (``train --fields``; its last channel) adds
+  :class:`BoundaryLoss`: binary cross-entropy of that channel against the field-edge targets
+  the chips carry (:data:`geoseg.ml.chips.EDGE_STEP`), plus a soft Dice of the edge pixels (a
+  thin line is a small share of a chip: Dice keeps the model from predicting none).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "WeightedCrossEntropy",
     "SoftDiceLoss",
     "CombinedLoss",
+    "BoundaryLoss",
     "make_loss",
 ]
 
@@ -167,3 +172,34 @@ def make_loss(name: str = "ce+dice", weight: Sequence[float] | np.ndarray | None
     if key in ("ce+dice", "dice+ce"):
         return CombinedLoss(WeightedCrossEntropy(weight, ignore_index), SoftDiceLoss(ignore_index))
     raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+
+
+class BoundaryLoss(nn.Module):
+    """The class loss on all channels but the last, plus ``weight x`` (binary cross-entropy + soft
+    Dice) of the last (the boundary logit) on the pixels whose edge state is known.
+
+    Targets are ``class + step x state`` (state 0: not an edge, 1: an edge, 2: unknown) or
+    ``ignore_index``.
+    """
+
+    def __init__(self, class_loss: nn.Module, step: int, weight: float = 1.0, ignore_index: int = NODATA) -> None:
+        super().__init__()
+        self.class_loss = class_loss
+        self.step = int(step)
+        self.weight = float(weight)
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ignored = target == self.ignore_index
+        state = torch.where(ignored, torch.full_like(target, 2), target // self.step)
+        classes = torch.where(ignored, target, target % self.step)
+        loss = self.class_loss(logits[:, :-1], classes)
+        known = state < 2
+        if not bool(known.any()):
+            return loss + logits[:, -1].sum() * 0.0
+        z = logits[:, -1][known].float()
+        t = (state[known] == 1).float()
+        bce = F.binary_cross_entropy_with_logits(z, t)
+        p = torch.sigmoid(z)
+        dice = 1.0 - (2 * (p * t).sum() + 1.0) / (p.sum() + t.sum() + 1.0)
+        return loss + self.weight * (bce + dice)

@@ -45,6 +45,9 @@ __all__ = [
     "build_model",
     "build_from_card",
     "network_channels",
+    "output_channels",
+    "mark_outputs",
+    "OUTPUT_SETS",
     "TEMPORAL_ARCHS",
     "tile_multiple",
     "model_multiple",
@@ -75,6 +78,8 @@ CARD = "model.json"
 #: The per-pixel forest fused with the network (:mod:`geoseg.ml.forest`), when the card names one.
 FOREST = "forest.safetensors"
 FORMAT_VERSION = 1
+#: The output sets a model card may list (:attr:`ModelCard.outputs`).
+OUTPUT_SETS = (["classes"], ["classes", "boundary"])
 #: Tensors of at most this many values are allocated when a network is sized (see :func:`_meta_if_large`).
 SMALL_TENSOR = 4096
 
@@ -110,6 +115,10 @@ class ModelCard:
     #: share of the probabilities), ``sha256`` of :data:`FOREST`, how it was fitted and chosen.
     #: Empty: the network alone.
     forest: dict[str, Any] = field(default_factory=dict)
+    #: What the network outputs, in channel order: ``classes`` (one logit per class), then
+    #: ``boundary`` for a model trained with field polygons (``train --fields``): one logit of
+    #: the pixel lying on a field's edge, which ``polygonize`` separates touching fields on.
+    outputs: list[str] = field(default_factory=lambda: ["classes"])
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -141,6 +150,11 @@ class ModelCard:
             )
         d["classes"] = ClassTable.from_dict(d["classes"], f"{source} (classes)")
         return cls(**d)
+
+    @property
+    def boundary(self) -> bool:
+        """True for a model with a field-boundary output (:attr:`outputs`)."""
+        return "boundary" in self.outputs
 
     @property
     def temporal(self) -> bool:
@@ -213,6 +227,7 @@ _CARD_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "geoseg_version": (lambda v: isinstance(v, str), "a version string"),
     "format_version": (_whole(1), "a whole number, at least 1"),
     "size_multiple": (_whole(0), "a whole number of pixels, at least 0 (0: worked out from the architecture)"),
+    "outputs": (lambda v: v in OUTPUT_SETS, f"one of {OUTPUT_SETS} (the network's outputs in channel order)"),
     "forest": (lambda v: isinstance(v, dict) and (not v or (
         isinstance(v.get("weight"), (int, float)) and not isinstance(v.get("weight"), bool)
         and 0 <= v["weight"] <= 1 and isinstance(v.get("sha256"), str) and bool(_SHA256.match(v["sha256"])))),
@@ -409,9 +424,23 @@ def network_channels(card: ModelCard) -> int:
     return card.bands_per_date if card.temporal else card.in_channels + len(card.dates)
 
 
+def output_channels(n_classes: int, boundary: bool) -> int:
+    """The network's output channels: a logit per class, and one for field boundaries."""
+    return n_classes + int(boundary)
+
+
+def mark_outputs(model: Any, boundary: bool) -> Any:
+    """Record on ``model`` whether its last output channel is the boundary logit
+    (``geoseg_boundary``, read by :mod:`geoseg.ml.infer` and the wrappers); returns it."""
+    model.geoseg_boundary = bool(boundary)
+    return model
+
+
 def build_from_card(card: ModelCard) -> Any:
     """Build the (untrained) network a card describes."""
-    return build_model(card.arch, card.encoder, network_channels(card), len(card.classes), **card.arch_kwargs)
+    model = build_model(card.arch, card.encoder, network_channels(card),
+                        output_channels(len(card.classes), card.boundary), **card.arch_kwargs)
+    return mark_outputs(model, card.boundary)
 
 
 def tile_multiple(arch: str = DEFAULT_ARCH, encoder: str | None = None, arch_kwargs: dict[str, Any] | None = None) -> int:

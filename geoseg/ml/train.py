@@ -116,11 +116,12 @@ from geoseg.core.dates import DateLayout, date_layout
 from geoseg.core.grid import Tile
 from geoseg.core.metrics import ConfusionAccumulator, Scores, confusion_matrix, scores
 from geoseg.errors import CheckpointError, ConfigError, GeosegError, TileError
+from geoseg.io.field_polygons import FieldEdges
 from geoseg.io.labels import RasterLabels, VectorLabels, label_counts, open_labels
 from geoseg.io.points import PointLabels, PointReport
 from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, read_periods
 from geoseg.ml.baseline import check_baseline, forest_baseline
-from geoseg.ml.chips import STAT_WINDOWS, ChipDates, ChipSampler, band_statistics, chip_batch
+from geoseg.ml.chips import EDGE_STEP, STAT_WINDOWS, ChipDates, ChipSampler, EdgeLabels, band_statistics, chip_batch
 from geoseg.ml.evaluate import accumulate_confusion, window_tiles
 from geoseg.ml.forest import (
     MAX_DEPTH,
@@ -135,7 +136,7 @@ from geoseg.ml.forest import (
 )
 from geoseg.ml.forest import TREES as FOREST_TREES
 from geoseg.ml.infer import DateInput, forward_logits, pick_device
-from geoseg.ml.losses import class_weights, make_loss
+from geoseg.ml.losses import BoundaryLoss, class_weights, make_loss
 from geoseg.ml.model import (
     DEFAULT_ARCH,
     DEFAULT_ENCODERS,
@@ -144,6 +145,8 @@ from geoseg.ml.model import (
     build_model,
     load_checkpoint,
     load_into,
+    mark_outputs,
+    output_channels,
     read_card,
     resolved_arch_kwargs,
     save_checkpoint,
@@ -279,6 +282,8 @@ class _Scene:
     points: dict[str, Any] | None = None
     #: The scene's place in the training call (its date layout's, too).
     index: int = 0
+    #: The labels the training chips read: ``labels`` with field-edge targets (``fields``), else None.
+    chip_labels: Any = None
 
     @property
     def validation_labels(self) -> RasterLabels | VectorLabels | PointLabels:
@@ -364,6 +369,19 @@ def _check_options(time_limit: float | None, epochs: int, batch_size: int, patie
         raise ConfigError(f"valid_rule must be 'all' or 'any', got {valid_rule!r}")
     make_loss(loss)  # check the name before any work
     return budget_s
+
+
+def _field_files(fields: Any, n: int) -> list[str]:
+    """The field polygon file of each scene: none, one for all, or one per scene."""
+    if fields is None:
+        return []
+    got = _as_list(fields, "fields")
+    if len(got) == 1:
+        return got * n
+    if len(got) != n:
+        raise ConfigError(f"{len(got)} field files for {n} images; pass one file for all images or one per image, "
+                          f"in the order of the images")
+    return got
 
 
 def _inputs(images: Any, labels: Any) -> tuple[list[str], list[str]]:
@@ -562,7 +580,7 @@ def _prepare_chips(scenes: Sequence[_Scene], tile: int, spec: _Arch, rng_stats: 
     """Class weights from the training labels, band statistics from ``tile``-sized windows drawn
     with ``rng_stats``, the sampler of ``chip``-sized training chips (``rng_chips``; default
     ``tile``) and the validation tiles (``tile`` and the card's halo, as at inference)."""
-    triples = [(s.src, s.labels, s.split) for s in scenes]
+    triples = [(s.src, s.labels if s.chip_labels is None else s.chip_labels, s.split) for s in scenes]
     train_counts = np.sum([s.split.train_counts() for s in scenes], axis=0)
     weights = class_weights(train_counts)
     mean, std, n_stat_px = band_statistics(ChipSampler(triples, tile, rng_stats, valid_rule, dates), STAT_WINDOWS)
@@ -606,14 +624,15 @@ def _steps_per_epoch(area: int, tile: int, batch_size: int, chips_per_epoch: int
 # --------------------------------------------------------------------------------------
 # stage 5: fitting
 def _init_from(model: Any, path: str, card_classes: ClassTable, arch: str, encoder: str, in_channels: int,
-               arch_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Load a geoseg checkpoint's weights into ``model`` (fine-tuning); a new class table keeps the head's."""
+               arch_kwargs: dict[str, Any], boundary: bool = False) -> dict[str, Any]:
+    """Load a geoseg checkpoint's weights into ``model`` (fine-tuning); a new class table, or a
+    boundary output where the checkpoint has none (or the reverse), keeps the head's."""
     p = Path(path)
     src = read_card(p)
     check_init_card(src, p, arch, encoder, in_channels, arch_kwargs)
     src_model, _ = load_checkpoint(p, "cpu")
     state = src_model.state_dict()
-    same_classes = src.classes.names == card_classes.names
+    same_classes = src.classes.names == card_classes.names and src.boundary == boundary
     if not same_classes:  # new class table: keep everything but the classification head
         own = model.state_dict()
         state = {**{k: v for k, v in own.items() if k.startswith("segmentation_head.")},
@@ -653,7 +672,7 @@ def _fit_model(spec: _Arch, bands: int, table: ClassTable, chips: _Chips, plan: 
                init_from: str | os.PathLike[str] | None, valid_rule: str, device: str,
                progress: Progress | None, pretrained: str | os.PathLike[str] | None = None,
                pretrained_bands: Sequence[str] | None = None,
-               channel_names: Sequence[str | None] = ()) -> tuple[Any, _Fit, dict[str, Any]]:
+               channel_names: Sequence[str | None] = (), boundary: bool = False) -> tuple[Any, _Fit, dict[str, Any]]:
     """Build the network (weights seeded, loaded from ``init_from``, or its encoder from
     ``pretrained`` adapted to ``channel_names``), fit it, and return it on the CPU holding the
     best epoch's weights, with how fitting went and what was loaded.
@@ -671,9 +690,11 @@ def _fit_model(spec: _Arch, bands: int, table: ClassTable, chips: _Chips, plan: 
         dates = chips.sampler.dates
         channels = bands if dates is None else (
             dates.layouts[0].n_bands if spec.arch.lower() in TEMPORAL_ARCHS else bands + dates.layouts[0].n_dates)
-        model = build_model(spec.arch, spec.encoder, channels, len(table), **spec.kwargs)
+        model = mark_outputs(build_model(spec.arch, spec.encoder, channels, output_channels(len(table), boundary),
+                                         **spec.kwargs), boundary)
         if init_from is not None:
-            init_info = _init_from(model, str(init_from), table, spec.arch, spec.encoder, bands, spec.kwargs)
+            init_info = _init_from(model, str(init_from), table, spec.arch, spec.encoder, bands, spec.kwargs,
+                                   boundary)
         first = None
         if pretrained is not None:
             init_info = {**load_pretrained(model, pretrained, channel_names, pretrained_bands),
@@ -683,7 +704,10 @@ def _fit_model(spec: _Arch, bands: int, table: ClassTable, chips: _Chips, plan: 
         if cuda:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
-        loss_fn = make_loss(plan.loss, chips.weights).to(device)
+        loss_fn = make_loss(plan.loss, chips.weights)
+        if boundary:
+            loss_fn = BoundaryLoss(loss_fn, EDGE_STEP)
+        loss_fn = loss_fn.to(device)
         fit = _fit(model, opt, loss_fn, chips, plan, valid_rule=valid_rule, device=device, table=table,
                    progress=progress, first_conv=first)
         model.load_state_dict(fit.best_state)
@@ -971,6 +995,7 @@ def train(
     pretrained: str | os.PathLike[str] | None = None,
     pretrained_bands: Sequence[str] | str | None = None,
     freeze_epochs: int | None = None,
+    fields: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train a model on labelled scenes and save it as a checkpoint directory ``out``.
@@ -1021,6 +1046,11 @@ def train(
     freeze_epochs : int, optional
         Epochs in which the pretrained encoder, but for its first convolution, does not learn
         (default 2 with ``pretrained``).
+    fields : path or sequence of paths, optional
+        Field polygons (one file for every scene, or one per scene): the model also learns to
+        find field edges (:class:`geoseg.ml.losses.BoundaryLoss`), a last output channel that
+        ``polygonize`` separates touching fields of one crop on (:mod:`geoseg.core.instances`).
+        Crop pixels outside every polygon teach no edge.
     label_field : str, optional
         The attribute of vector labels holding the class.
     point_radius : float, optional
@@ -1084,6 +1114,7 @@ def train(
     t_start = time.perf_counter()
     budget_s = _check_options(time_limit, epochs, batch_size, patience, lr, weight_decay, jitter, valid_rule, loss)
     image_list, label_list = _inputs(images, labels)
+    field_list = _field_files(fields, len(image_list))
     table = classes if isinstance(classes, ClassTable) else load_classes(classes)
     spec = _architecture(arch, encoder, arch_kwargs, init_from, tile, overlap, chip, pretrained)
     freeze = _freeze_epochs(freeze_epochs, pretrained)
@@ -1102,6 +1133,9 @@ def train(
         scenes = _open_scenes(stack, image_list, label_list, infos, table, tile=tile, block=block,
                               label_field=label_field, rng=rng_split, point_radius=point_radius,
                               valid_rule="any" if date_spec else valid_rule)
+        for s, path in zip(scenes, field_list):
+            s.chip_labels = EdgeLabels(s.labels, FieldEdges(path, s.info.transform, s.info.crs),
+                                       [c.id for c in table if c.crop])
         chips = _prepare_chips(scenes, tile, spec, rng_stats, rng_chips, valid_rule, date_spec, chip_)
         plan = _Plan(
             epochs=int(epochs),
@@ -1113,7 +1147,8 @@ def train(
         model, fit, init_info = _fit_model(spec, bands, table, chips, plan, init_from=init_from,
                                            valid_rule=valid_rule, device=dev, progress=progress,
                                            pretrained=pretrained, pretrained_bands=wbands,
-                                           channel_names=_channel_names(infos[0], spec.arch, date_spec))
+                                           channel_names=_channel_names(infos[0], spec.arch, date_spec),
+                                           boundary=bool(field_list))
         assert fit.best_scores is not None  # every epoch is scored, and the first one is the best so far
         metrics: dict[str, Any] = {**fit.best_scores.to_dict(), "epoch": fit.best_epoch}
         trees, forest_card = None, {}
@@ -1142,10 +1177,12 @@ def train(
             overlap=spec.overlap,
             valid_rule=valid_rule,
             dates=[d.isoformat() for d in date_spec.layouts[0].dates] if date_spec else [],
+            outputs=["classes", "boundary"] if field_list else ["classes"],
             metrics={**metrics, "split": "validation blocks" + (" (pixels of the validation points)" if reports else "")},
             training=_training_record(plan, fit, chips, scenes, seconds=seconds, device=dev, images=image_list,
                                       labels=label_list, label_field=label_field, time_limit=time_limit,
-                                      init_info=init_info, point_radius=point_radius),
+                                      init_info={**init_info, "fields": field_list or None},
+                                      point_radius=point_radius),
         )
         card = save_checkpoint(out, model, dataclasses.replace(card, forest=forest_card), forest=trees)
     return TrainResult(Path(out), card, fit.epochs_run, fit.best_epoch, fit.stop_reason, seconds, fit.history,

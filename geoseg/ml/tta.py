@@ -60,6 +60,7 @@ def _class() -> Any:
             self.mode = mode
             self.transforms = _transforms(mode)
             self.takes_days = bool(getattr(model, "takes_days", False))
+            self.geoseg_boundary = bool(getattr(model, "geoseg_boundary", False))  # averaged like the classes
             if hasattr(model, "geoseg_checkpoint"):  # named in the errors of geoseg.ml.infer
                 self.geoseg_checkpoint = model.geoseg_checkpoint
 

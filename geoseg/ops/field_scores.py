@@ -18,7 +18,7 @@ from geoseg.core.objects import ObjectScores, mask_field_scores
 from geoseg.core.sieve import DEFAULT_MIN_AREA_HA, min_area_pixels
 from geoseg.errors import LabelError
 from geoseg.io.field_polygons import burn_fields
-from geoseg.io.raster import open_raster, raster_info, read_mask_classes
+from geoseg.io.raster import band_by_name, check_same_grid, open_raster, raster_info, read_mask_classes
 from geoseg.ops.polygonize import exclude_ids
 
 __all__ = ["MAX_PIXELS", "field_scores"]
@@ -36,6 +36,7 @@ def field_scores(
     min_area_ha: float = DEFAULT_MIN_AREA_HA,
     exclude: Sequence[str | int] | None = None,
     tolerance_px: float = 1.0,
+    confidence: str | os.PathLike[str] | None = None,
 ) -> ObjectScores:
     """Object-level scores of the fields polygonised from ``mask`` against ``true_fields``.
 
@@ -55,6 +56,9 @@ def field_scores(
         As :func:`geoseg.ops.polygonize.polygonize_raster` takes them.
     tolerance_px : float
         Boundary tolerance, pixels.
+    confidence : path, optional
+        The mask's confidence raster: when it has a ``boundary`` band, the fields are separated
+        on it, as ``polygonize`` separates them.
 
     Raises
     ------
@@ -76,5 +80,13 @@ def field_scores(
     true_ids, true_class = burn_fields(true_fields, (h, w), info.transform, info.crs, class_field, table)
     with open_raster(mask) as src:
         arr, valid = src.read(1), src.read_masks(1) > 0
+    boundary = None
+    if confidence is not None:
+        cinfo = raster_info(confidence)
+        check_same_grid(info, cinfo)
+        band = band_by_name(cinfo, "boundary")
+        if band is not None:
+            with open_raster(confidence) as src:
+                boundary = src.read(band)
     return mask_field_scores(arr, valid, true_ids, min_pixels=min_px, exclude=excl, true_class=true_class,
-                             tolerance_px=tolerance_px)
+                             tolerance_px=tolerance_px, boundary=boundary)

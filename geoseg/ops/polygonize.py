@@ -14,6 +14,7 @@ fields, polygons and ``field_id`` are in :mod:`geoseg.core.trace`.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,15 @@ from affine import Affine
 from geoseg.classes import ClassTable, crop_names, load_classes, unknown_classes
 from geoseg.core.geodesy import PixelAreas, perimeters_m, pixel_areas
 from geoseg.core.grid import Tile, TileGrid, Window, tile_grid
+from geoseg.core.instances import (
+    Separation,
+    check_separation,
+    class_counts,
+    links,
+    majority,
+    separate_fields,
+    separation_halo,
+)
 from geoseg.core.merge import merge_pieces, seam_pairs
 from geoseg.core.overlay import largest_overlap
 from geoseg.core.sieve import DEFAULT_MIN_AREA_HA, DEFAULT_SIEVE_PASSES, min_area_pixels, sieve, sieve_halo
@@ -37,6 +47,7 @@ from geoseg.io.fiboa import DETERMINATION_METHOD, code_list_id, determination_co
 from geoseg.io.raster import (
     BlockReader,
     RasterInfo,
+    band_by_name,
     check_outputs,
     check_same_grid,
     check_size,
@@ -84,10 +95,15 @@ class _BlockJob:
     width: int
     transform: Affine
     areas: PixelAreas
+    #: The confidence raster's boundary band and how to separate fields on it (None: fields are
+    #: 4-connected regions of one class); ``n_classes`` sizes the class counts of such fields.
+    boundary_band: int | None = None
+    separation: Separation | None = None
+    n_classes: int = 256
 
     def __dask_tokenize__(self) -> Any:
         return ("geoseg._BlockJob", self.mask, self.confidence, self.tile.__dask_tokenize__(), self.nodata,
-                self.exclude, self.min_pixels, self.passes)
+                self.exclude, self.min_pixels, self.passes, self.boundary_band, self.separation)
 
 
 def _inside(window: Window, height: int, width: int) -> Window:
@@ -114,26 +130,50 @@ def _run_block(job: _BlockJob) -> tuple[Fields, Edges]:
         inner = _inside(job.tile.read, H, W)
         block = reader.read(inner)
         arr, valid = block.array, block.valid()
-    conf = None
+    conf = bnd = None
     if job.confidence is not None:
         with BlockReader(job.confidence) as reader:
             conf = reader.read_array(core)
+            if job.boundary_band is not None:
+                bnd = reader.read_array(inner, band=job.boundary_band)
     r0, c0, r1, c1 = inner.row_off, inner.col_off, inner.row_off + inner.height, inner.col_off + inner.width
-    if job.min_pixels > 1:  # only the sides cut out of the raster are open
-        arr = sieve(arr, job.min_pixels, valid=valid, passes=job.passes,
-                    open_edges=(r0 > 0, r1 < H, c0 > 0, c1 < W))
+    open_edges = (r0 > 0, r1 < H, c0 > 0, c1 < W)  # only the sides cut out of the raster are open
+    if job.min_pixels > 1:
+        arr = sieve(arr, job.min_pixels, valid=valid, passes=job.passes, open_edges=open_edges)
     cr, cc = int(core.row_off) - r0, int(core.col_off) - c0
     rows, cols = slice(cr, cr + int(core.height)), slice(cc, cc + int(core.width))
     core_arr, cvalid = arr[rows, cols], valid[rows, cols]
-    fields, runs = vectorize_block(core_arr, job.transform, nodata=None, valid=cvalid, exclude=job.exclude,
-                              confidence=conf, offset=(int(core.row_off), int(core.col_off)),
-                              raster_width=job.width, row_areas=None,
-                              area_factors=job.areas.factors(int(core.row_off), int(core.col_off), int(core.height),
-                                                             int(core.width)))
+    area_factors = job.areas.factors(int(core.row_off), int(core.col_off), int(core.height), int(core.width))
+    offset = (int(core.row_off), int(core.col_off))
+    if bnd is None or job.separation is None:
+        fields, runs = vectorize_block(core_arr, job.transform, nodata=None, valid=cvalid, exclude=job.exclude,
+                                       confidence=conf, offset=offset, raster_width=job.width, row_areas=None,
+                                       area_factors=area_factors)
+        links_out: dict[str, np.ndarray] = {}
+    else:  # fields separated on the boundary map: traced from their labels, classes counted
+        field = valid & ~np.isin(arr, np.asarray(job.exclude, np.int64)) if job.exclude else valid
+        if field.any() and (top := int(arr[field].max())) >= job.n_classes:
+            raise PolygonizeError(f"{job.mask}: holds class value {top}, which is not in the class table ({job.n_classes} "
+                                  f"classes); pass the class file the mask was made with (--classes), or its nodata "
+                                  f"value (--nodata)")
+        labels = separate_fields(arr, field, bnd, job.separation, open_edges)
+        core_lab = labels[rows, cols]
+        fields, runs = vectorize_block(core_lab, job.transform, nodata=None, valid=core_lab > 0, exclude=(),
+                                       confidence=conf, offset=offset, raster_width=job.width, row_areas=None,
+                                       area_factors=area_factors)
+        counts = class_counts(runs.dense(), core_arr, fields.class_id.size, job.n_classes)
+        fields = Fields(fields.geometry, majority(counts).astype(np.int64), fields.pixels, fields.area_m2,
+                        fields.first_pixel, fields.conf_sum, fields.conf_count, counts)
+        ce, cre = cr + int(core.height), cc + int(core.width)  # just past the core, inside the read window
+        links_out = {}
+        if ce < labels.shape[0]:
+            links_out["bottom_link"] = links(labels[ce - 1:ce + 1, cols], 0)[0]
+        if cre < labels.shape[1]:
+            links_out["right_link"] = links(labels[rows, cre - 1:cre + 1], 1)[:, 0]
     h, w = core_arr.shape
     rr, ccs = np.arange(h), np.arange(w)
     edges = {"top": runs.at(np.zeros(w, np.int64), ccs), "bottom": runs.at(np.full(w, h - 1), ccs),
-             "left": runs.at(rr, np.zeros(h, np.int64)), "right": runs.at(rr, np.full(h, w - 1))}
+             "left": runs.at(rr, np.zeros(h, np.int64)), "right": runs.at(rr, np.full(h, w - 1)), **links_out}
     return fields, edges
 
 
@@ -195,6 +235,9 @@ def polygonize_raster(
     max_area_change: float = 0.01,
     observed: Any = None,
     progress: Callable[[int, int], None] | None = None,
+    separate: bool = True,
+    separation: Separation | None = None,
+    max_area_ha: float | None = None,
 ) -> "gpd.GeoDataFrame":
     """Polygonise a class mask block by block into per-field polygons with attributes.
 
@@ -211,7 +254,17 @@ def polygonize_raster(
         Single-band integer class raster (a geoseg mask, or any other tool's).
     confidence : path, optional
         Confidence raster on the same grid (uint8, max softmax x 255, 0 = nodata): adds
-        the ``confidence`` column (mean over the field's pixels, 0..1).
+        the ``confidence`` column (mean over the field's pixels, 0..1). When it has a
+        ``boundary`` band (a model trained with field polygons), touching fields of one crop
+        are separated on it (``separate``).
+    separate : bool
+        Separate fields on the confidence raster's ``boundary`` band when it has one
+        (:mod:`geoseg.core.instances`): each field then takes the majority class of its
+        pixels, and ``class_share`` says which share of them that is. Without the band, or
+        with ``separate=False``, a field is a 4-connected region of one class.
+    separation : Separation, optional
+        The boundary threshold, smallest seed and growth steps (default
+        :class:`~geoseg.core.instances.Separation`).
     classes : ClassTable or path, optional
         Class names and colours. Default: the table embedded in a geoseg mask, else names
         ``class_<id>``.
@@ -219,6 +272,10 @@ def polygonize_raster(
         Mask nodata value, overriding the file's.
     min_area_ha : float
         Minimum mapping unit in hectares: specks below it are sieved; 0 turns sieving off.
+        Of fields separated on a boundary band, any still smaller is dropped.
+    max_area_ha : float, optional
+        Fields larger than this are dropped (e.g. 10 for smallholder fields; a large region of
+        one crop that no boundary splits is not one field).
     exclude : sequence of str or int, optional
         Classes (names or ids) that make no polygon. Default: the class table's non-crop
         classes (``crop: false``, e.g. ``background``); ``()`` keeps every class.
@@ -285,6 +342,9 @@ def polygonize_raster(
         check_same_grid(info, raster_info(conf_path))
     table = _resolve_classes(classes, src)
     excl = exclude_ids(exclude, table, src)
+    sep = check_separation(separation or Separation())
+    boundary_band = band_by_name(raster_info(conf_path), "boundary") if conf_path is not None and separate else None
+    _check_max_area(max_area_ha, min_area_ha)
     observed_at = _observed(observed, src)
     dist = None
     if districts is not None:
@@ -294,14 +354,18 @@ def polygonize_raster(
     # the blocks, each sieved and traced on its own
     areas = pixel_areas(info.transform, info.crs, (info.shape.height, info.shape.width))
     min_px = min_area_pixels(min_area_ha, areas.mean)
-    grid, jobs = _plan_blocks(info, conf_path, nodata, excl, min_px, passes, block, areas)
+    grid, jobs = _plan_blocks(info, conf_path, nodata, excl, min_px, passes, block, areas,
+                              (boundary_band, sep, len(table) if table is not None else 256))
     runner = Runner(workers, client)
     results = runner.map(_run_block, jobs, progress)
     # the seams: pieces of one field in several blocks merged
     fields = _merge_blocks(grid, results, areas, conf_path is not None, runner.workers)
     _check_classes(fields, table, src)
+    fields = _area_filter(fields, min_px if boundary_band is not None else 1, max_area_ha)
     # the attributes
     gdf = _to_frame(fields, info, table, simplify_m, max_area_change)
+    if boundary_band is not None:
+        log.info("%s: fields separated on the boundary band %d of %s", src, boundary_band, conf_path)
     if dist is not None:
         gdf["district"] = _district_names(gdf, dist)
     gdf = _fiboa_columns(gdf, table, observed_at, f"geoseg: traced from the class mask {Path(src).name}"
@@ -352,7 +416,7 @@ def _fiboa_columns(gdf: "gpd.GeoDataFrame", table: ClassTable | None, observed: 
         "metrics:area": (gdf["area_ha"].to_numpy() * 10_000.0).astype(np.float32),
         "metrics:perimeter": gdf["perimeter_m"].to_numpy().astype(np.float32),
     }
-    for extra in ("confidence", "district"):
+    for extra in ("confidence", "class_share", "district"):
         if extra in gdf.columns:
             data[extra] = gdf[extra].to_numpy()
     data["determination:method"] = np.full(n, DETERMINATION_METHOD, dtype=object)
@@ -384,13 +448,17 @@ def _check_mask(src: str, block: int, passes: int) -> RasterInfo:
 
 
 def _plan_blocks(info: RasterInfo, conf_path: str | None, nodata: float | None, exclude: tuple[int, ...],
-                 min_px: int, passes: int, block: int, areas: PixelAreas) -> tuple[TileGrid, list[_BlockJob]]:
-    """The block grid (cores of ``block`` px, a halo wide enough for the sieve) and a job per block."""
-    halo = sieve_halo(min_px, passes)
+                 min_px: int, passes: int, block: int, areas: PixelAreas,
+                 separating: tuple[int | None, Separation, int] = (None, Separation(), 256),
+                 ) -> tuple[TileGrid, list[_BlockJob]]:
+    """The block grid (cores of ``block`` px, a halo wide enough for the sieve, and for the
+    separation of fields on a boundary band when there is one) and a job per block."""
+    band, sep, n_classes = separating
+    halo = sieve_halo(min_px, passes) + (separation_halo(sep) if band is not None else 0)
     grid = tile_grid(info.shape, info.transform, size=block + 2 * halo, overlap=halo, multiple=1)
     jobs = [
         _BlockJob(info.path, conf_path, t, None if nodata is None else float(nodata), exclude, min_px, passes,
-                  info.shape.width, info.transform, areas)
+                  info.shape.width, info.transform, areas, band, sep if band is not None else None, n_classes)
         for t in grid
     ]
     log.info("polygonising %s: %d blocks of %d px (halo %d), specks < %d px sieved", info.path, len(jobs), block,
@@ -412,7 +480,7 @@ def _merge_blocks(grid: TileGrid, results: Sequence[tuple[Fields, Edges]], areas
     pieces = _concat(parts, with_conf=with_conf)
     if areas.constant is not None:  # every pixel has the same ground area (an equal-area CRS): exactly that
         pieces = Fields(pieces.geometry, pieces.class_id, pieces.pixels, pieces.pixels * areas.constant,
-                        pieces.first_pixel, pieces.conf_sum, pieces.conf_count)
+                        pieces.first_pixel, pieces.conf_sum, pieces.conf_count, pieces.class_counts)
     return merge_pieces(pieces, seam_pairs(blocks), workers=workers)
 
 
@@ -445,7 +513,28 @@ def _to_frame(fields: Fields, info: RasterInfo, table: ClassTable | None, simpli
     conf = fields.confidence
     if conf is not None:
         data["confidence"] = conf
+    if fields.class_counts is not None:
+        total = np.maximum(fields.class_counts.sum(axis=1), 1)
+        data["class_share"] = fields.class_counts[np.arange(len(fields)), fields.class_id] / total
     return gpd.GeoDataFrame(data, geometry=geom, crs=info.crs)
+
+
+def _check_max_area(max_area_ha: float | None, min_area_ha: float) -> None:
+    if max_area_ha is None:
+        return
+    ok = isinstance(max_area_ha, (int, float)) and not isinstance(max_area_ha, bool) and math.isfinite(max_area_ha)
+    if not ok or max_area_ha <= 0 or max_area_ha < min_area_ha:
+        raise PolygonizeError(f"max_area_ha is {max_area_ha!r}; expected a positive area in hectares no smaller than "
+                              f"min_area_ha ({min_area_ha}), e.g. 10, or none")
+
+
+def _area_filter(fields: Fields, min_pixels: int, max_area_ha: float | None) -> Fields:
+    """The fields of at least ``min_pixels`` pixels (the sieve's threshold) and at most
+    ``max_area_ha`` of ground area."""
+    keep = fields.pixels >= min_pixels
+    if max_area_ha is not None:
+        keep &= fields.area_m2 / 10_000.0 <= max_area_ha
+    return fields if keep.all() else fields.take(np.flatnonzero(keep))
 
 
 def _district_names(gdf: "gpd.GeoDataFrame", dist: Districts) -> np.ndarray:
@@ -461,6 +550,7 @@ def _concat(parts: Sequence[Fields], with_conf: bool) -> Fields:
         e = np.zeros(0, np.int64)
         return Fields(np.empty(0, dtype=object), e, e, np.zeros(0), e)
     cat = np.concatenate
+    counted = all(p.class_counts is not None for p in parts)
     return Fields(
         cat([p.geometry for p in parts]),
         cat([p.class_id for p in parts]),
@@ -469,6 +559,7 @@ def _concat(parts: Sequence[Fields], with_conf: bool) -> Fields:
         cat([p.first_pixel for p in parts]),
         cat([p.conf_sum for p in parts]) if with_conf else None,  # type: ignore[misc]
         cat([p.conf_count for p in parts]) if with_conf else None,  # type: ignore[misc]
+        cat([p.class_counts for p in parts]) if counted else None,  # type: ignore[misc]
     )
 
 

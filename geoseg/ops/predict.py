@@ -90,7 +90,9 @@ def predict_scene(
         The class mask to write (COG, uint8, 255 = nodata, the image's grid).
     confidence : path, optional
         Also write the confidence raster (COG, uint8 max softmax x 255, 0 = nodata); for a model
-        that reads dates, with a second band holding how many dates each pixel saw.
+        that reads dates, with a band holding how many dates each pixel saw; for a model with a
+        boundary output (``train --fields``), with a last band ``boundary``, which ``polygonize``
+        separates touching fields on (:func:`geoseg.io.raster.confidence_writer`).
     tile, overlap : int, optional
         Tile size (default 512) and overlap (default: the model card's).
     batch_size : int
@@ -165,7 +167,8 @@ def predict_scene(
         if conf_path is not None:
             confs = stack.enter_context(
                 confidence_writer(conf_path, shape=info.shape, transform=info.transform, crs=info.crs,
-                                  creation_options=creation_options, dates_seen=dates is not None)
+                                  creation_options=creation_options, dates_seen=dates is not None,
+                                  boundary=card.boundary)
             )
         done = 0
         observed = False
@@ -176,7 +179,8 @@ def predict_scene(
             for i, (t, c, p) in enumerate(zip(pred.tiles, pred.classes, pred.confidence)):
                 masks.write_tile(t, c)
                 if confs is not None:
-                    confs.write_tile(t, p if pred.dates_seen is None else np.stack([p, pred.dates_seen[i]]))
+                    extra = [b[i] for b in (pred.dates_seen, pred.boundary) if b is not None]
+                    confs.write_tile(t, np.stack([p, *extra]) if extra else p)
             done += len(pred.tiles)
             if progress:
                 progress(done, len(grid))

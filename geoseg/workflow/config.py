@@ -123,6 +123,10 @@ class OutputSpec:
     confidence: bool = True
     fields: tuple[str, ...] = ("parquet", "gpkg")
     min_area_ha: float = 0.1
+    #: Fields larger than this are dropped (None: none are).
+    max_area_ha: float | None = None
+    #: Separate touching fields on the confidence's boundary band (a model trained with field polygons).
+    separate_fields: bool = True
     exclude_classes: tuple[str, ...] = ("background",)
     district_areas: bool = True
     report: bool = True
@@ -472,8 +476,8 @@ def _districts(r: _Reader, base: Path) -> tuple[Path | None, str | None]:
 def _outputs(r: _Reader, districts: Path | None) -> OutputSpec:
     """The ``outputs`` mapping; district areas need ``districts``."""
     o = r.sub("outputs")
-    o.check_keys({"mask", "confidence", "fields", "min_area_ha", "exclude_classes", "district_areas", "report",
-                  "observed"})
+    o.check_keys({"mask", "confidence", "fields", "min_area_ha", "max_area_ha", "separate_fields", "exclude_classes",
+                  "district_areas", "report", "observed"})
     fields = o.get("fields", list, ["parquet", "gpkg"])
     bad = [f for f in fields if f not in FIELD_FORMATS]
     if bad:
@@ -481,6 +485,10 @@ def _outputs(r: _Reader, districts: Path | None) -> OutputSpec:
     min_area_ha = o.get("min_area_ha", float, 0.1)
     if not math.isfinite(min_area_ha) or min_area_ha < 0:
         raise o.err("min_area_ha", f"{min_area_ha!r}; expected 0 (no sieving) or a positive area in hectares, e.g. 0.1")
+    max_area_ha = o.get("max_area_ha", float, None)
+    if max_area_ha is not None and (not math.isfinite(max_area_ha) or max_area_ha <= 0 or max_area_ha < min_area_ha):
+        raise o.err("max_area_ha", f"{max_area_ha!r}; expected a positive area in hectares no smaller than min_area_ha "
+                                   f"({min_area_ha}), e.g. 10")
     exclude = o.get("exclude_classes", list, ["background"])
     odd = [e for e in exclude if not isinstance(e, (str, int)) or isinstance(e, bool)]
     if odd:
@@ -497,6 +505,8 @@ def _outputs(r: _Reader, districts: Path | None) -> OutputSpec:
         confidence=o.get("confidence", bool, True),
         fields=tuple(fields),
         min_area_ha=min_area_ha,
+        max_area_ha=max_area_ha,
+        separate_fields=o.get("separate_fields", bool, True),
         exclude_classes=tuple(str(e) for e in exclude),
         district_areas=o.get("district_areas", bool, True),
         report=o.get("report", bool, True),

@@ -309,7 +309,7 @@ def _assemble_scenes(card: ModelCard, run_id: str, store: Path, scenes: list[Sce
             futures.append(client.submit(
                 assemble_scene, str(store / s.name), s.grid, s.info.crs.to_wkt(), card.classes.to_dict(),
                 out_m, out_c, key=f"assemble-{kind}-{s.name}-{run_id}", pure=False, scene=str(s.path),
-                dates_seen=bool(card.dates),
+                dates_seen=bool(card.dates), boundary=card.boundary,
             ))
     try:
         client.gather(futures)
@@ -356,6 +356,8 @@ def polygonize_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPa
         run_id=run_id,
         model_id=(card.weights_sha256 or "")[:16] or None,
         observed=cfg.outputs.observed or season_observed(cfg, paths),
+        separate=cfg.outputs.separate_fields,
+        max_area_ha=cfg.outputs.max_area_ha,
     )
     formats = list(cfg.outputs.fields)
     if "parquet" not in formats:  # the query engine reads the Parquet copy

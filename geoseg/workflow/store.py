@@ -126,17 +126,18 @@ class SceneStore:
         confidence: Sequence[np.ndarray],
         crs: object,
         dates_seen: Sequence[np.ndarray] | None = None,
+        boundary: Sequence[np.ndarray] | None = None,
     ) -> dict[str, str]:
         """Write the cores of a batch's tiles, then its record; return ``{tile key: sha256}``.
 
-        Each tile holds class and confidence, and for a model that reads dates a third band:
-        the dates each pixel saw."""
+        Each tile holds class and confidence, then for a model that reads dates a band of the
+        dates each pixel saw, and for a model with a boundary output its boundary band."""
         self.root.mkdir(parents=True, exist_ok=True)
         hashes = {}
         for i, (t, c, p) in enumerate(zip(tiles, classes, confidence)):
             path = self.tile_path(t)
             core_tf = t.transform @ _translation(t)
-            bands = [c, p] if dates_seen is None else [c, p, dates_seen[i]]
+            bands = [c, p] + [b[i] for b in (dates_seen, boundary) if b is not None]
             with RasterWriter(path, shape=(int(t.core.height), int(t.core.width)), transform=core_tf, crs=crs,
                               count=len(bands), dtype="uint8", cog=False, blocksize=256, fast=True) as w:
                 rows, cols = t.core_in_read

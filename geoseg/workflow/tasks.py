@@ -33,6 +33,7 @@ from geoseg.core.grid import Tile, TileGrid
 from geoseg.errors import portable_errors
 from geoseg.io.raster import (
     MAX_CACHE_BYTES,
+    confidence_bands,
     confidence_writer,
     mask_writer,
     open_raster,
@@ -162,6 +163,7 @@ def infer_batch(
     classes: list[np.ndarray] = []
     confidence: list[np.ndarray] = []
     seen: list[np.ndarray] = []
+    edges: list[np.ndarray] = []
     compute = 0.0
     reading = [0.0]  # seconds reading tiles (summed over the reader threads when reading ahead)
     readers = readers_for(dev, threads) if read_ahead is None else int(read_ahead)
@@ -198,8 +200,10 @@ def infer_batch(
                     confidence.extend(pred.confidence)
                     if pred.dates_seen is not None:
                         seen.extend(pred.dates_seen)
+                    if pred.boundary is not None:
+                        edges.extend(pred.boundary)
     tw = time.perf_counter()
-    store.write_batch(batch, tiles, classes, confidence, crs, seen if dates else None)
+    store.write_batch(batch, tiles, classes, confidence, crs, seen if dates else None, edges if card.boundary else None)
     write = time.perf_counter() - tw
     return {
         "batch": batch,
@@ -254,9 +258,11 @@ def assemble_scene(
     *_deps: Any,
     scene: str | None = None,
     dates_seen: bool = False,
+    boundary: bool = False,
 ) -> dict[str, Any]:
     """Write the stored tile cores of one scene into a mask COG and/or a confidence COG (with
-    ``dates_seen``, two bands: confidence and the dates each pixel saw).
+    ``dates_seen``, a band of the dates each pixel saw; with ``boundary``, the boundary band:
+    :func:`geoseg.io.raster.confidence_writer`).
 
     A run submits the two as separate tasks (``out_mask`` or ``out_confidence`` None), so
     that two workers compress them at once. Raises :class:`~geoseg.errors.EmptySceneError`
@@ -277,9 +283,9 @@ def assemble_scene(
         if out_confidence:
             confs = stack.enter_context(
                 confidence_writer(out_confidence, shape=shape, transform=grid.transform, crs=crs_wkt,  # type: ignore[arg-type]
-                                  dates_seen=dates_seen)
+                                  dates_seen=dates_seen, boundary=boundary)
             )
-        conf_bands = [2, 3] if dates_seen else [2]
+        conf_bands = list(range(2, 2 + len(confidence_bands(dates_seen, boundary))))
         bands = ([1] if masks is not None else []) + (conf_bands if confs is not None else [])
         observed = False
         for t in grid:
@@ -290,7 +296,7 @@ def assemble_scene(
             if confs is not None:
                 c = data[-len(conf_bands):]
                 observed = observed or bool((c[0] > 0).any())
-                confs.write(c if dates_seen else c[0], t.core)
+                confs.write(c if len(conf_bands) > 1 else c[0], t.core)
         if not observed:  # inside the writers' block: neither COG is left behind
             raise empty_scene_error(scene or store_root, _scene_nodata(scene))
     return {"mask": out_mask, "confidence": out_confidence, "seconds": time.perf_counter() - t0}

@@ -1,0 +1,94 @@
+"""What separating touching fields costs in ``polygonize``: time and peak memory, with and without.
+
+The 16x region of ``geoseg bench`` (4 x the demo's side; ``--size``), its true class labels as
+the mask, and a confidence raster whose ``boundary`` band marks the true fields' edge pixels
+(probability 0.9, elsewhere 0.1, plus noise of +-0.08: a model's band, as near the truth as a
+good model's). Each mode runs in a fresh process (``--one MODE``), so that its peak resident
+memory is its own; the time is the median of ``--repeats`` calls of
+:func:`geoseg.ops.polygonize.polygonize_raster` in that process (default blocks, 2 threads).
+
+Run::
+
+    .venv/bin/python benchmarks/field_separation_cost.py [--size 4096] [--repeats 3] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from geoseg.core.objects import boundary_pixels
+from geoseg.io.field_polygons import burn_fields
+from geoseg.ops.polygonize import polygonize_raster
+from geoseg.synth import synthesize
+
+
+def prepare(work: Path, size: int) -> tuple[Path, Path]:
+    region = synthesize(work / f"region-{size}", height=size, width=size, seed=0, cloud_fraction=0.0)
+    conf = work / f"region-{size}" / "confidence.tif"
+    if not conf.exists():
+        with rasterio.open(region.labels) as src:
+            labels, profile = src.read(1), src.profile
+        ids, _ = burn_fields(region.fields, labels.shape, profile["transform"], profile["crs"])
+        edge = boundary_pixels(ids)
+        rng = np.random.default_rng(0)
+        p = np.where(edge, 0.9, 0.1) + rng.uniform(-0.08, 0.08, labels.shape)
+        band = np.round(p * 254 + 1).astype(np.uint8)
+        nodata = labels == 255
+        profile.update(count=2, dtype="uint8", nodata=0, compress="deflate", tiled=True, blockxsize=512,
+                       blockysize=512)
+        with rasterio.open(conf, "w", **profile) as dst:
+            dst.write(np.where(nodata, 0, 200).astype(np.uint8), 1)
+            dst.write(np.where(nodata, 0, band), 2)
+            dst.set_band_description(1, "confidence")
+            dst.set_band_description(2, "boundary")
+    return region.labels, conf
+
+
+def one(mode: str, mask: str, conf: str, repeats: int) -> dict[str, float]:
+    times, n = [], 0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        gdf = polygonize_raster(mask, confidence=conf, workers=2, separate=mode == "separated")
+        times.append(time.perf_counter() - t)
+        n = len(gdf)
+    return {"seconds": float(np.median(times)), "fields": n,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/geoseg-separation-cost"))
+    ap.add_argument("--one", nargs=3, metavar=("MODE", "MASK", "CONF"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(one(args.one[0], args.one[1], args.one[2], args.repeats)))
+        return 0
+    mask, conf = prepare(args.work, args.size)
+    res = {}
+    for mode in ("4-connected", "separated"):
+        out = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--one", mode, str(mask),
+                              str(conf)], check=True, capture_output=True, text=True)
+        res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"| mode | fields | seconds (median of {args.repeats}) | peak MiB |")
+    print("|---|---|---|---|")
+    for mode, r in res.items():
+        print(f"| {mode} | {r['fields']:,} | {r['seconds']:.2f} | {r['peak_mib']:.0f} |")
+    a, b = res["4-connected"], res["separated"]
+    print(f"time ratio separated / 4-connected: {b['seconds'] / a['seconds']:.2f}; "
+          f"peak memory ratio: {b['peak_mib'] / a['peak_mib']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

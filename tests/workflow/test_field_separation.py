@@ -1,0 +1,48 @@
+"""A run with a boundary model: the boundary band goes through the tile store, each scene's
+confidence COG and the mosaic, and the run's fields are separated on it."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+from affine import Affine
+
+from geoseg.ops.polygonize import polygonize_raster
+from geoseg.ops.predict import predict_scene
+from geoseg.workflow.config import load_workflow
+from geoseg.workflow.run import run_workflow
+
+from ..workflow_helpers import write_model, write_scene, write_workflow
+
+TF = Affine(10, 0, 560000, 0, -10, 3420000)
+
+
+def test_a_run_carries_the_boundary_band_and_separates_fields(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    write_model(tmp_path / "model", seed=3, boundary=True)
+    write_scene(tmp_path / "scene.tif", 160, 128, TF)
+    write_scene(tmp_path / "b.tif", 96, 128, TF @ Affine.translation(0, 128), seed=5)  # overlaps a's last rows
+    write_workflow(tmp_path / "wf.yaml", scenes=["scene.tif", "b.tif"],
+                   outputs={"fields": ["parquet"], "district_areas": False, "min_area_ha": 0.05,
+                            "max_area_ha": 50})
+    res = run_workflow(load_workflow(tmp_path / "wf.yaml"))
+    assert res.status == "done"
+    # each scene's confidence COG equals a single-process prediction, boundary band included
+    predict_scene(tmp_path / "model", tmp_path / "scene.tif", tmp_path / "m.tif", confidence=tmp_path / "c.tif",
+                  tile=64, overlap=16, batch_size=2)
+    with rasterio.open(res.run_dir / "scenes" / "scene" / "confidence.tif") as run, \
+            rasterio.open(tmp_path / "c.tif") as single:
+        assert run.descriptions == single.descriptions == ("confidence", "boundary")
+        np.testing.assert_allclose(run.read(2).astype(int), single.read(2).astype(int), atol=1)
+    # the mosaic keeps the band, 0 exactly where the mosaic's mask is nodata
+    with rasterio.open(res.run_dir / "confidence.tif") as c, rasterio.open(res.run_dir / "mask.tif") as m:
+        assert c.descriptions == ("confidence", "boundary") and c.count == 2
+        b, mask = c.read(2), m.read(1)
+    assert ((b == 0) == (mask == 255)).all() and b.shape == (224, 128)
+    # the run's fields are those polygonize separates on the mosaic's band, with their class shares
+    fields = gpd.read_parquet(res.run_dir / "fields.parquet")
+    again = polygonize_raster(res.run_dir / "mask.tif", confidence=res.run_dir / "confidence.tif", min_area_ha=0.05,
+                              max_area_ha=50)
+    assert len(fields) == len(again) and "class_share" in fields.columns
+    assert sorted(fields.field_id) == sorted(again.field_id)
+    assert ((fields.class_share > 0) & (fields.class_share <= 1)).all() and (fields.area_ha <= 50).all()
