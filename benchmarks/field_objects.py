@@ -34,11 +34,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
 
 from geoseg.classes import load_classes
 from geoseg.demo import score_mask
 from geoseg.ml.model import read_card
+from geoseg.ops.areas import district_areas_fields, district_areas_raster
 from geoseg.ops.field_scores import field_scores
+from geoseg.ops.parcels import parcel_crops
 from geoseg.ops.predict import predict_scene
 from geoseg.synth import synthesize
 
@@ -54,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| region seed | mask | true fields | fields | matched | precision | recall | F1 | same-crop F1 | over-seg "
           "| under-seg | boundary F1 | extent IoU | pixel mIoU | seconds |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    parcel_rows: list[str] = []
     for seed in args.seeds:
         d = args.work / f"region-{seed}"
         region = synthesize(d, height=args.size, width=args.size, seed=seed, cloud_fraction=args.clouds)
@@ -76,7 +82,39 @@ def main(argv: list[str] | None = None) -> int:
                   f"{s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {s.class_f1:.3f} | {s.over_segmentation:.3f} | "
                   f"{s.under_segmentation:.3f} | {s.boundary_f1:.3f} | {s.extent_iou:.3f} | {miou:.3f} | "
                   f"{sec:.1f} |", flush=True)
+        if args.model is not None:
+            parcel_rows.append(parcel_check(seed, region, masks["model"][0], masks["model"][1]))
+    if parcel_rows:
+        print("\n| region seed | parcels | of >= 0.5 ha | crop right (>= 0.5 ha) | crop right (all) | "
+              "largest district difference vs the raster path (crop ha) | largest district-crop difference "
+              "(pairs over 100 ha) | total crop ha, parcels / raster |")
+        print("|---|---|---|---|---|---|---|---|")
+        for row in parcel_rows:
+            print(row)
     return 0
+
+
+def parcel_check(seed: int, region: Any, mask: Path, confidence: Path | None) -> str:
+    """Parcel mode with the true fields as parcels: how often the crop is right, and the hectares
+    per district and crop against the raster path's (crop classes; both exact-coverage counts)."""
+    parcels = parcel_crops(mask, region.fields, confidence=confidence, id_field="field_id")
+    truth = gpd.read_file(region.fields).set_index(gpd.read_file(region.fields)["field_id"].astype(str))
+    true_crop = truth.loc[parcels["id"], "crop"].to_numpy()
+    right = parcels["crop:name"].to_numpy() == true_crop
+    big = parcels["area_ha"].to_numpy() >= 0.5
+    table = load_classes(region.classes)
+    crops = [c.name for c in table if c.crop]
+    ras = district_areas_raster(mask, region.districts, "district", classes=table)
+    pol = district_areas_fields(parcels, region.districts, "district", classes=table)
+    key = ["district", "crop"]
+    a = ras[ras.crop.isin(crops)].set_index(key)["area_ha"]
+    b = pol[pol.crop.isin(crops)].set_index(key)["area_ha"].reindex(a.index).fillna(0.0)
+    major = a > 100  # district-crop pairs of more than 100 ha
+    worst = float((abs(b - a) / a)[major].max()) if major.any() else float("nan")
+    da, db = a.groupby(level=0).sum(), b.groupby(level=0).sum()
+    worst_d = float((abs(db - da) / da)[da > 100].max())
+    return (f"| {seed} | {len(parcels):,} | {int(big.sum()):,} | {right[big].mean():.3f} | {right.mean():.3f} | "
+            f"{worst_d:.2%} | {worst:.2%} | {b.sum():,.1f} / {a.sum():,.1f} ({b.sum() / a.sum() - 1:+.2%}) |")
 
 
 if __name__ == "__main__":

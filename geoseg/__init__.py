@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from geoseg.ops.areas import district_areas_file
     from geoseg.ops.composite import composite_season
     from geoseg.ops.field_scores import field_scores
+    from geoseg.ops.parcels import parcel_crops_file
     from geoseg.ops.polygonize import polygonize_file
     from geoseg.ops.predict import predict_scene
     from geoseg.ops.query import query_run
@@ -59,6 +60,7 @@ _LAZY = {
     "composite_season": "geoseg.ops.composite",
     "predict_scene": "geoseg.ops.predict",
     "polygonize_file": "geoseg.ops.polygonize",
+    "parcel_crops_file": "geoseg.ops.parcels",
     "district_areas_file": "geoseg.ops.areas",
     "field_scores": "geoseg.ops.field_scores",
     "query_run": "geoseg.ops.query",
@@ -92,6 +94,7 @@ __all__ = [
     "composite_season",
     "predict_scene",
     "polygonize_file",
+    "parcel_crops_file",
     "district_areas_file",
     "query_run",
     "load_workflow",

@@ -15,6 +15,7 @@ from geoseg.core.sieve import DEFAULT_MIN_AREA_HA
 from geoseg.errors import DistrictWarning
 from geoseg.io.paths import STDOUT, DatasetPath
 from geoseg.io.vector import vector_driver
+from geoseg.ops.parcels import parcel_crops_file
 from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
 
 
@@ -41,6 +42,11 @@ from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
               help="Boundary probability from which a pixel is a field edge.")
 @click.option("--max-area-ha", type=float, default=None,
               help="Drop fields larger than this many hectares (e.g. 10 for smallholder fields).")
+@click.option("--parcels", type=DATASET, default=None,
+              help="Your own parcel layer (cadastral, LPIS, FTW; any format and CRS): give each parcel its crop, "
+                   "class shares, observed share and confidence instead of tracing polygons.")
+@click.option("--parcel-id", default=None, metavar="ATTR",
+              help="The parcels' attribute that identifies one [default: 1, 2, ... in file order].")
 @click.option("--districts", type=DATASET,
               help="District boundaries (any format and CRS; a file, URL or /vsi path): adds the district of largest "
                    "overlap.")
@@ -58,7 +64,7 @@ from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
 def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: float | None, classes: Path | None,
                min_area_ha: float | None, exclude: tuple[str, ...], all_classes: bool,
                confidence: DatasetPath | None, separate: bool, boundary_threshold: float, max_area_ha: float | None,
-               districts: DatasetPath | None, name_field: str | None,
+               parcels: DatasetPath | None, parcel_id: str | None, districts: DatasetPath | None, name_field: str | None,
                simplify_m: float | None, block: int | None, run_id: str | None, observed: str | None,
                overwrite: bool, as_json: bool) -> None:
     """Turn the class raster MASK into one polygon per field, block by block in parallel.
@@ -80,6 +86,8 @@ def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: f
             --districts districts.gpkg --name-field district --min-area-ha 0.1
         geoseg -q polygonize /vsicurl/https://host/mask.tif --out - > fields.geojson
         geoseg polygonize mask.tif --confidence confidence.tif --max-area-ha 10 --out fields.gpkg
+        geoseg polygonize mask.tif --confidence confidence.tif --parcels lpis.gpkg --parcel-id parcel_no \\
+            --out parcel_crops.gpkg
     """
     if districts is not None and not name_field:
         raise click.UsageError("--districts needs --name-field (the attribute that names a district)")
@@ -87,6 +95,16 @@ def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: f
     if to_stdout and as_json:
         raise click.UsageError("--out - already prints the fields (GeoJSON) on standard output; give --json with "
                                "a file --out")
+    if parcels is not None:
+        _parcels(mask, parcels, out, driver=driver, nodata=nodata, classes=classes, confidence=confidence,
+                 parcel_id=parcel_id, run_id=run_id, observed=observed, overwrite=overwrite, as_json=as_json,
+                 to_stdout=to_stdout, unused={"--min-area-ha": min_area_ha, "--exclude": exclude or None,
+                                              "--all-classes": all_classes or None, "--simplify": simplify_m,
+                                              "--max-area-ha": max_area_ha, "--districts": districts,
+                                              "--block": block})
+        return
+    if parcel_id is not None:
+        raise click.UsageError("--parcel-id names the attribute of --parcels; give --parcels too")
     excl: tuple[str, ...] | None = () if all_classes else (tuple(exclude) if exclude else None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DistrictWarning)
@@ -109,5 +127,29 @@ def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: f
     for line in res.lines():
         if to_stdout:
             info(line.replace("-: ", "standard output: ", 1))  # standard output holds the GeoJSON alone
+        else:
+            click.echo(line)
+
+
+def _parcels(mask: DatasetPath, parcels: DatasetPath, out: Path | str, *, driver: str | None, nodata: float | None,
+             classes: Path | None, confidence: DatasetPath | None, parcel_id: str | None, run_id: str | None,
+             observed: str | None, overwrite: bool, as_json: bool, to_stdout: bool, unused: dict[str, object]) -> None:
+    """``--parcels``: each parcel's crop (:func:`geoseg.ops.parcels.parcel_crops_file`)."""
+    given = [k for k, v in unused.items() if v is not None]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} shape traced fields; with --parcels the parcels are the fields - "
+                               f"leave {'them' if len(given) > 1 else 'it'} out")
+    with progress_bar("blocks") as advance:
+        res = parcel_crops_file(mask, parcels, out, driver=driver, nodata=nodata, classes=classes,
+                                confidence=confidence, id_field=parcel_id, run_id=run_id, observed=observed,
+                                progress=advance, overwrite=overwrite)
+    if as_json:
+        click.echo(json.dumps({"output": str(res.path), "format": vector_driver(res.path, driver)[0],
+                               "parcels": res.parcels, "unobserved": res.unobserved, "skipped": res.skipped,
+                               "hectares": {k: round(v, 4) for k, v in res.hectares.items()}}, indent=2))
+        return
+    for line in res.lines():
+        if to_stdout:
+            info(line.replace("-: ", "standard output: ", 1))
         else:
             click.echo(line)

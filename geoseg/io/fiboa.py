@@ -21,7 +21,10 @@ column                     type        meaning
 ``metrics:perimeter``      float       ground length of the outline in metres (fiboa)
 ``confidence``             double      mean confidence 0..1 (with a confidence raster)
 ``class_share``            double      share of the field's pixels of its class (fields separated
-                                       on a boundary band, which may hold other crops' pixels)
+                                       on a boundary band, which may hold other crops' pixels; a
+                                       parcel's majority class share of its observed area)
+``observed``, ``share:*``  double      a parcel's observed share of its area, and each class's
+                                       share of the observed area (``polygonize --parcels``)
 ``district``               string      district of largest overlap (with districts)
 ``determination:method``   string      ``auto-imagery`` (fiboa: made from imagery by ML)
 ``determination:datetime`` timestamp   the imagery's last date when given (``observed``), else null
@@ -89,10 +92,13 @@ CUSTOM_PROPERTIES: dict[str, dict[str, Any]] = {
     "area_ha": {"type": "double", "exclusiveMinimum": 0},
     "confidence": {"type": "double", "minimum": 0, "maximum": 1},
     "class_share": {"type": "double", "exclusiveMinimum": 0, "maximum": 1},
+    "observed": {"type": "double", "minimum": 0, "maximum": 1},
     "district": {"type": "string"},
     "run_id": {"type": "string"},
     "model_id": {"type": "string"},
 }
+#: The type of a parcel's ``share:<class>`` columns (one per class of the table).
+SHARE_PROPERTY = {"type": "double", "minimum": 0, "maximum": 1}
 #: Column names of geoseg 0.1's fields files and their names now.
 OLD_NAMES = {"crop": "crop:name", "perimeter_m": "metrics:perimeter"}
 
@@ -144,6 +150,7 @@ def collection_metadata(gdf: "gpd.GeoDataFrame") -> dict[str, Any]:
     """The GeoParquet ``collection`` metadata: the schemas per collection, geoseg's columns declared."""
     names = sorted({str(c) for c in gdf["collection"].unique()}) or ["geoseg"]
     custom = {k: v for k, v in CUSTOM_PROPERTIES.items() if k in gdf.columns}
+    custom.update({c: dict(SHARE_PROPERTY) for c in gdf.columns if isinstance(c, str) and c.startswith("share:")})
     return {"schemas": {n: list(SCHEMAS) for n in names},
             "schemas:custom": {"$schema": SDL, "required": list(ALSO_REQUIRED), "properties": custom}}
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from geoseg.classes import ClassTable, load_classes
 from geoseg.core.geodesy import pixel_areas
+from geoseg.core.instances import Separation, check_separation
 from geoseg.core.objects import ObjectScores, mask_field_scores
 from geoseg.core.sieve import DEFAULT_MIN_AREA_HA, min_area_pixels
 from geoseg.errors import LabelError
@@ -37,6 +38,7 @@ def field_scores(
     exclude: Sequence[str | int] | None = None,
     tolerance_px: float = 1.0,
     confidence: str | os.PathLike[str] | None = None,
+    separation: Separation | None = None,
 ) -> ObjectScores:
     """Object-level scores of the fields polygonised from ``mask`` against ``true_fields``.
 
@@ -58,7 +60,8 @@ def field_scores(
         Boundary tolerance, pixels.
     confidence : path, optional
         The mask's confidence raster: when it has a ``boundary`` band, the fields are separated
-        on it, as ``polygonize`` separates them.
+        on it, as ``polygonize`` separates them (with ``separation``, default
+        :class:`~geoseg.core.instances.Separation`).
 
     Raises
     ------
@@ -89,4 +92,5 @@ def field_scores(
             with open_raster(confidence) as src:
                 boundary = src.read(band)
     return mask_field_scores(arr, valid, true_ids, min_pixels=min_px, exclude=excl, true_class=true_class,
-                             tolerance_px=tolerance_px, boundary=boundary)
+                             tolerance_px=tolerance_px, boundary=boundary,
+                             separation=check_separation(separation or Separation()))

@@ -65,6 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_BLOCK",
     "exclude_ids",
+    "observed_time",
     "polygonize_raster",
     "polygonize_file",
     "PolygonizeResult",
@@ -345,7 +346,7 @@ def polygonize_raster(
     sep = check_separation(separation or Separation())
     boundary_band = band_by_name(raster_info(conf_path), "boundary") if conf_path is not None and separate else None
     _check_max_area(max_area_ha, min_area_ha)
-    observed_at = _observed(observed, src)
+    observed_at = observed_time(observed, src)
     dist = None
     if districts is not None:
         if not name_field:
@@ -379,7 +380,7 @@ def polygonize_raster(
     return gdf
 
 
-def _observed(observed: Any, src: str) -> Any:
+def observed_time(observed: Any, src: str) -> Any:
     """``observed`` as a UTC timestamp (a date without a zone is UTC), or None."""
     import pandas as pd
 

@@ -127,6 +127,10 @@ class OutputSpec:
     max_area_ha: float | None = None
     #: Separate touching fields on the confidence's boundary band (a model trained with field polygons).
     separate_fields: bool = True
+    #: The user's parcel layer: the fields outputs are then its parcels with their crops, and the
+    #: attribute that identifies a parcel (None: 1, 2, ...).
+    parcels: Path | None = None
+    parcel_id: str | None = None
     exclude_classes: tuple[str, ...] = ("background",)
     district_areas: bool = True
     report: bool = True
@@ -388,7 +392,7 @@ def load_workflow(
     model = r.path_("model", base, kind="model directory")
     inference = _inference(r)
     districts, name_field = _districts(r, base)
-    outputs = _outputs(r, districts)
+    outputs = _outputs(r, districts, base)
     cluster = _cluster(r, scheduler)
     cfg = RunConfig(
         path=p.resolve(),
@@ -473,11 +477,11 @@ def _districts(r: _Reader, base: Path) -> tuple[Path | None, str | None]:
     return districts, name_field
 
 
-def _outputs(r: _Reader, districts: Path | None) -> OutputSpec:
+def _outputs(r: _Reader, districts: Path | None, base: Path) -> OutputSpec:
     """The ``outputs`` mapping; district areas need ``districts``."""
     o = r.sub("outputs")
     o.check_keys({"mask", "confidence", "fields", "min_area_ha", "max_area_ha", "separate_fields", "exclude_classes",
-                  "district_areas", "report", "observed"})
+                  "district_areas", "report", "observed", "parcels", "parcel_id"})
     fields = o.get("fields", list, ["parquet", "gpkg"])
     bad = [f for f in fields if f not in FIELD_FORMATS]
     if bad:
@@ -507,6 +511,8 @@ def _outputs(r: _Reader, districts: Path | None) -> OutputSpec:
         min_area_ha=min_area_ha,
         max_area_ha=max_area_ha,
         separate_fields=o.get("separate_fields", bool, True),
+        parcels=o.path_("parcels", base, default=None, kind="parcel file"),
+        parcel_id=o.get("parcel_id", str, None),
         exclude_classes=tuple(str(e) for e in exclude),
         district_areas=o.get("district_areas", bool, True),
         report=o.get("report", bool, True),

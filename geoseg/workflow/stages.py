@@ -38,6 +38,7 @@ from geoseg.io.vector import write_table, write_vector
 from geoseg.ml.model import ModelCard
 from geoseg.ops.areas import district_areas_raster
 from geoseg.ops.composite import clear_path_for, composite_season
+from geoseg.ops.parcels import parcel_crops
 from geoseg.ops.polygonize import polygonize_raster
 from geoseg.parallel import Runner
 from geoseg.report import write_run_report
@@ -343,8 +344,32 @@ def districts_on_mask(cfg: RunConfig, mask: Path, checked: Districts | None, sta
 def polygonize_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPaths, client: Any,
                       districts: Any) -> dict[str, str]:
     """The mask's fields, block by block on the cluster, written in each of the workflow's formats
-    and always as GeoParquet (which ``geoseg query`` reads); returns the outputs (``fields_<fmt>``)."""
-    gdf = polygonize_raster(
+    and always as GeoParquet (which ``geoseg query`` reads); returns the outputs (``fields_<fmt>``).
+    With ``outputs.parcels`` the fields are the user's parcels, each with its crop (:func:`parcel_crops`)."""
+    if cfg.outputs.parcels is not None:
+        gdf = parcel_crops(
+            paths.mask, cfg.outputs.parcels, id_field=cfg.outputs.parcel_id,
+            confidence=paths.confidence if cfg.outputs.confidence else None, classes=card.classes,
+            districts=districts, name_field=cfg.name_field, run_id=run_id,
+            model_id=(card.weights_sha256 or "")[:16] or None,
+            observed=cfg.outputs.observed or season_observed(cfg, paths),
+        )
+    else:
+        gdf = _traced_fields(cfg, card, run_id, paths, client, districts)
+    formats = list(cfg.outputs.fields)
+    if "parquet" not in formats:  # the query engine reads the Parquet copy
+        formats.append("parquet")
+    out = {}
+    for fmt in formats:
+        write_vector(gdf, paths.fields(fmt), classes=card.classes)
+        out[fields_key(fmt)] = str(paths.fields(fmt))
+    return out
+
+
+def _traced_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPaths, client: Any,
+                   districts: Any) -> Any:
+    """The fields traced from the mask on the cluster's workers."""
+    return polygonize_raster(
         paths.mask,
         confidence=paths.confidence if cfg.outputs.confidence else None,
         classes=card.classes,
@@ -359,14 +384,6 @@ def polygonize_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPa
         separate=cfg.outputs.separate_fields,
         max_area_ha=cfg.outputs.max_area_ha,
     )
-    formats = list(cfg.outputs.fields)
-    if "parquet" not in formats:  # the query engine reads the Parquet copy
-        formats.append("parquet")
-    out = {}
-    for fmt in formats:
-        write_vector(gdf, paths.fields(fmt), classes=card.classes)
-        out[fields_key(fmt)] = str(paths.fields(fmt))
-    return out
 
 
 def sum_district_areas(cfg: RunConfig, card: ModelCard, paths: RunPaths, districts: Any,

@@ -76,7 +76,7 @@ def scenes(draw):
     lines[:, rng.integers(0, w, 3)] = True
     boundary = np.where(lines, 200, rng.integers(0, 140, (h, w))).astype(np.uint8)
     sep = Separation(threshold=draw(st.sampled_from([100, 128, 180])), seed_pixels=draw(st.integers(1, 6)),
-                     grow=draw(st.integers(0, 5)))
+                     grow=draw(st.integers(0, 5)), erode=draw(st.integers(0, 2)))
     return cls, field, boundary, sep, draw(st.integers(3, 17))
 
 
@@ -127,7 +127,8 @@ def test_unknown_boundary_is_no_boundary_and_shapes_are_checked() -> None:
 
 @pytest.mark.parametrize(("kw", "match"), [({"threshold": 256}, "boundary threshold 256"),
                                            ({"seed_pixels": 0}, "seed_pixels 0"),
-                                           ({"grow": -1}, "grow -1"), ({"grow": True}, "grow True")])
+                                           ({"grow": -1}, "grow -1"), ({"grow": True}, "grow True"),
+                                           ({"erode": 17}, "erode 17")])
 def test_bad_separation_values_are_named(kw, match) -> None:
     with pytest.raises(PolygonizeError, match=match):
         check_separation(Separation(**kw))

@@ -84,7 +84,8 @@ def cases(draw: st.DrawFn):  # type: ignore[no-untyped-def]
         if rng.random() < 0.7:
             b[:, c] = 230
     b = np.where(m == 255, 0, b).astype(np.uint8)
-    sep = Separation(threshold=128, seed_pixels=draw(st.integers(1, 5)), grow=draw(st.integers(0, 4)))
+    sep = Separation(threshold=128, seed_pixels=draw(st.integers(1, 5)), grow=draw(st.integers(0, 4)),
+                     erode=draw(st.integers(0, 2)))
     return m, b, sep, draw(st.sampled_from([1, 2, 4])), draw(st.integers(16, 40))
 
 
@@ -109,7 +110,7 @@ def test_touching_wheat_fields_become_two_polygons_and_the_band_can_be_ignored(t
     b = np.full(mask.shape, 20, np.uint8)
     b[:, 19:21] = 240  # the line between two fields
     m, c = write(tmp_path, mask, b)
-    two = polygonize_raster(m, confidence=c, classes=CLASSES)
+    two = polygonize_raster(m, confidence=c, classes=CLASSES, separation=Separation(threshold=128, grow=4, erode=0))
     assert len(two) == 2 and sorted(two.area_ha.round(4)) == pytest.approx([0.2 * 20 * 10 / 10, 0.2 * 20 * 10 / 10],
                                                                            rel=2e-3)
     assert (two.class_share == 1.0).all()

@@ -8,6 +8,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 
+from geoseg.ops.parcels import parcel_crops
 from geoseg.ops.polygonize import polygonize_raster
 from geoseg.ops.predict import predict_scene
 from geoseg.workflow.config import load_workflow
@@ -46,3 +47,22 @@ def test_a_run_carries_the_boundary_band_and_separates_fields(tmp_path) -> None:
     assert len(fields) == len(again) and "class_share" in fields.columns
     assert sorted(fields.field_id) == sorted(again.field_id)
     assert ((fields.class_share > 0) & (fields.class_share <= 1)).all() and (fields.area_ha <= 50).all()
+
+
+def test_a_run_with_a_parcel_layer_writes_the_parcels_with_their_crops(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shapely
+
+    write_model(tmp_path / "model", seed=4)
+    write_scene(tmp_path / "scene.tif", 96, 96, TF)
+    boxes = [shapely.box(560000 + 30 * i, 3420000 - 300, 560000 + 30 * i + 30, 3420000 - 40) for i in range(5)]
+    gpd.GeoDataFrame({"lpis": [f"P{i}" for i in range(5)]}, geometry=boxes, crs="EPSG:32643").to_file(
+        tmp_path / "parcels.gpkg")
+    write_workflow(tmp_path / "wf.yaml", outputs={"fields": ["gpkg"], "district_areas": False,
+                                                  "parcels": "parcels.gpkg", "parcel_id": "lpis"})
+    res = run_workflow(load_workflow(tmp_path / "wf.yaml"))
+    got = gpd.read_parquet(res.run_dir / "fields.parquet")
+    again = parcel_crops(res.run_dir / "mask.tif", tmp_path / "parcels.gpkg", id_field="lpis",
+                         confidence=res.run_dir / "confidence.tif")
+    assert list(got["id"]) == list(again["id"]) == [f"P{i}" for i in range(5)]
+    assert (got["class_id"].to_numpy() == again["class_id"].to_numpy()).all()
+    assert got["run_id"].iloc[0] == res.run_id and (got["observed"] > 0.99).all()

@@ -1,0 +1,293 @@
+"""The user's own parcels: each parcel's crop from a class mask, instead of polygons traced from it.
+
+A cadastral, LPIS or Fields of The World parcel layer already says where each field is; what
+it lacks is the crop. :func:`parcel_crops` gives every parcel the ground area of each class
+inside it, counted with the same rule the district areas use (:mod:`geoseg.ops.areas`: pixels
+burnt at their centres, then the pixels a parcel's outline cuts corrected to their **exact
+fractional coverage**, each pixel weighted by its own ground area), and from them:
+
+* ``class_id`` / ``crop:name``: the class with the largest observed area in the parcel (its
+  majority; ties: the lowest id);
+* ``class_share``: that class's share of the observed area, and ``share:<class>`` for every
+  class of the table;
+* ``observed``: the share of the parcel's ground area the mask observed (not nodata, cloud or
+  outside the raster);
+* ``confidence``: the mean confidence over the observed area (with a confidence raster),
+  coverage-weighted the same way;
+* ``area_ha``, ``metrics:area``, ``metrics:perimeter``: the parcel polygon's own ground area and
+  outline on the ellipsoid.
+
+Parcels with no observed pixel have no crop and are left out of the result (counted in its
+``attrs["unobserved"]``). Parcels are read in any vector format and CRS; invalid outlines are
+repaired, non-polygons and empty geometries skipped (counted in ``attrs["skipped"]``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import shapely
+
+from geoseg.classes import ClassTable, crop_names
+from geoseg.core.geodesy import areas_m2, perimeters_m
+from geoseg.core.overlay import largest_overlap
+from geoseg.errors import AreaError, LabelError
+from geoseg.io.districts import read_districts
+from geoseg.io.fiboa import code_list_id, determination_column
+from geoseg.io.paths import STDOUT, check_overwrite
+from geoseg.io.raster import check_outputs, check_same_grid, raster_info, read_mask_classes
+from geoseg.io.vector import check_stream_vector, read_vector, vector_driver, write_vector
+from geoseg.ops.areas import _area_jobs, _bounds, _check_class_raster, _class_table, _count_blocks
+from geoseg.ops.polygonize import observed_time
+
+if TYPE_CHECKING:  # pragma: no cover
+    import geopandas as gpd
+
+__all__ = ["DEFAULT_PARCEL_BLOCK", "ParcelResult", "parcel_crops", "parcel_crops_file"]
+
+#: Block side for counting parcels: a block's parcels are burnt together, and thousands of
+#: small parcels fit one 1024 px block.
+DEFAULT_PARCEL_BLOCK = 1024
+#: fiboa's ``determination:method`` of boundaries someone else drew: geoseg cannot know how.
+PARCEL_METHOD = "unknown"
+
+
+def _read_parcels(parcels: Any, id_field: str | None, crs: Any) -> tuple[gpd.GeoDataFrame, np.ndarray, int]:
+    """The usable parcels in ``crs`` (outlines repaired), their ids as text, and how many were skipped."""
+    import geopandas as gpd
+
+    gdf = parcels if isinstance(parcels, gpd.GeoDataFrame) else read_vector(parcels)
+    src = "the parcels" if isinstance(parcels, gpd.GeoDataFrame) else str(parcels)
+    if gdf.crs is None:
+        raise LabelError(f"{src}: has no CRS, so its parcels cannot be placed on the mask ({crs}); assign one, e.g. "
+                         f"`ogr2ogr -a_srs EPSG:4326 fixed.gpkg {src}`")
+    if id_field is not None and id_field not in gdf.columns:
+        cols = [c for c in gdf.columns if c != gdf.geometry.name]
+        raise LabelError(f"{src}: has no attribute {id_field!r}; its attributes are {cols} - pass the one that "
+                         f"identifies a parcel (--parcel-id), or none to number them 1, 2, ...")
+    ids = (gdf[id_field].astype(str).to_numpy(object) if id_field is not None
+           else np.arange(1, len(gdf) + 1).astype(str).astype(object))
+    geom = gdf.geometry.to_numpy()
+    ok = ~(shapely.is_missing(geom) | shapely.is_empty(geom))
+    bad = ok & ~shapely.is_valid(np.where(ok, geom, None))
+    if bad.any():
+        fixed = shapely.make_valid(geom[bad])
+        geom = geom.copy()
+        geom[bad] = [_polygonal(g) for g in fixed]
+    poly = ok & np.isin(shapely.get_type_id(geom), [3, 6]) & ~shapely.is_empty(geom)
+    if not poly.any():
+        raise LabelError(f"{src}: holds no parcel polygons ({len(gdf)} features); expected the parcels as polygons")
+    out = gpd.GeoDataFrame({"_id": ids[poly]}, geometry=geom[poly], crs=gdf.crs).to_crs(crs)
+    return out.reset_index(drop=True), ids[poly], int((~poly).sum())
+
+
+def _polygonal(g: Any) -> Any:
+    """The polygon parts of a repaired geometry (a MultiPolygon, a Polygon, or empty)."""
+    if g is None or shapely.get_type_id(g) in (3, 6):
+        return g
+    parts = [p for p in shapely.get_parts(g) if shapely.get_type_id(p) in (3, 6)]
+    return shapely.union_all(parts) if parts else shapely.Polygon()
+
+
+def _zone_sums(path: str, info: Any, geoms: np.ndarray, nodata: float | None, table: ClassTable | None, block: int,
+               workers: int | None, progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, ...]:
+    """(zone, value or -1 for nodata, m2) over the raster ``path``, exact coverage at the outlines."""
+    jobs = _area_jobs(info, geoms, nodata, nodata if nodata is not None else info.nodata, table, True, block)
+    return _count_blocks(jobs, workers, progress)
+
+
+def parcel_crops(
+    mask_path: str | os.PathLike[str],
+    parcels: str | os.PathLike[str] | gpd.GeoDataFrame,
+    *,
+    id_field: str | None = None,
+    confidence: str | os.PathLike[str] | None = None,
+    classes: ClassTable | str | os.PathLike[str] | None = None,
+    nodata: float | None = None,
+    block: int = DEFAULT_PARCEL_BLOCK,
+    workers: int | None = None,
+    run_id: str | None = None,
+    model_id: str | None = None,
+    observed: Any = None,
+    districts: str | os.PathLike[str] | Any | None = None,
+    name_field: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> gpd.GeoDataFrame:
+    """Each parcel's crop, class shares, observed share and confidence from a class mask (see
+    the module notes).
+
+    Parameters
+    ----------
+    mask_path : path
+        A class mask (a geoseg mask, or any single-band class raster with a nodata value).
+    parcels : path or GeoDataFrame
+        The parcel polygons, any format and CRS.
+    id_field : str, optional
+        The parcels' attribute that identifies one (the ``id`` column); default 1, 2, ... in
+        file order.
+    confidence : path, optional
+        The mask's confidence raster: adds ``confidence``.
+    classes, nodata
+        As :func:`geoseg.ops.areas.district_areas_raster` takes them.
+    block, workers, progress
+        Blocks of ``block`` px counted on ``workers`` threads.
+    run_id, model_id, observed, districts, name_field
+        As :func:`geoseg.ops.polygonize.polygonize_raster` takes them (``district``: the district
+        each parcel overlaps most).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        One row per observed parcel, in the mask's CRS, in the parcels' order.
+
+    Raises
+    ------
+    LabelError
+        Parcels without CRS or polygons, a missing ``id_field``.
+    AreaError
+        A mask that is not a class raster, class values outside the table, no parcel over the mask.
+    """
+    import geopandas as gpd
+
+    src = str(mask_path)
+    info = _check_class_raster(src)
+    observed = observed_time(observed, src)
+    table = _class_table(classes) if classes is not None else read_mask_classes(src)
+    if table is None:
+        raise AreaError(f"{src}: carries no class table; pass the class file (--classes classes.yaml)")
+    cinfo = None
+    if confidence is not None:
+        cinfo = raster_info(confidence)
+        check_same_grid(info, cinfo)
+    dist = None
+    if districts is not None:
+        if not name_field:
+            raise AreaError("districts given without name_field; pass the attribute that names a district")
+        dist = read_districts(districts, name_field, crs=info.crs)
+    gdf, ids, skipped = _read_parcels(parcels, id_field, info.crs)
+    geoms = gdf.geometry.to_numpy()
+    h, w = info.shape
+    footprint = shapely.box(*_bounds(info.transform, h, w))
+    clipped = shapely.intersection(geoms, footprint)
+    over = np.flatnonzero(~shapely.is_empty(clipped) & (shapely.area(clipped) > 0))
+    if not len(over):
+        b = shapely.total_bounds(geoms)
+        raise AreaError(f"none of the {len(geoms)} parcels overlaps {src}: parcels span {tuple(round(v, 3) for v in b)}, "
+                        f"the mask {tuple(round(v, 3) for v in footprint.bounds)} (in {info.crs.to_string()}); check "
+                        f"that both files have the right CRS")
+    k = len(table)
+    zi, cv, m2 = _zone_sums(src, info, clipped[over], nodata, table, block, workers, progress)
+    if len(cv) and int(cv.max(initial=-1)) >= k:
+        raise AreaError(f"{src}: holds class value {int(cv.max())} inside the parcels, which is not in the class table "
+                        f"({k} classes); pass the class file the mask was made with (--classes), or its nodata value "
+                        f"(--nodata)")
+    n = len(over)
+    cls = cv >= 0
+    area = np.bincount(zi[cls] * k + cv[cls], weights=m2[cls], minlength=n * k).reshape(n, k)
+    obs = area.sum(axis=1)
+    full_m2 = areas_m2(geoms[over], info.crs)
+    seen = obs > 0
+    majority = area.argmax(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = area / np.where(seen, obs, 1.0)[:, None]
+    conf = None
+    if cinfo is not None:
+        czi, cval, cm2 = _zone_sums(str(confidence), cinfo, clipped[over], 0, None, block, workers, None)
+        ok = cval > 0
+        csum = np.bincount(czi[ok], weights=cval[ok] * cm2[ok], minlength=n)
+        carea = np.bincount(czi[ok], weights=cm2[ok], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            conf = np.where(carea > 0, csum / np.where(carea > 0, carea, 1.0) / 255.0, np.nan)
+    keep = np.flatnonzero(seen)
+    rows = over[keep]
+    cid = majority[keep].astype(np.int32)
+    names = table.names
+    data: dict[str, Any] = {
+        "id": ids[rows].astype(object),
+        "collection": np.full(len(keep), str(run_id) if run_id else "geoseg", dtype=object),
+        "field_id": rows.astype(np.int64) + 1,
+        "class_id": cid,
+        "crop:code": cid.astype(str).astype(object),
+        "crop:name": crop_names(cid, table).astype(object),
+        "crop:code_list": np.full(len(keep), code_list_id(table, cid), dtype=object),
+        "area_ha": full_m2[keep] / 1e4,
+        "metrics:area": full_m2[keep].astype(np.float32),
+        "metrics:perimeter": perimeters_m(geoms[rows], info.crs).astype(np.float32),
+    }
+    if conf is not None:
+        data["confidence"] = conf[keep]
+    if dist is not None:
+        hit = largest_overlap(geoms[rows], dist.gdf.geometry.values)
+        col = np.full(len(rows), None, dtype=object)
+        col[hit >= 0] = dist.names[hit[hit >= 0]]
+        data["district"] = col
+    data["class_share"] = shares[keep, cid]
+    data["observed"] = np.minimum(obs[keep] / np.where(full_m2[keep] > 0, full_m2[keep], 1.0), 1.0)
+    for i, name in enumerate(names):
+        data[f"share:{name}"] = shares[keep, i]
+    data["determination:method"] = np.full(len(keep), PARCEL_METHOD, dtype=object)
+    data["determination:datetime"] = determination_column(observed, len(keep))
+    data["determination:details"] = np.full(
+        len(keep), f"geoseg: crop of each parcel from the class mask {Path(src).name}"
+        + (f" (model {model_id})" if model_id else ""), dtype=object)
+    if run_id is not None:
+        data["run_id"] = str(run_id)
+    if model_id is not None:
+        data["model_id"] = str(model_id)
+    out = gpd.GeoDataFrame(data, geometry=geoms[rows], crs=info.crs)
+    out.attrs["unobserved"] = int(n - len(keep)) + int(len(geoms) - n)
+    out.attrs["skipped"] = skipped
+    return out
+
+
+@dataclass(frozen=True)
+class ParcelResult:
+    """What :func:`parcel_crops_file` wrote."""
+
+    path: Path
+    parcels: int
+    unobserved: int
+    skipped: int
+    hectares: dict[str, float]
+
+    def lines(self) -> list[str]:
+        crops = ", ".join(f"{k} {v:,.1f}" for k, v in sorted(self.hectares.items(), key=lambda kv: -kv[1]))
+        extra = []
+        if self.unobserved:
+            extra.append(f"{self.unobserved:,} parcels with no observed pixel left out")
+        if self.skipped:
+            extra.append(f"{self.skipped:,} features that are not polygons skipped")
+        return [f"{self.path}: {self.parcels:,} parcels with their crop" + (f" ({'; '.join(extra)})" if extra else ""),
+                f"  hectares: {crops or '(none)'}"]
+
+
+def parcel_crops_file(
+    mask_path: str | os.PathLike[str],
+    parcels: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    driver: str | None = None,
+    overwrite: bool = True,
+    **kwargs: Any,
+) -> ParcelResult:
+    """:func:`parcel_crops`, then :func:`geoseg.io.vector.write_vector` to ``out`` (any GIS format,
+    ``-`` for GeoJSON on standard output)."""
+    if os.fspath(out) == STDOUT:
+        check_stream_vector(driver)
+    else:
+        vector_driver(out, driver)
+        check_outputs({"the parcels file": out}, {"the mask": mask_path, "the parcels": parcels,
+                                                  "the confidence raster": kwargs.get("confidence")})
+        check_overwrite(out, overwrite, "the parcels file")
+    gdf = parcel_crops(mask_path, parcels, **kwargs)
+    classes = kwargs.get("classes")
+    table = _class_table(classes) if classes is not None else read_mask_classes(str(mask_path))
+    path = write_vector(gdf, out, driver=driver, classes=table)
+    ha = gdf.groupby("crop:name")["area_ha"].sum().to_dict() if len(gdf) else {}
+    return ParcelResult(Path(path), len(gdf), int(gdf.attrs.get("unobserved", 0)), int(gdf.attrs.get("skipped", 0)),
+                        {str(k): float(v) for k, v in ha.items()})
