@@ -1,15 +1,15 @@
 """What separating touching fields costs in ``polygonize``: time and peak memory, with and without.
 
-The 16x region of ``geoseg bench`` (4 x the demo's side; ``--size``), its true class labels as
-the mask, and a confidence raster whose ``boundary`` band marks the true fields' edge pixels
-(probability 0.9, elsewhere 0.1, plus noise of +-0.08: a model's band, as near the truth as a
-good model's). Each mode runs in a fresh process (``--one MODE``), so that its peak resident
+The 16x region of ``geoseg bench`` (4 x the demo's side; ``--size``) mapped by a model trained
+with ``--fields`` (``--model DIR``: its mask and confidence with the boundary band, from
+``geoseg predict``); without a model, the region's true labels as the mask and a band made from
+the true fields' edges (0.9 on them, 0.02 elsewhere, blurred over a pixel). Each mode runs in a fresh process (``--one MODE``), so that its peak resident
 memory is its own; the time is the median of ``--repeats`` calls of
 :func:`geoseg.ops.polygonize.polygonize_raster` in that process (default blocks, 2 threads).
 
 Run::
 
-    .venv/bin/python benchmarks/field_separation_cost.py [--size 4096] [--repeats 3] [--work DIR]
+    .venv/bin/python benchmarks/field_separation_cost.py [--model DIR] [--size 4096] [--repeats 3] [--work DIR]
 """
 
 from __future__ import annotations
@@ -24,23 +24,29 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from scipy import ndimage
 
 from geoseg.core.objects import boundary_pixels
 from geoseg.io.field_polygons import burn_fields
 from geoseg.ops.polygonize import polygonize_raster
+from geoseg.ops.predict import predict_scene
 from geoseg.synth import synthesize
 
 
-def prepare(work: Path, size: int) -> tuple[Path, Path]:
+def prepare(work: Path, size: int, model: Path | None) -> tuple[Path, Path]:
     region = synthesize(work / f"region-{size}", height=size, width=size, seed=0, cloud_fraction=0.0)
-    conf = work / f"region-{size}" / "confidence.tif"
+    if model is not None:
+        mask, conf = work / f"region-{size}" / "mask.tif", work / f"region-{size}" / "confidence.tif"
+        if not conf.exists():
+            predict_scene(model, region.scene, mask, confidence=conf)
+        return mask, conf
+    conf = work / f"region-{size}" / "confidence-from-truth.tif"
     if not conf.exists():
         with rasterio.open(region.labels) as src:
             labels, profile = src.read(1), src.profile
         ids, _ = burn_fields(region.fields, labels.shape, profile["transform"], profile["crs"])
         edge = boundary_pixels(ids)
-        rng = np.random.default_rng(0)
-        p = np.where(edge, 0.9, 0.1) + rng.uniform(-0.08, 0.08, labels.shape)
+        p = ndimage.gaussian_filter(np.where(edge, 0.9, 0.02), 1.0)
         band = np.round(p * 254 + 1).astype(np.uint8)
         nodata = labels == 255
         profile.update(count=2, dtype="uint8", nodata=0, compress="deflate", tiled=True, blockxsize=512,
@@ -69,12 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/tmp/geoseg-separation-cost"))
+    ap.add_argument("--model", type=Path, default=None, help="a checkpoint trained with --fields")
     ap.add_argument("--one", nargs=3, metavar=("MODE", "MASK", "CONF"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(one(args.one[0], args.one[1], args.one[2], args.repeats)))
         return 0
-    mask, conf = prepare(args.work, args.size)
+    mask, conf = prepare(args.work, args.size, args.model)
     res = {}
     for mode in ("4-connected", "separated"):
         out = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--one", mode, str(mask),

@@ -6,15 +6,17 @@
    (``<region>/products/stac``: Earth Search items, per-band COGs, SCL clouds, processing
    baselines before and after the January 2022 offset change).
 2. If the workflow's model directory holds no checkpoint, train one with ``geoseg train``'s
-   defaults on a *second, differently seeded* region (so that what the demo reports is
+   defaults and that region's field polygons (``--fields``: the model learns field edges too)
+   on a *second, differently seeded* region (so that what the demo reports is
    out-of-sample), within a time limit; for a season workflow its input is that region's
    products composited by the workflow's own season spec (``geoseg composite``).
 3. Run the workflow on Dask exactly as ``geoseg run`` does: the season composited on the
    cluster, tiles, inference on workers, tile store, mask COG, confidence, field polygons,
    district areas, run record.
 4. Score the run against the truth: the mask against ``labels.tif`` (mIoU, per-class IoU,
-   streamed block by block) and the district table against ``truth.csv`` (hectares per
-   district and crop, and the error of each).
+   streamed block by block), the district table against ``truth.csv`` (hectares per
+   district and crop, and the error of each) and the run's fields against the region's true
+   field polygons (object precision, recall and F1 at IoU > 0.5: :func:`geoseg.field_scores`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from geoseg.classes import load_classes
 from geoseg.core.metrics import ConfusionAccumulator, Scores, scores
 from geoseg.errors import ConfigError
 from geoseg.io.raster import open_raster
+from geoseg.core.objects import ObjectScores
 from geoseg.ml.train import TrainResult, train
+from geoseg.ops.field_scores import field_scores
 from geoseg.ops.composite import composite_season
 from geoseg.rundir import QUICKLOOK_PREFIX, RunPaths, RunResult
 from geoseg.strict_yaml import load_yaml
@@ -160,6 +164,8 @@ class DemoResult:
     areas: pd.DataFrame
     crop_ids: list[int]
     seconds: dict[str, float] = field(default_factory=dict)
+    #: The run's fields against the region's true field polygons, object by object.
+    fields: ObjectScores | None = None
 
     def lines(self) -> list[str]:
         s = self.scores
@@ -181,6 +187,8 @@ class DemoResult:
             f"mask vs labels.tif ({s.pixels:,} observed pixels): mIoU {s.miou:.3f}; per class: {iou}; "
             f"pixel accuracy {s.pixel_accuracy:.3f}",
         ]
+        if self.fields is not None:
+            out.append(f"fields vs the {self.fields.true_fields:,} true fields: " + self.fields.line().split(": ", 1)[1])
         crops = self.areas[self.areas.class_id.isin(self.crop_ids)]
         out.append("crop area per district (predicted from the mask vs the generator's truth):")
         out.append(f"  {'district':<22} {'crop':<10} {'truth ha':>10} {'predicted ha':>13} {'error':>8}")
@@ -261,7 +269,7 @@ def run_demo(
             kwargs["sources"] = [tr.out_dir / "products" / paths.layout]
             composite_season(image, overwrite=True, **kwargs)
         trained = train(image, tr.labels, tr.classes, paths.model_dir, epochs=train_epochs,
-                        time_limit=train_minutes, seed=0, progress=epoch)
+                        time_limit=train_minutes, seed=0, progress=epoch, fields=tr.fields)
         seconds["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -280,4 +288,8 @@ def run_demo(
     areas = compare_areas(predicted, region.truth)
     seconds["score"] = time.perf_counter() - t
     crop_ids = [c.id for c in table if c.crop]
-    return DemoResult(paths, region, trained, res, sc, areas, crop_ids, seconds)
+    conf = RunPaths(res.run_dir).confidence
+    objects = field_scores(RunPaths(res.run_dir).mask, region.fields, classes=table, class_field="crop",
+                           confidence=conf if conf.exists() else None)
+    seconds["score"] = time.perf_counter() - t
+    return DemoResult(paths, region, trained, res, sc, areas, crop_ids, seconds, objects)

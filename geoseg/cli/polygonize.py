@@ -38,8 +38,9 @@ from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
                    "model trained with --fields) separates touching fields of one crop.")
 @click.option("--separate/--no-separate", default=True, show_default=True,
               help="Separate touching fields on the confidence raster's boundary band when it has one.")
-@click.option("--boundary-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
-              help="Boundary probability from which a pixel is a field edge.")
+@click.option("--boundary-threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Edge probability from which a pixel is cut. [default: the model's choice on its validation "
+                   "blocks, recorded in the confidence raster; else 0.05]")
 @click.option("--max-area-ha", type=float, default=None,
               help="Drop fields larger than this many hectares (e.g. 10 for smallholder fields).")
 @click.option("--parcels", type=DATASET, default=None,
@@ -63,7 +64,8 @@ from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
                   "lines.")
 def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: float | None, classes: Path | None,
                min_area_ha: float | None, exclude: tuple[str, ...], all_classes: bool,
-               confidence: DatasetPath | None, separate: bool, boundary_threshold: float, max_area_ha: float | None,
+               confidence: DatasetPath | None, separate: bool, boundary_threshold: float | None,
+               max_area_ha: float | None,
                parcels: DatasetPath | None, parcel_id: str | None, districts: DatasetPath | None, name_field: str | None,
                simplify_m: float | None, block: int | None, run_id: str | None, observed: str | None,
                overwrite: bool, as_json: bool) -> None:
@@ -115,7 +117,7 @@ def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: f
                 confidence=confidence, districts=districts, name_field=name_field, simplify_m=simplify_m,
                 block=DEFAULT_BLOCK if block is None else block, run_id=run_id, observed=observed,
                 progress=advance, overwrite=overwrite, separate=separate, max_area_ha=max_area_ha,
-                separation=Separation(threshold=boundary_value(boundary_threshold)),
+                separation=None if boundary_threshold is None else Separation(threshold=boundary_value(boundary_threshold)),
             )
     for w in caught:
         click.echo(f"Warning: {w.message}", err=True)

@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_ERODE",
     "DEFAULT_GROW",
     "DEFAULT_SEED_PIXELS",
+    "SEPARATION_CHOICES",
     "Separation",
     "boundary_value",
     "check_separation",
@@ -56,6 +57,7 @@ __all__ = [
     "links",
     "majority",
     "separate_fields",
+    "separation_from_tag",
     "separation_halo",
 ]
 
@@ -93,6 +95,36 @@ def boundary_value(probability: float) -> int:
     (128, 255)
     """
     return int(np.clip(round(float(probability) * 254 + 1), 1, 255))
+
+
+#: The thresholds ``train --fields`` tries on its validation blocks (None: no separation); it keeps
+#: the one whose fields score the best object F1 there, so a model with a weak band separates less.
+SEPARATION_CHOICES: tuple[float | None, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, None)
+
+
+def separation_from_tag(tag: str | None) -> Separation | None:
+    """The separation a confidence raster's ``GEOSEG_SEPARATION`` tag asks for: ``"none"`` (the
+    model separates no better than not at all): None; a threshold probability: the defaults with
+    that threshold; no tag: the defaults.
+
+    >>> separation_from_tag("none"), separation_from_tag("0.2").threshold, separation_from_tag(None).threshold
+    (None, 52, 14)
+    >>> separation_from_tag("often")
+    Traceback (most recent call last):
+    ...
+    geoseg.errors.PolygonizeError: GEOSEG_SEPARATION is 'often'; expected a probability such as 0.05, or none
+    """
+    if tag is None:
+        return Separation()
+    if tag.strip().lower() == "none":
+        return None
+    try:
+        p = float(tag)
+    except ValueError:
+        p = float("nan")
+    if not 0 < p <= 1:
+        raise PolygonizeError(f"GEOSEG_SEPARATION is {tag!r}; expected a probability such as 0.05, or none")
+    return Separation(threshold=boundary_value(p))
 
 
 def check_separation(sep: Separation) -> Separation:
@@ -151,7 +183,7 @@ def separate_fields(
     sep: Separation = Separation(),
     open_edges: tuple[bool, bool, bool, bool] = (False, False, False, False),
 ) -> np.ndarray:
-    """Field labels (h, w) int64, 1.. per field, 0 outside fields (see the module notes).
+    """Field labels (h, w) int32, 1.. per field, 0 outside fields (see the module notes).
 
     Parameters
     ----------
@@ -179,7 +211,7 @@ def separate_fields(
         raise PolygonizeError(f"class {cls.shape}, field {field.shape} and boundary {boundary.shape} arrays differ "
                               f"in shape; expected one grid")
     h, w = cls.shape
-    labels = np.zeros((h, w), np.int64)
+    labels = np.zeros((h, w), np.int32)
     if h == 0 or w == 0 or not field.any():
         return labels
     cut = field & ((boundary >= sep.threshold) | _class_edges(cls, field))
@@ -193,47 +225,81 @@ def separate_fields(
         lengths = np.diff(np.r_[runs.starts, cls.size])
         size = np.bincount(runs.run_label, weights=lengths, minlength=runs.n + 1)[1:]
         large = size >= sep.seed_pixels
-        dense = runs.dense()
         top, bottom, left, right = open_edges
-        for flag, line in ((top, dense[0]), (bottom, dense[-1]), (left, dense[:, 0]), (right, dense[:, -1])):
+        for flag, rows, cols in ((top, 0, slice(None)), (bottom, h - 1, slice(None)), (left, slice(None), 0),
+                                 (right, slice(None), w - 1)):
             if flag:
+                flat = (np.arange(h * w, dtype=np.int64).reshape(h, w)[rows, cols]).ravel()
+                line = runs.at_flat(flat)
                 large[line[line > 0] - 1] = True
-        keep = np.r_[0, np.cumsum(large)] * np.r_[False, large]  # renumbered 1.. for the large ones
-        labels = keep[dense]
+        keep = (np.r_[0, np.cumsum(large)] * np.r_[False, large]).astype(np.int32)  # the large ones, 1..
+        run_lab = keep[runs.run_label]
+        labels = np.repeat(run_lab, lengths).reshape(h, w)
     n_seeds = int(labels.max(initial=0))
-    # growth: one synchronous step at a time, on the pixels still to place
     if sep.grow > 0 and n_seeds:
-        pad_lab = np.zeros((h + 2, w + 2), np.int64)
-        pad_cls = np.zeros((h + 2, w + 2), np.int64)
-        pad_b = np.zeros((h + 2, w + 2), np.int64)
-        pad_cls[1:-1, 1:-1] = cls
-        pad_b[1:-1, 1:-1] = boundary
-        pad_lab[1:-1, 1:-1] = labels
-        flat_lab, flat_cls, flat_b = pad_lab.ravel(), pad_cls.ravel(), pad_b.ravel()
-        rr, cc = np.nonzero(field & (labels == 0))
-        todo = (rr + 1) * (w + 2) + (cc + 1)
-        steps = np.array([dr * (w + 2) + dc for dr, dc in _OFFSETS], np.int64)
-        for _ in range(sep.grow):
-            if not todo.size:
-                break
-            nb = todo[:, None] + steps[None, :]  # (n, 4)
-            nlab = flat_lab[nb]
-            other = (flat_cls[nb] != flat_cls[todo][:, None]).astype(np.int64)
-            key = (other * 256 + flat_b[nb]) * 4 + np.arange(4)[None, :]
-            key[nlab == 0] = np.iinfo(np.int64).max
-            best = key.argmin(axis=1)
-            got = nlab[np.arange(len(todo)), best]
-            placed = got > 0
-            flat_lab[todo[placed]] = got[placed]
-            todo = todo[~placed]
-        labels = pad_lab[1:-1, 1:-1].copy()
+        labels = _grow(labels, cls, field, boundary, sep.grow)
     # the rest: components of one class among the pixels no seed reached
     rest = field & (labels == 0)
     if rest.any():
         more = label_runs(cls, rest)
-        d = more.dense().astype(np.int64)
+        d = more.dense()
         labels[rest] = d[rest] + n_seeds
     return labels
+
+
+#: Pixels handled at once in a growth step (bounds its temporaries to a few MB).
+_CHUNK = 1 << 16
+
+
+def _chunks(a: np.ndarray) -> list[np.ndarray]:
+    return [a[i:i + _CHUNK] for i in range(0, a.size, _CHUNK)]
+
+
+def _grow(labels: np.ndarray, cls: np.ndarray, field: np.ndarray, boundary: np.ndarray, steps: int) -> np.ndarray:
+    """Step 3 of the module notes, breadth first: each step looks only at the unplaced field
+    neighbours of the pixels the step before placed (the frontier), so a step costs what it places."""
+    h, w = labels.shape
+    W = w + 2
+    pad = lambda a, dtype: np.pad(a.astype(dtype, copy=False), 1)
+    lab = pad(labels, np.int32).ravel()
+    fld = pad(field, bool).ravel()
+    cl = pad(cls, cls.dtype).ravel()
+    bd = pad(boundary, np.uint8).ravel()
+    offs = np.array([dr * W + dc for dr, dc in _OFFSETS], np.intp)
+    # the first frontier: seed pixels next to an unplaced field pixel
+    todo = fld & (lab == 0)
+    near = np.zeros_like(todo)
+    for o in offs.tolist():
+        if o > 0:
+            near[:-o] |= todo[o:]
+        else:
+            near[-o:] |= todo[:o]
+    frontier = np.flatnonzero(near & (lab > 0))
+    del todo, near
+    order = np.arange(4, dtype=np.int32)
+    mark = np.zeros(lab.size, bool)
+    for _ in range(steps):
+        if not frontier.size:
+            break
+        # the unplaced field neighbours of the frontier, each once (chunks bound the temporaries)
+        for f in _chunks(frontier):
+            nb = (f[:, None] + offs[None, :]).ravel()
+            mark[nb[fld[nb] & (lab[nb] == 0)]] = True
+        cand = np.flatnonzero(mark)
+        if not cand.size:
+            break
+        mark[cand] = False
+        got = np.empty(cand.size, np.int32)
+        for i, c in zip(range(0, cand.size, _CHUNK), _chunks(cand)):
+            nb = c[:, None] + offs[None, :]  # (m, 4)
+            nlab = lab[nb]
+            # key: another class last, then the lowest boundary value, then up/left/right/down (fits int32)
+            key = (cl[nb] != cl[c][:, None]).astype(np.int32) * 1024 + bd[nb].astype(np.int32) * 4 + order[None, :]
+            key[nlab == 0] = np.iinfo(np.int32).max
+            got[i:i + c.size] = nlab[np.arange(c.size), key.argmin(axis=1)]  # each has a placed neighbour
+        lab[cand] = got  # after the whole step: it decides on the labels before it
+        frontier = cand
+    return lab.reshape(h + 2, W)[1:-1, 1:-1].copy()
 
 
 def links(labels: np.ndarray, axis: int) -> np.ndarray:
@@ -251,14 +317,16 @@ def links(labels: np.ndarray, axis: int) -> np.ndarray:
 
 
 def class_counts(labels: np.ndarray, cls: np.ndarray, n: int, k: int) -> np.ndarray:
-    """Pixels of each class in each field: ``(n, k)`` int64, row ``i`` for label ``i + 1``.
+    """Pixels of each class in each field: ``(n, k)`` int64, row ``i`` for label ``i + 1``
+    (``cls`` must be below ``k`` in the fields; outside them it may hold anything).
 
     >>> class_counts(np.array([[1, 1, 2]]), np.array([[0, 2, 2]]), 2, 3).tolist()
     [[1, 0, 1], [0, 0, 1]]
     """
-    sel = labels > 0
-    code = (labels[sel].astype(np.int64) - 1) * k + cls[sel].astype(np.int64)
-    return np.bincount(code, minlength=n * k).reshape(n, k)
+    dtype = np.int32 if (n + 1) * k < 2**31 else np.int64
+    code = labels.astype(dtype) * dtype(k)  # label 0 (no field) counts in the first k bins, dropped ...
+    code += np.minimum(cls, k - 1).astype(dtype, copy=False)  # ... whatever its value (a field's is below k)
+    return np.bincount(code.ravel(), minlength=(n + 1) * k)[k:].reshape(n, k)
 
 
 def majority(counts: np.ndarray) -> np.ndarray:

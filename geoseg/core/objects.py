@@ -36,7 +36,7 @@ import numpy as np
 from geoseg.core.instances import Separation, class_counts, majority, separate_fields
 from geoseg.core.sieve import label_fields, sieve
 
-__all__ = ["ObjectScores", "boundary_pixels", "mask_field_scores", "object_scores"]
+__all__ = ["ObjectScores", "boundary_pixels", "combine_scores", "mask_field_scores", "object_scores"]
 
 
 @dataclass(frozen=True)
@@ -215,3 +215,40 @@ def mask_field_scores(mask: np.ndarray, valid: np.ndarray, true_ids: np.ndarray,
     pred_class = np.r_[-1, classes.astype(np.int64)] if true_class is not None else None
     return object_scores(ids, true_ids, valid, pred_class=pred_class, true_class=true_class,
                          tolerance_px=tolerance_px)
+
+
+def combine_scores(parts: list[ObjectScores]) -> ObjectScores:
+    """The scores of several windows (validation blocks) as one: fields and matches summed, so
+    precision, recall and F1 are those of all the windows' fields; over-/under-segmentation,
+    boundary precision/recall and extent IoU averaged over the windows, weighted by their true
+    fields (predicted fields for boundary precision).
+
+    >>> a = ObjectScores(10, 8, 6, 0.75, 0.6, 0.667, 0.1, 0.2, 0.9, 0.8, 0.847, 1.0, 0.95)
+    >>> c = combine_scores([a, a])
+    >>> (c.true_fields, c.matched, c.precision, c.recall, round(c.over_segmentation, 3))
+    (20, 12, 0.75, 0.6, 0.1)
+    """
+    parts = [p for p in parts if p.true_fields or p.predicted_fields]
+    if not parts:
+        return object_scores(np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int64))
+    t = sum(p.true_fields for p in parts)
+    n = sum(p.predicted_fields for p in parts)
+    m = sum(p.matched for p in parts)
+
+    def mean(attr: str, weight: str) -> float:
+        pairs = [(getattr(p, attr), getattr(p, weight)) for p in parts
+                 if getattr(p, weight) and math.isfinite(getattr(p, attr))]
+        total = sum(w for _, w in pairs)
+        return sum(v * w for v, w in pairs) / total if total else math.nan
+
+    bp, br = mean("boundary_precision", "predicted_fields"), mean("boundary_recall", "true_fields")
+    prec, rec = _ratio(m, n), _ratio(m, t)
+    same = None
+    cp = cr = cf = None
+    if all(p.matched_same_class is not None for p in parts):
+        same = sum(int(p.matched_same_class or 0) for p in parts)
+        cp, cr = _ratio(same, n), _ratio(same, t)
+        cf = _f1(cp, cr)
+    return ObjectScores(t, n, m, prec, rec, _f1(prec, rec), mean("over_segmentation", "true_fields"),
+                        mean("under_segmentation", "true_fields"), bp, br, _f1(bp, br), parts[0].tolerance_px,
+                        mean("extent_iou", "true_fields"), same, cp, cr, cf)

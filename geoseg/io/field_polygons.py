@@ -60,18 +60,22 @@ class FieldEdges:
         self._tree = shapely.STRtree(geoms)
         self.n = len(geoms)
 
+    def ids(self, window: Window, margin: int = 0) -> np.ndarray:
+        """The field ids (1-based polygon index, 0 none; int32) of ``window`` grown by ``margin``
+        pixels on every side."""
+        h, w = int(window.height) + 2 * margin, int(window.width) + 2 * margin
+        t = self.transform @ Affine.translation(int(window.col_off) - margin, int(window.row_off) - margin)
+        hits = self._tree.query(shapely.box(*array_bounds(h, w, t)))
+        if not len(hits):
+            return np.zeros((h, w), np.int32)
+        hits = np.sort(hits)
+        return rasterize(zip(self._geoms[hits], hits + 1, strict=True), out_shape=(h, w), transform=t, fill=0,
+                         dtype="int32")
+
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """``(edge, inside)``, (h, w) bool each: the window's field-edge pixels, and its pixels
         inside a field polygon."""
-        h, w = int(window.height), int(window.width)
-        r0, c0 = int(window.row_off) - 1, int(window.col_off) - 1  # one pixel more: the edges need neighbours
-        t = self.transform @ Affine.translation(c0, r0)
-        hits = self._tree.query(shapely.box(*array_bounds(h + 2, w + 2, t)))
-        if not len(hits):
-            return np.zeros((h, w), bool), np.zeros((h, w), bool)
-        hits = np.sort(hits)
-        ids = rasterize(zip(self._geoms[hits], hits + 1, strict=True), out_shape=(h + 2, w + 2), transform=t,
-                        fill=0, dtype="int32")
+        ids = self.ids(window, margin=1)  # one pixel more: the edges need neighbours
         edge = boundary_pixels(ids)[1:-1, 1:-1]
         return edge, ids[1:-1, 1:-1] > 0
 

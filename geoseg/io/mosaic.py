@@ -43,6 +43,7 @@ from geoseg.io.raster import (
     mask_writer,
     open_raster,
     raster_info,
+    raster_tags,
 )
 from geoseg.parallel import Runner
 
@@ -172,10 +173,12 @@ def mosaic_masks(
     """
     infos = [raster_info(m) for m in masks]
     extras: list[str] = []
+    separation = None
     conf_index: tuple[tuple[int, ...], ...] = ()
     if confidences is not None:  # every input is checked before an output is started
         cinfos = [raster_info(c) for c in confidences]
         extras = [n for n in CONFIDENCE_EXTRAS if cinfos and all(band_by_name(i, n) for i in cinfos)]
+        separation = raster_tags(confidences[0]).get("GEOSEG_SEPARATION") if "boundary" in extras else None
         conf_index = tuple((1, *(int(band_by_name(i, n) or 0) for n in extras)) for i in cinfos)
     grid = mosaic_grid(infos, crs)
     h, w = grid.shape
@@ -188,7 +191,7 @@ def mosaic_masks(
         if confidences is not None and out_confidence is not None:
             cout = stack.enter_context(confidence_writer(out_confidence, shape=(h, w), transform=grid.transform,
                                                          crs=grid.crs, dates_seen="dates_seen" in extras,
-                                                         boundary="boundary" in extras))
+                                                         boundary="boundary" in extras, separation=separation))
         for job, blocks in zip(jobs, Runner(workers).imap(_mosaic_blocks, jobs)):
             for win, (acc, cacc) in zip(job.windows, blocks):
                 out.write(acc, win)

@@ -1310,6 +1310,7 @@ def band_by_name(info: RasterInfo, name: str) -> int | None:
 def confidence_writer(
     path: str | os.PathLike[str], *, shape: tuple[int, int], transform: Affine, crs: CRS | str,
     creation_options: Mapping[str, str] | None = None, dates_seen: bool = False, boundary: bool = False,
+    separation: str | None = None,
 ) -> RasterWriter:
     """A :class:`RasterWriter` for a confidence raster: uint8 max softmax x 255, nodata 0, COG.
 
@@ -1317,7 +1318,8 @@ def confidence_writer(
     dates each pixel saw (scale 1; 0 where it saw none). With ``boundary`` (a model with a
     boundary output) a band ``boundary`` comes last: the probability that the pixel lies on a
     field's edge, x 254 + 1 (scale 1/254, offset -1/254; 0 = nodata), which ``polygonize``
-    separates touching fields on.
+    separates touching fields on; ``separation`` (the model's choice: a threshold probability such as
+    ``"0.05"``, or ``"none"``) goes in the tag ``GEOSEG_SEPARATION``, which ``polygonize`` follows.
 
     The confidence band's scale is 1/255 (offset 0), so GDAL-based readers that apply scale and
     offset (``gdal_translate -unscale``, QGIS's identify tool, ``rasterio``'s ``scales``) give the
@@ -1335,6 +1337,8 @@ def confidence_writer(
     if boundary:
         tags["GEOSEG_BOUNDARY"] = (f"band {names.index('boundary') + 1}: probability of a field edge x 254 + 1; "
                                    f"0 = nodata")
+        if separation:
+            tags["GEOSEG_SEPARATION"] = separation
     return RasterWriter(
         path,
         shape=shape,

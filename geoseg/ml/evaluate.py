@@ -36,6 +36,7 @@ from affine import Affine
 from geoseg.classes import NODATA, ClassTable
 from geoseg.core.geodesy import pixel_areas
 from geoseg.core.grid import Tile, Window, tile_grid
+from geoseg.core.instances import separation_from_tag
 from geoseg.core.metrics import ConfusionAccumulator, Scores, confusion_matrix, scores
 from geoseg.core.objects import ObjectScores, mask_field_scores
 from geoseg.core.points import point_votes
@@ -331,16 +332,19 @@ def _check_label_classes(path: str | os.PathLike[str], classes: ClassTable) -> N
 
 def _score_fields(mask: np.ndarray, info: RasterInfo, win: Window, classes: ClassTable,
                   fields: str | os.PathLike[str], fields_class: str | None, tolerance_px: float,
-                  boundary: np.ndarray | None = None) -> ObjectScores:
+                  boundary: np.ndarray | None = None, separation: str | None = None) -> ObjectScores:
     """The predicted window's fields (as ``polygonize`` would trace them, default sieve and
-    non-crop classes; separated on a boundary model's ``boundary``) scored against the true
-    field polygons ``fields``."""
+    non-crop classes; separated on a boundary model's ``boundary`` as its card's ``separation``
+    says) scored against the true field polygons ``fields``."""
+    sep = separation_from_tag(separation)
+    if sep is None:
+        boundary = None
     tf = info.transform @ Affine.translation(int(win.col_off), int(win.row_off))
     min_px = min_area_pixels(DEFAULT_MIN_AREA_HA, pixel_areas(tf, info.crs, mask.shape).mean)
     true_ids, true_class = burn_fields(fields, mask.shape, tf, info.crs, fields_class, classes)
     return mask_field_scores(mask, mask != NODATA, true_ids, min_pixels=min_px,
                              exclude=classes.no_field_ids, true_class=true_class,
-                             tolerance_px=tolerance_px, boundary=boundary)
+                             tolerance_px=tolerance_px, boundary=boundary, separation=sep)
 
 
 def evaluate(
@@ -465,7 +469,7 @@ def evaluate(
                                  boundary_out=edges)
     if mapped is not None and fields is not None:
         point_extra["fields"] = _score_fields(mapped[0], info, win, card.classes, fields, fields_class, tolerance_px,
-                                              edges)
+                                              edges, card.separation_tag)
     return EvalResult(
         scores=scores(acc.matrix, card.classes.names),
         model=Path(model_dir),

@@ -295,7 +295,15 @@ def _logits(model: Any, x: Any, device: str, days: Any = None) -> Any:
     return forward_logits(model, t, days).float()
 
 
-def predict_batch(
+def predict_batch(model: Any, arrays: np.ndarray, valids: np.ndarray, *args: Any,
+                  **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Predict a batch of raw tiles: ``(classes, confidence)`` of :func:`predict_outputs` (the same
+    arguments), without a boundary model's edge band."""
+    classes, confidence, _ = predict_outputs(model, arrays, valids, *args, **kwargs)
+    return classes, confidence
+
+
+def predict_outputs(
     model: Any,
     arrays: np.ndarray,
     valids: np.ndarray,
@@ -304,8 +312,9 @@ def predict_batch(
     device: str = "cpu",
     observed: np.ndarray | None = None,
     days: Any = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predict a batch of raw tiles.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Predict a batch of raw tiles: classes, confidence and, for a model with a boundary output,
+    its edge band.
 
     Parameters
     ----------
@@ -326,6 +335,9 @@ def predict_batch(
     -------
     classes : ndarray (B, H, W) uint8, 255 where invalid
     confidence : ndarray (B, H, W) uint8, max softmax x 255 (at least 1), 0 where invalid
+    boundary : ndarray (B, H, W) uint8 or None
+        A boundary model's edge probability (:func:`boundary_uint8`), 0 where invalid; None for
+        other models.
 
     Raises
     ------
@@ -334,22 +346,6 @@ def predict_batch(
         weights are damaged); the message names the model's checkpoint directory when it was
         loaded with :func:`geoseg.ml.model.load_checkpoint`.
     """
-    classes, confidence, _ = predict_outputs(model, arrays, valids, mean, std, device, observed, days)
-    return classes, confidence
-
-
-def predict_outputs(
-    model: Any,
-    arrays: np.ndarray,
-    valids: np.ndarray,
-    mean: Sequence[float],
-    std: Sequence[float],
-    device: str = "cpu",
-    observed: np.ndarray | None = None,
-    days: Any = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """:func:`predict_batch`, and the boundary (B, H, W) uint8 of a model with a boundary output
-    (:func:`boundary_uint8`, 0 where invalid; None for other models)."""
     import torch
 
     tune_allocator()

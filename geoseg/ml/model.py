@@ -119,6 +119,10 @@ class ModelCard:
     #: ``boundary`` for a model trained with field polygons (``train --fields``): one logit of
     #: the pixel lying on a field's edge, which ``polygonize`` separates touching fields on.
     outputs: list[str] = field(default_factory=lambda: ["classes"])
+    #: For a boundary model, how its fields are best separated, chosen on the validation blocks at
+    #: training: ``{"threshold": p}`` (a probability) or ``{"threshold": None}`` (not at all);
+    #: empty: geoseg's defaults.
+    separation: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -155,6 +159,15 @@ class ModelCard:
     def boundary(self) -> bool:
         """True for a model with a field-boundary output (:attr:`outputs`)."""
         return "boundary" in self.outputs
+
+    @property
+    def separation_tag(self) -> str | None:
+        """What the confidence raster's ``GEOSEG_SEPARATION`` tag says of this model's fields
+        (:func:`geoseg.core.instances.separation_from_tag`), or None (no choice recorded)."""
+        if not self.boundary or "threshold" not in self.separation:
+            return None
+        t = self.separation["threshold"]
+        return "none" if t is None else f"{float(t):g}"
 
     @property
     def temporal(self) -> bool:
@@ -228,6 +241,10 @@ _CARD_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "format_version": (_whole(1), "a whole number, at least 1"),
     "size_multiple": (_whole(0), "a whole number of pixels, at least 0 (0: worked out from the architecture)"),
     "outputs": (lambda v: v in OUTPUT_SETS, f"one of {OUTPUT_SETS} (the network's outputs in channel order)"),
+    "separation": (lambda v: isinstance(v, dict) and (not v or (set(v) <= {"threshold", "f1"} and (
+        v.get("threshold") is None or (isinstance(v["threshold"], (int, float)) and not isinstance(v["threshold"], bool)
+                                       and 0 < v["threshold"] <= 1)))),
+                   "{} or a mapping with threshold (a probability above 0, or null: no separation)"),
     "forest": (lambda v: isinstance(v, dict) and (not v or (
         isinstance(v.get("weight"), (int, float)) and not isinstance(v.get("weight"), bool)
         and 0 <= v["weight"] <= 1 and isinstance(v.get("sha256"), str) and bool(_SHA256.match(v["sha256"])))),

@@ -110,11 +110,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from affine import Affine
 
-from geoseg.classes import ClassTable, load_classes
+from geoseg.classes import NODATA, ClassTable, load_classes
 from geoseg.core.dates import DateLayout, date_layout
-from geoseg.core.grid import Tile
+from geoseg.core.geodesy import pixel_areas
+from geoseg.core.grid import Tile, Window
+from geoseg.core.instances import SEPARATION_CHOICES, Separation, boundary_value
 from geoseg.core.metrics import ConfusionAccumulator, Scores, confusion_matrix, scores
+from geoseg.core.objects import ObjectScores, combine_scores, mask_field_scores
+from geoseg.core.sieve import DEFAULT_MIN_AREA_HA, min_area_pixels
 from geoseg.errors import CheckpointError, ConfigError, GeosegError, TileError
 from geoseg.io.field_polygons import FieldEdges
 from geoseg.io.labels import RasterLabels, VectorLabels, label_counts, open_labels
@@ -133,6 +138,7 @@ from geoseg.ml.forest import (
     fused_probabilities,
     training_pixels,
     validation_probabilities,
+    with_forest,
 )
 from geoseg.ml.forest import TREES as FOREST_TREES
 from geoseg.ml.infer import DateInput, forward_logits, pick_device
@@ -227,6 +233,16 @@ class TrainResult:
             return [f"per-pixel forest not kept: the network alone fits the validation pixels best ({scored})"]
         return [f"fused with a per-pixel forest ({f['trees']} trees) at weight {f['weight']:.1f}: {scored}"]
 
+    def _field_lines(self) -> list[str]:
+        f = self.card.metrics.get("fields")
+        if not f:
+            return []
+        t = f.get("separation_threshold")
+        how = "not separated (that scored best)" if t is None else f"separated on the boundary band at {t:g}"
+        line = (f"fields of the validation blocks, {how}: {f['predicted_fields']:,} for {f['true_fields']:,} true, "
+                f"object F1 {f['f1']:.3f} (precision {f['precision']:.3f}, recall {f['recall']:.3f}) at IoU > 0.5")
+        return [line]
+
     def _pretrained_lines(self) -> list[str]:
         t = self.card.training
         if "pretrained" not in t:
@@ -248,6 +264,7 @@ class TrainResult:
             f"per-class IoU: {iou}",
             *self._pretrained_lines(),
             *self._forest_lines(),
+            *self._field_lines(),
             *self._baseline_lines(),
             *[p.line() for p in self.points],
         ])
@@ -865,6 +882,47 @@ def _fit_forest(model: Any, scenes: Sequence[_Scene], chips: _Chips, table: Clas
     return (trees if weight > 0 else None), record, fused
 
 
+def _validation_fields(model: Any, chips: _Chips, table: ClassTable, valid_rule: str, device: str,
+                       dates: ChipDates | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """How the model's fields are best separated, chosen on the validation blocks: the fields of
+    each block, as ``polygonize`` makes them (default sieve and non-crop classes) separated at
+    each threshold of :data:`~geoseg.core.instances.SEPARATION_CHOICES` (and not at all), scored
+    against the field polygons burnt on the block, the blocks combined
+    (:func:`geoseg.core.objects.combine_scores`). Returns the card's ``separation`` (the best
+    object F1's threshold) and the scores of that choice, with every choice's F1."""
+    blocks = []
+    model.eval()
+    for s, tiles in chips.val_tiles:
+        if s.chip_labels is None or not tiles:
+            continue
+        r0 = min(int(t.core.row_off) for t in tiles)
+        c0 = min(int(t.core.col_off) for t in tiles)
+        r1 = max(int(t.core.row_off + t.core.height) for t in tiles)
+        c1 = max(int(t.core.col_off + t.core.width) for t in tiles)
+        win = Window(c0, r0, c1 - c0, r1 - r0)
+        mapped = np.full((r1 - r0, c1 - c0), NODATA, np.uint8)
+        edges = np.zeros(mapped.shape, np.uint8)
+        di = None if dates is None else DateInput(dates.layouts[s.index], 1, list(chips.mean), list(chips.std))
+        accumulate_confusion(model, s.src, s.validation_labels, tiles, ConfusionAccumulator(len(table)),
+                             mean=chips.mean, std=chips.std, valid_rule=valid_rule, batch_size=4, device=device,
+                             dates=di, out=(mapped, win), boundary_out=edges)
+        tf = s.info.transform @ Affine.translation(c0, r0)
+        min_px = min_area_pixels(DEFAULT_MIN_AREA_HA, pixel_areas(tf, s.info.crs, mapped.shape).mean)
+        blocks.append((mapped, edges, s.chip_labels.edges.ids(win), min_px))
+    by_choice: dict[float | None, ObjectScores] = {}
+    for p in SEPARATION_CHOICES:
+        sep = Separation(threshold=boundary_value(p)) if p is not None else None
+        by_choice[p] = combine_scores([
+            mask_field_scores(m, m != NODATA, ids, min_pixels=min_px, exclude=table.no_field_ids,
+                              boundary=None if sep is None else e, separation=sep)
+            for m, e, ids, min_px in blocks])
+    f1 = {p: (s.f1 if math.isfinite(s.f1) else -1.0) for p, s in by_choice.items()}
+    best = max(SEPARATION_CHOICES, key=lambda p: f1[p])  # ties: the first (the lowest threshold)
+    scores_ = {**by_choice[best].to_dict(), "separation_threshold": best,
+               "f1_by_threshold": {("none" if p is None else f"{p:g}"): round(v, 6) for p, v in f1.items()}}
+    return {"threshold": best, "f1": round(f1[best], 6)}, scores_
+
+
 # --------------------------------------------------------------------------------------
 # stage 6: the checkpoint's record
 def _band_names(info: RasterInfo) -> list[str]:
@@ -1158,6 +1216,10 @@ def train(
             if trees is not None:
                 forest_card = {"weight": record["weight"]}
                 metrics = {**fused.to_dict(), "epoch": fit.best_epoch, "network_miou": fit.best_scores.miou}
+        separation: dict[str, Any] = {}
+        if field_list:
+            fused_model = with_forest(model, trees, float(forest_card.get("weight", 0.0)))
+            separation, metrics["fields"] = _validation_fields(fused_model, chips, table, valid_rule, dev, date_spec)
         if baseline is not None:
             base = forest_baseline([(s.src, s.labels, s.validation_labels, s.split) for s in scenes], table.names,
                                    int(seed), baseline, every_band=date_spec is None and valid_rule == "all")
@@ -1184,6 +1246,7 @@ def train(
                                       init_info={**init_info, "fields": field_list or None},
                                       point_radius=point_radius),
         )
-        card = save_checkpoint(out, model, dataclasses.replace(card, forest=forest_card), forest=trees)
+        card = save_checkpoint(out, model, dataclasses.replace(card, forest=forest_card, separation=separation),
+                               forest=trees)
     return TrainResult(Path(out), card, fit.epochs_run, fit.best_epoch, fit.stop_reason, seconds, fit.history,
                        reports)

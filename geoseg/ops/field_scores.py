@@ -14,13 +14,13 @@ from collections.abc import Sequence
 
 from geoseg.classes import ClassTable, load_classes
 from geoseg.core.geodesy import pixel_areas
-from geoseg.core.instances import Separation, check_separation
+from geoseg.core.instances import Separation
 from geoseg.core.objects import ObjectScores, mask_field_scores
 from geoseg.core.sieve import DEFAULT_MIN_AREA_HA, min_area_pixels
 from geoseg.errors import LabelError
 from geoseg.io.field_polygons import burn_fields
-from geoseg.io.raster import band_by_name, check_same_grid, open_raster, raster_info, read_mask_classes
-from geoseg.ops.polygonize import exclude_ids
+from geoseg.io.raster import check_same_grid, open_raster, raster_info, read_mask_classes
+from geoseg.ops.polygonize import exclude_ids, resolve_separation
 
 __all__ = ["MAX_PIXELS", "field_scores"]
 
@@ -60,8 +60,8 @@ def field_scores(
         Boundary tolerance, pixels.
     confidence : path, optional
         The mask's confidence raster: when it has a ``boundary`` band, the fields are separated
-        on it, as ``polygonize`` separates them (with ``separation``, default
-        :class:`~geoseg.core.instances.Separation`).
+        on it, as ``polygonize`` separates them (``separation``: as
+        :func:`geoseg.ops.polygonize.polygonize_raster` takes it).
 
     Raises
     ------
@@ -84,13 +84,12 @@ def field_scores(
     with open_raster(mask) as src:
         arr, valid = src.read(1), src.read_masks(1) > 0
     boundary = None
+    sep = Separation()
     if confidence is not None:
-        cinfo = raster_info(confidence)
-        check_same_grid(info, cinfo)
-        band = band_by_name(cinfo, "boundary")
+        check_same_grid(info, raster_info(confidence))
+        sep, band = resolve_separation(confidence, True, separation)
         if band is not None:
             with open_raster(confidence) as src:
                 boundary = src.read(band)
     return mask_field_scores(arr, valid, true_ids, min_pixels=min_px, exclude=excl, true_class=true_class,
-                             tolerance_px=tolerance_px, boundary=boundary,
-                             separation=check_separation(separation or Separation()))
+                             tolerance_px=tolerance_px, boundary=boundary, separation=sep)

@@ -35,6 +35,7 @@ from geoseg.core.instances import (
     links,
     majority,
     separate_fields,
+    separation_from_tag,
     separation_halo,
 )
 from geoseg.core.merge import merge_pieces, seam_pairs
@@ -44,6 +45,7 @@ from geoseg.core.trace import Fields, vectorize_block
 from geoseg.errors import PolygonizeError, portable_errors
 from geoseg.io.districts import Districts, read_districts
 from geoseg.io.fiboa import DETERMINATION_METHOD, code_list_id, determination_column
+from geoseg.io.paths import STDOUT, check_overwrite
 from geoseg.io.raster import (
     BlockReader,
     RasterInfo,
@@ -52,10 +54,10 @@ from geoseg.io.raster import (
     check_same_grid,
     check_size,
     raster_info,
+    raster_tags,
     read_mask_classes,
     warn_no_nodata,
 )
-from geoseg.io.paths import STDOUT, check_overwrite
 from geoseg.io.vector import check_stream_vector, vector_driver, write_vector
 from geoseg.parallel import Runner, tune_allocator
 
@@ -67,6 +69,7 @@ __all__ = [
     "exclude_ids",
     "observed_time",
     "polygonize_raster",
+    "resolve_separation",
     "polygonize_file",
     "PolygonizeResult",
 ]
@@ -158,19 +161,22 @@ def _run_block(job: _BlockJob) -> tuple[Fields, Edges]:
                                   f"classes); pass the class file the mask was made with (--classes), or its nodata "
                                   f"value (--nodata)")
         labels = separate_fields(arr, field, bnd, job.separation, open_edges)
-        core_lab = labels[rows, cols]
-        fields, runs = vectorize_block(core_lab, job.transform, nodata=None, valid=core_lab > 0, exclude=(),
-                                       confidence=conf, offset=offset, raster_width=job.width, row_areas=None,
-                                       area_factors=area_factors)
-        counts = class_counts(runs.dense(), core_arr, fields.class_id.size, job.n_classes)
-        fields = Fields(fields.geometry, majority(counts).astype(np.int64), fields.pixels, fields.area_m2,
-                        fields.first_pixel, fields.conf_sum, fields.conf_count, counts)
+        del field, bnd, valid  # what is left of the window: its labels, and the core's classes
         ce, cre = cr + int(core.height), cc + int(core.width)  # just past the core, inside the read window
         links_out = {}
         if ce < labels.shape[0]:
             links_out["bottom_link"] = links(labels[ce - 1:ce + 1, cols], 0)[0]
         if cre < labels.shape[1]:
             links_out["right_link"] = links(labels[rows, cre - 1:cre + 1], 1)[:, 0]
+        core_arr = np.ascontiguousarray(core_arr)
+        core_lab = np.ascontiguousarray(labels[rows, cols])
+        del labels, arr
+        fields, runs = vectorize_block(core_lab, job.transform, nodata=None, valid=core_lab > 0, exclude=(),
+                                       confidence=conf, offset=offset, raster_width=job.width, row_areas=None,
+                                       area_factors=area_factors)
+        counts = class_counts(runs.dense(), core_arr, fields.class_id.size, job.n_classes)
+        fields = Fields(fields.geometry, majority(counts).astype(np.int64), fields.pixels, fields.area_m2,
+                        fields.first_pixel, fields.conf_sum, fields.conf_count, counts)
     h, w = core_arr.shape
     rr, ccs = np.arange(h), np.arange(w)
     edges = {"top": runs.at(np.zeros(w, np.int64), ccs), "bottom": runs.at(np.full(w, h - 1), ccs),
@@ -264,8 +270,10 @@ def polygonize_raster(
         pixels, and ``class_share`` says which share of them that is. Without the band, or
         with ``separate=False``, a field is a 4-connected region of one class.
     separation : Separation, optional
-        The boundary threshold, smallest seed and growth steps (default
-        :class:`~geoseg.core.instances.Separation`).
+        The boundary threshold, smallest seed, erosion and growth steps. Default: what the
+        model chose on its validation blocks (the confidence raster's ``GEOSEG_SEPARATION``
+        tag: a threshold, or no separation when its fields scored better unseparated), else
+        :class:`~geoseg.core.instances.Separation`.
     classes : ClassTable or path, optional
         Class names and colours. Default: the table embedded in a geoseg mask, else names
         ``class_<id>``.
@@ -343,8 +351,7 @@ def polygonize_raster(
         check_same_grid(info, raster_info(conf_path))
     table = _resolve_classes(classes, src)
     excl = exclude_ids(exclude, table, src)
-    sep = check_separation(separation or Separation())
-    boundary_band = band_by_name(raster_info(conf_path), "boundary") if conf_path is not None and separate else None
+    sep, boundary_band = resolve_separation(conf_path, separate, separation)
     _check_max_area(max_area_ha, min_area_ha)
     observed_at = observed_time(observed, src)
     dist = None
@@ -518,6 +525,23 @@ def _to_frame(fields: Fields, info: RasterInfo, table: ClassTable | None, simpli
         total = np.maximum(fields.class_counts.sum(axis=1), 1)
         data["class_share"] = fields.class_counts[np.arange(len(fields)), fields.class_id] / total
     return gpd.GeoDataFrame(data, geometry=geom, crs=info.crs)
+
+
+def resolve_separation(confidence: str | os.PathLike[str] | None, separate: bool,
+                       separation: Separation | None) -> tuple[Separation, int | None]:
+    """``(separation, boundary band)`` for a confidence raster: the band is None (no separation)
+    without a ``boundary`` band, with ``separate`` False, or when the model chose not to separate
+    and no ``separation`` is given (see :func:`polygonize_raster`)."""
+    if confidence is None or not separate:
+        return Separation(), None
+    info = raster_info(confidence)
+    band = band_by_name(info, "boundary")
+    if band is None:
+        return Separation(), None
+    if separation is not None:
+        return check_separation(separation), band
+    chosen = separation_from_tag(raster_tags(confidence).get("GEOSEG_SEPARATION"))
+    return (Separation(), None) if chosen is None else (chosen, band)
 
 
 def _check_max_area(max_area_ha: float | None, min_area_ha: float) -> None:

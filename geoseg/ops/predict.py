@@ -168,7 +168,7 @@ def predict_scene(
             confs = stack.enter_context(
                 confidence_writer(conf_path, shape=info.shape, transform=info.transform, crs=info.crs,
                                   creation_options=creation_options, dates_seen=dates is not None,
-                                  boundary=card.boundary)
+                                  boundary=card.boundary, separation=card.separation_tag)
             )
         done = 0
         observed = False

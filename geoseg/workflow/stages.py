@@ -310,7 +310,7 @@ def _assemble_scenes(card: ModelCard, run_id: str, store: Path, scenes: list[Sce
             futures.append(client.submit(
                 assemble_scene, str(store / s.name), s.grid, s.info.crs.to_wkt(), card.classes.to_dict(),
                 out_m, out_c, key=f"assemble-{kind}-{s.name}-{run_id}", pure=False, scene=str(s.path),
-                dates_seen=bool(card.dates), boundary=card.boundary,
+                dates_seen=bool(card.dates), boundary=card.boundary, separation=card.separation_tag,
             ))
     try:
         client.gather(futures)

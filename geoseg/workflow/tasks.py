@@ -259,6 +259,7 @@ def assemble_scene(
     scene: str | None = None,
     dates_seen: bool = False,
     boundary: bool = False,
+    separation: str | None = None,
 ) -> dict[str, Any]:
     """Write the stored tile cores of one scene into a mask COG and/or a confidence COG (with
     ``dates_seen``, a band of the dates each pixel saw; with ``boundary``, the boundary band:
@@ -283,7 +284,7 @@ def assemble_scene(
         if out_confidence:
             confs = stack.enter_context(
                 confidence_writer(out_confidence, shape=shape, transform=grid.transform, crs=crs_wkt,  # type: ignore[arg-type]
-                                  dates_seen=dates_seen, boundary=boundary)
+                                  dates_seen=dates_seen, boundary=boundary, separation=separation)
             )
         conf_bands = list(range(2, 2 + len(confidence_bands(dates_seen, boundary))))
         bands = ([1] if masks is not None else []) + (conf_bands if confs is not None else [])

@@ -113,6 +113,14 @@ def test_training_with_fields_records_the_boundary_output(model, region) -> None
     card = read_card(model)
     assert card.outputs == ["classes", "boundary"] and card.boundary
     assert card.training["fields"] == [str(region.fields)]
+    # the fields of the validation blocks were scored and kept with the pixel scores
+    f = card.metrics["fields"]
+    assert f["true_fields"] > 0 and 0 <= f["f1"] <= 1 and f["matched"] <= min(f["true_fields"], f["predicted_fields"])
+    # the separation kept is the threshold (or none) whose fields scored best there
+    by = f["f1_by_threshold"]
+    assert set(by) == {"0.05", "0.1", "0.2", "0.3", "0.5", "none"}
+    assert card.separation["threshold"] == f["separation_threshold"]
+    assert by[card.separation_tag] == max(by.values()) == pytest.approx(f["f1"], abs=1e-6)
     net, _ = load_checkpoint(model)
     assert has_boundary(net)
     assert net(torch.zeros(1, card.in_channels, 64, 64)).shape[1] == len(card.classes) + 1
@@ -157,6 +165,7 @@ def test_predict_writes_the_boundary_band_and_fields_separate_on_it(model, regio
     predict_scene(model, region.scene, mask, confidence=conf, tile=64, overlap=8, device="cpu")
     with rasterio.open(conf) as c, rasterio.open(mask) as m:
         assert c.descriptions == ("confidence", "boundary")
+        assert c.tags()["GEOSEG_SEPARATION"] == read_card(model).separation_tag
         assert c.scales[1] == pytest.approx(1 / 254) and c.offsets[1] == pytest.approx(-1 / 254)
         b, cls = c.read(2), m.read(1)
     assert ((b == 0) == (cls == NODATA)).all()

@@ -28,7 +28,7 @@ T10 = Affine(10, 0, 600_000, 0, -10, 3_380_000)
 CLASSES = default_classes()  # 0 background (no field), 1.. crops
 
 
-def write(tmp: Path, mask: np.ndarray, boundary: np.ndarray | None) -> tuple[Path, Path]:
+def write(tmp: Path, mask: np.ndarray, boundary: np.ndarray | None, tag: str | None = None) -> tuple[Path, Path]:
     h, w = mask.shape
     m, c = tmp / "mask.tif", tmp / "conf.tif"
     with rasterio.open(m, "w", driver="GTiff", height=h, width=w, count=1, dtype="uint8", nodata=255,
@@ -41,6 +41,8 @@ def write(tmp: Path, mask: np.ndarray, boundary: np.ndarray | None) -> tuple[Pat
         d.set_band_description(1, "confidence")
         if boundary is not None:
             d.set_band_description(2, "boundary")
+        if tag is not None:
+            d.update_tags(GEOSEG_SEPARATION=tag)
     return m, c
 
 
@@ -141,7 +143,7 @@ def test_bad_values_are_refused_with_the_fix(tmp_path) -> None:  # type: ignore[
 
 def test_cli_separates_and_reports_class_share(tmp_path) -> None:  # type: ignore[no-untyped-def]
     mask = np.full((20, 40), 2, np.uint8)
-    b = np.full(mask.shape, 20, np.uint8)
+    b = np.full(mask.shape, 5, np.uint8)  # interiors below the default threshold (0.05, stored 14)
     b[:, 19:21] = 240
     m, c = write(tmp_path, mask, b)
     runner = CliRunner()
@@ -156,6 +158,25 @@ def test_cli_separates_and_reports_class_share(tmp_path) -> None:  # type: ignor
     res = runner.invoke(cli, ["polygonize", str(m), "--confidence", str(c), "--out", str(tmp_path / "h.gpkg"),
                               "--boundary-threshold", "0.99", "--json"])
     assert '"fields": 1' in res.output
+    res = runner.invoke(cli, ["polygonize", str(m), "--confidence", str(c), "--out", str(tmp_path / "j.gpkg"),
+                              "--boundary-threshold", "0.01", "--json"])  # every pixel cut: nothing seeds
+    assert '"fields": 1' in res.output
     res = runner.invoke(cli, ["polygonize", str(m), "--confidence", str(c), "--out", str(tmp_path / "i.gpkg"),
                               "--max-area-ha", "-1"])
     assert res.exit_code != 0 and "max_area_ha is -1.0" in res.output and "Traceback" not in res.output
+
+
+def test_the_models_choice_in_the_confidence_raster_is_followed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    mask = np.full((20, 40), 2, np.uint8)
+    b = np.full(mask.shape, 60, np.uint8)  # interiors at 0.23: cut at the default threshold (0.05)
+    b[:, 19:21] = 240
+    for tag, n in ((None, 1), ("0.3", 2), ("none", 1)):
+        d = tmp_path / str(tag)
+        d.mkdir()
+        m, c = write(d, mask, b, tag)
+        assert len(polygonize_raster(m, confidence=c, classes=CLASSES)) == n, tag
+    # an explicit separation wins over the tag
+    assert len(polygonize_raster(m, confidence=c, classes=CLASSES, separation=Separation(threshold=128, erode=0))) == 2
+    m, c = write(tmp_path, mask, b, "often")
+    with pytest.raises(PolygonizeError, match=r"GEOSEG_SEPARATION is 'often'"):
+        polygonize_raster(m, confidence=c, classes=CLASSES)
