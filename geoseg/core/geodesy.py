@@ -462,6 +462,10 @@ def _densify(xy: np.ndarray, ridx: np.ndarray, step: float) -> tuple[np.ndarray,
     return xy[src] + t * (xy[nxt] - xy[src]), ridx[src]
 
 
+#: Geometries measured at once by :func:`perimeters_m`.
+_PERIMETER_CHUNK = 4096
+
+
 def perimeters_m(geoms: np.ndarray, crs: Any) -> np.ndarray:
     """Ground lengths (m) of polygon outlines (exterior plus holes): geodesic, in any CRS.
 
@@ -496,6 +500,9 @@ def perimeters_m(geoms: np.ndarray, crs: Any) -> np.ndarray:
     4001.1
     """
     geoms = np.asarray(geoms, dtype=object)
+    if len(geoms) > _PERIMETER_CHUNK:  # bounded memory: every vertex of a chunk is held several times over
+        return np.concatenate([perimeters_m(geoms[i:i + _PERIMETER_CHUNK], crs)
+                               for i in range(0, len(geoms), _PERIMETER_CHUNK)])
     pc = _to_pyproj(crs)
     if pc.geodetic_crs is None:
         return shapely.length(geoms) * unit_factor(pc)
