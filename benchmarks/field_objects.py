@@ -98,7 +98,8 @@ def parcel_check(seed: int, region: Any, mask: Path, confidence: Path | None) ->
     """Parcel mode with the true fields as parcels: how often the crop is right, and the hectares
     per district and crop against the raster path's (crop classes; both exact-coverage counts)."""
     parcels = parcel_crops(mask, region.fields, confidence=confidence, id_field="field_id")
-    truth = gpd.read_file(region.fields).set_index(gpd.read_file(region.fields)["field_id"].astype(str))
+    truth = gpd.read_file(region.fields)
+    truth.index = truth["field_id"].astype(str)
     true_crop = truth.loc[parcels["id"], "crop"].to_numpy()
     right = parcels["crop:name"].to_numpy() == true_crop
     big = parcels["area_ha"].to_numpy() >= 0.5

@@ -208,7 +208,7 @@ def mask_field_scores(mask: np.ndarray, valid: np.ndarray, true_ids: np.ndarray,
     if boundary is None:
         ids, classes = label_fields(sieved, valid, exclude)
     else:
-        field = valid & ~np.isin(sieved, np.asarray(exclude, np.int64)) if exclude else valid.copy()
+        field = valid & ~np.isin(sieved, np.asarray(exclude, np.int64)) if exclude else valid
         ids = separate_fields(sieved, field, boundary, separation or Separation())
         n = int(ids.max(initial=0))
         classes = majority(class_counts(ids, sieved, n, int(sieved[field].max(initial=0)) + 1))

@@ -79,6 +79,8 @@ __all__ = [
     "district_areas_fields",
     "district_areas",
     "district_areas_file",
+    "check_class_raster",
+    "zone_class_areas",
 ]
 
 log = logging.getLogger(__name__)
@@ -270,7 +272,7 @@ def district_areas_raster(
     if method not in ("exact", "centre", "center"):
         raise AreaError(f"method is {method!r}; expected 'exact' or 'centre'")
     src = str(mask_path)
-    info = _check_class_raster(src)
+    info = check_class_raster(src)
     nod = nodata if nodata is not None else info.nodata
     if nod is None:
         warn_no_nodata(info)
@@ -299,7 +301,7 @@ def district_areas_raster(
     return df
 
 
-def _check_class_raster(src: str) -> RasterInfo:
+def check_class_raster(src: str) -> RasterInfo:
     """The raster's description, once it is known to be a single-band integer raster of a sane size."""
     info = raster_info(src)
     check_size(info)
@@ -310,6 +312,18 @@ def _check_class_raster(src: str) -> RasterInfo:
             f"--dtype uint8` (or `gdal_translate -b 1 -ot Byte {src} mask.tif`)"
         )
     return info
+
+
+def zone_class_areas(info: RasterInfo, zones: np.ndarray, *, nodata: float | None = None,
+                     table: ClassTable | None = None, block: int = DEFAULT_AREA_BLOCK, workers: int | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(zone index, class value or -1 for nodata, m2)`` contributions of the class raster
+    ``info`` inside each of ``zones`` (polygons in its CRS, clipped to it), counted as the
+    district areas are: pixel centres, then the exact coverage of the pixels an outline cuts,
+    each pixel at its ground area. Other zones than districts use it (parcels; a confidence
+    raster's values count like classes, 0 as nodata)."""
+    nod = nodata if nodata is not None else info.nodata
+    return _count_blocks(_area_jobs(info, zones, nodata, nod, table, True, block), workers, progress)
 
 
 def _class_table(classes: ClassTable | str | os.PathLike[str]) -> ClassTable:

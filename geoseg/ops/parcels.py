@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
+from rasterio.transform import array_bounds
 
-from geoseg.classes import ClassTable, crop_names
+from geoseg.classes import ClassTable, crop_names, load_classes
 from geoseg.core.geodesy import areas_m2, perimeters_m
 from geoseg.core.overlay import largest_overlap
 from geoseg.errors import AreaError, LabelError
@@ -42,7 +43,7 @@ from geoseg.io.fiboa import code_list_id, determination_column
 from geoseg.io.paths import STDOUT, check_overwrite
 from geoseg.io.raster import check_outputs, check_same_grid, raster_info, read_mask_classes
 from geoseg.io.vector import check_stream_vector, read_vector, vector_driver, write_vector
-from geoseg.ops.areas import _area_jobs, _bounds, _check_class_raster, _class_table, _count_blocks
+from geoseg.ops.areas import check_class_raster, zone_class_areas
 from geoseg.ops.polygonize import observed_time
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,19 +87,19 @@ def _read_parcels(parcels: Any, id_field: str | None, crs: Any) -> tuple[gpd.Geo
     return out.reset_index(drop=True), ids[poly], int((~poly).sum())
 
 
+def _table(classes: ClassTable | str | os.PathLike[str] | None, mask: str) -> ClassTable | None:
+    """The class table given, else the mask's own."""
+    if classes is None:
+        return read_mask_classes(mask)
+    return classes if isinstance(classes, ClassTable) else load_classes(classes)
+
+
 def _polygonal(g: Any) -> Any:
     """The polygon parts of a repaired geometry (a MultiPolygon, a Polygon, or empty)."""
     if g is None or shapely.get_type_id(g) in (3, 6):
         return g
     parts = [p for p in shapely.get_parts(g) if shapely.get_type_id(p) in (3, 6)]
     return shapely.union_all(parts) if parts else shapely.Polygon()
-
-
-def _zone_sums(path: str, info: Any, geoms: np.ndarray, nodata: float | None, table: ClassTable | None, block: int,
-               workers: int | None, progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, ...]:
-    """(zone, value or -1 for nodata, m2) over the raster ``path``, exact coverage at the outlines."""
-    jobs = _area_jobs(info, geoms, nodata, nodata if nodata is not None else info.nodata, table, True, block)
-    return _count_blocks(jobs, workers, progress)
 
 
 def parcel_crops(
@@ -155,9 +156,9 @@ def parcel_crops(
     import geopandas as gpd
 
     src = str(mask_path)
-    info = _check_class_raster(src)
+    info = check_class_raster(src)
     observed = observed_time(observed, src)
-    table = _class_table(classes) if classes is not None else read_mask_classes(src)
+    table = _table(classes, src)
     if table is None:
         raise AreaError(f"{src}: carries no class table; pass the class file (--classes classes.yaml)")
     cinfo = None
@@ -172,7 +173,7 @@ def parcel_crops(
     gdf, ids, skipped = _read_parcels(parcels, id_field, info.crs)
     geoms = gdf.geometry.to_numpy()
     h, w = info.shape
-    footprint = shapely.box(*_bounds(info.transform, h, w))
+    footprint = shapely.box(*array_bounds(h, w, info.transform))
     clipped = shapely.intersection(geoms, footprint)
     over = np.flatnonzero(~shapely.is_empty(clipped) & (shapely.area(clipped) > 0))
     if not len(over):
@@ -181,7 +182,8 @@ def parcel_crops(
                         f"the mask {tuple(round(v, 3) for v in footprint.bounds)} (in {info.crs.to_string()}); check "
                         f"that both files have the right CRS")
     k = len(table)
-    zi, cv, m2 = _zone_sums(src, info, clipped[over], nodata, table, block, workers, progress)
+    zi, cv, m2 = zone_class_areas(info, clipped[over], nodata=nodata, table=table, block=block, workers=workers,
+                                  progress=progress)
     if len(cv) and int(cv.max(initial=-1)) >= k:
         raise AreaError(f"{src}: holds class value {int(cv.max())} inside the parcels, which is not in the class table "
                         f"({k} classes); pass the class file the mask was made with (--classes), or its nodata value "
@@ -197,7 +199,7 @@ def parcel_crops(
         shares = area / np.where(seen, obs, 1.0)[:, None]
     conf = None
     if cinfo is not None:
-        czi, cval, cm2 = _zone_sums(str(confidence), cinfo, clipped[over], 0, None, block, workers, None)
+        czi, cval, cm2 = zone_class_areas(cinfo, clipped[over], nodata=0, block=block, workers=workers)
         ok = cval > 0
         csum = np.bincount(czi[ok], weights=cval[ok] * cm2[ok], minlength=n)
         carea = np.bincount(czi[ok], weights=cm2[ok], minlength=n)
@@ -285,8 +287,7 @@ def parcel_crops_file(
                                                   "the confidence raster": kwargs.get("confidence")})
         check_overwrite(out, overwrite, "the parcels file")
     gdf = parcel_crops(mask_path, parcels, **kwargs)
-    classes = kwargs.get("classes")
-    table = _class_table(classes) if classes is not None else read_mask_classes(str(mask_path))
+    table = _table(kwargs.get("classes"), str(mask_path))
     path = write_vector(gdf, out, driver=driver, classes=table)
     ha = gdf.groupby("crop:name")["area_ha"].sum().to_dict() if len(gdf) else {}
     return ParcelResult(Path(path), len(gdf), int(gdf.attrs.get("unobserved", 0)), int(gdf.attrs.get("skipped", 0)),

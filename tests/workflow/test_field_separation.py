@@ -6,6 +6,7 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import rasterio
+import shapely
 from affine import Affine
 
 from geoseg.ops.parcels import parcel_crops
@@ -50,8 +51,6 @@ def test_a_run_carries_the_boundary_band_and_separates_fields(tmp_path) -> None:
 
 
 def test_a_run_with_a_parcel_layer_writes_the_parcels_with_their_crops(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import shapely
-
     write_model(tmp_path / "model", seed=4)
     write_scene(tmp_path / "scene.tif", 96, 96, TF)
     boxes = [shapely.box(560000 + 30 * i, 3420000 - 300, 560000 + 30 * i + 30, 3420000 - 40) for i in range(5)]
