@@ -32,6 +32,7 @@ __all__ = [
     "SourceReadError",
     "SeasonWarning",
     "DateLayoutError",
+    "EstimateError",
 
     "GeosegError",
     "TileError",
@@ -216,3 +217,9 @@ class SeasonWarning(GeosegWarning):
 class DateLayoutError(GeosegError, ValueError):
     """A multi-date stack whose band names do not say which date each band belongs to, or whose dates
     are out of order or carry different bands."""
+
+
+class EstimateError(GeosegError, ValueError):
+    """A reference sample that cannot give area estimates: a design that does not match its run,
+    reference classes outside the class table, points outside the design's strata, a stratum with
+    fewer than two labelled points (its variance is undefined)."""

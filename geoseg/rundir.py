@@ -30,8 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from geoseg.errors import CatalogError, GeosegError, RunDirError, RunLockedError
 from geoseg.io.raster import write_text_atomic
+from geoseg.strict_yaml import load_yaml
 
 __all__ = [
     "CATALOG",
@@ -53,6 +56,8 @@ __all__ = [
     "run_status",
     "write_manifest",
     "read_manifest",
+    "run_districts",
+    "ESTIMATE_TABLES",
     "run_path",
     "run_outputs",
     "Catalog",
@@ -73,6 +78,9 @@ MANIFEST = "manifest.json"
 FIELD_FORMATS = ("parquet", "gpkg", "fgb", "geojson", "shp")
 #: The formats a run writes its district table in (``district_areas.<ext>``), in that order.
 AREA_FORMATS = ("csv", "parquet")
+#: The tables ``geoseg estimate`` writes into a run folder (``estimate_<table>.csv`` and
+#: ``.parquet``): per class, per district and class, and the error matrix.
+ESTIMATE_TABLES = ("areas", "districts", "matrix")
 #: The start of a quicklook's output key (``quicklook_<scene>``).
 QUICKLOOK_PREFIX = "quicklook_"
 
@@ -172,6 +180,22 @@ class RunPaths:
 
     def quicklook(self, scene: str) -> Path:
         return self.root / f"quicklook_{scene}.png"
+
+    @property
+    def sample(self) -> Path:
+        """The folder of the reference sample ``geoseg sample`` draws from the run: ``design.json``,
+        the points for the field teams (``points.gpkg``, ``points.csv``) and their map classes kept
+        apart (``key.csv``)."""
+        return self.root / "sample"
+
+    @property
+    def estimate_summary(self) -> Path:
+        """What ``geoseg estimate`` found (overall accuracy, points used, the tables it wrote)."""
+        return self.root / "estimate.json"
+
+    def estimate_table(self, table: str, ext: str) -> Path:
+        """A table of ``geoseg estimate`` (one of :data:`ESTIMATE_TABLES`) in format ``ext`` (csv, parquet)."""
+        return self.root / f"estimate_{table}.{ext}"
 
     def scene_mask(self, scene: str) -> Path:
         """A scene's own mask, in a run of several scenes (mosaicked into :attr:`mask`)."""
@@ -307,6 +331,21 @@ def _stored(run_dir: Path, run_id: str, value: str) -> str:
         return p.relative_to(run_dir).as_posix()
     except ValueError:
         return value
+
+
+def run_districts(run_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> tuple[Path | None, str | None]:
+    """The district boundaries and name field the run's workflow named (``districts.path``,
+    resolved against the workflow's folder as the run did), or ``(None, None)``."""
+    base = Path(manifest.get("workflow", ".")).parent
+    try:
+        data = load_yaml(manifest.get("workflow_text") or "") or {}
+    except yaml.YAMLError:  # a damaged record: the run names no districts
+        data = {}
+    d = data.get("districts") if isinstance(data, dict) and isinstance(data.get("districts"), dict) else {}
+    if not d.get("path"):
+        return None, None
+    p = Path(str(d["path"])).expanduser()
+    return (p if p.is_absolute() else base / p), str(d.get("name_field") or "district")
 
 
 def run_path(run_dir: str | os.PathLike[str], value: str, run_id: str | None = None) -> Path:

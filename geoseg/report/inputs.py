@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 from affine import Affine
 from rasterio.enums import Resampling
 
@@ -34,10 +33,10 @@ from geoseg.rundir import (
     district_areas_key,
     fields_key,
     read_manifest,
+    run_districts,
     run_outputs,
     run_path,
 )
-from geoseg.strict_yaml import load_yaml
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -73,21 +72,6 @@ class RunData:
     @property
     def outputs(self) -> dict[str, str]:
         return dict(self.manifest.get("outputs") or {})
-
-
-def _workflow(manifest: dict[str, Any]) -> tuple[dict[str, Any], Path]:
-    """The recorded workflow text (parsed strictly: a run folder may come from anywhere) and its paths' folder."""
-    base = Path(manifest.get("workflow", ".")).parent
-    try:
-        data = load_yaml(manifest.get("workflow_text") or "") or {}
-    except yaml.YAMLError:
-        data = {}
-    return (data if isinstance(data, dict) else {}), base
-
-
-def _resolve(raw: str, base: Path) -> Path:
-    p = Path(raw).expanduser()
-    return p if p.is_absolute() else base / p
 
 
 def _scenes(manifest: dict[str, Any], run_dir: Path, mask: Path) -> list[tuple[str, Path, Path]]:
@@ -138,10 +122,7 @@ def load_run_from(rd: Path, manifest: dict[str, Any]) -> RunData:
             notes.append("class table not found in mask.tif or the model card: default class colours used")
     fields_path = next((outputs[k] for k in map(fields_key, FIELD_FORMATS) if k in outputs and outputs[k].exists()),
                        None)
-    wf, base = _workflow(manifest)
-    d = wf.get("districts") if isinstance(wf.get("districts"), dict) else {}
-    districts = _resolve(str(d["path"]), base) if d.get("path") else None
-    name_field = str(d.get("name_field") or "district") if districts else None
+    districts, name_field = run_districts(rd, manifest)
     if districts is not None and not districts.exists():
         notes.append(f"district boundaries {districts} not found: district outlines left out")
         districts = None
