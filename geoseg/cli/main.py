@@ -21,12 +21,14 @@ from geoseg.cli import (
     bench,
     composite,
     demo,
+    estimate,
     evaluate,
     polygonize,
     predict,
     query,
     report,
     run,
+    sample,
     stack,
     synth,
     train,
@@ -107,6 +109,8 @@ def _register() -> None:
     cli.add_command(predict.predict)
     cli.add_command(polygonize.polygonize)
     cli.add_command(areas.areas)
+    cli.add_command(sample.sample)
+    cli.add_command(estimate.estimate)
     cli.add_command(query.query)
     cli.add_command(run.run)
     cli.add_command(run.runs)

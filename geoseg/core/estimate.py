@@ -54,11 +54,11 @@ from geoseg.errors import EstimateError
 __all__ = [
     "Z95",
     "AreaEstimate",
-    "stratified_estimate",
-    "cochran_total",
     "allocate",
     "anticipated_overall_se",
+    "cochran_total",
     "points_for_area",
+    "stratified_estimate",
 ]
 
 #: The multiplier of the standard error for a 95 % interval, as Olofsson et al. and Stehman print it.
