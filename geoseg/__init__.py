@@ -46,11 +46,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from geoseg.ml.train import train
     from geoseg.ops.areas import district_areas_file
     from geoseg.ops.composite import composite_season
+    from geoseg.ops.estimate import estimate_file
     from geoseg.ops.field_scores import field_scores
     from geoseg.ops.parcels import parcel_crops_file
     from geoseg.ops.polygonize import polygonize_file
     from geoseg.ops.predict import predict_scene
     from geoseg.ops.query import query_run
+    from geoseg.ops.sample import sample_file
     from geoseg.rundir import RunResult
     from geoseg.workflow.config import RunConfig, load_workflow
     from geoseg.workflow.run import run_workflow
@@ -63,6 +65,8 @@ _LAZY = {
     "parcel_crops_file": "geoseg.ops.parcels",
     "district_areas_file": "geoseg.ops.areas",
     "field_scores": "geoseg.ops.field_scores",
+    "sample_file": "geoseg.ops.sample",
+    "estimate_file": "geoseg.ops.estimate",
     "query_run": "geoseg.ops.query",
     "load_workflow": "geoseg.workflow.config",
     "RunConfig": "geoseg.workflow.config",
@@ -96,6 +100,8 @@ __all__ = [
     "polygonize_file",
     "parcel_crops_file",
     "district_areas_file",
+    "sample_file",
+    "estimate_file",
     "query_run",
     "load_workflow",
     "RunConfig",

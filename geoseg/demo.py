@@ -40,6 +40,9 @@ from geoseg.core.objects import ObjectScores
 from geoseg.ml.train import TrainResult, train
 from geoseg.ops.field_scores import field_scores
 from geoseg.ops.composite import composite_season
+from geoseg.ops.estimate import Estimates, estimate_file
+from geoseg.ops.sample import sample_file
+from geoseg.report import write_run_report
 from geoseg.rundir import QUICKLOOK_PREFIX, RunPaths, RunResult
 from geoseg.strict_yaml import load_yaml
 from geoseg.synth import SynthRegion, synthesize
@@ -166,6 +169,10 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     #: The run's fields against the region's true field polygons, object by object.
     fields: ObjectScores | None = None
+    #: Areas estimated from a reference sample of the run, labelled from the truth.
+    estimate: Estimates | None = None
+    #: The truth's hectares per crop (all districts), for the estimate's lines.
+    truth_ha: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         s = self.scores
@@ -202,6 +209,16 @@ class DemoResult:
             out.append(f"  all crops: truth {tot_t:,.1f} ha, predicted {tot_p:,.1f} ha ({100 * (tot_p - tot_t) / tot_t:+.2f}%); "
                        f"largest error among district crops of >= 100 ha: {worst.district} {worst.crop} "
                        f"{worst.error_pct:+.1f}%")
+        if self.estimate is not None:
+            e = self.estimate
+            head = (f"reference sample ({e.summary['points_labelled']:,} points, labelled from labels.tif as a "
+                    f"field team would): overall accuracy {e.summary['overall_accuracy']:.3f}; estimated hectares "
+                    f"with 95 % CIs:")
+            out += ["", head, f"  {'crop':<10} {'truth ha':>10} {'mapped ha':>10} {'estimated ha':>13} {'95 % CI':>21}"]
+            for row in e.areas[e.areas.class_id.isin(self.crop_ids)].itertuples():
+                ci = f"{row.ci_low_ha:,.0f} - {row.ci_high_ha:,.0f}"
+                out.append(f"  {row.crop:<10} {self.truth_ha.get(row.crop, float('nan')):>10,.1f} "
+                           f"{row.mapped_ha:>10,.1f} {row.estimated_ha:>13,.1f} {ci:>21}")
         out += ["", f"outputs in {r.run_dir}:"]
         out += [f"  {k}: {v}" for k, v in r.outputs.items()]
         out.append("demo timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
@@ -292,4 +309,24 @@ def run_demo(
     objects = field_scores(RunPaths(res.run_dir).mask, region.fields, classes=table, class_field="crop",
                            confidence=conf if conf.exists() else None)
     seconds["score"] = time.perf_counter() - t
-    return DemoResult(paths, region, trained, res, sc, areas, crop_ids, seconds, objects)
+    t = time.perf_counter()
+    say("drawing a reference sample from the run and labelling it from the truth (geoseg sample, geoseg estimate)")
+    est = reference_estimate(res.run_dir, region.labels, names)
+    if res.outputs.get("report_html"):
+        write_run_report(res.run_dir)  # the report now shows the estimated areas
+    seconds["estimate"] = time.perf_counter() - t
+    truth_ha = {str(k): float(v) for k, v in region.truth.groupby("crop")["hectares"].sum().items()}
+    return DemoResult(paths, region, trained, res, sc, areas, crop_ids, seconds, objects, est, truth_ha)
+
+
+def reference_estimate(run_dir: Path, labels: Path, class_names: list[str]) -> Estimates:
+    """``geoseg sample`` (class x district strata) on a run, each point labelled with the truth's class
+    under it (the field team of a synthetic region), then ``geoseg estimate``; written into the run."""
+    folder, _ = sample_file(run_dir, by_district=True, target_se=0.02, minimum=30, seed=0, overwrite=True)
+    points = pd.read_csv(folder / "points.csv")
+    with open_raster(labels) as src:
+        truth = np.array([v[0] for v in src.sample(zip(points.x, points.y, strict=True))])
+    points["reference"] = [class_names[v] if v < len(class_names) else "" for v in truth]
+    labelled = folder / "labelled_from_truth.csv"
+    points.to_csv(labelled, index=False)
+    return estimate_file(run_dir, labelled, overwrite=True)[1]

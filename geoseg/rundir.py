@@ -8,7 +8,8 @@ This module is the one place that spells the layout of a runs folder; everyone e
     <runs_dir>/<name>/<run-id>/              one run (:class:`RunPaths`): manifest.json, mask.tif
                                              (+ mask.tif.aux.xml, mask.qml), confidence.tif,
                                              stac_item.json, fields.<fmt>, district_areas.<ext>,
-                                             run.log, dask-report.html, report.html, ...
+                                             run.log, dask-report.html, report.html, sample/,
+                                             estimate.json, estimate_<table>.<ext>, ...
 
 A run folder is relocatable: the manifest stores the run's outputs relative to the folder
 (``mask.tif``, ``scenes/x/mask.tif``) and the catalog stores run folders relative to itself
@@ -46,6 +47,7 @@ __all__ = [
     "RunPaths",
     "fields_name",
     "district_areas_name",
+    "estimate_table_name",
     "fields_key",
     "district_areas_key",
     "quicklook_key",
@@ -95,6 +97,12 @@ def district_areas_name(ext: str) -> str:
     return f"district_areas.{ext}"
 
 
+def estimate_table_name(table: str, ext: str) -> str:
+    """The file name of a table of ``geoseg estimate`` (one of :data:`ESTIMATE_TABLES`) in format ``ext``:
+    ``estimate_areas.csv``, ``estimate_districts.parquet``, ..."""
+    return f"estimate_{table}.{ext}"
+
+
 def fields_key(fmt: str) -> str:
     """The output key of the fields file in format ``fmt``: ``fields_parquet``, ``fields_gpkg``, ..."""
     return f"fields_{fmt}"
@@ -116,7 +124,7 @@ class RunPaths:
 
     The output keys a manifest lists them under are the names of these properties
     (``mask``, ``confidence``, ``stac_item``, ``run_log``, ``dask_report``, ``report_html``,
-    ``district_chart``), and :func:`fields_key`, :func:`district_areas_key` and
+    ``district_chart``, ``estimate_chart``), and :func:`fields_key`, :func:`district_areas_key` and
     :func:`quicklook_key` for the others.
 
     >>> p = RunPaths(Path("runs/demo/r1"))
@@ -170,6 +178,12 @@ class RunPaths:
     def district_chart(self) -> Path:
         return self.root / "district_chart.png"
 
+    @property
+    def estimate_chart(self) -> Path:
+        """Mapped and estimated crop areas per district with their 95 % confidence intervals (drawn
+        by ``geoseg report`` when the run holds an estimate with districts)."""
+        return self.root / "estimate_chart.png"
+
     def fields(self, fmt: str) -> Path:
         """The field polygons in format ``fmt`` (one of :data:`FIELD_FORMATS`)."""
         return self.root / fields_name(fmt)
@@ -195,7 +209,7 @@ class RunPaths:
 
     def estimate_table(self, table: str, ext: str) -> Path:
         """A table of ``geoseg estimate`` (one of :data:`ESTIMATE_TABLES`) in format ``ext`` (csv, parquet)."""
-        return self.root / f"estimate_{table}.{ext}"
+        return self.root / estimate_table_name(table, ext)
 
     def scene_mask(self, scene: str) -> Path:
         """A scene's own mask, in a run of several scenes (mosaicked into :attr:`mask`)."""

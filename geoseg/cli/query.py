@@ -23,7 +23,8 @@ from geoseg.ops.query import format_table, run_query
                    "extensions, no settings. For SQL you did not write.")
 def query(run_dir: Path, sql: str | None, district: str | None, crop: str | None, compare: Path | None,
           fmt: str, safe: bool) -> None:
-    """Query a run's outputs with SQL: views `fields`, `fields_geo` and `district_areas`.
+    """Query a run's outputs with SQL: views `fields`, `fields_geo` and `district_areas`, and
+    `estimate_areas`, `estimate_districts`, `estimate_matrix` after `geoseg estimate`.
 
     Without SQL, print the district table, or one district (--district) or crop (--crop),
     or the change against another run (--compare).

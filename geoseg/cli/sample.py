@@ -38,6 +38,9 @@ def _accuracy(ctx: click.Context, param: click.Parameter, value: str) -> float |
 @click.option("--by-district", is_flag=True,
               help="Strata are map class x district, each district sized for the target on its own (for district "
                    "estimates as precise as the map's); default: the map classes.")
+@click.option("--strata", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Your own strata instead of the map classes: an integer raster (ids 0..254) on the mask's grid, "
+                   "e.g. agro-climatic zones or last season's map (x district with --by-district).")
 @click.option("--target-se", type=float, default=0.01, show_default=True,
               help="Target standard error of overall accuracy (Cochran's formula; per district with --by-district).")
 @click.option("--users-accuracy", default="0.8", show_default=True, callback=_accuracy,
@@ -51,7 +54,7 @@ def _accuracy(ctx: click.Context, param: click.Parameter, value: str) -> float |
 @overwrite_option
 @json_option(help="Print the design (strata, areas, points) as one JSON object.")
 def sample(source: Path, out: Path | None, districts: Path | None, name_field: str | None, by_district: bool,
-           target_se: float, users_accuracy: float | dict[str, float], minimum: int, budget: int | None, seed: int,
+           strata: Path | None, target_se: float, users_accuracy: float | dict[str, float], minimum: int, budget: int | None, seed: int,
            classes: Path | None, nodata: float | None, overwrite: bool, as_json: bool) -> None:
     """Draw a stratified random sample of reference points from SOURCE (a run folder or a mask).
 
@@ -72,7 +75,7 @@ def sample(source: Path, out: Path | None, districts: Path | None, name_field: s
         folder, s = sample_file(source, out, districts=districts, name_field=name_field, overwrite=overwrite,
                                 by_district=by_district, target_se=target_se, users_accuracy=users_accuracy,
                                 minimum=minimum, budget=budget, seed=seed, classes=classes, nodata=nodata,
-                                progress=advance)
+                                strata=strata, progress=advance)
     d = s.design
     if as_json:
         click.echo(json.dumps({"folder": str(folder), **{k: d[k] for k in ("points", "strata_by", "total_area_ha",
@@ -87,4 +90,4 @@ def sample(source: Path, out: Path | None, districts: Path | None, name_field: s
     se = d.get("anticipated_overall_se")
     click.echo(f"{folder}: {d['points']} points in {len(d['strata'])} strata"
                + (f" (anticipated SE of overall accuracy {se:.4f})" if se else "")
-               + f"; label points.csv's `reference` column, then `geoseg estimate`")
+               + "; label points.csv's `reference` column, then `geoseg estimate`")

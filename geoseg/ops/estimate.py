@@ -208,8 +208,12 @@ def estimate_tables(design: dict[str, Any], key: pd.DataFrame, ids: np.ndarray, 
     units = key["unit"].to_numpy(np.int64)[rows] if "unit" in key.columns else np.full(len(rows), -1)
     areas = np.array([float(s["area_ha"]) for s in strata])
     districts = (design.get("districts") or {}).get("names") or []
-    e = stratified_estimate(s_idx, mapped, ref[labelled], areas, sorted(names), units=units if districts else None,
-                            n_units=len(districts), stratum_names=[str(s["name"]) for s in strata], z=z)
+    try:
+        e = stratified_estimate(s_idx, mapped, ref[labelled], areas, sorted(names),
+                                units=units if districts else None, n_units=len(districts),
+                                stratum_names=[str(s["name"]) for s in strata], z=z)
+    except EstimateError as err:
+        raise EstimateError(f"{source}: {err}") from None
     cls = e.classes
     mapped_ha = {int(c): 0.0 for c in cls}
     per_district: dict[tuple[str, int], float] = {}
@@ -270,7 +274,8 @@ def _check_run(run_dir: Path, design: dict[str, Any], design_path: Path) -> None
         raise EstimateError(
             f"{design_path}: the design was drawn from a mask with SHA-256 {str(want)[:12]}..., but {run_dir}'s mask "
             f"{mask} has {str(have)[:12]}...; the design does not match the run - estimate with the run the "
-            f"sample was drawn from (run {design.get('run_id')}), or draw a new sample from this one"
+            f"sample was drawn from{f' (run {rid})' if (rid := design.get('run_id')) else ''}, or draw a new "
+            f"sample from this one (`geoseg sample {run_dir} --overwrite`)"
         )
 
 

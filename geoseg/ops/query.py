@@ -2,7 +2,8 @@
 
 A run directory (``runs/<workflow>/<run-id>/``) holds ``fields.parquet`` (GeoParquet, one
 row per field) and ``district_areas.parquet`` (one row per district and class, see
-:data:`geoseg.ops.areas.TABLE_COLUMNS`). :func:`query_run` exposes them as three views:
+:data:`geoseg.ops.areas.TABLE_COLUMNS`), and once ``geoseg estimate`` has run on it the
+tables of a reference-sample estimate. :func:`query_run` exposes each file there as a view:
 
 ``fields``
     every attribute of ``fields.parquet`` except the geometry (``id``, ``field_id``,
@@ -13,23 +14,35 @@ row per field) and ``district_areas.parquet`` (one row per district and class, s
 ``fields_geo``
     the same with the geometry column (WKB; ``ST_AsText(geometry)`` works);
 ``district_areas``
-    the district table.
+    the district table;
+``estimate_areas``
+    bias-corrected area per class with its 95 % confidence interval, next to the mapped area,
+    and user's and producer's accuracy (``estimate_areas.parquet``, columns
+    :data:`geoseg.ops.estimate.AREA_COLUMNS`);
+``estimate_districts``
+    the same areas per district and class (``estimate_districts.parquet``,
+    :data:`geoseg.ops.estimate.DISTRICT_COLUMNS`; only when the sample had districts);
+``estimate_matrix``
+    the error matrix in sample points, area proportions and hectares
+    (``estimate_matrix.parquet``, :data:`geoseg.ops.estimate.MATRIX_COLUMNS`).
 
 Example::
 
     geoseg query runs/punjab/2024-11-02T0930 \\
         'SELECT district, "crop:name" AS crop, sum(area_ha) AS ha FROM fields GROUP BY ALL ORDER BY ha DESC'
+    geoseg query runs/punjab/latest \\
+        'SELECT crop, mapped_ha, estimated_ha, ci_low_ha, ci_high_ha FROM estimate_areas ORDER BY class_id'
 
 The views read the files in place (nothing is copied or loaded up front); the SQL runs
 in an in-memory DuckDB database.
 
 Safe mode (the default of :func:`query_run`, :func:`run_query` and :func:`connect_run`)
-is for SQL you did not write yourself. DuckDB may then read the run's two Parquet files
-and nothing else (``enable_external_access=false`` with ``allowed_paths`` naming them; its
-spill files go to a private temporary directory); it installs and loads no extensions,
-and its configuration is locked so that the SQL cannot switch any of this back. Because
-DuckDB's ``allowed_paths`` grants writing as well as reading, :func:`query_run` also runs
-only ``SELECT`` statements (``WITH``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``, ``FROM ...``
+is for SQL you did not write yourself. DuckDB may then read the run's Parquet files
+behind the views and nothing else (``enable_external_access=false`` with ``allowed_paths``
+naming them; its spill files go to a private temporary directory); it installs and loads no
+extensions, and its configuration is locked so that the SQL cannot switch any of this
+back. Because DuckDB's ``allowed_paths`` grants writing as well as reading, :func:`query_run`
+also runs only ``SELECT`` statements (``WITH``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``, ``FROM ...``
 are ``SELECT`` to DuckDB); ``COPY``, ``ATTACH``, ``INSTALL``/``LOAD``, ``SET``/``PRAGMA``,
 ``EXPLAIN`` (``EXPLAIN ANALYZE`` runs its statement) and the rest are refused. With
 ``safe=False`` (the default of ``geoseg query``, whose SQL comes from the user's own
@@ -55,7 +68,7 @@ import numpy as np
 
 from geoseg.errors import QueryError
 from geoseg.io.fiboa import OLD_NAMES
-from geoseg.rundir import LATEST, district_areas_name, fields_name
+from geoseg.rundir import ESTIMATE_TABLES, LATEST, RunPaths, district_areas_name, estimate_table_name, fields_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -71,18 +84,38 @@ __all__ = [
     "format_table",
 ]
 
-#: View name -> file in a run directory (the names :mod:`geoseg.rundir` gives them).
-RUN_TABLES = {"fields": fields_name("parquet"), "district_areas": district_areas_name("parquet")}
+#: View name -> file in a run directory (the names :mod:`geoseg.rundir` gives them); a view exists
+#: when its file does (``fields_geo`` reads ``fields`` too).
+RUN_TABLES = {
+    "fields": fields_name("parquet"),
+    "district_areas": district_areas_name("parquet"),
+    **{f"estimate_{t}": estimate_table_name(t, "parquet") for t in ESTIMATE_TABLES},
+}
 _FORMATS = ("table", "csv", "json")
 
 
+_RERUN = "rerun the workflow (``geoseg run WORKFLOW.yaml`` makes a new run)"
+_REESTIMATE = ("``geoseg estimate {run} LABELS --overwrite`` (LABELS: the labelled points, which {summary} names "
+               "under \"labels\")")
 #: What a run's file holds, and how to make it again, for the message about a damaged one.
 _REGENERATE = {
     "fields": ("the GeoParquet of field polygons that a run writes",
                "``geoseg polygonize {run}/mask.tif --out {path} --confidence {run}/confidence.tif`` (with the "
-               "workflow's --districts and --name-field)"),
+               "workflow's --districts and --name-field), or " + _RERUN),
     "district_areas": ("the district table that a run writes",
-                       "``geoseg areas {run}/mask.tif --districts FILE --name-field ATTR --out {path}``"),
+                       "``geoseg areas {run}/mask.tif --districts FILE --name-field ATTR --out {path}``, or "
+                       + _RERUN),
+    "estimate_areas": ("the estimated areas per class that `geoseg estimate` writes", _REESTIMATE),
+    "estimate_districts": ("the estimated areas per district and class that `geoseg estimate` writes", _REESTIMATE),
+    "estimate_matrix": ("the error matrix that `geoseg estimate` writes", _REESTIMATE),
+}
+#: How a run gets the file of a view it lacks, for :func:`_need`'s message.
+_MISSING = {
+    "fields": "enable outputs.fields in the workflow",
+    "district_areas": "enable outputs.district_areas in the workflow",
+    "estimate_areas": "draw a reference sample with `geoseg sample`, label it, then run `geoseg estimate`",
+    "estimate_districts": "`geoseg estimate` writes it when the sample has districts",
+    "estimate_matrix": "draw a reference sample with `geoseg sample`, label it, then run `geoseg estimate`",
 }
 #: Safe mode: DuckDB settings that keep SQL away from files and extensions; each is set to false.
 _SAFE_OFF = ("enable_external_access", "autoinstall_known_extensions", "autoload_known_extensions",
@@ -113,8 +146,8 @@ def find_run(run_dir: str | os.PathLike[str]) -> Path:
     Raises
     ------
     QueryError
-        Missing directory, or no ``fields.parquet`` / ``district_areas.parquet`` in it
-        (listing the run directories found below it, if any).
+        Missing directory, or none of the files of :data:`RUN_TABLES` in it (listing the run
+        directories found below it, if any).
     """
     p = Path(run_dir)
     if not p.is_dir():
@@ -158,10 +191,10 @@ def _damaged(path: Path, e: Exception, problem: str = "cannot be read as Parquet
     """The error for a run's Parquet file that DuckDB cannot read (or that lacks a column)."""
     view = next(v for v, f in RUN_TABLES.items() if f == path.name)
     holds, command = _REGENERATE[view]
-    fix = command.format(run=path.parent, path=path)
+    fix = command.format(run=path.parent, path=path, summary=RunPaths(path.parent).estimate_summary)
     return QueryError(
         f"{path}: {problem} ({_duckdb_reason(e, path)}); expected {holds} - the file is {cause}: regenerate it "
-        f"with {fix}, or rerun the workflow (``geoseg run WORKFLOW.yaml`` makes a new run)"
+        f"with {fix}"
     )
 
 
@@ -266,9 +299,10 @@ def _connect(p: Path, safe: bool) -> Any:
                              if old in cols and new not in cols)
             _parquet_view(con, "fields", fields, f"*{excl}{compat}")
             _parquet_view(con, "fields_geo", fields, ("* EXCLUDE (bbox)" if "bbox" in cols else "*") + compat)
-        areas = p / RUN_TABLES["district_areas"]
-        if areas.is_file():
-            _parquet_view(con, "district_areas", areas)
+        for view in ("district_areas", *(f"estimate_{t}" for t in ESTIMATE_TABLES)):
+            path = p / RUN_TABLES[view]
+            if path.is_file():
+                _parquet_view(con, view, path)
         if safe:
             _lock_down(con, _run_files(p))
     except BaseException:
@@ -285,9 +319,9 @@ def connect_run(run_dir: str | os.PathLike[str], *, safe: bool = True) -> Any:
     run_dir
         A run directory, or a workflow's folder (its newest finished run).
     safe
-        Lock the connection down: DuckDB may read the run's two Parquet files and no other
-        file, installs and loads no extension, and its settings cannot be changed. DuckDB's
-        ``allowed_paths`` lets it *write* those two files too (``COPY ... TO`` one of them),
+        Lock the connection down: DuckDB may read the run's Parquet files behind the views
+        and no other file, installs and loads no extension, and its settings cannot be changed.
+        DuckDB's ``allowed_paths`` lets it *write* those files too (``COPY ... TO`` one of them),
         so run SQL you did not write through :func:`query_run`, which also refuses every
         statement but ``SELECT``. ``False``: DuckDB's full access, as running ``duckdb``.
 
@@ -301,8 +335,8 @@ def connect_run(run_dir: str | os.PathLike[str], *, safe: bool = True) -> Any:
     Raises
     ------
     QueryError
-        No outputs in ``run_dir``, or a damaged ``fields.parquet`` / ``district_areas.parquet``
-        (naming the file and how to regenerate it).
+        No outputs in ``run_dir``, or a damaged Parquet file of :data:`RUN_TABLES` (naming the
+        file and how to regenerate it).
     """
     return _connect(find_run(run_dir), safe)
 
@@ -344,6 +378,11 @@ def _refuse_unsafe(con: Any, sql: str, run_dir: Any) -> None:
         )
 
 
+def _and(names: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _query_failed(con: Any, e: Exception, run_dir: Any, files: Sequence[Path], safe: bool) -> QueryError:
     """The :class:`QueryError` for SQL that DuckDB refused or could not run."""
     import duckdb
@@ -355,7 +394,7 @@ def _query_failed(con: Any, e: Exception, run_dir: Any, files: Sequence[Path], s
         what = f"reads {m.group(1)}" if m else f"needs what safe mode does not allow ({first})"
         return QueryError(
             f"{run_dir}: refused in safe mode: the query {what}, outside the run; safe mode reads only the run's "
-            f"{' and '.join(f.name for f in files)}, through the views {', '.join(views)} - {_SAFE_FIX}"
+            f"{_and([f.name for f in files])}, through the views {', '.join(views)} - {_SAFE_FIX}"
         )
     spatial = re.search(r'Function with name "?(\w+)"? is not in the catalog, but it exists in the spatial extension',
                         first)
@@ -390,12 +429,14 @@ def query_run(run_dir: str | os.PathLike[str], sql: str, params: list[Any] | Non
     run_dir
         A run directory, or a workflow's folder (its newest finished run).
     sql
-        DuckDB SQL over the views ``fields``, ``fields_geo`` and ``district_areas``; several
-        statements separated by ``;`` return the last one's result.
+        DuckDB SQL over the views ``fields``, ``fields_geo`` and ``district_areas``, and
+        ``estimate_areas``, ``estimate_districts`` and ``estimate_matrix`` where the run holds
+        an estimate (see the module notes); several statements separated by ``;`` return the
+        last one's result.
     params
         Values for ``?`` placeholders.
     safe
-        Run only ``SELECT`` statements, reading only the run's two Parquet files, with no
+        Run only ``SELECT`` statements, reading only the run's Parquet files, with no
         extensions and locked settings (see the module notes); for SQL you did not write.
         ``False`` gives the SQL DuckDB's full access: it can read and write any file you can.
 
@@ -425,11 +466,9 @@ def query_run(run_dir: str | os.PathLike[str], sql: str, params: list[Any] | Non
 
 
 def _need(con: Any, view: str, run_dir: Any) -> None:
+    """Raise :class:`QueryError` when the run has no file for ``view``, saying how it gets one."""
     if view not in _views(con):
-        raise QueryError(
-            f"{run_dir}: has no {RUN_TABLES[view]}; this run did not write it (enable "
-            f"{'outputs.district_areas' if view == 'district_areas' else 'outputs.fields'} in the workflow)"
-        )
+        raise QueryError(f"{run_dir}: has no {RUN_TABLES[view]}; this run did not write it ({_MISSING[view]})")
 
 
 def _match(con: Any, column: str, value: str, run_dir: Any) -> str:

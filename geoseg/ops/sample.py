@@ -42,6 +42,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,9 +57,9 @@ from geoseg.core.estimate import allocate, anticipated_overall_se, cochran_total
 from geoseg.core.geodesy import PixelAreas, pixel_areas
 from geoseg.core.grid import Window
 from geoseg.core.overlay import boundary_coverage
-from geoseg.errors import EstimateError, portable_errors
+from geoseg.errors import EstimateError, GeosegError, portable_errors
 from geoseg.io.districts import read_districts
-from geoseg.io.raster import BlockReader, RasterInfo, read_mask_classes, write_text_atomic
+from geoseg.io.raster import BlockReader, RasterInfo, check_same_grid, read_mask_classes, write_text_atomic
 from geoseg.io.vector import write_table, write_vector
 from geoseg.ops.areas import check_class_raster
 from geoseg.parallel import Runner
@@ -118,9 +119,11 @@ class _Job:
     transform: Affine
     zones: np.ndarray | None  # district polygons clipped to the raster (raster CRS), or None: the whole raster
     areas: PixelAreas
-    #: pass 2: (draw index, zone, class, offset within the block's area of that zone and class)
+    #: pass 2: (draw index, zone, stratum value, offset within the block's area of that zone and value)
     draws: tuple[tuple[int, int, int, float], ...] = ()
     seed: int = 0
+    #: a raster of the user's strata on the mask's grid, or None: the map classes are the strata
+    strata: str | None = None
 
 
 def _bounds(t: Affine, h: int, w: int) -> tuple[float, float, float, float]:
@@ -129,13 +132,17 @@ def _bounds(t: Affine, h: int, w: int) -> tuple[float, float, float, float]:
     return (min(xs), min(ys), max(xs), max(ys))
 
 
-def _pieces(job: _Job, reader: BlockReader) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The block as weighted pieces ``(zone, class, weight m2, flat pixel index, cut)``: each observed
-    pixel whole in one zone, and each (pixel, zone) pair of a pixel a zone boundary cuts with its
-    covered area (``cut`` True). Raster order, interior pixels first; empty when no zone reaches it."""
+_Pieces = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _pieces(job: _Job, reader: BlockReader, sreader: BlockReader | None) -> _Pieces:
+    """The block as weighted pieces ``(zone, stratum value, class, weight m2, flat pixel index, cut)``:
+    each observed pixel whole in one zone, and each (pixel, zone) pair of a pixel a zone boundary
+    cuts with its covered area (``cut`` True). The stratum value is the user's strata raster's, or
+    the class. Raster order, interior pixels first; empty when no zone reaches the block."""
     r0, c0, bh, bw = job.window
     bt = job.transform @ Affine.translation(c0, r0)
-    empty = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) + (np.zeros(0, np.int64),) + (np.zeros(0, bool),)
+    empty = (np.zeros(0, np.int64),) * 3 + (np.zeros(0),) + (np.zeros(0, np.int64),) + (np.zeros(0, bool),)
     if job.zones is not None:
         box = shapely.box(*_bounds(bt, bh, bw))
         cand = np.flatnonzero(shapely.intersects(job.zones, box))
@@ -146,6 +153,13 @@ def _pieces(job: _Job, reader: BlockReader) -> tuple[np.ndarray, np.ndarray, np.
     valid = data.valid()
     if arr.dtype.kind not in "iu":
         raise EstimateError(f"{job.mask}: {arr.dtype} pixels; expected integer class ids")
+    sarr = arr
+    if sreader is not None:
+        sdata = sreader.read(Window(c0, r0, bw, bh))
+        sarr = sdata.array
+        if sarr.dtype.kind not in "iu":
+            raise EstimateError(f"{job.strata}: {sarr.dtype} pixels; expected integer stratum ids 0..254")
+        valid = valid & sdata.valid()
     px = job.areas.block(r0, c0, bh, bw) if job.areas.constant is None else np.full((bh, bw), job.areas.mean)
     rr = cc = pi = frac = None
     if job.zones is None:
@@ -164,6 +178,7 @@ def _pieces(job: _Job, reader: BlockReader) -> tuple[np.ndarray, np.ndarray, np.
     flat = np.flatnonzero((zone >= 0).ravel() & valid.ravel())
     z = zone.ravel()[flat]
     v = arr.ravel()[flat].astype(np.int64)
+    st = sarr.ravel()[flat].astype(np.int64)
     wgt = px.ravel()[flat]
     cut = np.zeros(len(flat), bool)
     if rr is not None and len(rr):
@@ -173,39 +188,49 @@ def _pieces(job: _Job, reader: BlockReader) -> tuple[np.ndarray, np.ndarray, np.
         flat = np.concatenate([flat, cell])
         z = np.concatenate([z, zi])
         v = np.concatenate([v, arr.ravel()[cell].astype(np.int64)])
+        st = np.concatenate([st, sarr.ravel()[cell].astype(np.int64)])
         wgt = np.concatenate([wgt, fr * px.ravel()[cell]])
         cut = np.concatenate([cut, np.ones(len(cell), bool)])
     if len(v) and (v.min() < 0 or v.max() > 255):
         raise EstimateError(f"{job.mask}: class value {int(v.min() if v.min() < 0 else v.max())}; expected class ids "
                             f"0..254 (a geoseg mask) - give the nodata value with --nodata")
-    return z, v, wgt, flat, cut
+    if sreader is not None and len(st) and (st.min() < 0 or st.max() > 255):
+        raise EstimateError(f"{job.strata}: stratum value {int(st.min() if st.min() < 0 else st.max())}; expected "
+                            f"stratum ids 0..254 (and a nodata value for pixels in no stratum)")
+    return z, st, v, wgt, flat, cut
+
+
+def _readers(job: _Job) -> tuple[BlockReader, BlockReader | None]:
+    return BlockReader(job.mask, nodata=job.nodata), (BlockReader(job.strata) if job.strata else None)
 
 
 @portable_errors
-def _totals(job: _Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pass 1: ``(zone, class, m2)`` of one block."""
-    with BlockReader(job.mask, nodata=job.nodata) as reader:
-        z, v, w, _, _ = _pieces(job, reader)
+def _totals(job: _Job) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pass 1: ``(zone, stratum value, class, m2)`` of one block."""
+    reader, sreader = _readers(job)
+    with reader, (sreader or nullcontext()):
+        z, st, v, w, _, _ = _pieces(job, reader, sreader)
     if len(z) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    key = z * 256 + v
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    key = (z * 256 + st) * 256 + v
     uk, inv = np.unique(key, return_inverse=True)
     sums = np.bincount(inv, weights=w, minlength=len(uk))
-    return uk // 256, uk % 256, sums
+    return uk // 65536, (uk // 256) % 256, uk % 256, sums
 
 
 @portable_errors
-def _locate(job: _Job) -> list[tuple[int, float, float, int]]:
-    """Pass 2: ``(draw index, x, y, zone)`` of each draw in one block."""
-    with BlockReader(job.mask, nodata=job.nodata) as reader:
-        z, v, w, flat, cut = _pieces(job, reader)
+def _locate(job: _Job) -> list[tuple[int, float, float, int, int]]:
+    """Pass 2: ``(draw index, x, y, zone, map class)`` of each draw in one block."""
+    reader, sreader = _readers(job)
+    with reader, (sreader or nullcontext()):
+        z, st, v, w, flat, cut = _pieces(job, reader, sreader)
     r0, c0, _, bw = job.window
     t = job.transform
     out = []
     groups: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
     for draw, zone, cls, offset in job.draws:
         if (zone, cls) not in groups:  # the pieces of this zone and class, and their running area
-            sel = np.flatnonzero((z == zone) & (v == cls))
+            sel = np.flatnonzero((z == zone) & (st == cls))
             groups[zone, cls] = (sel, np.cumsum(w[sel]))
         sel, cum = groups[zone, cls]
         i = sel[min(int(np.searchsorted(cum, offset, side="right")), len(sel) - 1)]
@@ -225,15 +250,15 @@ def _locate(job: _Job) -> list[tuple[int, float, float, int]]:
                 x, y = pt.x, pt.y
         else:
             x, y = t @ (c0 + c + fx, r0 + r + fy)
-        out.append((draw, float(x), float(y), int(zone)))
+        out.append((draw, float(x), float(y), int(zone), int(v[i])))
     return out
 
 
 def _jobs(info: RasterInfo, zones: np.ndarray | None, nodata: float | None, block: int,
-          areas: PixelAreas) -> list[_Job]:
+          areas: PixelAreas, strata: str | None) -> list[_Job]:
     h, w = info.shape
-    return [_Job(info.path, (r, c, min(block, h - r), min(block, w - c)), nodata, info.transform, zones, areas)
-            for r in range(0, h, block) for c in range(0, w, block)]
+    return [_Job(info.path, (r, c, min(block, h - r), min(block, w - c)), nodata, info.transform, zones, areas,
+                 strata=strata) for r in range(0, h, block) for c in range(0, w, block)]
 
 
 # --------------------------------------------------------------------------------------
@@ -262,6 +287,7 @@ def draw_sample(
     seed: int = 0,
     classes: ClassTable | str | os.PathLike[str] | None = None,
     nodata: float | None = None,
+    strata: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     run_id: str | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -287,6 +313,11 @@ def draw_sample(
         At least ``minimum`` points per stratum; at most ``budget`` points in all.
     seed : int
         The draws depend on it alone (and the mask), not on ``workers``.
+    strata : path, optional
+        The user's strata: a single-band integer raster (ids 0..254) on the mask's grid, e.g.
+        agro-climatic zones or last season's map; its ids replace the map classes as strata (x
+        district with ``by_district``), and pixels where it is nodata are not sampled. Each
+        stratum's anticipated user's accuracy is ``users_accuracy``'s default.
 
     Raises
     ------
@@ -317,23 +348,25 @@ def draw_sample(
         names = [str(n) for n in d.names[keep]]
         dsrc = d.source
     elif by_district:
-        raise EstimateError("strata by district need the district boundaries (--districts FILE --name-field ATTR)")
+        raise EstimateError(f"{src}: strata by district need the district boundaries (--districts FILE "
+                            f"--name-field ATTR)")
+    spath = None
+    if strata is not None:
+        spath = str(strata)
+        sinfo = check_class_raster(spath)
+        try:
+            check_same_grid(info, sinfo)
+        except GeosegError as e:
+            raise EstimateError(f"{spath}: the strata raster is not on the mask's grid ({e}); warp it onto "
+                                f"{src}'s grid first, e.g. `gdalwarp -r near -te ... -tr ... strata.tif out.tif`") from None
     areas = pixel_areas(info.transform, info.crs, info.shape)
-    jobs = _jobs(info, zones, None if nod is None else float(nod), SAMPLE_BLOCK, areas)
+    jobs = _jobs(info, zones, None if nod is None else float(nod), SAMPLE_BLOCK, areas, spath)
     nw = min(workers or os.cpu_count() or 1, max(len(jobs), 1))
     totals = Runner(nw).map(_totals, jobs, progress)
-    # stratum cells: (block, zone, class) with their m2, in block order
-    cells_b, cells_z, cells_v, cells_a = [], [], [], []
-    for b, (zz, vv, aa) in enumerate(totals):
-        cells_b.append(np.full(len(zz), b))
-        cells_z.append(zz)
-        cells_v.append(vv)
-        cells_a.append(aa)
-    cb, cz, cv, ca = (np.concatenate(x) if x else np.zeros(0) for x in (cells_b, cells_z, cells_v, cells_a))
-    cb, cz, cv = cb.astype(np.int64), cz.astype(np.int64), cv.astype(np.int64)
-    if nod is not None:
-        drop = cv == int(nod) if float(nod).is_integer() else np.zeros(len(cv), bool)
-        cb, cz, cv, ca = cb[~drop], cz[~drop], cv[~drop], ca[~drop]
+    # pieces of (block, zone, stratum value, class) with their m2, in block order
+    cb = np.concatenate([np.full(len(t[0]), b, np.int64) for b, t in enumerate(totals)])
+    cz, cs, cv = (np.concatenate([t[i] for t in totals]).astype(np.int64) for i in range(3))
+    ca = np.concatenate([t[3] for t in totals])
     if len(ca) == 0 or ca.sum() <= 0:
         raise EstimateError(f"{src}: no observed pixel {'inside the districts' if zones is not None else ''}; "
                             f"nothing to sample")
@@ -341,24 +374,30 @@ def draw_sample(
     if (bad := sorted({int(x) for x in cv} - known)):
         raise EstimateError(f"{src}: holds class values {bad} that are not in its class table ({table.names}); "
                             f"give the class file the mask was made with (--classes) or its nodata (--nodata)")
-    # the strata
-    skey = cz * 256 + cv if by_district else cv
+    # every mapped area per district (or the whole map) and class
+    mz = np.bincount(cz * 256 + cv, weights=ca)
+    mapped = [{"district": names[int(i) // 256] if zones is not None else None, "class_id": int(i) % 256,
+               "area_ha": float(mz[i]) / 1e4} for i in np.flatnonzero(mz)]
+    # the cells a point is drawn from: (block, zone, stratum value), and the strata
+    ck, cinv = np.unique((cb * (1 << 20) + cz) * 256 + cs, return_inverse=True)
+    ca = np.bincount(cinv, weights=ca, minlength=len(ck))
+    cb, cz, cs = ck // (256 << 20), (ck // 256) % (1 << 20), ck % 256
+    skey = cz * 256 + cs if by_district else cs
     strata_keys = np.unique(skey)
     stratum_of_cell = np.searchsorted(strata_keys, skey)
     stratum_m2 = np.bincount(stratum_of_cell, weights=ca, minlength=len(strata_keys))
-    s_class = (strata_keys % 256) if by_district else strata_keys
+    s_value = (strata_keys % 256) if by_district else strata_keys
     s_zone = (strata_keys // 256) if by_district else np.full(len(strata_keys), -1)
     ua = _accuracy_per_class(users_accuracy, table)
-    s_ua = np.array([ua[int(c)] for c in s_class])
-    if by_district:
-        n_h = np.zeros(len(strata_keys), np.int64)
-        for zi in np.unique(s_zone):
-            sel = s_zone == zi
-            n_h[sel] = allocate(cochran_total(stratum_m2[sel], s_ua[sel], target_se), stratum_m2[sel], minimum)
-        if budget is not None and n_h.sum() > budget:
-            n_h = allocate(budget, stratum_m2, min(minimum, budget // len(n_h)), budget=budget)
+    if spath is None:
+        s_ua = np.array([ua[int(c)] for c in s_value])
     else:
-        n_h = allocate(cochran_total(stratum_m2, s_ua, target_se), stratum_m2, minimum, budget=budget)
+        default = float(users_accuracy.get("default", 0.8)) if isinstance(users_accuracy, dict) else float(users_accuracy)
+        s_ua = np.full(len(strata_keys), default)
+    try:
+        n_h = _sizes(by_district, s_zone, stratum_m2, s_ua, target_se, minimum, budget)
+    except EstimateError as e:
+        raise EstimateError(f"{src}: {e}") from None
     # the draws: per stratum, uniform numbers in its area, located in a cell, then a pixel, then a place
     rng = np.random.default_rng(seed)
     draws_by_block: dict[int, list[tuple[int, int, int, float]]] = {}
@@ -372,16 +411,16 @@ def draw_sample(
         for uu, j in zip(u.tolist(), at.tolist(), strict=True):
             cell = sel[j]
             before = cum[j - 1] if j > 0 else 0.0
-            draws_by_block.setdefault(int(cb[cell]), []).append((k, int(cz[cell]), int(cv[cell]), uu - before))
+            draws_by_block.setdefault(int(cb[cell]), []).append((k, int(cz[cell]), int(cs[cell]), uu - before))
             draw_stratum.append(h)
             k += 1
     located = Runner(nw).map(_locate, [replace(jobs[b], draws=tuple(d), seed=seed)
                                        for b, d in sorted(draws_by_block.items())])
     n = k
-    xs, ys, zs = np.zeros(n), np.zeros(n), np.full(n, -1, np.int64)
+    xs, ys, zs, cls = np.zeros(n), np.zeros(n), np.full(n, -1, np.int64), np.zeros(n, np.int64)
     for part in located:
-        for i, x, y, z in part:
-            xs[i], ys[i], zs[i] = x, y, z
+        for i, x, y, z, c in part:
+            xs[i], ys[i], zs[i], cls[i] = x, y, z, c
     draw_stratum_a = np.array(draw_stratum, np.int64)
     point_ids = rng.permutation(n) + 1  # ids say nothing about the stratum
     lon, lat = pyproj.Transformer.from_crs(info.crs, "EPSG:4326", always_xy=True).transform(xs, ys)
@@ -389,17 +428,13 @@ def draw_sample(
     points = pd.DataFrame({"point_id": point_ids, "district": district, "lon": np.round(lon, 7),
                            "lat": np.round(lat, 7), "x": xs, "y": ys, "reference": [""] * n})
     points = points.sort_values("point_id", kind="stable").reset_index(drop=True)
-    stratum_name = [_stratum_name(table, int(s_class[h]), names[s_zone[h]] if s_zone[h] >= 0 else None)
-                    for h in range(len(strata_keys))]
+    stratum_name = [_stratum_name(table, int(s_value[h]), names[s_zone[h]] if s_zone[h] >= 0 else None,
+                                  user=spath is not None) for h in range(len(strata_keys))]
     key = pd.DataFrame({"point_id": point_ids, "stratum": draw_stratum_a,
                         "stratum_name": [stratum_name[h] for h in draw_stratum_a],
-                        "class_id": s_class[draw_stratum_a], "crop": [table[int(c)].name for c in s_class[draw_stratum_a]],
+                        "class_id": cls, "crop": [table[int(c)].name for c in cls],
                         "unit": zs if zones is not None else np.full(n, -1)})
     key = key.sort_values("point_id", kind="stable").reset_index(drop=True)
-    # every mapped area per district (or the whole map) and class
-    mz = np.bincount(cz * 256 + cv, weights=ca)
-    mapped = [{"district": names[int(i) // 256] if zones is not None else None, "class_id": int(i) % 256,
-               "area_ha": float(mz[i]) / 1e4} for i in np.flatnonzero(mz)]
     design = {
         "format": DESIGN_FORMAT,
         "version": 1,
@@ -409,12 +444,14 @@ def draw_sample(
         "run_id": run_id,
         "districts": None if zones is None else {"path": dsrc, "name_field": name_field, "names": names},
         "classes": [{"id": c.id, "name": c.name} for c in table],
-        "strata_by": "class_district" if by_district else "class",
+        "strata_by": ("strata" if spath else "class") + ("_district" if by_district else ""),
+        "strata_raster": None if spath is None else {"path": os.path.abspath(spath), "sha256": file_sha256(spath)},
         "settings": {"target_se": target_se, "users_accuracy": users_accuracy, "minimum": minimum,
                      "budget": budget, "seed": seed},
         "total_area_ha": float(stratum_m2.sum()) / 1e4,
-        "anticipated_overall_se": anticipated_overall_se(stratum_m2, s_ua, n_h) if not by_district else None,
-        "strata": [{"stratum": h, "name": stratum_name[h], "class_id": int(s_class[h]),
+        "anticipated_overall_se": (anticipated_overall_se(stratum_m2, s_ua, n_h)
+                                   if not by_district and spath is None else None),
+        "strata": [{"stratum": h, "name": stratum_name[h], ("value" if spath else "class_id"): int(s_value[h]),
                     "district": names[s_zone[h]] if s_zone[h] >= 0 else None,
                     "area_ha": float(stratum_m2[h]) / 1e4, "n": int(n_h[h])} for h in range(len(strata_keys))],
         "mapped": mapped,
@@ -423,8 +460,25 @@ def draw_sample(
     return Sample(design, points, key, info.crs)
 
 
-def _stratum_name(table: ClassTable, class_id: int, district: str | None) -> str:
-    name = table[class_id].name if 0 <= class_id < len(table) else f"class_{class_id}"
+def _sizes(by_district: bool, s_zone: np.ndarray, stratum_m2: np.ndarray, s_ua: np.ndarray, target_se: float,
+           minimum: int, budget: int | None) -> np.ndarray:
+    """Points per stratum: Cochran's total (per district with ``by_district``), then the allocation."""
+    if not by_district:
+        return allocate(cochran_total(stratum_m2, s_ua, target_se), stratum_m2, minimum, budget=budget)
+    n_h = np.zeros(len(stratum_m2), np.int64)
+    for zi in np.unique(s_zone):
+        sel = s_zone == zi
+        n_h[sel] = allocate(cochran_total(stratum_m2[sel], s_ua[sel], target_se), stratum_m2[sel], minimum)
+    if budget is not None and n_h.sum() > budget:
+        n_h = allocate(budget, stratum_m2, min(minimum, budget // len(n_h)), budget=budget)
+    return n_h
+
+
+def _stratum_name(table: ClassTable, value: int, district: str | None, *, user: bool = False) -> str:
+    if user:
+        name = f"stratum {value}"
+    else:
+        name = table[value].name if 0 <= value < len(table) else f"class_{value}"
     return f"{name} / {district}" if district is not None else name
 
 

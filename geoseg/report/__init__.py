@@ -9,8 +9,12 @@ Files written in the run directory:
 * ``quicklook_<scene>.png`` - per scene, a false-colour composite next to the crop mask
   (field outlines, district boundaries, legend, scale bar, north arrow, CRS);
 * ``district_chart.png`` - stacked bars of hectares per crop, districts sorted by total;
+* ``estimate_chart.png`` - when the run folder holds an estimate with districts (``geoseg
+  estimate``): mapped and estimated hectares per crop and district, with 95 % confidence
+  intervals;
 * ``report.html`` - an interactive map of the fields by crop (hover for details), the
-  sortable district table, the chart, quicklooks, the manifest summary and stage timings.
+  sortable district table, the chart, the estimated areas of a reference sample (when
+  ``estimate.json`` is there), quicklooks, the manifest summary and stage timings.
 """
 
 from __future__ import annotations
@@ -24,16 +28,16 @@ from typing import TYPE_CHECKING, Any
 from geoseg.errors import GeosegError, ReportError
 from geoseg.io.districts import read_districts
 from geoseg.io.raster import RasterInfo, raster_info
-from geoseg.report.chart import crop_pivot, write_district_chart
+from geoseg.report.chart import crop_pivot, write_district_chart, write_estimate_chart
 from geoseg.report.html import SVG_WIDTH, render_report, svg_map, write_html
-from geoseg.report.inputs import MAX_PX, RunData, load_run, load_run_from, read_fields
+from geoseg.report.inputs import MAX_PX, RunData, RunEstimate, load_run, load_run_from, read_fields
 from geoseg.report.quicklook import MAX_OUTLINES, crs_label, write_quicklook
 from geoseg.rundir import QUICKLOOK_PREFIX, RunPaths, quicklook_key
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
-__all__ = ["write_run_report", "ReportError", "RunData", "load_run", "MAX_FIELDS", "MAX_PX"]
+__all__ = ["write_run_report", "ReportError", "RunData", "RunEstimate", "load_run", "MAX_FIELDS", "MAX_PX"]
 
 #: Field polygons the HTML map loads at most (the largest by area); the page says when it cut.
 MAX_FIELDS = 5000
@@ -48,7 +52,10 @@ def write_run_report(
     say: Callable[[str], None] = lambda s: None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, str]:
-    """Write the quicklooks, the district chart and ``report.html`` of a run; return their paths.
+    """Write the quicklooks, the district chart(s) and ``report.html`` of a run; return their paths.
+
+    A run folder with an estimate (``estimate.json`` and its tables, from ``geoseg estimate``)
+    gets a section of estimated areas on the page, and with districts the chart of them.
 
     Parameters
     ----------
@@ -72,7 +79,8 @@ def write_run_report(
     -------
     dict
         Output keys and paths: ``quicklook_<scene>`` per scene, ``district_chart`` (when the run
-        has a district table) and ``report_html``.
+        has a district table), ``estimate_chart`` (when it has an estimate with districts) and
+        ``report_html``.
 
     Raises
     ------
@@ -93,6 +101,11 @@ def write_run_report(
     if data.areas is not None and len(data.areas):
         pivot = crop_pivot(data.areas, data.classes)
         outputs["district_chart"] = str(write_district_chart(paths.district_chart, pivot, data.classes))
+    est = data.estimate
+    if est is not None and est.districts is not None and len(est.districts):
+        say("drawing the chart of estimated areas")
+        outputs["estimate_chart"] = str(write_estimate_chart(paths.estimate_chart, est.districts, data.classes,
+                                                             level=est.level))
     step(total - 1, total)
 
     say("writing report.html")
@@ -103,7 +116,8 @@ def write_run_report(
         records=records, pivot=pivot, areas=data.areas,
         chart=Path(outputs["district_chart"]) if "district_chart" in outputs else None,
         quicklooks={k[len(QUICKLOOK_PREFIX):]: Path(v) for k, v in outputs.items() if k.startswith(QUICKLOOK_PREFIX)},
-        notes=notes, map_note=map_note, crs_text=f"CRS {crs_label(info.crs)}",
+        notes=notes, map_note=map_note, crs_text=f"CRS {crs_label(info.crs)}", estimate=est,
+        estimate_chart=Path(outputs["estimate_chart"]) if "estimate_chart" in outputs else None,
     )
     outputs["report_html"] = str(write_html(paths.report_html, page))
     step(total, total)

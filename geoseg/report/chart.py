@@ -1,4 +1,5 @@
-"""Per-district crop areas: the district x crop hectare table and its stacked bar chart.
+"""Per-district crop areas: the district x crop hectare table and its stacked bar chart; the
+mapped and estimated areas of a reference-sample estimate with their confidence intervals.
 
 pandas and matplotlib are imported inside the functions: they are slow to import, and only
 drawing a report needs them.
@@ -6,6 +7,7 @@ drawing a report needs them.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +20,7 @@ from geoseg.io.raster import atomic_output
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["crop_pivot", "write_district_chart", "MAX_DISTRICTS"]
+__all__ = ["crop_pivot", "write_district_chart", "write_estimate_chart", "MAX_DISTRICTS"]
 
 #: Districts drawn in the chart at most (the largest by crop area); the table lists them all.
 MAX_DISTRICTS = 40
@@ -93,6 +95,84 @@ def write_district_chart(out: str | os.PathLike[str], pivot: "pd.DataFrame", cla
     if not len(shown):
         ax.text(0.5, 0.5, "no district areas in this run", transform=ax.transAxes, ha="center")
     fig.tight_layout()
+    target = Path(out)
+    with atomic_output(target) as tmp:
+        fig.savefig(tmp, format="png")
+    return target
+
+
+def _estimate_districts(table: pd.DataFrame, crop_ids: list[int], max_districts: int) -> list[str]:
+    """The districts of an estimate table, largest estimated crop area first, at most ``max_districts``."""
+    t = table[table["class_id"].isin(crop_ids)]
+    order = t.groupby("district", sort=False)["estimated_ha"].sum().sort_values(ascending=False, kind="stable")
+    return [str(d) for d in order.index[:max_districts]]
+
+
+def write_estimate_chart(out: str | os.PathLike[str], table: pd.DataFrame, classes: ClassTable, *,
+                         level: float = 95.0, max_districts: int = MAX_DISTRICTS) -> Path:
+    """Mapped and estimated hectares per district, one panel per crop, the estimates with their
+    confidence interval as whiskers (PNG, atomic).
+
+    ``table`` has the columns of :data:`geoseg.ops.estimate.DISTRICT_COLUMNS` (``district``,
+    ``class_id``, ``mapped_ha``, ``estimated_ha``, ``ci_low_ha``, ``ci_high_ha``, ...); ``level``
+    is the intervals' confidence level, for the legend. Crops (``crop: true``) with neither a
+    mapped nor an estimated area anywhere get no panel. In each panel the mapped bar (the map's
+    pixels, light and hatched) sits above the estimated one (solid, with its whisker); districts
+    are sorted by estimated crop area, largest on top, and only the ``max_districts`` largest are
+    drawn (the title says how many were left out).
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switching
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    crops = [c for c in classes.classes if c.crop]
+    t = table[table["class_id"].isin([c.id for c in crops])]
+    shown = [c for c in crops
+             if ((t["class_id"] == c.id) & ((t["mapped_ha"] > 0) | (t["estimated_ha"] > 0) | (t["ci_high_ha"] > 0))).any()]
+    districts = _estimate_districts(table, [c.id for c in crops], max_districts)
+    n_all = table["district"].astype(str).nunique()
+    ncol = min(3, max(len(shown), 1))
+    nrow = max(math.ceil(len(shown) / ncol), 1)
+    panel_h = 0.9 + 0.34 * max(len(districts), 1)
+    fig = Figure(figsize=(1.6 + 3.6 * ncol, 1.3 + panel_h * nrow), dpi=110)
+    axes = fig.subplots(nrow, ncol, squeeze=False, sharey=True)
+    y = np.arange(len(districts))[::-1].astype(float)  # largest at the top
+    for ax, c in zip(axes.flat, shown):
+        sub = t[t["class_id"] == c.id].assign(district=lambda d: d["district"].astype(str)).set_index("district")
+        sub = sub[~sub.index.duplicated()].reindex(districts)
+        mapped = sub["mapped_ha"].fillna(0.0).to_numpy(float)
+        est = sub["estimated_ha"].fillna(0.0).to_numpy(float)
+        low = sub["ci_low_ha"].fillna(sub["estimated_ha"]).fillna(0.0).to_numpy(float)
+        high = sub["ci_high_ha"].fillna(sub["estimated_ha"]).fillna(0.0).to_numpy(float)
+        ax.barh(y + 0.2, mapped, height=0.38, color=c.color, alpha=0.4, hatch="///", edgecolor=c.color, lw=0.0)
+        ax.barh(y - 0.2, est, height=0.38, color=c.color, edgecolor="#333333", lw=0.5)
+        ax.errorbar(est, y - 0.2, xerr=[np.maximum(est - low, 0.0), np.maximum(high - est, 0.0)], fmt="none",
+                    ecolor="black", elinewidth=1.0, capsize=3)
+        ax.axvline(0.0, color="#888888", lw=0.6)
+        ax.set_title(c.name, fontsize=10, loc="left")
+        ax.set_xlabel("hectares", fontsize=9)
+        ax.grid(axis="x", color="#dddddd", lw=0.6)
+        ax.set_axisbelow(True)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.set_visible(False)
+    axes[0][0].set_yticks(y, districts)
+    for row in axes:
+        row[0].tick_params(axis="y", labelleft=True)
+    if not shown:
+        ax = axes[0][0]
+        ax.set_visible(True)
+        ax.text(0.5, 0.5, "no crop area in the estimate", transform=ax.transAxes, ha="center")
+    heading = f"mapped and estimated crop area per district ({level:.0f} % confidence intervals)"
+    if n_all > len(districts):
+        heading += f" - the {len(districts)} largest of {n_all} districts"
+    fig.suptitle(heading, fontsize=11, x=0.01, ha="left")
+    handles = [Patch(facecolor="#999999", alpha=0.4, hatch="///", edgecolor="#999999", label="mapped (map pixels)"),
+               Patch(facecolor="#999999", edgecolor="#333333", label="estimated (reference sample)"),
+               Line2D([], [], color="black", marker="|", markersize=8, lw=1.0, label=f"{level:.0f} % CI")]
+    fig.legend(handles=handles, loc="upper right", fontsize=9, frameon=False, ncols=3)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     target = Path(out)
     with atomic_output(target) as tmp:
         fig.savefig(tmp, format="png")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
 from html import escape
 from pathlib import Path
@@ -22,13 +23,14 @@ import shapely
 from geoseg.classes import ClassTable
 from geoseg.io.raster import write_text_atomic
 from geoseg.report.geom import prepare, rings
-from geoseg.rundir import district_areas_name
+from geoseg.report.inputs import RunEstimate
+from geoseg.rundir import district_areas_name, estimate_table_name
 
 if TYPE_CHECKING:
     import geopandas as gpd
     import pandas as pd
 
-__all__ = ["svg_map", "render_report", "write_html", "MAX_FIELDS"]
+__all__ = ["svg_map", "render_report", "estimate_section", "write_html", "MAX_FIELDS"]
 
 #: Field polygons loaded by the page at most (the largest by area).
 MAX_FIELDS = 5000
@@ -187,6 +189,152 @@ def _district_table(pivot: "pd.DataFrame", areas: "pd.DataFrame", crops: list[st
             + "".join(rows) + "</tbody><tfoot><tr>" + "".join(foot) + "</tr></tfoot></table>")
 
 
+def _finite(v: Any) -> float | None:
+    """``v`` as a float, or None when it is missing or not finite."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _ha(v: Any) -> str:
+    """A cell of hectares (one decimal); a dash when missing."""
+    f = _finite(v)
+    return '<td class="n" data-v="">&ndash;</td>' if f is None else _num(f)
+
+
+def _share(v: Any, se: Any, z: float) -> str:
+    """A cell of an accuracy: ``79.4 % ± 13.8`` (the ± in percentage points: ``z`` standard errors)."""
+    f = _finite(v)
+    if f is None:
+        return '<td class="n" data-v="">&ndash;</td>'
+    e = _finite(se)
+    pm = "" if e is None else f" &plusmn; {100 * z * e:.1f}"
+    return f'<td class="n" data-v="{f:.6g}">{100 * f:.1f} %{pm}</td>'
+
+
+def _ci(low: Any, high: Any) -> str:
+    """A cell of a confidence interval, ``62.8 – 214.3`` (sorted by its lower end)."""
+    lo, hi = _finite(low), _finite(high)
+    if lo is None or hi is None:
+        return '<td class="n" data-v="">&ndash;</td>'
+    return f'<td class="n" data-v="{lo:.6g}">{lo:,.1f} &ndash; {hi:,.1f}</td>'
+
+
+def _half(low: Any, high: Any) -> str:
+    """A cell of a confidence interval's half-width, ``± 38.6``."""
+    lo, hi = _finite(low), _finite(high)
+    if lo is None or hi is None:
+        return '<td class="n" data-v="">&ndash;</td>'
+    half = (hi - lo) / 2
+    return f'<td class="n" data-v="{half:.6g}">&plusmn; {half:,.1f}</td>'
+
+
+def _estimate_areas_table(est: RunEstimate, z: float, level: float) -> tuple[str, list[str]]:
+    """The per-class table and the classes left out (neither mapped nor in the sample)."""
+    t = est.areas.sort_values("class_id", kind="stable")
+    empty = ((t["mapped_ha"].fillna(0) == 0) & (t["estimated_ha"].fillna(0) == 0)
+             & (t["points_mapped"].fillna(0) == 0) & (t["points_reference"].fillna(0) == 0))
+    left_out = [str(c) for c in t.loc[empty, "crop"]]
+    head = ['<th data-type="text">crop</th>', '<th data-type="num">mapped ha</th>',
+            '<th data-type="num">estimated ha</th>', f'<th data-type="num">&plusmn; ha ({level:.0f} % CI)</th>',
+            f'<th data-type="num">{level:.0f} % CI ha</th>', '<th data-type="num">margin</th>',
+            '<th data-type="num">user\'s accuracy</th>', '<th data-type="num">producer\'s accuracy</th>',
+            '<th data-type="num">points mapped</th>', '<th data-type="num">points reference</th>']
+    rows = []
+    for r in t[~empty].itertuples(index=False):
+        margin = _finite(r.margin_pct)
+        cells = [f'<td data-v="{escape(str(r.crop))}">{escape(str(r.crop))}</td>', _ha(r.mapped_ha),
+                 _ha(r.estimated_ha), _half(r.ci_low_ha, r.ci_high_ha), _ci(r.ci_low_ha, r.ci_high_ha),
+                 '<td class="n" data-v="">&ndash;</td>' if margin is None else
+                 f'<td class="n" data-v="{margin:.6g}">{margin:.1f} %</td>',
+                 _share(r.users_accuracy, r.users_se, z), _share(r.producers_accuracy, r.producers_se, z),
+                 f'<td class="n" data-v="{int(r.points_mapped)}">{int(r.points_mapped):,}</td>',
+                 f'<td class="n" data-v="{int(r.points_reference)}">{int(r.points_reference):,}</td>']
+        rows.append(f'<tr data-crop="{escape(str(r.crop))}">' + "".join(cells) + "</tr>")
+    shown = t[~empty]
+    foot = ["<td>all classes</td>", _ha(shown["mapped_ha"].sum()), _ha(shown["estimated_ha"].sum())]
+    foot += ["<td></td>"] * 5 + [f'<td class="n">{int(shown["points_mapped"].sum()):,}</td>',
+                                  f'<td class="n">{int(shown["points_reference"].sum()):,}</td>']
+    return ('<table id="estimate-areas" class="sortable"><thead><tr>' + "".join(head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody><tfoot><tr>" + "".join(foot) + "</tr></tfoot></table>"), left_out
+
+
+def _estimate_districts_table(table: pd.DataFrame, classes: ClassTable, level: float) -> str:
+    """Per district and crop (``crop: true`` classes of the run's table; all when it names none of
+    them): mapped and estimated hectares with the interval; rows with nothing mapped or estimated
+    are left out."""
+    crop_ids = {c.id for c in classes.classes if c.crop}
+    t = table[table["class_id"].isin(crop_ids)] if table["class_id"].isin(crop_ids).any() else table
+    t = t[(t["mapped_ha"].fillna(0) != 0) | (t["estimated_ha"].fillna(0) != 0) | (t["ci_high_ha"].fillna(0) > 0)]
+    order = {d: i for i, d in enumerate(dict.fromkeys(table["district"].astype(str)))}
+    t = t.assign(_d=t["district"].astype(str).map(order)).sort_values(["_d", "class_id"], kind="stable")
+    head = ['<th data-type="text">district</th>', '<th data-type="text">crop</th>',
+            '<th data-type="num">mapped ha</th>', '<th data-type="num">estimated ha</th>',
+            f'<th data-type="num">&plusmn; ha ({level:.0f} % CI)</th>', f'<th data-type="num">{level:.0f} % CI ha</th>',
+            '<th data-type="num">points in the district</th>']
+    rows = []
+    for r in t.itertuples(index=False):
+        d, c = escape(str(r.district)), escape(str(r.crop))
+        cells = [f'<td data-v="{d}">{d}</td>', f'<td data-v="{c}">{c}</td>', _ha(r.mapped_ha), _ha(r.estimated_ha),
+                 _half(r.ci_low_ha, r.ci_high_ha), _ci(r.ci_low_ha, r.ci_high_ha),
+                 f'<td class="n" data-v="{int(r.points)}">{int(r.points):,}</td>']
+        rows.append(f'<tr data-estimate-district="{d}" data-crop="{c}">' + "".join(cells) + "</tr>")
+    return ('<table id="estimate-districts" class="sortable"><thead><tr>' + "".join(head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
+def estimate_section(est: RunEstimate, classes: ClassTable, chart: Path | None = None) -> str:
+    """The report's section of a reference-sample estimate (``id="estimate-section"``): overall
+    accuracy with its interval and the points behind it, the per-class table, and per district
+    (when the estimate has districts) a table and ``chart``, a PNG embedded as a data URI."""
+    m = est.summary
+    z, level = est.z, est.level
+    out = ['<section id="estimate-section"><h2>Estimated areas (reference sample)</h2>']
+    oa, ci = _finite(m.get("overall_accuracy")), m.get("overall_ci") or [None, None]
+    lo, hi = (_finite(ci[0]), _finite(ci[1])) if isinstance(ci, list) and len(ci) == 2 else (None, None)
+    labelled, design = m.get("points_labelled"), m.get("points_design")
+    parts = []
+    if oa is not None:
+        interval = f" ({level:.0f} % CI {100 * lo:.1f} &ndash; {100 * hi:.1f} %)" if lo is not None and hi is not None \
+            else ""
+        parts.append(f"Overall accuracy <b>{100 * oa:.1f} %</b>{interval}")
+    if labelled is not None and design is not None:
+        parts.append(f"from {escape(str(labelled))} of the design's {escape(str(design))} points labelled")
+    total = _finite(m.get("total_area_ha"))
+    if total is not None:
+        parts.append(f"over {total:,.1f} ha sampled")
+    if m.get("strata_by"):
+        parts.append(f"strata by {escape(str(m['strata_by']))}")
+    out.append(f'<p id="estimate-overall">{"; ".join(parts)}.</p>')
+    table, left_out = _estimate_areas_table(est, z, level)
+    out.append(table)
+    out.append(
+        f'<p class="note">Intervals are {level:.0f} % confidence intervals: the estimate &plusmn; {z:.2f} standard '
+        "errors of the stratified estimators of Olofsson et al. (2014) and Stehman (2014). Mapped hectares count "
+        "the map's pixels (each pixel's ground area) over the sampled area; estimated hectares correct them with "
+        "the reference classes of the sample points. User's accuracy: the share of points mapped as a class that "
+        "are that class; producer's accuracy: the share of a class's area that the map finds. "
+        + (f"Classes neither mapped nor found in the sample are left out ({escape(', '.join(left_out))}). "
+           if left_out else "")
+        + f"See {escape(estimate_table_name('areas', 'csv'))} and "
+        f"{escape(estimate_table_name('matrix', 'csv'))} (the error matrix).</p>")
+    if est.districts is not None and len(est.districts):
+        out.append("<h3>Per district</h3>")
+        out.append(_estimate_districts_table(est.districts, classes, level))
+        out.append(f'<p class="note">Mapped hectares are the map\'s pixels in each district; the estimate and its '
+                   f"{level:.0f} % interval come from the sample points, so districts with few points have wide "
+                   f"intervals. See {escape(estimate_table_name('districts', 'csv'))}.</p>")
+        if chart is not None and chart.exists():
+            out.append(f'<img class="fig" id="estimate-chart" alt="mapped and estimated crop area per district" '
+                       f'src="{_data_uri(chart)}">')
+    for note in m.get("notes") or []:
+        out.append(f'<p class="note">{escape(str(note))}</p>')
+    out.append("</section>")
+    return "".join(out)
+
+
 def _kv_table(items: list[tuple[str, str]]) -> str:
     return '<table class="kv">' + "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in items) + "</table>"
 
@@ -308,8 +456,11 @@ def render_report(
     notes: list[str],
     map_note: str,
     crs_text: str,
+    estimate: RunEstimate | None = None,
+    estimate_chart: Path | None = None,
 ) -> str:
-    """The report page as one HTML string (no external resources)."""
+    """The report page as one HTML string (no external resources); with ``estimate``, its section
+    (:func:`estimate_section`) after the district chart."""
     m = manifest
     crops_present = {r[1] for r in records}
     legend = "".join(f'<div><i style="background:{c.color}"></i>{escape(c.name)}'
@@ -344,6 +495,8 @@ def render_report(
     if chart is not None and chart.exists():
         out.append('<section id="chart-section"><h2>Chart</h2>'
                    f'<img class="fig" id="chart" alt="crop area per district" src="{_data_uri(chart)}"></section>')
+    if estimate is not None:
+        out.append(estimate_section(estimate, classes, estimate_chart))
     if quicklooks:
         out.append('<section id="quicklook-section"><h2>Quicklooks</h2>')
         for name, p in quicklooks.items():

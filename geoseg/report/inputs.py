@@ -2,12 +2,15 @@
 
 Everything is located through the run's ``manifest.json``: the outputs it lists (mask,
 fields, district table), the workflow text it recorded (districts path and name field,
-scenes) and the model path (class table fallback). Rasters are only ever read decimated
-(:func:`read_decimated`), so memory stays bounded on region-sized runs.
+scenes) and the model path (class table fallback). A reference-sample estimate that
+``geoseg estimate`` wrote into the run folder (``estimate.json`` and its tables) is read by
+:func:`read_estimate`. Rasters are only ever read decimated (:func:`read_decimated`), so
+memory stays bounded on region-sized runs.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -20,13 +23,16 @@ from affine import Affine
 from rasterio.enums import Resampling
 
 from geoseg.classes import ClassTable, default_classes
+from geoseg.core.estimate import Z95
 from geoseg.errors import GeosegError, ReportError
 from geoseg.io.fiboa import OLD_NAMES, compatible_fields
 from geoseg.io.raster import open_raster, read_mask_classes
 from geoseg.io.vector import read_table, read_vector
 from geoseg.ml.model import read_card
+from geoseg.ops.estimate import AREA_COLUMNS, DISTRICT_COLUMNS, MATRIX_COLUMNS
 from geoseg.rundir import (
     AREA_FORMATS,
+    ESTIMATE_TABLES,
     FIELD_FORMATS,
     MANIFEST,
     RunPaths,
@@ -44,7 +50,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RunData",
+    "RunEstimate",
     "load_run",
+    "read_estimate",
     "read_decimated",
     "read_fields",
     "false_colour_bands",
@@ -55,8 +63,36 @@ MAX_PX = 1500
 
 
 @dataclass
+class RunEstimate:
+    """A reference-sample estimate in a run folder (what ``geoseg estimate`` wrote there).
+
+    ``summary`` is ``estimate.json`` (overall accuracy and its interval, points, ``z``, notes);
+    the tables have the columns of :data:`geoseg.ops.estimate.AREA_COLUMNS`,
+    :data:`~geoseg.ops.estimate.DISTRICT_COLUMNS` and :data:`~geoseg.ops.estimate.MATRIX_COLUMNS`.
+    ``districts`` is None when the sample had no districts, ``matrix`` when its file is missing.
+    """
+
+    summary: dict[str, Any]
+    areas: pd.DataFrame
+    districts: pd.DataFrame | None = None
+    matrix: pd.DataFrame | None = None
+
+    @property
+    def z(self) -> float:
+        """The intervals' half-width in standard errors: the summary's ``z`` (1.96 when it has none)."""
+        z = self.summary.get("z")
+        return float(z) if isinstance(z, (int, float)) and math.isfinite(z) and z > 0 else Z95
+
+    @property
+    def level(self) -> float:
+        """The intervals' confidence level in percent (95 for ``z`` = 1.96)."""
+        return 100 * math.erf(self.z / math.sqrt(2))
+
+
+@dataclass
 class RunData:
-    """Paths and tables of one run, as the report needs them."""
+    """Paths and tables of one run, as the report needs them (``estimate``: None when the run
+    folder holds no estimate)."""
 
     run_dir: Path
     manifest: dict[str, Any]
@@ -68,6 +104,7 @@ class RunData:
     name_field: str | None
     areas: "pd.DataFrame | None"
     notes: list[str] = field(default_factory=list)
+    estimate: RunEstimate | None = None
 
     @property
     def outputs(self) -> dict[str, str]:
@@ -130,8 +167,69 @@ def load_run_from(rd: Path, manifest: dict[str, Any]) -> RunData:
     area_file = next((outputs[k] for k in map(district_areas_key, AREA_FORMATS) if outputs.get(k)), None)
     if area_file and area_file.exists():
         areas = read_table(area_file)
+    estimate = read_estimate(rd, notes, run_id=manifest.get("run_id"))
     return RunData(rd, manifest, classes, mask, _scenes(manifest, rd, mask), fields_path, districts, name_field,
-                   areas, notes)
+                   areas, notes, estimate)
+
+
+#: The columns each estimate table must have for the report to draw it.
+_ESTIMATE_COLUMNS = {"areas": AREA_COLUMNS, "districts": DISTRICT_COLUMNS, "matrix": MATRIX_COLUMNS}
+
+
+def _estimate_table(paths: RunPaths, name: str) -> tuple[pd.DataFrame | None, str | None]:
+    """One table of the estimate (its Parquet file, else its CSV) and, when a file is there but
+    unusable, why; ``(None, None)`` when neither file exists."""
+    problem = None
+    for ext in ("parquet", "csv"):
+        path = paths.estimate_table(name, ext)
+        if not path.is_file():
+            continue
+        try:
+            df = read_table(path)
+        except (GeosegError, OSError, ValueError) as e:
+            problem = problem or f"{path} cannot be read ({type(e).__name__}: {str(e).strip().splitlines()[0]})"
+            continue
+        missing = [c for c in _ESTIMATE_COLUMNS[name] if c not in df.columns]
+        if missing:
+            problem = problem or f"{path} lacks the columns {missing}"
+            continue
+        return df, None
+    return None, problem
+
+
+def read_estimate(run_dir: str | os.PathLike[str], notes: list[str] | None = None, *,
+                  run_id: str | None = None) -> RunEstimate | None:
+    """The estimate ``geoseg estimate`` wrote into ``run_dir``, or None.
+
+    ``estimate.json`` is written last, after its tables: without it there is no estimate (tables
+    alone are one being rewritten, or left by an interrupted one). A summary or per-class table
+    that cannot be read, and a ``run_id`` other than the run's, are told in ``notes``.
+    """
+    paths = RunPaths(Path(run_dir))
+    notes = notes if notes is not None else []
+    fix = f"rewrite it with `geoseg estimate {paths.root} LABELS --overwrite`"
+    try:
+        summary = json.loads(paths.estimate_summary.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        notes.append(f"estimate left out: {paths.estimate_summary} cannot be read ({e}); {fix}")
+        return None
+    if not isinstance(summary, dict):
+        notes.append(f"estimate left out: {paths.estimate_summary} is not an estimate summary; {fix}")
+        return None
+    tables, problems = {}, {}
+    for name in ESTIMATE_TABLES:
+        tables[name], problems[name] = _estimate_table(paths, name)
+    if tables["areas"] is None:
+        why = problems["areas"] or f"{paths.estimate_table('areas', 'parquet').name} is missing"
+        notes.append(f"estimate left out: {why}; {fix}")
+        return None
+    notes.extend(f"estimate: {problems[name]}; {fix}" for name in ESTIMATE_TABLES if problems[name])
+    if run_id is not None and summary.get("run_id") not in (None, run_id):
+        notes.append(f"the estimate in {paths.estimate_summary} was made for run {summary.get('run_id')}, not "
+                     f"{run_id}: check that its sample was drawn from this run's mask")
+    return RunEstimate(summary, tables["areas"], tables["districts"], tables["matrix"])
 
 
 def decimation(shape: tuple[int, int], max_px: int = MAX_PX) -> tuple[int, tuple[int, int]]:

@@ -10,17 +10,33 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 import shapely
+from affine import Affine
 from click.testing import CliRunner
 
+from geoseg.classes import default_classes
 from geoseg.cli.areas import areas
 from geoseg.cli.main import GeosegGroup, cli
 from geoseg.cli.polygonize import polygonize
 from geoseg.cli.query import query
 from geoseg.errors import QueryError
 from geoseg.io.vector import write_table, write_vector
-from geoseg.ops.query import compare_runs, connect_run, district_summary, format_table, query_run, run_query
+from geoseg.ops.estimate import AREA_COLUMNS, DISTRICT_COLUMNS, MATRIX_COLUMNS, estimate_file
+from geoseg.ops.query import (
+    RUN_TABLES,
+    compare_runs,
+    connect_run,
+    district_summary,
+    format_table,
+    query_run,
+    run_query,
+)
+from geoseg.ops.sample import sample_file
+from geoseg.rundir import ESTIMATE_TABLES, RunPaths
 from geoseg.synth import synthesize
+
+from ..workflow_helpers import write_districts
 
 
 def make_run(root: Path, name: str, rice_ha: float, wheat_ha: float, with_fields: bool = True,
@@ -400,13 +416,13 @@ def _truncated(p: Path) -> None:
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
 
 
-def _damaged_pages(p: Path) -> None:
+def _damaged_pages(p: Path, column: str = "area_ha") -> None:
     """Footer intact (the schema reads), one column's pages overwritten: fails only when the column is read."""
     import pyarrow.parquet as pq
 
     meta = pq.ParquetFile(p).metadata
     names = [meta.schema.column(i).name for i in range(meta.num_columns)]
-    chunk = meta.row_group(0).column(names.index("area_ha"))
+    chunk = meta.row_group(0).column(names.index(column))
     data = bytearray(p.read_bytes())
     data[chunk.data_page_offset: chunk.data_page_offset + chunk.total_compressed_size] = \
         b"\xab" * chunk.total_compressed_size
@@ -464,3 +480,156 @@ def test_damaged_pages_name_the_file(runs, safe):
         district_summary(b, crop="rice")
     with pytest.raises(QueryError, match=r"district_areas\.parquet: cannot be read as Parquet \(Variable-length int"):
         compare_runs(a, b)
+
+
+# --------------------------------------------------------------------------------------
+# A reference-sample estimate in the run: the estimate_* views
+def test_the_views_read_the_files_rundir_names():
+    """ops.query spells no file name itself: each view reads the file :class:`RunPaths` names."""
+    paths = RunPaths(Path("runs/demo/r1"))
+    assert RUN_TABLES == {
+        "fields": paths.fields("parquet").name,
+        "district_areas": paths.district_areas("parquet").name,
+        **{f"estimate_{t}": paths.estimate_table(t, "parquet").name for t in ESTIMATE_TABLES},
+    }
+    assert list(RUN_TABLES)[2:] == ["estimate_areas", "estimate_districts", "estimate_matrix"]
+
+
+def _estimate_into(run: Path, work: Path, districts: bool = True) -> Path:
+    """A real estimate written into ``run``: a sample drawn from a small mask (with two districts),
+    labelled with its map classes except every fifth point, called rice; returns the labels file."""
+    work.mkdir(parents=True)
+    h, w = 120, 100
+    cls = np.zeros((h, w), np.uint8)
+    cls[:, 20:50], cls[:, 50:80], cls[:60, 80:] = 1, 2, 3
+    with rasterio.open(work / "mask.tif", "w", driver="GTiff", height=h, width=w, count=1, dtype="uint8",
+                       nodata=255, crs="EPSG:32643", transform=Affine(10, 0, 600_000, 0, -10, 3_381_000)) as d:
+        d.write(cls, 1)
+    kw = {}
+    if districts:
+        kw = {"districts": write_districts(work / "districts.gpkg", 600_500, (600_000, 3_379_800, 601_000, 3_381_000)),
+              "name_field": "district"}
+    sample_file(work / "mask.tif", work / "sample", classes=default_classes(), minimum=5, target_se=0.05, **kw)
+    points = pd.read_csv(work / "sample" / "points.csv")
+    key = pd.read_csv(work / "sample" / "key.csv").set_index("point_id")
+    points["reference"] = points.point_id.map(key.crop).astype(object)
+    points.loc[points.index[::5], "reference"] = "rice"
+    points.to_csv(work / "labels.csv", index=False)
+    estimate_file(work / "sample" / "design.json", work / "labels.csv", out=run)
+    return work / "labels.csv"
+
+
+@pytest.fixture()
+def estimated(runs, tmp_path) -> Path:
+    a, _ = runs
+    _estimate_into(a, tmp_path / "estimate")
+    return a
+
+
+_SORT = {"estimate_areas": ["class_id"], "estimate_districts": ["district", "class_id"],
+         "estimate_matrix": ["map_class_id", "reference_class_id"]}
+
+
+@pytest.mark.parametrize("safe", [True, False], ids=["safe", "full"])
+def test_estimate_views_hold_the_estimate_tables(estimated, safe):
+    run = estimated
+    summary = json.loads(RunPaths(run).estimate_summary.read_text())
+    for view, keys in _SORT.items():
+        csv = pd.read_csv(RunPaths(run).estimate_table(view.removeprefix("estimate_"), "csv"))
+        got = query_run(run, f"SELECT * FROM {view} ORDER BY {', '.join(keys)}", safe=safe)
+        want = csv.sort_values(keys, kind="stable").reset_index(drop=True)
+        assert got.columns.tolist() == want.columns.tolist()
+        pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    assert query_run(run, "SELECT * FROM estimate_areas", safe=safe).columns.tolist() == list(AREA_COLUMNS)
+    assert query_run(run, "SELECT * FROM estimate_districts", safe=safe).columns.tolist() == list(DISTRICT_COLUMNS)
+    assert query_run(run, "SELECT * FROM estimate_matrix", safe=safe).columns.tolist() == list(MATRIX_COLUMNS)
+    # values, not only shapes: rice gained every fifth point, the matrix holds every labelled point
+    areas = pd.read_csv(RunPaths(run).estimate_table("areas", "csv")).set_index("crop")
+    rice = query_run(run, "SELECT mapped_ha, estimated_ha, ci_low_ha, ci_high_ha FROM estimate_areas "
+                          "WHERE crop = 'rice'", safe=safe).iloc[0]
+    assert rice.estimated_ha == pytest.approx(areas.loc["rice", "estimated_ha"], rel=1e-12)
+    assert rice.estimated_ha > rice.mapped_ha == pytest.approx(areas.loc["rice", "mapped_ha"], rel=1e-12)
+    assert rice.ci_low_ha < rice.estimated_ha < rice.ci_high_ha
+    n = query_run(run, "SELECT sum(points) AS n FROM estimate_matrix", safe=safe).n[0]
+    assert n == summary["points_labelled"] > 0
+    total = query_run(run, "SELECT sum(estimated_ha) AS ha FROM estimate_areas", safe=safe).ha[0]
+    assert total == pytest.approx(summary["total_area_ha"], rel=1e-9)
+    per = query_run(run, "SELECT district, sum(mapped_ha) AS ha FROM estimate_districts GROUP BY ALL ORDER BY ALL",
+                    safe=safe)
+    assert per.district.tolist() == ["East", "West"] and per.ha.sum() == pytest.approx(areas.mapped_ha.sum())
+    # the fields and district table are still there beside them
+    assert query_run(run, "SELECT sum(area_ha) AS ha FROM fields", safe=safe).ha[0] == 100.0
+
+
+def test_safe_mode_reads_the_estimate_files_and_nothing_else(estimated, secret):
+    run = estimated
+    with pytest.raises(QueryError) as e:
+        query_run(run, f"SELECT * FROM read_csv('{secret}')")
+    assert str(e.value) == (
+        f"{run}: refused in safe mode: the query reads {secret}, outside the run; safe mode reads only the run's "
+        f"fields.parquet, district_areas.parquet, estimate_areas.parquet, estimate_districts.parquet and "
+        f"estimate_matrix.parquet, through the views district_areas, estimate_areas, estimate_districts, "
+        f"estimate_matrix, fields, fields_geo - {_FIX}"
+    )
+    # the CSV twins beside them are not behind a view, so safe mode does not read them either
+    with pytest.raises(QueryError, match=r"refused in safe mode: the query reads .*estimate_areas\.csv, outside"):
+        query_run(run, f"SELECT * FROM read_csv('{RunPaths(run).estimate_table('areas', 'csv')}')")
+    with pytest.raises(QueryError, match=r"refused in safe mode: the query reads .*estimate\.json, outside"):
+        query_run(run, f"SELECT * FROM read_json('{RunPaths(run).estimate_summary}')")
+
+
+def test_a_run_without_an_estimate_has_no_estimate_views(runs, tmp_path):
+    a, _ = runs
+    con = connect_run(a)
+    try:
+        views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+    finally:
+        con.close()
+    assert sorted(views) == ["district_areas", "fields", "fields_geo"]
+    with pytest.raises(QueryError, match=r"Table with name estimate_areas does not exist.*Tables: district_areas\("):
+        query_run(a, "SELECT * FROM estimate_areas")
+    # a sample without districts: areas and matrix, no estimate_districts
+    b = make_run(tmp_path, "no-districts", 1.0, 1.0)
+    _estimate_into(b, tmp_path / "estimate", districts=False)
+    assert not RunPaths(b).estimate_table("districts", "parquet").exists()
+    assert query_run(b, "SELECT count(*) AS n FROM estimate_areas").n[0] == len(default_classes().classes)
+    with pytest.raises(QueryError, match="Table with name estimate_districts does not exist"):
+        query_run(b, "SELECT * FROM estimate_districts")
+
+
+_ESTIMATE_FIX = ("expected {holds} - the file is damaged or truncated: regenerate it with ``geoseg estimate {run} "
+                 "LABELS --overwrite`` (LABELS: the labelled points, which {run}/estimate.json names under "
+                 "\"labels\")")
+
+
+@pytest.mark.parametrize(
+    ("table", "holds"),
+    [("areas", "the estimated areas per class that `geoseg estimate` writes"),
+     ("districts", "the estimated areas per district and class that `geoseg estimate` writes"),
+     ("matrix", "the error matrix that `geoseg estimate` writes")],
+)
+@pytest.mark.parametrize("damage", [_random_bytes, _truncated], ids=["random", "truncated"])
+def test_a_damaged_estimate_parquet_names_the_file_and_the_fix(estimated, table, holds, damage):
+    run = estimated
+    path = RunPaths(run).estimate_table(table, "parquet")
+    damage(path)
+    want = (f"{path}: cannot be read as Parquet (No magic bytes found at end of file); "
+            + _ESTIMATE_FIX.format(holds=holds, run=run))
+    for safe in (True, False):
+        with pytest.raises(QueryError) as e:
+            query_run(run, "SELECT count(*) FROM fields", safe=safe)  # the views are made before any query
+        assert str(e.value) == want
+    r = CliRunner().invoke(cli, ["query", str(run), "SELECT 1", "--safe"])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 1 and lines == [f"Error: {want}"], r.output
+
+
+def test_damaged_estimate_pages_name_the_file(estimated):
+    run = estimated
+    path = RunPaths(run).estimate_table("matrix", "parquet")
+    _damaged_pages(path, "proportion")  # not the last column: the footer after it stays intact
+    assert query_run(run, "SELECT sum(points) AS n FROM estimate_matrix").n[0] > 0  # proportion not read
+    with pytest.raises(QueryError) as e:
+        query_run(run, "SELECT sum(proportion) FROM estimate_matrix")
+    assert str(e.value) == (f"{path}: cannot be read as Parquet (Variable-length int over 10 bytes); "
+                            + _ESTIMATE_FIX.format(holds="the error matrix that `geoseg estimate` writes", run=run))

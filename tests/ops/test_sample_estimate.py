@@ -21,7 +21,14 @@ from geoseg.cli.main import cli as root
 from geoseg.core.geodesy import row_pixel_areas
 from geoseg.errors import EstimateError
 from geoseg.ops.areas import district_areas_raster
-from geoseg.ops.estimate import AREA_COLUMNS, DISTRICT_COLUMNS, MATRIX_COLUMNS, estimate_file, read_design
+from geoseg.ops.estimate import (
+    AREA_COLUMNS,
+    DISTRICT_COLUMNS,
+    MATRIX_COLUMNS,
+    estimate_file,
+    estimate_tables,
+    read_design,
+)
 from geoseg.ops.sample import POINT_COLUMNS, draw_sample, sample_file
 from geoseg.synth import synthesize
 
@@ -120,6 +127,46 @@ def test_points_are_uniform_over_ground_area(tmp_path):
     assert counts[:10].sum() < 0.4 * counts[-10:].sum()
 
 
+def test_the_users_own_strata(region, noisy_map, tmp_path):
+    """A raster of zones on the mask's grid stratifies instead of the map classes; each point still
+    carries its map class, and the estimate of a perfect map is its own map."""
+    with rasterio.open(region.labels) as src:
+        profile = {**src.profile, "driver": "GTiff", "nodata": 255}
+        h, w = src.shape
+    zones = np.zeros((h, w), np.uint8)
+    zones[:, w // 2 :] = 1
+    zones[:40, :40] = 255  # no stratum: never sampled
+    zpath = tmp_path / "zones.tif"
+    with rasterio.open(zpath, "w", **profile) as dst:
+        dst.write(zones, 1)
+    s = draw_sample(region.labels, districts=region.districts, name_field="district", strata=zpath, minimum=30,
+                    target_se=0.05, seed=1)
+    assert s.design["strata_by"] == "strata" and [st["name"] for st in s.design["strata"]] == ["stratum 0", "stratum 1"]
+    p = s.points.merge(s.key, on="point_id")
+    with rasterio.open(region.labels) as src:
+        r, c = rasterio.transform.rowcol(src.transform, p.x.to_numpy(), p.y.to_numpy())
+        r, c = np.asarray(r), np.asarray(c)
+        assert (src.read(1)[r, c] == p.class_id.to_numpy()).all()
+    assert (zones[r, c] == p.stratum.to_numpy()).all() and not ((r < 40) & (c < 40)).any()
+    # the strata's areas add up to the mapped areas outside the hole
+    mapped = sum(m["area_ha"] for m in s.design["mapped"])
+    assert sum(st["area_ha"] for st in s.design["strata"]) == pytest.approx(mapped, rel=1e-12)
+    ids = s.points.point_id.to_numpy()
+    est = estimate_tables(s.design, s.key, ids, s.key.set_index("point_id").loc[ids, "class_id"].to_numpy())
+    # strata that are not the map classes: a perfect map is all correct, but each class's area is
+    # estimated from the share of the points in each stratum (Stehman 2014), so it has an error
+    assert est.summary["overall_accuracy"] == 1.0
+    assert (est.areas.users_accuracy.dropna() == 1.0).all() and (est.areas.producers_accuracy.dropna() == 1.0).all()
+    assert est.areas.estimated_ha.sum() == pytest.approx(mapped)
+    a = est.areas[est.areas.points_reference > 0]  # a class no point fell on is estimated at 0 ha, SE 0
+    assert (abs(a.estimated_ha - a.mapped_ha) < 4 * a.se_ha + 1e-6).all() and (a.se_ha > 0).all()
+    wrong = tmp_path / "wrong.tif"
+    with rasterio.open(wrong, "w", **{**profile, "width": w - 1}) as dst:
+        dst.write(zones[:, :-1], 1)
+    with pytest.raises(EstimateError, match=r"wrong.tif: the strata raster is not on the mask's grid"):
+        draw_sample(noisy_map, strata=wrong)
+
+
 def _run_folder(root: Path, mask: Path, districts: Path) -> Path:
     """A finished run's folder, as far as sample and estimate read it."""
     run = root / "runs" / "r1"
@@ -173,7 +220,7 @@ def test_estimate_recovers_the_truth_the_map_missed(region, noisy_map, tmp_path)
 
 
 def test_a_perfect_map_estimates_its_own_areas(region, tmp_path):
-    folder, s = sample_file(region.labels, tmp_path / "s", districts=region.districts, name_field="district",
+    folder, _ = sample_file(region.labels, tmp_path / "s", districts=region.districts, name_field="district",
                             minimum=5, target_se=0.05)
     pts = pd.read_csv(folder / "points.csv")
     _label_from_truth(pts, region.labels).to_csv(tmp_path / "l.csv", index=False)

@@ -2,15 +2,19 @@
 
 One small real run (300 x 250 px scene, two districts, a random-weight U-Net) is made once
 through ``geoseg run --json`` and shared by the tests; a second run switches the report off.
+A copy of the first gets a reference sample and an estimate (``geoseg sample`` /
+``geoseg estimate``) and its report's section of estimated areas.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
 import subprocess
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -23,10 +27,13 @@ from PIL import Image
 
 from geoseg.classes import default_classes
 from geoseg.cli.main import cli
-from geoseg.report import ReportError, write_run_report
+from geoseg.ops.estimate import estimate_file
+from geoseg.ops.sample import sample_file
+from geoseg.report import ReportError, RunEstimate, load_run, write_run_report
 from geoseg.report.chart import crop_pivot
+from geoseg.report.html import estimate_section
 from geoseg.report.inputs import false_colour_bands, read_decimated
-from geoseg.rundir import read_manifest
+from geoseg.rundir import RunPaths, read_manifest
 
 from ..workflow_helpers import write_districts, write_model, write_scene, write_workflow
 
@@ -225,16 +232,20 @@ def _parse(text: str) -> _Page:
     return p
 
 
-def test_report_html_is_self_contained_and_complete(run):  # type: ignore[no-untyped-def]
-    _, rd = run
-    text = (rd / "report.html").read_text(encoding="utf-8")
-    page = _parse(text)
-    # nothing is fetched: images are data URIs, links point at files of the run (relative), no stylesheet links
+def _assert_self_contained(text: str, page: _Page) -> None:
+    """Nothing is fetched: images are data URIs, links point at files of the run (relative), no stylesheet links."""
     assert "link" not in page.tags and "iframe" not in page.tags
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text)
     assert not re.search(r"@import|url\(\s*[\"']?https?:", text)
     for u in page.urls:
         assert u.startswith("data:image/") or not re.match(r"^[a-z]+:", u), u
+
+
+def test_report_html_is_self_contained_and_complete(run):  # type: ignore[no-untyped-def]
+    _, rd = run
+    text = (rd / "report.html").read_text(encoding="utf-8")
+    page = _parse(text)
+    _assert_self_contained(text, page)
     assert any(u.startswith("data:image/png;base64,") for u in page.urls)  # the chart
     # every field of this small run is on the map, in its group's crop, with its record
     import geopandas as gpd
@@ -294,6 +305,162 @@ def test_report_command_rebuilds_a_run(run, tmp_path):  # type: ignore[no-untype
     assert f"{tmp_path}: no manifest.json found" in bad.output and "geoseg run" in bad.output
     with pytest.raises(ReportError):
         write_run_report(tmp_path)
+
+
+# ------------------------------------------------------------------ estimated areas from a reference sample
+
+
+@pytest.fixture(scope="module")
+def estimated(run, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A copy of the run with an estimate: a sample drawn from it, labelled with each point's map class
+    except every seventh point, called wheat; then its report. (run directory, the report's outputs)."""
+    _, rd = run
+    copy = tmp_path_factory.mktemp("estimated") / rd.name
+    shutil.copytree(rd, copy)
+    sample_file(copy, minimum=5, target_se=0.05)
+    points = pd.read_csv(RunPaths(copy).sample / "points.csv")
+    key = pd.read_csv(RunPaths(copy).sample / "key.csv").set_index("point_id")
+    points["reference"] = points.point_id.map(key.crop).astype(object)
+    points.loc[points.index[::7], "reference"] = "wheat"
+    labels = copy.parent / "labels.csv"
+    points.to_csv(labels, index=False)
+    estimate_file(copy, labels)
+    return copy, write_run_report(copy)
+
+
+def _section(text: str) -> str:
+    m = re.search(r'<section id="estimate-section">.*?</section>', text, re.DOTALL)
+    assert m, "no estimate section"
+    return m.group(0)
+
+
+def _cells(section: str, row_attrs: str) -> list[str]:
+    """The text of each cell of the table row whose <tr> carries ``row_attrs``."""
+    m = re.search(f"<tr {re.escape(row_attrs)}>(.*?)</tr>", section, re.DOTALL)
+    assert m, row_attrs
+    return [unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", m.group(1), re.DOTALL)]
+
+
+def _plain(html: str) -> str:
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+def test_report_shows_the_estimated_areas_of_the_csv(estimated):  # type: ignore[no-untyped-def]
+    rd, _ = estimated
+    text = (rd / "report.html").read_text(encoding="utf-8")
+    page = _parse(text)
+    _assert_self_contained(text, page)
+    sec = _section(text)
+    assert text.index('id="chart-section"') < text.index('id="estimate-section"') < text.index('id="manifest-section"')
+    assert "<h2>Estimated areas (reference sample)</h2>" in sec
+    summary = json.loads((rd / "estimate.json").read_text())
+    lo, hi = summary["overall_ci"]
+    plain = _plain(sec)
+    assert (f"Overall accuracy {100 * summary['overall_accuracy']:.1f} % (95 % CI {100 * lo:.1f} – {100 * hi:.1f} %); "
+            f"from {summary['points_labelled']} of the design's {summary['points_design']} points labelled") in plain
+    assert summary["points_labelled"] == summary["points_design"] > 0
+    # per class: every value as the CSV has it
+    areas = pd.read_csv(rd / "estimate_areas.csv")
+    wheat = areas.set_index("crop").loc["wheat"]
+    assert wheat.estimated_ha > wheat.mapped_ha + 1  # every seventh point called wheat: the estimate is larger
+    assert f'<td class="n" data-v="{wheat.estimated_ha:.6g}">{wheat.estimated_ha:,.1f}</td>' in sec
+    shown = 0
+    for r in areas.itertuples():
+        if r.mapped_ha == 0 and r.estimated_ha == 0 and r.points_mapped == 0 and r.points_reference == 0:
+            assert f'data-crop="{r.crop}"' not in sec.split('id="estimate-districts"')[0]  # nothing to show
+            continue
+        cells = _cells(sec, f'data-crop="{r.crop}"')
+        assert cells[:6] == [r.crop, f"{r.mapped_ha:,.1f}", f"{r.estimated_ha:,.1f}",
+                             f"± {(r.ci_high_ha - r.ci_low_ha) / 2:,.1f}", f"{r.ci_low_ha:,.1f} – {r.ci_high_ha:,.1f}",
+                             f"{r.margin_pct:.1f} %" if np.isfinite(r.margin_pct) else "–"]
+        assert cells[6] == f"{100 * r.users_accuracy:.1f} % ± {100 * 1.96 * r.users_se:.1f}"
+        assert cells[7] == f"{100 * r.producers_accuracy:.1f} % ± {100 * 1.96 * r.producers_se:.1f}"
+        assert cells[8:] == [str(r.points_mapped), str(r.points_reference)]
+        shown += 1
+    assert shown >= 3
+    # per district and crop: estimated with its interval next to the mapped hectares
+    crops = {c.name for c in CLASSES.classes if c.crop}
+    districts = pd.read_csv(rd / "estimate_districts.csv")
+    assert set(districts.district) == {"West", "East"}
+    rows = 0
+    for r in districts.itertuples():
+        attrs = f'data-estimate-district="{r.district}" data-crop="{r.crop}"'
+        if r.crop not in crops or (r.mapped_ha == 0 and r.estimated_ha == 0 and r.ci_high_ha <= 0):
+            assert attrs not in sec
+            continue
+        assert _cells(sec, attrs) == [r.district, r.crop, f"{r.mapped_ha:,.1f}", f"{r.estimated_ha:,.1f}",
+                                      f"± {(r.ci_high_ha - r.ci_low_ha) / 2:,.1f}",
+                                      f"{r.ci_low_ha:,.1f} – {r.ci_high_ha:,.1f}", str(r.points)]
+        rows += 1
+    assert rows >= 4
+    # what the intervals are, and what mapped hectares count
+    for words in ("95 % confidence intervals", "± 1.96 standard errors", "Olofsson et al. (2014)", "Stehman (2014)",
+                  "Mapped hectares count the map's pixels"):
+        assert words in plain, words
+    # the chart, embedded: the very PNG written beside the page
+    m = re.search(r'<img class="fig" id="estimate-chart" [^>]*src="data:image/png;base64,([^"]+)"', sec)
+    assert m and base64.b64decode(m.group(1)) == (rd / "estimate_chart.png").read_bytes()
+
+
+def test_the_estimate_chart_is_written(estimated):  # type: ignore[no-untyped-def]
+    rd, outputs = estimated
+    assert outputs["estimate_chart"] == str(RunPaths(rd).estimate_chart) == str(rd / "estimate_chart.png")
+    assert list(outputs) == ["quicklook_scene", "district_chart", "estimate_chart", "report_html"]
+    img = _pixels(rd / "estimate_chart.png")
+    h, w = img.shape[:2]
+    assert 800 <= w <= 2000 and 200 <= h <= 1500, (w, h)
+    table = pd.read_csv(rd / "estimate_districts.csv")
+    per_crop = table[table.crop.isin([c.name for c in CLASSES.classes if c.crop])].groupby("crop").estimated_ha.sum()
+    big = [c for c, ha in per_crop.items() if ha > 0.02 * per_crop.sum()]
+    assert len(big) >= 2
+    for crop in big:  # the estimated bars are solid in the crop's colour
+        assert _count(img, RGB[crop]) > 100, f"{crop} estimated bar missing from the chart"
+    assert _count(img, (0, 0, 0)) > 50  # the whiskers
+
+
+def test_no_estimate_section_without_an_estimate(run, estimated, tmp_path):  # type: ignore[no-untyped-def]
+    _, rd = run
+    assert 'id="estimate-section"' not in (rd / "report.html").read_text(encoding="utf-8")
+    assert not RunPaths(rd).estimate_chart.exists() and load_run(rd).estimate is None
+    # tables without estimate.json (published last): an estimate being rewritten, not one to show
+    src, _ = estimated
+    copy = tmp_path / src.name
+    shutil.copytree(src, copy)
+    RunPaths(copy).estimate_summary.unlink()
+    RunPaths(copy).estimate_chart.unlink()
+    assert load_run(copy).estimate is None
+    outputs = write_run_report(copy)
+    assert "estimate_chart" not in outputs and not RunPaths(copy).estimate_chart.exists()
+    text = (copy / "report.html").read_text(encoding="utf-8")
+    assert 'id="estimate-section"' not in text and "estimate_areas" not in text
+    # a damaged summary: no section, and the notes say why
+    RunPaths(copy).estimate_summary.write_text("{not json")
+    data = load_run(copy)
+    assert data.estimate is None
+    assert len(data.notes) == 1 and data.notes[0].startswith(f"estimate left out: {RunPaths(copy).estimate_summary} "
+                                                              f"cannot be read")
+    write_run_report(copy)
+    text = (copy / "report.html").read_text(encoding="utf-8")
+    assert 'id="estimate-section"' not in text and "estimate left out: " in text
+
+
+def test_the_estimate_section_escapes_names_and_works_without_districts():  # type: ignore[no-untyped-def]
+    areas = pd.DataFrame({
+        "class_id": [0, 1], "crop": ["<b>bold</b>", "rice & <script>x</script>"], "mapped_ha": [10.0, 20.0],
+        "estimated_ha": [12.5, 17.5], "se_ha": [1.0, 1.0], "ci_low_ha": [10.54, 15.54], "ci_high_ha": [14.46, 19.46],
+        "margin_pct": [15.68, 11.2], "users_accuracy": [0.9, np.nan], "users_se": [0.05, np.nan],
+        "producers_accuracy": [0.8, 0.95], "producers_se": [0.1, 0.02], "points_mapped": [20, 0],
+        "points_reference": [18, 2]})
+    est = RunEstimate({"overall_accuracy": 0.85, "overall_ci": [0.8, 0.9], "z": 1.96, "points_design": 22,
+                       "points_labelled": 20, "notes": ["2 of the design's 22 points <i>unlabelled</i>"]}, areas)
+    sec = estimate_section(est, CLASSES)
+    assert "<script>" not in sec and "<b>bold" not in sec and "<i>" not in sec
+    assert "rice &amp; &lt;script&gt;x&lt;/script&gt;" in sec and "&lt;i&gt;unlabelled&lt;/i&gt;" in sec
+    assert _cells(sec, 'data-crop="rice &amp; &lt;script&gt;x&lt;/script&gt;"')[1:7] == [
+        "20.0", "17.5", "± 2.0", "15.5 – 19.5", "11.2 %", "–"]  # no point mapped rice: no user's accuracy
+    plain = _plain(sec)
+    assert "Overall accuracy 85.0 % (95 % CI 80.0 – 90.0 %); from 20 of the design's 22 points labelled" in plain
+    assert "Per district" not in sec and "estimate-chart" not in sec
 
 
 # ------------------------------------------------------------------ in a real browser
