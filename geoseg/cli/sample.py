@@ -43,6 +43,8 @@ def _accuracy(ctx: click.Context, param: click.Parameter, value: str) -> float |
                    "e.g. agro-climatic zones or last season's map (x district with --by-district).")
 @click.option("--target-se", type=float, default=0.01, show_default=True,
               help="Target standard error of overall accuracy (Cochran's formula; per district with --by-district).")
+@click.option("--target-ua-se", type=float, default=None,
+              help="Size each stratum for this standard error of its user's accuracy instead (n = U(1-U)/SE^2 + 1).")
 @click.option("--users-accuracy", default="0.8", show_default=True, callback=_accuracy,
               help="Anticipated user's accuracy: one number, or class=number pairs (rice=0.9,default=0.8).")
 @click.option("--min-per-stratum", "minimum", type=click.IntRange(min=2), default=50, show_default=True,
@@ -54,7 +56,7 @@ def _accuracy(ctx: click.Context, param: click.Parameter, value: str) -> float |
 @overwrite_option
 @json_option(help="Print the design (strata, areas, points) as one JSON object.")
 def sample(source: Path, out: Path | None, districts: Path | None, name_field: str | None, by_district: bool,
-           strata: Path | None, target_se: float, users_accuracy: float | dict[str, float], minimum: int, budget: int | None, seed: int,
+           strata: Path | None, target_se: float, target_ua_se: float | None, users_accuracy: float | dict[str, float], minimum: int, budget: int | None, seed: int,
            classes: Path | None, nodata: float | None, overwrite: bool, as_json: bool) -> None:
     """Draw a stratified random sample of reference points from SOURCE (a run folder or a mask).
 
@@ -73,7 +75,7 @@ def sample(source: Path, out: Path | None, districts: Path | None, name_field: s
     """
     with progress_bar("blocks") as advance:
         folder, s = sample_file(source, out, districts=districts, name_field=name_field, overwrite=overwrite,
-                                by_district=by_district, target_se=target_se, users_accuracy=users_accuracy,
+                                by_district=by_district, target_se=target_se, target_ua_se=target_ua_se, users_accuracy=users_accuracy,
                                 minimum=minimum, budget=budget, seed=seed, classes=classes, nodata=nodata,
                                 strata=strata, progress=advance)
     d = s.design

@@ -306,15 +306,15 @@ def allocate(total: int, areas: np.ndarray, minimum: int = 50, budget: int | Non
     live = np.asarray(areas, float) > 0
     w = np.where(live, np.maximum(w, np.finfo(float).tiny), 0.0)  # a stratum of denormal area is still one
     h = int(live.sum())
+    if budget is not None and budget < 2 * h:
+        raise EstimateError(
+            f"a budget of {budget} points for {h} strata; expected at least {2 * h} (two per stratum) - "
+            f"raise the budget or use fewer strata"
+        )
     if minimum < 2:
         raise EstimateError(f"minimum points per stratum {minimum}; expected >= 2 (a stratum's variance needs two)")
     total = max(int(total), minimum * h)
     if budget is not None:
-        if budget < 2 * h:
-            raise EstimateError(
-                f"a budget of {budget} points for {h} strata; expected at least {2 * h} (two per stratum) - "
-                f"raise the budget or use fewer strata"
-            )
         if total > budget:
             total = int(budget)
             minimum = min(minimum, total // h)
@@ -373,3 +373,14 @@ def points_for_area(mapped_share: float, users_accuracy: float, omission_share: 
         )
     p = w * u + (1 - w) * o
     return math.ceil(z * z * (w * u * (1 - u) + (1 - w) * o * (1 - o)) / (h * p) ** 2 - 1e-9)
+
+
+def points_for_users_accuracy(users_accuracy: float | Sequence[float] | np.ndarray, target_se: float) -> np.ndarray:
+    """Points per stratum (a map class) for a target standard error of its user's accuracy:
+    ``SE(U)^2 = U (1 - U) / (n - 1)``, so ``n = U (1 - U) / SE^2 + 1`` (at least 2)."""
+    if not target_se > 0:
+        raise EstimateError(f"target standard error of user's accuracy {target_se}; expected a value > 0 (e.g. 0.05)")
+    u = np.atleast_1d(np.asarray(users_accuracy, float))
+    if ((u <= 0) | (u > 1)).any():
+        raise EstimateError(f"anticipated user's accuracies {u.tolist()[:10]}; expected values in (0, 1]")
+    return np.maximum(np.ceil(u * (1 - u) / target_se**2 + 1 - 1e-9), 2).astype(np.int64)

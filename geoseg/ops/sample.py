@@ -53,7 +53,7 @@ from affine import Affine
 from rasterio.features import rasterize
 
 from geoseg.classes import ClassTable, load_classes
-from geoseg.core.estimate import allocate, anticipated_overall_se, cochran_total
+from geoseg.core.estimate import allocate, anticipated_overall_se, cochran_total, points_for_users_accuracy
 from geoseg.core.geodesy import PixelAreas, pixel_areas
 from geoseg.core.grid import Window
 from geoseg.core.overlay import boundary_coverage
@@ -281,6 +281,7 @@ def draw_sample(
     name_field: str = "district",
     by_district: bool = False,
     target_se: float = 0.01,
+    target_ua_se: float | None = None,
     users_accuracy: float | dict[str, float] = 0.8,
     minimum: int = 50,
     budget: int | None = None,
@@ -307,6 +308,9 @@ def draw_sample(
     target_se : float
         Target standard error of overall accuracy for Cochran's formula (per district with
         ``by_district``).
+    target_ua_se : float, optional
+        Size each stratum instead for a target standard error of its user's accuracy
+        (``n_h = U_h (1 - U_h) / SE^2 + 1``, at least ``minimum``); the budget still caps the total.
     users_accuracy : float or {class name: float}
         Anticipated user's accuracy per class (``"default"`` for the rest).
     minimum, budget : int
@@ -395,7 +399,12 @@ def draw_sample(
         default = float(users_accuracy.get("default", 0.8)) if isinstance(users_accuracy, dict) else float(users_accuracy)
         s_ua = np.full(len(strata_keys), default)
     try:
-        n_h = _sizes(by_district, s_zone, stratum_m2, s_ua, target_se, minimum, budget)
+        if target_ua_se is not None:
+            n_h = np.maximum(points_for_users_accuracy(s_ua, target_ua_se), minimum)
+            if budget is not None and n_h.sum() > budget:
+                n_h = allocate(budget, n_h.astype(float), min(minimum, budget // len(n_h)), budget=budget)
+        else:
+            n_h = _sizes(by_district, s_zone, stratum_m2, s_ua, target_se, minimum, budget)
     except EstimateError as e:
         raise EstimateError(f"{src}: {e}") from None
     # the draws: per stratum, uniform numbers in its area, located in a cell, then a pixel, then a place
@@ -446,7 +455,7 @@ def draw_sample(
         "classes": [{"id": c.id, "name": c.name} for c in table],
         "strata_by": ("strata" if spath else "class") + ("_district" if by_district else ""),
         "strata_raster": None if spath is None else {"path": os.path.abspath(spath), "sha256": file_sha256(spath)},
-        "settings": {"target_se": target_se, "users_accuracy": users_accuracy, "minimum": minimum,
+        "settings": {"target_se": target_se, "target_ua_se": target_ua_se, "users_accuracy": users_accuracy, "minimum": minimum,
                      "budget": budget, "seed": seed},
         "total_area_ha": float(stratum_m2.sum()) / 1e4,
         "anticipated_overall_se": (anticipated_overall_se(stratum_m2, s_ua, n_h)

@@ -14,6 +14,7 @@ from geoseg.core.estimate import (
     anticipated_overall_se,
     cochran_total,
     points_for_area,
+    points_for_users_accuracy,
     stratified_estimate,
 )
 from geoseg.errors import EstimateError
@@ -225,3 +226,10 @@ def test_bad_budget_and_target():
         cochran_total(np.ones(3), 0.8, 0.0)
     n = allocate(1000, np.array([1.0, 1.0, 98.0]), 50, budget=120)
     assert n.sum() == 120 and n.min() >= 40
+
+
+def test_points_for_users_accuracy():
+    # U = 0.8 within SE 0.05: 0.16 / 0.0025 + 1 = 65; the SE those points give is the target
+    n = points_for_users_accuracy([0.8, 0.95, 1.0], 0.05)
+    assert n.tolist() == [65, 20, 2]
+    assert math.sqrt(0.8 * 0.2 / (n[0] - 1)) == pytest.approx(0.05)

@@ -324,3 +324,11 @@ def test_the_commands(region, noisy_map, tmp_path):
     assert r.exit_code == 1
     assert r.output.strip().splitlines()[-1].startswith("Error: ") and "Traceback" not in r.output
     assert "an estimate exists already; pass --overwrite" in r.output
+
+
+def test_strata_sized_for_their_users_accuracy(region, noisy_map):
+    s = draw_sample(noisy_map, target_ua_se=0.05, users_accuracy={"rice": 0.95, "default": 0.8}, minimum=10)
+    n = {st["name"]: st["n"] for st in s.design["strata"]}
+    assert n["rice"] == 20 and n["wheat"] == 65 and n["background"] == 65  # U(1-U)/0.05^2 + 1
+    capped = draw_sample(noisy_map, target_ua_se=0.05, minimum=10, budget=200)
+    assert capped.design["points"] == 200
