@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from geoseg.ops.areas import district_areas_file
     from geoseg.ops.composite import composite_season
     from geoseg.ops.estimate import estimate_file
+    from geoseg.ops.features import field_timeseries
     from geoseg.ops.field_scores import field_scores
     from geoseg.ops.parcels import parcel_crops_file
     from geoseg.ops.polygonize import polygonize_file
@@ -67,6 +68,7 @@ _LAZY = {
     "field_scores": "geoseg.ops.field_scores",
     "sample_file": "geoseg.ops.sample",
     "estimate_file": "geoseg.ops.estimate",
+    "field_timeseries": "geoseg.ops.features",
     "query_run": "geoseg.ops.query",
     "load_workflow": "geoseg.workflow.config",
     "RunConfig": "geoseg.workflow.config",
@@ -102,6 +104,7 @@ __all__ = [
     "district_areas_file",
     "sample_file",
     "estimate_file",
+    "field_timeseries",
     "query_run",
     "load_workflow",
     "RunConfig",

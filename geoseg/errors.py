@@ -33,6 +33,7 @@ __all__ = [
     "SeasonWarning",
     "DateLayoutError",
     "EstimateError",
+    "FeatureError",
 
     "GeosegError",
     "TileError",
@@ -223,3 +224,8 @@ class EstimateError(GeosegError, ValueError):
     """A reference sample that cannot give area estimates: a design that does not match its run,
     reference classes outside the class table, points outside the design's strata, a stratum with
     fewer than two labelled points (its variance is undefined)."""
+
+
+class FeatureError(GeosegError, ValueError):
+    """A season stack or fields file the growth features cannot be computed from: band names without
+    dates, an index whose bands the stack lacks, fields without a CRS or outside the stack."""

@@ -196,6 +196,16 @@ class RunPaths:
         return self.root / f"quicklook_{scene}.png"
 
     @property
+    def field_timeseries(self) -> Path:
+        """Each field's index statistics per date (``outputs.features``; ``geoseg zonal``)."""
+        return self.root / "field_timeseries.parquet"
+
+    @property
+    def district_crop_timeseries(self) -> Path:
+        """The index profiles per district, crop and date (``outputs.features``)."""
+        return self.root / "district_crop_timeseries.parquet"
+
+    @property
     def sample(self) -> Path:
         """The folder of the reference sample ``geoseg sample`` draws from the run: ``design.json``,
         the points for the field teams (``points.gpkg``, ``points.csv``) and their map classes kept

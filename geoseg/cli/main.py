@@ -32,6 +32,7 @@ from geoseg.cli import (
     stack,
     synth,
     train,
+    zonal,
 )
 from geoseg.errors import GeosegError
 from geoseg.parallel import quick_exit
@@ -111,6 +112,7 @@ def _register() -> None:
     cli.add_command(areas.areas)
     cli.add_command(sample.sample)
     cli.add_command(estimate.estimate)
+    cli.add_command(zonal.zonal)
     cli.add_command(query.query)
     cli.add_command(run.run)
     cli.add_command(run.runs)

@@ -90,6 +90,8 @@ RUN_TABLES = {
     "fields": fields_name("parquet"),
     "district_areas": district_areas_name("parquet"),
     **{f"estimate_{t}": estimate_table_name(t, "parquet") for t in ESTIMATE_TABLES},
+    "field_timeseries": RunPaths(Path()).field_timeseries.name,
+    "district_crop_timeseries": RunPaths(Path()).district_crop_timeseries.name,
 }
 _FORMATS = ("table", "csv", "json")
 
@@ -108,6 +110,12 @@ _REGENERATE = {
     "estimate_areas": ("the estimated areas per class that `geoseg estimate` writes", _REESTIMATE),
     "estimate_districts": ("the estimated areas per district and class that `geoseg estimate` writes", _REESTIMATE),
     "estimate_matrix": ("the error matrix that `geoseg estimate` writes", _REESTIMATE),
+    "field_timeseries": ("each field's index statistics per date that a run with outputs.features writes",
+                         "``geoseg zonal STACK {run}/fields.parquet --out DIR`` (then copy field_timeseries.parquet), "
+                         "or " + _RERUN),
+    "district_crop_timeseries": ("the index profiles per district and crop that a run with outputs.features writes",
+                                 "``geoseg zonal STACK {run}/fields.parquet --mask {run}/mask.tif --districts FILE "
+                                 "--out DIR``, or " + _RERUN),
 }
 #: How a run gets the file of a view it lacks, for :func:`_need`'s message.
 _MISSING = {
@@ -116,6 +124,8 @@ _MISSING = {
     "estimate_areas": "draw a reference sample with `geoseg sample`, label it, then run `geoseg estimate`",
     "estimate_districts": "`geoseg estimate` writes it when the sample has districts",
     "estimate_matrix": "draw a reference sample with `geoseg sample`, label it, then run `geoseg estimate`",
+    "field_timeseries": "list the indices in outputs.features in the workflow",
+    "district_crop_timeseries": "list the indices in outputs.features (with districts) in the workflow",
 }
 #: Safe mode: DuckDB settings that keep SQL away from files and extensions; each is set to false.
 _SAFE_OFF = ("enable_external_access", "autoinstall_known_extensions", "autoload_known_extensions",
@@ -299,7 +309,8 @@ def _connect(p: Path, safe: bool) -> Any:
                              if old in cols and new not in cols)
             _parquet_view(con, "fields", fields, f"*{excl}{compat}")
             _parquet_view(con, "fields_geo", fields, ("* EXCLUDE (bbox)" if "bbox" in cols else "*") + compat)
-        for view in ("district_areas", *(f"estimate_{t}" for t in ESTIMATE_TABLES)):
+        for view in ("district_areas", *(f"estimate_{t}" for t in ESTIMATE_TABLES), "field_timeseries",
+                     "district_crop_timeseries"):
             path = p / RUN_TABLES[view]
             if path.is_file():
                 _parquet_view(con, view, path)

@@ -39,7 +39,6 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -50,18 +49,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 from affine import Affine
-from rasterio.features import rasterize
 
 from geoseg.classes import ClassTable, load_classes
 from geoseg.core.estimate import allocate, anticipated_overall_se, cochran_total, points_for_users_accuracy
 from geoseg.core.geodesy import PixelAreas, pixel_areas
 from geoseg.core.grid import Window
-from geoseg.core.overlay import boundary_coverage
 from geoseg.errors import EstimateError, GeosegError, portable_errors
 from geoseg.io.districts import read_districts
 from geoseg.io.raster import BlockReader, RasterInfo, check_same_grid, read_mask_classes, write_text_atomic
 from geoseg.io.vector import write_table, write_vector
 from geoseg.ops.areas import check_class_raster
+from geoseg.ops.coverage import grid_bounds, zone_pieces
 from geoseg.parallel import Runner
 from geoseg.rundir import MANIFEST, RunPaths, read_manifest, run_districts, run_outputs
 
@@ -82,7 +80,6 @@ __all__ = [
 DESIGN_FORMAT = "geoseg-sample-design"
 #: Columns of the points the field teams get (``reference`` left empty for them).
 POINT_COLUMNS = ("point_id", "district", "lon", "lat", "x", "y", "reference")
-_RASTERIZE_LOCK = threading.Lock()
 #: The blocks the draws are defined on (fixed: a point's place must not depend on how the work is cut).
 SAMPLE_BLOCK = 512
 #: Tries to place a point inside the part of a boundary pixel that lies in its district.
@@ -126,12 +123,6 @@ class _Job:
     strata: str | None = None
 
 
-def _bounds(t: Affine, h: int, w: int) -> tuple[float, float, float, float]:
-    xs = [t.c, t.c + t.a * w]
-    ys = [t.f, t.f + t.e * h]
-    return (min(xs), min(ys), max(xs), max(ys))
-
-
 _Pieces = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -142,12 +133,13 @@ def _pieces(job: _Job, reader: BlockReader, sreader: BlockReader | None) -> _Pie
     the class. Raster order, interior pixels first; empty when no zone reaches the block."""
     r0, c0, bh, bw = job.window
     bt = job.transform @ Affine.translation(c0, r0)
-    empty = (np.zeros(0, np.int64),) * 3 + (np.zeros(0),) + (np.zeros(0, np.int64),) + (np.zeros(0, bool),)
-    if job.zones is not None:
-        box = shapely.box(*_bounds(bt, bh, bw))
-        cand = np.flatnonzero(shapely.intersects(job.zones, box))
-        if len(cand) == 0:
-            return empty
+    if job.zones is None:
+        z, flat = np.zeros(bh * bw, np.int64), np.arange(bh * bw, dtype=np.int64)
+        frac, cut = np.ones(bh * bw), np.zeros(bh * bw, bool)
+    else:
+        z, flat, frac, cut = zone_pieces(job.zones, bt, (bh, bw))
+        if len(z) == 0:  # no zone reaches the block: it is not read
+            return (np.zeros(0, np.int64),) * 3 + (np.zeros(0),) + (np.zeros(0, np.int64),) + (np.zeros(0, bool),)
     data = reader.read(Window(c0, r0, bw, bh))
     arr = data.array
     valid = data.valid()
@@ -161,36 +153,11 @@ def _pieces(job: _Job, reader: BlockReader, sreader: BlockReader | None) -> _Pie
             raise EstimateError(f"{job.strata}: {sarr.dtype} pixels; expected integer stratum ids 0..254")
         valid = valid & sdata.valid()
     px = job.areas.block(r0, c0, bh, bw) if job.areas.constant is None else np.full((bh, bw), job.areas.mean)
-    rr = cc = pi = frac = None
-    if job.zones is None:
-        zone = np.zeros((bh, bw), np.int64)
-    else:
-        whole = shapely.covers(job.zones[cand], box)
-        if whole.any():
-            zone = np.full((bh, bw), int(cand[np.argmax(whole)]), np.int64)
-        else:
-            shapes = [(g, i + 1) for i, g in enumerate(job.zones[cand])]
-            with _RASTERIZE_LOCK:
-                local = rasterize(shapes, out_shape=(bh, bw), transform=bt, fill=0, dtype="int32")
-            zone = np.where(local > 0, cand[np.maximum(local - 1, 0)], -1)
-            rr, cc, pi, frac = boundary_coverage(job.zones[cand], bt, (bh, bw))
-            zone.ravel()[rr * bw + cc] = -1  # a cut pixel counts by its coverage below, not by its centre
-    flat = np.flatnonzero((zone >= 0).ravel() & valid.ravel())
-    z = zone.ravel()[flat]
+    ok = valid.ravel()[flat]
+    z, flat, frac, cut = z[ok], flat[ok], frac[ok], cut[ok]
     v = arr.ravel()[flat].astype(np.int64)
     st = sarr.ravel()[flat].astype(np.int64)
-    wgt = px.ravel()[flat]
-    cut = np.zeros(len(flat), bool)
-    if rr is not None and len(rr):
-        cell = rr * bw + cc
-        ok = valid.ravel()[cell] & (frac > 0)
-        cell, zi, fr = cell[ok], cand[pi[ok]], frac[ok]
-        flat = np.concatenate([flat, cell])
-        z = np.concatenate([z, zi])
-        v = np.concatenate([v, arr.ravel()[cell].astype(np.int64)])
-        st = np.concatenate([st, sarr.ravel()[cell].astype(np.int64)])
-        wgt = np.concatenate([wgt, fr * px.ravel()[cell]])
-        cut = np.concatenate([cut, np.ones(len(cell), bool)])
+    wgt = frac * px.ravel()[flat]
     if len(v) and (v.min() < 0 or v.max() > 255):
         raise EstimateError(f"{job.mask}: class value {int(v.min() if v.min() < 0 else v.max())}; expected class ids "
                             f"0..254 (a geoseg mask) - give the nodata value with --nodata")
@@ -245,7 +212,7 @@ def _locate(job: _Job) -> list[tuple[int, float, float, int, int]]:
                     break
                 fx, fy = rng.random(2)
             else:  # a sliver: its representative point
-                cellbox = shapely.box(*_bounds(t @ Affine.translation(c0 + c, r0 + r), 1, 1))
+                cellbox = shapely.box(*grid_bounds(t @ Affine.translation(c0 + c, r0 + r), 1, 1))
                 pt = shapely.point_on_surface(shapely.intersection(cellbox, poly))
                 x, y = pt.x, pt.y
         else:
@@ -343,7 +310,7 @@ def draw_sample(
     dsrc = None
     if districts is not None:
         d = read_districts(districts, name_field, crs=info.crs, warn=False)
-        footprint = shapely.box(*_bounds(info.transform, *info.shape))
+        footprint = shapely.box(*grid_bounds(info.transform, *info.shape))
         clipped = shapely.intersection(np.asarray(d.gdf.geometry.values, dtype=object), footprint)
         keep = ~shapely.is_empty(clipped) & (shapely.area(clipped) > 0)
         if not keep.any():

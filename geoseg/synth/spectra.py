@@ -30,6 +30,7 @@ __all__ = [
     "season",
     "season_dates",
     "spectral_table",
+    "crop_reflectance",
     "product_spectra",
     "quantise",
     "reflectance",
@@ -203,6 +204,18 @@ def _flat(out: np.ndarray) -> np.ndarray:
     """(codes, days, bands) -> clipped float32 (days * bands, codes)."""
     n_codes, nd, nb = out.shape
     return np.ascontiguousarray(np.clip(out, 0.002, 0.9).reshape(n_codes, nd * nb).T.astype(np.float32))
+
+
+def crop_reflectance(crop: str, days: np.ndarray) -> np.ndarray:
+    """A typical field of ``crop``'s reflectance on ``days`` (days after the season's start): its
+    trajectory with no sowing shift, vigour 1, standing water 0.75 (the middle of its draws) and the
+    average soil, in the order of :data:`BANDS` (days, 4). The phenology a crop profile recovers."""
+    d = np.asarray(days, float)
+    fr = _fractions(_trajectory(crop), d)
+    fr["veg"] = np.minimum(fr["veg"], 0.95)
+    if "water" in fr:
+        fr["water"] = fr["water"] * 0.75
+    return np.clip(_mix(fr, 1.0, bands=4), 0.002, 0.9)
 
 
 def spectral_table(seed: int, field_class: np.ndarray, table: ClassTable, days: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
 from geoseg.core.season import STATISTICS, parse_periods
+from geoseg.core.zonal import parse_index
 from geoseg.errors import ConfigError, GeosegError
 from geoseg.io.districts import check_districts_reach
 from geoseg.io.imagery import band_request
@@ -137,6 +138,9 @@ class OutputSpec:
     #: When the imagery was taken (ISO 8601, UTC when no zone is given): the fields'
     #: ``determination:datetime``; None: unknown.
     observed: str | None = None
+    #: Growth features: the indices of each field's time series and phenology, and of the district x
+    #: crop profiles (empty: none).
+    features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -481,7 +485,7 @@ def _outputs(r: _Reader, districts: Path | None, base: Path) -> OutputSpec:
     """The ``outputs`` mapping; district areas need ``districts``."""
     o = r.sub("outputs")
     o.check_keys({"mask", "confidence", "fields", "min_area_ha", "max_area_ha", "separate_fields", "exclude_classes",
-                  "district_areas", "report", "observed", "parcels", "parcel_id"})
+                  "district_areas", "report", "observed", "parcels", "parcel_id", "features"})
     fields = o.get("fields", list, ["parquet", "gpkg"])
     bad = [f for f in fields if f not in FIELD_FORMATS]
     if bad:
@@ -504,6 +508,12 @@ def _outputs(r: _Reader, districts: Path | None, base: Path) -> OutputSpec:
         except ValueError:
             raise o.err("observed", f"{observed!r}; expected the date (or time) of the last image, e.g. 2024-10-31 "
                                     f"or 2024-10-31T10:30:00Z") from None
+    features = o.get("features", list, [])
+    for ix in features:
+        try:
+            parse_index(str(ix))
+        except ValueError as e:
+            raise o.err("features", str(e)) from None
     outputs = OutputSpec(
         mask=True,
         confidence=o.get("confidence", bool, True),
@@ -517,7 +527,10 @@ def _outputs(r: _Reader, districts: Path | None, base: Path) -> OutputSpec:
         district_areas=o.get("district_areas", bool, True),
         report=o.get("report", bool, True),
         observed=observed,
+        features=tuple(str(ix) for ix in features),
     )
+    if outputs.features and not outputs.fields:
+        raise o.err("features", "the growth features are per field: list at least one fields format in outputs.fields")
     if o.get("mask", bool, True) is False:
         raise o.err("mask", "the mask is the run's primary output and cannot be switched off")
     if outputs.district_areas and districts is None:

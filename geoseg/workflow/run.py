@@ -161,11 +161,22 @@ def _execute(
         if cfg.outputs.fields:
             with _timed(timings, "polygonise"):
                 say("polygonising fields")
-                outputs.update(stages.polygonize_fields(cfg, card, run_id, paths, client, districts))
+                fields = stages.polygonize_fields(cfg, card, run_id, paths, client, districts)
+            if cfg.outputs.features:
+                with _timed(timings, "features"):
+                    say(f"growth features ({', '.join(cfg.outputs.features)}) per field")
+                    fields, feats = stages.field_features(cfg, paths, scenes, fields, client, stats)
+                    outputs.update(feats)
+            with _timed(timings, "write_fields"):
+                outputs.update(stages.write_fields(cfg, card, paths, fields))
         if cfg.outputs.district_areas and districts is not None:
             with _timed(timings, "district_areas"):
                 say("summing district areas")
                 outputs.update(stages.sum_district_areas(cfg, card, paths, districts, stats))
+            if cfg.outputs.features:
+                with _timed(timings, "district_profiles"):
+                    say("growth profiles per district and crop")
+                    outputs.update(stages.district_profiles(cfg, card, paths, scenes, districts, client))
     stats["infer_compute_seconds"] = tally.seconds["model"]
     stats["infer_worker_seconds"] = tally.seconds  # which part of inference bounds the run (skipped tasks add 0)
     if cfg.outputs.report:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rasterio.crs import CRS
 
 from geoseg.core.grid import Tile, TileGrid, task_batches, tile_grid
@@ -38,6 +39,7 @@ from geoseg.io.vector import write_table, write_vector
 from geoseg.ml.model import ModelCard
 from geoseg.ops.areas import district_areas_raster
 from geoseg.ops.composite import clear_path_for, composite_season
+from geoseg.ops.features import district_crop_timeseries, field_timeseries
 from geoseg.ops.parcels import parcel_crops
 from geoseg.ops.polygonize import polygonize_raster
 from geoseg.parallel import Runner
@@ -342,10 +344,10 @@ def districts_on_mask(cfg: RunConfig, mask: Path, checked: Districts | None, sta
 
 
 def polygonize_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPaths, client: Any,
-                      districts: Any) -> dict[str, str]:
-    """The mask's fields, block by block on the cluster, written in each of the workflow's formats
-    and always as GeoParquet (which ``geoseg query`` reads); returns the outputs (``fields_<fmt>``).
-    With ``outputs.parcels`` the fields are the user's parcels, each with its crop (:func:`parcel_crops`)."""
+                      districts: Any) -> Any:
+    """The mask's fields, block by block on the cluster (a GeoDataFrame; :func:`write_fields` writes
+    them). With ``outputs.parcels`` the fields are the user's parcels, each with its crop
+    (:func:`parcel_crops`)."""
     if cfg.outputs.parcels is not None:
         gdf = parcel_crops(
             paths.mask, cfg.outputs.parcels, id_field=cfg.outputs.parcel_id,
@@ -356,6 +358,74 @@ def polygonize_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPa
         )
     else:
         gdf = _traced_fields(cfg, card, run_id, paths, client, districts)
+    return gdf
+
+
+def field_features(cfg: RunConfig, paths: RunPaths, scenes: list[Scene], gdf: Any, client: Any,
+                   stats: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+    """Growth features (``outputs.features``) of the fields on the cluster: each field's index
+    statistics per date from the scene whose footprint holds its representative point (the first
+    listed), written as ``field_timeseries.parquet``; each field's phenology joined to the fields
+    as columns. Returns the fields and the outputs."""
+    import pandas as pd
+
+    pts = gdf.geometry.representative_point()
+    done = np.zeros(len(gdf), bool)
+    longs, wides, notes = [], [], []
+    for sc in scenes:
+        h, w = sc.info.shape
+        xs, ys = pts.x.to_numpy(), pts.y.to_numpy()
+        if gdf.crs is not None and gdf.crs != sc.info.crs:
+            tp = pts.to_crs(sc.info.crs)
+            xs, ys = tp.x.to_numpy(), tp.y.to_numpy()
+        col, row = ~sc.info.transform @ (xs, ys)
+        take = ~done & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        if not take.any():
+            continue
+        sub = gdf[take]
+        long, wide, n = field_timeseries(sc.path, sub, indices=cfg.outputs.features, id_field="field_id"
+                                         if "field_id" in gdf.columns else None, client=client)
+        if "field_id" not in gdf.columns:  # the run's own order: 1..N over all fields
+            ids = np.flatnonzero(take) + 1
+            long["field_id"] = np.repeat(ids, len(long) // max(len(ids), 1))
+            wide["field_id"] = ids
+        wide.index = sub.index
+        longs.append(long)
+        wides.append(wide)
+        notes += n
+        done |= take
+    if notes:
+        stats["features_notes"] = sorted(set(notes))
+    stats["features_fields_outside"] = int((~done).sum())
+    if not longs:
+        return gdf, {}
+    wide = pd.concat(wides).drop(columns=["field_id"])
+    gdf = gdf.join(wide)
+    write_table(pd.concat(longs, ignore_index=True), paths.field_timeseries)
+    return gdf, {"field_timeseries": str(paths.field_timeseries)}
+
+
+def district_profiles(cfg: RunConfig, card: ModelCard, paths: RunPaths, scenes: list[Scene], districts: Any,
+                      client: Any) -> dict[str, str]:
+    """Per district, crop and date, the index statistics over the pixels mapped as that crop
+    (``outputs.features``), from each scene's own mask (one set of rows per scene, in a ``scene``
+    column; where scenes overlap, a pixel counts in each that saw it)."""
+    import pandas as pd
+
+    tables = []
+    for sc in scenes:
+        mask = paths.scene_mask(sc.name) if paths.scene_mask(sc.name).exists() else paths.mask
+        df = district_crop_timeseries(sc.path, mask, districts, cfg.name_field, indices=cfg.outputs.features,
+                                      classes=card.classes, client=client)
+        df.insert(0, "scene", sc.name)
+        tables.append(df)
+    write_table(pd.concat(tables, ignore_index=True), paths.district_crop_timeseries)
+    return {"district_crop_timeseries": str(paths.district_crop_timeseries)}
+
+
+def write_fields(cfg: RunConfig, card: ModelCard, paths: RunPaths, gdf: Any) -> dict[str, str]:
+    """The fields in each of the workflow's formats and always as GeoParquet (which ``geoseg query``
+    reads); returns the outputs (``fields_<fmt>``)."""
     formats = list(cfg.outputs.fields)
     if "parquet" not in formats:  # the query engine reads the Parquet copy
         formats.append("parquet")

@@ -491,8 +491,11 @@ def test_the_views_read_the_files_rundir_names():
         "fields": paths.fields("parquet").name,
         "district_areas": paths.district_areas("parquet").name,
         **{f"estimate_{t}": paths.estimate_table(t, "parquet").name for t in ESTIMATE_TABLES},
+        "field_timeseries": paths.field_timeseries.name,
+        "district_crop_timeseries": paths.district_crop_timeseries.name,
     }
-    assert list(RUN_TABLES)[2:] == ["estimate_areas", "estimate_districts", "estimate_matrix"]
+    assert list(RUN_TABLES)[2:] == ["estimate_areas", "estimate_districts", "estimate_matrix", "field_timeseries",
+                                    "district_crop_timeseries"]
 
 
 def _estimate_into(run: Path, work: Path, districts: bool = True) -> Path:

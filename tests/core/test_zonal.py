@@ -1,0 +1,92 @@
+"""Indices from band names, weighted zonal statistics and phenology, against plain numpy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geoseg.core.zonal import band_index, index_values, parse_index, phenology, zone_stats
+
+
+def test_named_indices_and_expressions():
+    nir, red, green, blue = np.array([0.4, 0.3]), np.array([0.05, 0.3]), np.array([0.08, 0.1]), np.array([0.03, 0.1])
+    b = {"nir": nir, "red": red, "green": green, "blue": blue}
+    np.testing.assert_allclose(index_values(parse_index("ndvi"), b), (nir - red) / (nir + red))
+    np.testing.assert_allclose(index_values(parse_index("ndwi"), b), (green - nir) / (green + nir))
+    np.testing.assert_allclose(index_values(parse_index("evi"), b),
+                               2.5 * (nir - red) / (nir + 6 * red - 7.5 * blue + 1))
+    np.testing.assert_allclose(index_values(parse_index("gcvi=ratio(nir,green)"), b), nir / green)
+    assert np.isnan(index_values(parse_index("nd(a,b)"), {"a": np.array([0.0]), "b": np.array([0.0])}))[0]
+    with pytest.raises(ValueError, match=r"index 'ndxi': expected one of ndvi, ndwi"):
+        parse_index("ndxi")
+
+
+def test_bands_are_found_by_any_of_their_names():
+    assert band_index("nir", ["B02", "B03", "B04", "B08"]) == 3
+    assert band_index("red", ["B", "G", "R", "NIR"]) == 2
+    assert band_index("B04", ["blue", "green", "red", "nir"]) == 2
+    assert band_index("b08", ["B02", "B08"]) == 1
+    assert band_index("swir16", ["B", "G", "R", "NIR"]) is None
+
+
+def _plain_quantile(v: np.ndarray, w: np.ndarray, q: float) -> float:
+    order = np.argsort(v, kind="stable")
+    cw = np.cumsum(w[order])
+    return float(v[order][np.flatnonzero(cw >= q * cw[-1] * (1 - 1e-12))[0]])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 5), st.lists(st.tuples(st.integers(0, 4), st.floats(-1, 1), st.floats(0.01, 3.0),
+                                              st.booleans()), min_size=1, max_size=60))
+def test_zone_stats_equal_plain_numpy(n_zones, pieces):
+    z = np.array([p[0] % n_zones for p in pieces])
+    v = np.array([p[1] if p[3] else np.nan for p in pieces])
+    w = np.array([p[2] for p in pieces])
+    s = zone_stats(z, v, w, n_zones)
+    for k in range(n_zones):
+        sel = z == k
+        ok = sel & ~np.isnan(v)
+        if not sel.any():
+            assert np.isnan(s["observed"][k])
+            continue
+        assert s["observed"][k] == pytest.approx(w[ok].sum() / w[sel].sum())
+        if not ok.any():
+            assert np.isnan(s["mean"][k]) and np.isnan(s["median"][k])
+            continue
+        mean = np.average(v[ok], weights=w[ok])
+        assert s["mean"][k] == pytest.approx(mean, abs=1e-12)
+        assert s["std"][k] == pytest.approx(math.sqrt(np.average((v[ok] - mean) ** 2, weights=w[ok])), abs=1e-9)
+        for key, q in (("p10", 0.1), ("median", 0.5), ("p90", 0.9)):
+            assert s[key][k] == _plain_quantile(v[ok], w[ok], q)
+
+
+def test_equal_weights_give_numpys_inverted_cdf():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=101)
+    s = zone_stats(np.zeros(101, int), v, np.ones(101), 1)
+    for key, q in (("p10", 0.1), ("median", 0.5), ("p90", 0.9)):
+        assert s[key][0] == np.quantile(v, q, method="inverted_cdf")
+
+
+def test_phenology_of_a_known_curve():
+    days = np.arange(0, 250, 10.0)
+    curve = 0.2 + 0.6 * np.exp(-(((days - 120) / 40) ** 2))
+    p = phenology(days, curve[None])
+    assert p["peak"][0] == pytest.approx(0.8) and p["peak_day"][0] == 120
+    # half the amplitude is reached 40 * sqrt(ln 2) = 33.3 days either side of the peak
+    assert p["sos_day"][0] == pytest.approx(120 - 40 * math.sqrt(math.log(2)), abs=1.0)
+    assert p["eos_day"][0] == pytest.approx(120 + 40 * math.sqrt(math.log(2)), abs=1.0)
+    assert p["season_days"][0] == pytest.approx(p["eos_day"][0] - p["sos_day"][0])
+    fine = np.linspace(p["sos_day"][0], p["eos_day"][0], 20001)
+    exact = np.trapezoid(0.2 + 0.6 * np.exp(-(((fine - 120) / 40) ** 2)), fine)
+    assert p["integral"][0] == pytest.approx(exact, rel=0.02)
+    # missing dates are skipped; a peak at the end has no season
+    gappy = curve.copy()
+    gappy[5:7] = np.nan
+    assert phenology(days, gappy[None])["peak_day"][0] == 120
+    rising = phenology(days, days[None] / 250.0)
+    assert rising["peak_day"][0] == 240 and np.isnan(rising["sos_day"][0])
