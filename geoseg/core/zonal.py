@@ -13,11 +13,13 @@ Zonal statistics (:func:`zone_stats`)
 -------------------------------------
 Each (zone, pixel) piece carries a weight: the pixel's ground area times the share of it inside
 the zone (exact fractional coverage at zone borders). Per zone: the weighted mean and
-(population) standard deviation, and the weighted quantiles ``p10``, ``median``, ``p90``:
-the smallest value whose cumulative weight reaches that share of the zone's weight (the
-inverted-CDF rule; with equal weights, numpy's ``method="inverted_cdf"``). Pieces without a
-value (a cloud, a missing band) count in the zone's weight but not in its statistics:
-``observed`` is the share of the zone's weight that has a value.
+(population) standard deviation, and the weighted quantiles ``p10``, ``median``, ``p90`` by
+the weighted form of the linear rule (Hyndman and Fan's type 7, numpy's default with equal
+weights): with the values sorted, ``x_1 <= ... <= x_n``, and ``s_k = (k - 1) w_k + (n - 1)
+sum_{i<k} w_i``, the q-quantile interpolates linearly between the ``x_k`` at ``q s_n`` - the rule
+exactextract uses, so the two agree. Pieces without a value (a cloud, a missing band) count in
+the zone's weight but not in its statistics: ``observed`` is the share of the zone's weight
+that has a value.
 
 Phenology (:func:`phenology`)
 -----------------------------
@@ -202,20 +204,43 @@ def zone_stats(zone: np.ndarray, values: np.ndarray, weight: np.ndarray, n_zones
         with np.errstate(invalid="ignore", divide="ignore"):
             out["observed"][:, j] = np.where(total > 0, wsum / np.where(total > 0, total, 1), math.nan)
         if len(vv):
-            order = np.lexsort((vv, zz))
-            zs, vs, ws = zz[order], vv[order], ww[order]
-            cum = np.cumsum(ws)
-            start = np.searchsorted(zs, np.arange(n_zones), side="left")
-            before = np.where(start > 0, cum[np.maximum(start - 1, 0)], 0.0)
-            ends = np.searchsorted(zs, np.arange(n_zones), side="right") - 1
             for key, q in (("p10", 0.1), ("median", 0.5), ("p90", 0.9)):
-                # the first piece of the zone whose cumulative weight reaches q of the zone's weight
-                target = before + q * wsum
-                pos = np.searchsorted(cum, target - 1e-12 * np.maximum(wsum, 1e-300), side="left")
-                pos = np.clip(np.minimum(pos, ends), 0, len(vs) - 1)
-                out[key][:, j] = np.where(has, vs[pos], math.nan)
+                out[key][:, j] = _quantiles(zz, vv, ww, n_zones, q)
     if one:
         return {k: a[:, 0] for k, a in out.items()}
+    return out
+
+
+def _quantiles(z: np.ndarray, v: np.ndarray, w: np.ndarray, n_zones: int, q: float) -> np.ndarray:
+    """Each zone's weighted type-7 q-quantile (see the module notes); NaN for a zone without pieces."""
+    order = np.lexsort((v, z))
+    zs, vs, ws = z[order], v[order], w[order]
+    start = np.searchsorted(zs, np.arange(n_zones), side="left")
+    stop = np.searchsorted(zs, np.arange(n_zones), side="right")
+    n = (stop - start)[zs]  # pieces in each piece's zone
+    k = np.arange(len(zs)) - start[zs]  # 0-based rank within the zone
+    cum = np.cumsum(ws)
+    before = cum - ws - np.where(start > 0, cum[np.maximum(start - 1, 0)], 0.0)[zs]  # weight of the lower ranks
+    s = k * ws + (n - 1) * before
+    last = stop - 1
+    s_n = np.where(stop > start, s[np.maximum(last, 0)], 0.0)
+    out = np.full(n_zones, math.nan)
+    has = stop > start
+    one = has & (s_n <= 0)  # one piece (or all weight on the first): its value
+    out[one] = vs[start[one]]
+    many = np.flatnonzero(has & (s_n > 0))
+    if len(many):
+        # position along each zone, 0..1, offset by the zone's rank so one search serves all zones
+        u = np.where(s_n[zs] > 0, s / np.where(s_n[zs] > 0, s_n[zs], 1), 0.0)
+        key = zs + 0.5 * u
+        target = many + 0.5 * q
+        pos = np.searchsorted(key, target, side="right") - 1
+        pos = np.clip(pos, start[many], last[many])
+        nxt = np.minimum(pos + 1, last[many])
+        h = q * s_n[many]
+        span = s[nxt] - s[pos]
+        frac = np.where((nxt > pos) & (span > 0), (h - s[pos]) / np.where(span > 0, span, 1), 0.0)
+        out[many] = vs[pos] + np.clip(frac, 0.0, 1.0) * (vs[nxt] - vs[pos])
     return out
 
 

@@ -60,9 +60,14 @@ def _wstats(v: np.ndarray, w: np.ndarray) -> dict[str, float]:
     ok = ~np.isnan(v) & (w > 0)
     vv, ww = v[ok], w[ok]
     order = np.argsort(vv, kind="stable")
-    cw = np.cumsum(ww[order])
-    q = {k: float(vv[order][np.flatnonzero(cw >= p * cw[-1] * (1 - 1e-12))[0]]) for k, p in
-         (("p10", 0.1), ("median", 0.5), ("p90", 0.9))}
+    vs, ws = vv[order], ww[order]
+    n = len(vs)
+    s = np.arange(n) * ws + (n - 1) * np.concatenate([[0.0], np.cumsum(ws)[:-1]])
+    q = {}
+    for key, p in (("p10", 0.1), ("median", 0.5), ("p90", 0.9)):  # the weighted type-7 rule, written out
+        h = p * s[-1]
+        k = int(np.flatnonzero(s <= h + 1e-12 * s[-1])[-1]) if n > 1 else 0
+        q[key] = float(vs[k] if k >= n - 1 else vs[k] + (h - s[k]) / (s[k + 1] - s[k]) * (vs[k + 1] - vs[k]))
     mean = float(np.sum(vv * ww) / np.sum(ww))
     return {"mean": mean, "std": float(np.sqrt(np.sum(ww * (vv - mean) ** 2) / np.sum(ww))), **q,
             "observed": float(ww.sum() / w[w > 0].sum())}
