@@ -204,15 +204,17 @@ def zone_stats(zone: np.ndarray, values: np.ndarray, weight: np.ndarray, n_zones
         with np.errstate(invalid="ignore", divide="ignore"):
             out["observed"][:, j] = np.where(total > 0, wsum / np.where(total > 0, total, 1), math.nan)
         if len(vv):
-            for key, q in (("p10", 0.1), ("median", 0.5), ("p90", 0.9)):
-                out[key][:, j] = _quantiles(zz, vv, ww, n_zones, q)
+            for key, col in zip(("p10", "median", "p90"), _quantiles(zz, vv, ww, n_zones, (0.1, 0.5, 0.9)),
+                                strict=True):
+                out[key][:, j] = col
     if one:
         return {k: a[:, 0] for k, a in out.items()}
     return out
 
 
-def _quantiles(z: np.ndarray, v: np.ndarray, w: np.ndarray, n_zones: int, q: float) -> np.ndarray:
-    """Each zone's weighted type-7 q-quantile (see the module notes); NaN for a zone without pieces."""
+def _quantiles(z: np.ndarray, v: np.ndarray, w: np.ndarray, n_zones: int, qs: Sequence[float]) -> list[np.ndarray]:
+    """Each zone's weighted type-7 quantiles ``qs`` (see the module notes), one sort for all; NaN for a
+    zone without pieces."""
     order = np.lexsort((v, z))
     zs, vs, ws = z[order], v[order], w[order]
     start = np.searchsorted(zs, np.arange(n_zones), side="left")
@@ -223,25 +225,25 @@ def _quantiles(z: np.ndarray, v: np.ndarray, w: np.ndarray, n_zones: int, q: flo
     before = cum - ws - np.where(start > 0, cum[np.maximum(start - 1, 0)], 0.0)[zs]  # weight of the lower ranks
     s = k * ws + (n - 1) * before
     last = stop - 1
-    s_n = np.where(stop > start, s[np.maximum(last, 0)], 0.0)
-    out = np.full(n_zones, math.nan)
     has = stop > start
+    s_n = np.where(has, s[np.maximum(last, 0)], 0.0)
     one = has & (s_n <= 0)  # one piece (or all weight on the first): its value
-    out[one] = vs[start[one]]
     many = np.flatnonzero(has & (s_n > 0))
-    if len(many):
-        # position along each zone, 0..1, offset by the zone's rank so one search serves all zones
-        u = np.where(s_n[zs] > 0, s / np.where(s_n[zs] > 0, s_n[zs], 1), 0.0)
-        key = zs + 0.5 * u
-        target = many + 0.5 * q
-        pos = np.searchsorted(key, target, side="right") - 1
-        pos = np.clip(pos, start[many], last[many])
-        nxt = np.minimum(pos + 1, last[many])
-        h = q * s_n[many]
-        span = s[nxt] - s[pos]
-        frac = np.where((nxt > pos) & (span > 0), (h - s[pos]) / np.where(span > 0, span, 1), 0.0)
-        out[many] = vs[pos] + np.clip(frac, 0.0, 1.0) * (vs[nxt] - vs[pos])
-    return out
+    # position along each zone, 0..1, offset by the zone's rank so that one search serves all zones
+    key = zs + 0.5 * np.where(s_n[zs] > 0, s / np.where(s_n[zs] > 0, s_n[zs], 1), 0.0)
+    outs = []
+    for q in qs:
+        out = np.full(n_zones, math.nan)
+        out[one] = vs[start[one]]
+        if len(many):
+            pos = np.clip(np.searchsorted(key, many + 0.5 * q, side="right") - 1, start[many], last[many])
+            nxt = np.minimum(pos + 1, last[many])
+            h = q * s_n[many]
+            span = s[nxt] - s[pos]
+            frac = np.where((nxt > pos) & (span > 0), (h - s[pos]) / np.where(span > 0, span, 1), 0.0)
+            out[many] = vs[pos] + np.clip(frac, 0.0, 1.0) * (vs[nxt] - vs[pos])
+        outs.append(out)
+    return outs
 
 
 def phenology(days: np.ndarray, values: np.ndarray, fraction: float = 0.5) -> dict[str, np.ndarray]:
