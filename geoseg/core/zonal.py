@@ -17,7 +17,8 @@ the zone (exact fractional coverage at zone borders). Per zone: the weighted mea
 the weighted form of the linear rule (Hyndman and Fan's type 7, numpy's default with equal
 weights): with the values sorted, ``x_1 <= ... <= x_n``, and ``s_k = (k - 1) w_k + (n - 1)
 sum_{i<k} w_i``, the q-quantile interpolates linearly between the ``x_k`` at ``q s_n`` - the rule
-exactextract uses, so the two agree. Pieces without a value (a cloud, a missing band) count in
+exactextract uses, so the two agree (equal values are taken in order of weight, so that the result
+does not depend on the order of the pieces). Pieces without a value (a cloud, a missing band) count in
 the zone's weight but not in its statistics: ``observed`` is the share of the zone's weight
 that has a value.
 
@@ -215,7 +216,8 @@ def zone_stats(zone: np.ndarray, values: np.ndarray, weight: np.ndarray, n_zones
 def _quantiles(z: np.ndarray, v: np.ndarray, w: np.ndarray, n_zones: int, qs: Sequence[float]) -> list[np.ndarray]:
     """Each zone's weighted type-7 quantiles ``qs`` (see the module notes), one sort for all; NaN for a
     zone without pieces."""
-    order = np.lexsort((v, z))
+    # equal values are ordered by weight too, so that the result does not hang on the pieces' order
+    order = np.lexsort((w, v, z))
     zs, vs, ws = z[order], v[order], w[order]
     start = np.searchsorted(zs, np.arange(n_zones), side="left")
     stop = np.searchsorted(zs, np.arange(n_zones), side="right")
