@@ -184,6 +184,12 @@ class RunPaths:
         by ``geoseg report`` when the run holds an estimate with districts)."""
         return self.root / "estimate_chart.png"
 
+    @property
+    def profile_chart(self) -> Path:
+        """The crops' index profiles per district (drawn by ``geoseg report`` when the run holds
+        :attr:`district_crop_timeseries`)."""
+        return self.root / "profile_chart.png"
+
     def fields(self, fmt: str) -> Path:
         """The field polygons in format ``fmt`` (one of :data:`FIELD_FORMATS`)."""
         return self.root / fields_name(fmt)

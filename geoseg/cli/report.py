@@ -29,8 +29,9 @@ def report(run_dir: Path, max_fields: int, max_px: int, as_json: bool, quiet: bo
     (hectares per crop, districts sorted by total) and report.html (one self-contained page
     that works offline: map of the fields by crop with hover details, sortable district
     table, chart, run summary and stage timings; after `geoseg estimate`, the estimated areas
-    with their 95 % confidence intervals, and estimate_chart.png), and records them in the
-    run's manifest.
+    with their 95 % confidence intervals, and estimate_chart.png; for a run with
+    outputs.features, the crops' growth per district, and profile_chart.png), and records them
+    in the run's manifest.
     `geoseg run` does this itself at the end of a run (workflow key outputs.report).
 
     \b

@@ -12,9 +12,13 @@ Files written in the run directory:
 * ``estimate_chart.png`` - when the run folder holds an estimate with districts (``geoseg
   estimate``): mapped and estimated hectares per crop and district, with 95 % confidence
   intervals;
+* ``profile_chart.png`` - when the run folder holds ``district_crop_timeseries.parquet`` (a run
+  with ``outputs.features``): per district, one line per crop of an index (``ndvi`` when there)
+  over the season, the area-weighted mean with a band of +- one std;
 * ``report.html`` - an interactive map of the fields by crop (hover for details), the
   sortable district table, the chart, the estimated areas of a reference sample (when
-  ``estimate.json`` is there), quicklooks, the manifest summary and stage timings.
+  ``estimate.json`` is there), the crop growth per district (with the profiles), quicklooks,
+  the manifest summary and stage timings.
 """
 
 from __future__ import annotations
@@ -28,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 from geoseg.errors import GeosegError, ReportError
 from geoseg.io.districts import read_districts
 from geoseg.io.raster import RasterInfo, raster_info
-from geoseg.report.chart import crop_pivot, write_district_chart, write_estimate_chart
+from geoseg.report.chart import (
+    CropProfiles,
+    crop_pivot,
+    crop_profiles,
+    write_district_chart,
+    write_estimate_chart,
+    write_profile_chart,
+)
 from geoseg.report.html import SVG_WIDTH, render_report, svg_map, write_html
 from geoseg.report.inputs import MAX_PX, RunData, RunEstimate, load_run, load_run_from, read_fields
 from geoseg.report.quicklook import MAX_OUTLINES, crs_label, write_quicklook
@@ -55,7 +66,9 @@ def write_run_report(
     """Write the quicklooks, the district chart(s) and ``report.html`` of a run; return their paths.
 
     A run folder with an estimate (``estimate.json`` and its tables, from ``geoseg estimate``)
-    gets a section of estimated areas on the page, and with districts the chart of them.
+    gets a section of estimated areas on the page, and with districts the chart of them. A run
+    folder with ``district_crop_timeseries.parquet`` (``outputs.features``) gets the chart of the
+    crops' index profiles per district and its section; one that cannot be read, a note.
 
     Parameters
     ----------
@@ -79,8 +92,8 @@ def write_run_report(
     -------
     dict
         Output keys and paths: ``quicklook_<scene>`` per scene, ``district_chart`` (when the run
-        has a district table), ``estimate_chart`` (when it has an estimate with districts) and
-        ``report_html``.
+        has a district table), ``estimate_chart`` (when it has an estimate with districts),
+        ``profile_chart`` (when it has district crop profiles) and ``report_html``.
 
     Raises
     ------
@@ -106,6 +119,7 @@ def write_run_report(
         say("drawing the chart of estimated areas")
         outputs["estimate_chart"] = str(write_estimate_chart(paths.estimate_chart, est.districts, data.classes,
                                                              level=est.level))
+    profiles = _draw_profiles(paths, data, notes, say, outputs)
     step(total - 1, total)
 
     say("writing report.html")
@@ -118,10 +132,27 @@ def write_run_report(
         quicklooks={k[len(QUICKLOOK_PREFIX):]: Path(v) for k, v in outputs.items() if k.startswith(QUICKLOOK_PREFIX)},
         notes=notes, map_note=map_note, crs_text=f"CRS {crs_label(info.crs)}", estimate=est,
         estimate_chart=Path(outputs["estimate_chart"]) if "estimate_chart" in outputs else None,
+        profiles=profiles, profile_chart=Path(outputs["profile_chart"]) if "profile_chart" in outputs else None,
     )
     outputs["report_html"] = str(write_html(paths.report_html, page))
     step(total, total)
     return outputs
+
+
+def _draw_profiles(paths: RunPaths, data: RunData, notes: list[str], say: Callable[[str], None],
+                   outputs: dict[str, str]) -> CropProfiles | None:
+    """The profile chart of a run with district crop profiles (added to ``outputs``); None without
+    them, or (with a note) when they hold no crop pixel observed on any date."""
+    if data.profiles is None:
+        return None
+    profiles = crop_profiles(data.profiles, data.classes)
+    if profiles is None:
+        notes.append(f"crop growth profiles left out: {paths.district_crop_timeseries.name} holds no pixel of a crop "
+                     f"class observed on any date")
+        return None
+    say("drawing the crop growth profiles")
+    outputs["profile_chart"] = str(write_profile_chart(paths.profile_chart, profiles, data.classes))
+    return profiles
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ import shapely
 
 from geoseg.classes import ClassTable
 from geoseg.io.raster import write_text_atomic
+from geoseg.ops.query import RUN_TABLES
+from geoseg.report.chart import CropProfiles
 from geoseg.report.geom import prepare, rings
 from geoseg.report.inputs import RunEstimate
 from geoseg.rundir import district_areas_name, estimate_table_name
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     import geopandas as gpd
     import pandas as pd
 
-__all__ = ["svg_map", "render_report", "estimate_section", "write_html", "MAX_FIELDS"]
+__all__ = ["svg_map", "render_report", "estimate_section", "profile_section", "write_html", "MAX_FIELDS"]
 
 #: Field polygons loaded by the page at most (the largest by area).
 MAX_FIELDS = 5000
@@ -335,6 +337,36 @@ def estimate_section(est: RunEstimate, classes: ClassTable, chart: Path | None =
     return "".join(out)
 
 
+def profile_section(profiles: CropProfiles, chart: Path | None = None) -> str:
+    """The report's section of the crops' index profiles per district (``id="profile-section"``):
+    which index and districts it shows (and how many districts were left out), ``chart``, a PNG
+    embedded as a data URI, and what the lines are and where their numbers are."""
+    index = escape(profiles.index)
+    shown = ", ".join(profiles.districts)
+    n = len(profiles.districts)
+    summary = f"<b>{index}</b> of each crop over the season in {n} district{'' if n == 1 else 's'}: {escape(shown)}"
+    if profiles.left_out:
+        summary += (f" (the {n} largest by crop area; {profiles.left_out} smaller district"
+                    f"{' is' if profiles.left_out == 1 else 's are'} left out of the chart, not of the tables)")
+    others = [i for i in profiles.indices if i != profiles.index]
+    if others:
+        summary += f". The tables also hold {escape(', '.join(others))}"
+    views = ("district_crop_timeseries", "field_timeseries")
+    out = ['<section id="profile-section"><h2>Crop growth per district</h2>',
+           f'<p id="profile-summary">{summary}.</p>']
+    if chart is not None and chart.exists():
+        out.append(f'<img class="fig" id="profile-chart" alt="{index} per crop and district over the season" '
+                   f'src="{_data_uri(chart)}">')
+    out.append(
+        f'<p class="note">Each line is the area-weighted mean of {index} over the pixels mapped as that crop in the '
+        "district, per date (several scenes pooled by the area each observed); shaded: &plusmn; one standard "
+        f"deviation; the numbers, for every index, are in {escape(RUN_TABLES[views[0]])} (per field: "
+        f"{escape(RUN_TABLES[views[1]])}) and in the SQL views {views[0]} and {views[1]} of "
+        "<code>geoseg query</code>.</p>")
+    out.append("</section>")
+    return "".join(out)
+
+
 def _kv_table(items: list[tuple[str, str]]) -> str:
     return '<table class="kv">' + "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in items) + "</table>"
 
@@ -458,9 +490,12 @@ def render_report(
     crs_text: str,
     estimate: RunEstimate | None = None,
     estimate_chart: Path | None = None,
+    profiles: CropProfiles | None = None,
+    profile_chart: Path | None = None,
 ) -> str:
     """The report page as one HTML string (no external resources); with ``estimate``, its section
-    (:func:`estimate_section`) after the district chart."""
+    (:func:`estimate_section`) after the district chart; with ``profiles``, their section
+    (:func:`profile_section`) after that."""
     m = manifest
     crops_present = {r[1] for r in records}
     legend = "".join(f'<div><i style="background:{c.color}"></i>{escape(c.name)}'
@@ -497,6 +532,8 @@ def render_report(
                    f'<img class="fig" id="chart" alt="crop area per district" src="{_data_uri(chart)}"></section>')
     if estimate is not None:
         out.append(estimate_section(estimate, classes, estimate_chart))
+    if profiles is not None:
+        out.append(profile_section(profiles, profile_chart))
     if quicklooks:
         out.append('<section id="quicklook-section"><h2>Quicklooks</h2>')
         for name, p in quicklooks.items():

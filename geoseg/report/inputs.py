@@ -4,8 +4,9 @@ Everything is located through the run's ``manifest.json``: the outputs it lists 
 fields, district table), the workflow text it recorded (districts path and name field,
 scenes) and the model path (class table fallback). A reference-sample estimate that
 ``geoseg estimate`` wrote into the run folder (``estimate.json`` and its tables) is read by
-:func:`read_estimate`. Rasters are only ever read decimated (:func:`read_decimated`), so
-memory stays bounded on region-sized runs.
+:func:`read_estimate`, the crops' index profiles of a run with ``outputs.features``
+(``district_crop_timeseries.parquet``) by :func:`read_profiles`. Rasters are only ever read
+decimated (:func:`read_decimated`), so memory stays bounded on region-sized runs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from geoseg.io.raster import open_raster, read_mask_classes
 from geoseg.io.vector import read_table, read_vector
 from geoseg.ml.model import read_card
 from geoseg.ops.estimate import AREA_COLUMNS, DISTRICT_COLUMNS, MATRIX_COLUMNS
+from geoseg.ops.features import PROFILE_COLUMNS
 from geoseg.rundir import (
     AREA_FORMATS,
     ESTIMATE_TABLES,
@@ -53,6 +55,7 @@ __all__ = [
     "RunEstimate",
     "load_run",
     "read_estimate",
+    "read_profiles",
     "read_decimated",
     "read_fields",
     "false_colour_bands",
@@ -92,7 +95,8 @@ class RunEstimate:
 @dataclass
 class RunData:
     """Paths and tables of one run, as the report needs them (``estimate``: None when the run
-    folder holds no estimate)."""
+    folder holds no estimate; ``profiles``: the table of ``district_crop_timeseries.parquet``, None
+    when the run folder has none or it cannot be read)."""
 
     run_dir: Path
     manifest: dict[str, Any]
@@ -105,6 +109,7 @@ class RunData:
     areas: "pd.DataFrame | None"
     notes: list[str] = field(default_factory=list)
     estimate: RunEstimate | None = None
+    profiles: pd.DataFrame | None = None
 
     @property
     def outputs(self) -> dict[str, str]:
@@ -168,8 +173,9 @@ def load_run_from(rd: Path, manifest: dict[str, Any]) -> RunData:
     if area_file and area_file.exists():
         areas = read_table(area_file)
     estimate = read_estimate(rd, notes, run_id=manifest.get("run_id"))
+    profiles = read_profiles(rd, notes)
     return RunData(rd, manifest, classes, mask, _scenes(manifest, rd, mask), fields_path, districts, name_field,
-                   areas, notes, estimate)
+                   areas, notes, estimate, profiles)
 
 
 #: The columns each estimate table must have for the report to draw it.
@@ -230,6 +236,37 @@ def read_estimate(run_dir: str | os.PathLike[str], notes: list[str] | None = Non
         notes.append(f"the estimate in {paths.estimate_summary} was made for run {summary.get('run_id')}, not "
                      f"{run_id}: check that its sample was drawn from this run's mask")
     return RunEstimate(summary, tables["areas"], tables["districts"], tables["matrix"])
+
+
+#: The columns of ``district_crop_timeseries.parquet`` the report draws from (``scene``, which a
+#: run adds, and ``crop``, ``observed``, are not needed).
+_PROFILE_NEEDED = tuple(c for c in PROFILE_COLUMNS if c not in ("crop", "observed"))
+
+
+def read_profiles(run_dir: str | os.PathLike[str], notes: list[str] | None = None) -> pd.DataFrame | None:
+    """The index profiles per district, crop and date of a run with ``outputs.features``
+    (``district_crop_timeseries.parquet``, columns :data:`geoseg.ops.features.PROFILE_COLUMNS` after
+    a ``scene`` column), or None.
+
+    None without the file; a file that cannot be read, or lacks a column the report draws from, is
+    told in ``notes`` and gives None too.
+    """
+    path = RunPaths(Path(run_dir)).district_crop_timeseries
+    notes = notes if notes is not None else []
+    if not path.is_file():
+        return None
+    fix = "rerun the workflow with outputs.features (``geoseg run WORKFLOW.yaml`` makes a new run)"
+    try:
+        df = read_table(path)
+    except (GeosegError, OSError, ValueError) as e:
+        why = (str(e).strip().splitlines() or [""])[0]
+        notes.append(f"crop growth profiles left out: {path} cannot be read ({type(e).__name__}: {why}); {fix}")
+        return None
+    missing = [c for c in _PROFILE_NEEDED if c not in df.columns]
+    if missing:
+        notes.append(f"crop growth profiles left out: {path} lacks the columns {missing}; {fix}")
+        return None
+    return df
 
 
 def decimation(shape: tuple[int, int], max_px: int = MAX_PX) -> tuple[int, tuple[int, int]]:

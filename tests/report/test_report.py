@@ -1,9 +1,10 @@
 """Seeing the result: quicklook PNGs, the district chart, report.html (checked in headless Chromium), run summaries.
 
-One small real run (300 x 250 px scene, two districts, a random-weight U-Net) is made once
-through ``geoseg run --json`` and shared by the tests; a second run switches the report off.
-A copy of the first gets a reference sample and an estimate (``geoseg sample`` /
-``geoseg estimate``) and its report's section of estimated areas.
+One small real run (300 x 250 px scene, two districts, a random-weight U-Net, growth features)
+is made once through ``geoseg run --json`` and shared by the tests; a second run switches the
+report off. A copy of the first gets a reference sample and an estimate (``geoseg sample`` /
+``geoseg estimate``) and its report's section of estimated areas; the crops' index profiles per
+district (``district_crop_timeseries.parquet``) get their chart and section.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from PIL import Image
 from geoseg.classes import default_classes
 from geoseg.cli.main import cli
 from geoseg.ops.estimate import estimate_file
+from geoseg.ops.query import query_run
 from geoseg.ops.sample import sample_file
 from geoseg.report import ReportError, RunEstimate, load_run, write_run_report
-from geoseg.report.chart import crop_pivot
-from geoseg.report.html import estimate_section
+from geoseg.report.chart import crop_pivot, crop_profiles, profile_series, write_profile_chart
+from geoseg.report.html import estimate_section, profile_section
 from geoseg.report.inputs import false_colour_bands, read_decimated
 from geoseg.rundir import RunPaths, read_manifest
 
@@ -43,6 +45,8 @@ CLASSES = default_classes()
 RGB = {c.name: c.rgb for c in CLASSES.classes}
 # seed 1 makes a random U-Net that maps this scene to several crop classes (cotton, maize, rice, sugarcane)
 MODEL_SEED = 1
+#: The run's growth features (``outputs.features``): the profiles are drawn for ndvi, the first is gcvi.
+FEATURES = ["gcvi=ratio(NIR,G)", "ndvi"]
 
 
 def _project(root: Path, model_dir: Path, **outputs: object) -> Path:
@@ -63,7 +67,7 @@ def model_dir(tmp_path_factory):  # type: ignore[no-untyped-def]
 def run(tmp_path_factory, model_dir):  # type: ignore[no-untyped-def]
     """A finished run made by ``geoseg run --json``: (summary JSON, run directory)."""
     root = tmp_path_factory.mktemp("proj")
-    wf = _project(root, model_dir)
+    wf = _project(root, model_dir, features=FEATURES)
     out = CliRunner().invoke(cli, ["run", str(wf), "--json"])
     assert out.exit_code == 0, out.output
     summary = json.loads(out.stdout)
@@ -297,7 +301,8 @@ def test_report_command_rebuilds_a_run(run, tmp_path):  # type: ignore[no-untype
     assert out.exit_code == 0, out.output
     written = json.loads(out.stdout)
     assert written == {"quicklook_scene": str(rd / "quicklook_scene.png"),
-                       "district_chart": str(rd / "district_chart.png"), "report_html": str(rd / "report.html")}
+                       "district_chart": str(rd / "district_chart.png"),
+                       "profile_chart": str(rd / "profile_chart.png"), "report_html": str(rd / "report.html")}
     assert all(Path(p).stat().st_size > 1000 for p in written.values())
     assert read_manifest(rd)["outputs"]["report_html"] == "report.html"  # relative to the run folder
     bad = runner.invoke(cli, ["report", str(tmp_path)])
@@ -351,7 +356,8 @@ def test_report_shows_the_estimated_areas_of_the_csv(estimated):  # type: ignore
     page = _parse(text)
     _assert_self_contained(text, page)
     sec = _section(text)
-    assert text.index('id="chart-section"') < text.index('id="estimate-section"') < text.index('id="manifest-section"')
+    assert (text.index('id="chart-section"') < text.index('id="estimate-section"') < text.index('id="profile-section"')
+            < text.index('id="manifest-section"'))
     assert "<h2>Estimated areas (reference sample)</h2>" in sec
     summary = json.loads((rd / "estimate.json").read_text())
     lo, hi = summary["overall_ci"]
@@ -405,7 +411,7 @@ def test_report_shows_the_estimated_areas_of_the_csv(estimated):  # type: ignore
 def test_the_estimate_chart_is_written(estimated):  # type: ignore[no-untyped-def]
     rd, outputs = estimated
     assert outputs["estimate_chart"] == str(RunPaths(rd).estimate_chart) == str(rd / "estimate_chart.png")
-    assert list(outputs) == ["quicklook_scene", "district_chart", "estimate_chart", "report_html"]
+    assert list(outputs) == ["quicklook_scene", "district_chart", "estimate_chart", "profile_chart", "report_html"]
     img = _pixels(rd / "estimate_chart.png")
     h, w = img.shape[:2]
     assert 800 <= w <= 2000 and 200 <= h <= 1500, (w, h)
@@ -461,6 +467,170 @@ def test_the_estimate_section_escapes_names_and_works_without_districts():  # ty
     plain = _plain(sec)
     assert "Overall accuracy 85.0 % (95 % CI 80.0 – 90.0 %); from 20 of the design's 22 points labelled" in plain
     assert "Per district" not in sec and "estimate-chart" not in sec
+
+
+# ------------------------------------------------------------------ crop growth per district (outputs.features)
+
+
+def _profile_section(text: str) -> str:
+    m = re.search(r'<section id="profile-section">.*?</section>', text, re.DOTALL)
+    assert m, "no profile section"
+    return m.group(0)
+
+
+def _weighted(table: pd.DataFrame, index: str) -> pd.DataFrame:
+    """The test's own (district, crop, date) -> area-weighted mean of ``index`` over the scenes' rows."""
+    crops = {c.id: c.name for c in CLASSES.classes if c.crop}
+    t = table[(table["index"] == index) & table.class_id.isin(list(crops)) & (table.observed_ha > 0)
+              & table["mean"].notna()]
+    t = t.assign(crop=t.class_id.map(crops), wm=t["mean"] * t.observed_ha)
+    g = t.groupby(["district", "crop", "date"]).agg(wm=("wm", "sum"), w=("observed_ha", "sum"))
+    return (g.wm / g.w).rename("mean")
+
+
+def test_a_run_with_features_gets_the_profile_chart_and_section(run):  # type: ignore[no-untyped-def]
+    _, rd = run
+    outputs = read_manifest(rd)["outputs"]
+    assert outputs["profile_chart"] == "profile_chart.png" and outputs["district_crop_timeseries"]
+    assert RunPaths(rd).profile_chart == rd / "profile_chart.png"
+    img = _pixels(rd / "profile_chart.png")
+    h, w = img.shape[:2]
+    assert 800 <= w <= 2000 and 300 <= h <= 1500, (w, h)
+    table = pd.read_parquet(RunPaths(rd).district_crop_timeseries)
+    assert set(table["index"]) == {"gcvi", "ndvi"} and set(table.district) == {"West", "East"}
+    series = _weighted(table, "ndvi")
+    drawn = sorted(set(series.index.get_level_values("crop")))
+    assert len(drawn) >= 2
+    for crop in drawn:  # each crop's line in its class colour
+        assert _count(img, RGB[crop]) > 10, f"{crop} line missing from the profile chart"
+    for crop in {c.name for c in CLASSES.classes if c.crop} - set(drawn):
+        assert _count(img, RGB[crop]) == 0, crop
+    text = (rd / "report.html").read_text(encoding="utf-8")
+    _assert_self_contained(text, _parse(text))
+    sec = _profile_section(text)
+    assert (text.index('id="chart-section"') < text.index('id="profile-section"')
+            < text.index('id="quicklook-section"'))  # no estimate in this run: after the district chart
+    assert "<h2>Crop growth per district</h2>" in sec
+    plain = _plain(sec)
+    # ndvi is drawn though gcvi comes first; the districts, largest crop area first
+    areas = pd.read_csv(rd / "district_areas.csv")
+    crop_ha = areas[areas.class_id.isin([c.id for c in CLASSES.classes if c.crop])].groupby("district").area_ha.sum()
+    order = crop_ha.sort_values(ascending=False).index.tolist()
+    assert f"ndvi of each crop over the season in 2 districts: {order[0]}, {order[1]}. The tables also hold gcvi." \
+        in plain
+    for words in ("area-weighted mean of ndvi over the pixels mapped as that crop in the district, per date",
+                  "shaded: ± one standard deviation", "district_crop_timeseries.parquet", "field_timeseries.parquet",
+                  "SQL views district_crop_timeseries and field_timeseries of geoseg query"):
+        assert words in plain, words
+    assert "left out" not in plain
+    m = re.search(r'<img class="fig" id="profile-chart" [^>]*src="data:image/png;base64,([^"]+)"', sec)
+    assert m and base64.b64decode(m.group(1)) == (rd / "profile_chart.png").read_bytes()
+    # the views the page names exist in the run
+    q = query_run(rd, "SELECT count(DISTINCT district) AS n FROM district_crop_timeseries")
+    assert int(q.n[0]) == 2
+
+
+def test_the_plotted_series_is_the_area_weighted_mean_over_scenes(run):  # type: ignore[no-untyped-def]
+    _, rd = run
+    table = pd.read_parquet(RunPaths(rd).district_crop_timeseries)
+    got = profile_series(table, CLASSES, "ndvi")
+    assert set(got.crop) <= {c.name for c in CLASSES.classes if c.crop}
+    want = _weighted(table, "ndvi")
+    got = got.dropna(subset=["mean"]).set_index(["district", "crop", "date"])["mean"]
+    assert len(want) >= 4
+    pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False, rtol=1e-12)
+    # two scenes over the same districts, two dates, a class that is no crop, another index, a date nobody saw
+    rng = np.random.default_rng(3)
+    rows = []
+    for scene in ("a", "b"):
+        for district in ("North", "South"):
+            for cid, crop in ((0, "background"), (1, "rice"), (3, "sugarcane")):
+                for date in ("2024-06-01", "2024-07-01", "2024-08-01"):
+                    for index in ("ndvi", "evi"):
+                        obs = 0.0 if date == "2024-08-01" else float(rng.uniform(0.5, 20))
+                        rows.append((scene, district, cid, crop, date, index,
+                                     float(rng.uniform(0.1, 0.9)) if obs else np.nan, float(rng.uniform(0, 0.1)),
+                                     obs, 30.0, obs / 30.0))
+    synth = pd.DataFrame(rows, columns=["scene", "district", "class_id", "crop", "date", "index", "mean", "std",
+                                        "observed_ha", "area_ha", "observed"])
+    got = profile_series(synth, CLASSES, "evi")
+    assert set(got.crop) == {"rice", "sugarcane"} and len(got) == 2 * 2 * 3
+    assert got[got.date == "2024-08-01"]["mean"].isna().all()  # not observed: a gap in the line
+    pd.testing.assert_series_equal(got.dropna(subset=["mean"]).set_index(["district", "crop", "date"])["mean"],
+                                   _weighted(synth, "evi").sort_index(), check_names=False, rtol=1e-12)
+    # the std pools the scenes' pixels: sqrt of the weighted mean of std^2 + mean^2, less the mean^2
+    one = synth[(synth["index"] == "evi") & (synth.district == "North") & (synth.class_id == 1)
+                & (synth.date == "2024-06-01")]
+    w = one.observed_ha / one.observed_ha.sum()
+    mu = float((w * one["mean"]).sum())
+    sd = float(np.sqrt((w * (one["std"] ** 2 + one["mean"] ** 2)).sum() - mu**2))
+    row = got[(got.district == "North") & (got.crop == "rice") & (got.date == "2024-06-01")].iloc[0]
+    assert row["mean"] == pytest.approx(mu, rel=1e-12) and row["std"] == pytest.approx(sd, rel=1e-9)
+    assert sd > max(one["std"])  # the scenes' means differ: the pooled spread is wider than each
+
+
+def test_the_profile_chart_shows_the_largest_districts_and_escapes_names(tmp_path):  # type: ignore[no-untyped-def]
+    rows = []
+    for k in range(15):
+        for cid, crop in ((1, "rice"), (4, "cotton")):
+            for date in ("2024-06-01", "2024-07-15", "2024-09-01"):
+                rows.append((f"D{k:02d}", cid, crop, date, "evi", 0.1 * cid + 0.01 * k + 0.1 * (date > "2024-07"), 0.05,
+                             5.0, 10.0 + k, 0.5))
+    rows.append(("<b>$x$ & co</b>", 1, "rice", "2024-06-01", "evi", 0.5, 0.1, 2.0, 500.0, 0.004))
+    t = pd.DataFrame(rows, columns=["district", "class_id", "crop", "date", "index", "mean", "std", "observed_ha",
+                                    "area_ha", "observed"])
+    p = crop_profiles(t, CLASSES)
+    assert p is not None and p.index == "evi" and p.n_districts == 16 and p.left_out == 4
+    assert p.districts == ("<b>$x$ & co</b>", *(f"D{k:02d}" for k in range(14, 3, -1)))  # largest crop area first
+    assert set(p.series.district) == set(p.districts)
+    png = write_profile_chart(tmp_path / "profile_chart.png", p, CLASSES)
+    img = _pixels(png)
+    assert img.shape[1] >= 1000 and _count(img, RGB["rice"]) > 10 and _count(img, RGB["cotton"]) > 10
+    assert not [f.name for f in tmp_path.iterdir() if f.name != "profile_chart.png"]  # written atomically
+    sec = profile_section(p, png)
+    assert "<b>$x" not in sec and "&lt;b&gt;$x$ &amp; co&lt;/b&gt;" in sec
+    plain = _plain(sec)
+    assert "evi of each crop over the season in 12 districts: <b>$x$ & co</b>, D14, D13" in plain
+    assert "(the 12 largest by crop area; 4 smaller districts are left out of the chart, not of the tables)" in plain
+    # nothing observed: no profiles
+    assert crop_profiles(t.assign(observed_ha=0.0), CLASSES) is None
+    assert crop_profiles(t.assign(class_id=0), CLASSES) is None  # background only: no crop
+
+
+def test_no_profile_section_without_the_file_and_a_note_for_a_damaged_one(run, tmp_path):  # type: ignore[no-untyped-def]
+    _, rd = run
+    copy = tmp_path / rd.name
+    shutil.copytree(rd, copy)
+    paths = RunPaths(copy)
+    # without the file: no chart, no section, no note
+    paths.district_crop_timeseries.unlink()
+    paths.profile_chart.unlink()
+    m = read_manifest(copy)
+    m["outputs"].pop("district_crop_timeseries")
+    m["outputs"].pop("profile_chart")
+    (copy / "manifest.json").write_text(json.dumps(m))
+    data = load_run(copy)
+    assert data.profiles is None and data.notes == []
+    outputs = write_run_report(copy)
+    assert "profile_chart" not in outputs and not paths.profile_chart.exists()
+    text = (copy / "report.html").read_text(encoding="utf-8")
+    assert 'id="profile-section"' not in text and "Crop growth" not in text and "crop growth" not in text
+    # a damaged file: a note says why, and still no section
+    paths.district_crop_timeseries.write_bytes(b"PAR1 not really parquet")
+    data = load_run(copy)
+    assert data.profiles is None
+    assert len(data.notes) == 1 and data.notes[0].startswith(
+        f"crop growth profiles left out: {paths.district_crop_timeseries} cannot be read")
+    outputs = write_run_report(copy)
+    assert "profile_chart" not in outputs and not paths.profile_chart.exists()
+    text = (copy / "report.html").read_text(encoding="utf-8")
+    assert 'id="profile-section"' not in text
+    notes = re.search(r'<section id="notes-section">.*?</section>', text, re.DOTALL)
+    assert notes and "crop growth profiles left out: " in _plain(notes.group(0))
+    # a table without the columns the chart draws from
+    pd.DataFrame({"district": ["West"], "date": ["2024-06-15"]}).to_parquet(paths.district_crop_timeseries)
+    data = load_run(copy)
+    assert data.profiles is None and "lacks the columns ['class_id', 'index', 'mean'" in data.notes[0]
 
 
 # ------------------------------------------------------------------ in a real browser
