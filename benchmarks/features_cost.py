@@ -8,10 +8,12 @@ On synthetic regions of ``--size`` and 4 x that side (16 x the area; ``geoseg be
     threads - what any tool pays to look at the pixels;
 ``features``
     ``geoseg.ops.features.field_timeseries`` with the default indices (NDVI, EVI, NDWI): every
-    field's mean, median, std, p10, p90 and observed share per date, and its phenology.
+    field's mean, median, std, p10, p90 and observed share per date, and its phenology;
+``moments``
+    the same pass with the weighted quantiles (p10, median, p90) left out - where the time goes.
 
-Printed: seconds and peak RSS of each, the ratio features / decode at each size, and the peak
-RSS ratio 16x / 1x of the features.
+Printed: seconds (best of ``--repeats``) and peak RSS (VmHWM) of each, the ratios to decode at
+each size, and the peak RSS ratio 16x / 1x of the features.
 
 Run::
 
@@ -29,7 +31,7 @@ from pathlib import Path
 from geoseg.synth import synthesize
 
 _CHILD = r'''
-import json, os, resource, sys, time
+import json, os, sys, time
 from concurrent.futures import ThreadPoolExecutor
 import rasterio
 from rasterio.windows import Window
@@ -47,11 +49,16 @@ if what == "decode":
     rows = 0
 else:
     from geoseg.ops.features import field_timeseries
+    if what == "moments":  # where the time goes: the same pass with the quantiles left out
+        import numpy as np
+        import geoseg.core.zonal as zl
+        zl._quantiles = lambda z, v, w, n, qs: [np.full(n, np.nan) for _ in qs]
     long, wide, _ = field_timeseries(scene, fields)
     rows = len(long)
 seconds = time.perf_counter() - t
-print(json.dumps({"seconds": seconds, "rows": rows,
-                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: the latter survives fork + exec, so a child would report its parent's peak
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"seconds": seconds, "rows": rows, "peak_mib": peak / 1024}))
 '''
 
 
@@ -79,14 +86,17 @@ def main(argv: list[str] | None = None) -> int:
         if not (folder / "fields.gpkg").exists():
             synthesize(folder, height=side, width=side, seed=0, cloud_fraction=0.0)
         regions[key] = folder
-    print("| region | decode s | features s | features / decode | decode peak MiB | features peak MiB | rows |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| region | decode s | features s | features / decode | moments only s | moments / decode "
+          "| decode peak MiB | features peak MiB | fields x dates x indices |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     peaks = {}
     for key, folder in regions.items():
         d = _measure("decode", folder, args.repeats)
         f = _measure("features", folder, args.repeats)
+        m = _measure("moments", folder, args.repeats)
         peaks[key] = f["peak_mib"]
-        print(f"| {key} | {d['seconds']:.2f} | {f['seconds']:.2f} | {f['seconds'] / d['seconds']:.2f} | "
+        print(f"| {key} | {d['seconds']:.2f} | {f['seconds']:.2f} | {f['seconds'] / d['seconds']:.1f} | "
+              f"{m['seconds']:.2f} | {m['seconds'] / d['seconds']:.1f} | "
               f"{d['peak_mib']:.0f} | {f['peak_mib']:.0f} | {f['rows']:,} |")
     print(f"features peak RSS 16x / 1x: {peaks['16x'] / peaks['1x']:.2f}")
     return 0

@@ -213,19 +213,48 @@ def zone_stats(zone: np.ndarray, values: np.ndarray, weight: np.ndarray, n_zones
     return out
 
 
+def _zone_order(z: np.ndarray, v: np.ndarray, n_zones: int) -> np.ndarray:
+    """An order of the pieces by zone, then value (equal values in any order): one fast unstable
+    sort by value, then a stable sort by zone (a radix sort while zones fit 16 bits)."""
+    by_value = np.argsort(v)
+    zk = z[by_value]
+    if n_zones <= 1 << 16:
+        zk = zk.astype(np.uint16)
+    return by_value[np.argsort(zk, kind="stable")]
+
+
 def _quantiles(z: np.ndarray, v: np.ndarray, w: np.ndarray, n_zones: int, qs: Sequence[float]) -> list[np.ndarray]:
     """Each zone's weighted type-7 quantiles ``qs`` (see the module notes), one sort for all; NaN for a
-    zone without pieces."""
-    # equal values are ordered by weight too, so that the result does not hang on the pieces' order
-    order = np.lexsort((w, v, z))
+    zone without pieces.
+
+    Equal values are taken in order of weight. Within a run of equal values only the run's first
+    and last positions can bound an interpolation to another value, so their ``s`` are computed
+    with the run's smallest and largest weight (what that order puts there) and the positions
+    between take the first one's ``s``: the result does not depend on the order the sort left
+    the run in."""
+    order = _zone_order(z, v, n_zones)
     zs, vs, ws = z[order], v[order], w[order]
     start = np.searchsorted(zs, np.arange(n_zones), side="left")
     stop = np.searchsorted(zs, np.arange(n_zones), side="right")
+    npc = len(zs)
     n = (stop - start)[zs]  # pieces in each piece's zone
-    k = np.arange(len(zs)) - start[zs]  # 0-based rank within the zone
+    k = np.arange(npc) - start[zs]  # 0-based rank within the zone
     cum = np.cumsum(ws)
-    before = cum - ws - np.where(start > 0, cum[np.maximum(start - 1, 0)], 0.0)[zs]  # weight of the lower ranks
-    s = k * ws + (n - 1) * before
+    zone_before = np.where(start > 0, cum[np.maximum(start - 1, 0)], 0.0)[zs]
+    # runs of equal values within a zone
+    first = np.ones(npc, bool)
+    first[1:] = (zs[1:] != zs[:-1]) | (vs[1:] != vs[:-1])
+    run_start = np.flatnonzero(first)
+    run_stop = np.append(run_start[1:], npc) - 1  # inclusive
+    w_min = np.minimum.reduceat(ws, run_start)
+    w_max = np.maximum.reduceat(ws, run_start)
+    before_run = cum[run_start] - ws[run_start] - zone_before[run_start]  # weight of the lower values
+    through_run = cum[run_stop] - zone_before[run_stop]
+    n_run = n[run_start]
+    s_first = k[run_start] * w_min + (n_run - 1) * before_run
+    s_last = k[run_stop] * w_max + (n_run - 1) * (through_run - w_max)
+    s = np.repeat(s_first, np.diff(np.append(run_start, npc)))
+    s[run_stop] = s_last
     last = stop - 1
     has = stop > start
     s_n = np.where(has, s[np.maximum(last, 0)], 0.0)

@@ -158,25 +158,25 @@ def read_stack_bands(stack: str | os.PathLike[str], indices: Sequence[str | Inde
 
 def _read_values(ds: Any, sb: StackBands, window: Window) -> np.ndarray:
     """(dates x indices, h, w) index values of a window (NaN where not observed)."""
-    c = sb.layout.n_bands
-    refl: dict[tuple[int, int], np.ndarray] = {}
-    for t in range(sb.layout.n_dates):
-        for p in sb.used:
-            band = t * c + p
-            a = ds.read(band + 1, window=rio_window(window), masked=True)
-            arr = np.ma.getdata(a).astype(np.float64)
-            arr[np.ma.getmaskarray(a) | ~np.isfinite(arr)] = np.nan
-            refl[t, p] = arr * sb.scale[band] + sb.offset[band]
-    # a date counts where every band it holds that an index reads has data
-    out = np.empty((sb.layout.n_dates * len(sb.specs), window.height, window.width))
-    for t in range(sb.layout.n_dates):
-        seen = np.all([~np.isnan(refl[t, p]) for p in sb.used], axis=0)
+    c, n_t, used = sb.layout.n_bands, sb.layout.n_dates, sb.used
+    bands = [t * c + p for t in range(n_t) for p in used]
+    a = ds.read([b + 1 for b in bands], window=rio_window(window), masked=True)
+    refl = np.ma.getdata(a).astype(np.float64)
+    refl *= np.asarray([sb.scale[b] for b in bands])[:, None, None]
+    refl += np.asarray([sb.offset[b] for b in bands])[:, None, None]
+    refl[np.ma.getmaskarray(a) | ~np.isfinite(refl)] = np.nan
+    refl = refl.reshape(n_t, len(used), window.height, window.width)
+    slot = {p: i for i, p in enumerate(used)}
+    out = np.empty((n_t * len(sb.specs), window.height, window.width))
+    for t in range(n_t):
+        # a date counts where every band it holds that an index reads has data
+        unseen = np.isnan(refl[t]).any(axis=0)
         for i, (spec, pos, raw) in enumerate(zip(sb.specs, sb.positions, sb.raw, strict=True)):
             if raw:
-                v = refl[t, pos[0]].copy()
+                v = refl[t, slot[pos[0]]].copy()
             else:
-                v = index_values(spec, {b: refl[t, p] for b, p in zip(spec.bands, pos, strict=True)})
-            v[~seen] = np.nan
+                v = index_values(spec, {b: refl[t, slot[p]] for b, p in zip(spec.bands, pos, strict=True)})
+            v[unseen] = np.nan
             out[t * len(sb.specs) + i] = v
     return out
 
