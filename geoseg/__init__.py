@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from geoseg.ops.features import field_timeseries
     from geoseg.ops.field_scores import field_scores
     from geoseg.ops.parcels import parcel_crops_file
-    from geoseg.ops.polygonize import polygonize_file
+    from geoseg.ops.polygonize import polygonize_dataset, polygonize_file
     from geoseg.ops.predict import predict_scene
     from geoseg.ops.query import query_run
     from geoseg.ops.sample import sample_file
@@ -63,6 +63,7 @@ _LAZY = {
     "composite_season": "geoseg.ops.composite",
     "predict_scene": "geoseg.ops.predict",
     "polygonize_file": "geoseg.ops.polygonize",
+    "polygonize_dataset": "geoseg.ops.polygonize",
     "parcel_crops_file": "geoseg.ops.parcels",
     "district_areas_file": "geoseg.ops.areas",
     "field_scores": "geoseg.ops.field_scores",
@@ -100,6 +101,7 @@ __all__ = [
     "composite_season",
     "predict_scene",
     "polygonize_file",
+    "polygonize_dataset",
     "parcel_crops_file",
     "district_areas_file",
     "sample_file",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from functools import partial
 from pathlib import Path
 
 import click
@@ -16,7 +17,7 @@ from geoseg.errors import DistrictWarning
 from geoseg.io.paths import STDOUT, DatasetPath
 from geoseg.io.vector import vector_driver
 from geoseg.ops.parcels import parcel_crops_file
-from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
+from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_dataset, polygonize_file
 
 
 @click.command("polygonize")
@@ -59,6 +60,10 @@ from geoseg.ops.polygonize import DEFAULT_BLOCK, polygonize_file
 @click.option("--observed", metavar="DATE",
               help="When the imagery was taken (its last date, e.g. 2024-10-31): fiboa's determination:datetime. "
                    "[default: unknown, left empty]")
+@click.option("--dataset", is_flag=True,
+              help="Write a GeoParquet dataset: --out becomes a folder with one file per block, written where the "
+                   "block is traced, and one of the fields merged across block seams (for masks with more fields "
+                   "than this machine should hold; read it as one table with geopandas or DuckDB).")
 @overwrite_option
 @json_option(help="Print one JSON object (output, format, fields, hectares per crop, sieve) instead of the summary "
                   "lines.")
@@ -68,7 +73,7 @@ def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: f
                max_area_ha: float | None,
                parcels: DatasetPath | None, parcel_id: str | None, districts: DatasetPath | None, name_field: str | None,
                simplify_m: float | None, block: int | None, run_id: str | None, observed: str | None,
-               overwrite: bool, as_json: bool) -> None:
+               dataset: bool, overwrite: bool, as_json: bool) -> None:
     """Turn the class raster MASK into one polygon per field, block by block in parallel.
 
     Specks smaller than --min-area-ha are merged into their neighbours first; nodata never
@@ -90,6 +95,7 @@ def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: f
         geoseg polygonize mask.tif --confidence confidence.tif --max-area-ha 10 --out fields.gpkg
         geoseg polygonize mask.tif --confidence confidence.tif --parcels lpis.gpkg --parcel-id parcel_no \\
             --out parcel_crops.gpkg
+        geoseg polygonize state_mask.tif --confidence confidence.tif --dataset --out fields.parquet
     """
     if districts is not None and not name_field:
         raise click.UsageError("--districts needs --name-field (the attribute that names a district)")
@@ -107,12 +113,16 @@ def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: f
         return
     if parcel_id is not None:
         raise click.UsageError("--parcel-id names the attribute of --parcels; give --parcels too")
+    if dataset and (to_stdout or driver not in (None, "parquet")):
+        raise click.UsageError("--dataset writes a folder of GeoParquet files; give a folder --out (e.g. "
+                               "fields.parquet), not standard output or another --format")
     excl: tuple[str, ...] | None = () if all_classes else (tuple(exclude) if exclude else None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DistrictWarning)
         with progress_bar("blocks") as advance:
-            res = polygonize_file(
-                mask, out, driver=driver, nodata=nodata, classes=classes,
+            write = polygonize_dataset if dataset else partial(polygonize_file, driver=driver)
+            res = write(
+                mask, out, nodata=nodata, classes=classes,
                 min_area_ha=DEFAULT_MIN_AREA_HA if min_area_ha is None else min_area_ha, exclude=excl,
                 confidence=confidence, districts=districts, name_field=name_field, simplify_m=simplify_m,
                 block=DEFAULT_BLOCK if block is None else block, run_id=run_id, observed=observed,
@@ -122,7 +132,8 @@ def polygonize(mask: DatasetPath, out: Path | str, driver: str | None, nodata: f
     for w in caught:
         click.echo(f"Warning: {w.message}", err=True)
     if as_json:
-        click.echo(json.dumps({"output": str(res.path), "format": vector_driver(res.path, driver)[0],
+        fmt = "Parquet dataset" if dataset else vector_driver(res.path, driver)[0]
+        click.echo(json.dumps({"output": str(res.path), "format": fmt,
                                "fields": res.fields, "hectares": {k: round(v, 4) for k, v in res.hectares.items()},
                                "min_area_pixels": res.min_area_pixels}, indent=2))
         return

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,11 +45,12 @@ from geoseg.core.sieve import DEFAULT_MIN_AREA_HA, DEFAULT_SIEVE_PASSES, min_are
 from geoseg.core.trace import Fields, vectorize_block
 from geoseg.errors import PolygonizeError, portable_errors
 from geoseg.io.districts import Districts, read_districts
-from geoseg.io.fiboa import DETERMINATION_METHOD, code_list_id, determination_column
+from geoseg.io.fiboa import DETERMINATION_METHOD, code_list_id, determination_column, fiboa_table
 from geoseg.io.paths import STDOUT, check_overwrite
 from geoseg.io.raster import (
     BlockReader,
     RasterInfo,
+    atomic_path,
     band_by_name,
     check_outputs,
     check_same_grid,
@@ -71,7 +73,10 @@ __all__ = [
     "polygonize_raster",
     "resolve_separation",
     "polygonize_file",
+    "polygonize_dataset",
+    "FieldDataset",
     "PolygonizeResult",
+    "SEAM_PART",
 ]
 
 log = logging.getLogger(__name__)
@@ -368,23 +373,257 @@ def polygonize_raster(
     results = runner.map(_run_block, jobs, progress)
     # the seams: pieces of one field in several blocks merged
     fields = _merge_blocks(grid, results, areas, conf_path is not None, runner.workers)
-    _check_classes(fields, table, src)
-    fields = _area_filter(fields, min_px if boundary_band is not None else 1, max_area_ha)
-    # the attributes
-    gdf = _to_frame(fields, info, table, simplify_m, max_area_change)
     if boundary_band is not None:
         log.info("%s: fields separated on the boundary band %d of %s", src, boundary_band, conf_path)
-    if dist is not None:
-        gdf["district"] = _district_names(gdf, dist)
-    gdf = _fiboa_columns(gdf, table, observed_at, f"geoseg: traced from the class mask {Path(src).name}"
-                         + (f" (model {model_id})" if model_id else ""))
-    if run_id is not None:
-        gdf["run_id"] = str(run_id)
-    if model_id is not None:
-        gdf["model_id"] = str(model_id)
-    gdf["collection"] = str(run_id) if run_id else "geoseg"
-    gdf.attrs["min_area_pixels"] = min_px
+    return _finish(fields, _attrs(info, table, min_px, boundary_band, max_area_ha, simplify_m, max_area_change,
+                                  dist, observed_at, run_id, model_id))
+
+
+@dataclass(frozen=True)
+class _Attrs:
+    """What turns merged field pieces into output rows: the same on the client (seam fields) and
+    on the workers (fields inside one block, :func:`polygonize_dataset`)."""
+
+    info: RasterInfo
+    table: ClassTable | None
+    min_px: int  # the sieve's threshold
+    keep_px: int  # the area filter's (min_px for separated fields, else 1)
+    max_area_ha: float | None
+    simplify_m: float | None
+    max_area_change: float
+    districts: Districts | None
+    observed: Any
+    details: str
+    run_id: str | None
+    model_id: str | None
+    #: Without a class table, the class values the code list names (None: those of the fields at hand).
+    code_ids: tuple[int, ...] | None = None
+
+
+def _attrs(info: RasterInfo, table: ClassTable | None, min_px: int, boundary_band: int | None,
+           max_area_ha: float | None, simplify_m: float | None, max_area_change: float, dist: Districts | None,
+           observed: Any, run_id: str | None, model_id: str | None,
+           code_ids: tuple[int, ...] | None = None) -> _Attrs:
+    details = f"geoseg: traced from the class mask {Path(info.path).name}" + (f" (model {model_id})" if model_id else "")
+    return _Attrs(info, table, min_px, min_px if boundary_band is not None else 1, max_area_ha, simplify_m,
+                  max_area_change, dist, observed, details, run_id, model_id, code_ids)
+
+
+def _finish(fields: Fields, a: _Attrs) -> "gpd.GeoDataFrame":
+    """The output rows of merged fields: class check, area filter, attributes, fiboa columns."""
+    _check_classes(fields, a.table, a.info.path)
+    fields = _area_filter(fields, a.keep_px, a.max_area_ha)
+    gdf = _to_frame(fields, a.info, a.table, a.simplify_m, a.max_area_change)
+    if a.districts is not None:
+        gdf["district"] = _district_names(gdf, a.districts)
+    gdf = _fiboa_columns(gdf, a.table, a.observed, a.details, a.code_ids)
+    if a.run_id is not None:
+        gdf["run_id"] = str(a.run_id)
+    if a.model_id is not None:
+        gdf["model_id"] = str(a.model_id)
+    gdf["collection"] = str(a.run_id) if a.run_id else "geoseg"
+    gdf.attrs["min_area_pixels"] = a.min_px
     return gdf
+
+
+# --------------------------------------------------------------------------------------
+# fields written where they are made: a GeoParquet dataset, one part per block
+#: The part of a dataset that holds the fields merged across block seams.
+SEAM_PART = "part-seams.parquet"
+
+
+@dataclass(frozen=True)
+class _PartJob:
+    block: _BlockJob
+    index: tuple[int, int]  # the block's (row, col) in the block grid
+    grid_shape: tuple[int, int]
+    attrs: _Attrs
+    folder: str  # the dataset's staging folder
+
+    def __dask_tokenize__(self) -> Any:
+        return ("polygonize-part", self.block.__dask_tokenize__(), self.index, self.folder)
+
+
+@portable_errors
+def _run_part(job: _PartJob) -> tuple[Fields, Edges, dict[int, tuple[int, float]]]:
+    """One block: its fields that reach no seam finished and written as the block's part of the
+    dataset; the pieces that reach a seam (re-numbered, with their edges) returned for the merge,
+    with ``{class_id: (fields, hectares)}`` of what was written."""
+    fields, edges = _run_block(job.block)
+    fields = _exact_areas(fields, job.block.areas)
+    (i, j), (rows, cols) = job.index, job.grid_shape
+    reach = np.zeros(len(fields) + 1, bool)
+    for side, open_ in (("top", i > 0), ("bottom", i < rows - 1), ("left", j > 0), ("right", j < cols - 1)):
+        if open_:
+            reach[edges[side]] = True
+    reach = reach[1:]
+    seam = np.flatnonzero(reach)
+    renumber = np.zeros(len(fields) + 1, np.int64)
+    renumber[seam + 1] = np.arange(1, len(seam) + 1)
+    edges = {k: (renumber[v] if k in ("top", "bottom", "left", "right") else v) for k, v in edges.items()}
+    gdf = _finish(fields.take(np.flatnonzero(~reach)), job.attrs)
+    _write_part(gdf, Path(job.folder) / f"part-{i:05d}-{j:05d}.parquet")
+    return fields.take(seam), edges, _tally(gdf)
+
+
+def _tally(gdf: "gpd.GeoDataFrame") -> dict[int, tuple[int, float]]:
+    if not len(gdf):
+        return {}
+    g = gdf.groupby("class_id")["area_ha"].agg(["size", "sum"])
+    return {int(c): (int(r["size"]), float(r["sum"])) for c, r in g.iterrows()}
+
+
+def _write_part(gdf: "gpd.GeoDataFrame", path: Path) -> None:
+    """One part of the dataset (none for no fields: an empty part's text columns would have no type)."""
+    if not len(gdf):
+        return
+    import pyarrow.parquet as pq
+
+    tmp = atomic_path(path)
+    try:
+        pq.write_table(fiboa_table(gdf), tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class FieldDataset:
+    """What :func:`polygonize_dataset` wrote: the folder, its field count and hectares per class."""
+
+    path: Path
+    fields: int
+    parts: int
+    hectares: dict[str, float]
+    min_area_pixels: int
+
+    def lines(self) -> list[str]:
+        first = PolygonizeResult(self.path, self.fields, self.hectares, self.min_area_pixels).lines()
+        return [first[0] + f", in {self.parts} GeoParquet files", *first[1:]]
+
+
+def polygonize_dataset(mask_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                       overwrite: bool = True, **kwargs: Any) -> FieldDataset:
+    """:func:`polygonize_raster`'s fields written where they are made: a GeoParquet dataset.
+
+    ``out`` becomes a folder of GeoParquet files (fiboa's columns, bbox covering column): each
+    block's fields that reach none of its seams are finished and written by the worker that
+    traced them (``part-<row>-<col>.parquet``); only the pieces that reach a seam travel back,
+    are merged and written last (:data:`SEAM_PART`). This process holds the seam pieces, never
+    the whole field set, so its memory does not grow with the number of fields. Read as one
+    table (``geopandas.read_parquet(out)``, DuckDB's ``read_parquet('out/*.parquet')``), sorted
+    by ``field_id``, the dataset equals :func:`polygonize_raster`'s result. The folder is
+    written under a temporary name and renamed when complete.
+
+    Keyword arguments are :func:`polygonize_raster`'s, but for ``simplify_m``: coverage
+    simplification needs every field's neighbours at once.
+
+    Raises
+    ------
+    PolygonizeError
+        As :func:`polygonize_raster`; ``simplify_m`` given; ``out`` exists and ``overwrite`` is False.
+    """
+    kw = dict(kwargs)
+    if kw.pop("simplify_m", None):
+        raise PolygonizeError(f"{out}: simplify_m cannot be used when fields are written block by block (a "
+                              f"dataset); simplify a single file instead (geoseg polygonize --simplify)")
+    src = str(mask_path)
+    target = Path(out)
+    check_outputs({"the fields dataset": target}, {"the mask": src, "the confidence raster": kw.get("confidence"),
+                                                    "the district file": kw.get("districts")})
+    check_overwrite(target, overwrite, "the fields dataset")
+    block = kw.pop("block", DEFAULT_BLOCK)
+    passes = kw.pop("passes", DEFAULT_SIEVE_PASSES)
+    info = _check_mask(src, block, passes)
+    nodata = kw.pop("nodata", None)
+    if (nodata if nodata is not None else info.nodata) is None:
+        warn_no_nodata(info)
+    conf_path = None if kw.get("confidence") is None else str(kw.pop("confidence"))
+    kw.pop("confidence", None)
+    if conf_path is not None:
+        check_same_grid(info, raster_info(conf_path))
+    table = _resolve_classes(kw.pop("classes", None), src)
+    # without a class table the code list names the classes found: the same in every part
+    code_ids = None if table is not None else _classes_found(src, nodata, block, kw.get("workers"), kw.get("client"))
+    excl = exclude_ids(kw.pop("exclude", None), table, src)
+    sep, boundary_band = resolve_separation(conf_path, kw.pop("separate", True), kw.pop("separation", None))
+    max_area_ha = kw.pop("max_area_ha", None)
+    min_area_ha = kw.pop("min_area_ha", DEFAULT_MIN_AREA_HA)
+    _check_max_area(max_area_ha, min_area_ha)
+    observed_at = observed_time(kw.pop("observed", None), src)
+    districts, name_field = kw.pop("districts", None), kw.pop("name_field", None)
+    dist = None
+    if districts is not None:
+        if not name_field:
+            raise PolygonizeError("districts given without name_field; pass the attribute that names a district")
+        dist = read_districts(districts, name_field, crs=info.crs)
+    run_id, model_id = kw.pop("run_id", None), kw.pop("model_id", None)
+    client, workers, progress = kw.pop("client", None), kw.pop("workers", None), kw.pop("progress", None)
+    max_area_change = kw.pop("max_area_change", 0.01)
+    if kw:
+        raise TypeError(f"polygonize_dataset() got unexpected keyword arguments {sorted(kw)}")
+    areas = pixel_areas(info.transform, info.crs, (info.shape.height, info.shape.width))
+    min_px = min_area_pixels(min_area_ha, areas.mean)
+    grid, jobs = _plan_blocks(info, conf_path, nodata, excl, min_px, passes, block, areas,
+                              (boundary_band, sep, len(table) if table is not None else 256))
+    attrs = _attrs(info, table, min_px, boundary_band, max_area_ha, None, max_area_change, dist, observed_at,
+                   run_id, model_id, code_ids)
+    staging = atomic_path(target)
+    staging.mkdir(parents=True)
+    try:
+        part_jobs = [_PartJob(b, t.index, grid.grid_shape, attrs, str(staging)) for b, t in zip(jobs, grid)]
+        runner = Runner(workers, client)
+        results = runner.map(_run_part, part_jobs, progress)
+        tallies = [r[2] for r in results]
+        seams = _merge_blocks(grid, [(f, e) for f, e, _ in results], areas, conf_path is not None, runner.workers)
+        del results
+        gdf = _finish(seams, attrs)
+        _write_part(gdf, staging / SEAM_PART)
+        tallies.append(_tally(gdf))
+        _publish_folder(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    total: dict[int, list[float]] = {}
+    for t in tallies:
+        for c, (n, ha) in t.items():
+            acc = total.setdefault(c, [0, 0.0])
+            acc[0] += n
+            acc[1] += ha
+    names = crop_names(np.asarray(sorted(total), np.int64), table)
+    return FieldDataset(target, int(sum(v[0] for v in total.values())), len(list(target.glob("*.parquet"))),
+                        {str(n): total[c][1] for n, c in zip(names, sorted(total), strict=True)}, min_px)
+
+
+def _publish_folder(staging: Path, target: Path) -> None:
+    """Rename a finished folder onto ``target``; an old one there is moved aside first and removed
+    after, so that readers see the old dataset or the new one."""
+    old = None
+    if target.exists() or target.is_symlink():
+        old = atomic_path(target)
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+@portable_errors
+def _block_classes(job: _BlockJob) -> np.ndarray:
+    with BlockReader(job.mask, nodata=job.nodata) as reader:
+        b = reader.read(job.tile.core)
+    return np.unique(b.array[b.valid()])
+
+
+def _classes_found(src: str, nodata: float | None, block: int, workers: int | None, client: Any) -> tuple[int, ...]:
+    """The class values in a mask that carries no class table (one read of it)."""
+    info = raster_info(src)
+    areas = pixel_areas(info.transform, info.crs, (info.shape.height, info.shape.width))
+    _, jobs = _plan_blocks(info, None, nodata, (), 1, 0, block, areas)
+    found = np.unique(np.concatenate([np.zeros(0, np.int64)] + Runner(workers, client).map(_block_classes, jobs)))
+    return tuple(int(i) for i in found)
 
 
 def observed_time(observed: Any, src: str) -> Any:
@@ -406,7 +645,7 @@ def observed_time(observed: Any, src: str) -> Any:
 
 
 def _fiboa_columns(gdf: "gpd.GeoDataFrame", table: ClassTable | None, observed: Any,
-                   details: str) -> "gpd.GeoDataFrame":
+                   details: str, code_ids: Sequence[int] | None = None) -> "gpd.GeoDataFrame":
     """The fields with fiboa's columns (:mod:`geoseg.io.fiboa`) in their documented order."""
     import geopandas as gpd  # deferred: slow to import
 
@@ -419,7 +658,7 @@ def _fiboa_columns(gdf: "gpd.GeoDataFrame", table: ClassTable | None, observed: 
         "class_id": cid,
         "crop:code": cid.astype(str).astype(object),
         "crop:name": crop_names(cid, table).astype(object),
-        "crop:code_list": np.full(n, code_list_id(table, cid), dtype=object),
+        "crop:code_list": np.full(n, code_list_id(table, cid if code_ids is None else code_ids), dtype=object),
         "area_ha": gdf["area_ha"].to_numpy(),
         "metrics:area": (gdf["area_ha"].to_numpy() * 10_000.0).astype(np.float32),
         "metrics:perimeter": gdf["perimeter_m"].to_numpy().astype(np.float32),
@@ -485,11 +724,16 @@ def _merge_blocks(grid: TileGrid, results: Sequence[tuple[Fields, Edges]], areas
         blocks.append((t.index, offset, f, edges))
         parts.append(f)
         offset += len(f)
-    pieces = _concat(parts, with_conf=with_conf)
-    if areas.constant is not None:  # every pixel has the same ground area (an equal-area CRS): exactly that
-        pieces = Fields(pieces.geometry, pieces.class_id, pieces.pixels, pieces.pixels * areas.constant,
-                        pieces.first_pixel, pieces.conf_sum, pieces.conf_count, pieces.class_counts)
+    pieces = _exact_areas(_concat(parts, with_conf=with_conf), areas)
     return merge_pieces(pieces, seam_pairs(blocks), workers=workers)
+
+
+def _exact_areas(pieces: Fields, areas: PixelAreas) -> Fields:
+    """Where every pixel has the same ground area (an equal-area CRS): exactly pixels x that."""
+    if areas.constant is None:
+        return pieces
+    return Fields(pieces.geometry, pieces.class_id, pieces.pixels, pieces.pixels * areas.constant,
+                  pieces.first_pixel, pieces.conf_sum, pieces.conf_count, pieces.class_counts)
 
 
 def _check_classes(fields: Fields, table: ClassTable | None, src: str) -> None:
