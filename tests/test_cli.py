@@ -90,9 +90,17 @@ def test_demo_runs_the_chain_and_accounts_for_every_pixel(tmp_path):  # type: ig
     assert "Traceback" not in out.stderr and "INFO" not in out.stderr  # Dask's chatter stays off
     run_dir = Path(out.stdout.strip().splitlines()[-1])
     assert run_dir.parent == tmp_path / "runs" / "demo"
-    for name in ("mask.tif", "confidence.tif", "fields.gpkg", "fields.parquet", "fields.geojson",
-                 "district_areas.csv", "manifest.json"):
+    for name in ("mask.tif", "confidence.tif", "fields.gpkg", "fields.geojson", "district_areas.csv",
+                 "manifest.json"):
         assert (run_dir / name).is_file(), name
+    # the fields as a GeoParquet dataset (a part per block, and one of the fields merged across block
+    # seams when there are any), the same as the GeoPackage
+    import geopandas as gpd
+
+    parts = sorted(p.name for p in (run_dir / "fields.parquet").glob("*.parquet"))
+    assert parts and all(p.startswith("part-") for p in parts)
+    fp, fg = gpd.read_parquet(run_dir / "fields.parquet"), gpd.read_file(run_dir / "fields.gpkg", layer="fields")
+    assert sorted(fp.field_id) == sorted(fg.field_id) and len(fp) > 10
     assert (tmp_path / "demo" / "model" / "model.json").is_file() and "trained " in out.stdout
     # The run maps the season composited from the region's products: the mask is nodata exactly
     # where the composite lacks a band (the collar, its 20 m SCL edge, a period without a clear look)

@@ -23,6 +23,7 @@ import html
 import json
 import os
 import re
+import shutil
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -87,6 +88,7 @@ __all__ = [
     "read_mask_classes",
     "atomic_path",
     "atomic_output",
+    "publish_folder",
     "check_outputs",
     "input_files",
     "write_text_atomic",
@@ -702,6 +704,24 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def publish_folder(staging: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Rename a finished folder (written under :func:`atomic_path`'s name) onto ``target``. A folder or
+    file already there is moved aside first and removed after: readers see the old one or the new
+    one whole."""
+    staging, target = Path(staging), Path(target)
+    old = None
+    if target.exists() or target.is_symlink():
+        old = atomic_path(target)
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    return target
 
 
 #: Below this many free bytes a failed write is put down to a full disk.

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
@@ -54,6 +54,7 @@ __all__ = [
     "vector_driver",
     "read_vector",
     "write_vector",
+    "write_vector_parts",
     "write_table",
     "table_format",
     "check_stream_vector",
@@ -196,6 +197,15 @@ def _prepare_dir(path: Path) -> None:
         raise VectorWriteError(f"{path}: the directory {parent} is not writable; choose another output path")
 
 
+def _prepare_write(p: Path, gdf: Any, layer: str | None, classes: ClassTable | None) -> tuple[str, str | None]:
+    """Check the frame has a CRS and the directory can take ``p``; the layer name and QGIS style."""
+    if gdf.crs is None:
+        raise VectorWriteError(f"{p}: the data has no CRS; set one (gdf.set_crs(...)) before writing")
+    _prepare_dir(p)
+    style = qgis_style(classes) if (classes is not None and "class_id" in gdf.columns) else None
+    return layer or p.stem, style
+
+
 def _check_written(path: Path, target: Path, rows: int, *, layer: str | None = None) -> None:
     """Re-open a vector or table file just written and check that it holds ``rows`` rows.
 
@@ -277,11 +287,7 @@ def write_vector(
     name, drv = vector_driver(p, driver)
     if not isinstance(gdf, gpd.GeoDataFrame):
         raise VectorWriteError(f"{p}: expected a GeoDataFrame, got {type(gdf).__name__}")
-    if gdf.crs is None:
-        raise VectorWriteError(f"{p}: the data has no CRS; set one (gdf.set_crs(...)) before writing")
-    _prepare_dir(p)
-    lyr = layer or p.stem
-    style = qgis_style(classes) if (classes is not None and "class_id" in gdf.columns) else None
+    lyr, style = _prepare_write(p, gdf, layer, classes)
     try:
         if name == "shp":
             _write_shapefile(gdf, p, style)
@@ -317,6 +323,71 @@ def write_vector(
             f"{p}: writing {drv} failed ({first}){free_space_note(p)}; check free space and permissions"
         ) from None
     return p
+
+
+def write_vector_parts(
+    parts: Iterable["gpd.GeoDataFrame"],
+    path: str | os.PathLike[str],
+    driver: str | None = None,
+    classes: ClassTable | None = None,
+    *,
+    layer: str | None = None,
+) -> tuple[Path, int]:
+    """Write the frames of ``parts`` one after the other into one file, atomically: a GeoParquet
+    dataset read part by part into a GeoPackage or FlatGeobuf holds one part at a time (the first
+    part makes the file, the others are appended; the same finishing as :func:`write_vector`).
+    GeoJSON (whose fiboa feature ids and RFC 7946 options GDAL applies only when it creates the
+    file), Shapefile and Parquet are written from all parts at once. Returns the file and its
+    row count.
+
+    Raises
+    ------
+    VectorFormatError, VectorWriteError
+        As :func:`write_vector`; no parts.
+    """
+    import geopandas as gpd
+    import pandas as pd
+    import pyogrio
+
+    p = Path(path)
+    name, drv = vector_driver(p, driver)
+    it = iter(parts)
+    first = next(it, None)
+    if first is None:
+        raise VectorWriteError(f"{p}: nothing to write (no parts); expected at least one frame, empty or not")
+    if name in ("shp", "parquet", "geojson"):
+        rest = list(it)
+        whole = first if not rest else gpd.GeoDataFrame(pd.concat([first, *rest], ignore_index=True), crs=first.crs)
+        return write_vector(whole, p, driver, classes, layer=layer), len(whole)
+    lyr, style = _prepare_write(p, first, layer, classes)
+    try:
+        tmp = atomic_path(p)
+        try:
+            rows = 0
+            for i, part in enumerate(_chain(first, it)):
+                pyogrio.write_dataframe(part, tmp, driver=drv, layer=lyr, append=i > 0)
+                rows += len(part)
+            if name == "gpkg":
+                if style is not None:
+                    _add_gpkg_style(tmp, lyr, style)
+                tmp = reproducible_gpkg(tmp, p)
+            _check_written(tmp, p, rows, layer=lyr)
+            os.replace(tmp, p)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except GeosegError:
+        raise
+    except Exception as e:  # noqa: BLE001 - GDAL errors become one clear line
+        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise VectorWriteError(
+            f"{p}: writing {drv} failed ({first_line}){free_space_note(p)}; check free space and permissions"
+        ) from None
+    return p, rows
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
 
 
 def check_stream_vector(driver: str | None) -> None:

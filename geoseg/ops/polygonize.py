@@ -55,6 +55,7 @@ from geoseg.io.raster import (
     check_outputs,
     check_same_grid,
     check_size,
+    publish_folder,
     raster_info,
     raster_tags,
     read_mask_classes,
@@ -473,9 +474,10 @@ def _tally(gdf: "gpd.GeoDataFrame") -> dict[int, tuple[int, float]]:
     return {int(c): (int(r["size"]), float(r["sum"])) for c, r in g.iterrows()}
 
 
-def _write_part(gdf: "gpd.GeoDataFrame", path: Path) -> None:
-    """One part of the dataset (none for no fields: an empty part's text columns would have no type)."""
-    if not len(gdf):
+def _write_part(gdf: "gpd.GeoDataFrame", path: Path, keep_empty: bool = False) -> None:
+    """One part of the dataset; none for no fields unless ``keep_empty`` (an empty part's columns
+    of no value have no type of their own, which other parts' would contradict)."""
+    if not len(gdf) and not keep_empty:
         return
     import pyarrow.parquet as pq
 
@@ -529,8 +531,10 @@ def polygonize_dataset(mask_path: str | os.PathLike[str], out: str | os.PathLike
                               f"dataset); simplify a single file instead (geoseg polygonize --simplify)")
     src = str(mask_path)
     target = Path(out)
-    check_outputs({"the fields dataset": target}, {"the mask": src, "the confidence raster": kw.get("confidence"),
-                                                    "the district file": kw.get("districts")})
+    dist_in = kw.get("districts")
+    check_outputs({"the fields dataset": target},
+                  {"the mask": src, "the confidence raster": kw.get("confidence"),
+                   "the district file": dist_in if isinstance(dist_in, (str, os.PathLike)) else None})
     check_overwrite(target, overwrite, "the fields dataset")
     block = kw.pop("block", DEFAULT_BLOCK)
     passes = kw.pop("passes", DEFAULT_SIEVE_PASSES)
@@ -578,9 +582,10 @@ def polygonize_dataset(mask_path: str | os.PathLike[str], out: str | os.PathLike
         seams = _merge_blocks(grid, [(f, e) for f, e, _ in results], areas, conf_path is not None, runner.workers)
         del results
         gdf = _finish(seams, attrs)
-        _write_part(gdf, staging / SEAM_PART)
+        # a dataset without fields still has one (empty) part, so that readers find its columns
+        _write_part(gdf, staging / SEAM_PART, keep_empty=not any(staging.glob("*.parquet")))
         tallies.append(_tally(gdf))
-        _publish_folder(staging, target)
+        publish_folder(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -593,21 +598,6 @@ def polygonize_dataset(mask_path: str | os.PathLike[str], out: str | os.PathLike
     names = crop_names(np.asarray(sorted(total), np.int64), table)
     return FieldDataset(target, int(sum(v[0] for v in total.values())), len(list(target.glob("*.parquet"))),
                         {str(n): total[c][1] for n, c in zip(names, sorted(total), strict=True)}, min_px)
-
-
-def _publish_folder(staging: Path, target: Path) -> None:
-    """Rename a finished folder onto ``target``; an old one there is moved aside first and removed
-    after, so that readers see the old dataset or the new one."""
-    old = None
-    if target.exists() or target.is_symlink():
-        old = atomic_path(target)
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
 
 
 @portable_errors

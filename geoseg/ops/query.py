@@ -102,7 +102,8 @@ _REESTIMATE = ("``geoseg estimate {run} LABELS --overwrite`` (LABELS: the labell
 #: What a run's file holds, and how to make it again, for the message about a damaged one.
 _REGENERATE = {
     "fields": ("the GeoParquet of field polygons that a run writes",
-               "``geoseg polygonize {run}/mask.tif --out {path} --confidence {run}/confidence.tif`` (with the "
+               "``geoseg polygonize {run}/mask.tif --dataset --out {path} --confidence {run}/confidence.tif --overwrite`` "
+               "(with the "
                "workflow's --districts and --name-field), or " + _RERUN),
     "district_areas": ("the district table that a run writes",
                        "``geoseg areas {run}/mask.tif --districts FILE --name-field ATTR --out {path}``, or "
@@ -162,10 +163,10 @@ def find_run(run_dir: str | os.PathLike[str]) -> Path:
     p = Path(run_dir)
     if not p.is_dir():
         raise QueryError(f"{p}: no such run directory; pass runs/<workflow>/<run-id> (see `geoseg runs`)")
-    if any((p / f).is_file() for f in RUN_TABLES.values()):
+    if any(_table_files(p / f) for f in RUN_TABLES.values()):
         return p
     latest = p / LATEST  # runs/<workflow>/latest: the newest finished run of a workflow
-    if latest.is_dir() and any((latest / f).is_file() for f in RUN_TABLES.values()):
+    if latest.is_dir() and any(_table_files(latest / f) for f in RUN_TABLES.values()):
         return latest.resolve()
     below = sorted({q.parent for f in RUN_TABLES.values() for q in p.glob(f"*/{f}")} |
                    {q.parent for f in RUN_TABLES.values() for q in p.glob(f"*/*/{f}")})
@@ -185,8 +186,24 @@ def _sql_str(value: str) -> str:
 
 
 def _run_files(p: Path) -> list[Path]:
-    """The run's Parquet files that exist, in :data:`RUN_TABLES` order."""
-    return [p / f for f in RUN_TABLES.values() if (p / f).is_file()]
+    """The run's Parquet files that exist, in :data:`RUN_TABLES` order (a table written as a dataset,
+    a folder of parts: each part)."""
+    return [f for name in RUN_TABLES.values() for f in _table_files(p / name)]
+
+
+def _table_files(path: Path) -> list[Path]:
+    """A table's Parquet files: the file, or the parts of a dataset folder (none when absent)."""
+    if path.is_dir():
+        return sorted(path.glob("*.parquet"))
+    return [path] if path.is_file() else []
+
+
+def _source(path: Path) -> str:
+    """``read_parquet``'s argument for a table: its file, or the list of a dataset's parts."""
+    files = _table_files(path)
+    if path.is_dir():
+        return "[" + ", ".join(_sql_str(str(f)) for f in files) + "]"
+    return _sql_str(str(path))
 
 
 def _duckdb_reason(e: Exception, path: Path) -> str:
@@ -199,9 +216,10 @@ def _duckdb_reason(e: Exception, path: Path) -> str:
 def _damaged(path: Path, e: Exception, problem: str = "cannot be read as Parquet",
              cause: str = "damaged or truncated") -> QueryError:
     """The error for a run's Parquet file that DuckDB cannot read (or that lacks a column)."""
-    view = next(v for v, f in RUN_TABLES.items() if f == path.name)
+    table = path if path.name in RUN_TABLES.values() else path.parent  # a file, or a part of a dataset
+    view = next(v for v, f in RUN_TABLES.items() if f == table.name)
     holds, command = _REGENERATE[view]
-    fix = command.format(run=path.parent, path=path, summary=RunPaths(path.parent).estimate_summary)
+    fix = command.format(run=table.parent, path=table, summary=RunPaths(table.parent).estimate_summary)
     return QueryError(
         f"{path}: {problem} ({_duckdb_reason(e, path)}); expected {holds} - the file is {cause}: regenerate it "
         f"with {fix}"
@@ -213,7 +231,7 @@ def _parquet_view(con: Any, name: str, path: Path, columns: str = "*") -> None:
     import duckdb
 
     try:
-        con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet({_sql_str(str(path))})")
+        con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet({_source(path)})")
     except duckdb.BinderException as e:  # it reads, but a column is missing
         raise _damaged(path, e, "lacks a column geoseg needs", "not what geoseg wrote") from None
     except duckdb.Error as e:
@@ -296,10 +314,10 @@ def _connect(p: Path, safe: bool) -> Any:
         if not safe:
             _load_spatial(con)
         fields = p / RUN_TABLES["fields"]
-        if fields.is_file():
+        if _table_files(fields):
             try:
                 cols = [r[0] for r in con.execute(
-                    f"DESCRIBE SELECT * FROM read_parquet({_sql_str(str(fields))})").fetchall()]
+                    f"DESCRIBE SELECT * FROM read_parquet({_source(fields)})").fetchall()]
             except duckdb.Error as e:
                 raise _damaged(fields, e) from None
             drop = [c for c in cols if c in ("geometry", "bbox")]
@@ -312,7 +330,7 @@ def _connect(p: Path, safe: bool) -> Any:
         for view in ("district_areas", *(f"estimate_{t}" for t in ESTIMATE_TABLES), "field_timeseries",
                      "district_crop_timeseries"):
             path = p / RUN_TABLES[view]
-            if path.is_file():
+            if _table_files(path):
                 _parquet_view(con, view, path)
         if safe:
             _lock_down(con, _run_files(p))

@@ -342,19 +342,19 @@ def read_fields(path: Path, *, limit: int | None = None, columns: list[str] | No
                 ) -> tuple["gpd.GeoDataFrame", int, float]:
     """The ``limit`` largest fields (by ``area_ha``) of a fields file, the number of fields and their total area.
 
-    From GeoParquet only the ``area_ha`` column is read in full; geometries are decoded for
-    the kept rows only. The total area is NaN when the file has no ``area_ha``. Fields files of
+    From GeoParquet (a file, or a run's dataset: a folder of parts) only the ``area_ha`` column
+    is read in full; geometries are decoded for the kept rows only. The total area is NaN when the file has no ``area_ha``. Fields files of
     geoseg 0.1 are read under today's column names (:func:`geoseg.io.fiboa.compatible_fields`).
     """
     import geopandas as gpd  # deferred, as pyarrow: slow to import, and only drawing a report needs them
 
-    if path.suffix.lower() in (".parquet", ".geoparquet"):
-        import pyarrow.parquet as pq
+    if path.suffix.lower() in (".parquet", ".geoparquet"):  # a file, or a dataset's folder of parts
+        import pyarrow.dataset as pads
 
-        meta = pq.read_metadata(path)
-        total = meta.num_rows
-        names = set(meta.schema.names)
-        area = pq.read_table(path, columns=["area_ha"]).column("area_ha").to_numpy() if "area_ha" in names else None
+        data = pads.dataset(str(path), format="parquet")
+        total = data.count_rows()
+        names = set(data.schema.names)
+        area = data.to_table(columns=["area_ha"]).column("area_ha").to_numpy() if "area_ha" in names else None
         total_ha = float(np.nansum(area)) if area is not None else float("nan")
         keep = None
         if limit is not None and total > limit and area is not None:
@@ -363,9 +363,7 @@ def read_fields(path: Path, *, limit: int | None = None, columns: list[str] | No
         if columns is not None:
             old = [o for o, new in OLD_NAMES.items() if new in columns and new not in names and o in names]
             cols = [c for c in columns if c in names] + old + ["geometry"]
-        table = pq.read_table(path, columns=cols)
-        if keep is not None:
-            table = table.take(keep)
+        table = data.to_table(columns=cols) if keep is None else data.take(keep, columns=cols)
         gdf = compatible_fields(gpd.GeoDataFrame.from_arrow(table))
         return gdf, total, total_ha
     gdf = compatible_fields(read_vector(path))

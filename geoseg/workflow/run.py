@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -165,8 +166,7 @@ def _execute(
             if cfg.outputs.features:
                 with _timed(timings, "features"):
                     say(f"growth features ({', '.join(cfg.outputs.features)}) per field")
-                    fields, feats = stages.field_features(cfg, paths, scenes, fields, client, stats)
-                    outputs.update(feats)
+                    outputs.update(stages.field_features(cfg, paths, scenes, fields, client, stats))
             with _timed(timings, "write_fields"):
                 outputs.update(stages.write_fields(cfg, card, paths, fields))
         if cfg.outputs.district_areas and districts is not None:
@@ -256,8 +256,11 @@ def _remove_partials(*folders: Path) -> int:
     interrupted attempt left in ``folders`` and below; they are never outputs. Returns how many."""
     removed = 0
     for folder in folders:
-        for p in folder.rglob(".*.partial-*"):
-            if p.is_file():
+        for p in sorted(folder.rglob(".*.partial-*"), key=lambda q: len(q.parts)):
+            if p.is_dir() and not p.is_symlink():  # a dataset's staging folder
+                shutil.rmtree(p, ignore_errors=True)
+                removed += 1
+            elif p.exists() or p.is_symlink():
                 p.unlink(missing_ok=True)
                 removed += 1
     return removed

@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -31,17 +32,25 @@ from geoseg.core.grid import Tile, TileGrid, task_batches, tile_grid
 from geoseg.errors import DistrictWarning, GeosegError
 from geoseg.io.districts import Districts, read_districts
 from geoseg.io.mosaic import mosaic_masks
-from geoseg.io.raster import RasterInfo, decode_block_shape, raster_info, raster_tags, write_text_atomic
+from geoseg.io.raster import (
+    RasterInfo,
+    atomic_path,
+    decode_block_shape,
+    publish_folder,
+    raster_info,
+    raster_tags,
+    write_text_atomic,
+)
 from geoseg.io.sidecars import sidecar_paths
 from geoseg.io.stac import StacAsset, stac_item, write_stac_item
 from geoseg.io.stack import stack_rasters
-from geoseg.io.vector import write_table, write_vector
+from geoseg.io.vector import write_table, write_vector, write_vector_parts
 from geoseg.ml.model import ModelCard
 from geoseg.ops.areas import district_areas_raster
 from geoseg.ops.composite import clear_path_for, composite_season
 from geoseg.ops.features import district_crop_timeseries, field_timeseries
 from geoseg.ops.parcels import parcel_crops
-from geoseg.ops.polygonize import polygonize_raster
+from geoseg.ops.polygonize import polygonize_dataset
 from geoseg.parallel import Runner
 from geoseg.report import write_run_report
 from geoseg.rundir import AREA_FORMATS, RunPaths, district_areas_key, fields_key, read_manifest
@@ -344,34 +353,95 @@ def districts_on_mask(cfg: RunConfig, mask: Path, checked: Districts | None, sta
 
 
 def polygonize_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPaths, client: Any,
-                      districts: Any) -> Any:
-    """The mask's fields, block by block on the cluster (a GeoDataFrame; :func:`write_fields` writes
-    them). With ``outputs.parcels`` the fields are the user's parcels, each with its crop
-    (:func:`parcel_crops`)."""
+                      districts: Any) -> Path:
+    """The mask's fields as a GeoParquet dataset in a staging folder beside ``fields.parquet``
+    (:func:`write_fields` publishes it): traced block by block on the cluster, each block's inner
+    fields written by its worker (:func:`geoseg.ops.polygonize.polygonize_dataset`). With
+    ``outputs.parcels`` the fields are the user's parcels, each with its crop
+    (:func:`parcel_crops`), one part."""
+    staging = atomic_path(paths.fields("parquet"))
+    model_id = (card.weights_sha256 or "")[:16] or None
+    observed = cfg.outputs.observed or season_observed(cfg, paths)
     if cfg.outputs.parcels is not None:
         gdf = parcel_crops(
             paths.mask, cfg.outputs.parcels, id_field=cfg.outputs.parcel_id,
             confidence=paths.confidence if cfg.outputs.confidence else None, classes=card.classes,
-            districts=districts, name_field=cfg.name_field, run_id=run_id,
-            model_id=(card.weights_sha256 or "")[:16] or None,
-            observed=cfg.outputs.observed or season_observed(cfg, paths),
+            districts=districts, name_field=cfg.name_field, run_id=run_id, model_id=model_id, observed=observed,
         )
-    else:
-        gdf = _traced_fields(cfg, card, run_id, paths, client, districts)
-    return gdf
+        staging.mkdir(parents=True)
+        write_vector(gdf, staging / PARCELS_PART)
+        return staging
+    polygonize_dataset(
+        paths.mask, staging,
+        confidence=paths.confidence if cfg.outputs.confidence else None,
+        classes=card.classes,
+        min_area_ha=cfg.outputs.min_area_ha,
+        exclude=cfg.outputs.exclude_classes,
+        client=client,
+        districts=districts,
+        name_field=cfg.name_field,
+        run_id=run_id,
+        model_id=model_id,
+        observed=observed,
+        separate=cfg.outputs.separate_fields,
+        max_area_ha=cfg.outputs.max_area_ha,
+    )
+    return staging
 
 
-def field_features(cfg: RunConfig, paths: RunPaths, scenes: list[Scene], gdf: Any, client: Any,
-                   stats: dict[str, Any]) -> tuple[Any, dict[str, str]]:
-    """Growth features (``outputs.features``) of the fields on the cluster: each field's index
-    statistics per date from the scene whose footprint holds its representative point (the first
-    listed), written as ``field_timeseries.parquet``; each field's phenology joined to the fields
-    as columns. Returns the fields and the outputs."""
+#: The one part of a run's fields dataset when the fields are the user's parcels.
+PARCELS_PART = "part-parcels.parquet"
+
+
+def _parts(dataset: Path) -> list[Path]:
+    return sorted(dataset.glob("*.parquet"))
+
+
+def field_features(cfg: RunConfig, paths: RunPaths, scenes: list[Scene], dataset: Path, client: Any,
+                   stats: dict[str, Any]) -> dict[str, str]:
+    """Growth features (``outputs.features``) of the fields on the cluster, one part of the fields
+    dataset at a time: each field's index statistics per date from the scene whose footprint
+    holds its representative point (the first listed), written as the dataset
+    ``field_timeseries.parquet`` (a part per part of the fields); each field's phenology added to
+    its part as columns. Returns the outputs."""
+    import geopandas as gpd
+
+    staging = atomic_path(paths.field_timeseries)
+    staging.mkdir(parents=True)
+    notes: list[str] = []
+    outside = written = offset = 0
+    try:
+        for part in _parts(dataset):
+            gdf = gpd.read_parquet(part)
+            long, wide, n_out = _part_features(cfg, scenes, gdf, offset, client, notes)
+            offset += len(gdf)
+            outside += n_out
+            if long is None:
+                continue
+            write_vector(gdf.join(wide), part)
+            write_table(long, staging / part.name)
+            written += 1
+        if not written:
+            return {}
+        publish_folder(staging, paths.field_timeseries)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    if notes:
+        stats["features_notes"] = sorted(set(notes))
+    stats["features_fields_outside"] = outside
+    return {"field_timeseries": str(paths.field_timeseries)}
+
+
+def _part_features(cfg: RunConfig, scenes: list[Scene], gdf: Any, offset: int, client: Any,
+                   notes: list[str]) -> tuple[Any, Any, int]:
+    """``(long table, phenology columns on gdf's index, fields outside every scene)`` of one part;
+    ``(None, None, n)`` when no scene holds any of its fields."""
     import pandas as pd
 
     pts = gdf.geometry.representative_point()
     done = np.zeros(len(gdf), bool)
-    longs, wides, notes = [], [], []
+    longs, wides = [], []
     for sc in scenes:
         h, w = sc.info.shape
         xs, ys = pts.x.to_numpy(), pts.y.to_numpy()
@@ -386,7 +456,7 @@ def field_features(cfg: RunConfig, paths: RunPaths, scenes: list[Scene], gdf: An
         long, wide, n = field_timeseries(sc.path, sub, indices=cfg.outputs.features, id_field="field_id"
                                          if "field_id" in gdf.columns else None, client=client)
         if "field_id" not in gdf.columns:  # the run's own order: 1..N over all fields
-            ids = np.flatnonzero(take) + 1
+            ids = offset + np.flatnonzero(take) + 1
             long["field_id"] = np.repeat(ids, len(long) // max(len(ids), 1))
             wide["field_id"] = ids
         wide.index = sub.index
@@ -394,15 +464,10 @@ def field_features(cfg: RunConfig, paths: RunPaths, scenes: list[Scene], gdf: An
         wides.append(wide)
         notes += n
         done |= take
-    if notes:
-        stats["features_notes"] = sorted(set(notes))
-    stats["features_fields_outside"] = int((~done).sum())
     if not longs:
-        return gdf, {}
-    wide = pd.concat(wides).drop(columns=["field_id"])
-    gdf = gdf.join(wide)
-    write_table(pd.concat(longs, ignore_index=True), paths.field_timeseries)
-    return gdf, {"field_timeseries": str(paths.field_timeseries)}
+        return None, None, int((~done).sum())
+    return (pd.concat(longs, ignore_index=True), pd.concat(wides).drop(columns=["field_id"]),
+            int((~done).sum()))
 
 
 def district_profiles(cfg: RunConfig, card: ModelCard, paths: RunPaths, scenes: list[Scene], districts: Any,
@@ -423,37 +488,26 @@ def district_profiles(cfg: RunConfig, card: ModelCard, paths: RunPaths, scenes: 
     return {"district_crop_timeseries": str(paths.district_crop_timeseries)}
 
 
-def write_fields(cfg: RunConfig, card: ModelCard, paths: RunPaths, gdf: Any) -> dict[str, str]:
-    """The fields in each of the workflow's formats and always as GeoParquet (which ``geoseg query``
-    reads); returns the outputs (``fields_<fmt>``)."""
-    formats = list(cfg.outputs.fields)
-    if "parquet" not in formats:  # the query engine reads the Parquet copy
-        formats.append("parquet")
+def write_fields(cfg: RunConfig, card: ModelCard, paths: RunPaths, dataset: Path) -> dict[str, str]:
+    """The fields in each of the workflow's formats, streamed part by part from the dataset
+    (:func:`~geoseg.io.vector.write_vector_parts`), then the dataset itself published as
+    ``fields.parquet`` (which ``geoseg query`` reads); returns the outputs (``fields_<fmt>``)."""
+    import geopandas as gpd
+
     out = {}
-    for fmt in formats:
-        write_vector(gdf, paths.fields(fmt), classes=card.classes)
-        out[fields_key(fmt)] = str(paths.fields(fmt))
+    try:
+        for fmt in cfg.outputs.fields:
+            if fmt == "parquet":
+                continue
+            write_vector_parts((gpd.read_parquet(p) for p in _parts(dataset)), paths.fields(fmt),
+                               classes=card.classes)
+            out[fields_key(fmt)] = str(paths.fields(fmt))
+        publish_folder(dataset, paths.fields("parquet"))
+    finally:
+        if dataset.exists():
+            shutil.rmtree(dataset, ignore_errors=True)
+    out[fields_key("parquet")] = str(paths.fields("parquet"))
     return out
-
-
-def _traced_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPaths, client: Any,
-                   districts: Any) -> Any:
-    """The fields traced from the mask on the cluster's workers."""
-    return polygonize_raster(
-        paths.mask,
-        confidence=paths.confidence if cfg.outputs.confidence else None,
-        classes=card.classes,
-        min_area_ha=cfg.outputs.min_area_ha,
-        exclude=cfg.outputs.exclude_classes,
-        client=client,
-        districts=districts,
-        name_field=cfg.name_field,
-        run_id=run_id,
-        model_id=(card.weights_sha256 or "")[:16] or None,
-        observed=cfg.outputs.observed or season_observed(cfg, paths),
-        separate=cfg.outputs.separate_fields,
-        max_area_ha=cfg.outputs.max_area_ha,
-    )
 
 
 def sum_district_areas(cfg: RunConfig, card: ModelCard, paths: RunPaths, districts: Any,

@@ -192,3 +192,21 @@ def test_fields_of_geoseg_0_1_are_read_under_todays_names(mask: tuple[Path, Path
     assert ha == pytest.approx(17.75, rel=2e-3)  # 6 + 11.75 ha of grid, a little more on the ground
     assert list(compatible_fields(pd.DataFrame({"crop": ["a"], "crop:name": ["b"]})).columns) == ["crop", "crop:name"]
     assert isinstance(compatible_fields(old), gpd.GeoDataFrame)
+
+
+@needs_fiboa
+def test_every_part_of_a_fields_dataset_is_valid_fiboa_and_geoparquet(mask: tuple[Path, Path],
+                                                                     tmp_path: Path) -> None:
+    from geoseg.ops.polygonize import polygonize_dataset
+
+    m, conf = mask
+    res = polygonize_dataset(m, tmp_path / "fields.parquet", classes=default_classes(), confidence=conf,
+                             run_id="kharif-2024", observed="2024-10-31", block=64)
+    parts = sorted(res.path.glob("*.parquet"))
+    assert len(parts) >= 2 and sum(pq.read_metadata(p).num_rows for p in parts) == res.fields == 2
+    r = fiboa_validate(*parts)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count(": VALID") == len(parts) and "INVALID" not in r.stdout and "warning" not in r.stdout
+    for p in parts:
+        report = geoparquet_validator.check(str(p))
+        assert geoparquet_validator.failed(report) == [] and geoparquet_validator.conformant(report, "covering")

@@ -430,8 +430,9 @@ def _damaged_pages(p: Path, column: str = "area_ha") -> None:
 
 
 _FIELDS_FIX = ("expected the GeoParquet of field polygons that a run writes - the file is damaged or truncated: "
-               "regenerate it with ``geoseg polygonize {run}/mask.tif --out {run}/fields.parquet --confidence "
-               "{run}/confidence.tif`` (with the workflow's --districts and --name-field), or rerun the workflow "
+               "regenerate it with ``geoseg polygonize {run}/mask.tif --dataset --out {run}/fields.parquet "
+               "--confidence {run}/confidence.tif --overwrite`` (with the workflow's --districts and --name-field), "
+               "or rerun the workflow "
                "(``geoseg run WORKFLOW.yaml`` makes a new run)")
 _AREAS_FIX = ("expected the district table that a run writes - the file is damaged or truncated: regenerate it "
               "with ``geoseg areas {run}/mask.tif --districts FILE --name-field ATTR --out "
