@@ -39,6 +39,7 @@ __all__ = [
 
 _J = TypeVar("_J")
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 
 
 class Runner:
@@ -111,6 +112,22 @@ class Runner:
                 for f in futures:
                     f.cancel()
             return [f.result() for f in futures]
+
+    def map_reduce(self, fn: Callable[[_J], _R], jobs: Iterable[_J], reduce: Callable[[list[_R]], _T],
+                   progress: Callable[[int, int], None] | None = None) -> _T:
+        """``reduce([fn(job) for job in jobs])``. With a client the reduction is one more task on
+        the cluster, whose inputs travel from worker to worker: the results of ``fn`` never come
+        to this process, only what ``reduce`` returns."""
+        jobs = list(jobs)
+        if self.client is None:
+            return reduce(self.map(fn, jobs, progress))
+        futures = self.client.map(fn, jobs, pure=True)
+        if progress is not None:
+            from distributed import as_completed as completed  # deferred: distributed is slow to import
+
+            for i, _ in enumerate(completed(futures), start=1):
+                progress(i, len(futures))
+        return self.client.submit(reduce, futures, pure=False).result()
 
     def _map_client(self, fn: Callable[[_J], _R], jobs: list[_J],
                     progress: Callable[[int, int], None] | None) -> list[_R]:

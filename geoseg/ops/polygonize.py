@@ -19,6 +19,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -467,6 +468,21 @@ def _run_part(job: _PartJob) -> tuple[Fields, Edges, dict[int, tuple[int, float]
     return fields.take(seam), edges, _tally(gdf)
 
 
+@portable_errors
+def _merge_seams(results: list[tuple[Fields, Edges, dict[int, tuple[int, float]]]], *, grid: TileGrid,
+                 areas: PixelAreas, with_conf: bool, workers: int, attrs: _Attrs,
+                 folder: str) -> list[dict[int, tuple[int, float]]]:
+    """The seam pieces of all blocks merged, finished and written as :data:`SEAM_PART`; every
+    block's tally and the seam part's."""
+    tallies = [r[2] for r in results]
+    seams = _merge_blocks(grid, [(f, e) for f, e, _ in results], areas, with_conf, workers)
+    del results
+    gdf = _finish(seams, attrs)
+    # a dataset without fields still has one (empty) part, so that readers find its columns
+    _write_part(gdf, Path(folder) / SEAM_PART, keep_empty=not any(Path(folder).glob("*.parquet")))
+    return [*tallies, _tally(gdf)]
+
+
 def _tally(gdf: "gpd.GeoDataFrame") -> dict[int, tuple[int, float]]:
     if not len(gdf):
         return {}
@@ -510,9 +526,10 @@ def polygonize_dataset(mask_path: str | os.PathLike[str], out: str | os.PathLike
 
     ``out`` becomes a folder of GeoParquet files (fiboa's columns, bbox covering column): each
     block's fields that reach none of its seams are finished and written by the worker that
-    traced them (``part-<row>-<col>.parquet``); only the pieces that reach a seam travel back,
-    are merged and written last (:data:`SEAM_PART`). This process holds the seam pieces, never
-    the whole field set, so its memory does not grow with the number of fields. Read as one
+    traced them (``part-<row>-<col>.parquet``); only the pieces that reach a seam go on, to one
+    more task that merges them and writes those fields (:data:`SEAM_PART`; with a Dask client
+    the pieces travel from worker to worker). This process holds no fields, so its memory does
+    not grow with their number. Read as one
     table (``geopandas.read_parquet(out)``, DuckDB's ``read_parquet('out/*.parquet')``), sorted
     by ``field_id``, the dataset equals :func:`polygonize_raster`'s result. The folder is
     written under a temporary name and renamed when complete.
@@ -577,14 +594,10 @@ def polygonize_dataset(mask_path: str | os.PathLike[str], out: str | os.PathLike
     try:
         part_jobs = [_PartJob(b, t.index, grid.grid_shape, attrs, str(staging)) for b, t in zip(jobs, grid)]
         runner = Runner(workers, client)
-        results = runner.map(_run_part, part_jobs, progress)
-        tallies = [r[2] for r in results]
-        seams = _merge_blocks(grid, [(f, e) for f, e, _ in results], areas, conf_path is not None, runner.workers)
-        del results
-        gdf = _finish(seams, attrs)
-        # a dataset without fields still has one (empty) part, so that readers find its columns
-        _write_part(gdf, staging / SEAM_PART, keep_empty=not any(staging.glob("*.parquet")))
-        tallies.append(_tally(gdf))
+        # the seam pieces are merged and written by one more task: on a cluster they stay there
+        merge = partial(_merge_seams, grid=grid, areas=areas, with_conf=conf_path is not None,
+                        workers=runner.workers, attrs=attrs, folder=str(staging))
+        tallies = runner.map_reduce(_run_part, part_jobs, merge, progress)
         publish_folder(staging, target)
     finally:
         if staging.exists():

@@ -4,6 +4,7 @@ too; parts are whole fields, only seam fields are merged; DuckDB reads it; bad u
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -214,3 +215,27 @@ def test_a_dataset_streamed_into_one_file_equals_the_file_written_whole(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir() if ".partial-" in p.name) == []
     with pytest.raises(VectorWriteError, match=r"nothing to write \(no parts\)"):
         write_vector_parts(iter([]), tmp_path / f"none.{ext}")
+
+
+def test_map_reduce_keeps_the_results_on_the_cluster(tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    from geoseg.parallel import Runner
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        seen = []
+        total = Runner(client=client).map_reduce(np.arange, [3, 4, 5], _sizes, lambda d, n: seen.append((d, n)))
+        assert total == [3, 4, 5] and seen[-1] == (3, 3)
+        # the reduction ran on a worker: its process is not this one
+        pid = Runner(client=client).map_reduce(np.arange, [1], _pid)
+        assert pid != os.getpid()
+    assert Runner(2).map_reduce(np.arange, [3, 4], _sizes) == [3, 4]
+
+
+def _sizes(results):
+    return [len(r) for r in results]
+
+
+def _pid(results):
+    return os.getpid()
