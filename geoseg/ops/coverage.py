@@ -18,9 +18,12 @@ from rasterio.features import rasterize
 
 from geoseg.core.overlay import boundary_coverage
 
-__all__ = ["grid_bounds", "zone_pieces"]
+__all__ = ["SLIVER", "grid_bounds", "zone_pieces"]
 
 _RASTERIZE_LOCK = threading.Lock()
+#: Coverage (share of a pixel) below which a crossed pixel is no piece of a polygon: rounding along an
+#: edge shared with a neighbour (about 1e-16), not area. Real slivers of 1e-12 still count, as in exactextract.
+SLIVER = 1e-14
 
 
 def grid_bounds(t: Affine, h: int, w: int) -> tuple[float, float, float, float]:
@@ -58,7 +61,9 @@ def zone_pieces(zones: np.ndarray, transform: Affine, shape: tuple[int, int]
     cell = rr * w + cc
     local[cell] = 0  # a crossed pixel counts by its coverage, not by its centre
     flat = np.flatnonzero(local)
-    keep = frac > 0
+    # a neighbour's outline along a shared edge leaves rounding slivers on the far side: no piece, or a
+    # field's pieces (and so its weighted quantiles, which count pieces) would depend on its window
+    keep = frac > SLIVER
     return (np.concatenate([cand[local[flat] - 1], cand[pi[keep]]]).astype(np.int64),
             np.concatenate([flat, cell[keep]]).astype(np.int64),
             np.concatenate([np.ones(len(flat)), frac[keep]]),

@@ -48,7 +48,7 @@ from geoseg.core.zonal import STATS, IndexSpec, band_index, index_values, parse_
 from geoseg.errors import DateLayoutError, FeatureError, GeosegError, portable_errors
 from geoseg.io.districts import read_districts
 from geoseg.io.raster import check_same_grid, open_raster, raster_info, read_mask_classes, read_periods, rio_window
-from geoseg.io.vector import read_vector, write_table
+from geoseg.io.vector import read_vector, write_table, write_vector
 from geoseg.ops.coverage import grid_bounds, zone_pieces
 from geoseg.parallel import Runner
 
@@ -59,9 +59,12 @@ __all__ = [
     "DEFAULT_INDICES",
     "PROFILE_COLUMNS",
     "TIMESERIES_COLUMNS",
+    "PartFeatures",
+    "SceneFootprint",
     "StackBands",
     "district_crop_timeseries",
     "field_timeseries",
+    "part_features",
     "read_stack_bands",
     "zonal_file",
 ]
@@ -298,6 +301,79 @@ def field_timeseries(
         wide[f"{name}_season_days"] = ph["season_days"]
         wide[f"{name}_integral"] = ph["integral"]
     return long, pd.DataFrame(wide), list(sb.notes)
+
+
+# --------------------------------------------------------------------------------------
+# one part of a fields dataset, as a task
+@dataclass(frozen=True)
+class SceneFootprint:
+    """A scene a field's features may come from: its stack and grid (a field belongs to the first
+    scene, in the listed order, whose grid holds its representative point)."""
+
+    path: str
+    shape: tuple[int, int]
+    transform: Affine
+    crs: Any
+
+
+@dataclass(frozen=True)
+class PartFeatures:
+    """:func:`part_features`' job: one part of a fields dataset, where its series go, the indices,
+    and the id of its first field when the fields carry no ``field_id`` (1-based, over all parts)."""
+
+    part: str
+    series_out: str
+    scenes: tuple[SceneFootprint, ...]
+    indices: tuple[str, ...]
+    first_id: int = 1
+
+    def __dask_tokenize__(self) -> Any:
+        return ("geoseg-part-features", self.part, self.series_out, self.indices, self.first_id,
+                tuple((s.path, s.shape, tuple(s.transform)) for s in self.scenes))
+
+
+@portable_errors
+def part_features(job: PartFeatures) -> dict[str, Any]:
+    """Growth features of one part of a fields dataset, written where it runs: the series of its
+    fields (``job.series_out``) and the part rewritten with their phenology columns. Each field's
+    statistics come from the first scene whose grid holds its representative point. Returns
+    ``{"written": bool, "outside": fields in no scene, "notes": [...]}``."""
+    import geopandas as gpd
+    import pandas as pd
+
+    gdf = gpd.read_parquet(job.part)
+    pts = gdf.geometry.representative_point()
+    done = np.zeros(len(gdf), bool)
+    longs, wides, notes = [], [], []
+    for sc in job.scenes:
+        h, w = sc.shape
+        xs, ys = pts.x.to_numpy(), pts.y.to_numpy()
+        if gdf.crs is not None and gdf.crs != sc.crs:
+            tp = pts.to_crs(sc.crs)
+            xs, ys = tp.x.to_numpy(), tp.y.to_numpy()
+        col, row = ~sc.transform @ (xs, ys)
+        take = ~done & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        if not take.any():
+            continue
+        sub = gdf[take]
+        has_id = "field_id" in gdf.columns
+        long, wide, n = field_timeseries(sc.path, sub, indices=job.indices, id_field="field_id" if has_id else None,
+                                         workers=1)
+        if not has_id:  # the run's own order: 1..N over all fields
+            ids = job.first_id + np.flatnonzero(take)
+            long["field_id"] = np.repeat(ids, len(long) // max(len(ids), 1))
+            wide["field_id"] = ids
+        wide.index = sub.index
+        longs.append(long)
+        wides.append(wide)
+        notes += n
+        done |= take
+    outside = int((~done).sum())
+    if not longs:
+        return {"written": False, "outside": outside, "notes": notes}
+    write_table(pd.concat(longs, ignore_index=True), job.series_out)
+    write_vector(gdf.join(pd.concat(wides).drop(columns=["field_id"])), job.part)
+    return {"written": True, "outside": outside, "notes": notes}
 
 
 # --------------------------------------------------------------------------------------

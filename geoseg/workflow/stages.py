@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rasterio.crs import CRS
 
 from geoseg.core.grid import Tile, TileGrid, task_batches, tile_grid
@@ -48,7 +47,7 @@ from geoseg.io.vector import write_table, write_vector, write_vector_parts
 from geoseg.ml.model import ModelCard
 from geoseg.ops.areas import district_areas_raster
 from geoseg.ops.composite import clear_path_for, composite_season
-from geoseg.ops.features import district_crop_timeseries, field_timeseries
+from geoseg.ops.features import PartFeatures, SceneFootprint, district_crop_timeseries, part_features
 from geoseg.ops.parcels import parcel_crops
 from geoseg.ops.polygonize import polygonize_dataset
 from geoseg.parallel import Runner
@@ -399,75 +398,34 @@ def _parts(dataset: Path) -> list[Path]:
 
 def field_features(cfg: RunConfig, paths: RunPaths, scenes: list[Scene], dataset: Path, client: Any,
                    stats: dict[str, Any]) -> dict[str, str]:
-    """Growth features (``outputs.features``) of the fields on the cluster, one part of the fields
-    dataset at a time: each field's index statistics per date from the scene whose footprint
-    holds its representative point (the first listed), written as the dataset
-    ``field_timeseries.parquet`` (a part per part of the fields); each field's phenology added to
-    its part as columns. Returns the outputs."""
-    import geopandas as gpd
+    """Growth features (``outputs.features``) of the fields, a task per part of the fields dataset
+    on the cluster (:func:`geoseg.ops.features.part_features`): each field's index statistics per
+    date from the scene whose footprint holds its representative point (the first listed),
+    written as the dataset ``field_timeseries.parquet`` (a part per part of the fields), and each
+    field's phenology added to its part as columns. Returns the outputs."""
+    import pyarrow.parquet as pq
 
     staging = atomic_path(paths.field_timeseries)
     staging.mkdir(parents=True)
-    notes: list[str] = []
-    outside = written = offset = 0
+    footprints = tuple(SceneFootprint(str(sc.path), tuple(sc.info.shape), sc.info.transform, sc.info.crs)
+                       for sc in scenes)
+    jobs, first = [], 1
+    for part in _parts(dataset):
+        jobs.append(PartFeatures(str(part), str(staging / part.name), footprints, tuple(cfg.outputs.features), first))
+        first += pq.read_metadata(part).num_rows
     try:
-        for part in _parts(dataset):
-            gdf = gpd.read_parquet(part)
-            long, wide, n_out = _part_features(cfg, scenes, gdf, offset, client, notes)
-            offset += len(gdf)
-            outside += n_out
-            if long is None:
-                continue
-            write_vector(gdf.join(wide), part)
-            write_table(long, staging / part.name)
-            written += 1
-        if not written:
+        done = Runner(None, client).map(part_features, jobs)
+        if not any(d["written"] for d in done):
             return {}
         publish_folder(staging, paths.field_timeseries)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+    notes = sorted({n for d in done for n in d["notes"]})
     if notes:
-        stats["features_notes"] = sorted(set(notes))
-    stats["features_fields_outside"] = outside
+        stats["features_notes"] = notes
+    stats["features_fields_outside"] = sum(d["outside"] for d in done)
     return {"field_timeseries": str(paths.field_timeseries)}
-
-
-def _part_features(cfg: RunConfig, scenes: list[Scene], gdf: Any, offset: int, client: Any,
-                   notes: list[str]) -> tuple[Any, Any, int]:
-    """``(long table, phenology columns on gdf's index, fields outside every scene)`` of one part;
-    ``(None, None, n)`` when no scene holds any of its fields."""
-    import pandas as pd
-
-    pts = gdf.geometry.representative_point()
-    done = np.zeros(len(gdf), bool)
-    longs, wides = [], []
-    for sc in scenes:
-        h, w = sc.info.shape
-        xs, ys = pts.x.to_numpy(), pts.y.to_numpy()
-        if gdf.crs is not None and gdf.crs != sc.info.crs:
-            tp = pts.to_crs(sc.info.crs)
-            xs, ys = tp.x.to_numpy(), tp.y.to_numpy()
-        col, row = ~sc.info.transform @ (xs, ys)
-        take = ~done & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        if not take.any():
-            continue
-        sub = gdf[take]
-        long, wide, n = field_timeseries(sc.path, sub, indices=cfg.outputs.features, id_field="field_id"
-                                         if "field_id" in gdf.columns else None, client=client)
-        if "field_id" not in gdf.columns:  # the run's own order: 1..N over all fields
-            ids = offset + np.flatnonzero(take) + 1
-            long["field_id"] = np.repeat(ids, len(long) // max(len(ids), 1))
-            wide["field_id"] = ids
-        wide.index = sub.index
-        longs.append(long)
-        wides.append(wide)
-        notes += n
-        done |= take
-    if not longs:
-        return None, None, int((~done).sum())
-    return (pd.concat(longs, ignore_index=True), pd.concat(wides).drop(columns=["field_id"]),
-            int((~done).sum()))
 
 
 def district_profiles(cfg: RunConfig, card: ModelCard, paths: RunPaths, scenes: list[Scene], districts: Any,

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import rasterio
 import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -239,3 +240,34 @@ def _sizes(results):
 
 def _pid(results):
     return os.getpid()
+
+
+def test_features_per_part_equal_the_whole_table(tmp_path):
+    from geoseg.ops.features import PartFeatures, SceneFootprint, field_timeseries, part_features
+    from geoseg.parallel import Runner
+
+    from ..workflow_helpers import write_scene
+
+    i, j = np.mgrid[:16, :16]
+    mask = np.kron((i + 2 * j) % 3 + 1, np.ones((6, 6), int)).astype(np.uint8)
+    path = write_mask(tmp_path / "m.tif", mask)
+    with rasterio.open(path) as src:
+        tf = src.transform
+    write_scene(tmp_path / "scene.tif", 96, 96, tf)
+    res = polygonize_dataset(path, tmp_path / "fields.parquet", block=32, classes=CLASSES, min_area_ha=0)
+    whole = gpd.read_parquet(res.path)
+    parts = sorted(res.path.glob("*.parquet"))
+    scene = SceneFootprint(str(tmp_path / "scene.tif"), (96, 96), tf, whole.crs)
+    out = tmp_path / "series"
+    out.mkdir()
+    jobs = [PartFeatures(str(p), str(out / p.name), (scene,), ("ndvi",)) for p in parts]
+    done = Runner(2).map(part_features, jobs)
+    assert all(d["written"] and d["outside"] == 0 for d in done)
+    long, wide, _ = field_timeseries(tmp_path / "scene.tif", whole, indices=["ndvi"])
+    got = pd.read_parquet(out).sort_values(["field_id", "date"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, long.sort_values(["field_id", "date"]).reset_index(drop=True),
+                                  check_categorical=False)
+    again = gpd.read_parquet(res.path).sort_values("field_id").reset_index(drop=True)
+    ref = wide.set_index(whole.field_id.to_numpy()).loc[again.field_id]
+    np.testing.assert_allclose(again["ndvi_peak"].to_numpy(), ref["ndvi_peak"].to_numpy())
+    assert again["ndvi_peak_date"].tolist() == ref["ndvi_peak_date"].tolist()
