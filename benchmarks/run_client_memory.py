@@ -12,7 +12,8 @@ the fields written, the run's seconds and stage timings, the run process's peak 
 The random model maps one class (``cotton``) over most of the larger scene as a single region
 of about 67,000 ha with 150,000 holes; the runs leave that class out of the fields
 (``exclude_classes``), since a "field" of that size is no field and merging it is a memory cost
-of its own (printed with ``--keep-all``).
+of its own (printed with ``--keep-all``). ``--features`` adds the growth features (NDVI of the
+scene's one date) of every field.
 
 Run::
 
@@ -86,9 +87,11 @@ def model(path: Path) -> None:
     save_checkpoint(path, build_from_card(card), card)
 
 
-def workflow(path: Path, model_dir: Path, keep_all: bool) -> None:
+def workflow(path: Path, model_dir: Path, keep_all: bool, features: bool = False) -> None:
     outputs = {"fields": ["parquet"], "district_areas": False, "min_area_ha": 0.0, "report": False,
                "exclude_classes": ["background"] if keep_all else ["background", "cotton"]}
+    if features:
+        outputs["features"] = ["ndvi"]
     wf = {"name": "mem", "scenes": ["scene.tif"], "model": str(model_dir), "tile": 512, "overlap": 32,
           "tiles_per_task": 4, "batch_size": 4, "outputs": outputs,
           "cluster": {"workers": 2, "threads_per_worker": 1, "dashboard": False}, "store": "store", "runs_dir": "runs"}
@@ -99,25 +102,27 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/geoseg-run-memory"))
     ap.add_argument("--keep-all", action="store_true", help="keep every crop class, the giant region too")
+    ap.add_argument("--features", action="store_true", help="with the growth features (NDVI) of every field")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     model_dir = args.work / "model"
     if not (model_dir / "model.json").exists():
         model(model_dir)
-    print("| patches | fields | run s | polygonise s | run process peak MiB | largest worker peak MiB |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| patches | fields | run s | polygonise s | features s | run process peak MiB | largest worker peak MiB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     peaks = []
     for patches in (3_600, 73_000):
         folder = args.work / f"r{patches}"
         folder.mkdir(exist_ok=True)
         if not (folder / "scene.tif").exists():
             scene(folder / "scene.tif", patches)
-        workflow(folder / "wf.yaml", model_dir, args.keep_all)
+        workflow(folder / "wf.yaml", model_dir, args.keep_all, args.features)
         out = subprocess.run([sys.executable, "-c", _CHILD, "wf.yaml"], cwd=folder, capture_output=True, text=True,
                              check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         peaks.append(r["peak_mib"])
         print(f"| {patches:,} | {r['fields']:,} | {r['seconds']:.1f} | {r['timings'].get('polygonise', 0):.1f} | "
+              f"{r['timings'].get('features', 0):.1f} | "
               f"{r['peak_mib']:.0f} | {r['worker_peak_mib']:.0f} |")
     print(f"run process peak, larger / smaller: {peaks[1] / peaks[0]:.2f}")
     return 0
