@@ -271,3 +271,19 @@ def test_features_per_part_equal_the_whole_table(tmp_path):
     ref = wide.set_index(whole.field_id.to_numpy()).loc[again.field_id]
     np.testing.assert_allclose(again["ndvi_peak"].to_numpy(), ref["ndvi_peak"].to_numpy())
     assert again["ndvi_peak_date"].tolist() == ref["ndvi_peak_date"].tolist()
+
+
+def test_resume_removes_the_staging_folders_an_interrupted_run_left(tmp_path):
+    from geoseg.io.raster import atomic_path
+    from geoseg.workflow.run import _remove_partials
+
+    run = tmp_path / "runs" / "r1"
+    staging = atomic_path(run / "fields.parquet")
+    (staging / "inner").mkdir(parents=True)
+    (staging / "part-00000-00000.parquet").write_bytes(b"x")
+    (staging / "inner" / ".part.parquet.partial-0123456789ab.parquet").write_bytes(b"y")
+    stray = atomic_path(run / "mask.tif")
+    stray.write_bytes(b"z")
+    (run / "fields.parquet").mkdir()  # a published dataset stays
+    assert _remove_partials(tmp_path) == 2
+    assert sorted(p.name for p in run.iterdir()) == ["fields.parquet"]
