@@ -30,42 +30,60 @@ from pathlib import Path
 
 from geoseg.synth import synthesize
 
-_CHILD = r'''
+#: Printed last by each child: its seconds, rows and peak memory. VmHWM, not ru_maxrss: the latter
+#: survives fork + exec, so a child would report its parent's peak.
+_REPORT = r'''
+seconds = time.perf_counter() - t
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"seconds": seconds, "rows": rows, "peak_mib": peak / 1024}))
+'''
+
+#: Each measured job as a program of its own, so that the decode loads nothing of geoseg.
+_CHILDREN = {
+    "decode": r'''
 import json, os, sys, time
 from concurrent.futures import ThreadPoolExecutor
 import rasterio
 from rasterio.windows import Window
-what, scene, fields = sys.argv[1:4]
+scene = sys.argv[1]
 t = time.perf_counter()
-if what == "decode":
+with rasterio.open(scene) as src:
+    h, w, n = src.height, src.width, src.count
+wins = [Window(c, r, min(512, w - c), min(512, h - r)) for r in range(0, h, 512) for c in range(0, w, 512)]
+def read(win):
     with rasterio.open(scene) as src:
-        h, w, n = src.height, src.width, src.count
-    wins = [Window(c, r, min(512, w - c), min(512, h - r)) for r in range(0, h, 512) for c in range(0, w, 512)]
-    def read(win):
-        with rasterio.open(scene) as src:
-            return int(src.read(window=win).sum() % 7)
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
-        list(pool.map(read, wins))
-    rows = 0
-else:
-    from geoseg.ops.features import field_timeseries
-    if what == "moments":  # where the time goes: the same pass with the quantiles left out
-        import numpy as np
-        import geoseg.core.zonal as zl
-        zl._quantiles = lambda z, v, w, n, qs: [np.full(n, np.nan) for _ in qs]
-    long, wide, _ = field_timeseries(scene, fields)
-    rows = len(long)
-seconds = time.perf_counter() - t
-# VmHWM, not ru_maxrss: the latter survives fork + exec, so a child would report its parent's peak
-peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps({"seconds": seconds, "rows": rows, "peak_mib": peak / 1024}))
-'''
+        return int(src.read(window=win).sum() % 7)
+with ThreadPoolExecutor(os.cpu_count()) as pool:
+    list(pool.map(read, wins))
+rows = 0
+''' + _REPORT,
+    "features": r'''
+import json, sys, time
+from geoseg.ops.features import field_timeseries
+scene, fields = sys.argv[1:3]
+t = time.perf_counter()
+long, wide, _ = field_timeseries(scene, fields)
+rows = len(long)
+''' + _REPORT,
+    # where the time goes: the same pass with the quantiles left out
+    "moments": r'''
+import json, sys, time
+import numpy as np
+import geoseg.core.zonal as zl
+from geoseg.ops.features import field_timeseries
+zl._quantiles = lambda z, v, w, n, qs: [np.full(n, np.nan) for _ in qs]
+scene, fields = sys.argv[1:3]
+t = time.perf_counter()
+long, wide, _ = field_timeseries(scene, fields)
+rows = len(long)
+''' + _REPORT,
+}
 
 
 def _measure(what: str, region: Path, repeats: int) -> dict[str, float]:
     best: dict[str, float] | None = None
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", _CHILD, what, str(region / "scene.tif"),
+        out = subprocess.run([sys.executable, "-c", _CHILDREN[what], str(region / "scene.tif"),
                               str(region / "fields.gpkg")], capture_output=True, text=True, check=True)
         res = json.loads(out.stdout.strip().splitlines()[-1])
         if best is None or res["seconds"] < best["seconds"]:

@@ -121,23 +121,21 @@ class Runner:
         jobs = list(jobs)
         if self.client is None:
             return reduce(self.map(fn, jobs, progress))
-        futures = self.client.map(fn, jobs, pure=True)
-        if progress is not None:
-            from distributed import as_completed as completed  # deferred: distributed is slow to import
-
-            for i, _ in enumerate(completed(futures), start=1):
-                progress(i, len(futures))
-        return self.client.submit(reduce, futures, pure=False).result()
+        return self.client.submit(reduce, self._submit(fn, jobs, progress), pure=False).result()
 
     def _map_client(self, fn: Callable[[_J], _R], jobs: list[_J],
                     progress: Callable[[int, int], None] | None) -> list[_R]:
+        return list(self.client.gather(self._submit(fn, jobs, progress)))
+
+    def _submit(self, fn: Callable[[_J], _R], jobs: list[_J], progress: Callable[[int, int], None] | None) -> list[Any]:
+        """The client's futures of ``fn(job)`` (with ``progress``, returned once they have all finished)."""
         futures = self.client.map(fn, jobs, pure=True)
         if progress is not None:
             from distributed import as_completed as completed  # deferred: distributed is slow to import
 
             for i, _ in enumerate(completed(futures), start=1):
                 progress(i, len(futures))
-        return list(self.client.gather(futures))
+        return futures
 
     def imap(self, fn: Callable[[_J], _R], jobs: Iterable[_J], ahead: int | None = None) -> Iterator[_R]:
         """``fn(job)`` for each job in order, as a generator that keeps at most ``ahead`` jobs

@@ -342,6 +342,7 @@ def part_features(job: PartFeatures) -> dict[str, Any]:
     import pandas as pd
 
     gdf = gpd.read_parquet(job.part)
+    has_id = "field_id" in gdf.columns
     pts = gdf.geometry.representative_point()
     done = np.zeros(len(gdf), bool)
     longs, wides, notes = [], [], []
@@ -356,7 +357,6 @@ def part_features(job: PartFeatures) -> dict[str, Any]:
         if not take.any():
             continue
         sub = gdf[take]
-        has_id = "field_id" in gdf.columns
         long, wide, n = field_timeseries(sc.path, sub, indices=job.indices, id_field="field_id" if has_id else None,
                                          workers=1)
         if not has_id:  # the run's own order: 1..N over all fields

@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +46,7 @@ from geoseg.core.sieve import DEFAULT_MIN_AREA_HA, DEFAULT_SIEVE_PASSES, min_are
 from geoseg.core.trace import Fields, vectorize_block
 from geoseg.errors import PolygonizeError, portable_errors
 from geoseg.io.districts import Districts, read_districts
-from geoseg.io.fiboa import DETERMINATION_METHOD, code_list_id, determination_column, fiboa_table
+from geoseg.io.fiboa import DETERMINATION_METHOD, code_list_id, determination_column
 from geoseg.io.paths import STDOUT, check_overwrite
 from geoseg.io.raster import (
     BlockReader,
@@ -347,8 +347,40 @@ def polygonize_raster(
     geoseg.errors.GridMismatchError
         A confidence raster on another grid.
     """
+    plan = _plan(mask_path, confidence=confidence, classes=classes, nodata=nodata, min_area_ha=min_area_ha,
+                 exclude=exclude, block=block, passes=passes, districts=districts, name_field=name_field,
+                 run_id=run_id, model_id=model_id, simplify_m=simplify_m, max_area_change=max_area_change,
+                 observed=observed, separate=separate, separation=separation, max_area_ha=max_area_ha)
+    runner = Runner(workers, client)
+    results = runner.map(_run_block, plan.jobs, progress)
+    # the seams: pieces of one field in several blocks merged
+    fields = _merge_blocks(plan.grid, results, plan.areas, plan.with_conf, runner.workers)
+    return _finish(fields, plan.attrs)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The checked inputs of a polygonisation: the block grid, a job per block, and what finishes
+    the fields."""
+
+    grid: TileGrid
+    jobs: list[_BlockJob]
+    areas: PixelAreas
+    with_conf: bool
+    attrs: _Attrs
+
+
+def _plan(mask_path: str | os.PathLike[str], *, confidence: str | os.PathLike[str] | None = None,
+          classes: ClassTable | str | os.PathLike[str] | None = None, nodata: float | None = None,
+          min_area_ha: float = DEFAULT_MIN_AREA_HA, exclude: Sequence[str | int] | None = None,
+          block: int = DEFAULT_BLOCK, passes: int = DEFAULT_SIEVE_PASSES,
+          districts: str | os.PathLike[str] | Any | None = None, name_field: str | None = None,
+          run_id: str | None = None, model_id: str | None = None, simplify_m: float | None = None,
+          max_area_change: float = 0.01, observed: Any = None, separate: bool = True,
+          separation: Separation | None = None, max_area_ha: float | None = None) -> _Plan:
+    """Check every input before any work (see :func:`polygonize_raster`) and plan the blocks, each
+    sieved and traced on its own."""
     src = str(mask_path)
-    # the inputs, all checked before any work
     info = _check_mask(src, block, passes)
     if (nodata if nodata is not None else info.nodata) is None:
         warn_no_nodata(info)
@@ -366,19 +398,15 @@ def polygonize_raster(
         if not name_field:
             raise PolygonizeError("districts given without name_field; pass the attribute that names a district")
         dist = read_districts(districts, name_field, crs=info.crs)
-    # the blocks, each sieved and traced on its own
     areas = pixel_areas(info.transform, info.crs, (info.shape.height, info.shape.width))
     min_px = min_area_pixels(min_area_ha, areas.mean)
     grid, jobs = _plan_blocks(info, conf_path, nodata, excl, min_px, passes, block, areas,
                               (boundary_band, sep, len(table) if table is not None else 256))
-    runner = Runner(workers, client)
-    results = runner.map(_run_block, jobs, progress)
-    # the seams: pieces of one field in several blocks merged
-    fields = _merge_blocks(grid, results, areas, conf_path is not None, runner.workers)
     if boundary_band is not None:
         log.info("%s: fields separated on the boundary band %d of %s", src, boundary_band, conf_path)
-    return _finish(fields, _attrs(info, table, min_px, boundary_band, max_area_ha, simplify_m, max_area_change,
-                                  dist, observed_at, run_id, model_id))
+    return _Plan(grid, jobs, areas, conf_path is not None,
+                 _attrs(info, table, min_px, boundary_band, max_area_ha, simplify_m, max_area_change, dist,
+                        observed_at, run_id, model_id))
 
 
 @dataclass(frozen=True)
@@ -493,16 +521,8 @@ def _tally(gdf: "gpd.GeoDataFrame") -> dict[int, tuple[int, float]]:
 def _write_part(gdf: "gpd.GeoDataFrame", path: Path, keep_empty: bool = False) -> None:
     """One part of the dataset; none for no fields unless ``keep_empty`` (an empty part's columns
     of no value have no type of their own, which other parts' would contradict)."""
-    if not len(gdf) and not keep_empty:
-        return
-    import pyarrow.parquet as pq
-
-    tmp = atomic_path(path)
-    try:
-        pq.write_table(fiboa_table(gdf), tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if len(gdf) or keep_empty:
+        write_vector(gdf, path)
 
 
 @dataclass(frozen=True)
@@ -521,7 +541,8 @@ class FieldDataset:
 
 
 def polygonize_dataset(mask_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                       overwrite: bool = True, **kwargs: Any) -> FieldDataset:
+                       overwrite: bool = True, client: Any = None, workers: int | None = None,
+                       progress: Callable[[int, int], None] | None = None, **kwargs: Any) -> FieldDataset:
     """:func:`polygonize_raster`'s fields written where they are made: a GeoParquet dataset.
 
     ``out`` becomes a folder of GeoParquet files (fiboa's columns, bbox covering column): each
@@ -542,60 +563,27 @@ def polygonize_dataset(mask_path: str | os.PathLike[str], out: str | os.PathLike
     PolygonizeError
         As :func:`polygonize_raster`; ``simplify_m`` given; ``out`` exists and ``overwrite`` is False.
     """
-    kw = dict(kwargs)
-    if kw.pop("simplify_m", None):
+    if kwargs.get("simplify_m"):
         raise PolygonizeError(f"{out}: simplify_m cannot be used when fields are written block by block (a "
                               f"dataset); simplify a single file instead (geoseg polygonize --simplify)")
-    src = str(mask_path)
     target = Path(out)
-    dist_in = kw.get("districts")
+    dist_in = kwargs.get("districts")
     check_outputs({"the fields dataset": target},
-                  {"the mask": src, "the confidence raster": kw.get("confidence"),
+                  {"the mask": mask_path, "the confidence raster": kwargs.get("confidence"),
                    "the district file": dist_in if isinstance(dist_in, (str, os.PathLike)) else None})
     check_overwrite(target, overwrite, "the fields dataset")
-    block = kw.pop("block", DEFAULT_BLOCK)
-    passes = kw.pop("passes", DEFAULT_SIEVE_PASSES)
-    info = _check_mask(src, block, passes)
-    nodata = kw.pop("nodata", None)
-    if (nodata if nodata is not None else info.nodata) is None:
-        warn_no_nodata(info)
-    conf_path = None if kw.get("confidence") is None else str(kw.pop("confidence"))
-    kw.pop("confidence", None)
-    if conf_path is not None:
-        check_same_grid(info, raster_info(conf_path))
-    table = _resolve_classes(kw.pop("classes", None), src)
-    # without a class table the code list names the classes found: the same in every part
-    code_ids = None if table is not None else _classes_found(src, nodata, block, kw.get("workers"), kw.get("client"))
-    excl = exclude_ids(kw.pop("exclude", None), table, src)
-    sep, boundary_band = resolve_separation(conf_path, kw.pop("separate", True), kw.pop("separation", None))
-    max_area_ha = kw.pop("max_area_ha", None)
-    min_area_ha = kw.pop("min_area_ha", DEFAULT_MIN_AREA_HA)
-    _check_max_area(max_area_ha, min_area_ha)
-    observed_at = observed_time(kw.pop("observed", None), src)
-    districts, name_field = kw.pop("districts", None), kw.pop("name_field", None)
-    dist = None
-    if districts is not None:
-        if not name_field:
-            raise PolygonizeError("districts given without name_field; pass the attribute that names a district")
-        dist = read_districts(districts, name_field, crs=info.crs)
-    run_id, model_id = kw.pop("run_id", None), kw.pop("model_id", None)
-    client, workers, progress = kw.pop("client", None), kw.pop("workers", None), kw.pop("progress", None)
-    max_area_change = kw.pop("max_area_change", 0.01)
-    if kw:
-        raise TypeError(f"polygonize_dataset() got unexpected keyword arguments {sorted(kw)}")
-    areas = pixel_areas(info.transform, info.crs, (info.shape.height, info.shape.width))
-    min_px = min_area_pixels(min_area_ha, areas.mean)
-    grid, jobs = _plan_blocks(info, conf_path, nodata, excl, min_px, passes, block, areas,
-                              (boundary_band, sep, len(table) if table is not None else 256))
-    attrs = _attrs(info, table, min_px, boundary_band, max_area_ha, None, max_area_change, dist, observed_at,
-                   run_id, model_id, code_ids)
+    plan = _plan(mask_path, **kwargs)
+    attrs = plan.attrs
+    if attrs.table is None:  # the code list names the classes found: the same in every part
+        attrs = replace(attrs, code_ids=_classes_found(plan.jobs, workers, client))
+    runner = Runner(workers, client)
     staging = atomic_path(target)
     staging.mkdir(parents=True)
     try:
-        part_jobs = [_PartJob(b, t.index, grid.grid_shape, attrs, str(staging)) for b, t in zip(jobs, grid)]
-        runner = Runner(workers, client)
+        part_jobs = [_PartJob(b, t.index, plan.grid.grid_shape, attrs, str(staging))
+                     for b, t in zip(plan.jobs, plan.grid, strict=True)]
         # the seam pieces are merged and written by one more task: on a cluster they stay there
-        merge = partial(_merge_seams, grid=grid, areas=areas, with_conf=conf_path is not None,
+        merge = partial(_merge_seams, grid=plan.grid, areas=plan.areas, with_conf=plan.with_conf,
                         workers=runner.workers, attrs=attrs, folder=str(staging))
         tallies = runner.map_reduce(_run_part, part_jobs, merge, progress)
         publish_folder(staging, target)
@@ -608,9 +596,9 @@ def polygonize_dataset(mask_path: str | os.PathLike[str], out: str | os.PathLike
             acc = total.setdefault(c, [0, 0.0])
             acc[0] += n
             acc[1] += ha
-    names = crop_names(np.asarray(sorted(total), np.int64), table)
+    names = crop_names(np.asarray(sorted(total), np.int64), attrs.table)
     return FieldDataset(target, int(sum(v[0] for v in total.values())), len(list(target.glob("*.parquet"))),
-                        {str(n): total[c][1] for n, c in zip(names, sorted(total), strict=True)}, min_px)
+                        {str(n): total[c][1] for n, c in zip(names, sorted(total), strict=True)}, attrs.min_px)
 
 
 @portable_errors
@@ -620,11 +608,8 @@ def _block_classes(job: _BlockJob) -> np.ndarray:
     return np.unique(b.array[b.valid()])
 
 
-def _classes_found(src: str, nodata: float | None, block: int, workers: int | None, client: Any) -> tuple[int, ...]:
-    """The class values in a mask that carries no class table (one read of it)."""
-    info = raster_info(src)
-    areas = pixel_areas(info.transform, info.crs, (info.shape.height, info.shape.width))
-    _, jobs = _plan_blocks(info, None, nodata, (), 1, 0, block, areas)
+def _classes_found(jobs: Sequence[_BlockJob], workers: int | None, client: Any) -> tuple[int, ...]:
+    """The class values in a mask that carries no class table (one read of its blocks' cores)."""
     found = np.unique(np.concatenate([np.zeros(0, np.int64)] + Runner(workers, client).map(_block_classes, jobs)))
     return tuple(int(i) for i in found)
 

@@ -102,9 +102,8 @@ _REESTIMATE = ("``geoseg estimate {run} LABELS --overwrite`` (LABELS: the labell
 #: What a run's file holds, and how to make it again, for the message about a damaged one.
 _REGENERATE = {
     "fields": ("the GeoParquet of field polygons that a run writes",
-               "``geoseg polygonize {run}/mask.tif --dataset --out {path} --confidence {run}/confidence.tif --overwrite`` "
-               "(with the "
-               "workflow's --districts and --name-field), or " + _RERUN),
+               "``geoseg polygonize {run}/mask.tif --dataset --out {path} --confidence {run}/confidence.tif "
+               "--overwrite`` (with the workflow's --districts and --name-field), or " + _RERUN),
     "district_areas": ("the district table that a run writes",
                        "``geoseg areas {run}/mask.tif --districts FILE --name-field ATTR --out {path}``, or "
                        + _RERUN),
@@ -200,9 +199,8 @@ def _table_files(path: Path) -> list[Path]:
 
 def _source(path: Path) -> str:
     """``read_parquet``'s argument for a table: its file, or the list of a dataset's parts."""
-    files = _table_files(path)
     if path.is_dir():
-        return "[" + ", ".join(_sql_str(str(f)) for f in files) + "]"
+        return "[" + ", ".join(_sql_str(str(f)) for f in _table_files(path)) + "]"
     return _sql_str(str(path))
 
 
