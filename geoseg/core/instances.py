@@ -26,17 +26,23 @@ A field may thus hold a few pixels of another class: its crop is the majority of
 
 Block-wise equals whole-raster
 ------------------------------
-Every decision above about a pixel depends only on pixels within a bounded distance: whether
-a seed is large needs ``seed_pixels`` pixels around it, erosion ``erode``, growth ``grow``
-more. A component
-that reaches the open edge of a read window is taken as large. So with a halo of
-:func:`separation_halo` pixels, labels inside the core and the links between a core pixel
-and its outer neighbours (:func:`links`) are those the whole raster gives; a property test
-checks that blocks merged along those links give the whole raster's fields.
+A field is a connected set of *links* between 4-neighbours (:class:`FieldGraph`): two seeds,
+or two rest pixels, of one class; a grown pixel and the neighbour it joined. Labels themselves
+are not local (two seeds joined by a path that only exists near a window's edge would share a
+window label), but each link is: with ``d`` the pixels between a pixel and a window's open
+edge, a cut is right from ``d >= 1``, the eroded interior from ``1 + erode``, whether a seed is
+large from ``seed_pixels + erode + 1`` (a small seed lies within ``seed_pixels - 1`` of each of
+its pixels), the growth step from ``grow`` more, the neighbour a pixel joins from one more. The
+pixel just beyond a block's core needs all of it, so :func:`separation_halo` is
+``seed_pixels + grow + erode + 3``: a block labels its core by the links inside the core
+(:meth:`FieldGraph.labels`) and reports the links from its core's edges to the pixels beyond
+(:meth:`FieldGraph.links`); pieces joined along those links are the whole raster's fields (a
+property test over random masks and block sizes checks it).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,11 +56,12 @@ __all__ = [
     "DEFAULT_GROW",
     "DEFAULT_SEED_PIXELS",
     "SEPARATION_CHOICES",
+    "FieldGraph",
     "Separation",
     "boundary_value",
     "check_separation",
     "class_counts",
-    "links",
+    "field_graph",
     "majority",
     "separate_fields",
     "separation_from_tag",
@@ -150,9 +157,9 @@ def separation_halo(sep: Separation) -> int:
     """Pixels a block's read window must reach beyond its core (on top of the sieve's halo).
 
     >>> separation_halo(Separation())
-    19
+    20
     """
-    return int(sep.seed_pixels) + int(sep.grow) + int(sep.erode) + 2
+    return int(sep.seed_pixels) + int(sep.grow) + int(sep.erode) + 3
 
 
 def _shifted(a: np.ndarray, dr: int, dc: int, fill: int | bool) -> np.ndarray:
@@ -176,14 +183,90 @@ def _class_edges(cls: np.ndarray, field: np.ndarray) -> np.ndarray:
     return out
 
 
-def separate_fields(
+@dataclass(frozen=True)
+class FieldGraph:
+    """What joins each pixel of a window to its 4-neighbours' fields (see the module notes).
+
+    ``kind`` per pixel: 0 not in a field, 1 seed, 2 grown, 3 rest; a grown pixel joined the
+    neighbour ``to`` (index into up, left, right, down) in growth step ``step``. Two neighbours
+    are *linked* (one field) when both are seeds, or both rest, of one class, or when one of
+    them is grown and joined the other. Every decision is local, so the links of pixels far
+    enough from a window's open edges are the whole raster's; a field is a connected set of
+    links, which is what makes the block-wise labels equal the whole raster's.
+    """
+
+    cls: np.ndarray
+    kind: np.ndarray  # uint8
+    step: np.ndarray  # uint8 (grown pixels), 0 otherwise
+    to: np.ndarray  # int8 (grown pixels), -1 otherwise
+
+    def labels(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
+        """Field labels (int32, 1.., 0 outside fields) of the pixels ``[rows, cols]``: the
+        connected sets of links *inside* that rectangle (a field that leaves it and comes back
+        has two labels there, joined across its edges by :meth:`links`)."""
+        kind, cls = self.kind[rows, cols], self.cls[rows, cols]
+        h, w = kind.shape
+        if kind.size == 0 or not kind.any():
+            return np.zeros((h, w), np.int32)
+        same = (kind == 1) | (kind == 3)
+        code = cls.astype(np.int32) * 2 + (kind == 3)  # seeds and rest of one class never join
+        lab = label_runs(code, same).dense().astype(np.int32, copy=False).ravel()
+        n = int(lab.max(initial=0))
+        g = np.flatnonzero(kind.ravel() == 2)
+        if g.size:
+            step = self.step[rows, cols].ravel()[g]
+            by_step = np.argsort(step, kind="stable")
+            g, step = g[by_step], step[by_step]
+            bounds = np.searchsorted(step, np.arange(1, int(step.max()) + 2))
+            to = self.to[rows, cols].ravel()
+            dr = np.array([d[0] for d in _OFFSETS], np.int64)
+            dc = np.array([d[1] for d in _OFFSETS], np.int64)
+            for a, b in itertools.pairwise(bounds):  # step by step: a pixel joins one placed before it
+                px = g[a:b]
+                d = to[px]
+                r, c = px // w + dr[d], px % w + dc[d]
+                inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+                lab[px[inside]] = lab[r[inside] * w + c[inside]]
+                out = px[~inside]  # joined a pixel outside the rectangle: starts a label here
+                lab[out] = np.arange(n + 1, n + 1 + out.size, dtype=np.int32)
+                n += out.size
+        return lab.reshape(h, w)
+
+    def links(self, axis: int, rows: slice | None = None, cols: slice | None = None) -> np.ndarray:
+        """Whether each pixel of ``[rows, cols]`` is linked to its next neighbour along ``axis``
+        (0: below, 1: right); the rectangle (by default, every pixel with such a neighbour) must
+        leave room for that neighbour.
+
+        Rice then wheat along a row: the two pixels at the change are cut, then each joins its crop.
+
+        >>> g = field_graph(np.array([[1, 1, 1, 2, 2, 2]]), np.ones((1, 6), bool), np.zeros((1, 6), np.uint8),
+        ...                 Separation(seed_pixels=1, grow=1, erode=0))
+        >>> g.kind.tolist(), g.links(1).tolist()
+        ([[1, 1, 2, 2, 1, 1]], [[True, True, False, True, True]])
+        """
+        h, w = self.kind.shape
+        r0, r1, _ = (rows or slice(0, h - 1 if axis == 0 else h)).indices(h)
+        c0, c1, _ = (cols or slice(0, w - 1 if axis == 1 else w)).indices(w)
+        if axis == 0:
+            a, b, fwd, back = (slice(r0, r1), slice(c0, c1)), (slice(r0 + 1, r1 + 1), slice(c0, c1)), 3, 0
+        else:
+            a, b, fwd, back = (slice(r0, r1), slice(c0, c1)), (slice(r0, r1), slice(c0 + 1, c1 + 1)), 2, 1
+        if (r1 if axis == 0 else c1) >= self.kind.shape[axis]:
+            raise ValueError(f"links along axis {axis} need the pixels beyond rows {rows}, cols {cols}")
+        ka, kb = self.kind[a], self.kind[b]
+        same = (ka == kb) & ((ka == 1) | (ka == 3)) & (self.cls[a] == self.cls[b])
+        return same | ((ka == 2) & (self.to[a] == fwd)) | ((kb == 2) & (self.to[b] == back))
+
+
+def field_graph(
     cls: np.ndarray,
     field: np.ndarray,
     boundary: np.ndarray,
     sep: Separation = Separation(),
     open_edges: tuple[bool, bool, bool, bool] = (False, False, False, False),
-) -> np.ndarray:
-    """Field labels (h, w) int32, 1.. per field, 0 outside fields (see the module notes).
+) -> FieldGraph:
+    """Seeds, growth and the rest of one window (steps 1-4 of the module notes), as a
+    :class:`FieldGraph`; :func:`separate_fields` labels it.
 
     Parameters
     ----------
@@ -197,23 +280,16 @@ def separate_fields(
         Threshold, smallest seed, growth steps.
     open_edges : (top, bottom, left, right)
         Sides of the array that are cut out of a larger raster: a seed touching one is large.
-
-    Examples
-    --------
-    Two wheat fields side by side, a boundary line between them (columns 2 and 3):
-
-    >>> cls = np.ones((3, 6), np.uint8)
-    >>> b = np.zeros((3, 6), np.uint8); b[:, 2:4] = 255
-    >>> separate_fields(cls, np.ones((3, 6), bool), b, Separation(seed_pixels=2)).tolist()
-    [[1, 1, 1, 2, 2, 2], [1, 1, 1, 2, 2, 2], [1, 1, 1, 2, 2, 2]]
     """
     if cls.shape != field.shape or cls.shape != boundary.shape:
         raise PolygonizeError(f"class {cls.shape}, field {field.shape} and boundary {boundary.shape} arrays differ "
                               f"in shape; expected one grid")
     h, w = cls.shape
-    labels = np.zeros((h, w), np.int32)
+    kind = np.zeros((h, w), np.uint8)
+    step = np.zeros((h, w), np.uint8)
+    to = np.full((h, w), -1, np.int8)
     if h == 0 or w == 0 or not field.any():
-        return labels
+        return FieldGraph(cls, kind, step, to)
     cut = field & ((boundary >= sep.threshold) | _class_edges(cls, field))
     interior = field & ~cut
     for _ in range(sep.erode):  # 4-neighbour erosion (outside the array counts as inside)
@@ -232,19 +308,35 @@ def separate_fields(
                 flat = (np.arange(h * w, dtype=np.int64).reshape(h, w)[rows, cols]).ravel()
                 line = runs.at_flat(flat)
                 large[line[line > 0] - 1] = True
-        keep = (np.r_[0, np.cumsum(large)] * np.r_[False, large]).astype(np.int32)  # the large ones, 1..
-        run_lab = keep[runs.run_label]
-        labels = np.repeat(run_lab, lengths).reshape(h, w)
-    n_seeds = int(labels.max(initial=0))
-    if sep.grow > 0 and n_seeds:
-        labels = _grow(labels, cls, field, boundary, sep.grow)
-    # the rest: components of one class among the pixels no seed reached
-    rest = field & (labels == 0)
-    if rest.any():
-        more = label_runs(cls, rest)
-        d = more.dense()
-        labels[rest] = d[rest] + n_seeds
-    return labels
+        seed_run = np.r_[False, large][runs.run_label]
+        kind = np.repeat(seed_run, lengths).reshape(h, w).astype(np.uint8)
+        del runs, seed_run
+    if sep.grow > 0 and kind.any():
+        _grow(kind, step, to, cls, field, boundary, sep.grow)
+    kind[field & (kind == 0)] = 3  # the rest: pixels no seed reached
+    return FieldGraph(cls, kind, step, to)
+
+
+def separate_fields(
+    cls: np.ndarray,
+    field: np.ndarray,
+    boundary: np.ndarray,
+    sep: Separation = Separation(),
+    open_edges: tuple[bool, bool, bool, bool] = (False, False, False, False),
+) -> np.ndarray:
+    """Field labels (h, w) int32, 1.. per field, 0 outside fields (see the module notes):
+    ``field_graph(...).labels()``.
+
+    Examples
+    --------
+    Two wheat fields side by side, a boundary line between them (columns 2 and 3):
+
+    >>> cls = np.ones((3, 6), np.uint8)
+    >>> b = np.zeros((3, 6), np.uint8); b[:, 2:4] = 255
+    >>> separate_fields(cls, np.ones((3, 6), bool), b, Separation(seed_pixels=2)).tolist()
+    [[1, 1, 1, 2, 2, 2], [1, 1, 1, 2, 2, 2], [1, 1, 1, 2, 2, 2]]
+    """
+    return field_graph(cls, field, boundary, sep, open_edges).labels()
 
 
 #: Pixels handled at once in a growth step (bounds its temporaries to a few MB).
@@ -255,65 +347,54 @@ def _chunks(a: np.ndarray) -> list[np.ndarray]:
     return [a[i:i + _CHUNK] for i in range(0, a.size, _CHUNK)]
 
 
-def _grow(labels: np.ndarray, cls: np.ndarray, field: np.ndarray, boundary: np.ndarray, steps: int) -> np.ndarray:
-    """Step 3 of the module notes, breadth first: each step looks only at the unplaced field
+def _grow(kind: np.ndarray, step: np.ndarray, to: np.ndarray, cls: np.ndarray, field: np.ndarray,
+          boundary: np.ndarray, steps: int) -> None:
+    """Step 3 of the module notes, breadth first, in place: marks grown pixels (``kind`` 2) with
+    their step and the neighbour they joined. Each step looks only at the unplaced field
     neighbours of the pixels the step before placed (the frontier), so a step costs what it places."""
-    h, w = labels.shape
-    W = w + 2
+    W = kind.shape[1] + 2
     pad = lambda a, dtype: np.pad(a.astype(dtype, copy=False), 1)
-    lab = pad(labels, np.int32).ravel()
+    placed = pad(kind > 0, bool).ravel()
     fld = pad(field, bool).ravel()
     cl = pad(cls, cls.dtype).ravel()
     bd = pad(boundary, np.uint8).ravel()
     offs = np.array([dr * W + dc for dr, dc in _OFFSETS], np.intp)
     # the first frontier: seed pixels next to an unplaced field pixel
-    todo = fld & (lab == 0)
+    todo = fld & ~placed
     near = np.zeros_like(todo)
     for o in offs.tolist():
         if o > 0:
             near[:-o] |= todo[o:]
         else:
             near[-o:] |= todo[:o]
-    frontier = np.flatnonzero(near & (lab > 0))
+    frontier = np.flatnonzero(near & placed)
     del todo, near
     order = np.arange(4, dtype=np.int32)
-    mark = np.zeros(lab.size, bool)
-    for _ in range(steps):
+    mark = np.zeros(placed.size, bool)
+    for s in range(1, steps + 1):
         if not frontier.size:
             break
         # the unplaced field neighbours of the frontier, each once (chunks bound the temporaries)
         for f in _chunks(frontier):
             nb = (f[:, None] + offs[None, :]).ravel()
-            mark[nb[fld[nb] & (lab[nb] == 0)]] = True
+            mark[nb[fld[nb] & ~placed[nb]]] = True
         cand = np.flatnonzero(mark)
         if not cand.size:
             break
         mark[cand] = False
-        got = np.empty(cand.size, np.int32)
+        got = np.empty(cand.size, np.int8)
         for i, c in zip(range(0, cand.size, _CHUNK), _chunks(cand)):
             nb = c[:, None] + offs[None, :]  # (m, 4)
-            nlab = lab[nb]
             # key: another class last, then the lowest boundary value, then up/left/right/down (fits int32)
             key = (cl[nb] != cl[c][:, None]).astype(np.int32) * 1024 + bd[nb].astype(np.int32) * 4 + order[None, :]
-            key[nlab == 0] = np.iinfo(np.int32).max
-            got[i:i + c.size] = nlab[np.arange(c.size), key.argmin(axis=1)]  # each has a placed neighbour
-        lab[cand] = got  # after the whole step: it decides on the labels before it
+            key[~placed[nb]] = np.iinfo(np.int32).max
+            got[i:i + c.size] = key.argmin(axis=1)  # each has a placed neighbour
+        placed[cand] = True  # after the whole step: it decides on the pixels placed before it
+        r, c = cand // W - 1, cand % W - 1
+        kind[r, c] = 2
+        step[r, c] = s
+        to[r, c] = got
         frontier = cand
-    return lab.reshape(h + 2, W)[1:-1, 1:-1].copy()
-
-
-def links(labels: np.ndarray, axis: int) -> np.ndarray:
-    """Whether each pixel and its next neighbour along ``axis`` (0: below, 1: right) are linked:
-    both in a field and in the same one. Shape: one less along ``axis``.
-
-    >>> links(np.array([[1, 1, 2], [0, 1, 2]]), 1).tolist()
-    [[True, False], [False, False]]
-    """
-    if axis == 0:
-        a, b = labels[:-1], labels[1:]
-    else:
-        a, b = labels[:, :-1], labels[:, 1:]
-    return (a > 0) & (a == b)
 
 
 def class_counts(labels: np.ndarray, cls: np.ndarray, n: int, k: int) -> np.ndarray:

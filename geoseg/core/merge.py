@@ -166,7 +166,7 @@ def seam_pairs(blocks: Sequence[tuple[tuple[int, int], int, Fields, dict[str, np
         piece, its pieces, and the labels (1-based piece index, 0 none) along its
         ``"top"``, ``"bottom"``, ``"left"`` and ``"right"`` edges; with ``"bottom_link"``
         and ``"right_link"`` (bool), whether each pixel of those edges is in one field with
-        its neighbour across the seam (:func:`geoseg.core.instances.links`), used instead of
+        its neighbour across the seam (:meth:`geoseg.core.instances.FieldGraph.links`), used instead of
         comparing classes.
 
     Returns

@@ -34,9 +34,8 @@ from geoseg.core.instances import (
     Separation,
     check_separation,
     class_counts,
-    links,
+    field_graph,
     majority,
-    separate_fields,
     separation_from_tag,
     separation_halo,
 )
@@ -167,17 +166,17 @@ def _run_block(job: _BlockJob) -> tuple[Fields, Edges]:
             raise PolygonizeError(f"{job.mask}: holds class value {top}, which is not in the class table ({job.n_classes} "
                                   f"classes); pass the class file the mask was made with (--classes), or its nodata "
                                   f"value (--nodata)")
-        labels = separate_fields(arr, field, bnd, job.separation, open_edges)
-        del field, bnd, valid  # what is left of the window: its labels, and the core's classes
+        graph = field_graph(arr, field, bnd, job.separation, open_edges)
+        del field, bnd, valid
         ce, cre = cr + int(core.height), cc + int(core.width)  # just past the core, inside the read window
         links_out = {}
-        if ce < labels.shape[0]:
-            links_out["bottom_link"] = links(labels[ce - 1:ce + 1, cols], 0)[0]
-        if cre < labels.shape[1]:
-            links_out["right_link"] = links(labels[rows, cre - 1:cre + 1], 1)[:, 0]
+        if ce < arr.shape[0]:
+            links_out["bottom_link"] = graph.links(0, slice(ce - 1, ce), cols)[0]
+        if cre < arr.shape[1]:
+            links_out["right_link"] = graph.links(1, rows, slice(cre - 1, cre))[:, 0]
         core_arr = np.ascontiguousarray(core_arr)
-        core_lab = np.ascontiguousarray(labels[rows, cols])
-        del labels, arr
+        core_lab = graph.labels(rows, cols)  # the core's fields: joined by links inside the core only
+        del graph, arr
         fields, runs = vectorize_block(core_lab, job.transform, nodata=None, valid=core_lab > 0, exclude=(),
                                        confidence=conf, offset=offset, raster_width=job.width, row_areas=None,
                                        area_factors=area_factors)
