@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 __all__ = [
     "PolygonizeError",
+    "ObjectStoreError",
     "AreaError",
     "VectorReadError",
     "VectorWriteError",
@@ -161,6 +162,10 @@ class StoreInUseError(GeosegError, RuntimeError):
 
 class CatalogError(GeosegError, OSError):
     """A run catalog (``catalog.sqlite``) that is damaged or cannot be used."""
+
+
+class ObjectStoreError(GeosegError, OSError):
+    """An object store (``s3://...``) that cannot be reached, read or written."""
 
 
 class RunDirError(GeosegError, OSError):

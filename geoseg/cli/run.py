@@ -22,12 +22,12 @@ from geoseg.workflow.run import run_workflow
 @click.option("--resume", is_flag=True, help="Continue the newest unfinished run of this workflow.")
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT); overrides cluster.scheduler.")
 @click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), help="Where runs are recorded.")
-@click.option("--store", type=click.Path(file_okay=False, path_type=Path), help="Tile store root (default tiles/).")
+@click.option("--store", help="Tile store root: a folder (default tiles/) or an object-store URL (s3://bucket/tiles).")
 @click.option("--quiet", is_flag=True, help="Print only the run directory.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON summary (run_id, run_dir, status, tiles, timings, outputs, district x crop "
                    "hectares) instead of the text lines.")
-def run(workflow: Path, resume: bool, scheduler: str | None, runs_dir: Path | None, store: Path | None,
+def run(workflow: Path, resume: bool, scheduler: str | None, runs_dir: Path | None, store: str | None,
         quiet: bool, as_json: bool) -> None:
     """Run a workflow on Dask; the last line printed is the run directory (--json: one JSON object).
 

@@ -12,6 +12,7 @@ import datetime
 import glob as globmod
 import hashlib
 import math
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from geoseg.core.zonal import parse_index
 from geoseg.errors import ConfigError, GeosegError
 from geoseg.io.districts import check_districts_reach
 from geoseg.io.imagery import band_request
+from geoseg.io.objects import is_object_url
 from geoseg.io.paths import is_remote
 from geoseg.io.raster import DEFAULT_MAX_PIXELS, check_size, raster_info
 from geoseg.ml.infer import check_input, date_input
@@ -160,7 +162,7 @@ class RunConfig:
     name_field: str | None
     outputs: OutputSpec
     cluster: ClusterSpec
-    store: Path
+    store: Path | str  # a local folder, or an object-store URL (s3://...)
     runs_dir: Path
     crs: str | None
     text: str = field(repr=False, default="")
@@ -408,7 +410,7 @@ def load_workflow(
         outputs=outputs,
         cluster=cluster,
         store=_folder(r, "store", store, "tiles", base),
-        runs_dir=_folder(r, "runs_dir", runs_dir, "runs", base),
+        runs_dir=Path(_folder(r, "runs_dir", runs_dir, "runs", base)),
         text=text,
         **inference,
     )
@@ -565,12 +567,17 @@ def _cluster(r: _Reader, scheduler: str | None) -> ClusterSpec:
     return cluster
 
 
-def _folder(r: _Reader, key: str, override: str | Path | None, default: str, base: Path) -> Path:
+def _folder(r: _Reader, key: str, override: str | Path | None, default: str, base: Path) -> Path | str:
     """The folder ``key`` names (``store``, ``runs_dir``): ``override`` (a command-line option), else
     the file's value relative to the workflow's folder, else ``default`` relative to the current one."""
+    raw = os.fspath(override) if override is not None else r.get(key, str, None)
+    if raw is not None and is_object_url(raw):
+        if key != "store":
+            raise r.err(key, f"{raw!r}: the {key} must be a local folder for now (the tile store may be on "
+                             f"object storage: store: s3://bucket/tiles)")
+        return raw.rstrip("/")
     if override is not None:
         return Path(override).resolve()
-    raw = r.get(key, str, None)
     if raw is None:
         return Path(default).resolve()
     q = Path(raw).expanduser()

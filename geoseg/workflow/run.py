@@ -228,7 +228,8 @@ def _resumed_run(cfg: RunConfig, run_dir: Path) -> _Attempt:
         )
     store = run_store(cfg.store, cfg.name, run_id)
     claim_run_store(store, run_dir=run_dir, resume=True)
-    removed = _remove_partials(run_dir, store)
+    # an object store has no partial objects: a put is whole or absent
+    removed = _remove_partials(run_dir, *([] if isinstance(store, str) else [store]))
     return _Attempt(run_id, RunPaths(run_dir), previous.get("started", ""), previous, removed)
 
 

@@ -38,7 +38,6 @@ from geoseg.io.raster import (
     publish_folder,
     raster_info,
     raster_tags,
-    write_text_atomic,
 )
 from geoseg.io.sidecars import sidecar_paths
 from geoseg.io.stac import StacAsset, stac_item, write_stac_item
@@ -54,7 +53,7 @@ from geoseg.parallel import Runner
 from geoseg.report import write_run_report
 from geoseg.rundir import AREA_FORMATS, RunPaths, district_areas_key, fields_key, read_manifest
 from geoseg.workflow.config import RunConfig
-from geoseg.workflow.store import TASKS_FILE, run_store
+from geoseg.workflow.store import TASKS_FILE, read_store_json, run_store, scene_store, write_store_json
 from geoseg.workflow.tasks import assemble_scene, infer_batch
 
 __all__ = [
@@ -195,16 +194,15 @@ def task_tiles(counts: list[int], workers: int, most: int, batch_size: int) -> i
 
 def _kept_task_tiles(cfg: RunConfig, run_id: str, counts: list[int], workers: int) -> int:
     """:func:`task_tiles` for this run; a resumed run keeps the size its first attempt chose."""
-    path = run_store(cfg.store, cfg.name, run_id) / TASKS_FILE
+    root = run_store(cfg.store, cfg.name, run_id)
     try:
-        n = int(json.loads(path.read_text())["tiles_per_task"])
+        n = int((read_store_json(root, TASKS_FILE) or {})["tiles_per_task"])
         if n >= 1:
             return n
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         pass
     n = task_tiles(counts, workers, cfg.tiles_per_task, cfg.batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps({"tiles_per_task": n}))
+    write_store_json(root, TASKS_FILE, {"tiles_per_task": n})
     return n
 
 
@@ -255,7 +253,7 @@ def infer(cfg: RunConfig, run_id: str, scenes: list[Scene], client: Any, read_ah
     total = sum(len(s.grid) for s in scenes)
     futures = []
     for s in scenes:
-        root = run_store(cfg.store, cfg.name, run_id) / s.name
+        root = scene_store(run_store(cfg.store, cfg.name, run_id), s.name)
         for b, tiles in enumerate(s.batches):
             futures.append(client.submit(
                 infer_batch, str(s.path), str(cfg.model), str(root), b, tiles,
@@ -309,7 +307,7 @@ def _write_stac_item(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPat
     return write_stac_item(paths.stac_item, item)
 
 
-def _assemble_scenes(card: ModelCard, run_id: str, store: Path, scenes: list[Scene],
+def _assemble_scenes(card: ModelCard, run_id: str, store: Path | str, scenes: list[Scene],
                      pairs: list[tuple[Path, Path | None]], client: Any) -> None:
     """The mask and confidence of each scene as two tasks (two workers compress at once); a
     failed run leaves neither file of any pair."""
@@ -318,7 +316,7 @@ def _assemble_scenes(card: ModelCard, run_id: str, store: Path, scenes: list[Sce
         jobs = [("mask", str(m), None)] + ([("confidence", None, str(c))] if c is not None else [])
         for kind, out_m, out_c in jobs:
             futures.append(client.submit(
-                assemble_scene, str(store / s.name), s.grid, s.info.crs.to_wkt(), card.classes.to_dict(),
+                assemble_scene, scene_store(store, s.name), s.grid, s.info.crs.to_wkt(), card.classes.to_dict(),
                 out_m, out_c, key=f"assemble-{kind}-{s.name}-{run_id}", pure=False, scene=str(s.path),
                 dates_seen=bool(card.dates), boundary=card.boundary, separation=card.separation_tag,
             ))

@@ -38,6 +38,7 @@ from rasterio.windows import Window
 
 from geoseg.core.grid import Tile
 from geoseg.errors import GeosegError, RasterWriteError, RunDirError, StoreInUseError
+from geoseg.io.objects import is_object_url, join, object_prefix, read_text, write_text
 from geoseg.io.raster import RasterWriter, open_raster, write_text_atomic
 from geoseg.rundir import read_owner
 
@@ -49,13 +50,68 @@ OWNER_FILE = "owner.json"
 TASKS_FILE = "tasks.json"
 
 
-def run_store(store: str | os.PathLike[str], workflow: str, run_id: str) -> Path:
-    """The tile-store folder of one run: ``<store>/<workflow>/<run-id>``; its scenes are folders in it.
+def run_store(store: str | os.PathLike[str], workflow: str, run_id: str) -> Path | str:
+    """The tile-store folder of one run: ``<store>/<workflow>/<run-id>``; its scenes are folders in it
+    (a :class:`Path`, or a URL for a store on object storage).
 
-    >>> run_store("tiles", "demo", "r1")
-    PosixPath('tiles/demo/r1')
+    >>> run_store("tiles", "demo", "r1"), run_store("s3://bucket/tiles", "demo", "r1")
+    (PosixPath('tiles/demo/r1'), 's3://bucket/tiles/demo/r1')
     """
+    if is_object_url(store):
+        return join(store, workflow, run_id)
     return Path(store) / workflow / run_id
+
+
+def scene_store(root: Path | str, scene: str) -> str:
+    """The store folder (path or URL) of one scene of the run whose store folder is ``root``."""
+    return join(root, scene)
+
+
+def read_store_json(root: Path | str, name: str) -> dict | None:
+    """A JSON object kept in a run's store folder (e.g. :data:`TASKS_FILE`); None if missing or damaged."""
+    text = read_text(root, name)
+    try:
+        out = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    return out if isinstance(out, dict) else None
+
+
+def write_store_json(root: Path | str, name: str, value: dict) -> None:
+    """Keep ``value`` as ``name`` in a run's store folder (atomically; one put on object storage)."""
+    write_text(root, name, json.dumps(value, indent=1))
+
+
+def _me(run_dir: Path) -> dict:
+    return {"run_dir": str(run_dir), "runs_dir": str(run_dir.parent.parent), "host": socket.gethostname(),
+            "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _in_use(root: object, owner: dict, run_dir: Path) -> StoreInUseError:
+    return StoreInUseError(
+        f"{root}: this tile-store folder belongs to run {owner.get('run_dir', '?')} (pid "
+        f"{owner.get('pid', '?')} on {owner.get('host', '?')} since {owner.get('since', '?')}), not to "
+        f"{run_dir}; two runs in one store folder would mix their tiles - give this run its own store (the "
+        f"workflow's store key or --store), or delete {root} if that run is gone for good"
+    )
+
+
+def _claim_object_store(root: str, run_dir: Path, resume: bool) -> None:
+    """:func:`claim_run_store` on object storage: the owner object is created only if absent
+    (a conditional put), so of two runs that race for one folder exactly one gets it."""
+    prefix = object_prefix(root)
+    me = json.dumps(_me(run_dir), indent=1).encode()
+    if prefix.put(OWNER_FILE, me, create=True):
+        return
+    try:
+        owner = json.loads(prefix.get(OWNER_FILE) or b"null")
+    except ValueError:
+        owner = None
+    if not isinstance(owner, dict) or Path(str(owner.get("run_dir"))).resolve() != run_dir.resolve():
+        raise _in_use(root, owner if isinstance(owner, dict) else {}, run_dir)
+    if not resume:
+        raise _in_use(root, owner, run_dir)
+    prefix.put(OWNER_FILE, me)
 
 
 def claim_run_store(root: str | os.PathLike[str], *, run_dir: str | os.PathLike[str], resume: bool) -> None:
@@ -74,6 +130,9 @@ def claim_run_store(root: str | os.PathLike[str], *, run_dir: str | os.PathLike[
     RunDirError
         ``root`` cannot be created or written.
     """
+    if is_object_url(root):
+        _claim_object_store(os.fspath(root), Path(run_dir), resume)
+        return
     root, run_dir = Path(root), Path(run_dir)
     owner_file = root / OWNER_FILE
     try:
@@ -88,35 +147,39 @@ def claim_run_store(root: str | os.PathLike[str], *, run_dir: str | os.PathLike[
                 f"--store), or delete {root} if no run uses it"
             ) from None
         if owner is not None and Path(str(owner.get("run_dir"))).resolve() != run_dir.resolve():
-            raise StoreInUseError(
-                f"{root}: this tile-store folder belongs to run {owner.get('run_dir', '?')} (pid "
-                f"{owner.get('pid', '?')} on {owner.get('host', '?')} since {owner.get('since', '?')}), not to "
-                f"{run_dir}; two runs in one store folder would mix their tiles - give this run its own store (the "
-                f"workflow's store key or --store), or delete {root} if that run is gone for good"
-            ) from None
+            raise _in_use(root, owner, run_dir) from None
     except OSError as e:
         raise RunDirError(f"{root}: cannot create the run's tile-store folder ({e.strerror or e}); choose a "
                           f"writable store (the workflow's store key or --store), or fix its permissions") from None
-    me = {"run_dir": str(run_dir), "runs_dir": str(run_dir.parent.parent), "host": socket.gethostname(),
-          "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_text_atomic(owner_file, json.dumps(me, indent=1))
+    write_text_atomic(owner_file, json.dumps(_me(run_dir), indent=1))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class SceneStore:
-    """The store folder of one scene of one run."""
+    """The store folder of one scene of one run: a local folder, or an object-store prefix
+    (``s3://...``) that the workers of a cluster without a shared disk all write to."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+        self.remote = is_object_url(root)
+        self.root: Path | str = os.fspath(root).rstrip("/") if self.remote else Path(root)
+        self._prefix = object_prefix(os.fspath(root)) if self.remote else None
 
-    def tile_path(self, tile: Tile) -> Path:
-        return self.root / f"{tile.key}.tif"
+    def tile_path(self, tile: Tile) -> Path | str:
+        return join(self.root, f"{tile.key}.tif") if self.remote else self.root / f"{tile.key}.tif"
 
-    def record_path(self, batch: int) -> Path:
-        return self.root / f"batch-{batch:05d}.json"
+    def record_path(self, batch: int) -> Path | str:
+        return join(self.root, _record(batch)) if self.remote else self.root / _record(batch)
+
+    def _tile_bytes(self, tile: Tile) -> bytes | None:
+        if self._prefix is not None:
+            return self._prefix.get(f"{tile.key}.tif")
+        try:
+            return Path(self.tile_path(tile)).read_bytes()
+        except OSError:
+            return None
 
     def write_batch(
         self,
@@ -131,22 +194,31 @@ class SceneStore:
         """Write the cores of a batch's tiles, then its record; return ``{tile key: sha256}``.
 
         Each tile holds class and confidence, then for a model that reads dates a band of the
-        dates each pixel saw, and for a model with a boundary output its boundary band."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        hashes = {}
-        for i, (t, c, p) in enumerate(zip(tiles, classes, confidence)):
-            path = self.tile_path(t)
-            core_tf = t.transform @ _translation(t)
-            bands = [c, p] + [b[i] for b in (dates_seen, boundary) if b is not None]
-            with RasterWriter(path, shape=(int(t.core.height), int(t.core.width)), transform=core_tf, crs=crs,
-                              count=len(bands), dtype="uint8", cog=False, blocksize=256, fast=True) as w:
-                rows, cols = t.core_in_read
-                win = Window(0, 0, int(t.core.width), int(t.core.height))
-                w.write(np.stack([b[rows, cols] for b in bands]), win)
-            hashes[t.key] = _sha256(path)
+        dates each pixel saw, and for a model with a boundary output its boundary band. On
+        object storage each tile is made in a local temporary folder, then put whole."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="geoseg-tiles-") as tmp:
+            if not self.remote:
+                Path(self.root).mkdir(parents=True, exist_ok=True)
+            hashes = {}
+            for i, (t, c, p) in enumerate(zip(tiles, classes, confidence)):
+                path = Path(tmp, f"{t.key}.tif") if self.remote else Path(self.tile_path(t))
+                core_tf = t.transform @ _translation(t)
+                bands = [c, p] + [b[i] for b in (dates_seen, boundary) if b is not None]
+                with RasterWriter(path, shape=(int(t.core.height), int(t.core.width)), transform=core_tf, crs=crs,
+                                  count=len(bands), dtype="uint8", cog=False, blocksize=256, fast=True) as w:
+                    rows, cols = t.core_in_read
+                    win = Window(0, 0, int(t.core.width), int(t.core.height))
+                    w.write(np.stack([b[rows, cols] for b in bands]), win)
+                data = path.read_bytes()
+                hashes[t.key] = _sha256(data)
+                if self._prefix is not None:
+                    self._prefix.put(f"{t.key}.tif", data)
+                    path.unlink()
         rec = self.record_path(batch)
         try:
-            write_text_atomic(rec, json.dumps({"batch": batch, "tiles": hashes}, indent=1))
+            write_text(self.root, _record(batch), json.dumps({"batch": batch, "tiles": hashes}, indent=1))
         except GeosegError:
             raise  # already one message naming the file, the reason and the fix
         except OSError as e:
@@ -158,22 +230,36 @@ class SceneStore:
 
     def batch_done(self, batch: int, tiles: Sequence[Tile]) -> bool:
         """True when the batch record exists and every tile file matches its recorded hash."""
-        rec = self.record_path(batch)
         try:
-            hashes = json.loads(rec.read_text(encoding="utf-8"))["tiles"]
+            hashes = json.loads(read_text(self.root, _record(batch)) or "null")["tiles"]
         except (OSError, ValueError, KeyError, TypeError):
             return False
         for t in tiles:
-            path = self.tile_path(t)
-            if hashes.get(t.key) is None or not path.is_file() or _sha256(path) != hashes[t.key]:
+            if hashes.get(t.key) is None:
+                return False
+            data = self._tile_bytes(t)
+            if data is None or _sha256(data) != hashes[t.key]:
                 return False
         return True
 
     def read_tile(self, tile: Tile, bands: Sequence[int] | None = None) -> np.ndarray:
         """The stored core of ``tile``: (2, core_h, core_w) uint8 (class, confidence; and dates seen, for a
         model that reads dates), or ``bands`` of it."""
-        with open_raster(self.tile_path(tile)) as src:
+        if self._prefix is None:
+            with open_raster(self.tile_path(tile)) as src:
+                return src.read(list(bands) if bands is not None else None)
+        from rasterio.io import MemoryFile
+
+        data = self._tile_bytes(tile)
+        if data is None:
+            raise RunDirError(f"{self.tile_path(tile)}: this stored tile is missing; run again with --resume to "
+                              f"predict it again")
+        with MemoryFile(data) as mem, mem.open() as src:
             return src.read(list(bands) if bands is not None else None)
+
+
+def _record(batch: int) -> str:
+    return f"batch-{batch:05d}.json"
 
 
 def _translation(t: Tile) -> Affine:

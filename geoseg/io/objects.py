@@ -1,0 +1,144 @@
+"""Folders that may be object-store prefixes (``s3://bucket/tiles``): the few operations the
+tile store needs, the same on a local disk and on S3-compatible storage. Thin I/O.
+
+An object store has no rename, so "write under a temporary name, then rename" becomes "put the
+whole object": a reader sees all of it or nothing. What a rename also gave, exclusivity, comes
+from conditional puts: :meth:`Prefix.put` with ``create=True`` refuses to replace an object
+(``If-None-Match: *``), which is how a run claims its folder in a shared store.
+
+Objects go through obstore (S3, Google Cloud Storage, Azure). Its S3 settings come from the
+environment: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, and for a server
+other than AWS ``AWS_ENDPOINT_URL`` (``AWS_ALLOW_HTTP=true`` for plain http); where only GDAL's
+own ``AWS_S3_ENDPOINT`` / ``AWS_HTTPS=NO`` are set (the settings that let GDAL read the inputs),
+the endpoint is taken from those, so one set of variables serves both.
+
+>>> is_object_url("s3://bucket/tiles"), is_object_url("tiles")
+(True, False)
+>>> join("s3://bucket/tiles/", "demo", "r1"), join("tiles", "demo")
+('s3://bucket/tiles/demo/r1', 'tiles/demo')
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from geoseg.errors import ObjectStoreError
+from geoseg.io.raster import write_text_atomic
+
+__all__ = ["OBJECT_SCHEMES", "Prefix", "is_object_url", "join", "object_prefix", "read_text", "write_text"]
+
+#: URL schemes geoseg writes to as object stores.
+OBJECT_SCHEMES = ("s3", "gs", "az", "abfs")
+
+_ENV_HINT = ("check the address and the store's settings (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; "
+             "AWS_ENDPOINT_URL, or GDAL's AWS_S3_ENDPOINT, for a server other than AWS)")
+
+
+def is_object_url(value: str | os.PathLike[str]) -> bool:
+    """True for ``s3://``, ``gs://``, ``az://`` and ``abfs://`` URLs."""
+    text = os.fspath(value)
+    return "://" in text and text.split("://", 1)[0].lower() in OBJECT_SCHEMES
+
+
+def join(root: str | os.PathLike[str], *parts: str) -> str:
+    """``root`` and ``parts`` joined with ``/`` (an object URL) or as a local path."""
+    if is_object_url(root):
+        return "/".join([os.fspath(root).rstrip("/"), *(p.strip("/") for p in parts)])
+    return os.fspath(Path(root, *parts))
+
+
+def _s3_settings() -> tuple[dict[str, str], dict[str, bool]]:
+    """S3 settings (store config, client options) GDAL users already have, for the ones obstore
+    does not read itself."""
+    if os.environ.get("AWS_ENDPOINT_URL") or not os.environ.get("AWS_S3_ENDPOINT"):
+        return {}, {}
+    endpoint = os.environ["AWS_S3_ENDPOINT"]
+    if "://" not in endpoint:
+        http = os.environ.get("AWS_HTTPS", "YES").upper() in ("NO", "FALSE", "0", "OFF")
+        endpoint = f"{'http' if http else 'https'}://{endpoint}"
+    return {"aws_endpoint": endpoint}, ({"allow_http": True} if endpoint.startswith("http://") else {})
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+class Prefix:
+    """The objects under one URL prefix, by key relative to it."""
+
+    def __init__(self, url: str) -> None:
+        import obstore.store  # deferred: only runs that use an object store need it
+        from obstore.exceptions import BaseError
+
+        self.url = url.rstrip("/")
+        scheme, rest = self.url.split("://", 1)
+        bucket, _, self.prefix = rest.partition("/")
+        config, options = _s3_settings() if scheme.lower() == "s3" else ({}, {})
+        try:
+            self._store = obstore.store.from_url(f"{scheme}://{bucket}", config=config or None,
+                                                 client_options=options or None)
+        except BaseError as e:  # a bad URL or configuration
+            raise ObjectStoreError(f"{self.url}: cannot use this object store ({_first_line(e)}); {_ENV_HINT}") from None
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def location(self, key: str) -> str:
+        """The full URL of ``key`` (for messages)."""
+        return f"{self.url}/{key}"
+
+    def put(self, key: str, data: bytes, *, create: bool = False) -> bool:
+        """Store ``data`` as ``key`` in one piece; with ``create``, only if ``key`` does not exist
+        yet (returns False when it does, leaving it as it was)."""
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
+
+        try:
+            obstore.put(self._store, self._key(key), data, mode="create" if create else "overwrite")
+        except (AlreadyExistsError, PreconditionError):
+            if create:
+                return False
+            raise
+        except BaseError as e:
+            raise ObjectStoreError(f"{self.location(key)}: writing failed ({_first_line(e)}); {_ENV_HINT}, then run "
+                                   f"again with --resume") from None
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes of ``key``; None when there is no such object."""
+        import obstore
+        from obstore.exceptions import BaseError
+
+        try:
+            return bytes(obstore.get(self._store, self._key(key)).bytes())
+        except FileNotFoundError:
+            return None
+        except BaseError as e:
+            raise ObjectStoreError(f"{self.location(key)}: reading failed ({_first_line(e)}); {_ENV_HINT}") from None
+
+
+def object_prefix(url: str) -> Prefix:
+    """The :class:`Prefix` of an object URL."""
+    return Prefix(url)
+
+
+def write_text(folder: str | os.PathLike[str], name: str, text: str) -> None:
+    """``text`` as ``name`` in ``folder``: a local folder (created if needed; written atomically) or an
+    object prefix."""
+    if is_object_url(folder):
+        object_prefix(os.fspath(folder)).put(name, text.encode("utf-8"))
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(folder, name), text)
+
+
+def read_text(folder: str | os.PathLike[str], name: str) -> str | None:
+    """The text of ``name`` in ``folder`` (local or an object prefix); None when it does not exist."""
+    if is_object_url(folder):
+        data = object_prefix(os.fspath(folder)).get(name)
+        return None if data is None else data.decode("utf-8", errors="replace")
+    try:
+        return Path(folder, name).read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
