@@ -26,7 +26,8 @@ from pathlib import Path
 from geoseg.errors import ObjectStoreError
 from geoseg.io.raster import write_text_atomic
 
-__all__ = ["OBJECT_SCHEMES", "Prefix", "is_object_url", "join", "object_prefix", "read_text", "write_text"]
+__all__ = ["OBJECT_SCHEMES", "Prefix", "cache_root", "is_object_url", "join", "local_copy", "object_prefix", "read_text",
+           "write_text"]
 
 #: URL schemes geoseg writes to as object stores.
 OBJECT_SCHEMES = ("s3", "gs", "az", "abfs")
@@ -116,6 +117,75 @@ class Prefix:
             return None
         except BaseError as e:
             raise ObjectStoreError(f"{self.location(key)}: reading failed ({_first_line(e)}); {_ENV_HINT}") from None
+
+    def listing(self) -> list[tuple[str, str]]:
+        """``(key, version)`` of every object under the prefix (the version: its ETag, or size and time)."""
+        import obstore
+        from obstore.exceptions import BaseError
+
+        out = []
+        try:
+            for batch in obstore.list(self._store, prefix=self.prefix or None):
+                for meta in batch:
+                    key = str(meta["path"])[len(self.prefix) + 1 if self.prefix else 0:]
+                    out.append((key, str(meta.get("e_tag") or f"{meta['size']}@{meta['last_modified']}")))
+        except BaseError as e:
+            raise ObjectStoreError(f"{self.url}: listing failed ({_first_line(e)}); {_ENV_HINT}") from None
+        return sorted(out)
+
+
+def cache_root() -> Path:
+    """Where object-store folders are copied to (``GEOSEG_CACHE``, else ``~/.cache/geoseg``)."""
+    return Path(os.environ.get("GEOSEG_CACHE") or Path.home() / ".cache" / "geoseg").expanduser()
+
+
+def local_copy(url: str, what: str = "folder") -> Path:
+    """A local copy of every object under ``url`` (e.g. a model directory on S3), made once per machine.
+
+    The copy's folder is named by a hash of the URL and of every object's key and version, so a
+    changed object gives a new copy; it is downloaded into a temporary folder and renamed into
+    place whole, so processes on one machine that copy at once each end with a complete copy.
+
+    Raises
+    ------
+    ObjectStoreError
+        Nothing under ``url``, or the store cannot be read.
+    """
+    import hashlib
+    import shutil
+    import uuid
+
+    prefix = object_prefix(url)
+    listing = prefix.listing()
+    if not listing:
+        raise ObjectStoreError(f"{prefix.url}: no objects under this {what}; check the URL (e.g. s3://bucket/models/"
+                               f"rice-v3, the folder that holds model.json)")
+    digest = hashlib.sha256(repr((prefix.url, listing)).encode()).hexdigest()[:20]
+    dest = cache_root() / "objects" / digest
+    if dest.is_dir():
+        return dest
+    tmp = dest.with_name(f".{dest.name}.partial-{uuid.uuid4().hex[:12]}")
+    try:
+        for key, _ in listing:
+            data = prefix.get(key)
+            if data is None:
+                raise ObjectStoreError(f"{prefix.location(key)}: disappeared while being copied; run again")
+            target = tmp / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not dest.is_dir():  # another process published the same copy first: keep that one
+                raise
+    except OSError as e:
+        if isinstance(e, ObjectStoreError):
+            raise
+        raise ObjectStoreError(f"{dest}: copying {prefix.url} here failed ({e.strerror or e}); free disk space or "
+                               f"set GEOSEG_CACHE to a writable folder") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def object_prefix(url: str) -> Prefix:

@@ -396,7 +396,8 @@ def _manifest_summary(m: dict[str, Any]) -> str:
         ("model", escape(f"{model.get('path', '-')} ({model.get('arch', '?')}/{model.get('encoder', '?')}, "
                          f"sha256 {str(model.get('weights_sha256', ''))[:12]})")),
         ("tiles", escape(f"{m.get('tiles', '-')} ({m.get('tiles_skipped', 0)} reused from the store)")),
-        ("inputs", "<br>".join(escape(f"{i.get('path')} ({i.get('bytes', 0) / 1e6:,.1f} MB)")
+        ("inputs", "<br>".join(escape(f"{i.get('path')} ({(i.get('bytes') or 0) / 1e6:,.1f} MB)"
+                                      if i.get("bytes") is not None else f"{i.get('path')} (remote)")
                                for i in m.get("inputs") or [])),
         ("versions", escape(", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()))),
     ]

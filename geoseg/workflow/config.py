@@ -15,7 +15,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -24,11 +24,11 @@ from rasterio.errors import CRSError
 
 from geoseg.core.season import STATISTICS, parse_periods
 from geoseg.core.zonal import parse_index
-from geoseg.errors import ConfigError, GeosegError
+from geoseg.errors import ConfigError, GeosegError, ObjectStoreError
 from geoseg.io.districts import check_districts_reach
 from geoseg.io.imagery import band_request
-from geoseg.io.objects import is_object_url
-from geoseg.io.paths import is_remote
+from geoseg.io.objects import is_object_url, local_copy
+from geoseg.io.paths import dataset_path, is_remote
 from geoseg.io.raster import DEFAULT_MAX_PIXELS, check_size, raster_info
 from geoseg.ml.infer import check_input, date_input
 from geoseg.ml.model import read_card
@@ -95,7 +95,7 @@ class SceneSpec:
     """One scene: a raster file, per-date/per-band files stacked in the given order, or a season."""
 
     name: str
-    paths: tuple[Path, ...]
+    paths: tuple[Path | str, ...]  # str: a remote file, as GDAL opens it (/vsis3/..., /vsicurl/...)
     season: SeasonSpec | None = None
 
     @property
@@ -173,6 +173,13 @@ class RunConfig:
     tta: str = "none"
     #: Fuse the model's per-pixel forest, when its checkpoint has one (geoseg.ml.forest).
     forest: bool = True
+    #: The model directory's object-store URL when it is on one (``model`` is then this machine's copy).
+    model_url: str | None = None
+
+    @property
+    def model_source(self) -> str:
+        """Where workers find the model: its object-store URL, else its path."""
+        return self.model_url or str(self.model)
 
     @property
     def sha256(self) -> str:
@@ -257,6 +264,10 @@ def _scenes(r: _Reader, base: Path) -> tuple[SceneSpec, ...]:
                 raise s.err("name", "is required for a season (it names the composited scene)")
             out.append(SceneSpec(name, (), _season(r, item["season"], f"{key}.season.", base)))
         elif "path" in item:
+            raw = s.get("path", str)
+            if is_remote(raw):  # a COG on object storage or a web server: GDAL reads it where it is
+                out.append(SceneSpec(name or PurePosixPath(raw.split("?", 1)[0]).stem, (dataset_path(raw),)))
+                continue
             p = s.path_("path", base)
             out.append(SceneSpec(name or p.stem, (p,)))
         elif "glob" in item:
@@ -395,7 +406,15 @@ def load_workflow(
     if not _NAME.match(name):
         raise r.err("name", f"{name!r} is not a plain name (letters, digits, '_', '-', '.'; it names folders)")
     scenes = _scenes(r, base)
-    model = r.path_("model", base, kind="model directory")
+    model_url = r.get("model", str, None)
+    if model_url is not None and is_object_url(model_url):  # workers copy it too (geoseg.workflow.tasks)
+        try:
+            model = local_copy(model_url.rstrip("/"), "model directory")
+        except ObjectStoreError as e:
+            raise r.err("model", str(e)) from None
+        model_url = model_url.rstrip("/")
+    else:
+        model, model_url = r.path_("model", base, kind="model directory"), None
     inference = _inference(r)
     districts, name_field = _districts(r, base)
     outputs = _outputs(r, districts, base)
@@ -405,6 +424,7 @@ def load_workflow(
         name=name,
         scenes=scenes,
         model=model,
+        model_url=model_url,
         districts=districts,
         name_field=name_field,
         outputs=outputs,

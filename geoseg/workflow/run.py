@@ -282,7 +282,9 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _input_record(path: Path) -> dict[str, Any]:
+def _input_record(path: Path | str) -> dict[str, Any]:
+    if isinstance(path, str):  # a remote file (/vsis3/..., /vsicurl/...), read where it is
+        return {"path": path, "bytes": None, "mtime": None}
     st = path.stat()
     return {"path": str(path), "bytes": st.st_size, "mtime": st.st_mtime}
 
@@ -296,7 +298,7 @@ def _first_manifest(cfg: RunConfig, card: ModelCard, attempt: _Attempt) -> dict[
         "workflow": str(cfg.path),
         "workflow_sha256": cfg.sha256,
         "workflow_text": cfg.text,
-        "model": {"path": str(cfg.model), "weights_sha256": card.weights_sha256, "arch": card.arch,
+        "model": {"path": cfg.model_source, "weights_sha256": card.weights_sha256, "arch": card.arch,
                   "encoder": card.encoder, "classes": card.classes.names},
         "inputs": [_input_record(p) for s in cfg.scenes for p in s.paths],
         "versions": _versions(),

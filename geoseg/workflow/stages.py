@@ -256,7 +256,7 @@ def infer(cfg: RunConfig, run_id: str, scenes: list[Scene], client: Any, read_ah
         root = scene_store(run_store(cfg.store, cfg.name, run_id), s.name)
         for b, tiles in enumerate(s.batches):
             futures.append(client.submit(
-                infer_batch, str(s.path), str(cfg.model), str(root), b, tiles,
+                infer_batch, str(s.path), cfg.model_source, str(root), b, tiles,
                 batch_size=cfg.batch_size, device=cfg.device, threads=cfg.cluster.threads_per_worker,
                 read_ahead=read_ahead, min_dates=cfg.min_dates, tta=cfg.tta, forest=cfg.forest,
                 resources=cfg.cluster.resources or None, key=f"infer-{s.name}-{b:05d}-{run_id}", pure=False,

@@ -31,6 +31,7 @@ import rasterio
 from geoseg.classes import NODATA, ClassTable
 from geoseg.core.grid import Tile, TileGrid
 from geoseg.errors import portable_errors
+from geoseg.io.objects import is_object_url, local_copy
 from geoseg.io.raster import (
     MAX_CACHE_BYTES,
     confidence_bands,
@@ -142,6 +143,8 @@ def infer_batch(
     ``None`` (the default) reads ahead on GPUs only, with one reader per core this process
     may use beyond its ``threads``, at most :data:`MAX_READERS` (see :func:`readers_for`).
 
+    ``model_dir`` may be an object-store URL (``s3://...``): the worker copies it once per machine.
+
     Returns a small record: batch number, tile count, whether it was skipped, seconds,
     the device and the model load count of this worker process.
     """
@@ -153,6 +156,8 @@ def infer_batch(
     dev = pick_device(device)
     _set_threads(threads)
     tm = time.perf_counter()
+    if is_object_url(model_dir):  # a model on object storage: this machine's copy (made once)
+        model_dir = str(local_copy(model_dir, "model directory"))
     model, card = cached_model(model_dir, dev)
     model = with_forest(with_tta(model, tta), cached_forest(model_dir, card) if forest else None,
                         float(card.forest.get("weight", 0.0)))

@@ -97,19 +97,27 @@ def test_an_unreachable_store_is_one_clear_error(tmp_path, monkeypatch) -> None:
     assert "\n" not in str(pytest.raises(ObjectStoreError, object_prefix("s3://nowhere/t").get, "x").value)
 
 
-def test_killed_run_with_its_tiles_on_s3_resumes_to_the_same_mask(s3, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_killed_run_with_scene_model_and_tiles_on_s3_resumes_to_the_same_mask(s3, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=f"http://{s3.endpoint}", region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
     model = write_model(tmp_path / "model")
     ref, proj = tmp_path / "ref", tmp_path / "proj"
-    for d in (ref, proj):
-        d.mkdir()
-        write_scene(d / "scene.tif", 300, 250, TF)
-        shutil.copytree(model, d / "model")
+    ref.mkdir()
+    proj.mkdir()
+    write_scene(ref / "scene.tif", 300, 250, TF)
+    shutil.copytree(model, ref / "model")
+    client.upload_file(str(ref / "scene.tif"), s3.bucket, "scenes/scene.tif")
+    for f in sorted(model.iterdir()):
+        client.upload_file(str(f), s3.bucket, f"models/m1/{f.name}")
     store = f"s3://{s3.bucket}/tiles"
-    write_workflow(ref / "wf.yaml")  # the reference: an uninterrupted run, local store
-    write_workflow(proj / "wf.yaml", store=store)
+    write_workflow(ref / "wf.yaml")  # the reference: an uninterrupted run, everything local
+    write_workflow(proj / "wf.yaml", store=store, scenes=[f"s3://{s3.bucket}/scenes/scene.tif"],
+                   model=f"s3://{s3.bucket}/models/m1")
     ref_dir = run_workflow(load_workflow(ref / "wf.yaml")).run_dir
 
-    env = subprocess_env({**s3.env, "HF_HUB_OFFLINE": "1"})
+    env = subprocess_env({**s3.env, "HF_HUB_OFFLINE": "1", "GEOSEG_CACHE": str(tmp_path / "cache")})
     proc = subprocess.Popen([*GEOSEG, "run", str(proj / "wf.yaml"), "--quiet"], cwd=proj, env=env,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
@@ -124,11 +132,10 @@ def test_killed_run_with_its_tiles_on_s3_resumes_to_the_same_mask(s3, tmp_path) 
     assert not (proj / "store").exists()  # nothing of the store on the local disk
     keys = _keys(s3, "tiles/t/")
     assert any(k.endswith("/" + OWNER_FILE) for k in keys) and any(k.endswith("/tasks.json") for k in keys)
+    # the model was copied once for the machine, whole
+    copies = [p for p in (tmp_path / "cache" / "objects").iterdir() if not p.name.startswith(".")]
+    assert len(copies) == 1 and sorted(p.name for p in copies[0].iterdir()) == sorted(p.name for p in model.iterdir())
     # Damage one finished tile: the checksum must catch it and its batch be predicted again.
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=f"http://{s3.endpoint}", region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
     victim = min(k for k in keys if k.endswith(".tif"))
     client.put_object(Bucket=s3.bucket, Key=victim, Body=b"not a tile")
 
@@ -140,6 +147,9 @@ def test_killed_run_with_its_tiles_on_s3_resumes_to_the_same_mask(s3, tmp_path) 
     assert 0 < reused <= (len(records) - 1) * 4  # the damaged tile's batch was predicted again
     for name in ("mask.tif", "confidence.tif"):
         assert (run_dir / name).read_bytes() == (ref_dir / name).read_bytes(), name
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["model"]["path"] == f"s3://{s3.bucket}/models/m1"
+    assert manifest["inputs"] == [{"path": f"/vsis3/{s3.bucket}/scenes/scene.tif", "bytes": None, "mtime": None}]
     # the stored tiles read back through the store equal the mask's pixels
     scene_root = f"{store}/t/{run_dir.name}/scene"
     tiles = [k.rsplit("/", 1)[-1][:-4] for k in _keys(s3, f"tiles/t/{run_dir.name}/scene/") if k.endswith(".tif")]
@@ -175,3 +185,25 @@ def test_unreachable_store_fails_the_run_in_one_line_and_runs_dir_stays_local(tm
     write_workflow(tmp_path / "wf2.yaml", runs_dir="s3://bucket/runs")
     with pytest.raises(ConfigError, match=r"key 'runs_dir': 's3://bucket/runs': the runs_dir must be a local folder"):
         load_workflow(tmp_path / "wf2.yaml")
+
+
+def test_a_folder_on_s3_is_copied_once_and_again_when_it_changes(s3, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from geoseg.io.objects import local_copy
+
+    monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path / "cache"))
+    url = f"s3://{s3.bucket}/models/copyme"
+    write_text(url, "model.json", '{"v": 1}')
+    write_text(url, "sub/extra.txt", "x")
+    a = local_copy(url)
+    assert (a / "model.json").read_text() == '{"v": 1}' and (a / "sub" / "extra.txt").read_text() == "x"
+    assert local_copy(url + "/") == a  # the same objects: the same copy, nothing fetched again
+    write_text(url, "model.json", '{"v": 2}')
+    b = local_copy(url)
+    assert b != a and (b / "model.json").read_text() == '{"v": 2}'
+    assert not [p for p in (tmp_path / "cache" / "objects").iterdir() if p.name.startswith(".")]  # no partial copy
+    with pytest.raises(ObjectStoreError, match=r"models/none: no objects under this model directory; check the URL"):
+        local_copy(f"s3://{s3.bucket}/models/none", "model directory")
+    write_scene(tmp_path / "scene.tif", 100, 80, TF)
+    write_workflow(tmp_path / "wf.yaml", model=f"s3://{s3.bucket}/models/none")
+    with pytest.raises(ConfigError, match=r"key 'model': s3://geoseg-test/models/none: no objects under this model"):
+        load_workflow(tmp_path / "wf.yaml")
