@@ -211,25 +211,27 @@ class FieldGraph:
         same = (kind == 1) | (kind == 3)
         code = cls.astype(np.int32) * 2 + (kind == 3)  # seeds and rest of one class never join
         lab = label_runs(code, same).dense().astype(np.int32, copy=False).ravel()
+        del code, same
         n = int(lab.max(initial=0))
         g = np.flatnonzero(kind.ravel() == 2)
+        if g.size and h * w < 2**31:
+            g = g.astype(np.int32)  # half the memory traffic of the gathers below
         if g.size:
             step = self.step[rows, cols].ravel()[g]
             by_step = np.argsort(step, kind="stable")
             g, step = g[by_step], step[by_step]
-            bounds = np.searchsorted(step, np.arange(1, int(step.max()) + 2))
-            to = self.to[rows, cols].ravel()
-            dr = np.array([d[0] for d in _OFFSETS], np.int64)
-            dc = np.array([d[1] for d in _OFFSETS], np.int64)
+            d = self.to[rows, cols].ravel()[g]
+            r, c = np.divmod(g, w)
+            r += np.array([o[0] for o in _OFFSETS], g.dtype)[d]
+            c += np.array([o[1] for o in _OFFSETS], g.dtype)[d]
+            inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+            # a pixel that joined one outside the rectangle starts a label here
+            lab[g[~inside]] = np.arange(n + 1, n + 1 + int((~inside).sum()), dtype=np.int32)
+            g, step, target = g[inside], step[inside], (r * w + c)[inside]
+            del r, c, d, inside
+            bounds = np.searchsorted(step, np.arange(1, int(step.max(initial=0)) + 2))
             for a, b in itertools.pairwise(bounds):  # step by step: a pixel joins one placed before it
-                px = g[a:b]
-                d = to[px]
-                r, c = px // w + dr[d], px % w + dc[d]
-                inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-                lab[px[inside]] = lab[r[inside] * w + c[inside]]
-                out = px[~inside]  # joined a pixel outside the rectangle: starts a label here
-                lab[out] = np.arange(n + 1, n + 1 + out.size, dtype=np.int32)
-                n += out.size
+                lab[g[a:b]] = lab[target[a:b]]
         return lab.reshape(h, w)
 
     def links(self, axis: int, rows: slice | None = None, cols: slice | None = None) -> np.ndarray:
@@ -351,50 +353,62 @@ def _grow(kind: np.ndarray, step: np.ndarray, to: np.ndarray, cls: np.ndarray, f
           boundary: np.ndarray, steps: int) -> None:
     """Step 3 of the module notes, breadth first, in place: marks grown pixels (``kind`` 2) with
     their step and the neighbour they joined. Each step looks only at the unplaced field
-    neighbours of the pixels the step before placed (the frontier), so a step costs what it places."""
-    W = kind.shape[1] + 2
-    pad = lambda a, dtype: np.pad(a.astype(dtype, copy=False), 1)
-    placed = pad(kind > 0, bool).ravel()
-    fld = pad(field, bool).ravel()
-    cl = pad(cls, cls.dtype).ravel()
-    bd = pad(boundary, np.uint8).ravel()
-    offs = np.array([dr * W + dc for dr, dc in _OFFSETS], np.intp)
+    neighbours of the pixels the step before placed (the frontier), so a step costs what it places.
+    Works on flat padded copies, indexed by int32 where they fit, with one int16 rank per pixel
+    (4 x its boundary value when placed, above any such value when not)."""
+    h, w = kind.shape
+    W = w + 2
+    idx = np.int32 if (h + 2) * W < 2**31 else np.intp
+    pad = lambda a, dtype: np.pad(a.astype(dtype, copy=False), 1).ravel()
+    placed = pad(kind > 0, bool)
+    fld = pad(field, bool)
+    cl = pad(cls, cls.dtype)
+    unplaced = np.int16(8192)  # above 4 x 255 + 1024 + 3, and with them below 2**15
+    b4 = pad(boundary, np.int16) * np.int16(4)
+    rank = np.where(placed, b4, unplaced).astype(np.int16)
+    kp, sp, tp = pad(kind, np.uint8), pad(step, np.uint8), pad(to, np.int8)
+    offs = np.array([dr * W + dc for dr, dc in _OFFSETS], idx)
     # the first frontier: seed pixels next to an unplaced field pixel
-    todo = fld & ~placed
-    near = np.zeros_like(todo)
+    free = fld & ~placed  # unplaced field pixels
+    del fld
+    near = np.zeros_like(free)
     for o in offs.tolist():
         if o > 0:
-            near[:-o] |= todo[o:]
+            near[:-o] |= free[o:]
         else:
-            near[-o:] |= todo[:o]
-    frontier = np.flatnonzero(near & placed)
-    del todo, near
-    order = np.arange(4, dtype=np.int32)
-    mark = np.zeros(placed.size, bool)
+            near[-o:] |= free[:o]
+    frontier = np.flatnonzero(near & placed).astype(idx)
+    del near, placed
+    order = np.arange(4, dtype=np.int16)
     for s in range(1, steps + 1):
         if not frontier.size:
             break
-        # the unplaced field neighbours of the frontier, each once (chunks bound the temporaries)
+        # the unplaced field neighbours of the frontier, each once, in order (a sort: the
+        # frontier is small beside the window, so no pass over the whole window per step)
+        parts = []
         for f in _chunks(frontier):
             nb = (f[:, None] + offs[None, :]).ravel()
-            mark[nb[fld[nb] & ~placed[nb]]] = True
-        cand = np.flatnonzero(mark)
+            parts.append(nb[free[nb]])
+        cand = np.sort(np.concatenate(parts))
         if not cand.size:
             break
-        mark[cand] = False
+        cand = cand[np.r_[True, cand[1:] != cand[:-1]]]
         got = np.empty(cand.size, np.int8)
         for i, c in zip(range(0, cand.size, _CHUNK), _chunks(cand)):
             nb = c[:, None] + offs[None, :]  # (m, 4)
-            # key: another class last, then the lowest boundary value, then up/left/right/down (fits int32)
-            key = (cl[nb] != cl[c][:, None]).astype(np.int32) * 1024 + bd[nb].astype(np.int32) * 4 + order[None, :]
-            key[~placed[nb]] = np.iinfo(np.int32).max
+            # key: another class last, then the lowest boundary value, then up/left/right/down
+            key = rank[nb] + (cl[nb] != cl[c][:, None]).astype(np.int16) * np.int16(1024) + order[None, :]
             got[i:i + c.size] = key.argmin(axis=1)  # each has a placed neighbour
-        placed[cand] = True  # after the whole step: it decides on the pixels placed before it
-        r, c = cand // W - 1, cand % W - 1
-        kind[r, c] = 2
-        step[r, c] = s
-        to[r, c] = got
+        # after the whole step: it decides on the pixels placed before it
+        free[cand] = False
+        rank[cand] = b4[cand]
+        kp[cand] = 2
+        sp[cand] = s
+        tp[cand] = got
         frontier = cand
+    kind[...] = kp.reshape(h + 2, W)[1:-1, 1:-1]
+    step[...] = sp.reshape(h + 2, W)[1:-1, 1:-1]
+    to[...] = tp.reshape(h + 2, W)[1:-1, 1:-1]
 
 
 def class_counts(labels: np.ndarray, cls: np.ndarray, n: int, k: int) -> np.ndarray:
