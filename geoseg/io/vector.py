@@ -53,6 +53,7 @@ __all__ = [
     "SHP_NAMES",
     "vector_driver",
     "read_vector",
+    "feature_count",
     "write_vector",
     "write_vector_parts",
     "write_table",
@@ -122,10 +123,11 @@ def vector_driver(path: str | os.PathLike[str], driver: str | None = None) -> tu
 # --------------------------------------------------------------------------------------
 # reading
 def read_vector(path: str | os.PathLike[str], *, layer: str | int | None = None,
-                columns: Sequence[str] | None = None) -> "gpd.GeoDataFrame":
+                columns: Sequence[str] | None = None, skip: int = 0, count: int | None = None) -> "gpd.GeoDataFrame":
     """Read any vector file GDAL reads, or GeoParquet, into a GeoDataFrame.
 
-    Shapefile attribute names shortened by :func:`write_vector` are restored.
+    Shapefile attribute names shortened by :func:`write_vector` are restored. ``skip`` and
+    ``count`` read a slice of the features in file order (a part of a large layer).
 
     Raises
     ------
@@ -147,6 +149,8 @@ def read_vector(path: str | os.PathLike[str], *, layer: str | int | None = None,
     try:
         if p.lower().endswith((".parquet", ".geoparquet")):
             gdf = gpd.read_parquet(p, columns=list(columns) + ["geometry"] if columns else None)
+            if skip or count is not None:
+                gdf = gdf.iloc[skip:None if count is None else skip + count]
         else:
             kw: dict[str, Any] = {}
             if layer is not None:
@@ -158,6 +162,10 @@ def read_vector(path: str | os.PathLike[str], *, layer: str | int | None = None,
                     kw["layer"] = data[0]
             if columns is not None:
                 kw["columns"] = list(columns)
+            if skip:
+                kw["skip_features"] = int(skip)
+            if count is not None:
+                kw["max_features"] = int(count)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 gdf = pyogrio.read_dataframe(p, **kw)
@@ -178,6 +186,39 @@ def read_vector(path: str | os.PathLike[str], *, layer: str | int | None = None,
     if not isinstance(gdf, gpd.GeoDataFrame):
         raise VectorReadError(f"{p}: has no geometry column; expected a layer of polygons")
     return gdf
+
+
+def feature_count(path: str | os.PathLike[str]) -> int:
+    """How many features the vector file (its data layer, as :func:`read_vector` picks it) holds.
+
+    Raises
+    ------
+    VectorReadError
+        Missing or unreadable file.
+    """
+    import pyogrio
+
+    p = str(path)
+    if p.lower().endswith((".parquet", ".geoparquet")):
+        import pyarrow.parquet as pq
+
+        try:
+            return int(pq.ParquetFile(p).metadata.num_rows)
+        except (OSError, ValueError) as e:
+            raise VectorReadError(f"{p}: cannot be read as GeoParquet ({str(e).splitlines()[0]})") from None
+    if "://" not in p and not p.startswith("/vsi") and not os.path.exists(p):
+        raise VectorReadError(f"{p}: file not found; check the path")
+    kw: dict[str, Any] = {}
+    try:
+        if p.lower().endswith(".gpkg"):
+            data = [str(n) for n, _ in pyogrio.list_layers(p) if str(n) != "layer_styles"]
+            if data:
+                kw["layer"] = data[0]
+        return int(pyogrio.read_info(p, force_feature_count=True, **kw)["features"])
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, ValueError) as e:
+        raise VectorReadError(f"{p}: cannot be read as a vector file ({str(e).splitlines()[0]}); expected a "
+                              f"GeoPackage, Shapefile, GeoJSON, FlatGeobuf, GeoParquet or another format GDAL "
+                              f"reads") from None
 
 
 def attribute_columns(gdf: Any) -> list[str]:

@@ -37,19 +37,21 @@ from rasterio.transform import array_bounds
 from geoseg.classes import ClassTable, crop_names, load_classes
 from geoseg.core.geodesy import areas_m2, perimeters_m
 from geoseg.core.overlay import largest_overlap
-from geoseg.errors import AreaError, LabelError
+from geoseg.errors import AreaError, LabelError, portable_errors
 from geoseg.io.districts import read_districts
 from geoseg.io.fiboa import code_list_id, determination_column
 from geoseg.io.paths import STDOUT, check_overwrite
 from geoseg.io.raster import check_outputs, check_same_grid, raster_info, read_mask_classes
-from geoseg.io.vector import check_stream_vector, read_vector, vector_driver, write_vector
+from geoseg.io.vector import check_stream_vector, feature_count, read_vector, vector_driver, write_vector
 from geoseg.ops.areas import check_class_raster, zone_class_areas
 from geoseg.ops.polygonize import observed_time
+from geoseg.parallel import Runner
 
 if TYPE_CHECKING:  # pragma: no cover
     import geopandas as gpd
 
-__all__ = ["DEFAULT_PARCEL_BLOCK", "ParcelResult", "parcel_crops", "parcel_crops_file"]
+__all__ = ["DEFAULT_PARCELS_PER_PART", "DEFAULT_PARCEL_BLOCK", "ParcelResult", "parcel_crops", "parcel_crops_file",
+           "parcel_dataset", "part_name"]
 
 #: Block side for counting parcels: a block's parcels are burnt together, and thousands of
 #: small parcels fit one 1024 px block.
@@ -58,11 +60,16 @@ DEFAULT_PARCEL_BLOCK = 1024
 PARCEL_METHOD = "unknown"
 
 
-def _read_parcels(parcels: Any, id_field: str | None, crs: Any) -> tuple[gpd.GeoDataFrame, np.ndarray, int]:
-    """The usable parcels in ``crs`` (outlines repaired), their ids as text, and how many were skipped."""
+def _read_parcels(parcels: Any, id_field: str | None, crs: Any, first: int = 0,
+                  count: int | None = None) -> tuple[gpd.GeoDataFrame, np.ndarray, int, np.ndarray]:
+    """The usable parcels in ``crs`` (outlines repaired), their ids as text, how many were skipped,
+    and each one's position in the file (0-based; features ``first`` to ``first + count`` are read)."""
     import geopandas as gpd
 
-    gdf = parcels if isinstance(parcels, gpd.GeoDataFrame) else read_vector(parcels)
+    if isinstance(parcels, gpd.GeoDataFrame):
+        gdf = parcels.iloc[first:None if count is None else first + count] if first or count is not None else parcels
+    else:
+        gdf = read_vector(parcels, skip=first, count=count)
     src = "the parcels" if isinstance(parcels, gpd.GeoDataFrame) else str(parcels)
     if gdf.crs is None:
         raise LabelError(f"{src}: has no CRS, so its parcels cannot be placed on the mask ({crs}); assign one, e.g. "
@@ -72,7 +79,7 @@ def _read_parcels(parcels: Any, id_field: str | None, crs: Any) -> tuple[gpd.Geo
         raise LabelError(f"{src}: has no attribute {id_field!r}; its attributes are {cols} - pass the one that "
                          f"identifies a parcel (--parcel-id), or none to number them 1, 2, ...")
     ids = (gdf[id_field].astype(str).to_numpy(object) if id_field is not None
-           else np.arange(1, len(gdf) + 1).astype(str).astype(object))
+           else np.arange(first + 1, first + len(gdf) + 1).astype(str).astype(object))
     geom = gdf.geometry.to_numpy()
     ok = ~(shapely.is_missing(geom) | shapely.is_empty(geom))
     bad = ok & ~shapely.is_valid(np.where(ok, geom, None))
@@ -81,10 +88,10 @@ def _read_parcels(parcels: Any, id_field: str | None, crs: Any) -> tuple[gpd.Geo
         geom = geom.copy()
         geom[bad] = [_polygonal(g) for g in fixed]
     poly = ok & np.isin(shapely.get_type_id(geom), [3, 6]) & ~shapely.is_empty(geom)
-    if not poly.any():
+    if not poly.any() and first == 0 and count is None:
         raise LabelError(f"{src}: holds no parcel polygons ({len(gdf)} features); expected the parcels as polygons")
     out = gpd.GeoDataFrame({"_id": ids[poly]}, geometry=geom[poly], crs=gdf.crs).to_crs(crs)
-    return out.reset_index(drop=True), ids[poly], int((~poly).sum())
+    return out.reset_index(drop=True), ids[poly], int((~poly).sum()), first + np.flatnonzero(poly)
 
 
 def _table(classes: ClassTable | str | os.PathLike[str] | None, mask: str) -> ClassTable | None:
@@ -118,6 +125,8 @@ def parcel_crops(
     districts: str | os.PathLike[str] | Any | None = None,
     name_field: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    first: int = 0,
+    count: int | None = None,
 ) -> gpd.GeoDataFrame:
     """Each parcel's crop, class shares, observed share and confidence from a class mask (see
     the module notes).
@@ -137,6 +146,10 @@ def parcel_crops(
         As :func:`geoseg.ops.areas.district_areas_raster` takes them.
     block, workers, progress
         Blocks of ``block`` px counted on ``workers`` threads.
+    first, count
+        Only the parcels ``first`` to ``first + count`` in file order (a part of a large layer,
+        :func:`parcel_dataset`); none of them over the mask then gives an empty result, not an
+        error. ``field_id`` is a parcel's position in the file + 1 either way.
     run_id, model_id, observed, districts, name_field
         As :func:`geoseg.ops.polygonize.polygonize_raster` takes them (``district``: the district
         each parcel overlaps most).
@@ -170,20 +183,26 @@ def parcel_crops(
         if not name_field:
             raise AreaError("districts given without name_field; pass the attribute that names a district")
         dist = read_districts(districts, name_field, crs=info.crs)
-    gdf, ids, skipped = _read_parcels(parcels, id_field, info.crs)
+    part = bool(first) or count is not None
+    gdf, ids, skipped, pos = _read_parcels(parcels, id_field, info.crs, first, count)
     geoms = gdf.geometry.to_numpy()
     h, w = info.shape
     footprint = shapely.box(*array_bounds(h, w, info.transform))
     clipped = shapely.intersection(geoms, footprint)
     over = np.flatnonzero(~shapely.is_empty(clipped) & (shapely.area(clipped) > 0))
+    if not len(over) and part:  # a part of the layer away from the mask: nothing to count
+        empty = gpd.GeoDataFrame(geometry=geoms[:0], crs=info.crs)
+        empty.attrs.update(unobserved=len(geoms), skipped=skipped)
+        return empty
     if not len(over):
         b = shapely.total_bounds(geoms)
         raise AreaError(f"none of the {len(geoms)} parcels overlaps {src}: parcels span {tuple(round(v, 3) for v in b)}, "
                         f"the mask {tuple(round(v, 3) for v in footprint.bounds)} (in {info.crs.to_string()}); check "
                         f"that both files have the right CRS")
     k = len(table)
-    zi, cv, m2 = zone_class_areas(info, clipped[over], nodata=nodata, table=table, block=block, workers=workers,
-                                  progress=progress)
+    layers = non_overlapping_layers(clipped[over])
+    zi, cv, m2 = _by_layers(layers, lambda z: zone_class_areas(info, z, nodata=nodata, table=table, block=block,
+                                                                workers=workers, progress=progress), clipped[over])
     if len(cv) and int(cv.max(initial=-1)) >= k:
         raise AreaError(f"{src}: holds class value {int(cv.max())} inside the parcels, which is not in the class table "
                         f"({k} classes); pass the class file the mask was made with (--classes), or its nodata value "
@@ -199,7 +218,8 @@ def parcel_crops(
         shares = area / np.where(seen, obs, 1.0)[:, None]
     conf = None
     if cinfo is not None:
-        czi, cval, cm2 = zone_class_areas(cinfo, clipped[over], nodata=0, block=block, workers=workers)
+        czi, cval, cm2 = _by_layers(layers, lambda z: zone_class_areas(cinfo, z, nodata=0, block=block,
+                                                                        workers=workers), clipped[over])
         ok = cval > 0
         csum = np.bincount(czi[ok], weights=cval[ok] * cm2[ok], minlength=n)
         carea = np.bincount(czi[ok], weights=cm2[ok], minlength=n)
@@ -212,7 +232,7 @@ def parcel_crops(
     data: dict[str, Any] = {
         "id": ids[rows].astype(object),
         "collection": np.full(len(keep), str(run_id) if run_id else "geoseg", dtype=object),
-        "field_id": rows.astype(np.int64) + 1,
+        "field_id": pos[rows].astype(np.int64) + 1,
         "class_id": cid,
         "crop:code": cid.astype(str).astype(object),
         "crop:name": crop_names(cid, table).astype(object),
@@ -245,6 +265,122 @@ def parcel_crops(
     out.attrs["unobserved"] = int(n - len(keep)) + int(len(geoms) - n)
     out.attrs["skipped"] = skipped
     return out
+
+
+#: Parcels per part of a run's fields dataset: a task reads, counts and writes this many.
+DEFAULT_PARCELS_PER_PART = 50_000
+
+
+@dataclass(frozen=True)
+class _PartJob:
+    mask: str
+    parcels: str
+    folder: str
+    first: int
+    count: int
+    kwargs: tuple[tuple[str, Any], ...]
+
+    def __dask_tokenize__(self) -> Any:
+        # the staging folder is the run's own, so folder and first name the job
+        return ("geoseg-parcel-part", self.mask, self.parcels, self.folder, self.first, self.count)
+
+
+def part_name(first: int) -> str:
+    """The file of the parcels dataset's part that starts at parcel ``first`` (file order)."""
+    return f"part-parcels-{first:010d}.parquet"
+
+
+@portable_errors
+def _run_parcel_part(job: _PartJob) -> dict[str, Any]:
+    """One part of the parcels: read, counted, written as ``part-parcels-<first>.parquet`` (when any
+    of them lies over the mask); returns what the client tallies, never the parcels."""
+    gdf = parcel_crops(job.mask, job.parcels, first=job.first, count=job.count, workers=1, **dict(job.kwargs))
+    if len(gdf):
+        write_vector(gdf, Path(job.folder) / part_name(job.first))
+    return {"parcels": len(gdf), "unobserved": int(gdf.attrs.get("unobserved", 0)),
+            "skipped": int(gdf.attrs.get("skipped", 0))}
+
+
+def parcel_dataset(
+    mask_path: str | os.PathLike[str],
+    parcels: str | os.PathLike[str],
+    folder: str | os.PathLike[str],
+    *,
+    per_part: int = DEFAULT_PARCELS_PER_PART,
+    client: Any = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs: Any,
+) -> dict[str, int]:
+    """:func:`parcel_crops` of a parcel file in parts of ``per_part`` parcels (file order), each
+    read, counted and written by its own task (on ``client``'s workers, or local threads) as a
+    part of the GeoParquet dataset ``folder`` (which must exist): a state's LPIS layer never sits
+    whole in one process. ``kwargs`` are :func:`parcel_crops`' (``id_field``, ``confidence``,
+    ``classes``, ``districts``, ...). Returns the tally: parcels written, unobserved, skipped.
+
+    Raises
+    ------
+    AreaError
+        No parcel of the file lies over the mask.
+    """
+    src = str(parcels)
+    n = feature_count(src)
+    if per_part < 1:
+        raise AreaError(f"per_part {per_part}: expected at least 1 parcel per part")
+    jobs = [_PartJob(str(mask_path), src, str(folder), first, min(per_part, n - first), tuple(sorted(kwargs.items())))
+            for first in range(0, n, per_part)]
+    tallies = Runner(workers, client).map(_run_parcel_part, jobs, progress)
+    out = {k: sum(t[k] for t in tallies) for k in ("parcels", "unobserved", "skipped")}
+    if not out["parcels"]:
+        raise AreaError(f"none of the {n} parcels of {src} lies over {mask_path} (or none was observed there); check "
+                        f"that both files have the right CRS and cover the same place")
+    return out
+
+
+def non_overlapping_layers(geoms: np.ndarray) -> np.ndarray:
+    """A layer number per polygon such that no two polygons of one layer share interior (they may
+    touch): greedy, in order, so a layer without overlaps is one layer 0.
+
+    The counting rule burns each pixel wholly inside a zone to one zone, which is right for a
+    partition (districts, traced fields) but would give a pixel inside two overlapping parcels
+    to only one of them; counted layer by layer, each parcel gets every pixel inside it.
+
+    >>> b = shapely.box
+    >>> non_overlapping_layers(np.array([b(0, 0, 2, 2), b(2, 0, 4, 2), b(1, 1, 3, 3), b(5, 5, 6, 6)])).tolist()
+    [0, 0, 1, 0]
+    """
+    n = len(geoms)
+    out = np.zeros(n, np.int64)
+    if n < 2:
+        return out
+    a, b = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    sel = a < b
+    a, b = a[sel], b[sel]
+    inner = ~shapely.touches(geoms[a], geoms[b])
+    a, b = a[inner], b[inner]
+    if not len(a):
+        return out
+    nbrs: dict[int, list[int]] = {}
+    for i, j in zip(a.tolist(), b.tolist()):
+        nbrs.setdefault(j, []).append(i)  # i < j: i's layer is set when j's is chosen
+    for j in sorted(nbrs):
+        used = {int(out[i]) for i in nbrs[j]}
+        out[j] = next(L for L in range(len(used) + 1) if L not in used)
+    return out
+
+
+def _by_layers(layers: np.ndarray, count: Callable[[np.ndarray], tuple[np.ndarray, ...]], zones: np.ndarray
+               ) -> tuple[np.ndarray, ...]:
+    """``count(zones)`` (zone index first) over each layer of non-overlapping zones, the indices
+    mapped back to positions in ``zones``."""
+    if not layers.any():
+        return count(zones)
+    parts = []
+    for L in np.unique(layers):
+        idx = np.flatnonzero(layers == L)
+        zi, *rest = count(zones[idx])
+        parts.append((idx[zi], *rest))
+    return tuple(np.concatenate(col) for col in zip(*parts))
 
 
 @dataclass(frozen=True)

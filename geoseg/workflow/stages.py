@@ -42,12 +42,12 @@ from geoseg.io.raster import (
 from geoseg.io.sidecars import sidecar_paths
 from geoseg.io.stac import StacAsset, stac_item, write_stac_item
 from geoseg.io.stack import stack_rasters
-from geoseg.io.vector import write_table, write_vector, write_vector_parts
+from geoseg.io.vector import write_table, write_vector_parts
 from geoseg.ml.model import ModelCard
 from geoseg.ops.areas import district_areas_raster
 from geoseg.ops.composite import clear_path_for, composite_season
 from geoseg.ops.features import PartFeatures, SceneFootprint, district_crop_timeseries, part_features
-from geoseg.ops.parcels import parcel_crops
+from geoseg.ops.parcels import parcel_dataset
 from geoseg.ops.polygonize import polygonize_dataset
 from geoseg.parallel import Runner
 from geoseg.report import write_run_report
@@ -354,19 +354,18 @@ def polygonize_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPa
     """The mask's fields as a GeoParquet dataset in a staging folder beside ``fields.parquet``
     (:func:`write_fields` publishes it): traced block by block on the cluster, each block's inner
     fields written by its worker (:func:`geoseg.ops.polygonize.polygonize_dataset`). With
-    ``outputs.parcels`` the fields are the user's parcels, each with its crop
-    (:func:`parcel_crops`), one part."""
+    ``outputs.parcels`` the fields are the user's parcels, each with its crop, counted in parts
+    of the parcel file on the cluster (:func:`geoseg.ops.parcels.parcel_dataset`)."""
     staging = atomic_path(paths.fields("parquet"))
     model_id = (card.weights_sha256 or "")[:16] or None
     observed = cfg.outputs.observed or season_observed(cfg, paths)
     if cfg.outputs.parcels is not None:
-        gdf = parcel_crops(
-            paths.mask, cfg.outputs.parcels, id_field=cfg.outputs.parcel_id,
+        staging.mkdir(parents=True)
+        parcel_dataset(
+            paths.mask, cfg.outputs.parcels, staging, client=client, id_field=cfg.outputs.parcel_id,
             confidence=paths.confidence if cfg.outputs.confidence else None, classes=card.classes,
             districts=districts, name_field=cfg.name_field, run_id=run_id, model_id=model_id, observed=observed,
         )
-        staging.mkdir(parents=True)
-        write_vector(gdf, staging / PARCELS_PART)
         return staging
     polygonize_dataset(
         paths.mask, staging,
@@ -384,10 +383,6 @@ def polygonize_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPa
         max_area_ha=cfg.outputs.max_area_ha,
     )
     return staging
-
-
-#: The one part of a run's fields dataset when the fields are the user's parcels.
-PARCELS_PART = "part-parcels.parquet"
 
 
 def _parts(dataset: Path) -> list[Path]:

@@ -7,6 +7,7 @@ import json
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 import shapely
@@ -18,7 +19,7 @@ from geoseg.cli.main import GeosegGroup
 from geoseg.cli.polygonize import polygonize
 from geoseg.core.geodesy import areas_m2
 from geoseg.errors import AreaError, LabelError
-from geoseg.ops.parcels import parcel_crops
+from geoseg.ops.parcels import parcel_crops, parcel_dataset
 
 T = Affine(10, 0, 600_000, 0, -10, 3_380_000)
 CRS = "EPSG:32643"
@@ -129,3 +130,51 @@ def _classes_file(tmp) -> str:  # type: ignore[no-untyped-def]
     p = tmp / "classes.yaml"
     p.write_text(CLASSES.to_yaml())
     return str(p)
+
+
+@pytest.mark.parametrize("per_part", [1, 2, 4])
+def test_parcels_counted_in_parts_equal_the_whole_layer(scene, tmp_path, per_part) -> None:  # type: ignore[no-untyped-def]
+    """A layer read, counted and written in parts (one task each) gives the rows the whole layer
+    gives, in file order, field ids by file position - also with a part away from the mask, a
+    feature that is no polygon between them, and a parcel inside another (each counts every
+    pixel inside it, whichever part holds the other)."""
+    _, _, _, polys, m, c = scene
+    x0, y0 = 600_000, 3_380_000
+    layer = gpd.GeoDataFrame({"code": ["A-1", "far", "pt", "B-2", "D-4"]},
+                             geometry=[polys[0], polys[2], shapely.Point(x0 + 5, y0 - 5), polys[1],
+                                       shapely.box(x0 + 80, y0 - 60, x0 + 100, y0 - 40)], crs=CRS)  # D-4 inside B-2
+    layer.to_file(tmp_path / "layer.gpkg")
+    whole = parcel_crops(m, tmp_path / "layer.gpkg", id_field="code", confidence=c, classes=CLASSES)
+    out = tmp_path / "ds"
+    out.mkdir()
+    tally = parcel_dataset(m, tmp_path / "layer.gpkg", out, per_part=per_part, workers=2, id_field="code",
+                           confidence=c, classes=CLASSES)
+    parts = sorted(out.glob("*.parquet"))
+    assert [p.name for p in parts] == sorted(p.name for p in parts) and len(parts) <= -(-5 // per_part)
+    got = pd.concat([gpd.read_parquet(p) for p in parts], ignore_index=True)
+    assert list(got["id"]) == list(whole["id"]) == ["A-1", "B-2", "D-4"]
+    assert list(got["field_id"]) == list(whole["field_id"]) == [1, 4, 5]
+    pd.testing.assert_frame_equal(pd.DataFrame(got.drop(columns="geometry")),
+                                  pd.DataFrame(whole.drop(columns="geometry")).reset_index(drop=True))
+    assert tally == {"parcels": 3, "unobserved": 1, "skipped": 1}
+    with pytest.raises(AreaError, match=r"none of the 1 parcels of .*far.gpkg lies over"):
+        gpd.GeoDataFrame(geometry=[polys[2]], crs=CRS).to_file(tmp_path / "far.gpkg")
+        empty = tmp_path / "ds2"
+        empty.mkdir()
+        parcel_dataset(m, tmp_path / "far.gpkg", empty, classes=CLASSES)
+
+
+def test_overlapping_parcels_each_count_every_pixel_inside_them(scene, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, mask, conf, polys, m, c = scene
+    x0, y0 = 600_000, 3_380_000
+    inner = shapely.box(x0 + 80, y0 - 60, x0 + 100, y0 - 40)  # inside B-2
+    cross = shapely.box(x0 + 40, y0 - 70, x0 + 95, y0 - 35)  # across A-1 and B-2
+    layer = [polys[0], polys[1], inner, cross]
+    gpd.GeoDataFrame(geometry=layer, crs=CRS).to_file(tmp_path / "overlaps.gpkg")
+    gdf = parcel_crops(m, tmp_path / "overlaps.gpkg", confidence=c, classes=CLASSES)
+    assert len(gdf) == 4
+    for (_, row), (cls, cmean), poly in zip(gdf.iterrows(), reference(mask, conf, layer), layer):
+        assert row["observed"] == pytest.approx(cls.sum() / poly.area, abs=1e-4)
+        for i, name in enumerate(CLASSES.names):
+            assert row[f"share:{name}"] == pytest.approx(cls[i] / cls.sum(), abs=1e-4)
+        assert row["confidence"] == pytest.approx(cmean, abs=1e-4)

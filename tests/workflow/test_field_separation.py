@@ -15,7 +15,7 @@ from geoseg.ops.predict import predict_scene
 from geoseg.workflow.config import load_workflow
 from geoseg.workflow.run import run_workflow
 
-from ..workflow_helpers import write_model, write_scene, write_workflow
+from ..workflow_helpers import write_districts, write_model, write_scene, write_workflow
 
 TF = Affine(10, 0, 560000, 0, -10, 3420000)
 
@@ -56,12 +56,15 @@ def test_a_run_with_a_parcel_layer_writes_the_parcels_with_their_crops(tmp_path)
     boxes = [shapely.box(560000 + 30 * i, 3420000 - 300, 560000 + 30 * i + 30, 3420000 - 40) for i in range(5)]
     gpd.GeoDataFrame({"lpis": [f"P{i}" for i in range(5)]}, geometry=boxes, crs="EPSG:32643").to_file(
         tmp_path / "parcels.gpkg")
-    write_workflow(tmp_path / "wf.yaml", outputs={"fields": ["gpkg"], "district_areas": False,
-                                                  "parcels": "parcels.gpkg", "parcel_id": "lpis"})
+    write_districts(tmp_path / "districts.gpkg", 560060, (560000, 3419040, 560960, 3420000))
+    write_workflow(tmp_path / "wf.yaml", districts={"path": "districts.gpkg", "name_field": "district"},
+                   outputs={"fields": ["gpkg"], "district_areas": True, "parcels": "parcels.gpkg",
+                            "parcel_id": "lpis"})
     res = run_workflow(load_workflow(tmp_path / "wf.yaml"))
-    got = gpd.read_parquet(res.run_dir / "fields.parquet")
+    got = gpd.read_parquet(res.run_dir / "fields.parquet")  # the dataset: a part per part of the layer
     again = parcel_crops(res.run_dir / "mask.tif", tmp_path / "parcels.gpkg", id_field="lpis",
                          confidence=res.run_dir / "confidence.tif")
+    assert list(got["district"]) == ["West", "West", "East", "East", "East"]
     assert list(got["id"]) == list(again["id"]) == [f"P{i}" for i in range(5)]
     assert (got["class_id"].to_numpy() == again["class_id"].to_numpy()).all()
     assert got["run_id"].iloc[0] == res.run_id and (got["observed"] > 0.99).all()
