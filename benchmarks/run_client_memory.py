@@ -13,11 +13,12 @@ The random model maps one class (``cotton``) over most of the larger scene as a 
 of about 67,000 ha with 150,000 holes; the runs leave that class out of the fields
 (``exclude_classes``), since a "field" of that size is no field and merging it is a memory cost
 of its own (printed with ``--keep-all``). ``--features`` adds the growth features (NDVI of the
-scene's one date) of every field.
+scene's one date) of every field. ``--parcels`` makes the fields a parcel layer instead (each
+patch cut in quarters: about 14,000 and 290,000 parcels, ``outputs.parcels``).
 
 Run::
 
-    .venv/bin/python benchmarks/run_client_memory.py [--work DIR] [--keep-all]
+    .venv/bin/python benchmarks/run_client_memory.py [--work DIR] [--keep-all] [--features] [--parcels]
 """
 
 from __future__ import annotations
@@ -63,11 +64,14 @@ if __name__ == "__main__":
 '''
 
 
-def scene(path: Path, patches: int, seed: int = 0) -> None:
+def scene(path: Path, patches: int, seed: int = 0, parcels: Path | None = None) -> None:
     rng = np.random.default_rng(seed)
     side = int(np.sqrt(patches))
-    i = np.repeat(np.arange(side), rng.integers(6, 15, side))
-    j = np.repeat(np.arange(side), rng.integers(6, 15, side))
+    rows, cols = rng.integers(6, 15, side), rng.integers(6, 15, side)
+    i = np.repeat(np.arange(side), rows)
+    j = np.repeat(np.arange(side), cols)
+    if parcels is not None:
+        write_parcels(parcels, rows, cols)
     vals = rng.integers(300, 3000, (4, side, side))
     a = np.stack([vals[k][i][:, j] for k in range(4)]).astype("uint16")
     a += rng.integers(0, 30, a.shape).astype("uint16")
@@ -79,6 +83,22 @@ def scene(path: Path, patches: int, seed: int = 0) -> None:
             dst.set_band_description(k, name)
 
 
+def write_parcels(path: Path, rows: np.ndarray, cols: np.ndarray) -> None:
+    """Each patch cut in four (its quarters, on pixel edges where they fall), as a parcel layer."""
+    import geopandas as gpd
+    import shapely
+
+    r = np.r_[0, np.cumsum(rows)]
+    c = np.r_[0, np.cumsum(cols)]
+    r = np.unique(np.sort(np.r_[r, (r[:-1] + r[1:]) // 2]))
+    c = np.unique(np.sort(np.r_[c, (c[:-1] + c[1:]) // 2]))
+    left, right = np.meshgrid(560_000 + 10.0 * c[:-1], r[:-1])[0], np.meshgrid(560_000 + 10.0 * c[1:], r[:-1])[0]
+    top = np.meshgrid(c[:-1], 3_420_000 - 10.0 * r[:-1])[1]
+    bottom = np.meshgrid(c[:-1], 3_420_000 - 10.0 * r[1:])[1]
+    boxes = shapely.box(left.ravel(), bottom.ravel(), right.ravel(), top.ravel())
+    gpd.GeoDataFrame({"parcel": np.arange(1, len(boxes) + 1)}, geometry=boxes, crs="EPSG:32643").to_file(path)
+
+
 def model(path: Path) -> None:
     torch.manual_seed(1)
     card = ModelCard(arch="unet", encoder="resnet18", in_channels=4, classes=default_classes(),
@@ -87,9 +107,12 @@ def model(path: Path) -> None:
     save_checkpoint(path, build_from_card(card), card)
 
 
-def workflow(path: Path, model_dir: Path, keep_all: bool, features: bool = False) -> None:
+def workflow(path: Path, model_dir: Path, keep_all: bool, features: bool = False, parcels: bool = False) -> None:
     outputs = {"fields": ["parquet"], "district_areas": False, "min_area_ha": 0.0, "report": False,
                "exclude_classes": ["background"] if keep_all else ["background", "cotton"]}
+    if parcels:
+        outputs["parcels"] = "parcels.gpkg"
+        outputs["parcel_id"] = "parcel"
     if features:
         outputs["features"] = ["ndvi"]
     wf = {"name": "mem", "scenes": ["scene.tif"], "model": str(model_dir), "tile": 512, "overlap": 32,
@@ -103,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/geoseg-run-memory"))
     ap.add_argument("--keep-all", action="store_true", help="keep every crop class, the giant region too")
     ap.add_argument("--features", action="store_true", help="with the growth features (NDVI) of every field")
+    ap.add_argument("--parcels", action="store_true",
+                    help="the fields are a parcel layer (each patch in quarters: ~14,000 and ~290,000 parcels)")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     model_dir = args.work / "model"
@@ -114,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     for patches in (3_600, 73_000):
         folder = args.work / f"r{patches}"
         folder.mkdir(exist_ok=True)
-        if not (folder / "scene.tif").exists():
-            scene(folder / "scene.tif", patches)
-        workflow(folder / "wf.yaml", model_dir, args.keep_all, args.features)
+        if not (folder / "scene.tif").exists() or (args.parcels and not (folder / "parcels.gpkg").exists()):
+            scene(folder / "scene.tif", patches, parcels=folder / "parcels.gpkg" if args.parcels else None)
+        workflow(folder / "wf.yaml", model_dir, args.keep_all, args.features, args.parcels)
         out = subprocess.run([sys.executable, "-c", _CHILD, "wf.yaml"], cwd=folder, capture_output=True, text=True,
                              check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
