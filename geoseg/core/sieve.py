@@ -43,6 +43,7 @@ from geoseg.errors import PolygonizeError
 __all__ = [
     "FieldRuns",
     "label_runs",
+    "runs_of_labels",
     "DEFAULT_MIN_AREA_HA",
     "DEFAULT_SIEVE_PASSES",
     "min_area_pixels",
@@ -145,6 +146,28 @@ class FieldRuns:
         """Sum of ``values`` (h, w) over the pixels of each label (index ``label - 1``)."""
         per_run = np.add.reduceat(values.ravel(), self.starts) if len(self.starts) else np.zeros(0)
         return np.bincount(self.run_label, weights=per_run, minlength=self.n + 1)[1:]
+
+
+def runs_of_labels(labels: np.ndarray) -> FieldRuns:
+    """:class:`FieldRuns` of an array that is already labelled: 0 outside fields, 1..n, each
+    label one 4-connected region (no connected-components pass; ``classes`` are zeros for the
+    caller to fill).
+
+    >>> r = runs_of_labels(np.array([[1, 1, 0], [2, 1, 1]], np.int32))
+    >>> r.n, r.starts.tolist(), r.run_label.tolist()
+    (2, [0, 2, 3, 4], [1, 0, 2, 1])
+    """
+    w = labels.shape[1]
+    flat = labels.ravel()
+    if flat.size == 0:
+        return FieldRuns(labels, np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64))
+    brk = np.empty(flat.size, bool)
+    brk[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=brk[1:])
+    brk[::w] = True
+    starts = np.flatnonzero(brk)
+    run_label = flat[starts].astype(np.int32)
+    return FieldRuns(labels, starts, run_label, np.zeros(int(run_label.max(initial=0)), np.int64))
 
 
 def label_runs(mask: np.ndarray, field: np.ndarray) -> FieldRuns:

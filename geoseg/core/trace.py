@@ -392,18 +392,22 @@ def vectorize_block(
     raster_width: int | None,
     row_areas: np.ndarray | None,
     area_factors: tuple[np.ndarray, np.ndarray] | None = None,
+    runs: FieldRuns | None = None,
 ) -> tuple[Fields, FieldRuns]:
-    """:func:`vectorize`, also returning the labelling (label = 1-based field index, 0 none)."""
+    """:func:`vectorize`, also returning the labelling (label = 1-based field index, 0 none).
+    ``runs``: ``mask``'s fields already labelled (:func:`geoseg.core.sieve.runs_of_labels`), so
+    no connected-components pass is made; ``valid`` and ``exclude`` are then not used."""
     if mask.ndim != 2:
         raise PolygonizeError(f"expected a 2-D class array, got shape {mask.shape}")
     if not np.issubdtype(mask.dtype, np.integer):
         raise PolygonizeError(
             f"class mask has dtype {mask.dtype}; expected integer class codes - round or cast the mask first"
         )
-    if valid is None:
+    if runs is None and valid is None:
         valid = np.ones(mask.shape, bool) if nodata is None else mask != nodata
-    field = valid & ~np.isin(mask, np.asarray(list(exclude), dtype=np.int64)) if len(exclude) else valid
-    runs = label_runs(mask, field)
+    if runs is None:
+        field = valid & ~np.isin(mask, np.asarray(list(exclude), dtype=np.int64)) if len(exclude) else valid
+        runs = label_runs(mask, field)
     classes = runs.classes
     r0, c0 = offset
     width = raster_width if raster_width is not None else mask.shape[1]

@@ -41,7 +41,14 @@ from geoseg.core.instances import (
 )
 from geoseg.core.merge import merge_pieces, seam_pairs
 from geoseg.core.overlay import largest_overlap
-from geoseg.core.sieve import DEFAULT_MIN_AREA_HA, DEFAULT_SIEVE_PASSES, min_area_pixels, sieve, sieve_halo
+from geoseg.core.sieve import (
+    DEFAULT_MIN_AREA_HA,
+    DEFAULT_SIEVE_PASSES,
+    min_area_pixels,
+    runs_of_labels,
+    sieve,
+    sieve_halo,
+)
 from geoseg.core.trace import Fields, vectorize_block
 from geoseg.errors import PolygonizeError, portable_errors
 from geoseg.io.districts import Districts, read_districts
@@ -177,9 +184,9 @@ def _run_block(job: _BlockJob) -> tuple[Fields, Edges]:
         core_arr = np.ascontiguousarray(core_arr)
         core_lab = graph.labels(rows, cols)  # the core's fields: joined by links inside the core only
         del graph, arr
-        fields, runs = vectorize_block(core_lab, job.transform, nodata=None, valid=core_lab > 0, exclude=(),
+        fields, runs = vectorize_block(core_lab, job.transform, nodata=None, valid=None, exclude=(),
                                        confidence=conf, offset=offset, raster_width=job.width, row_areas=None,
-                                       area_factors=area_factors)
+                                       area_factors=area_factors, runs=runs_of_labels(core_lab))
         counts = class_counts(runs.dense(), core_arr, fields.class_id.size, job.n_classes)
         fields = Fields(fields.geometry, majority(counts).astype(np.int64), fields.pixels, fields.area_m2,
                         fields.first_pixel, fields.conf_sum, fields.conf_count, counts)
