@@ -162,15 +162,6 @@ def separation_halo(sep: Separation) -> int:
     return int(sep.seed_pixels) + int(sep.grow) + int(sep.erode) + 3
 
 
-def _shifted(a: np.ndarray, dr: int, dc: int, fill: int | bool) -> np.ndarray:
-    """``out[r, c] = a[r + dr, c + dc]`` (``fill`` outside)."""
-    out = np.full(a.shape, fill, a.dtype)
-    h, w = a.shape
-    out[max(0, -dr):h - max(0, dr), max(0, -dc):w - max(0, dc)] = a[max(0, dr):h - max(0, -dr) or h,
-                                                                    max(0, dc):w - max(0, -dc) or w]
-    return out
-
-
 def _class_edges(cls: np.ndarray, field: np.ndarray) -> np.ndarray:
     """Field pixels with a 4-neighbour that is a field pixel of another class."""
     out = np.zeros(cls.shape, bool)

@@ -403,9 +403,9 @@ def vectorize_block(
         raise PolygonizeError(
             f"class mask has dtype {mask.dtype}; expected integer class codes - round or cast the mask first"
         )
-    if runs is None and valid is None:
-        valid = np.ones(mask.shape, bool) if nodata is None else mask != nodata
     if runs is None:
+        if valid is None:
+            valid = np.ones(mask.shape, bool) if nodata is None else mask != nodata
         field = valid & ~np.isin(mask, np.asarray(list(exclude), dtype=np.int64)) if len(exclude) else valid
         runs = label_runs(mask, field)
     classes = runs.classes

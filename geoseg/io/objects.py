@@ -178,9 +178,9 @@ def local_copy(url: str, what: str = "folder") -> Path:
         except OSError:
             if not dest.is_dir():  # another process published the same copy first: keep that one
                 raise
+    except ObjectStoreError:
+        raise
     except OSError as e:
-        if isinstance(e, ObjectStoreError):
-            raise
         raise ObjectStoreError(f"{dest}: copying {prefix.url} here failed ({e.strerror or e}); free disk space or "
                                f"set GEOSEG_CACHE to a writable folder") from None
     finally:

@@ -127,7 +127,8 @@ def read_vector(path: str | os.PathLike[str], *, layer: str | int | None = None,
     """Read any vector file GDAL reads, or GeoParquet, into a GeoDataFrame.
 
     Shapefile attribute names shortened by :func:`write_vector` are restored. ``skip`` and
-    ``count`` read a slice of the features in file order (a part of a large layer).
+    ``count`` read a slice of the features in file order (a part of a large layer; GDAL's
+    formats seek to it, a GeoParquet file is read whole and then sliced).
 
     Raises
     ------

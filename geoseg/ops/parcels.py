@@ -323,14 +323,16 @@ def parcel_dataset(
     AreaError
         No parcel of the file lies over the mask.
     """
-    src = str(parcels)
-    n = feature_count(src)
     if per_part < 1:
         raise AreaError(f"per_part {per_part}: expected at least 1 parcel per part")
+    src = str(parcels)
+    n = feature_count(src)
     jobs = [_PartJob(str(mask_path), src, str(folder), first, min(per_part, n - first), tuple(sorted(kwargs.items())))
             for first in range(0, n, per_part)]
     tallies = Runner(workers, client).map(_run_parcel_part, jobs, progress)
     out = {k: sum(t[k] for t in tallies) for k in ("parcels", "unobserved", "skipped")}
+    if n and out["skipped"] == n:
+        raise LabelError(f"{src}: holds no parcel polygons ({n} features); expected the parcels as polygons")
     if not out["parcels"]:
         raise AreaError(f"none of the {n} parcels of {src} lies over {mask_path} (or none was observed there); check "
                         f"that both files have the right CRS and cover the same place")

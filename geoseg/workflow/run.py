@@ -30,6 +30,7 @@ from typing import Any
 import rasterio
 
 from geoseg.errors import ConfigError, GeosegError
+from geoseg.io.objects import is_object_url
 from geoseg.io.raster import atomic_output
 from geoseg.ml.model import ModelCard, read_card
 from geoseg.parallel import release_memory
@@ -229,7 +230,7 @@ def _resumed_run(cfg: RunConfig, run_dir: Path) -> _Attempt:
     store = run_store(cfg.store, cfg.name, run_id)
     claim_run_store(store, run_dir=run_dir, resume=True)
     # an object store has no partial objects: a put is whole or absent
-    removed = _remove_partials(run_dir, *([] if isinstance(store, str) else [store]))
+    removed = _remove_partials(run_dir, *([] if is_object_url(store) else [store]))
     return _Attempt(run_id, RunPaths(run_dir), previous.get("started", ""), previous, removed)
 
 

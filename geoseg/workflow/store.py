@@ -110,7 +110,9 @@ def _claim_object_store(root: str, run_dir: Path, resume: bool) -> None:
     if not isinstance(owner, dict) or Path(str(owner.get("run_dir"))).resolve() != run_dir.resolve():
         raise _in_use(root, owner if isinstance(owner, dict) else {}, run_dir)
     if not resume:
-        raise _in_use(root, owner, run_dir)
+        raise StoreInUseError(f"{root}: this tile-store folder was already claimed for {run_dir} (pid "
+                              f"{owner.get('pid', '?')} on {owner.get('host', '?')}); a new run must start with an "
+                              f"empty folder - continue that run with --resume, or delete {root}")
     prefix.put(OWNER_FILE, me)
 
 
@@ -163,15 +165,17 @@ class SceneStore:
     (``s3://...``) that the workers of a cluster without a shared disk all write to."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.remote = is_object_url(root)
-        self.root: Path | str = os.fspath(root).rstrip("/") if self.remote else Path(root)
-        self._prefix = object_prefix(os.fspath(root)) if self.remote else None
+        self._prefix = object_prefix(os.fspath(root)) if is_object_url(root) else None
+        self.root: Path | str = self._prefix.url if self._prefix is not None else Path(root)
+
+    def _location(self, name: str) -> Path | str:
+        return self._prefix.location(name) if self._prefix is not None else Path(self.root, name)
 
     def tile_path(self, tile: Tile) -> Path | str:
-        return join(self.root, f"{tile.key}.tif") if self.remote else self.root / f"{tile.key}.tif"
+        return self._location(f"{tile.key}.tif")
 
     def record_path(self, batch: int) -> Path | str:
-        return join(self.root, _record(batch)) if self.remote else self.root / _record(batch)
+        return self._location(_record(batch))
 
     def _tile_bytes(self, tile: Tile) -> bytes | None:
         if self._prefix is not None:
@@ -196,14 +200,16 @@ class SceneStore:
         Each tile holds class and confidence, then for a model that reads dates a band of the
         dates each pixel saw, and for a model with a boundary output its boundary band. On
         object storage each tile is made in a local temporary folder, then put whole."""
+        import contextlib
         import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="geoseg-tiles-") as tmp:
-            if not self.remote:
-                Path(self.root).mkdir(parents=True, exist_ok=True)
+        remote = self._prefix is not None
+        if not remote:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="geoseg-tiles-") if remote else contextlib.nullcontext() as tmp:
             hashes = {}
             for i, (t, c, p) in enumerate(zip(tiles, classes, confidence)):
-                path = Path(tmp, f"{t.key}.tif") if self.remote else Path(self.tile_path(t))
+                path = Path(tmp, f"{t.key}.tif") if remote else Path(self.tile_path(t))
                 core_tf = t.transform @ _translation(t)
                 bands = [c, p] + [b[i] for b in (dates_seen, boundary) if b is not None]
                 with RasterWriter(path, shape=(int(t.core.height), int(t.core.width)), transform=core_tf, crs=crs,
@@ -213,9 +219,8 @@ class SceneStore:
                     w.write(np.stack([b[rows, cols] for b in bands]), win)
                 data = path.read_bytes()
                 hashes[t.key] = _sha256(data)
-                if self._prefix is not None:
+                if remote:
                     self._prefix.put(f"{t.key}.tif", data)
-                    path.unlink()
         rec = self.record_path(batch)
         try:
             write_text(self.root, _record(batch), json.dumps({"batch": batch, "tiles": hashes}, indent=1))

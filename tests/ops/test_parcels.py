@@ -157,6 +157,11 @@ def test_parcels_counted_in_parts_equal_the_whole_layer(scene, tmp_path, per_par
     pd.testing.assert_frame_equal(pd.DataFrame(got.drop(columns="geometry")),
                                   pd.DataFrame(whole.drop(columns="geometry")).reset_index(drop=True))
     assert tally == {"parcels": 3, "unobserved": 1, "skipped": 1}
+    gpd.GeoDataFrame(geometry=[shapely.Point(x0 + 5, y0 - 5)] * 3, crs=CRS).to_file(tmp_path / "pts.gpkg")
+    pts = tmp_path / "pts"
+    pts.mkdir()
+    with pytest.raises(LabelError, match=r"pts.gpkg: holds no parcel polygons \(3 features\)"):
+        parcel_dataset(m, tmp_path / "pts.gpkg", pts, per_part=per_part, classes=CLASSES)
     with pytest.raises(AreaError, match=r"none of the 1 parcels of .*far.gpkg lies over"):
         gpd.GeoDataFrame(geometry=[polys[2]], crs=CRS).to_file(tmp_path / "far.gpkg")
         empty = tmp_path / "ds2"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -77,10 +78,11 @@ def test_a_store_folder_is_claimed_once(s3, tmp_path) -> None:  # type: ignore[n
     mine, other = tmp_path / "runs" / "wf" / "r1", tmp_path / "other" / "wf" / "r1"
     claim_run_store(root, run_dir=mine, resume=False)
     assert json.loads(object_prefix(root).get(OWNER_FILE))["run_dir"] == str(mine)
-    with pytest.raises(StoreInUseError, match=r"tiles/wf/r1: this tile-store folder belongs to run .*other"
-                                              r"|tiles/wf/r1: this tile-store folder belongs to run .*r1"):
+    with pytest.raises(StoreInUseError, match=rf"tiles/wf/r1: this tile-store folder belongs to run "
+                                              rf"{re.escape(str(mine))} .*not to {re.escape(str(other))}; two runs"):
         claim_run_store(root, run_dir=other, resume=True)
-    with pytest.raises(StoreInUseError):
+    with pytest.raises(StoreInUseError, match=r"tiles/wf/r1: this tile-store folder was already claimed for .*r1 "
+                                              r".*continue that run with --resume"):
         claim_run_store(root, run_dir=mine, resume=False)  # a new run never reuses a folder
     claim_run_store(root, run_dir=mine, resume=True)  # its own resume takes it back
 
