@@ -558,3 +558,6 @@ class RunResult:
     dashboard: str | None
     stale_lock: dict[str, Any] | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    #: The run folder on object storage, when ``runs_dir`` is one (``run_dir`` was this machine's
+    #: working copy, removed once the run was published; ``outputs`` are then object URLs).
+    run_url: str | None = None

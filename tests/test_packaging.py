@@ -113,6 +113,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "geoseg.ml": BASE + ("geoseg.core", "geoseg.io", "geoseg.parallel", "geoseg.ml"),
     "geoseg.ops": BASE + ("geoseg.core", "geoseg.io", "geoseg.parallel", "geoseg.ml", "geoseg.rundir", "geoseg.ops"),
     "geoseg.rundir": BASE + ("geoseg.io",),
+    "geoseg.rundir_store": BASE + ("geoseg.io", "geoseg.rundir"),
     "geoseg.report": BASE + ("geoseg.core", "geoseg.io", "geoseg.ml", "geoseg.ops", "geoseg.rundir", "geoseg.report"),
 }
 # Third-party packages a layer never imports: the core opens no file and runs no model or cluster.

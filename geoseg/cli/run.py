@@ -11,8 +11,11 @@ from rich.table import Table
 
 from geoseg.cli.options import LocalParam, is_quiet
 from geoseg.cli.progress import progress_bar
+from geoseg.errors import GeosegError
+from geoseg.io.objects import is_object_url, join
 from geoseg.report.summary import area_lines, run_summary
 from geoseg.rundir import CATALOG, LOCK, Catalog, read_manifest, run_outputs, run_status
+from geoseg.rundir_store import ObjectCatalog, read_remote_manifest, remote_run_status
 from geoseg.workflow.config import load_workflow
 from geoseg.workflow.run import run_workflow
 
@@ -21,13 +24,13 @@ from geoseg.workflow.run import run_workflow
 @click.argument("workflow", type=LocalParam("the workflow file"))
 @click.option("--resume", is_flag=True, help="Continue the newest unfinished run of this workflow.")
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT); overrides cluster.scheduler.")
-@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), help="Where runs are recorded.")
+@click.option("--runs-dir", help="Where runs are recorded: a folder, or an object-store URL (s3://bucket/runs).")
 @click.option("--store", help="Tile store root: a folder (default tiles/) or an object-store URL (s3://bucket/tiles).")
 @click.option("--quiet", is_flag=True, help="Print only the run directory.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON summary (run_id, run_dir, status, tiles, timings, outputs, district x crop "
                    "hectares) instead of the text lines.")
-def run(workflow: Path, resume: bool, scheduler: str | None, runs_dir: Path | None, store: str | None,
+def run(workflow: Path, resume: bool, scheduler: str | None, runs_dir: str | None, store: str | None,
         quiet: bool, as_json: bool) -> None:
     """Run a workflow on Dask; the last line printed is the run directory (--json: one JSON object).
 
@@ -59,15 +62,15 @@ def run(workflow: Path, resume: bool, scheduler: str | None, runs_dir: Path | No
             click.echo("crop area per district (hectares):")
             for line in lines:
                 click.echo("  " + line)
-    click.echo(str(res.run_dir))
+    click.echo(res.run_url or str(res.run_dir))
 
 
 @click.group("runs", invoke_without_command=True)
-@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
-              show_default=True)
+@click.option("--runs-dir", default="runs", show_default=True,
+              help="The runs folder: a folder, or an object-store URL (s3://bucket/runs).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def runs(ctx: click.Context, runs_dir: Path, as_json: bool) -> None:
+def runs(ctx: click.Context, runs_dir: str, as_json: bool) -> None:
     """List recorded runs (name, id, status, scenes, tiles, duration).
 
     A run recorded as running whose process is gone (killed, or its machine restarted) is
@@ -78,16 +81,19 @@ def runs(ctx: click.Context, runs_dir: Path, as_json: bool) -> None:
     Examples:
         geoseg runs
         geoseg runs show 20261124T2130
+        geoseg runs --runs-dir s3://bucket/runs
     """
     ctx.ensure_object(dict)
     ctx.obj["runs_dir"] = runs_dir
     if ctx.invoked_subcommand is not None:
         return
 
-    catalog = Catalog(runs_dir / CATALOG)
-    if not catalog.path.exists():
+    catalog = _catalog(runs_dir)
+    if isinstance(catalog, Catalog) and not catalog.path.exists():
         catalog.rebuild()
     rows = catalog.list()
+    if not rows and isinstance(catalog, ObjectCatalog) and catalog.rebuild():
+        rows = catalog.list()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -109,13 +115,20 @@ def runs(ctx: click.Context, runs_dir: Path, as_json: bool) -> None:
 def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Print the manifest summary of one run (a unique prefix of the id is enough)."""
     runs_dir = ctx.obj["runs_dir"]
-    row = Catalog(runs_dir / CATALOG).get(run_id)
-    run_dir = Path(row["run_dir"])
-    m = read_manifest(run_dir)
+    row = _catalog(runs_dir).get(run_id)
+    if is_object_url(runs_dir):
+        m = read_remote_manifest(row["run_dir"])
+        if m is None:
+            raise GeosegError(f"{row['run_dir']}: no manifest; the run folder on the store is damaged or gone")
+        run_dir: Path | str = row["run_dir"]
+        status = remote_run_status(m["status"], join(runs_dir, m["name"], LOCK), m["run_id"])
+    else:
+        run_dir = Path(row["run_dir"])
+        m = read_manifest(run_dir)
+        status = run_status(m["status"], Path(runs_dir) / m["name"] / LOCK, m["run_id"])
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
-    status = run_status(m["status"], runs_dir / m["name"] / LOCK, m["run_id"])
     if status != m["status"]:
         status += (f" (recorded as {m['status']}; its process is gone - `geoseg run WORKFLOW --resume` "
                    f"continues it)")
@@ -128,5 +141,13 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
         click.echo(f"error: {m['error']}")
     for k, v in (m.get("timings") or {}).items():
         click.echo(f"  {k}: {v:.1f} s")
+    if isinstance(run_dir, str):
+        for k, v in (m.get("outputs") or {}).items():
+            click.echo(f"  {k}: {v if Path(v).is_absolute() else join(run_dir, v)}")
+        return
     for k, p in run_outputs(run_dir, m).items():  # stored relative to the run folder, wherever it now is
         click.echo(f"  {k}: {p}")
+
+
+def _catalog(runs_dir: str) -> Catalog | ObjectCatalog:
+    return ObjectCatalog(runs_dir) if is_object_url(runs_dir) else Catalog(Path(runs_dir) / CATALOG)

@@ -21,13 +21,18 @@ the endpoint is taken from those, so one set of variables serves both.
 from __future__ import annotations
 
 import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from geoseg.errors import ObjectStoreError
 from geoseg.io.raster import write_text_atomic
 
-__all__ = ["OBJECT_SCHEMES", "Prefix", "cache_root", "is_object_url", "join", "local_copy", "object_prefix", "read_text",
-           "write_text"]
+__all__ = ["OBJECT_SCHEMES", "Prefix", "cache_root", "download_folder", "is_object_url", "join", "local_copy", "object_prefix", "read_text",
+           "readable_copy", "write_text", "written_to"]
 
 #: URL schemes geoseg writes to as object stores.
 OBJECT_SCHEMES = ("s3", "gs", "az", "abfs")
@@ -89,22 +94,73 @@ class Prefix:
         """The full URL of ``key`` (for messages)."""
         return f"{self.url}/{key}"
 
-    def put(self, key: str, data: bytes, *, create: bool = False) -> bool:
-        """Store ``data`` as ``key`` in one piece; with ``create``, only if ``key`` does not exist
-        yet (returns False when it does, leaving it as it was)."""
+    def put(self, key: str, data: bytes | Path, *, create: bool = False, if_match: str | None = None) -> bool:
+        """Store ``data`` (bytes, or a local file streamed) as ``key`` in one piece; with ``create``,
+        only if ``key`` does not exist yet; with ``if_match``, only if ``key`` still has that ETag
+        (:meth:`head`). Returns False when the condition fails, leaving the object as it was."""
         import obstore
         from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 
+        mode: Any = "create" if create else {"e_tag": if_match} if if_match else "overwrite"
         try:
-            obstore.put(self._store, self._key(key), data, mode="create" if create else "overwrite")
+            obstore.put(self._store, self._key(key), data, mode=mode)
         except (AlreadyExistsError, PreconditionError):
-            if create:
+            if create or if_match:
+                return False
+            raise
+        except FileNotFoundError:  # an update of an object that is gone
+            if if_match:
                 return False
             raise
         except BaseError as e:
             raise ObjectStoreError(f"{self.location(key)}: writing failed ({_first_line(e)}); {_ENV_HINT}, then run "
                                    f"again with --resume") from None
         return True
+
+    def head(self, key: str) -> str | None:
+        """The ETag of ``key`` (what :meth:`put`'s ``if_match`` takes); None when there is no such object."""
+        import obstore
+        from obstore.exceptions import BaseError
+
+        try:
+            return str(obstore.head(self._store, self._key(key)).get("e_tag") or "")
+        except FileNotFoundError:
+            return None
+        except BaseError as e:
+            raise ObjectStoreError(f"{self.location(key)}: reading failed ({_first_line(e)}); {_ENV_HINT}") from None
+
+    def get_file(self, key: str, dest: Path) -> bool:
+        """Stream ``key`` into the local file ``dest`` (written under a temporary name, then renamed);
+        False when there is no such object."""
+        import obstore
+        from obstore.exceptions import BaseError
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}-{threading.get_ident()}")
+        try:
+            with open(tmp, "wb") as f:
+                f.writelines(obstore.get(self._store, self._key(key)).stream())
+            os.replace(tmp, dest)
+        except FileNotFoundError:
+            return False
+        except BaseError as e:
+            raise ObjectStoreError(f"{self.location(key)}: reading failed ({_first_line(e)}); {_ENV_HINT}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete ``keys`` (missing ones are no error)."""
+        import obstore
+        from obstore.exceptions import BaseError
+
+        try:
+            if keys:
+                obstore.delete(self._store, [self._key(k) for k in keys])
+        except FileNotFoundError:
+            pass
+        except BaseError as e:
+            raise ObjectStoreError(f"{self.url}: deleting failed ({_first_line(e)}); {_ENV_HINT}") from None
 
     def get(self, key: str) -> bytes | None:
         """The bytes of ``key``; None when there is no such object."""
@@ -118,14 +174,16 @@ class Prefix:
         except BaseError as e:
             raise ObjectStoreError(f"{self.location(key)}: reading failed ({_first_line(e)}); {_ENV_HINT}") from None
 
-    def listing(self) -> list[tuple[str, str]]:
-        """``(key, version)`` of every object under the prefix (the version: its ETag, or size and time)."""
+    def listing(self, under: str = "") -> list[tuple[str, str]]:
+        """``(key, version)`` of every object under the prefix (or under its folder ``under``; the
+        version: its ETag, or size and time)."""
         import obstore
         from obstore.exceptions import BaseError
 
         out = []
+        start = self._key(under.strip("/")) if under else self.prefix
         try:
-            for batch in obstore.list(self._store, prefix=self.prefix or None):
+            for batch in obstore.list(self._store, prefix=start or None):
                 for meta in batch:
                     key = str(meta["path"])[len(self.prefix) + 1 if self.prefix else 0:]
                     out.append((key, str(meta.get("e_tag") or f"{meta['size']}@{meta['last_modified']}")))
@@ -212,3 +270,50 @@ def read_text(folder: str | os.PathLike[str], name: str) -> str | None:
         return Path(folder, name).read_text(encoding="utf-8", errors="replace")
     except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+@contextmanager
+def written_to(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """A local path to write the file ``target`` at: ``target`` itself when it is local (the writer
+    publishes it as it always does), else a path in a temporary folder whose files - the file and
+    what its writer put beside it (a raster's ``.aux.xml``, ``.qml``) - are put under ``target``'s
+    folder when the block ends without an error (a worker without the client's disk writes this way)."""
+    if not is_object_url(target):
+        yield Path(target)
+        return
+    url = os.fspath(target)
+    folder, _, name = url.rpartition("/")
+    with tempfile.TemporaryDirectory(prefix="geoseg-put-", dir=os.environ.get("GEOSEG_TMP")) as tmp:
+        yield Path(tmp, name)
+        prefix = object_prefix(folder)
+        for f in sorted(Path(tmp).rglob("*")):
+            if f.is_file() and ".partial-" not in f.name:
+                prefix.put(f.relative_to(tmp).as_posix(), f)
+
+
+@contextmanager
+def readable_copy(source: str | os.PathLike[str]) -> Iterator[Path]:
+    """A local path to read the file ``source`` at: ``source`` itself when it is local, else a
+    temporary copy of the object, deleted when the block ends."""
+    if not is_object_url(source):
+        yield Path(source)
+        return
+    url = os.fspath(source)
+    folder, _, name = url.rpartition("/")
+    with tempfile.TemporaryDirectory(prefix="geoseg-get-", dir=os.environ.get("GEOSEG_TMP")) as tmp:
+        local = Path(tmp, name)
+        if not object_prefix(folder).get_file(name, local):
+            raise ObjectStoreError(f"{url}: no such object; the run's earlier stage did not write it - run again "
+                                   f"with --resume")
+        yield local
+
+
+def download_folder(url: str, dest: Path) -> int:
+    """Every object under ``url`` into the local folder ``dest`` (created), each streamed to a
+    temporary name and renamed; returns how many."""
+    prefix = object_prefix(url)
+    count = 0
+    for key, _ in prefix.listing():
+        if prefix.get_file(key, dest / key):
+            count += 1
+    return count

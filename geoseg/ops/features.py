@@ -47,6 +47,7 @@ from geoseg.core.grid import Window
 from geoseg.core.zonal import STATS, IndexSpec, band_index, index_values, parse_index, phenology, zone_stats
 from geoseg.errors import DateLayoutError, FeatureError, GeosegError, portable_errors
 from geoseg.io.districts import read_districts
+from geoseg.io.objects import readable_copy, written_to
 from geoseg.io.raster import check_same_grid, open_raster, raster_info, read_mask_classes, read_periods, rio_window
 from geoseg.io.vector import read_vector, write_table, write_vector
 from geoseg.ops.coverage import grid_bounds, zone_pieces
@@ -341,7 +342,8 @@ def part_features(job: PartFeatures) -> dict[str, Any]:
     import geopandas as gpd
     import pandas as pd
 
-    gdf = gpd.read_parquet(job.part)
+    with readable_copy(job.part) as part:  # a worker without the client's disk reads it from object storage
+        gdf = gpd.read_parquet(part)
     has_id = "field_id" in gdf.columns
     pts = gdf.geometry.representative_point()
     done = np.zeros(len(gdf), bool)
@@ -371,8 +373,10 @@ def part_features(job: PartFeatures) -> dict[str, Any]:
     outside = int((~done).sum())
     if not longs:
         return {"written": False, "outside": outside, "notes": notes}
-    write_table(pd.concat(longs, ignore_index=True), job.series_out)
-    write_vector(gdf.join(pd.concat(wides).drop(columns=["field_id"])), job.part)
+    with written_to(job.series_out) as out:
+        write_table(pd.concat(longs, ignore_index=True), out)
+    with written_to(job.part) as out:
+        write_vector(gdf.join(pd.concat(wides).drop(columns=["field_id"])), out)
     return {"written": True, "outside": outside, "notes": notes}
 
 

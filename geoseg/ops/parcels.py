@@ -40,6 +40,7 @@ from geoseg.core.overlay import largest_overlap
 from geoseg.errors import AreaError, LabelError, portable_errors
 from geoseg.io.districts import read_districts
 from geoseg.io.fiboa import code_list_id, determination_column
+from geoseg.io.objects import join, written_to
 from geoseg.io.paths import STDOUT, check_overwrite
 from geoseg.io.raster import check_outputs, check_same_grid, raster_info, read_mask_classes
 from geoseg.io.vector import check_stream_vector, feature_count, read_vector, vector_driver, write_vector
@@ -296,7 +297,8 @@ def _run_parcel_part(job: _PartJob) -> dict[str, Any]:
     of them lies over the mask); returns what the client tallies, never the parcels."""
     gdf = parcel_crops(job.mask, job.parcels, first=job.first, count=job.count, workers=1, **dict(job.kwargs))
     if len(gdf):
-        write_vector(gdf, Path(job.folder) / part_name(job.first))
+        with written_to(join(job.folder, part_name(job.first))) as path:
+            write_vector(gdf, path)
     return {"parcels": len(gdf), "unobserved": int(gdf.attrs.get("unobserved", 0)),
             "skipped": int(gdf.attrs.get("skipped", 0))}
 
@@ -314,8 +316,8 @@ def parcel_dataset(
 ) -> dict[str, int]:
     """:func:`parcel_crops` of a parcel file in parts of ``per_part`` parcels (file order), each
     read, counted and written by its own task (on ``client``'s workers, or local threads) as a
-    part of the GeoParquet dataset ``folder`` (which must exist): a state's LPIS layer never sits
-    whole in one process. ``kwargs`` are :func:`parcel_crops`' (``id_field``, ``confidence``,
+    part of the GeoParquet dataset ``folder`` (a folder that exists, or an object-store folder the
+    workers put their parts in): a state's LPIS layer never sits whole in one process. ``kwargs`` are :func:`parcel_crops`' (``id_field``, ``confidence``,
     ``classes``, ``districts``, ...). Returns the tally: parcels written, unobserved, skipped.
 
     Raises

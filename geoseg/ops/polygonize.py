@@ -53,6 +53,7 @@ from geoseg.core.trace import Fields, vectorize_block
 from geoseg.errors import PolygonizeError, portable_errors
 from geoseg.io.districts import Districts, read_districts
 from geoseg.io.fiboa import DETERMINATION_METHOD, code_list_id, determination_column
+from geoseg.io.objects import download_folder, join, written_to
 from geoseg.io.paths import STDOUT, check_overwrite
 from geoseg.io.raster import (
     BlockReader,
@@ -498,7 +499,7 @@ def _run_part(job: _PartJob) -> tuple[Fields, Edges, dict[int, tuple[int, float]
     renumber[seam + 1] = np.arange(1, len(seam) + 1)
     edges = {k: (renumber[v] if k in ("top", "bottom", "left", "right") else v) for k, v in edges.items()}
     gdf = _finish(fields.take(np.flatnonzero(~reach)), job.attrs)
-    _write_part(gdf, Path(job.folder) / f"part-{i:05d}-{j:05d}.parquet")
+    _write_part(gdf, join(job.folder, f"part-{i:05d}-{j:05d}.parquet"))
     return fields.take(seam), edges, _tally(gdf)
 
 
@@ -512,8 +513,9 @@ def _merge_seams(results: list[tuple[Fields, Edges, dict[int, tuple[int, float]]
     seams = _merge_blocks(grid, [(f, e) for f, e, _ in results], areas, with_conf, workers)
     del results
     gdf = _finish(seams, attrs)
-    # a dataset without fields still has one (empty) part, so that readers find its columns
-    _write_part(gdf, Path(folder) / SEAM_PART, keep_empty=not any(Path(folder).glob("*.parquet")))
+    # a dataset without fields still has one (empty) part, so that readers find its columns (a block
+    # writes its part only when it has fields, so a tally says whether it did)
+    _write_part(gdf, join(folder, SEAM_PART), keep_empty=not any(tallies))
     return [*tallies, _tally(gdf)]
 
 
@@ -524,11 +526,13 @@ def _tally(gdf: "gpd.GeoDataFrame") -> dict[int, tuple[int, float]]:
     return {int(c): (int(r["size"]), float(r["sum"])) for c, r in g.iterrows()}
 
 
-def _write_part(gdf: "gpd.GeoDataFrame", path: Path, keep_empty: bool = False) -> None:
-    """One part of the dataset; none for no fields unless ``keep_empty`` (an empty part's columns
-    of no value have no type of their own, which other parts' would contradict)."""
+def _write_part(gdf: "gpd.GeoDataFrame", target: str, keep_empty: bool = False) -> None:
+    """One part of the dataset (a local file, or an object a worker puts); none for no fields unless
+    ``keep_empty`` (an empty part's columns of no value have no type of their own, which other
+    parts' would contradict)."""
     if len(gdf) or keep_empty:
-        write_vector(gdf, path)
+        with written_to(target) as path:
+            write_vector(gdf, path)
 
 
 @dataclass(frozen=True)
@@ -548,7 +552,8 @@ class FieldDataset:
 
 def polygonize_dataset(mask_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
                        overwrite: bool = True, client: Any = None, workers: int | None = None,
-                       progress: Callable[[int, int], None] | None = None, **kwargs: Any) -> FieldDataset:
+                       progress: Callable[[int, int], None] | None = None, exchange: str | None = None,
+                       **kwargs: Any) -> FieldDataset:
     """:func:`polygonize_raster`'s fields written where they are made: a GeoParquet dataset.
 
     ``out`` becomes a folder of GeoParquet files (fiboa's columns, bbox covering column): each
@@ -562,7 +567,9 @@ def polygonize_dataset(mask_path: str | os.PathLike[str], out: str | os.PathLike
     written under a temporary name and renamed when complete.
 
     Keyword arguments are :func:`polygonize_raster`'s, but for ``simplify_m``: coverage
-    simplification needs every field's neighbours at once.
+    simplification needs every field's neighbours at once. ``exchange``, an object-store folder
+    (``s3://...``), is where workers that do not share this machine's disk put their parts; they
+    are copied into ``out`` before it is published.
 
     Raises
     ------
@@ -586,12 +593,15 @@ def polygonize_dataset(mask_path: str | os.PathLike[str], out: str | os.PathLike
     staging = atomic_path(target)
     staging.mkdir(parents=True)
     try:
-        part_jobs = [_PartJob(b, t.index, plan.grid.grid_shape, attrs, str(staging))
+        folder = exchange or str(staging)
+        part_jobs = [_PartJob(b, t.index, plan.grid.grid_shape, attrs, folder)
                      for b, t in zip(plan.jobs, plan.grid, strict=True)]
         # the seam pieces are merged and written by one more task: on a cluster they stay there
         merge = partial(_merge_seams, grid=plan.grid, areas=plan.areas, with_conf=plan.with_conf,
-                        workers=runner.workers, attrs=attrs, folder=str(staging))
+                        workers=runner.workers, attrs=attrs, folder=folder)
         tallies = runner.map_reduce(_run_part, part_jobs, merge, progress)
+        if exchange:
+            download_folder(exchange, staging)
         publish_folder(staging, target)
     finally:
         if staging.exists():

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg.classes import ClassTable, default_classes
+from geoseg.io.objects import is_object_url, readable_copy
+from geoseg.io.paths import dataset_path
 from geoseg.io.raster import read_mask_classes
 from geoseg.io.vector import read_table
 from geoseg.report.chart import crop_pivot
@@ -19,8 +21,11 @@ __all__ = ["area_table_lines", "area_lines", "areas_by_district", "run_areas", "
 
 def run_areas(outputs: dict[str, str]) -> tuple["pd.DataFrame | None", "ClassTable"]:
     """A run's district table (None when it has none) and its class table, from its outputs."""
-    classes = read_mask_classes(outputs["mask"]) if outputs.get("mask") else None
+    classes = read_mask_classes(dataset_path(outputs["mask"])) if outputs.get("mask") else None
     path = next((outputs[k] for k in map(district_areas_key, AREA_FORMATS) if outputs.get(k)), None)
+    if path and is_object_url(path):  # a run published to object storage
+        with readable_copy(path) as local:
+            return read_table(local), classes or default_classes()
     areas = read_table(path) if path and Path(path).exists() else None
     return areas, classes or default_classes()
 
@@ -90,7 +95,7 @@ def run_summary(result: RunResult) -> dict[str, Any]:
 
     return {
         "run_id": result.run_id,
-        "run_dir": str(result.run_dir),
+        "run_dir": result.run_url or str(result.run_dir),
         "status": result.status,
         "tiles": result.tiles,
         "tiles_skipped": result.tiles_skipped,

@@ -27,7 +27,7 @@ from geoseg.core.zonal import parse_index
 from geoseg.errors import ConfigError, GeosegError, ObjectStoreError
 from geoseg.io.districts import check_districts_reach
 from geoseg.io.imagery import band_request
-from geoseg.io.objects import is_object_url, local_copy
+from geoseg.io.objects import cache_root, is_object_url, local_copy
 from geoseg.io.paths import dataset_path, is_remote
 from geoseg.io.raster import DEFAULT_MAX_PIXELS, check_size, raster_info
 from geoseg.ml.infer import check_input, date_input
@@ -163,6 +163,7 @@ class RunConfig:
     outputs: OutputSpec
     cluster: ClusterSpec
     store: Path | str  # a local folder, or an object-store URL (s3://...)
+    #: The runs folder; for one on object storage (``runs_url``), this machine's working copy of it.
     runs_dir: Path
     crs: str | None
     text: str = field(repr=False, default="")
@@ -175,6 +176,9 @@ class RunConfig:
     forest: bool = True
     #: The model directory's object-store URL when it is on one (``model`` is then this machine's copy).
     model_url: str | None = None
+    #: The runs folder's object-store URL when it is on one: runs are worked in ``runs_dir`` and
+    #: published there (:mod:`geoseg.rundir_store`).
+    runs_url: str | None = None
 
     @property
     def model_source(self) -> str:
@@ -430,7 +434,7 @@ def load_workflow(
         outputs=outputs,
         cluster=cluster,
         store=_folder(r, "store", store, "tiles", base),
-        runs_dir=Path(_folder(r, "runs_dir", runs_dir, "runs", base)),
+        **_runs_folder(_folder(r, "runs_dir", runs_dir, "runs", base)),
         text=text,
         **inference,
     )
@@ -592,9 +596,6 @@ def _folder(r: _Reader, key: str, override: str | Path | None, default: str, bas
     the file's value relative to the workflow's folder, else ``default`` relative to the current one."""
     raw = os.fspath(override) if override is not None else r.get(key, str, None)
     if raw is not None and is_object_url(raw):
-        if key != "store":
-            raise r.err(key, f"{raw!r}: the {key} must be a local folder for now (the tile store may be on "
-                             f"object storage: store: s3://bucket/tiles)")
         return raw.rstrip("/")
     if override is not None:
         return Path(override).resolve()
@@ -602,6 +603,16 @@ def _folder(r: _Reader, key: str, override: str | Path | None, default: str, bas
         return Path(default).resolve()
     q = Path(raw).expanduser()
     return q if q.is_absolute() else (base / q).resolve()
+
+
+def _runs_folder(folder: Path | str) -> dict[str, Any]:
+    """``runs_dir`` (and ``runs_url``) for a runs folder: a local one, or one on object storage, which
+    runs are worked in a local copy of (under ``GEOSEG_CACHE``, named by a hash of the URL) and
+    published to."""
+    if isinstance(folder, Path):
+        return {"runs_dir": folder}
+    digest = hashlib.sha256(folder.encode()).hexdigest()[:16]
+    return {"runs_dir": cache_root() / "runs" / digest, "runs_url": folder}
 
 
 def _check_memory_limit(c: _Reader, value: str) -> None:

@@ -23,14 +23,14 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import rasterio
 
 from geoseg.errors import ConfigError, GeosegError
-from geoseg.io.objects import is_object_url
+from geoseg.io.objects import is_object_url, join, object_prefix
 from geoseg.io.raster import atomic_output
 from geoseg.ml.model import ModelCard, read_card
 from geoseg.parallel import release_memory
@@ -46,9 +46,11 @@ from geoseg.rundir import (
     read_manifest,
     write_manifest,
 )
+from geoseg.rundir_store import ObjectCatalog, ObjectRunLock, point_latest, publish_run, unfinished_runs
 from geoseg.workflow import stages
 from geoseg.workflow.cluster import connect, inference_workers, performance_report, read_ahead, worker_lost
 from geoseg.workflow.config import RunConfig
+from geoseg.workflow.exchange import Exchange
 from geoseg.workflow.store import claim_run_store, run_store
 
 __all__ = ["connect", "run_workflow"]
@@ -71,10 +73,12 @@ def run_workflow(
     (the dashboard address, stage names).
     """
     runs_root = cfg.runs_dir / cfg.name
-    catalog = Catalog(cfg.runs_dir / CATALOG)
-    with RunLock(runs_root / LOCK) as lock, ExitStack() as logs:
+    remote = _Remote(cfg) if cfg.runs_url else None
+    catalog: Catalog | ObjectCatalog = remote.catalog if remote else Catalog(cfg.runs_dir / CATALOG)
+    lock = remote.lock() if remote else RunLock(runs_root / LOCK)
+    with lock, ExitStack() as logs:
         catalog.check()  # a damaged catalog fails the run before it starts
-        attempt = _open_attempt(cfg, runs_root, resume, say)
+        attempt = _open_attempt(cfg, runs_root, resume, say, remote)
         run_id, paths = attempt.run_id, attempt.paths
         lock.hold_for(run_id)
         paths.logs.mkdir(exist_ok=True)
@@ -86,23 +90,35 @@ def run_workflow(
         card = read_card(cfg.model)
         manifest = _first_manifest(cfg, card, attempt)
         write_manifest(paths.root, manifest)
+        run_url = remote.run_url(run_id) if remote else None
+        if run_url:  # a resume on another machine finds the run by its manifest
+            remote.put_manifest(paths, run_url)
         catalog.upsert(run_id=run_id, name=cfg.name, status="running", scenes=len(cfg.scenes), tiles_done=0,
-                       tiles_total=0, started=attempt.started, ended=None, seconds=None, run_dir=str(paths.root),
-                       workflow=str(cfg.path), error=None)
+                       tiles_total=0, started=attempt.started, ended=None, seconds=None,
+                       run_dir=run_url or str(paths.root), workflow=str(cfg.path), error=None)
+        ex = Exchange(paths.root, run_url)
         t_start = time.perf_counter()
         try:
             try:
-                result = _execute(cfg, card, run_id, paths.root, catalog, progress, say)
+                result = _execute(cfg, card, run_id, paths.root, catalog, progress, say, ex)
             except Exception as e:
                 lost = worker_lost(cfg, e)
                 if lost is None:
                     raise
                 raise lost from None
         except BaseException as e:
-            _record_failure(cfg, catalog, paths, manifest, e, time.perf_counter() - t_start)
+            _record_failure(cfg, catalog, paths, manifest, e, time.perf_counter() - t_start, remote)
             raise
-        _record_done(cfg, catalog, paths, manifest, result)
-        _point_latest(runs_root, run_id)
+        if remote:
+            def publish() -> None:
+                logs.close()  # run.log complete before it is put
+                remote.publish(paths, run_id)
+
+            _record_done(cfg, catalog, paths, manifest, result, publish, run_url)
+            result = remote.finish(result, ex)
+        else:
+            _record_done(cfg, catalog, paths, manifest, result)
+            _point_latest(runs_root, run_id)
         result.stale_lock = lock.stale_taken
         return result
 
@@ -119,8 +135,8 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 
 def _execute(
-    cfg: RunConfig, card: ModelCard, run_id: str, run_dir: Path, catalog: Catalog, progress: Progress | None,
-    say: Callable[[str], None],
+    cfg: RunConfig, card: ModelCard, run_id: str, run_dir: Path, catalog: Catalog | ObjectCatalog,
+    progress: Progress | None, say: Callable[[str], None], ex: Exchange,
 ) -> RunResult:
     """The stages of :mod:`geoseg.workflow.stages` in order, each timed; the cluster lives from the
     first inference task to the last district area, and the report is written after it closes."""
@@ -129,7 +145,7 @@ def _execute(
     outputs: dict[str, str] = {}
     seasons = any(s.season is not None for s in cfg.scenes)
     with _timed(timings, "plan"):
-        scenes = [] if seasons else stages.plan_scenes(cfg, card, paths)  # seasons: once composited, below
+        scenes = [] if seasons else stages.plan_scenes(cfg, card, paths, ex)  # seasons: once composited, below
         boundaries = stages.check_districts(cfg)  # a wrong name field or a broken file fails now, not after inference
 
     with ExitStack() as stack:
@@ -144,7 +160,7 @@ def _execute(
         if seasons:
             with _timed(timings, "composite"):
                 outputs.update(stages.composite_seasons(cfg, paths, client, say))
-                scenes = stages.plan_scenes(cfg, card, paths)
+                scenes = stages.plan_scenes(cfg, card, paths, ex)
         stats: dict[str, Any] = {"scenes": {s.name: str(s.path) for s in scenes}}
         total = sum(len(s.grid) for s in scenes)
         n, scenes = stages.batch_tasks(cfg, run_id, scenes, inference_workers(cfg, client))
@@ -155,7 +171,7 @@ def _execute(
             catalog.upsert(run_id=run_id, tiles_done=tally.done, tiles_total=total, run_dir=str(run_dir),
                            name=cfg.name, status="running")
         with _timed(timings, "mosaic"):
-            outputs.update(stages.assemble(cfg, card, run_id, paths, scenes, client))
+            outputs.update(stages.assemble(cfg, card, run_id, paths, scenes, client, ex))
         client.run(release_memory)  # workers give back the memory they kept for inference before polygonising
         stats.update(model_loads_per_worker=tally.loads, infer_tasks_per_worker=tally.tasks,
                      inference_precision=tally.precision)
@@ -163,11 +179,11 @@ def _execute(
         if cfg.outputs.fields:
             with _timed(timings, "polygonise"):
                 say("polygonising fields")
-                fields = stages.polygonize_fields(cfg, card, run_id, paths, client, districts)
+                fields = stages.polygonize_fields(cfg, card, run_id, paths, client, districts, ex)
             if cfg.outputs.features:
                 with _timed(timings, "features"):
                     say(f"growth features ({', '.join(cfg.outputs.features)}) per field")
-                    outputs.update(stages.field_features(cfg, paths, scenes, fields, client, stats))
+                    outputs.update(stages.field_features(cfg, paths, scenes, fields, client, stats, ex))
             with _timed(timings, "write_fields"):
                 outputs.update(stages.write_fields(cfg, card, paths, fields))
         if cfg.outputs.district_areas and districts is not None:
@@ -177,7 +193,7 @@ def _execute(
             if cfg.outputs.features:
                 with _timed(timings, "district_profiles"):
                     say("growth profiles per district and crop")
-                    outputs.update(stages.district_profiles(cfg, card, paths, scenes, districts, client))
+                    outputs.update(stages.district_profiles(cfg, card, paths, scenes, districts, client, ex))
     stats["infer_compute_seconds"] = tally.seconds["model"]
     stats["infer_worker_seconds"] = tally.seconds  # which part of inference bounds the run (skipped tasks add 0)
     if cfg.outputs.report:
@@ -201,24 +217,31 @@ class _Attempt:
     removed: int = 0  # partial files an interrupted attempt left, removed
 
 
-def _open_attempt(cfg: RunConfig, runs_root: Path, resume: bool, say: Callable[[str], None]) -> _Attempt:
+def _open_attempt(cfg: RunConfig, runs_root: Path, resume: bool, say: Callable[[str], None],
+                  remote: _Remote | None) -> _Attempt:
     """A new run, or with ``resume`` the newest unfinished one (a new run when there is none)."""
-    run_dir = _resumable(runs_root) if resume else None
+    if remote is not None:
+        run_dir = remote.resumable(runs_root) if resume else None
+    else:
+        run_dir = _resumable(runs_root) if resume else None
     if resume and run_dir is None:
-        say(f"nothing to resume under {runs_root}: starting a new run")
-    return _new_run(cfg, runs_root) if run_dir is None else _resumed_run(cfg, run_dir)
+        say(f"nothing to resume under {remote.workflow_url if remote else runs_root}: starting a new run")
+    if run_dir is None:
+        return _new_run(cfg, runs_root, remote)
+    return _resumed_run(cfg, run_dir, remote)
 
 
-def _new_run(cfg: RunConfig, runs_root: Path) -> _Attempt:
+def _new_run(cfg: RunConfig, runs_root: Path, remote: _Remote | None) -> _Attempt:
     """A new run id, its tile-store folder claimed and its run folder created."""
     run_id = _new_run_id(cfg)
     run_dir = runs_root / run_id
-    claim_run_store(run_store(cfg.store, cfg.name, run_id), run_dir=run_dir, resume=False)
+    claim_run_store(run_store(cfg.store, cfg.name, run_id), run_dir=remote.run_url(run_id) if remote else run_dir,
+                    resume=False)
     run_dir.mkdir(parents=True, exist_ok=False)
     return _Attempt(run_id, RunPaths(run_dir), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), {})
 
 
-def _resumed_run(cfg: RunConfig, run_dir: Path) -> _Attempt:
+def _resumed_run(cfg: RunConfig, run_dir: Path, remote: _Remote | None) -> _Attempt:
     """The unfinished run in ``run_dir``, if the workflow is unchanged, without its partial files."""
     run_id = run_dir.name
     previous = read_manifest(run_dir)
@@ -228,7 +251,7 @@ def _resumed_run(cfg: RunConfig, run_dir: Path) -> _Attempt:
             f"configurations - start a new run (without --resume)"
         )
     store = run_store(cfg.store, cfg.name, run_id)
-    claim_run_store(store, run_dir=run_dir, resume=True)
+    claim_run_store(store, run_dir=remote.run_url(run_id) if remote else run_dir, resume=True)
     # an object store has no partial objects: a put is whole or absent
     removed = _remove_partials(run_dir, *([] if is_object_url(store) else [store]))
     return _Attempt(run_id, RunPaths(run_dir), previous.get("started", ""), previous, removed)
@@ -266,6 +289,57 @@ def _remove_partials(*folders: Path) -> int:
                 p.unlink(missing_ok=True)
                 removed += 1
     return removed
+
+
+# ------------------------------------------------------------------ a runs folder on object storage
+
+
+class _Remote:
+    """A runs folder on object storage (``cfg.runs_url``): its lock, catalog and run folders; the
+    run is worked in ``cfg.runs_dir`` (this machine's copy) and published (:mod:`geoseg.rundir_store`)."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        assert cfg.runs_url is not None
+        self.runs_url = cfg.runs_url
+        self.workflow_url = join(cfg.runs_url, cfg.name)
+        self.catalog = ObjectCatalog(cfg.runs_url)
+
+    def lock(self) -> ObjectRunLock:
+        return ObjectRunLock(join(self.workflow_url, LOCK))
+
+    def run_url(self, run_id: str) -> str:
+        return join(self.workflow_url, run_id)
+
+    def resumable(self, runs_root: Path) -> Path | None:
+        """The newest unfinished run of the workflow on the store, its manifest copied into this
+        machine's folder for it (a resume may run on another machine than the attempt it continues)."""
+        for run_id in unfinished_runs(self.workflow_url):
+            run_dir = runs_root / run_id
+            if object_prefix(self.run_url(run_id)).get_file(MANIFEST, run_dir / MANIFEST):
+                return run_dir
+        return None
+
+    def put_manifest(self, paths: RunPaths, run_url: str) -> None:
+        prefix = object_prefix(run_url)
+        if paths.run_log.is_file():
+            prefix.put(paths.run_log.name, paths.run_log)
+        prefix.put(MANIFEST, paths.manifest)
+
+    def publish(self, paths: RunPaths, run_id: str) -> None:
+        """Every file of the run folder put on the store, the manifest last (its worker logs too)."""
+        publish_run(paths.root, self.run_url(run_id))
+
+    def finish(self, result: RunResult, ex: Exchange) -> RunResult:
+        """After the catalog records the run: ``latest`` points at it, the exchange folder and this
+        machine's copy of the run go, and the result names the run's objects."""
+        point_latest(self.workflow_url, result.run_id)
+        ex.clear()
+        url = self.run_url(result.run_id)
+        root = result.run_dir
+        outputs = {k: (join(url, Path(v).relative_to(root).as_posix()) if Path(v).is_relative_to(root) else v)
+                   for k, v in result.outputs.items()}
+        shutil.rmtree(root, ignore_errors=True)
+        return replace(result, outputs=outputs, run_url=url)
 
 
 # ------------------------------------------------------------------ the run's records
@@ -309,8 +383,8 @@ def _first_manifest(cfg: RunConfig, card: ModelCard, attempt: _Attempt) -> dict[
     }
 
 
-def _record_failure(cfg: RunConfig, catalog: Catalog, paths: RunPaths, manifest: dict[str, Any], e: BaseException,
-                    seconds: float) -> None:
+def _record_failure(cfg: RunConfig, catalog: Catalog | ObjectCatalog, paths: RunPaths, manifest: dict[str, Any],
+                    e: BaseException, seconds: float, remote: _Remote | None) -> None:
     """Record a failed run in its manifest and the catalog; a failure to record it is only logged,
     so that the caller sees the run's own error."""
     run_id = manifest["run_id"]
@@ -318,25 +392,30 @@ def _record_failure(cfg: RunConfig, catalog: Catalog, paths: RunPaths, manifest:
                     ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     try:
         write_manifest(paths.root, manifest)
+        if remote:
+            remote.put_manifest(paths, remote.run_url(run_id))
         catalog.upsert(run_id=run_id, status="failed", error=str(e)[:500], ended=manifest["ended"],
-                       seconds=seconds, run_dir=str(paths.root), name=cfg.name)
-    except OSError as rec:  # a full disk, say: the run's own error is what the caller must see
+                       seconds=seconds, run_dir=remote.run_url(run_id) if remote else str(paths.root), name=cfg.name)
+    except (OSError, GeosegError) as rec:  # a full disk, say: the run's own error is what the caller must see
         log.warning("run %s failed, and recording its failure failed too (%s)", run_id, rec)
     log.info("run %s failed: %s: %s", run_id, type(e).__name__, e)  # the CLI prints the error once
 
 
-def _record_done(cfg: RunConfig, catalog: Catalog, paths: RunPaths, manifest: dict[str, Any],
-                 result: RunResult) -> None:
-    """Record a finished run (with its log among its outputs) in its manifest and the catalog."""
+def _record_done(cfg: RunConfig, catalog: Catalog | ObjectCatalog, paths: RunPaths, manifest: dict[str, Any],
+                 result: RunResult, publish: Callable[[], None] | None = None, where: str | None = None) -> None:
+    """Record a finished run (with its log among its outputs) in its manifest and the catalog;
+    ``publish`` (a run folder on object storage: put it there, manifest last) runs between the two."""
     result.outputs["run_log"] = str(paths.run_log)
     log.info("run %s done: %s", result.run_id, ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
     ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     manifest.update(status="done", ended=ended, timings=result.timings, outputs=result.outputs,
                     tiles=result.tiles, tiles_skipped=result.tiles_skipped, stats=result.stats)
     write_manifest(paths.root, manifest)
+    if publish is not None:
+        publish()
     catalog.upsert(run_id=result.run_id, name=cfg.name, status="done", tiles_done=result.tiles,
                    tiles_total=result.tiles, ended=ended, seconds=sum(result.timings.values()),
-                   run_dir=str(paths.root), error=None)
+                   run_dir=where or str(paths.root), error=None)
 
 
 def _point_latest(runs_root: Path, run_id: str) -> None:

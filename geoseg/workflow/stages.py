@@ -53,6 +53,7 @@ from geoseg.parallel import Runner
 from geoseg.report import write_run_report
 from geoseg.rundir import AREA_FORMATS, RunPaths, district_areas_key, fields_key, read_manifest
 from geoseg.workflow.config import RunConfig
+from geoseg.workflow.exchange import Exchange
 from geoseg.workflow.store import TASKS_FILE, read_store_json, run_store, scene_store, write_store_json
 from geoseg.workflow.tasks import assemble_scene, infer_batch
 
@@ -81,7 +82,7 @@ class Scene:
     """One scene of a run: the raster inference reads, its tile grid and, once sized, its tasks' tiles."""
 
     name: str
-    path: Path
+    path: Path | str  # str: read where it is (/vsis3/...), by the client and every worker
     info: RasterInfo
     grid: TileGrid
     batches: tuple[list[Tile], ...] = ()
@@ -131,16 +132,17 @@ def season_observed(cfg: RunConfig, paths: RunPaths) -> str | None:
     return f"{max(days)}T00:00:00" if days else None
 
 
-def plan_scenes(cfg: RunConfig, card: ModelCard, paths: RunPaths) -> list[Scene]:
+def plan_scenes(cfg: RunConfig, card: ModelCard, paths: RunPaths, ex: Exchange) -> list[Scene]:
     """The workflow's scenes on their tile grids; a scene of several files is stacked into a VRT in the run folder,
-    a season is the composite :func:`composite_seasons` made."""
-    rasters: list[tuple[str, Path]] = []
+    a season is the composite :func:`composite_seasons` made (both shared with the workers: ``ex``)."""
+    rasters: list[tuple[str, Path | str]] = []
     for s in cfg.scenes:
         if s.season is not None:
-            rasters.append((s.name, paths.season_scene(s.name)))
+            rasters.append((s.name, ex.shared(paths.season_scene(s.name))))
         elif s.is_stack:
             stack_rasters(paths.stacked_scene(s.name), list(s.paths), overwrite=True)  # a resumed run writes it again
-            rasters.append((s.name, paths.stacked_scene(s.name)))
+            ex.forget(paths.stacked_scene(s.name))
+            rasters.append((s.name, ex.shared(paths.stacked_scene(s.name))))
         else:
             rasters.append((s.name, s.paths[0]))
     scenes = []
@@ -273,7 +275,7 @@ def infer(cfg: RunConfig, run_id: str, scenes: list[Scene], client: Any, read_ah
 
 
 def assemble(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPaths, scenes: list[Scene],
-             client: Any) -> dict[str, str]:
+             client: Any, ex: Exchange) -> dict[str, str]:
     """Each scene's mask (and confidence) COG from the tile store, then the mosaic of the scenes.
 
     A single scene in the run's CRS is assembled straight into the run's ``mask.tif``; several
@@ -285,7 +287,7 @@ def assemble(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPaths, scen
         pairs = [(paths.mask, paths.confidence if cfg.outputs.confidence else None)]
     else:
         pairs = [(paths.scene_mask(s.name), paths.scene_confidence(s.name)) for s in scenes]
-    _assemble_scenes(card, run_id, run_store(cfg.store, cfg.name, run_id), scenes, pairs, client)
+    _assemble_scenes(card, run_id, run_store(cfg.store, cfg.name, run_id), scenes, pairs, client, ex)
     if not single:
         mosaic_masks([m for m, _ in pairs], paths.mask, confidences=[c for _, c in pairs],
                      out_confidence=paths.confidence if cfg.outputs.confidence else None,
@@ -308,12 +310,13 @@ def _write_stac_item(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPat
 
 
 def _assemble_scenes(card: ModelCard, run_id: str, store: Path | str, scenes: list[Scene],
-                     pairs: list[tuple[Path, Path | None]], client: Any) -> None:
-    """The mask and confidence of each scene as two tasks (two workers compress at once); a
-    failed run leaves neither file of any pair."""
+                     pairs: list[tuple[Path, Path | None]], client: Any, ex: Exchange) -> None:
+    """The mask and confidence of each scene as two tasks (two workers compress at once), each
+    COG (and its sidecars) in the run folder once all are done; a failed run leaves neither file
+    of any pair."""
     futures = []
     for s, (m, c) in zip(scenes, pairs):
-        jobs = [("mask", str(m), None)] + ([("confidence", None, str(c))] if c is not None else [])
+        jobs = [("mask", ex.out(m), None)] + ([("confidence", None, ex.out(c))] if c is not None else [])
         for kind, out_m, out_c in jobs:
             futures.append(client.submit(
                 assemble_scene, scene_store(store, s.name), s.grid, s.info.crs.to_wkt(), card.classes.to_dict(),
@@ -332,6 +335,12 @@ def _assemble_scenes(card: ModelCard, run_id: str, store: Path | str, scenes: li
                 if out_path is not None:
                     Path(out_path).unlink(missing_ok=True)
         raise
+    for m, c in pairs:
+        for p in (m, c):
+            if p is not None:
+                ex.pull(p)
+        for side in sidecar_paths(m):
+            ex.pull(side, missing_ok=True)
 
 
 # ------------------------------------------------------------------ 5. fields and district areas
@@ -350,7 +359,7 @@ def districts_on_mask(cfg: RunConfig, mask: Path, checked: Districts | None, sta
 
 
 def polygonize_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPaths, client: Any,
-                      districts: Any) -> Path:
+                      districts: Any, ex: Exchange) -> Path:
     """The mask's fields as a GeoParquet dataset in a staging folder beside ``fields.parquet``
     (:func:`write_fields` publishes it): traced block by block on the cluster, each block's inner
     fields written by its worker (:func:`geoseg.ops.polygonize.polygonize_dataset`). With
@@ -359,17 +368,21 @@ def polygonize_fields(cfg: RunConfig, card: ModelCard, run_id: str, paths: RunPa
     staging = atomic_path(paths.fields("parquet"))
     model_id = (card.weights_sha256 or "")[:16] or None
     observed = cfg.outputs.observed or season_observed(cfg, paths)
+    mask = ex.shared(paths.mask)  # workers read the rasters where they can
+    confidence = ex.shared(paths.confidence) if cfg.outputs.confidence else None
     if cfg.outputs.parcels is not None:
         staging.mkdir(parents=True)
         parcel_dataset(
-            paths.mask, cfg.outputs.parcels, staging, client=client, id_field=cfg.outputs.parcel_id,
-            confidence=paths.confidence if cfg.outputs.confidence else None, classes=card.classes,
+            mask, cfg.outputs.parcels, ex.out(staging), client=client, id_field=cfg.outputs.parcel_id,
+            confidence=confidence, classes=card.classes,
             districts=districts, name_field=cfg.name_field, run_id=run_id, model_id=model_id, observed=observed,
         )
+        ex.pull_folder(staging)
         return staging
     polygonize_dataset(
-        paths.mask, staging,
-        confidence=paths.confidence if cfg.outputs.confidence else None,
+        mask, staging,
+        exchange=ex.out(staging) if ex.remote else None,
+        confidence=confidence,
         classes=card.classes,
         min_area_ha=cfg.outputs.min_area_ha,
         exclude=cfg.outputs.exclude_classes,
@@ -390,7 +403,7 @@ def _parts(dataset: Path) -> list[Path]:
 
 
 def field_features(cfg: RunConfig, paths: RunPaths, scenes: list[Scene], dataset: Path, client: Any,
-                   stats: dict[str, Any]) -> dict[str, str]:
+                   stats: dict[str, Any], ex: Exchange) -> dict[str, str]:
     """Growth features (``outputs.features``) of the fields, a task per part of the fields dataset
     on the cluster (:func:`geoseg.ops.features.part_features`): each field's index statistics per
     date from the scene whose footprint holds its representative point (the first listed),
@@ -404,12 +417,15 @@ def field_features(cfg: RunConfig, paths: RunPaths, scenes: list[Scene], dataset
                        for sc in scenes)
     jobs, first = [], 1
     for part in _parts(dataset):
-        jobs.append(PartFeatures(str(part), str(staging / part.name), footprints, tuple(cfg.outputs.features), first))
+        jobs.append(PartFeatures(ex.out(part), ex.out(staging / part.name), footprints, tuple(cfg.outputs.features),
+                                 first))
         first += pq.read_metadata(part).num_rows
     try:
         done = Runner(None, client).map(part_features, jobs)
         if not any(d["written"] for d in done):
             return {}
+        ex.pull_folder(staging)
+        ex.pull_folder(dataset)  # the parts, with their phenology columns
         publish_folder(staging, paths.field_timeseries)
     finally:
         if staging.exists():
@@ -422,7 +438,7 @@ def field_features(cfg: RunConfig, paths: RunPaths, scenes: list[Scene], dataset
 
 
 def district_profiles(cfg: RunConfig, card: ModelCard, paths: RunPaths, scenes: list[Scene], districts: Any,
-                      client: Any) -> dict[str, str]:
+                      client: Any, ex: Exchange) -> dict[str, str]:
     """Per district, crop and date, the index statistics over the pixels mapped as that crop
     (``outputs.features``), from each scene's own mask (one set of rows per scene, in a ``scene``
     column; where scenes overlap, a pixel counts in each that saw it)."""
@@ -431,7 +447,7 @@ def district_profiles(cfg: RunConfig, card: ModelCard, paths: RunPaths, scenes: 
     tables = []
     for sc in scenes:
         mask = paths.scene_mask(sc.name) if paths.scene_mask(sc.name).exists() else paths.mask
-        df = district_crop_timeseries(sc.path, mask, districts, cfg.name_field, indices=cfg.outputs.features,
+        df = district_crop_timeseries(sc.path, ex.shared(mask), districts, cfg.name_field, indices=cfg.outputs.features,
                                       classes=card.classes, client=client)
         df.insert(0, "scene", sc.name)
         tables.append(df)

@@ -82,12 +82,20 @@ def write_store_json(root: Path | str, name: str, value: dict) -> None:
     write_text(root, name, json.dumps(value, indent=1))
 
 
-def _me(run_dir: Path) -> dict:
-    return {"run_dir": str(run_dir), "runs_dir": str(run_dir.parent.parent), "host": socket.gethostname(),
+def _me(run_dir: Path | str) -> dict:
+    runs_dir = run_dir.rsplit("/", 2)[0] if isinstance(run_dir, str) else str(run_dir.parent.parent)
+    return {"run_dir": str(run_dir), "runs_dir": runs_dir, "host": socket.gethostname(),
             "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def _in_use(root: object, owner: dict, run_dir: Path) -> StoreInUseError:
+def _same_run(recorded: object, run_dir: Path | str) -> bool:
+    """Whether an owner file's ``run_dir`` names ``run_dir`` (a local folder, or a run folder's URL)."""
+    if isinstance(run_dir, str):
+        return str(recorded) == run_dir
+    return Path(str(recorded)).resolve() == run_dir.resolve()
+
+
+def _in_use(root: object, owner: dict, run_dir: Path | str) -> StoreInUseError:
     return StoreInUseError(
         f"{root}: this tile-store folder belongs to run {owner.get('run_dir', '?')} (pid "
         f"{owner.get('pid', '?')} on {owner.get('host', '?')} since {owner.get('since', '?')}), not to "
@@ -96,7 +104,7 @@ def _in_use(root: object, owner: dict, run_dir: Path) -> StoreInUseError:
     )
 
 
-def _claim_object_store(root: str, run_dir: Path, resume: bool) -> None:
+def _claim_object_store(root: str, run_dir: Path | str, resume: bool) -> None:
     """:func:`claim_run_store` on object storage: the owner object is created only if absent
     (a conditional put), so of two runs that race for one folder exactly one gets it."""
     prefix = object_prefix(root)
@@ -107,7 +115,7 @@ def _claim_object_store(root: str, run_dir: Path, resume: bool) -> None:
         owner = json.loads(prefix.get(OWNER_FILE) or b"null")
     except ValueError:
         owner = None
-    if not isinstance(owner, dict) or Path(str(owner.get("run_dir"))).resolve() != run_dir.resolve():
+    if not isinstance(owner, dict) or not _same_run(owner.get("run_dir"), run_dir):
         raise _in_use(root, owner if isinstance(owner, dict) else {}, run_dir)
     if not resume:
         raise StoreInUseError(f"{root}: this tile-store folder was already claimed for {run_dir} (pid "
@@ -132,10 +140,11 @@ def claim_run_store(root: str | os.PathLike[str], *, run_dir: str | os.PathLike[
     RunDirError
         ``root`` cannot be created or written.
     """
+    where: Path | str = os.fspath(run_dir) if is_object_url(run_dir) else Path(run_dir)
     if is_object_url(root):
-        _claim_object_store(os.fspath(root), Path(run_dir), resume)
+        _claim_object_store(os.fspath(root), where, resume)
         return
-    root, run_dir = Path(root), Path(run_dir)
+    root = Path(root)
     owner_file = root / OWNER_FILE
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
@@ -148,12 +157,12 @@ def claim_run_store(root: str | os.PathLike[str], *, run_dir: str | os.PathLike[
                 f"must start with an empty folder - give this run its own store (the workflow's store key or "
                 f"--store), or delete {root} if no run uses it"
             ) from None
-        if owner is not None and Path(str(owner.get("run_dir"))).resolve() != run_dir.resolve():
-            raise _in_use(root, owner, run_dir) from None
+        if owner is not None and not _same_run(owner.get("run_dir"), where):
+            raise _in_use(root, owner, where) from None
     except OSError as e:
         raise RunDirError(f"{root}: cannot create the run's tile-store folder ({e.strerror or e}); choose a "
                           f"writable store (the workflow's store key or --store), or fix its permissions") from None
-    write_text_atomic(owner_file, json.dumps(_me(run_dir), indent=1))
+    write_text_atomic(owner_file, json.dumps(_me(where), indent=1))
 
 
 def _sha256(data: bytes) -> str:

@@ -31,7 +31,7 @@ import rasterio
 from geoseg.classes import NODATA, ClassTable
 from geoseg.core.grid import Tile, TileGrid
 from geoseg.errors import portable_errors
-from geoseg.io.objects import is_object_url, local_copy
+from geoseg.io.objects import is_object_url, local_copy, written_to
 from geoseg.io.raster import (
     MAX_CACHE_BYTES,
     confidence_bands,
@@ -282,13 +282,13 @@ def assemble_scene(
     cache = writer_cache_bytes(shape, 512, count=1, itemsize=1)  # type: ignore[arg-type]
     with rasterio.Env(GDAL_CACHEMAX=cache), ExitStack() as stack:  # half-written blocks stay in the cache
         masks = confs = None
-        if out_mask:
+        if out_mask:  # written_to: a worker without the client's disk puts the COG on object storage
             masks = stack.enter_context(
-                mask_writer(out_mask, shape=shape, transform=grid.transform, crs=crs_wkt, classes=classes)  # type: ignore[arg-type]
+                mask_writer(stack.enter_context(written_to(out_mask)), shape=shape, transform=grid.transform, crs=crs_wkt, classes=classes)  # type: ignore[arg-type]
             )
         if out_confidence:
             confs = stack.enter_context(
-                confidence_writer(out_confidence, shape=shape, transform=grid.transform, crs=crs_wkt,  # type: ignore[arg-type]
+                confidence_writer(stack.enter_context(written_to(out_confidence)), shape=shape, transform=grid.transform, crs=crs_wkt,  # type: ignore[arg-type]
                                   dates_seen=dates_seen, boundary=boundary, separation=separation)
             )
         conf_bands = list(range(2, 2 + len(confidence_bands(dates_seen, boundary))))

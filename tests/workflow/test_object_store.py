@@ -25,7 +25,7 @@ from geoseg.workflow.run import run_workflow
 from geoseg.workflow.store import OWNER_FILE, SceneStore, claim_run_store, run_store
 
 from ..remote_servers import s3_server, subprocess_env
-from ..workflow_helpers import write_model, write_scene, write_workflow
+from ..workflow_helpers import write_districts, write_model, write_scene, write_workflow
 
 TF = Affine(10, 0, 560000, 0, -10, 3420000)
 GEOSEG = [sys.executable, "-m", "geoseg.cli.main"]
@@ -99,8 +99,17 @@ def test_an_unreachable_store_is_one_clear_error(tmp_path, monkeypatch) -> None:
     assert "\n" not in str(pytest.raises(ObjectStoreError, object_prefix("s3://nowhere/t").get, "x").value)
 
 
-def test_killed_run_with_scene_model_and_tiles_on_s3_resumes_to_the_same_mask(s3, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _download(client, bucket: str, url: str, dest: Path) -> Path:  # type: ignore[no-untyped-def]
+    key = url.split(f"s3://{bucket}/", 1)[1]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    client.download_file(bucket, key, str(dest))
+    return dest
+
+
+def test_killed_run_with_every_path_on_s3_resumes_to_the_same_outputs(s3, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import boto3
+    import geopandas as gpd
+    import pandas as pd
 
     client = boto3.client("s3", endpoint_url=f"http://{s3.endpoint}", region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -110,16 +119,22 @@ def test_killed_run_with_scene_model_and_tiles_on_s3_resumes_to_the_same_mask(s3
     proj.mkdir()
     write_scene(ref / "scene.tif", 300, 250, TF)
     shutil.copytree(model, ref / "model")
+    x0, y1 = TF.c, TF.f
+    for d in (ref, proj):
+        write_districts(d / "districts.gpkg", x0 + 1200, (x0, y1 - 2500, x0 + 3000, y1))
     client.upload_file(str(ref / "scene.tif"), s3.bucket, "scenes/scene.tif")
     for f in sorted(model.iterdir()):
         client.upload_file(str(f), s3.bucket, f"models/m1/{f.name}")
-    store = f"s3://{s3.bucket}/tiles"
-    write_workflow(ref / "wf.yaml")  # the reference: an uninterrupted run, everything local
-    write_workflow(proj / "wf.yaml", store=store, scenes=[f"s3://{s3.bucket}/scenes/scene.tif"],
-                   model=f"s3://{s3.bucket}/models/m1")
+    store, runs = f"s3://{s3.bucket}/tiles", f"s3://{s3.bucket}/runs"
+    common = {"outputs": {"fields": ["parquet", "gpkg"], "district_areas": True, "report": False, "features": ["ndvi"]},
+              "districts": {"path": "districts.gpkg", "name_field": "district"}}
+    write_workflow(ref / "wf.yaml", **common)  # the reference: an uninterrupted run, everything local
+    write_workflow(proj / "wf.yaml", store=store, runs_dir=runs, scenes=[f"s3://{s3.bucket}/scenes/scene.tif"],
+                   model=f"s3://{s3.bucket}/models/m1", **common)
     ref_dir = run_workflow(load_workflow(ref / "wf.yaml")).run_dir
 
-    env = subprocess_env({**s3.env, "HF_HUB_OFFLINE": "1", "GEOSEG_CACHE": str(tmp_path / "cache")})
+    cache = tmp_path / "cache"
+    env = subprocess_env({**s3.env, "HF_HUB_OFFLINE": "1", "GEOSEG_CACHE": str(cache)})
     proc = subprocess.Popen([*GEOSEG, "run", str(proj / "wf.yaml"), "--quiet"], cwd=proj, env=env,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
@@ -131,11 +146,17 @@ def test_killed_run_with_scene_model_and_tiles_on_s3_resumes_to_the_same_mask(s3
     proc.wait()
     records = [k for k in _keys(s3, "tiles/t/") if k.rsplit("/", 1)[-1].startswith("batch-")]
     assert 3 <= len(records) < 20, "the kill should land part way through inference"
-    assert not (proj / "store").exists()  # nothing of the store on the local disk
+    assert not (proj / "store").exists() and not (proj / "runs").exists()  # nothing of either on the local disk
     keys = _keys(s3, "tiles/t/")
     assert any(k.endswith("/" + OWNER_FILE) for k in keys) and any(k.endswith("/tasks.json") for k in keys)
+    # the killed run: its manifest (running) and lock on the store; listed as interrupted
+    killed = [k for k in _keys(s3, "runs/t/") if k.endswith("/manifest.json")]
+    assert len(killed) == 1 and _keys(s3, "runs/t/.lock") == ["runs/t/.lock"]
+    listed = subprocess.run([*GEOSEG, "runs", "--runs-dir", runs, "--json"], env=env, capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert [(r["status"], r["recorded_status"]) for r in json.loads(listed.stdout)] == [("interrupted", "running")]
     # the model was copied once for the machine, whole
-    copies = [p for p in (tmp_path / "cache" / "objects").iterdir() if not p.name.startswith(".")]
+    copies = [p for p in (cache / "objects").iterdir() if not p.name.startswith(".")]
     assert len(copies) == 1 and sorted(p.name for p in copies[0].iterdir()) == sorted(p.name for p in model.iterdir())
     # Damage one finished tile: the checksum must catch it and its batch be predicted again.
     # (a tile of a recorded batch: a tile may also be there without its batch's record)
@@ -143,37 +164,75 @@ def test_killed_run_with_scene_model_and_tiles_on_s3_resumes_to_the_same_mask(s3
     victim = f"{rec.rsplit('/', 1)[0]}/{min(json.loads(client.get_object(Bucket=s3.bucket, Key=rec)['Body'].read())['tiles'])}.tif"
     client.put_object(Bucket=s3.bucket, Key=victim, Body=b"not a tile")
 
+    shutil.rmtree(cache / "runs")  # the resume may run on another machine: nothing of the first attempt's copy
     out = subprocess.run([*GEOSEG, "run", str(proj / "wf.yaml"), "--resume"], cwd=proj, env=env,
                          capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
-    run_dir = Path(out.stdout.strip().splitlines()[-1])
+    run_url = out.stdout.strip().splitlines()[-1]
+    run_id = run_url.rsplit("/", 1)[-1]
+    assert run_url == f"{runs}/t/{run_id}" and killed == [f"runs/t/{run_id}/manifest.json"]
     reused = int(out.stdout.split("(")[1].split()[0])
     assert 0 < reused <= (len(records) - 1) * 4  # the damaged tile's batch was predicted again
-    for name in ("mask.tif", "confidence.tif"):
-        assert (run_dir / name).read_bytes() == (ref_dir / name).read_bytes(), name
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    got = tmp_path / "got"
+    for name in ("mask.tif", "confidence.tif", "district_areas.csv"):
+        assert _download(client, s3.bucket, f"{run_url}/{name}", got / name).read_bytes() == \
+            (ref_dir / name).read_bytes(), name
+    parts = [k for k in _keys(s3, f"runs/t/{run_id}/fields.parquet/") if k.endswith(".parquet")]
+    assert parts
+    for k in parts:
+        _download(client, s3.bucket, f"s3://{s3.bucket}/{k}", got / "fields.parquet" / k.rsplit("/", 1)[-1])
+    mine = gpd.read_parquet(got / "fields.parquet").sort_values("field_id").reset_index(drop=True)
+    theirs = gpd.read_parquet(ref_dir / "fields.parquet").sort_values("field_id").reset_index(drop=True)
+    assert len(mine) > 0
+    pd.testing.assert_frame_equal(mine.drop(columns=["geometry", "collection", "run_id"]),
+                                  theirs.drop(columns=["geometry", "collection", "run_id"]))
+    assert mine.geometry.geom_equals_exact(theirs.geometry, 0).all() and "ndvi_peak" in mine.columns
+    for name in ("field_timeseries.parquet", "district_crop_timeseries.parquet"):  # the growth features
+        keys = [k for k in _keys(s3, f"runs/t/{run_id}/{name}") if k.endswith(".parquet")]
+        for k in keys:
+            _download(client, s3.bucket, f"s3://{s3.bucket}/{k}", got / k.split(f"{run_id}/", 1)[1])
+        cols = ["field_id", "index", "date"] if name.startswith("field") else ["district", "class_id", "index", "date"]
+        a, b = (pd.read_parquet(d / name).sort_values(cols).reset_index(drop=True) for d in (got, ref_dir))
+        assert len(a) > 0
+        pd.testing.assert_frame_equal(a, b)
+    assert len(gpd.read_file(_download(client, s3.bucket, f"{run_url}/fields.gpkg", got / "fields.gpkg"), layer="fields")) == len(mine)
+    manifest = json.loads(_download(client, s3.bucket, f"{run_url}/manifest.json", got / "manifest.json").read_text())
+    assert manifest["status"] == "done" and manifest["resumed"] == 1
     assert manifest["model"]["path"] == f"s3://{s3.bucket}/models/m1"
     assert manifest["inputs"] == [{"path": f"/vsis3/{s3.bucket}/scenes/scene.tif", "bytes": None, "mtime": None}]
+    assert {"mask", "confidence", "fields_parquet", "fields_gpkg", "district_areas_csv", "run_log"} <= set(manifest["outputs"])
+    assert all(f"runs/t/{run_id}/{v}" in _keys(s3, f"runs/t/{run_id}/{v}") or
+               any(k.startswith(f"runs/t/{run_id}/{v}/") for k in _keys(s3, f"runs/t/{run_id}/{v}"))
+               for v in manifest["outputs"].values())  # every output it lists is on the store
+    # published: latest points at it, the catalog records it done, the lock and the exchange folder are gone,
+    # and this machine keeps no copy of the run
+    assert json.loads(client.get_object(Bucket=s3.bucket, Key="runs/t/latest")["Body"].read()) == {"run_id": run_id}
+    assert not _keys(s3, "runs/t/.lock") and not _keys(s3, f"runs/t/{run_id}/.exchange/")
+    assert not any((cache / "runs").rglob("*.tif"))
+    listed = subprocess.run([*GEOSEG, "runs", "--runs-dir", runs, "--json"], env=env, capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert [(r["run_id"], r["status"], r["run_dir"]) for r in json.loads(listed.stdout)] == [(run_id, "done", run_url)]
+    shown = subprocess.run([*GEOSEG, "runs", "--runs-dir", runs, "show", run_id[:20]], env=env, capture_output=True,
+                           text=True, timeout=120, check=True)
+    assert f"run {run_id} of t: done" in shown.stdout and f"mask: {run_url}/mask.tif" in shown.stdout
     # the stored tiles read back through the store equal the mask's pixels
-    scene_root = f"{store}/t/{run_dir.name}/scene"
-    tiles = [k.rsplit("/", 1)[-1][:-4] for k in _keys(s3, f"tiles/t/{run_dir.name}/scene/") if k.endswith(".tif")]
-    assert len(tiles) >= 20
+    tiles = [k.rsplit("/", 1)[-1][:-4] for k in _keys(s3, f"tiles/t/{run_id}/scene/") if k.endswith(".tif")]
     import rasterio
 
     from geoseg.core.grid import tile_grid
 
-    with rasterio.open(run_dir / "mask.tif") as m:
+    with rasterio.open(got / "mask.tif") as m:
         mask = m.read(1)
     grid = tile_grid(mask.shape, TF, 64, 16)
-    assert sorted(t.key for t in grid) == sorted(tiles)
-    st = SceneStore(scene_root)
+    assert len(tiles) >= 20 and sorted(t.key for t in grid) == sorted(tiles)
+    st = SceneStore(f"{store}/t/{run_id}/scene")
     for t in list(grid)[::7]:
         core = st.read_tile(t, [1])[0]
         r, c = int(t.core.row_off), int(t.core.col_off)
         np.testing.assert_array_equal(core, mask[r:r + core.shape[0], c:c + core.shape[1]])
 
 
-def test_unreachable_store_fails_the_run_in_one_line_and_runs_dir_stays_local(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_unreachable_store_fails_the_run_in_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     write_scene(tmp_path / "scene.tif", 100, 80, TF)
     write_model(tmp_path / "model")
     write_workflow(tmp_path / "wf.yaml", store="s3://nowhere/tiles")
@@ -186,9 +245,6 @@ def test_unreachable_store_fails_the_run_in_one_line_and_runs_dir_stays_local(tm
     assert len(lines) == 1 and lines[0].startswith("Error: s3://nowhere/tiles/t/"), out.stderr
     assert "/owner.json: writing failed (" in lines[0] and "AWS_ENDPOINT_URL" in lines[0]
     assert not (tmp_path / "runs" / "t").exists() or not any((tmp_path / "runs" / "t").glob("2*"))
-    write_workflow(tmp_path / "wf2.yaml", runs_dir="s3://bucket/runs")
-    with pytest.raises(ConfigError, match=r"key 'runs_dir': 's3://bucket/runs': the runs_dir must be a local folder"):
-        load_workflow(tmp_path / "wf2.yaml")
 
 
 def test_a_folder_on_s3_is_copied_once_and_again_when_it_changes(s3, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
