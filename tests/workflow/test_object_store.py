@@ -267,3 +267,96 @@ def test_a_folder_on_s3_is_copied_once_and_again_when_it_changes(s3, tmp_path, m
     write_workflow(tmp_path / "wf.yaml", model=f"s3://{s3.bucket}/models/none")
     with pytest.raises(ConfigError, match=r"key 'model': s3://geoseg-test/models/none: no objects under this model"):
         load_workflow(tmp_path / "wf.yaml")
+
+
+def test_workers_that_cannot_see_the_clients_disk(s3, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Workers in their own mount namespace, where the client's folders (this test's tmp_path: the
+    project, the client's copy of the run) are an empty tmpfs: everything they read and write goes
+    through the object store, and the run's outputs equal those of a local run."""
+    import tempfile
+
+    import boto3
+
+    from distributed import Client
+
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs tmpfs {tmp_path} && true"],
+                           capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("needs unshare and mount (root): " + probe.stderr.decode(errors="replace")[:200])
+    client = boto3.client("s3", endpoint_url=f"http://{s3.endpoint}", region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    model = write_model(tmp_path / "model")
+    ref, proj = tmp_path / "ref", tmp_path / "proj"
+    ref.mkdir()
+    proj.mkdir()
+    write_scene(ref / "scene.tif", 200, 180, TF)
+    shutil.copytree(model, ref / "model")
+    x0, y1 = TF.c, TF.f
+    for d in (ref, proj):
+        write_districts(d / "districts.gpkg", x0 + 900, (x0, y1 - 2000, x0 + 1800, y1))
+    client.upload_file(str(ref / "scene.tif"), s3.bucket, "iso/scenes/scene.tif")
+    for f in sorted(model.iterdir()):
+        client.upload_file(str(f), s3.bucket, f"iso/models/m1/{f.name}")
+    common = {"outputs": {"fields": ["parquet"], "district_areas": True, "report": False, "features": ["ndvi"]},
+              "districts": {"path": "districts.gpkg", "name_field": "district"}}
+    write_workflow(ref / "wf.yaml", **common)
+    ref_dir = run_workflow(load_workflow(ref / "wf.yaml")).run_dir
+
+    worker_cache = Path(tempfile.mkdtemp(prefix="geoseg-worker-cache-"))  # outside tmp_path: the workers' own disk
+    env = subprocess_env({**s3.env, "HF_HUB_OFFLINE": "1", "GEOSEG_CACHE": str(worker_cache)})
+    sched_file = worker_cache / "scheduler.json"
+    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(sched_file)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        worker = (f"mount -t tmpfs tmpfs {tmp_path} && exec {sys.executable} -m dask worker {address} "
+                  f"--nthreads 1 --nworkers 1 --no-dashboard")
+        for _ in range(2):
+            procs.append(subprocess.Popen(["unshare", "-m", "sh", "-c", worker], env=env, cwd=worker_cache,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=60)
+            seen = c.run(lambda: sorted(os.listdir(str(tmp_path))))
+        assert list(seen.values()) == [[], []]  # the workers see none of the client's files
+
+        runs = f"s3://{s3.bucket}/iso/runs"
+        write_workflow(proj / "wf.yaml", store=f"s3://{s3.bucket}/iso/tiles", runs_dir=runs,
+                       scenes=[f"s3://{s3.bucket}/iso/scenes/scene.tif"], model=f"s3://{s3.bucket}/iso/models/m1",
+                       cluster={"scheduler": address, "dashboard": False}, **common)
+        out = subprocess.run([*GEOSEG, "run", str(proj / "wf.yaml"), "--json"], cwd=proj,
+                             env={**env, "GEOSEG_CACHE": str(tmp_path / "cache")}, capture_output=True, text=True,
+                             timeout=300, check=False)
+        assert out.returncode == 0, out.stderr
+        summary = json.loads(out.stdout)
+        run_url = summary["run_dir"]
+        assert run_url.startswith(f"{runs}/t/") and summary["district_crop_ha"]
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=30)
+        shutil.rmtree(worker_cache, ignore_errors=True)
+    got = tmp_path / "got"
+    for name in ("mask.tif", "confidence.tif", "district_areas.csv"):
+        assert _download(client, s3.bucket, f"{run_url}/{name}", got / name).read_bytes() == \
+            (ref_dir / name).read_bytes(), name
+    run_id = run_url.rsplit("/", 1)[-1]
+    import geopandas as gpd
+    import pandas as pd
+
+    for k in _keys(s3, f"iso/runs/t/{run_id}/"):
+        if "/fields.parquet/" in k or "/field_timeseries.parquet/" in k:
+            _download(client, s3.bucket, f"s3://{s3.bucket}/{k}", got / k.split(f"{run_id}/", 1)[1])
+    mine = gpd.read_parquet(got / "fields.parquet").sort_values("field_id").reset_index(drop=True)
+    theirs = gpd.read_parquet(ref_dir / "fields.parquet").sort_values("field_id").reset_index(drop=True)
+    assert len(mine) > 0 and "ndvi_peak" in mine.columns
+    pd.testing.assert_frame_equal(mine.drop(columns=["geometry", "collection", "run_id"]),
+                                  theirs.drop(columns=["geometry", "collection", "run_id"]))
+    series = [pd.read_parquet(d / "field_timeseries.parquet").sort_values(["field_id", "date"]).reset_index(drop=True)
+              for d in (got, ref_dir)]
+    pd.testing.assert_frame_equal(*series)
+    assert not _keys(s3, f"iso/runs/t/{run_id}/.exchange/")
