@@ -276,7 +276,6 @@ def test_workers_that_cannot_see_the_clients_disk(s3, tmp_path) -> None:  # type
     import tempfile
 
     import boto3
-
     from distributed import Client
 
     probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs tmpfs {tmp_path} && true"],
