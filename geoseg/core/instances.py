@@ -370,28 +370,34 @@ def _grow(kind: np.ndarray, step: np.ndarray, to: np.ndarray, cls: np.ndarray, f
             near[-o:] |= free[:o]
     frontier = np.flatnonzero(near & placed).astype(idx)
     del near, placed
-    order = np.arange(4, dtype=np.int16)
     for s in range(1, steps + 1):
         if not frontier.size:
             break
-        # the unplaced field neighbours of the frontier, each once, in order (a sort: the
-        # frontier is small beside the window, so no pass over the whole window per step)
+        # the unplaced field neighbours of the frontier, each once: direction by direction, a
+        # neighbour taken leaves the free pixels at once, so no later direction takes it again
+        # (no sort; a step costs what its frontier touches)
         parts = []
         for f in _chunks(frontier):
-            nb = (f[:, None] + offs[None, :]).ravel()
-            parts.append(nb[free[nb]])
-        cand = np.sort(np.concatenate(parts))
+            for o in offs:
+                nb = f + o
+                nb = nb[free[nb]]
+                free[nb] = False
+                parts.append(nb)
+        cand = np.concatenate(parts)
         if not cand.size:
             break
-        cand = cand[np.r_[True, cand[1:] != cand[:-1]]]
         got = np.empty(cand.size, np.int8)
         for i, c in zip(range(0, cand.size, _CHUNK), _chunks(cand)):
-            nb = c[:, None] + offs[None, :]  # (m, 4)
-            # key: another class last, then the lowest boundary value, then up/left/right/down
-            key = rank[nb] + (cl[nb] != cl[c][:, None]).astype(np.int16) * np.int16(1024) + order[None, :]
-            got[i:i + c.size] = key.argmin(axis=1)  # each has a placed neighbour
+            # key: another class last, then the lowest boundary value, then up/left/right/down;
+            # rank and the class penalty are multiples of 4, so the direction is the key's low 2 bits
+            own = cl[c]
+            best = None
+            for d, o in enumerate(offs.tolist()):
+                n = c + o
+                key = rank[n] + (cl[n] != own).astype(np.int16) * np.int16(1024) + np.int16(d)
+                best = key if best is None else np.minimum(best, key, out=best)
+            got[i:i + c.size] = best & 3  # each has a placed neighbour
         # after the whole step: it decides on the pixels placed before it
-        free[cand] = False
         rank[cand] = b4[cand]
         kp[cand] = 2
         sp[cand] = s
