@@ -63,6 +63,7 @@ __all__ = [
     "run_path",
     "run_outputs",
     "Catalog",
+    "catalog_row",
 ]
 
 
@@ -535,14 +536,19 @@ class Catalog:
                 continue
             if not man.get("run_id") or not man.get("name"):
                 continue
-            timings = man.get("timings") or {}
-            self.upsert(run_id=man["run_id"], name=man["name"], status=man.get("status", "failed"),
-                        scenes=len((man.get("stats") or {}).get("scenes") or {}) or None,
-                        tiles_done=man.get("tiles"), tiles_total=man.get("tiles"), started=man.get("started"),
-                        ended=man.get("ended"), seconds=sum(timings.values()) if timings else None,
-                        run_dir=str(m.parent), workflow=man.get("workflow"), error=man.get("error"))
+            self.upsert(**catalog_row(man), run_dir=str(m.parent))
             count += 1
         return count
+
+
+def catalog_row(man: dict[str, Any]) -> dict[str, Any]:
+    """A run's catalog record from its manifest (for a catalog rebuilt from the runs)."""
+    timings = man.get("timings") or {}
+    return {"run_id": man["run_id"], "name": man["name"], "status": man.get("status", "failed"),
+            "scenes": len((man.get("stats") or {}).get("scenes") or {}) or None, "tiles_done": man.get("tiles"),
+            "tiles_total": man.get("tiles"), "started": man.get("started"), "ended": man.get("ended"),
+            "seconds": sum(timings.values()) if timings else None, "workflow": man.get("workflow"),
+            "error": man.get("error")}
 
 @dataclass
 class RunResult:

@@ -32,7 +32,7 @@ from typing import Any, Self
 
 from geoseg.errors import GeosegError, RunLockedError
 from geoseg.io.objects import join, object_prefix
-from geoseg.rundir import LATEST, LOCK, MANIFEST, _process_gone
+from geoseg.rundir import LATEST, LOCK, MANIFEST, _process_gone, catalog_row
 
 __all__ = ["CATALOG_PREFIX", "DEFAULT_LEASE_S", "ObjectCatalog", "ObjectRunLock", "point_latest", "publish_run",
            "read_remote_manifest", "remote_run_status", "unfinished_runs"]
@@ -297,11 +297,6 @@ class ObjectCatalog:
             man = read_remote_manifest(join(self.runs_url, parts[0], parts[1]))
             if not man or not man.get("run_id") or not man.get("name"):
                 continue
-            timings = man.get("timings") or {}
-            self.upsert(run_id=man["run_id"], name=man["name"], status=man.get("status", "failed"),
-                        scenes=len((man.get("stats") or {}).get("scenes") or {}) or None,
-                        tiles_done=man.get("tiles"), tiles_total=man.get("tiles"), started=man.get("started"),
-                        ended=man.get("ended"), seconds=sum(timings.values()) if timings else None,
-                        workflow=man.get("workflow"), error=man.get("error"))
+            self.upsert(**catalog_row(man))
             count += 1
         return count

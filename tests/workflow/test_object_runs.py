@@ -24,23 +24,6 @@ from geoseg.rundir_store import (
     unfinished_runs,
 )
 
-from ..remote_servers import s3_server
-
-
-@pytest.fixture(scope="module")
-def s3():  # type: ignore[no-untyped-def]
-    with s3_server({}) as server:
-        old = {k: os.environ.get(k) for k in server.env}
-        os.environ.update(server.env)
-        try:
-            yield server
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
 
 def _lock_record(url: str) -> dict:
     folder, _, key = url.rpartition("/")

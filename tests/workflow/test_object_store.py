@@ -24,33 +24,15 @@ from geoseg.workflow.config import load_workflow
 from geoseg.workflow.run import run_workflow
 from geoseg.workflow.store import OWNER_FILE, SceneStore, claim_run_store, run_store
 
-from ..remote_servers import s3_server, subprocess_env
+from ..remote_servers import subprocess_env
 from ..workflow_helpers import write_districts, write_model, write_scene, write_workflow
 
 TF = Affine(10, 0, 560000, 0, -10, 3420000)
 GEOSEG = [sys.executable, "-m", "geoseg.cli.main"]
 
 
-@pytest.fixture(scope="module")
-def s3():  # type: ignore[no-untyped-def]
-    with s3_server({}) as server:
-        old = {k: os.environ.get(k) for k in server.env}
-        os.environ.update(server.env)  # this process talks to it too (the claim test, the listing)
-        try:
-            yield server
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-
 def _keys(s3, prefix: str) -> list[str]:  # type: ignore[no-untyped-def]
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=f"http://{s3.endpoint}", region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = _s3_client(s3)
     out, token = [], None
     while True:
         kw = {"ContinuationToken": token} if token else {}
@@ -99,6 +81,33 @@ def test_an_unreachable_store_is_one_clear_error(tmp_path, monkeypatch) -> None:
     assert "\n" not in str(pytest.raises(ObjectStoreError, object_prefix("s3://nowhere/t").get, "x").value)
 
 
+def _s3_client(s3):  # type: ignore[no-untyped-def]
+    import boto3
+
+    return boto3.client("s3", endpoint_url=f"http://{s3.endpoint}", region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def _reference_and_project(s3, tmp_path: Path, prefix: str, size: tuple[int, int]):  # type: ignore[no-untyped-def]
+    """A local reference project (scene, model, districts) and a project folder with only the districts;
+    the scene and the model uploaded under ``prefix`` (``<prefix>scenes/scene.tif``, ``<prefix>models/m1/``)."""
+    client = _s3_client(s3)
+    model = write_model(tmp_path / "model")
+    ref, proj = tmp_path / "ref", tmp_path / "proj"
+    ref.mkdir()
+    proj.mkdir()
+    h, w = size
+    write_scene(ref / "scene.tif", h, w, TF)
+    shutil.copytree(model, ref / "model")
+    x0, y1 = TF.c, TF.f
+    for d in (ref, proj):
+        write_districts(d / "districts.gpkg", x0 + 10 * w // 2, (x0, y1 - 10 * h, x0 + 10 * w, y1))
+    client.upload_file(str(ref / "scene.tif"), s3.bucket, f"{prefix}scenes/scene.tif")
+    for f in sorted(model.iterdir()):
+        client.upload_file(str(f), s3.bucket, f"{prefix}models/m1/{f.name}")
+    return client, model, ref, proj
+
+
 def _download(client, bucket: str, url: str, dest: Path) -> Path:  # type: ignore[no-untyped-def]
     key = url.split(f"s3://{bucket}/", 1)[1]
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -107,24 +116,10 @@ def _download(client, bucket: str, url: str, dest: Path) -> Path:  # type: ignor
 
 
 def test_killed_run_with_every_path_on_s3_resumes_to_the_same_outputs(s3, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import boto3
     import geopandas as gpd
     import pandas as pd
 
-    client = boto3.client("s3", endpoint_url=f"http://{s3.endpoint}", region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    model = write_model(tmp_path / "model")
-    ref, proj = tmp_path / "ref", tmp_path / "proj"
-    ref.mkdir()
-    proj.mkdir()
-    write_scene(ref / "scene.tif", 300, 250, TF)
-    shutil.copytree(model, ref / "model")
-    x0, y1 = TF.c, TF.f
-    for d in (ref, proj):
-        write_districts(d / "districts.gpkg", x0 + 1200, (x0, y1 - 2500, x0 + 3000, y1))
-    client.upload_file(str(ref / "scene.tif"), s3.bucket, "scenes/scene.tif")
-    for f in sorted(model.iterdir()):
-        client.upload_file(str(f), s3.bucket, f"models/m1/{f.name}")
+    client, model, ref, proj = _reference_and_project(s3, tmp_path, "", (300, 250))
     store, runs = f"s3://{s3.bucket}/tiles", f"s3://{s3.bucket}/runs"
     common = {"outputs": {"fields": ["parquet", "gpkg"], "district_areas": True, "report": False, "features": ["ndvi"]},
               "districts": {"path": "districts.gpkg", "name_field": "district"}}
@@ -275,27 +270,13 @@ def test_workers_that_cannot_see_the_clients_disk(s3, tmp_path) -> None:  # type
     through the object store, and the run's outputs equal those of a local run."""
     import tempfile
 
-    import boto3
     from distributed import Client
 
     probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs tmpfs {tmp_path} && true"],
                            capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip("needs unshare and mount (root): " + probe.stderr.decode(errors="replace")[:200])
-    client = boto3.client("s3", endpoint_url=f"http://{s3.endpoint}", region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    model = write_model(tmp_path / "model")
-    ref, proj = tmp_path / "ref", tmp_path / "proj"
-    ref.mkdir()
-    proj.mkdir()
-    write_scene(ref / "scene.tif", 200, 180, TF)
-    shutil.copytree(model, ref / "model")
-    x0, y1 = TF.c, TF.f
-    for d in (ref, proj):
-        write_districts(d / "districts.gpkg", x0 + 900, (x0, y1 - 2000, x0 + 1800, y1))
-    client.upload_file(str(ref / "scene.tif"), s3.bucket, "iso/scenes/scene.tif")
-    for f in sorted(model.iterdir()):
-        client.upload_file(str(f), s3.bucket, f"iso/models/m1/{f.name}")
+    client, _, ref, proj = _reference_and_project(s3, tmp_path, "iso/", (200, 180))
     common = {"outputs": {"fields": ["parquet"], "district_areas": True, "report": False, "features": ["ndvi"]},
               "districts": {"path": "districts.gpkg", "name_field": "district"}}
     write_workflow(ref / "wf.yaml", **common)
