@@ -340,3 +340,25 @@ def test_workers_that_cannot_see_the_clients_disk(s3, tmp_path) -> None:  # type
               for d in (got, ref_dir)]
     pd.testing.assert_frame_equal(*series)
     assert not _keys(s3, f"iso/runs/t/{run_id}/.exchange/")
+
+
+def test_a_season_run_into_a_runs_folder_on_s3(s3, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A season composited in the run (on the client) and shared with the workers through the store:
+    the published composite and mask equal a local run's."""
+    from .test_season_workflow import NAMES, _items, _model, _season
+
+    _items(tmp_path / "items")
+    _model(tmp_path / "model", NAMES)
+    outputs = {"fields": ["parquet"], "district_areas": False, "report": False, "exclude_classes": []}
+    ref = run_workflow(load_workflow(write_workflow(tmp_path / "ref.yaml", name="s", scenes=[_season()],
+                                                    outputs=outputs)))
+    runs = f"s3://{s3.bucket}/season-runs"
+    res = run_workflow(load_workflow(write_workflow(tmp_path / "s3.yaml", name="s", scenes=[_season()], outputs=outputs,
+                                                    runs_dir=runs)))
+    assert res.run_url == f"{runs}/s/{res.run_id}" and not res.run_dir.exists()
+    assert res.outputs["season_kharif"] == f"{res.run_url}/inputs/kharif.tif"
+    client = _s3_client(s3)
+    for rel in ("inputs/kharif.tif", "mask.tif", "confidence.tif"):
+        got = _download(client, s3.bucket, f"{res.run_url}/{rel}", tmp_path / "got" / rel)
+        assert got.read_bytes() == (ref.run_dir / rel).read_bytes(), rel
+    assert not _keys(s3, f"season-runs/s/{res.run_id}/.exchange/")
