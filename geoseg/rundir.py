@@ -64,6 +64,7 @@ __all__ = [
     "run_outputs",
     "Catalog",
     "catalog_row",
+    "pick_run",
 ]
 
 
@@ -512,12 +513,7 @@ class Catalog:
         return rows
 
     def get(self, run_id: str) -> dict[str, Any]:
-        rows = [r for r in self.list() if r["run_id"] == run_id or r["run_id"].startswith(run_id)]
-        if not rows:
-            raise GeosegError(f"{self.path}: no run with id {run_id!r}; `geoseg runs` lists them")
-        if len(rows) > 1:
-            raise GeosegError(f"{self.path}: run id {run_id!r} is ambiguous ({[r['run_id'] for r in rows]}); give more of it")
-        return rows[0]
+        return pick_run(self.list(), run_id, self.path)
 
     def rebuild(self) -> int:
         """Record every run folder beside the catalog (``<name>/<run-id>/manifest.json``; the
@@ -539,6 +535,16 @@ class Catalog:
             self.upsert(**catalog_row(man), run_dir=str(m.parent))
             count += 1
         return count
+
+
+def pick_run(rows: list[dict[str, Any]], run_id: str, catalog: object) -> dict[str, Any]:
+    """The catalog row whose id is ``run_id`` or starts with it (one only)."""
+    found = [r for r in rows if r["run_id"] == run_id or r["run_id"].startswith(run_id)]
+    if not found:
+        raise GeosegError(f"{catalog}: no run with id {run_id!r}; `geoseg runs` lists them")
+    if len(found) > 1:
+        raise GeosegError(f"{catalog}: run id {run_id!r} is ambiguous ({[r['run_id'] for r in found]}); give more of it")
+    return found[0]
 
 
 def catalog_row(man: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from typing import Any, Self
 
 from geoseg.errors import GeosegError, RunLockedError
 from geoseg.io.objects import join, object_prefix
-from geoseg.rundir import LATEST, LOCK, MANIFEST, _process_gone, catalog_row
+from geoseg.rundir import LATEST, LOCK, MANIFEST, _process_gone, catalog_row, pick_run
 
 __all__ = ["CATALOG_PREFIX", "DEFAULT_LEASE_S", "ObjectCatalog", "ObjectRunLock", "point_latest", "publish_run",
            "read_remote_manifest", "remote_run_status", "unfinished_runs"]
@@ -280,12 +280,7 @@ class ObjectCatalog:
         return rows
 
     def get(self, run_id: str) -> dict[str, Any]:
-        rows = [r for r in self.list() if r["run_id"] == run_id or r["run_id"].startswith(run_id)]
-        if not rows:
-            raise GeosegError(f"{self.url}: no run with id {run_id!r}; `geoseg runs` lists them")
-        if len(rows) > 1:
-            raise GeosegError(f"{self.url}: run id {run_id!r} is ambiguous ({[r['run_id'] for r in rows]}); give more of it")
-        return rows[0]
+        return pick_run(self.list(), run_id, self.url)
 
     def rebuild(self) -> int:
         """Record every run folder of the runs folder from its manifest; return how many."""
