@@ -201,11 +201,8 @@ def read_remote_manifest(run_url: str) -> dict[str, Any] | None:
 def unfinished_runs(workflow_url: str) -> list[str]:
     """The ids of the workflow's runs (``<runs_dir>/<name>/<run-id>/manifest.json``) not recorded as
     done, newest first."""
-    prefix = object_prefix(workflow_url)
-    ids = sorted({k.split("/")[0] for k, _ in prefix.listing() if k.count("/") == 1 and k.endswith("/" + MANIFEST)},
-                 reverse=True)
     out = []
-    for run_id in ids:
+    for run_id in reversed(object_prefix(workflow_url).folders()):  # run ids sort by their start
         man = read_remote_manifest(join(workflow_url, run_id))
         if man is not None and man.get("status") != "done":
             out.append(run_id)
@@ -285,13 +282,14 @@ class ObjectCatalog:
     def rebuild(self) -> int:
         """Record every run folder of the runs folder from its manifest; return how many."""
         count = 0
-        for key, _ in object_prefix(self.runs_url).listing():
-            parts = key.split("/")
-            if len(parts) != 3 or parts[2] != MANIFEST or parts[0] == CATALOG_PREFIX:
+        for name in object_prefix(self.runs_url).folders():
+            if name == CATALOG_PREFIX:
                 continue
-            man = read_remote_manifest(join(self.runs_url, parts[0], parts[1]))
-            if not man or not man.get("run_id") or not man.get("name"):
-                continue
-            self.upsert(**catalog_row(man))
-            count += 1
+            workflow = join(self.runs_url, name)
+            for run_id in object_prefix(workflow).folders():  # folders only: a run's files are not listed
+                man = read_remote_manifest(join(workflow, run_id))
+                if not man or not man.get("run_id") or not man.get("name"):
+                    continue
+                self.upsert(**catalog_row(man))
+                count += 1
         return count

@@ -174,22 +174,32 @@ class Prefix:
         except BaseError as e:
             raise ObjectStoreError(f"{self.location(key)}: reading failed ({_first_line(e)}); {_ENV_HINT}") from None
 
-    def listing(self, under: str = "") -> list[tuple[str, str]]:
-        """``(key, version)`` of every object under the prefix (or under its folder ``under``; the
-        version: its ETag, or size and time)."""
+    def listing(self) -> list[tuple[str, str]]:
+        """``(key, version)`` of every object under the prefix (the version: its ETag, or size and time)."""
         import obstore
         from obstore.exceptions import BaseError
 
         out = []
-        start = self._key(under.strip("/")) if under else self.prefix
         try:
-            for batch in obstore.list(self._store, prefix=start or None):
+            for batch in obstore.list(self._store, prefix=self.prefix or None):
                 for meta in batch:
                     key = str(meta["path"])[len(self.prefix) + 1 if self.prefix else 0:]
                     out.append((key, str(meta.get("e_tag") or f"{meta['size']}@{meta['last_modified']}")))
         except BaseError as e:
             raise ObjectStoreError(f"{self.url}: listing failed ({_first_line(e)}); {_ENV_HINT}") from None
         return sorted(out)
+
+    def folders(self) -> list[str]:
+        """The names of the folders directly under the prefix (one listing call with a delimiter:
+        nothing below them is listed)."""
+        import obstore
+        from obstore.exceptions import BaseError
+
+        try:
+            found = obstore.list_with_delimiter(self._store, prefix=self.prefix or None)["common_prefixes"]
+        except BaseError as e:
+            raise ObjectStoreError(f"{self.url}: listing failed ({_first_line(e)}); {_ENV_HINT}") from None
+        return sorted(str(f).rstrip("/").rsplit("/", 1)[-1] for f in found)
 
 
 def cache_root() -> Path:
@@ -224,13 +234,9 @@ def local_copy(url: str, what: str = "folder") -> Path:
         return dest
     tmp = dest.with_name(f".{dest.name}.partial-{uuid.uuid4().hex[:12]}")
     try:
-        for key, _ in listing:
-            data = prefix.get(key)
-            if data is None:
+        for key, _ in listing:  # streamed: a model's weights never sit whole in memory
+            if not prefix.get_file(key, tmp / key):
                 raise ObjectStoreError(f"{prefix.location(key)}: disappeared while being copied; run again")
-            target = tmp / key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
         try:
             os.replace(tmp, dest)
         except OSError:
@@ -281,14 +287,11 @@ def written_to(target: str | os.PathLike[str]) -> Iterator[Path]:
     if not is_object_url(target):
         yield Path(target)
         return
-    url = os.fspath(target)
-    folder, _, name = url.rpartition("/")
-    with tempfile.TemporaryDirectory(prefix="geoseg-put-", dir=os.environ.get("GEOSEG_TMP")) as tmp:
-        yield Path(tmp, name)
-        prefix = object_prefix(folder)
-        for f in sorted(Path(tmp).rglob("*")):
+    with _scratch(target, "put") as (prefix, local):
+        yield local
+        for f in sorted(local.parent.rglob("*")):
             if f.is_file() and ".partial-" not in f.name:
-                prefix.put(f.relative_to(tmp).as_posix(), f)
+                prefix.put(f.relative_to(local.parent).as_posix(), f)
 
 
 @contextmanager
@@ -298,14 +301,20 @@ def readable_copy(source: str | os.PathLike[str]) -> Iterator[Path]:
     if not is_object_url(source):
         yield Path(source)
         return
-    url = os.fspath(source)
-    folder, _, name = url.rpartition("/")
-    with tempfile.TemporaryDirectory(prefix="geoseg-get-", dir=os.environ.get("GEOSEG_TMP")) as tmp:
-        local = Path(tmp, name)
-        if not object_prefix(folder).get_file(name, local):
-            raise ObjectStoreError(f"{url}: no such object; the run's earlier stage did not write it - run again "
-                                   f"with --resume")
+    with _scratch(source, "get") as (prefix, local):
+        if not prefix.get_file(local.name, local):
+            raise ObjectStoreError(f"{os.fspath(source)}: no such object; the run's earlier stage did not write it - "
+                                   f"run again with --resume")
         yield local
+
+
+@contextmanager
+def _scratch(url: str | os.PathLike[str], what: str) -> Iterator[tuple[Prefix, Path]]:
+    """The :class:`Prefix` of the object ``url``'s folder, and a path of the object's name in a
+    temporary folder (``GEOSEG_TMP``, else the system's), removed with everything in it on exit."""
+    folder, _, name = os.fspath(url).rpartition("/")
+    with tempfile.TemporaryDirectory(prefix=f"geoseg-{what}-", dir=os.environ.get("GEOSEG_TMP")) as tmp:
+        yield object_prefix(folder), Path(tmp, name)
 
 
 def download_folder(url: str, dest: Path) -> int:

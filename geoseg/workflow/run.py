@@ -220,10 +220,8 @@ class _Attempt:
 def _open_attempt(cfg: RunConfig, runs_root: Path, resume: bool, say: Callable[[str], None],
                   remote: _Remote | None) -> _Attempt:
     """A new run, or with ``resume`` the newest unfinished one (a new run when there is none)."""
-    if remote is not None:
-        run_dir = remote.resumable(runs_root) if resume else None
-    else:
-        run_dir = _resumable(runs_root) if resume else None
+    find = remote.resumable if remote is not None else _resumable
+    run_dir = find(runs_root) if resume else None
     if resume and run_dir is None:
         say(f"nothing to resume under {remote.workflow_url if remote else runs_root}: starting a new run")
     if run_dir is None:
