@@ -8,7 +8,8 @@ three models are trained on the western half, for each seed:
     :func:`geoseg.ml.train.train` with its defaults, except the tile: the largest multiple
     of 16 up to 64 px that fits the half (a 256 px chip would be mostly padding on these
     scenes). One block in five of the western half is held out for early stopping and for
-    choosing the weight of the per-pixel forest fused with the network, as always.
+    choosing the kind (each pixel's values, or those and its neighbourhood's) and the weight
+    of the per-pixel forest fused with the network, as always.
 ``geoseg+d4``
     The same model, each test tile predicted with test-time augmentation (logits averaged
     over the 8 flips and rotations; :mod:`geoseg.ml.tta`).

@@ -98,13 +98,17 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
               help="Fuse a per-pixel random forest with the network: fitted on the training pixels, its share of "
                    "the averaged class probabilities chosen on the validation blocks, stored with the model "
                    "(not for --arch utae).")
+@click.option("--forest-context/--no-forest-context", default=True, show_default=True,
+              help="Also try a forest that reads each pixel's neighbourhood (channel means and spreads over 3 x 3 "
+                   "and 7 x 7 px) and keep it when it fits the validation blocks better; --no-forest-context: each "
+                   "pixel's own values only.")
 @overwrite_option
 def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], classes: Path,
           fields: tuple[DatasetPath, ...], out: Path, arch: str | None, encoder: str | None, tile: int, chip: int | None, epochs: int, patience: int, seed: int,
           init_from: Path | None,
           label_field: str | None, point_radius: float | None, device: str, loss: str, batch_size: int, lr: float,
           time_limit: float | None, date_dropout: float | None, valid_rule: str, baseline: str,
-          forest: bool, pretrained: str | None, pretrained_bands: str | None, freeze_epochs: int | None,
+          forest: bool, forest_context: bool, pretrained: str | None, pretrained_bands: str | None, freeze_epochs: int | None,
           overwrite: bool) -> None:
     """Train a crop segmentation model from images and labels.
 
@@ -144,7 +148,7 @@ def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], clas
                           point_radius=point_radius, device=device,
                           loss=loss, batch_size=batch_size, lr=lr, time_limit=time_limit, date_dropout=date_dropout,
                           valid_rule=valid_rule, baseline=None if baseline == "none" else baseline,
-                          forest=forest, pretrained=pretrained, pretrained_bands=pretrained_bands,
+                          forest=forest, forest_context=forest_context, pretrained=pretrained, pretrained_bands=pretrained_bands,
                           freeze_epochs=freeze_epochs, fields=list(fields) or None, progress=on_epoch)
     for report in res.points:  # points not used: a warning line, even with -q
         if report.warning():

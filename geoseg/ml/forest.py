@@ -30,6 +30,16 @@ Size. Each tree is grown to at most :data:`MAX_LEAVES` leaves (best first, as sc
 walk whatever the number of training pixels; on the real scenes of ``benchmarks/`` these caps
 score as the unbounded forest does.
 
+Context. A pixel's own values are little to go on in a single-date scene of 30 m pixels; its
+neighbourhood says more (a field's mean colour, a field edge's spread). The forest can read,
+besides each channel's value, its mean and standard deviation over the square of radius 1
+(3 x 3 px) and 3 (7 x 7 px) around the pixel (:data:`CONTEXT`; :func:`context_features`).
+``train`` fits a forest of each kind and keeps the one whose fusion with the network scores
+best on the validation blocks (``benchmarks/README.md``, real scenes). The means are over the
+pixels of the square inside the tile read (a tile's halo is wider than the radius, so a tile's
+core reads the same context as the whole raster; the raster's own edges are padded as the
+network's input is).
+
 Speed. On a CPU the trees are handed to scikit-learn's compiled tree walk (rebuilt from the
 arrays, nothing unpickled), which is many times quicker there than gathers; on a GPU the torch
 walk runs on the device. Both give the same probabilities (tested).
@@ -37,6 +47,7 @@ walk runs on the device. Both give the same probabilities (tested).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +57,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from affine import Affine
+from rasterio.windows import Window
 
 from geoseg.classes import NODATA
 from geoseg.core.grid import Tile
@@ -56,8 +69,8 @@ from geoseg.io.labels import window_tile
 from geoseg.ml.infer import DateInput, network_input, predict_proba, read_batch, read_batches
 from geoseg.ml.model import CARD, FOREST, ModelCard, check_sha256, network_channels
 
-__all__ = ["MAX_DEPTH", "MAX_LEAVES", "MAX_PIXELS", "TREES", "WEIGHTS", "Forest", "card_forest", "choose_weight",
-           "fit_forest", "forest_proba", "fuse", "fused_probabilities", "load_forest", "mix_loss", "training_pixels",
+__all__ = ["CONTEXT", "MAX_DEPTH", "MAX_LEAVES", "MAX_PIXELS", "TREES", "WEIGHTS", "Forest", "card_forest", "choose_weight",
+           "context_features", "fit_forest", "forest_proba", "fuse", "fused_probabilities", "load_forest", "mix_loss", "training_pixels",
            "validation_probabilities", "with_forest"]
 
 #: Trees of the forest (fewer than the 100 of Earth Engine's default: on the real scenes of
@@ -73,6 +86,9 @@ MAX_PIXELS = 200_000
 WEIGHTS = tuple(round(w, 1) for w in np.linspace(0.0, 1.0, 11))
 #: Pixels walked at once (bounds the walk's memory: a few int64 of this x trees).
 _CHUNK = 16384
+#: Radii (px) of the squares whose mean and standard deviation of each channel a context forest
+#: reads beside the pixel's own values (see the module docstring, Context).
+CONTEXT = (1, 3)
 _KEYS = ("children", "feature", "threshold", "missing_left", "value", "roots")
 
 
@@ -96,6 +112,9 @@ class Forest:
         Each tree's root row; tree ``i`` holds rows ``roots[i]`` up to the next root.
     depth : int
         Steps from a root to the deepest leaf.
+    context : tuple of int
+        Radii of the squares whose channel means and standard deviations the trees read after the
+        pixel's own channels (:func:`context_features`); empty: the pixel's channels only.
     """
 
     children: np.ndarray
@@ -105,6 +124,7 @@ class Forest:
     value: np.ndarray
     roots: np.ndarray
     depth: int
+    context: tuple[int, ...] = ()
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)  # device tensors, rebuilt trees
 
     @property
@@ -124,6 +144,8 @@ class Forest:
         d = {k: np.ascontiguousarray(getattr(self, k)) for k in _KEYS}
         d["missing_left"] = d["missing_left"].astype(np.uint8)
         d["depth"] = np.array([self.depth], np.int32)
+        if self.context:
+            d["context"] = np.asarray(self.context, np.int32)
         return d
 
     @classmethod
@@ -131,7 +153,8 @@ class Forest:
         """A forest from :meth:`tensors`' arrays, checked as untrusted data: dtypes and shapes, each
         tree a run of rows whose children come after their parent inside the run (so every walk
         ends), split channels the model has, finite class shares and the stated depth; ``channels``
-        and ``classes`` are the model's input channels and classes."""
+        and ``classes`` are the model's input channels and classes (a context forest reads
+        ``channels x (1 + 2 x radii)`` features)."""
         def bad(what: str) -> CheckpointError:
             return CheckpointError(f"{source}: {what}; the forest file is damaged or was not written by geoseg "
                                    f"- retrain the model (or map without the forest: --no-forest)")
@@ -144,6 +167,14 @@ class Forest:
         wrong = [f"{k} is {d[k].dtype}, expected {np.dtype(t)}" for k, t in want.items() if d[k].dtype != t]
         if wrong:
             raise bad("; ".join(wrong))
+        context: tuple[int, ...] = ()
+        if "context" in d:
+            c = d["context"]
+            if c.dtype != np.int32 or c.ndim != 1 or not 1 <= c.size <= 4 or (c < 1).any() or (c > 16).any() \
+                    or (np.diff(c) <= 0).any():
+                raise bad(f"context radii {c.tolist()!r} ({c.dtype}), expected 1 to 4 increasing radii of 1 to 16 px")
+            context = tuple(int(v) for v in c)
+        features = channels * (1 + 2 * len(context))
         ch, feat, thr = d["children"], d["feature"], d["threshold"]
         miss, val, roots, depth = d["missing_left"], d["value"], d["roots"], d["depth"]
         n = val.shape[0] if val.ndim == 2 else 0
@@ -161,13 +192,14 @@ class Forest:
         if ((ch[:, 1] == own) != leaf).any() or (ch[inner] <= own[inner, None]).any() or \
                 (ch[inner] >= tree_end[inner, None]).any():
             raise bad("child rows that are not after their parent inside its tree")
-        if feat.min() < 0 or feat.max() >= channels:
-            raise bad(f"split channels up to {int(feat.max())}, but the model reads {channels} channels")
+        if feat.min() < 0 or feat.max() >= features:
+            raise bad(f"split channels up to {int(feat.max())}, but the model reads {channels} channels"
+                      + (f" ({features} with their context)" if context else ""))
         if not np.isfinite(val).all() or np.isnan(thr).any():
             raise bad("class shares that are not finite or a NaN threshold")
         if _depth(ch, roots) != int(depth[0]):
             raise bad(f"a stated depth of {int(depth[0])}, but the trees are {_depth(ch, roots)} deep")
-        return cls(ch, feat, thr, miss.astype(bool), val, roots, int(depth[0]))
+        return cls(ch, feat, thr, miss.astype(bool), val, roots, int(depth[0]), context)
 
 
 def _depth(children: np.ndarray, roots: np.ndarray) -> int:
@@ -181,12 +213,39 @@ def _depth(children: np.ndarray, roots: np.ndarray) -> int:
         node, depth = nxt, depth + 1
 
 
+def context_features(x: Any, context: Sequence[int], rows: tuple[int, int] | None = None) -> Any:
+    """The features a forest of ``context`` radii reads (n, C x (1 + 2 x radii)) for the pixels of
+    rows ``rows`` (all by default) of one tile ``x`` (C, H, W), a float torch tensor, row by row:
+    each channel's value, then per radius each channel's mean and standard deviation over the
+    square of that radius around the pixel, over the square's pixels inside the tile."""
+    import torch
+    import torch.nn.functional as F
+
+    c, h, _ = x.shape
+    r0, r1 = (0, h) if rows is None else rows
+    own = x[:, r0:r1].reshape(c, -1)
+    if not context:
+        return own.T
+    m = max(context)
+    a0, a1 = max(0, r0 - m), min(h, r1 + m)  # rows that reach the rows asked for
+    band = x[None, :, a0:a1].float()
+    parts = [own]
+    for r in context:
+        k = 2 * r + 1
+        mean = F.avg_pool2d(band, k, stride=1, padding=r, count_include_pad=False)
+        sq = F.avg_pool2d(band * band, k, stride=1, padding=r, count_include_pad=False)
+        sd = torch.sqrt(torch.clamp(sq - mean * mean, min=0.0))
+        parts += [mean[0, :, r0 - a0:r1 - a0].reshape(c, -1), sd[0, :, r0 - a0:r1 - a0].reshape(c, -1)]
+    return torch.cat(parts).T
+
+
 def fit_forest(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int, trees: int = TREES,
-               max_leaves: int = MAX_LEAVES, max_depth: int = MAX_DEPTH) -> Forest:
+               max_leaves: int = MAX_LEAVES, max_depth: int = MAX_DEPTH, context: Sequence[int] = ()) -> Forest:
     """A random forest (scikit-learn, ``trees`` trees of at most ``max_leaves`` leaves and
-    ``max_depth`` levels, all cores) fitted on pixels ``x`` (n, channels) float32 (NaN: missing)
+    ``max_depth`` levels, all cores) fitted on pixels ``x`` (n, features) float32 (NaN: missing)
     with class ids ``y`` (n,), flattened into a :class:`Forest` whose class shares have
-    ``n_classes`` columns."""
+    ``n_classes`` columns; ``context``: the radii ``x``'s features were made with
+    (:func:`context_features`)."""
     try:
         from sklearn.ensemble import RandomForestClassifier
     except ImportError:  # a dependency of geoseg; a broken environment may still lack it
@@ -220,7 +279,7 @@ def fit_forest(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int, trees: i
         offset += n
     children, feature, threshold, missing, value = (np.concatenate(a) for a in zip(*parts))
     roots_a = np.asarray(roots, np.int32)
-    return Forest(children, feature, threshold, missing, value, roots_a, _depth(children, roots_a))
+    return Forest(children, feature, threshold, missing, value, roots_a, _depth(children, roots_a), tuple(context))
 
 
 def load_forest(path: str | os.PathLike[str], channels: int, classes: int) -> Forest:
@@ -325,28 +384,42 @@ def forest_proba(forest: Forest, x: Any, walk: str = "auto") -> Any:
     CPU, else torch's), ``"sklearn"`` or ``"torch"``."""
     import torch
 
-    b, c, h, w = x.shape
-    feats = x.detach().float().permute(0, 2, 3, 1).reshape(-1, c)
+    b, _, h, w = x.shape
     trees = _sklearn_trees(forest) if walk == "sklearn" or (walk == "auto" and x.device.type == "cpu") else None
-    if trees is None:
-        out = _torch_walk(forest, feats)
-    else:
-        xs = np.ascontiguousarray(feats.cpu().numpy(), np.float32)
-
-        def walk_some(group: Sequence[tuple[Any, np.ndarray]]) -> np.ndarray:
-            acc = np.zeros((xs.shape[0], forest.n_classes), np.float64)
-            for tree, value in group:
-                acc += value[tree.apply(xs)]  # scikit-learn's walk releases the GIL
-            return acc
-
-        n = max(1, min(torch.get_num_threads(), len(trees)))  # the threads torch may use here
-        if n == 1:
-            total = walk_some(trees)
-        else:
-            with ThreadPoolExecutor(n) as pool:
-                total = sum(pool.map(walk_some, [trees[i::n] for i in range(n)]))
-        out = torch.from_numpy((total / len(trees)).astype(np.float32)).to(x.device)
+    # a few rows of one tile at a time, so that the context features' memory stays bounded
+    step = max(1, _CHUNK // max(1, w)) if forest.context else h
+    out = torch.empty((b, h * w, forest.n_classes), dtype=torch.float32, device=x.device)
+    for i in range(b):
+        xi = x[i].detach().float()
+        for r0 in range(0, h, step):
+            r1 = min(h, r0 + step)
+            feats = context_features(xi, forest.context, (r0, r1))
+            out[i, r0 * w:r1 * w] = _walk(forest, feats, trees)
     return out.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _walk(forest: Forest, feats: Any, trees: list[tuple[Any, np.ndarray]] | None) -> Any:
+    """Class probabilities (n, K) of the pixels' features ``feats`` (n, F): scikit-learn's walk of
+    ``trees`` (:func:`_sklearn_trees`), or the torch walk where that is None."""
+    import torch
+
+    if trees is None:
+        return _torch_walk(forest, feats)
+    xs = np.ascontiguousarray(feats.cpu().numpy(), np.float32)
+
+    def walk_some(group: Sequence[tuple[Any, np.ndarray]]) -> np.ndarray:
+        acc = np.zeros((xs.shape[0], forest.n_classes), np.float64)
+        for tree, value in group:
+            acc += value[tree.apply(xs)]  # scikit-learn's walk releases the GIL
+        return acc
+
+    n = max(1, min(torch.get_num_threads(), len(trees)))  # the threads torch may use here
+    if n == 1:
+        total = walk_some(trees)
+    else:
+        with ThreadPoolExecutor(n) as pool:
+            total = sum(pool.map(walk_some, [trees[i::n] for i in range(n)]))
+    return torch.from_numpy((total / len(trees)).astype(np.float32)).to(feats.device)
 
 
 def fused_probabilities(net: np.ndarray, trees: np.ndarray, weight: float) -> np.ndarray:
@@ -390,57 +463,82 @@ def choose_weight(net: np.ndarray, trees: np.ndarray, y: np.ndarray, class_names
 
 
 def training_pixels(scenes: Sequence[tuple[Any, Any, Sequence[Any], DateInput | None]], mean: Sequence[float],
-                    std: Sequence[float], valid_rule: str, share: float,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The network's input (:func:`geoseg.ml.infer.network_input`) at labelled pixels the model
-    maps, as rows (n, channels) float32, and their class ids (n,): ``scenes`` are ``(src, labels,
-    block windows, dates)``; each window is read once and gives ``share`` of its pixels (all of
-    them at 1 or more; drawn with ``rng``), so memory holds one block and the rows."""
+                    std: Sequence[float], valid_rule: str, share: float, rng: np.random.Generator,
+                    context: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """The features a forest of ``context`` radii reads (:func:`context_features` of the network's
+    input, :func:`geoseg.ml.infer.network_input`) at labelled pixels the model maps, as rows
+    (n, features) float32, and their class ids (n,): ``scenes`` are ``(src, labels, block windows,
+    dates)``; each window is read once (with a margin of the largest radius, padded at the
+    raster's edges as a tile is) and gives ``share`` of its pixels (all of them at 1 or more;
+    drawn with ``rng``), so memory holds one block and the rows."""
+    import torch
+
+    m = max(context, default=0)
     xs, ys = [], []
     for src, labels, windows, dates in scenes:
         for w in windows:
             lab = labels.read(w)
             if not (lab != NODATA).any():
                 continue
-            batch = read_batch(src, [window_tile(w, src.transform)], valid_rule, dates)
+            tile = window_tile(w, src.transform)
+            if m:
+                read = Window(int(w.col_off) - m, int(w.row_off) - m, int(w.width) + 2 * m, int(w.height) + 2 * m)
+                tile = dataclasses.replace(tile, read=read,
+                                           transform=src.transform @ Affine.translation(read.col_off, read.row_off))
+            batch = read_batch(src, [tile], valid_rule, dates)
             x = network_input(batch.pixels, batch.valid, mean, std, batch.observed)[0]
-            idx = np.flatnonzero((lab != NODATA) & batch.valid[0])
+            valid = batch.valid[0][m:m + lab.shape[0], m:m + lab.shape[1]]
+            idx = np.flatnonzero((lab != NODATA) & valid)
             if share < 1 and idx.size:
                 idx = np.sort(rng.choice(idx, size=min(idx.size, int(np.ceil(idx.size * share))), replace=False))
-            xs.append(x.reshape(x.shape[0], -1)[:, idx].T.astype(np.float32))
+            if not m:
+                xs.append(x.reshape(x.shape[0], -1)[:, idx].T.astype(np.float32))
+            else:
+                xt, h, wd = torch.from_numpy(np.ascontiguousarray(x, np.float32)), lab.shape[0], lab.shape[1]
+                step = max(1, _CHUNK // x.shape[2])
+                for r0 in range(0, h, step):  # a band of rows at a time: context features are wide
+                    r1 = min(h, r0 + step)
+                    part = idx[(idx >= r0 * wd) & (idx < r1 * wd)]
+                    if part.size:
+                        f = context_features(xt, context, (m + r0, m + r1)).numpy()
+                        f = f.reshape(r1 - r0, x.shape[2], -1)[:, m:m + wd].reshape(-1, f.shape[1])
+                        xs.append(f[part - r0 * wd].astype(np.float32))
             ys.append(lab.reshape(-1)[idx].astype(np.int64))
     if not xs:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def validation_probabilities(model: Any, forest: Forest,
+def validation_probabilities(model: Any, forests: Sequence[Forest],
                              scenes: Sequence[tuple[Any, Any, Sequence[Tile], DateInput | None]],
                              mean: Sequence[float], std: Sequence[float], valid_rule: str, device: str,
-                             batch_size: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The network's and the forest's class probabilities (n, K) at the labelled pixels of the
+                             batch_size: int = 4) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """The network's and each forest's class probabilities (n, K) at the labelled pixels of the
     cores of each scene's validation ``tiles`` the model maps, and their class ids (n,): the
     network tiled as at inference (``scenes`` are ``(src, labels, tiles, dates)``; the model in
     eval mode)."""
     import torch
 
-    nets, trees, ys = [], [], []
+    nets: list[np.ndarray] = []
+    trees: list[list[np.ndarray]] = [[] for _ in forests]
+    ys: list[np.ndarray] = []
     for src, labels, tiles, dates in scenes:
         for batch in read_batches(src, tiles, batch_size, valid_rule, dates):
             x = network_input(batch.pixels, batch.valid, mean, std, batch.observed)
             pn = predict_proba(model, x, device, dates.days if dates else None)
             with torch.inference_mode():
-                pf = forest_proba(forest, torch.from_numpy(np.ascontiguousarray(x))).numpy()
+                pfs = [forest_proba(f, torch.from_numpy(np.ascontiguousarray(x))).numpy() for f in forests]
             for i, t in enumerate(batch.tiles):
                 lab = labels.read(t.core)
                 keep = (lab != NODATA) & trim(t, batch.valid[i])
                 nets.append(trim(t, pn[i])[:, keep].T)
-                trees.append(trim(t, pf[i])[:, keep].T)
+                for acc, pf in zip(trees, pfs):
+                    acc.append(trim(t, pf[i])[:, keep].T)
                 ys.append(lab[keep].astype(np.int64))
-    k = forest.n_classes
+    k = forests[0].n_classes
     if not ys:
-        return np.zeros((0, k), np.float32), np.zeros((0, k), np.float32), np.zeros(0, np.int64)
-    return np.concatenate(nets), np.concatenate(trees), np.concatenate(ys)
+        return np.zeros((0, k), np.float32), [np.zeros((0, k), np.float32) for _ in forests], np.zeros(0, np.int64)
+    return np.concatenate(nets), [np.concatenate(t) for t in trees], np.concatenate(ys)
 
 
 @cache  # one class for the process

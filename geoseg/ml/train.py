@@ -68,7 +68,8 @@ They are chosen to generalise to a new region or year, not tuned to one scene:
   probabilities averaged, the forest's weight chosen on the validation blocks): on a few
   thousand labelled pixels a forest reads each pixel's spectra better than a network
   trained from scratch, the network reads shapes and neighbourhoods, and their errors
-  differ.
+  differ. A second forest also reads each pixel's neighbourhood (channel means and spreads
+  over 3 x 3 and 7 x 7 px); the one whose mix scores better on the validation blocks is kept.
 * ``lr=1e-3`` (AdamW's robust default for from-scratch conv nets with batch norm),
   ``weight_decay=1e-2`` (decoupled, mild), 3 % linear warm-up then cosine decay to 1 %.
 * Flips and 90-degree rotations (nadir imagery has no "up") and a 5 % per-band gain /
@@ -128,6 +129,7 @@ from geoseg.io.raster import RasterInfo, check_size, open_raster, raster_info, r
 from geoseg.ml.baseline import check_baseline, forest_baseline
 from geoseg.ml.chips import EDGE_STEP, STAT_WINDOWS, ChipDates, ChipSampler, EdgeLabels, band_statistics, chip_batch
 from geoseg.ml.evaluate import accumulate_confusion, window_tiles
+from geoseg.ml.forest import CONTEXT as FOREST_CONTEXT
 from geoseg.ml.forest import (
     MAX_DEPTH,
     MAX_LEAVES,
@@ -231,7 +233,8 @@ class TrainResult:
                   f"{f['fused_miou']:.3f}")
         if not self.card.forest:
             return [f"per-pixel forest not kept: the network alone fits the validation pixels best ({scored})"]
-        return [f"fused with a per-pixel forest ({f['trees']} trees) at weight {f['weight']:.1f}: {scored}"]
+        reads = " of each pixel and its neighbourhood" if f.get("context") else ""
+        return [f"fused with a per-pixel forest ({f['trees']} trees{reads}) at weight {f['weight']:.1f}: {scored}"]
 
     def _field_lines(self) -> list[str]:
         f = self.card.metrics.get("fields")
@@ -834,12 +837,15 @@ def _validate(model: Any, val_tiles: Sequence[tuple[_Scene, list[Tile]]], k: int
 
 
 def _fit_forest(model: Any, scenes: Sequence[_Scene], chips: _Chips, table: ClassTable, valid_rule: str,
-                dates: ChipDates | None, device: str, seed: int) -> tuple[Forest | None, dict[str, Any], Scores | None]:
-    """The per-pixel forest (:mod:`geoseg.ml.forest`): fitted on the network's input at labelled
-    pixels of the training blocks, its weight chosen on the validation blocks with the fitted
-    network, then fitted again on the labelled pixels of every block. Returns that forest (None
-    when the chosen weight is 0 or it cannot be fitted), the card's record of it and the fused
-    validation scores (of the forest that never saw the validation blocks)."""
+                dates: ChipDates | None, device: str, seed: int,
+                context: bool) -> tuple[Forest | None, dict[str, Any], Scores | None]:
+    """The per-pixel forest (:mod:`geoseg.ml.forest`): two forests fitted on the network's input at
+    labelled pixels of the training blocks, one on each pixel's values and, with ``context``,
+    one also on their neighbourhood (:data:`~geoseg.ml.forest.CONTEXT`); the kind and the weight chosen on the validation blocks with the fitted network (the
+    lowest Brier score of the fused probabilities), then that kind fitted again on the labelled
+    pixels of every block. Returns that forest (None when the chosen weight is 0 or it cannot be
+    fitted), the card's record of it and the fused validation scores (of the forest that never
+    saw the validation blocks)."""
     t0 = time.perf_counter()
 
     def date_input(s: _Scene) -> DateInput | None:
@@ -848,35 +854,47 @@ def _fit_forest(model: Any, scenes: Sequence[_Scene], chips: _Chips, table: Clas
     # the same share of every block's labelled pixels (the split counted them), from a stream of its own
     labelled = sum(int(s.split.train_counts().sum()) for s in scenes)
     share = MAX_PIXELS / max(1, labelled)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0F0E57]))
 
-    def pixels(validation: bool) -> tuple[np.ndarray, np.ndarray]:
-        return training_pixels([(s.src, s.validation_labels if validation else s.labels, s.split.windows(validation),
-                                 date_input(s)) for s in scenes], chips.mean, chips.std, valid_rule, share, rng)
+    def pixels(context: tuple[int, ...], validation: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The training blocks' rows (and with ``validation`` the validation blocks' after them),
+        drawn from a stream of their own: the same pixels for each kind of forest."""
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0F0E57]))
+        parts = [training_pixels([(s.src, s.validation_labels if v else s.labels, s.split.windows(v), date_input(s))
+                                  for s in scenes], chips.mean, chips.std, valid_rule, share, rng, context)
+                 for v in ((False, True) if validation else (False,))]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    x, y = pixels(False)
-    record: dict[str, Any] = {"trees": FOREST_TREES, "max_leaves": MAX_LEAVES, "max_depth": MAX_DEPTH,
-                              "pixels": int(y.size)}
-    if np.unique(y).size < 2:
-        return None, {**record, "weight": 0.0, "note": "fewer than 2 classes among the training pixels"}, None
-    trees = fit_forest(x, y, len(table), seed)
+    kinds: list[tuple[int, ...]] = [(), FOREST_CONTEXT] if context else [()]
+    record: dict[str, Any] = {"trees": FOREST_TREES, "max_leaves": MAX_LEAVES, "max_depth": MAX_DEPTH}
+    forests = []
+    for radii in kinds:
+        x, y = pixels(radii)
+        record["pixels"] = int(y.size)
+        if np.unique(y).size < 2:
+            return None, {**record, "weight": 0.0, "note": "fewer than 2 classes among the training pixels"}, None
+        forests.append(fit_forest(x, y, len(table), seed, context=radii))
+        del x
     model.eval()
-    pn, pf, yv = validation_probabilities(
-        model, trees, [(s.src, s.validation_labels, tiles, date_input(s)) for s, tiles in chips.val_tiles],
+    pn, pfs, yv = validation_probabilities(
+        model, forests, [(s.src, s.validation_labels, tiles, date_input(s)) for s, tiles in chips.val_tiles],
         chips.mean, chips.std, valid_rule, device)
     if yv.size == 0:
         return None, {**record, "weight": 0.0, "note": "no validation pixels to choose its weight on"}, None
-    weight, loss, miou = choose_weight(pn, pf, yv, table.names)
+    choices = [(*choose_weight(pn, pf, yv, table.names), pf, f.context) for pf, f in zip(pfs, forests)]
+    # the kind whose chosen weight scores the lowest Brier score (the pixel's own values on a tie)
+    weight, loss, miou, pf, radii = min(choices, key=lambda c: c[1][c[0]])
     fused = scores(confusion_matrix(fused_probabilities(pn, pf, weight).argmax(axis=1), yv, len(table)), table.names)
-    del pn, pf
-    record.update(weight=weight, validation_pixels=int(yv.size), network_miou=round(miou[0.0], 6),
-                  forest_miou=round(miou[1.0], 6), fused_miou=round(miou[weight], 6),
+    del pn, pfs, pf
+    record.update(context=list(radii), weight=weight, validation_pixels=int(yv.size),
+                  network_miou=round(miou[0.0], 6), forest_miou=round(miou[1.0], 6), fused_miou=round(miou[weight], 6),
                   miou_by_weight={f"{w:.1f}": round(m, 6) for w, m in miou.items()},
-                  brier_by_weight={f"{w:.1f}": round(v, 6) for w, v in loss.items()})
+                  brier_by_weight={f"{w:.1f}": round(v, 6) for w, v in loss.items()},
+                  brier_by_kind={"context" if c[4] else "pixel": round(c[1][c[0]], 6) for c in choices})
+    trees = forests[[f.context for f in forests].index(radii)]
+    del forests
     if weight > 0:  # the weight is chosen: the validation pixels can teach the forest now
-        xv, yv = pixels(True)  # the training blocks' rows are kept; the validation blocks are read once more
-        x, y = np.concatenate([x, xv]), np.concatenate([y, yv])
-        trees = fit_forest(x, y, len(table), seed)
+        x, y = pixels(radii, validation=True)  # read again: one kind's rows in memory at a time
+        trees = fit_forest(x, y, len(table), seed, context=radii)
         record["pixels_refit"] = int(y.size)
     record["seconds"] = round(time.perf_counter() - t0, 1)
     return (trees if weight > 0 else None), record, fused
@@ -1050,6 +1068,7 @@ def train(
     deterministic: bool = True,
     baseline: str | None = None,
     forest: bool = True,
+    forest_context: bool = True,
     pretrained: str | os.PathLike[str] | None = None,
     pretrained_bands: Sequence[str] | str | None = None,
     freeze_epochs: int | None = None,
@@ -1143,9 +1162,15 @@ def train(
         ``training.baseline`` and the summary.
     forest : bool
         Fuse a per-pixel random forest with the network (:mod:`geoseg.ml.forest`; default on):
-        fitted on the network's input at labelled pixels of the training blocks, its weight in
-        the averaged probabilities chosen on the validation blocks (0: no forest is kept). Not
+        fitted on the network's input at labelled pixels of the training blocks (on each pixel's
+        values, and on those and its neighbourhood's where ``overlap`` is at least 3 px), the
+        kind and its weight in the averaged probabilities chosen on the validation blocks (0: no
+        forest is kept). Not
         for a temporal architecture (``utae``), whose input has no fixed channels.
+    forest_context : bool
+        Also try the forest that reads each pixel's neighbourhood (default); False: the pixel's
+        own values only (for maps of thin things, roads or buildings, that a neighbourhood
+        blurs).
     deterministic : bool
         Use deterministic torch algorithms while training.
     progress : callable, optional
@@ -1211,7 +1236,10 @@ def train(
         metrics: dict[str, Any] = {**fit.best_scores.to_dict(), "epoch": fit.best_epoch}
         trees, forest_card = None, {}
         if forest and not getattr(model, "takes_days", False):
-            trees, record, fused = _fit_forest(model, scenes, chips, table, valid_rule, date_spec, dev, int(seed))
+            # a halo narrower than the context's reach would read less of it at tile edges
+            context = forest_context and spec.overlap >= max(FOREST_CONTEXT)
+            trees, record, fused = _fit_forest(model, scenes, chips, table, valid_rule, date_spec, dev, int(seed),
+                                               context)
             init_info = {**init_info, "forest": record}
             if trees is not None:
                 forest_card = {"weight": record["weight"]}
