@@ -69,7 +69,7 @@ from geoseg.io.labels import window_tile
 from geoseg.ml.infer import DateInput, network_input, predict_proba, read_batch, read_batches
 from geoseg.ml.model import CARD, FOREST, ModelCard, check_sha256, network_channels
 
-__all__ = ["CONTEXT", "MAX_DEPTH", "MAX_LEAVES", "MAX_PIXELS", "TREES", "WEIGHTS", "Forest", "card_forest", "choose_weight",
+__all__ = ["CONTEXT", "MAX_DEPTH", "MAX_LEAVES", "MAX_PIXELS", "MAX_ROW_BYTES", "TREES", "WEIGHTS", "Forest", "card_forest", "choose_weight",
            "context_features", "fit_forest", "forest_proba", "fuse", "fused_probabilities", "load_forest", "mix_loss", "training_pixels",
            "validation_probabilities", "with_forest"]
 
@@ -82,6 +82,9 @@ MAX_DEPTH = 20
 #: Labelled training-block pixels the forest is fitted on at most (drawn evenly over the blocks; the
 #: refit once the weight is chosen adds the validation blocks' pixels at the same share).
 MAX_PIXELS = 200_000
+#: Bytes of training rows at most (float32 features x pixels): a context forest over a long
+#: stack reads 5 x its channels, so it is fitted on fewer pixels where they would pass this.
+MAX_ROW_BYTES = 512 << 20
 #: The forest weights :func:`choose_weight` tries.
 WEIGHTS = tuple(round(w, 1) for w in np.linspace(0.0, 1.0, 11))
 #: Pixels walked at once (bounds the walk's memory: a few int64 of this x trees).

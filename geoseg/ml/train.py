@@ -134,6 +134,7 @@ from geoseg.ml.forest import (
     MAX_DEPTH,
     MAX_LEAVES,
     MAX_PIXELS,
+    MAX_ROW_BYTES,
     Forest,
     choose_weight,
     fit_forest,
@@ -853,12 +854,14 @@ def _fit_forest(model: Any, scenes: Sequence[_Scene], chips: _Chips, table: Clas
 
     # the same share of every block's labelled pixels (the split counted them), from a stream of its own
     labelled = sum(int(s.split.train_counts().sum()) for s in scenes)
-    share = MAX_PIXELS / max(1, labelled)
 
     def pixels(context: tuple[int, ...], validation: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The training blocks' rows (and with ``validation`` the validation blocks' after them),
-        drawn from a stream of their own: the same pixels for each kind of forest."""
+        drawn from a stream of their own: the same pixels for each kind of forest (a share of them
+        where a context forest's rows would pass :data:`~geoseg.ml.forest.MAX_ROW_BYTES`)."""
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0F0E57]))
+        features = len(chips.mean) * (1 + 2 * len(context))
+        share = min(MAX_PIXELS, MAX_ROW_BYTES // (4 * features)) / max(1, labelled)
         parts = [training_pixels([(s.src, s.validation_labels if v else s.labels, s.split.windows(v), date_input(s))
                                   for s in scenes], chips.mean, chips.std, valid_rule, share, rng, context)
                  for v in ((False, True) if validation else (False,))]
@@ -869,7 +872,8 @@ def _fit_forest(model: Any, scenes: Sequence[_Scene], chips: _Chips, table: Clas
     forests = []
     for radii in kinds:
         x, y = pixels(radii)
-        record["pixels"] = int(y.size)
+        record.setdefault("pixels", int(y.size))  # the pixel forest's
+        record.setdefault("pixels_by_kind", {})["context" if radii else "pixel"] = int(y.size)
         if np.unique(y).size < 2:
             return None, {**record, "weight": 0.0, "note": "fewer than 2 classes among the training pixels"}, None
         forests.append(fit_forest(x, y, len(table), seed, context=radii))

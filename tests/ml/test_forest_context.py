@@ -170,7 +170,7 @@ def test_the_radii_are_saved_and_checked(tmp_path) -> None:  # type: ignore[no-u
         assert str(e.value).startswith(str(path)) and "expected 1 to 4 increasing radii" in str(e.value)
 
 
-def test_training_chooses_the_kind_of_forest_on_the_validation_blocks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_training_chooses_the_kind_of_forest_on_the_validation_blocks(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     region = synthesize(tmp_path / "r", height=128, width=160, seed=3)
     common = {"epochs": 1, "seed": 0, "tile": 32, "chips_per_epoch": 16, "batch_size": 8}
     res = train(region.scene, region.labels, region.classes, tmp_path / "m", overlap=4, **common)
@@ -186,6 +186,13 @@ def test_training_chooses_the_kind_of_forest_on_the_validation_blocks(tmp_path) 
     res = train(region.scene, region.labels, region.classes, tmp_path / "n", overlap=2, **common)
     assert set(res.card.training["forest"]["brier_by_kind"]) == {"pixel"}
     assert res.card.training["forest"]["context"] == []
+    # a context forest over many channels is fitted on fewer pixels, so that its rows stay bounded
+    channels = len(res.card.band_mean)
+    monkeypatch.setattr("geoseg.ml.train.MAX_ROW_BYTES", 4 * channels * (1 + 2 * len(CONTEXT)) * 300)
+    res = train(region.scene, region.labels, region.classes, tmp_path / "b", overlap=4, **common)
+    rows = res.card.training["forest"]["pixels_by_kind"]
+    assert 300 <= rows["context"] < 330 and 1500 <= rows["pixel"] < 1600, rows
+    monkeypatch.undo()
     # asked for by the command line
     out = CliRunner().invoke(cli, ["train", "--image", str(region.scene), "--labels", str(region.labels), "--classes",
                                    str(region.classes), "--out", str(tmp_path / "c"), "--tile", "32", "--epochs", "1",
