@@ -295,10 +295,10 @@ def field_graph(
         size = np.bincount(runs.run_label, weights=lengths, minlength=runs.n + 1)[1:]
         large = size >= sep.seed_pixels
         top, bottom, left, right = open_edges
-        for flag, rows, cols in ((top, 0, slice(None)), (bottom, h - 1, slice(None)), (left, slice(None), 0),
-                                 (right, slice(None), w - 1)):
-            if flag:
-                flat = (np.arange(h * w, dtype=np.int64).reshape(h, w)[rows, cols]).ravel()
+        along_row, along_col = np.arange(w, dtype=np.int64), np.arange(h, dtype=np.int64) * w
+        for flag, flat in ((top, along_row), (bottom, (h - 1) * w + along_row), (left, along_col),
+                           (right, along_col + (w - 1))):
+            if flag:  # the flat positions of that edge's pixels
                 line = runs.at_flat(flat)
                 large[line[line > 0] - 1] = True
         seed_run = np.r_[False, large][runs.run_label]

@@ -188,7 +188,7 @@ def _run_block(job: _BlockJob) -> tuple[Fields, Edges]:
         fields, runs = vectorize_block(core_lab, job.transform, nodata=None, valid=None, exclude=(),
                                        confidence=conf, offset=offset, raster_width=job.width, row_areas=None,
                                        area_factors=area_factors, runs=runs_of_labels(core_lab))
-        counts = class_counts(runs.dense(), core_arr, fields.class_id.size, job.n_classes)
+        counts = class_counts(core_lab, core_arr, fields.class_id.size, job.n_classes)  # = runs.dense()
         fields = Fields(fields.geometry, majority(counts).astype(np.int64), fields.pixels, fields.area_m2,
                         fields.first_pixel, fields.conf_sum, fields.conf_count, counts)
     h, w = core_arr.shape
