@@ -70,7 +70,8 @@ def one(mode: str, mask: str, conf: str, repeats: int) -> dict[str, float]:
         n = len(gdf)
     # VmHWM, not ru_maxrss: the latter survives fork + exec, so this child would report the peak of
     # its parent, which made the region
-    peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
     return {"seconds": float(np.median(times)), "min_seconds": float(np.min(times)), "fields": n,
             "peak_mib": peak / 1024}
 
