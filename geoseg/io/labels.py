@@ -53,19 +53,25 @@ __all__ = [
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".geoparquet", ".kml", ".gml")
 
 
-def window_tile(window: Window, transform: Affine, index: tuple[int, int] = (0, 0)) -> Tile:
-    """A :class:`~geoseg.core.grid.Tile` whose read and core windows are ``window`` (for :func:`geoseg.io.raster.read_tile`).
+def window_tile(window: Window, transform: Affine, index: tuple[int, int] = (0, 0), halo: int = 0) -> Tile:
+    """A :class:`~geoseg.core.grid.Tile` whose core is ``window`` and whose read window reaches
+    ``halo`` pixels beyond it on every side (for :func:`geoseg.io.raster.read_tile`, which pads
+    outside the raster).
 
-    ``transform`` is the raster's; the tile's transform is that of the window's top-left pixel.
+    ``transform`` is the raster's; the tile's transform is that of the read window's top-left pixel.
 
     Examples
     --------
     >>> t = window_tile(Window(10, 20, 64, 32), Affine(10, 0, 500000, 0, -10, 3400000))
     >>> t.transform.c, t.transform.f, int(t.read.height)
     (500100.0, 3399800.0, 32)
+    >>> t = window_tile(Window(10, 20, 64, 32), Affine(10, 0, 500000, 0, -10, 3400000), halo=3)
+    >>> t.transform.c, int(t.read.row_off), int(t.read.height), int(t.core.height)
+    (500070.0, 17, 38, 32)
     """
     w = Window(int(window.col_off), int(window.row_off), int(window.width), int(window.height))
-    return Tile(index=index, read=w, core=w, transform=transform @ Affine.translation(w.col_off, w.row_off))
+    r = Window(w.col_off - halo, w.row_off - halo, w.width + 2 * halo, w.height + 2 * halo)
+    return Tile(index=index, read=r, core=w, transform=transform @ Affine.translation(r.col_off, r.row_off))
 
 
 def is_vector_path(path: str | os.PathLike[str]) -> bool:

@@ -47,7 +47,6 @@ walk runs on the device. Both give the same probabilities (tested).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -57,8 +56,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from affine import Affine
-from rasterio.windows import Window
 
 from geoseg.classes import NODATA
 from geoseg.core.grid import Tile
@@ -69,9 +66,10 @@ from geoseg.io.labels import window_tile
 from geoseg.ml.infer import DateInput, network_input, predict_proba, read_batch, read_batches
 from geoseg.ml.model import CARD, FOREST, ModelCard, check_sha256, network_channels
 
-__all__ = ["CONTEXT", "MAX_DEPTH", "MAX_LEAVES", "MAX_PIXELS", "MAX_ROW_BYTES", "TREES", "WEIGHTS", "Forest", "card_forest", "choose_weight",
-           "context_features", "fit_forest", "forest_proba", "fuse", "fused_probabilities", "load_forest", "mix_loss", "training_pixels",
-           "validation_probabilities", "with_forest"]
+__all__ = ["CONTEXT", "MAX_DEPTH", "MAX_LEAVES", "MAX_PIXELS", "MAX_ROW_BYTES", "TREES", "WEIGHTS", "Forest",
+           "card_forest", "choose_weight", "context_features", "fit_forest", "forest_proba", "fuse",
+           "fused_probabilities", "load_forest", "mix_loss", "training_pixels", "validation_probabilities",
+           "with_forest"]
 
 #: Trees of the forest (fewer than the 100 of Earth Engine's default: on the real scenes of
 #: ``benchmarks/`` 64 score as 100 do, and each tree costs inference time).
@@ -232,11 +230,12 @@ def context_features(x: Any, context: Sequence[int], rows: tuple[int, int] | Non
     m = max(context)
     a0, a1 = max(0, r0 - m), min(h, r1 + m)  # rows that reach the rows asked for
     band = x[None, :, a0:a1].float()
+    band_sq = band * band
     parts = [own]
     for r in context:
         k = 2 * r + 1
         mean = F.avg_pool2d(band, k, stride=1, padding=r, count_include_pad=False)
-        sq = F.avg_pool2d(band * band, k, stride=1, padding=r, count_include_pad=False)
+        sq = F.avg_pool2d(band_sq, k, stride=1, padding=r, count_include_pad=False)
         sd = torch.sqrt(torch.clamp(sq - mean * mean, min=0.0))
         parts += [mean[0, :, r0 - a0:r1 - a0].reshape(c, -1), sd[0, :, r0 - a0:r1 - a0].reshape(c, -1)]
     return torch.cat(parts).T
@@ -483,29 +482,21 @@ def training_pixels(scenes: Sequence[tuple[Any, Any, Sequence[Any], DateInput | 
             lab = labels.read(w)
             if not (lab != NODATA).any():
                 continue
-            tile = window_tile(w, src.transform)
-            if m:
-                read = Window(int(w.col_off) - m, int(w.row_off) - m, int(w.width) + 2 * m, int(w.height) + 2 * m)
-                tile = dataclasses.replace(tile, read=read,
-                                           transform=src.transform @ Affine.translation(read.col_off, read.row_off))
-            batch = read_batch(src, [tile], valid_rule, dates)
+            batch = read_batch(src, [window_tile(w, src.transform, halo=m)], valid_rule, dates)
             x = network_input(batch.pixels, batch.valid, mean, std, batch.observed)[0]
-            valid = batch.valid[0][m:m + lab.shape[0], m:m + lab.shape[1]]
-            idx = np.flatnonzero((lab != NODATA) & valid)
+            h, wd = lab.shape
+            idx = np.flatnonzero((lab != NODATA) & batch.valid[0][m:m + h, m:m + wd])
             if share < 1 and idx.size:
                 idx = np.sort(rng.choice(idx, size=min(idx.size, int(np.ceil(idx.size * share))), replace=False))
-            if not m:
-                xs.append(x.reshape(x.shape[0], -1)[:, idx].T.astype(np.float32))
-            else:
-                xt, h, wd = torch.from_numpy(np.ascontiguousarray(x, np.float32)), lab.shape[0], lab.shape[1]
-                step = max(1, _CHUNK // x.shape[2])
-                for r0 in range(0, h, step):  # a band of rows at a time: context features are wide
-                    r1 = min(h, r0 + step)
-                    part = idx[(idx >= r0 * wd) & (idx < r1 * wd)]
-                    if part.size:
-                        f = context_features(xt, context, (m + r0, m + r1)).numpy()
-                        f = f.reshape(r1 - r0, x.shape[2], -1)[:, m:m + wd].reshape(-1, f.shape[1])
-                        xs.append(f[part - r0 * wd].astype(np.float32))
+            xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+            step = max(1, _CHUNK // x.shape[2])
+            for r0 in range(0, h, step):  # a band of rows at a time: context features are wide
+                r1 = min(h, r0 + step)
+                part = idx[(idx >= r0 * wd) & (idx < r1 * wd)]
+                if part.size:
+                    f = context_features(xt, context, (m + r0, m + r1)).numpy()
+                    f = f.reshape(r1 - r0, x.shape[2], -1)[:, m:m + wd].reshape(-1, f.shape[1])
+                    xs.append(f[part - r0 * wd])
             ys.append(lab.reshape(-1)[idx].astype(np.int64))
     if not xs:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
@@ -529,8 +520,9 @@ def validation_probabilities(model: Any, forests: Sequence[Forest],
         for batch in read_batches(src, tiles, batch_size, valid_rule, dates):
             x = network_input(batch.pixels, batch.valid, mean, std, batch.observed)
             pn = predict_proba(model, x, device, dates.days if dates else None)
+            xt = torch.from_numpy(np.ascontiguousarray(x))
             with torch.inference_mode():
-                pfs = [forest_proba(f, torch.from_numpy(np.ascontiguousarray(x))).numpy() for f in forests]
+                pfs = [forest_proba(f, xt).numpy() for f in forests]
             for i, t in enumerate(batch.tiles):
                 lab = labels.read(t.core)
                 keep = (lab != NODATA) & trim(t, batch.valid[i])

@@ -840,11 +840,11 @@ def _validate(model: Any, val_tiles: Sequence[tuple[_Scene, list[Tile]]], k: int
 def _fit_forest(model: Any, scenes: Sequence[_Scene], chips: _Chips, table: ClassTable, valid_rule: str,
                 dates: ChipDates | None, device: str, seed: int,
                 context: bool) -> tuple[Forest | None, dict[str, Any], Scores | None]:
-    """The per-pixel forest (:mod:`geoseg.ml.forest`): two forests fitted on the network's input at
-    labelled pixels of the training blocks, one on each pixel's values and, with ``context``,
-    one also on their neighbourhood (:data:`~geoseg.ml.forest.CONTEXT`); the kind and the weight chosen on the validation blocks with the fitted network (the
-    lowest Brier score of the fused probabilities), then that kind fitted again on the labelled
-    pixels of every block. Returns that forest (None when the chosen weight is 0 or it cannot be
+    """The per-pixel forest (:mod:`geoseg.ml.forest`): fitted on the network's input at labelled
+    pixels of the training blocks, on each pixel's values and, with ``context``, a second one on
+    those and their neighbourhood's (:data:`~geoseg.ml.forest.CONTEXT`); the kind and the weight
+    chosen on the validation blocks with the fitted network (the lowest Brier score of the fused
+    probabilities), then that kind fitted again on the labelled pixels of every block. Returns that forest (None when the chosen weight is 0 or it cannot be
     fitted), the card's record of it and the fused validation scores (of the forest that never
     saw the validation blocks)."""
     t0 = time.perf_counter()
@@ -884,18 +884,17 @@ def _fit_forest(model: Any, scenes: Sequence[_Scene], chips: _Chips, table: Clas
         chips.mean, chips.std, valid_rule, device)
     if yv.size == 0:
         return None, {**record, "weight": 0.0, "note": "no validation pixels to choose its weight on"}, None
-    choices = [(*choose_weight(pn, pf, yv, table.names), pf, f.context) for pf, f in zip(pfs, forests)]
-    # the kind whose chosen weight scores the lowest Brier score (the pixel's own values on a tie)
-    weight, loss, miou, pf, radii = min(choices, key=lambda c: c[1][c[0]])
+    # each kind's weight and scores; kept: the lowest Brier score at its weight (the pixel forest on a tie)
+    choices = [(f, pf, *choose_weight(pn, pf, yv, table.names)) for f, pf in zip(forests, pfs)]
+    trees, pf, weight, loss, miou = min(choices, key=lambda c: c[3][c[2]])
+    radii = trees.context
     fused = scores(confusion_matrix(fused_probabilities(pn, pf, weight).argmax(axis=1), yv, len(table)), table.names)
-    del pn, pfs, pf
     record.update(context=list(radii), weight=weight, validation_pixels=int(yv.size),
                   network_miou=round(miou[0.0], 6), forest_miou=round(miou[1.0], 6), fused_miou=round(miou[weight], 6),
                   miou_by_weight={f"{w:.1f}": round(m, 6) for w, m in miou.items()},
                   brier_by_weight={f"{w:.1f}": round(v, 6) for w, v in loss.items()},
-                  brier_by_kind={"context" if c[4] else "pixel": round(c[1][c[0]], 6) for c in choices})
-    trees = forests[[f.context for f in forests].index(radii)]
-    del forests
+                  brier_by_kind={"context" if f.context else "pixel": round(lo[w], 6) for f, _, w, lo, _ in choices})
+    del pn, pfs, pf, choices, forests
     if weight > 0:  # the weight is chosen: the validation pixels can teach the forest now
         x, y = pixels(radii, validation=True)  # read again: one kind's rows in memory at a time
         trees = fit_forest(x, y, len(table), seed, context=radii)
@@ -1169,8 +1168,8 @@ def train(
         fitted on the network's input at labelled pixels of the training blocks (on each pixel's
         values, and on those and its neighbourhood's where ``overlap`` is at least 3 px), the
         kind and its weight in the averaged probabilities chosen on the validation blocks (0: no
-        forest is kept). Not
-        for a temporal architecture (``utae``), whose input has no fixed channels.
+        forest is kept). Not for a temporal architecture (``utae``), whose input has no fixed
+        channels.
     forest_context : bool
         Also try the forest that reads each pixel's neighbourhood (default); False: the pixel's
         own values only (for maps of thin things, roads or buildings, that a neighbourhood
