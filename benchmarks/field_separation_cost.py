@@ -13,12 +13,17 @@ Run::
 
 The machine's speed drifts between the two processes, so the ratio is also measured as the
 median of ``--pairs`` back-to-back pairs of calls (4-connected, then separated) in one process.
+
+``--filed-tree DIR`` also times the 4-connected ``polygonize`` of another geoseg tree (e.g. a
+``git worktree`` of the commit before field separation existed: the issue's "today's
+polygonise time"), in a fresh process of its own, and prints separated / that.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -28,14 +33,16 @@ import numpy as np
 import rasterio
 from scipy import ndimage
 
-from geoseg.core.objects import boundary_pixels
-from geoseg.io.field_polygons import burn_fields
+# the one import a child needs: a --filed-tree child runs an older geoseg, without the rest
 from geoseg.ops.polygonize import polygonize_raster
-from geoseg.ops.predict import predict_scene
-from geoseg.synth import synthesize
 
 
 def prepare(work: Path, size: int, model: Path | None) -> tuple[Path, Path]:
+    from geoseg.core.objects import boundary_pixels
+    from geoseg.io.field_polygons import burn_fields
+    from geoseg.ops.predict import predict_scene
+    from geoseg.synth import synthesize
+
     region = synthesize(work / f"region-{size}", height=size, width=size, seed=0, cloud_fraction=0.0)
     if model is not None:
         mask, conf = work / f"region-{size}" / "mask.tif", work / f"region-{size}" / "confidence.tif"
@@ -62,10 +69,14 @@ def prepare(work: Path, size: int, model: Path | None) -> tuple[Path, Path]:
 
 
 def one(mode: str, mask: str, conf: str, repeats: int) -> dict[str, float]:
+    import inspect
+
+    # a tree from before field separation has no ``separate`` (its fields are 4-connected)
+    kw = {"separate": mode == "separated"} if "separate" in inspect.signature(polygonize_raster).parameters else {}
     times, n = [], 0
     for _ in range(repeats):
         t = time.perf_counter()
-        gdf = polygonize_raster(mask, confidence=conf, workers=2, separate=mode == "separated")
+        gdf = polygonize_raster(mask, confidence=conf, workers=2, **kw)
         times.append(time.perf_counter() - t)
         n = len(gdf)
     # VmHWM, not ru_maxrss: the latter survives fork + exec, so this child would report the peak of
@@ -97,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/geoseg-separation-cost"))
     ap.add_argument("--model", type=Path, default=None, help="a checkpoint trained with --fields")
     ap.add_argument("--pairs", type=int, default=9, help="back-to-back pairs of calls for the paired ratio")
+    ap.add_argument("--filed-tree", type=Path, default=None,
+                    help="also time the 4-connected polygonise of the geoseg tree in this folder")
     ap.add_argument("--one", nargs=3, metavar=("MODE", "MASK", "CONF"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
@@ -104,9 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     mask, conf = prepare(args.work, args.size, args.model)
     res = {}
-    for mode in ("4-connected", "separated"):
-        out = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--one", mode, str(mask),
-                              str(conf)], check=True, capture_output=True, text=True)
+    modes = [("4-connected", None), ("separated", None)]
+    if args.filed_tree:
+        modes.insert(0, ("4-connected, filed tree", args.filed_tree.resolve()))
+    for mode, tree in modes:
+        env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+        out = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--one", mode.split(",")[0],
+                              str(mask), str(conf)], check=True, capture_output=True, text=True, env=env)
         res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"| mode | fields | seconds (median of {args.repeats}) | fastest | peak MiB |")
     print("|---|---|---|---|---|")
@@ -116,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"time ratio separated / 4-connected: {b['seconds'] / a['seconds']:.2f} (medians), "
           f"{b['min_seconds'] / a['min_seconds']:.2f} (fastest calls); "
           f"peak memory ratio: {b['peak_mib'] / a['peak_mib']:.2f}")
+    if args.filed_tree:
+        f = res["4-connected, filed tree"]
+        print(f"separated / the filed tree's 4-connected: time {b['seconds'] / f['seconds']:.2f} (medians), "
+              f"{b['min_seconds'] / f['min_seconds']:.2f} (fastest calls); peak memory {b['peak_mib'] / f['peak_mib']:.2f}")
     if args.pairs:
         r = interleaved(str(mask), str(conf), args.pairs)
         print(f"paired ratio over {len(r)} back-to-back pairs: median {np.median(r):.2f} "

@@ -42,7 +42,6 @@ property test over random masks and block sizes checks it).
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,25 +203,25 @@ class FieldGraph:
         lab = label_runs(code, same).dense().astype(np.int32, copy=False).ravel()
         del code, same
         n = int(lab.max(initial=0))
-        g = np.flatnonzero(kind.ravel() == 2)
-        if g.size and h * w < 2**31:
-            g = g.astype(np.int32)  # half the memory traffic of the gathers below
-        if g.size:
-            step = self.step[rows, cols].ravel()[g]
-            by_step = np.argsort(step, kind="stable")
-            g, step = g[by_step], step[by_step]
-            d = self.to[rows, cols].ravel()[g]
-            r, c = np.divmod(g, w)
-            r += np.array([o[0] for o in _OFFSETS], g.dtype)[d]
-            c += np.array([o[1] for o in _OFFSETS], g.dtype)[d]
-            inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-            # a pixel that joined one outside the rectangle starts a label here
-            lab[g[~inside]] = np.arange(n + 1, n + 1 + int((~inside).sum()), dtype=np.int32)
-            g, step, target = g[inside], step[inside], (r * w + c)[inside]
-            del r, c, d, inside
-            bounds = np.searchsorted(step, np.arange(1, int(step.max(initial=0)) + 2))
-            for a, b in itertools.pairwise(bounds):  # step by step: a pixel joins one placed before it
-                lab[g[a:b]] = lab[target[a:b]]
+        step = np.ascontiguousarray(self.step[rows, cols]).ravel()
+        top = int(step.max(initial=0))
+        if top:
+            to = np.ascontiguousarray(self.to[rows, cols]).ravel()
+            shift = np.array([dr * w + dc for dr, dc in _OFFSETS], np.int64)
+            for s in range(1, top + 1):  # step by step: a pixel joins one placed before it
+                g = np.flatnonzero(step == s)  # the pixels grown in step s, a few per cent of the window
+                if not g.size:
+                    continue
+                d = to[g]
+                col = g % w
+                # a pixel that joined one outside the rectangle starts a label here
+                out = (((d == 0) & (g < w)) | ((d == 3) & (g >= (h - 1) * w)) | ((d == 1) & (col == 0))
+                       | ((d == 2) & (col == w - 1)))
+                if out.any():
+                    lab[g[out]] = np.arange(n + 1, n + 1 + int(out.sum()), dtype=np.int32)
+                    n += int(out.sum())
+                    g, d = g[~out], d[~out]
+                lab[g] = lab[g + shift[d]]
         return lab.reshape(h, w)
 
     def links(self, axis: int, rows: slice | None = None, cols: slice | None = None) -> np.ndarray:
