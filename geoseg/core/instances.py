@@ -407,6 +407,10 @@ def _grow(kind: np.ndarray, step: np.ndarray, to: np.ndarray, cls: np.ndarray, f
     to[...] = tp.reshape(h + 2, W)[1:-1, 1:-1]
 
 
+#: Pixels counted at once by :func:`class_counts`.
+_COUNT_CHUNK = 1 << 20
+
+
 def class_counts(labels: np.ndarray, cls: np.ndarray, n: int, k: int) -> np.ndarray:
     """Pixels of each class in each field: ``(n, k)`` int64, row ``i`` for label ``i + 1``
     (``cls`` must be below ``k`` in the fields; outside them it may hold anything).
@@ -415,9 +419,13 @@ def class_counts(labels: np.ndarray, cls: np.ndarray, n: int, k: int) -> np.ndar
     [[1, 0, 1], [0, 0, 1]]
     """
     dtype = np.int32 if (n + 1) * k < 2**31 else np.int64
-    code = labels.astype(dtype) * dtype(k)  # label 0 (no field) counts in the first k bins, dropped ...
-    code += np.minimum(cls, k - 1).astype(dtype, copy=False)  # ... whatever its value (a field's is below k)
-    return np.bincount(code.ravel(), minlength=(n + 1) * k)[k:].reshape(n, k)
+    flat_labels, flat_cls = np.ravel(labels), np.ravel(cls)
+    counts = np.zeros((n + 1) * k, np.int64)
+    for i in range(0, flat_labels.size, _COUNT_CHUNK):  # a chunk at a time: bincount copies its input to int64
+        code = flat_labels[i:i + _COUNT_CHUNK].astype(dtype) * dtype(k)  # label 0 (no field): the first k bins, dropped ...
+        code += np.minimum(flat_cls[i:i + _COUNT_CHUNK], k - 1).astype(dtype, copy=False)  # ... whatever its class
+        counts += np.bincount(code, minlength=(n + 1) * k)
+    return counts[k:].reshape(n, k)
 
 
 def majority(counts: np.ndarray) -> np.ndarray:

@@ -7,7 +7,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from geoseg.core.instances import Separation, check_separation, field_graph, separate_fields, separation_halo
+from geoseg.core.instances import (
+    _COUNT_CHUNK,
+    Separation,
+    check_separation,
+    class_counts,
+    field_graph,
+    separate_fields,
+    separation_halo,
+)
 from geoseg.errors import PolygonizeError
 
 
@@ -143,3 +151,22 @@ def test_unknown_boundary_is_no_boundary_and_shapes_are_checked() -> None:
 def test_bad_separation_values_are_named(kw, match) -> None:
     with pytest.raises(PolygonizeError, match=match):
         check_separation(Separation(**kw))
+
+
+def test_class_counts_over_several_chunks_equal_a_plain_count():
+    """Counted a chunk at a time (more pixels than one chunk, labels cut across chunks), the
+    counts equal a plain count per field and class; class values at or above k outside fields
+    do not count."""
+    rng = np.random.default_rng(3)
+    h, w, n, k = 1500, 1500, 40, 5
+    assert h * w > 2 * _COUNT_CHUNK
+    labels = rng.integers(0, n + 1, (h, w)).astype(np.int32)
+    cls = rng.integers(0, k, (h, w)).astype(np.uint8)
+    cls[labels == 0] = 200  # outside fields: anything
+    want = np.zeros((n, k), np.int64)
+    for i in range(1, n + 1):
+        want[i - 1] = np.bincount(cls[labels == i], minlength=k)
+    got = class_counts(labels, cls, n, k)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
+    assert got.sum() == int((labels > 0).sum())
