@@ -100,7 +100,7 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
                    "(not for --arch utae).")
 @click.option("--forest-context/--no-forest-context", default=True, show_default=True,
               help="Also try a forest that reads each pixel's neighbourhood (channel means and spreads over 3 x 3 "
-                   "and 7 x 7 px) and keep it when it fits the validation blocks better; --no-forest-context: each "
+                   "and 5 x 5 px) and keep it when it fits the validation blocks better; --no-forest-context: each "
                    "pixel's own values only.")
 @overwrite_option
 def train(images: tuple[DatasetPath, ...], labels: tuple[DatasetPath, ...], classes: Path,

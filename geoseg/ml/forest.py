@@ -33,7 +33,7 @@ score as the unbounded forest does.
 Context. A pixel's own values are little to go on in a single-date scene of 30 m pixels; its
 neighbourhood says more (a field's mean colour, a field edge's spread). The forest can read,
 besides each channel's value, its mean and standard deviation over the square of radius 1
-(3 x 3 px) and 3 (7 x 7 px) around the pixel (:data:`CONTEXT`; :func:`context_features`).
+(3 x 3 px) and 2 (5 x 5 px) around the pixel (:data:`CONTEXT`; :func:`context_features`).
 ``train`` fits a forest of each kind and keeps the one whose fusion with the network scores
 best on the validation blocks (``benchmarks/README.md``, real scenes). The means are over the
 pixels of the square inside the tile read (a tile's halo is wider than the radius, so a tile's
@@ -89,7 +89,7 @@ WEIGHTS = tuple(round(w, 1) for w in np.linspace(0.0, 1.0, 11))
 _CHUNK = 16384
 #: Radii (px) of the squares whose mean and standard deviation of each channel a context forest
 #: reads beside the pixel's own values (see the module docstring, Context).
-CONTEXT = (1, 3)
+CONTEXT = (1, 2)
 _KEYS = ("children", "feature", "threshold", "missing_left", "value", "roots")
 
 

@@ -69,7 +69,7 @@ They are chosen to generalise to a new region or year, not tuned to one scene:
   thousand labelled pixels a forest reads each pixel's spectra better than a network
   trained from scratch, the network reads shapes and neighbourhoods, and their errors
   differ. A second forest also reads each pixel's neighbourhood (channel means and spreads
-  over 3 x 3 and 7 x 7 px); the one whose mix scores better on the validation blocks is kept.
+  over 3 x 3 and 5 x 5 px); the one whose mix scores better on the validation blocks is kept.
 * ``lr=1e-3`` (AdamW's robust default for from-scratch conv nets with batch norm),
   ``weight_decay=1e-2`` (decoupled, mild), 3 % linear warm-up then cosine decay to 1 %.
 * Flips and 90-degree rotations (nadir imagery has no "up") and a 5 % per-band gain /
@@ -1166,7 +1166,7 @@ def train(
     forest : bool
         Fuse a per-pixel random forest with the network (:mod:`geoseg.ml.forest`; default on):
         fitted on the network's input at labelled pixels of the training blocks (on each pixel's
-        values, and on those and its neighbourhood's where ``overlap`` is at least 3 px), the
+        values, and on those and its neighbourhood's where ``overlap`` is at least 2 px), the
         kind and its weight in the averaged probabilities chosen on the validation blocks (0: no
         forest is kept). Not for a temporal architecture (``utae``), whose input has no fixed
         channels.

@@ -183,7 +183,7 @@ def test_training_chooses_the_kind_of_forest_on_the_validation_blocks(tmp_path, 
     if res.card.forest:
         assert list(card_forest(res.model_dir, res.card).context) == rec["context"]
     # a halo narrower than the context's reach: the pixel's own values only
-    res = train(region.scene, region.labels, region.classes, tmp_path / "n", overlap=2, **common)
+    res = train(region.scene, region.labels, region.classes, tmp_path / "n", overlap=max(CONTEXT) - 1, **common)
     assert set(res.card.training["forest"]["brier_by_kind"]) == {"pixel"}
     assert res.card.training["forest"]["context"] == []
     # a context forest over many channels is fitted on fewer pixels, so that its rows stay bounded
