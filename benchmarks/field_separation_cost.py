@@ -117,14 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     mask, conf = prepare(args.work, args.size, args.model)
     res = {}
-    modes = [("4-connected", None), ("separated", None)]
+    # (row name, the child's mode, the geoseg tree it imports: None for this one)
+    runs: list[tuple[str, str, Path | None]] = [("4-connected", "4-connected", None), ("separated", "separated", None)]
     if args.filed_tree:
-        modes.insert(0, ("4-connected, filed tree", args.filed_tree.resolve()))
-    for mode, tree in modes:
+        runs.insert(0, ("4-connected, filed tree", "4-connected", args.filed_tree.resolve()))
+    for name, mode, tree in runs:
         env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
-        out = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--one", mode.split(",")[0],
-                              str(mask), str(conf)], check=True, capture_output=True, text=True, env=env)
-        res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        out = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--one", mode, str(mask),
+                              str(conf)], check=True, capture_output=True, text=True, env=env)
+        res[name] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"| mode | fields | seconds (median of {args.repeats}) | fastest | peak MiB |")
     print("|---|---|---|---|---|")
     for mode, r in res.items():

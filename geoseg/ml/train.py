@@ -844,9 +844,9 @@ def _fit_forest(model: Any, scenes: Sequence[_Scene], chips: _Chips, table: Clas
     pixels of the training blocks, on each pixel's values and, with ``context``, a second one on
     those and their neighbourhood's (:data:`~geoseg.ml.forest.CONTEXT`); the kind and the weight
     chosen on the validation blocks with the fitted network (the lowest Brier score of the fused
-    probabilities), then that kind fitted again on the labelled pixels of every block. Returns that forest (None when the chosen weight is 0 or it cannot be
-    fitted), the card's record of it and the fused validation scores (of the forest that never
-    saw the validation blocks)."""
+    probabilities), then that kind fitted again on the labelled pixels of every block. Returns
+    that forest (None when the chosen weight is 0 or it cannot be fitted), the card's record of
+    it and the fused validation scores (of the forest that never saw the validation blocks)."""
     t0 = time.perf_counter()
 
     def date_input(s: _Scene) -> DateInput | None:
