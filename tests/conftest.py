@@ -9,6 +9,17 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# pytest-xdist runs one process per core: each one's torch (and the OpenMP in it), and the processes
+# the tests start, take their share of the cores rather than all of them (oversubscribed OpenMP
+# threads spin waiting for each other, which slows every training test).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+    import torch
+
+    torch.set_num_threads(_THREADS)
+
 DATA = Path(__file__).parent / "data"
 
 

@@ -83,7 +83,7 @@ def test_demo_runs_the_chain_and_accounts_for_every_pixel(tmp_path):  # type: ig
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "workflows").mkdir()
     shutil.copy(root / "workflows" / "demo.yaml", tmp_path / "workflows" / "demo.yaml")
-    cmd = [sys.executable, "-m", "geoseg.cli.main", "demo", "--size", "512", "--train-minutes", "0.2"]
+    cmd = [sys.executable, "-m", "geoseg.cli.main", "demo", "--size", "384", "--train-minutes", "0.2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -109,14 +109,23 @@ def test_demo_runs_the_chain_and_accounts_for_every_pixel(tmp_path):  # type: ig
     with rasterio.open(run_dir / "inputs" / "region.tif") as c, rasterio.open(run_dir / "mask.tif") as m:
         assert c.transform == m.transform and c.descriptions[0] == "jun-jul_B02" and c.count == 28
         np.testing.assert_array_equal(m.read(1) == 255, (c.read() == 0).any(axis=0))
-    # ... so the observed hectares are the truth's (labels: nodata on the collar only) less those few pixels
+    # ... so a district's observed hectares are its mapped pixels (counted here by pixel centre, the
+    # table covers border pixels by fraction), never more than the truth's labelled ones
+    from rasterio.features import rasterize
+
     truth = pd.read_csv(tmp_path / "demo" / "region" / "truth.csv")
     areas = pd.read_csv(run_dir / "district_areas.csv")
     observed = areas.groupby("district")["observed_ha"].first()
     true_ha = truth[truth.district.isin(observed.index)].groupby("district")["hectares"].sum()
     assert len(true_ha) >= 2
+    with rasterio.open(run_dir / "mask.tif") as m:
+        mapped, tf = m.read(1) != 255, m.transform
+        districts = gpd.read_file(tmp_path / "demo" / "region" / "districts.gpkg").to_crs(m.crs)
     for d, ha in true_ha.items():
-        assert 0.85 * ha <= observed[d] <= ha * (1 + 1e-6), d  # a cloudy month can leave a district 10 % short
+        inside = rasterize([(g, 1) for g in districts.geometry[districts.district == d]], out_shape=mapped.shape,
+                           transform=tf) == 1
+        assert observed[d] == pytest.approx((inside & mapped).sum() * abs(tf.a * tf.e) / 1e4, rel=5e-3), d
+        assert observed[d] <= ha * (1 + 1e-6), d
     assert "mIoU" in out.stdout and "crop area per district" in out.stdout
     # Again: the region is the same bytes, the model is reused, a new run is recorded.
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

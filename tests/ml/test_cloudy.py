@@ -251,7 +251,7 @@ def test_train_cli_options_and_bad_values(region, tmp_path) -> None:  # type: ig
 def test_a_model_that_reads_dates_trains_on_64_px_chips_by_default(region, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Without --chip, a date-reading model trains on 64 px chips (it needs many optimiser steps) while
     its card keeps the tile and halo inference uses; a plain model trains on tile-sized chips."""
-    opts = {"tile": 128, "chips_per_epoch": 8, "batch_size": 4, "epochs": 1, "seed": 0}
+    opts = {"tile": 128, "chips_per_epoch": 8, "batch_size": 4, "epochs": 1, "seed": 0, "forest": False}
     dated = train(region.scene, region.labels, region.classes, tmp_path / "d", date_dropout=0.4, **opts).card
     assert dated.training["chip"] == 64 and (dated.tile, dated.overlap) == (128, 16)
     plain = train(region.scene, region.labels, region.classes, tmp_path / "p", valid_rule="any", **opts).card

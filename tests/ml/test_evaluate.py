@@ -28,7 +28,8 @@ def region(tmp_path_factory):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def model(region, tmp_path_factory):  # type: ignore[no-untyped-def]
     out = tmp_path_factory.mktemp("models") / "m"
-    train(region.scene, region.labels, region.classes, out, tile=64, epochs=2, chips_per_epoch=32, seed=1)
+    train(region.scene, region.labels, region.classes, out, tile=64, epochs=2, chips_per_epoch=32, seed=1,
+          forest=False)  # evaluate reads any checkpoint; the forest is tests/ml/test_forest.py's
     return out
 
 

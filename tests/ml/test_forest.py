@@ -224,7 +224,7 @@ def test_a_changed_or_missing_forest_file_is_refused(fused, tmp_path) -> None:  
 def test_no_forest_trains_and_maps_the_network_alone(region, tmp_path) -> None:  # type: ignore[no-untyped-def]
     res = CliRunner().invoke(cli, ["train", "--image", str(region.scene), "--labels", str(region.labels),
                                    "--classes", str(region.classes), "--out", str(tmp_path / "m"), "--tile", "64",
-                                   "--epochs", "1", "--no-forest"])
+                                   "--epochs", "1", "--batch-size", "2", "--no-forest"])
     assert res.exit_code == 0, res.output
     card = read_card(tmp_path / "m")
     assert card.forest == {} and "forest" not in card.training and not (tmp_path / "m" / FOREST).exists()

@@ -81,7 +81,7 @@ def trained(region, points, tmp_path_factory):  # type: ignore[no-untyped-def]
     res = CliRunner().invoke(_group(), [
         "train", "--image", str(region.scene), "--labels", str(points), "--label-field", "crop",
         "--point-radius", "10", "--classes", str(region.classes), "--out", str(out), "--tile", "64",
-        "--epochs", "2", "--batch-size", "8", "--seed", "0",
+        "--epochs", "2", "--batch-size", "4", "--seed", "0",
     ])
     return out, res
 

@@ -126,8 +126,8 @@ def test_tiled_prediction_agrees_with_whole_image_prediction(tmp_path):  # type:
     benchmarks/tiled_vs_whole.py)."""
 
     region = synthesize(tmp_path / "r", height=640, width=640, seed=11)
-    res = train(region.scene, region.labels, region.classes, tmp_path / "m", tile=128, epochs=15, patience=15,
-                chips_per_epoch=32, seed=1, forest=False)  # the network's seams are the question
+    res = train(region.scene, region.labels, region.classes, tmp_path / "m", tile=128, chip=64, epochs=15,
+                patience=15, chips_per_epoch=64, seed=1, forest=False)  # the network's seams are the question
     assert res.card.metrics["miou"] > 0.6  # a model that has learned something, or the comparison means little
     predict_scene(tmp_path / "m", region.scene, tmp_path / "whole.tif", tile=640, overlap=0, device="cpu")
     with rasterio.open(tmp_path / "whole.tif") as d:
