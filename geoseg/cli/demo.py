@@ -15,7 +15,8 @@ from geoseg.cli.progress import progress_bar
               show_default=True, help="The demo workflow: one synthetic scene, its model and districts.")
 @click.option("--size", type=int, default=2048, show_default=True, help="Region height and width in pixels (10 m).")
 @click.option("--train-minutes", type=float, default=4.0, show_default=True,
-              help="Time limit for training the demo model when the workflow's model directory has none.")
+              help="Time limit for training the demo model's network when the workflow's model directory has "
+                   "none (its per-pixel forest is fitted after it).")
 @click.option("--retrain", is_flag=True, help="Train the demo model even if one exists.")
 def demo(workflow: Path, size: int, train_minutes: float, retrain: bool) -> None:
     """Synthesise a region over real Punjab districts and run the whole pipeline on it.

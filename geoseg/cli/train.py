@@ -90,7 +90,8 @@ def _epoch_line(epoch: int, total: int, m: dict[str, Any]) -> None:
 @click.option("--lr", type=float, default=1e-3, show_default=True,
               help="Peak learning rate (AdamW, linear warm-up then cosine decay).")
 @click.option("--time-limit", type=float, default=None,
-              help="Minutes of wall clock; stops cleanly before, keeping the best epoch.")
+              help="Minutes of wall clock for the network; stops cleanly before, keeping the best epoch "
+                   "(the per-pixel forest is fitted after it).")
 @click.option("--baseline", type=click.Choice(["none", "rf"]), default="none", show_default=True,
               help="Also train a per-pixel random forest (100 trees) on the same training pixels and report its "
                    "validation mIoU next to the model's, to see the gain on your own data.")

@@ -1140,8 +1140,8 @@ def train(
     device : {"auto", "cpu", "cuda"}
     time_limit : float, optional
         Minutes of wall clock for the network's training; it stops cleanly before it,
-        validates and saves the best epoch so far. The per-pixel forest is fitted after it
-        (seconds to a minute or two for 200,000 pixels on 2 cores).
+        validates and saves the best epoch so far. The per-pixel forests are fitted after it,
+        in a time that grows with the labelled pixels (up to 200,000) and the bands.
     block : int, optional
         Block side of the spatial split (default: two tiles, see :func:`geoseg.ml.split.block_size`).
     chips_per_epoch : int, optional
