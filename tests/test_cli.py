@@ -108,7 +108,8 @@ def test_demo_runs_the_chain_and_accounts_for_every_pixel(tmp_path):  # type: ig
 
     with rasterio.open(run_dir / "inputs" / "region.tif") as c, rasterio.open(run_dir / "mask.tif") as m:
         assert c.transform == m.transform and c.descriptions[0] == "jun-jul_B02" and c.count == 28
-        np.testing.assert_array_equal(m.read(1) == 255, (c.read() == 0).any(axis=0))
+        mapped, tf, crs = m.read(1) != 255, m.transform, m.crs
+        np.testing.assert_array_equal(~mapped, (c.read() == 0).any(axis=0))
     # ... so a district's observed hectares are its mapped pixels (counted here by pixel centre, the
     # table covers border pixels by fraction), never more than the truth's labelled ones
     from rasterio.features import rasterize
@@ -118,9 +119,7 @@ def test_demo_runs_the_chain_and_accounts_for_every_pixel(tmp_path):  # type: ig
     observed = areas.groupby("district")["observed_ha"].first()
     true_ha = truth[truth.district.isin(observed.index)].groupby("district")["hectares"].sum()
     assert len(true_ha) >= 2
-    with rasterio.open(run_dir / "mask.tif") as m:
-        mapped, tf = m.read(1) != 255, m.transform
-        districts = gpd.read_file(tmp_path / "demo" / "region" / "districts.gpkg").to_crs(m.crs)
+    districts = gpd.read_file(tmp_path / "demo" / "region" / "districts.gpkg").to_crs(crs)
     for d, ha in true_ha.items():
         inside = rasterize([(g, 1) for g in districts.geometry[districts.district == d]], out_shape=mapped.shape,
                            transform=tf) == 1
